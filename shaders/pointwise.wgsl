@@ -1,0 +1,285 @@
+// Pointwise losses: the loss of element i depends on x_i, y_i (and a broadcast weight) alone.
+// Per-element loss, loss partials and the gradient with respect to x, in one pass.
+//
+// CPU twin: src/cpu/pointwise.rs. Host side: src/pointwise.rs.
+//
+// LOSS (override), with d = x - y:
+//   0 mse           d^2                                         grad 2 d
+//   1 l1            |d|                                         grad sign(d) (0 at 0)
+//   2 huber         |d| < p0 ? d^2 / 2 : p0 (|d| - p0 / 2)       grad clamp(d, -p0, p0)
+//   3 smooth_l1     |d| < p0 ? d^2 / (2 p0) : |d| - p0 / 2       grad clamp(d / p0, -1, 1); p0 = 0 is l1
+//   4 bce           -(y max(log x, -100) + (1 - y) max(log(1 - x), -100))
+//                   grad (x - y) / max(x (1 - x), 1e-12); x outside [0, 1] (or NaN) is reported
+//   5 bce_logits    (1 - y) x + (1 + (pw - 1) y) softplus(-x)    grad (1 + (pw - 1) y) sigmoid(x) - pw y
+//   6 kl_div        x log-probabilities; y (LOG_TARGET: log y): y (log y - x), 0 where y = 0
+//                   grad -y (LOG_TARGET: -exp(y))
+// times the weight w[i % weight_len] (bce, bce_logits), pw = pos_weight[i % pos_weight_len].
+//
+// Layout: workgroup w takes vec4s [w * WG * K, (w + 1) * WG * K) of this dispatch, invocation i
+// the vec4s i, i + WG, ... (K of them), and writes the partial (sum of losses, 0).
+// VEC4 binds x, y, grad and loss as array<vec4<f32>> (the first floor(M / 4) * 4 elements);
+// without it they are array<f32> with bounds checks (the last M % 4 elements, or whole problems
+// that fit one workgroup, which then also write the reduced value: SINGLE).
+// Bindings: 0 params, 1 x, 2 y, 3 weight, 4 pos_weight, 5 grad, 6 loss, 7 scratch.
+// Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
+
+#import scratch
+#import segment
+
+override WG: u32 = 256u;
+override SEG: u32 = 256u;
+override SG_MIN: u32 = 1u;
+override K: u32 = 16u;
+override LOSS: u32 = 0u;
+override HAS_WEIGHT: bool = false;
+override HAS_POS_WEIGHT: bool = false;
+override LOG_TARGET: bool = false;
+override WANT_GRAD: bool = false;
+override WANT_ELEM_LOSS: bool = false;
+override WANT_PARTIAL: bool = false;
+override SINGLE: bool = false;
+
+// Keep in sync with `PointwiseParams` in src/pointwise.rs.
+struct Params {
+    // Elements in the whole problem.
+    len: u32,
+    // vec4s covered by this dispatch, and the first of them.
+    vecs: u32,
+    vec_base: u32,
+    wg_x: u32,
+    partial_base: u32,
+    weight_len: u32,
+    pos_weight_len: u32,
+    _pad0: u32,
+    // delta (huber), beta (smooth_l1).
+    p0: f32,
+    grad_scale: f32,
+    // SINGLE: loss[0] = sum / mean_den.
+    mean_den: f32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+
+#ifdef VEC4
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> y: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> grad: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> loss: array<vec4<f32>>;
+
+fn load_x(v: u32) -> vec4<f32> {
+    return x[v];
+}
+
+fn load_y(v: u32) -> vec4<f32> {
+    return y[v];
+}
+
+fn store_grad(v: u32, g: vec4<f32>) {
+    grad[v] = g;
+}
+
+fn store_loss(v: u32, l: vec4<f32>) {
+    loss[v] = l;
+}
+#else
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(6) var<storage, read_write> loss: array<f32>;
+
+fn load_x(v: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (4u * v + i < params.len) {
+            r[i] = x[4u * v + i];
+        }
+    }
+    return r;
+}
+
+fn load_y(v: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (4u * v + i < params.len) {
+            r[i] = y[4u * v + i];
+        }
+    }
+    return r;
+}
+
+fn store_grad(v: u32, g: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        if (4u * v + i < params.len) {
+            grad[4u * v + i] = g[i];
+        }
+    }
+}
+
+fn store_loss(v: u32, l: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        if (4u * v + i < params.len) {
+            loss[4u * v + i] = l[i];
+        }
+    }
+}
+#endif
+
+@group(0) @binding(3) var<storage, read> weight: array<f32>;
+@group(0) @binding(4) var<storage, read> pos_weight: array<f32>;
+@group(0) @binding(7) var<storage, read_write> scratch: Scratch;
+
+// Broadcast weights of the four elements of vec4 v: element i takes w[i % len].
+fn broadcast(v: u32, len: u32, is_pos: bool) -> vec4<f32> {
+    var r = vec4<f32>(1.0);
+    for (var i = 0u; i < 4u; i++) {
+        let j = (4u * v + i) % len;
+        if (is_pos) {
+            r[i] = pos_weight[j];
+        } else {
+            r[i] = weight[j];
+        }
+    }
+    return r;
+}
+
+// log(1 + u) for u >= 0, accurate for small u (WGSL has no log1p).
+fn log1p(u: vec4<f32>) -> vec4<f32> {
+    let v = 1.0 + u;
+    let d = v - 1.0;
+    return select(log(v) * (u / d), u, d == vec4<f32>(0.0));
+}
+
+fn sigmoid(v: vec4<f32>) -> vec4<f32> {
+    let e = exp(-abs(v));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), v >= vec4<f32>(0.0));
+}
+
+struct Elem {
+    loss: vec4<f32>,
+    grad: vec4<f32>,
+}
+
+fn elem(v: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
+    var o: Elem;
+    let d = xv - yv;
+    let p0 = params.p0;
+    switch LOSS {
+        case 0u: {
+            o.loss = d * d;
+            o.grad = 2.0 * d;
+        }
+        case 1u: {
+            o.loss = abs(d);
+            o.grad = sign(d);
+        }
+        case 2u: {
+            let a = abs(d);
+            o.loss = select(p0 * (a - 0.5 * p0), 0.5 * d * d, a < vec4<f32>(p0));
+            o.grad = clamp(d, vec4<f32>(-p0), vec4<f32>(p0));
+        }
+        case 3u: {
+            let a = abs(d);
+            if (p0 == 0.0) {
+                o.loss = a;
+                o.grad = sign(d);
+            } else {
+                o.loss = select(a - 0.5 * p0, 0.5 * d * d / p0, a < vec4<f32>(p0));
+                o.grad = clamp(d / p0, vec4<f32>(-1.0), vec4<f32>(1.0));
+            }
+        }
+        case 4u: {
+            let lx = max(log(xv), vec4<f32>(-100.0));
+            let l1x = max(log(1.0 - xv), vec4<f32>(-100.0));
+            o.loss = -(yv * lx + (1.0 - yv) * l1x);
+            o.grad = d / max(xv * (1.0 - xv), vec4<f32>(1e-12));
+        }
+        case 5u: {
+            var lw = vec4<f32>(1.0);
+            var pw = vec4<f32>(1.0);
+            if (HAS_POS_WEIGHT) {
+                pw = broadcast(v, params.pos_weight_len, true);
+                lw = 1.0 + (pw - 1.0) * yv;
+            }
+            // softplus(-x) = max(-x, 0) + log1p(exp(-|x|)): finite for any finite x.
+            let sp = max(-xv, vec4<f32>(0.0)) + log1p(exp(-abs(xv)));
+            o.loss = (1.0 - yv) * xv + lw * sp;
+            o.grad = lw * sigmoid(xv) - pw * yv;
+        }
+        default: {
+            if (LOG_TARGET) {
+                let ey = exp(yv);
+                o.loss = ey * (yv - xv);
+                o.grad = -ey;
+            } else {
+                // xlogy(y, y) - y x, with xlogy(0, .) = 0 as in PyTorch.
+                let ylogy = select(yv * log(yv), vec4<f32>(0.0), yv == vec4<f32>(0.0));
+                o.loss = ylogy - yv * xv;
+                o.grad = -yv;
+            }
+        }
+    }
+    if (HAS_WEIGHT) {
+        let wv = broadcast(v, params.weight_len, false);
+        o.loss = o.loss * wv;
+        o.grad = o.grad * wv;
+    }
+    return o;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#ifdef SUBGROUPS
+    @builtin(subgroup_size) sg_size: u32,
+#endif
+) {
+#ifndef SUBGROUPS
+    let sg_size = 1u;
+#endif
+    let wg = wid.x + wid.y * params.wg_x;
+    if (wg * WG * K >= params.vecs) {
+        return;
+    }
+    var acc = vec4<f32>(0.0);
+    for (var k = 0u; k < K; k++) {
+        let local = wg * WG * K + k * WG + lid;
+        if (local >= params.vecs) {
+            continue;
+        }
+        let v = params.vec_base + local;
+        let xv = load_x(v);
+        let yv = load_y(v);
+        if (LOSS == 4u) {
+            for (var i = 0u; i < 4u; i++) {
+                let e = 4u * v + i;
+                if (e < params.len && !(xv[i] >= 0.0 && xv[i] <= 1.0)) {
+                    report_invalid(e);
+                }
+            }
+        }
+        let o = elem(v, xv, yv);
+        // Elements past the end (scalar variant) contribute nothing.
+        let live = vec4<u32>(4u * v) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.len);
+        acc += select(vec4<f32>(0.0), o.loss, live);
+        if (WANT_ELEM_LOSS) {
+            store_loss(v, o.loss);
+        }
+        if (WANT_GRAD) {
+            store_grad(v, o.grad * params.grad_scale);
+        }
+    }
+    if (WANT_PARTIAL || SINGLE) {
+        let total = seg_sum(vec4<f32>(dot(acc, vec4<f32>(1.0)), 0.0, 0.0, 0.0), lid, sg_size).x;
+        if (lid == 0u) {
+            if (SINGLE) {
+#ifndef VEC4
+                loss[0] = total / params.mean_den;
+#endif
+            } else {
+                store_partial(params.partial_base, wg, vec2<f32>(total, 0.0));
+            }
+        }
+    }
+}

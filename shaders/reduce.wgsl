@@ -1,0 +1,83 @@
+// Fixed-order sum of the (loss, weight) partials that the loss kernels leave in scratch, one level
+// of a tree per dispatch, and the final value of a reduction.
+//
+// CPU twin: the f64 sums of src/cpu/*.rs (a sum is a sum; the tree order is what the GPU adds).
+// Host side: src/program.rs plans the levels so that no invocation adds more than K partials.
+//
+// Workgroup w sums partials [w * WG * K, (w + 1) * WG * K) of params.count, invocation i taking
+// i, i + WG, ... (K of them), then the workgroup in index order. mode:
+//   0  write the sum as partial w of the next level, at params.out_base
+//   1  final: loss[0] = sum of losses
+//   2  final: loss[0] = sum of losses / params.mean_den
+//   3  final: loss[0] = sum of losses / sum of weights (a weighted mean)
+//   4  final: scratch.data[0] = sum of weights (a weighted mean's denominator, for the gradient)
+// Bindings: 0 params, 1 scratch, 2 loss. Dispatch folded: w = wid.x + wid.y * params.wg_x.
+
+#import scratch
+#import segment
+
+override WG: u32 = 256u;
+override SEG: u32 = 256u;
+override SG_MIN: u32 = 1u;
+const K: u32 = 16u;
+
+// Keep in sync with `ReduceParams` in src/program.rs.
+struct Params {
+    count: u32,
+    in_base: u32,
+    out_base: u32,
+    wg_x: u32,
+    mode: u32,
+    mean_den: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read_write> scratch: Scratch;
+@group(0) @binding(2) var<storage, read_write> loss: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#ifdef SUBGROUPS
+    @builtin(subgroup_size) sg_size: u32,
+#endif
+) {
+#ifndef SUBGROUPS
+    let sg_size = 1u;
+#endif
+    let wg = wid.x + wid.y * params.wg_x;
+    if (wg * WG * K >= params.count) {
+        return;
+    }
+    var acc = vec2<f32>(0.0);
+    for (var k = 0u; k < K; k++) {
+        let i = wg * WG * K + k * WG + lid;
+        if (i < params.count) {
+            acc += load_partial(params.in_base, i);
+        }
+    }
+    let total = seg_sum(vec4<f32>(acc, 0.0, 0.0), lid, sg_size).xy;
+    if (lid != 0u) {
+        return;
+    }
+    switch params.mode {
+        case 0u: {
+            store_partial(params.out_base, wg, total);
+        }
+        case 1u: {
+            loss[0] = total.x;
+        }
+        case 2u: {
+            loss[0] = total.x / params.mean_den;
+        }
+        case 3u: {
+            loss[0] = total.x / total.y;
+        }
+        default: {
+            scratch.data[0] = total.y;
+        }
+    }
+}

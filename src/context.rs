@@ -1,0 +1,393 @@
+//! The device, its queue, and the pipelines compiled for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::shader::{self, Shader};
+use crate::{Error, Result};
+
+/// The role of one binding of a kernel, in binding order from 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Binding {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// What identifies a compiled pipeline: the shader, its variant, its entry point and its
+/// override constants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PipelineKey {
+    pub shader: Shader,
+    pub entry: &'static str,
+    /// Preprocessor names, sorted (the context adds `SUBGROUPS` itself).
+    pub defines: Vec<&'static str>,
+    /// Override constants, sorted by name, values as f64 bits (the context adds `SG_MIN`).
+    pub constants: Vec<(&'static str, u64)>,
+    pub layout: &'static [Binding],
+}
+
+impl PipelineKey {
+    pub fn new(shader: Shader, entry: &'static str, layout: &'static [Binding]) -> Self {
+        PipelineKey {
+            shader,
+            entry,
+            defines: Vec::new(),
+            constants: Vec::new(),
+            layout,
+        }
+    }
+
+    pub fn define(mut self, name: &'static str, on: bool) -> Self {
+        if on {
+            self.defines.push(name);
+            self.defines.sort_unstable();
+        }
+        self
+    }
+
+    pub fn constant(mut self, name: &'static str, value: impl Into<f64>) -> Self {
+        self.constants.retain(|(n, _)| *n != name);
+        self.constants.push((name, value.into().to_bits()));
+        self.constants.sort_unstable();
+        self
+    }
+}
+
+/// A compiled pipeline and the layout of its one bind group.
+#[derive(Clone, Debug)]
+pub(crate) struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// How to pick and set up the device when wgpu-loss creates its own.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ContextOptions {
+    /// Use subgroup operations in reductions when the adapter has `SUBGROUP` (default true).
+    /// Turning this off selects the workgroup-memory path, e.g. to test it.
+    pub subgroups: bool,
+    /// Which adapter `request_adapter` prefers when `WGPU_ADAPTER_NAME` is not set.
+    pub power_preference: wgpu::PowerPreference,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        ContextOptions {
+            subgroups: true,
+            power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+        }
+    }
+}
+
+/// The limits the kernels need of a device (WebGPU's defaults satisfy them all).
+const NEEDED_LIMITS: [(&str, fn(&wgpu::Limits) -> u64, u64); 4] = [
+    (
+        "max_storage_buffers_per_shader_stage",
+        |l| l.max_storage_buffers_per_shader_stage as u64,
+        7,
+    ),
+    (
+        "max_compute_invocations_per_workgroup",
+        |l| l.max_compute_invocations_per_workgroup as u64,
+        256,
+    ),
+    (
+        "max_compute_workgroup_size_x",
+        |l| l.max_compute_workgroup_size_x as u64,
+        256,
+    ),
+    (
+        "max_compute_workgroup_storage_size",
+        |l| l.max_compute_workgroup_storage_size as u64,
+        8192,
+    ),
+];
+
+/// A device and queue with the kernels compiled for them: the entry point of the library.
+///
+/// Cheap to clone (an `Arc`); pipelines are compiled on first use and cached for the life of
+/// the context. Either [`Context::new`] creates a device on the default adapter (honouring
+/// `WGPU_BACKEND`, `WGPU_ADAPTER_NAME` and `WGPU_POWER_PREF`), or [`Context::from_device`] wraps
+/// the device and queue of a renderer or trainer, whose buffers the recording API then takes.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    /// The smallest subgroup size, when reductions use subgroup operations.
+    subgroup_min: Option<u32>,
+    modules: Mutex<HashMap<(Shader, Vec<&'static str>), wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, Pipeline>>,
+    dummy_read: wgpu::Buffer,
+    dummy_write: wgpu::Buffer,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .field("subgroups", &self.inner.subgroup_min)
+            .finish()
+    }
+}
+
+impl Context {
+    /// Creates a device on the default adapter with [`ContextOptions::default`].
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async(ContextOptions::default()))
+    }
+
+    /// Creates a device with the given options (blocking).
+    pub fn with_options(options: ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    /// Creates a device on the adapter chosen by `WGPU_ADAPTER_NAME` (a case-insensitive
+    /// substring of the adapter's name) among the backends of `WGPU_BACKEND`, or else on the
+    /// adapter `request_adapter` picks. Requests the adapter's own limits (not WebGPU's
+    /// defaults), and `SUBGROUP` and `TIMESTAMP_QUERY` where it has them.
+    pub async fn new_async(options: ContextOptions) -> Result<Self> {
+        let adapter = Self::adapter(&options).await?;
+        let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let features = adapter.features() & wanted;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("wgpu-loss"),
+                required_features: features,
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        Self::build(device, queue, options.subgroups)
+    }
+
+    async fn adapter(options: &ContextOptions) -> Result<wgpu::Adapter> {
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let backends = desc.backends;
+        let instance = wgpu::Instance::new(desc);
+        if let Ok(name) = std::env::var("WGPU_ADAPTER_NAME") {
+            let wanted = name.to_lowercase();
+            let adapters = instance.enumerate_adapters(backends).await;
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            return adapters
+                .into_iter()
+                .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+                .ok_or_else(|| {
+                    Error::NoAdapter(format!(
+                        "WGPU_ADAPTER_NAME={name:?} matches none of {names:?} on backends {backends:?}"
+                    ))
+                });
+        }
+        instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: options.power_preference,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                Error::NoAdapter(format!(
+                    "{e} (backends {backends:?}; on a headless Linux machine, install a software \
+                     Vulkan driver: apt-get install mesa-vulkan-drivers)"
+                ))
+            })
+    }
+
+    /// Wraps a device and queue the caller already has (a renderer's or a trainer's). Its
+    /// buffers can then be given to the recording API directly. Subgroup operations are used
+    /// when the device was created with `SUBGROUP`. WebGPU's default limits are enough.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
+        Self::build(device, queue, true)
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, subgroups: bool) -> Result<Self> {
+        let limits = device.limits();
+        for (limit, get, needed) in NEEDED_LIMITS {
+            let actual = get(&limits);
+            if actual < needed {
+                return Err(Error::DeviceLimit {
+                    limit,
+                    needed,
+                    actual,
+                });
+            }
+        }
+        let info = device.adapter_info();
+        let subgroup_min = (subgroups && device.features().contains(wgpu::Features::SUBGROUP))
+            .then_some(info.subgroup_min_size.max(1));
+        let dummy = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 16,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let dummy_read = dummy("wgpu-loss.dummy_read", wgpu::BufferUsages::STORAGE);
+        let dummy_write = dummy("wgpu-loss.dummy_write", wgpu::BufferUsages::STORAGE);
+        Ok(Context {
+            inner: Arc::new(Inner {
+                device,
+                queue,
+                info,
+                subgroup_min,
+                modules: Mutex::new(HashMap::new()),
+                pipelines: Mutex::new(HashMap::new()),
+                dummy_read,
+                dummy_write,
+            }),
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// The adapter's name, backend, driver and subgroup sizes.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The device's limits.
+    pub fn limits(&self) -> wgpu::Limits {
+        self.inner.device.limits()
+    }
+
+    /// The device's features.
+    pub fn features(&self) -> wgpu::Features {
+        self.inner.device.features()
+    }
+
+    /// Whether reductions use subgroup operations.
+    pub fn uses_subgroups(&self) -> bool {
+        self.inner.subgroup_min.is_some()
+    }
+
+    /// Whether the device can time passes with timestamp queries.
+    pub fn has_timestamps(&self) -> bool {
+        self.features().contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// The largest buffer one binding can take, in bytes.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.limits()
+            .max_storage_buffer_binding_size
+            .min(self.limits().max_buffer_size)
+    }
+
+    pub(crate) fn dummy(&self, writable: bool) -> &wgpu::Buffer {
+        if writable {
+            &self.inner.dummy_write
+        } else {
+            &self.inner.dummy_read
+        }
+    }
+
+    /// The pipeline for `key`, compiled on first use. Shader errors (bugs of this crate, or a
+    /// driver's) come back as [`Error::Wgpu`] naming the shader.
+    pub(crate) fn pipeline(&self, key: &PipelineKey) -> Result<Pipeline> {
+        if let Some(p) = lock(&self.inner.pipelines).get(key) {
+            return Ok(p.clone());
+        }
+        let device = &self.inner.device;
+        let mut defines = key.defines.clone();
+        let mut constants: Vec<(&str, f64)> = key
+            .constants
+            .iter()
+            .map(|&(n, v)| (n, f64::from_bits(v)))
+            .collect();
+        match self.inner.subgroup_min {
+            Some(min) => {
+                defines.push("SUBGROUPS");
+                constants.push(("SG_MIN", min as f64));
+            }
+            None => constants.push(("SG_MIN", 1.0)),
+        }
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = {
+            let mut modules = lock(&self.inner.modules);
+            match modules.get(&(key.shader, defines.clone())) {
+                Some(m) => m.clone(),
+                None => {
+                    let source = shader::preprocess(key.shader, &defines)?;
+                    let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(key.shader.file()),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    });
+                    modules.insert((key.shader, defines.clone()), m.clone());
+                    m
+                }
+            }
+        };
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = key
+            .layout
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b {
+                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let label = format!("wgpu-loss.{}.{}", key.shader.file(), key.entry);
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&label),
+            entries: &entries,
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(key.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                // Every kernel writes workgroup memory before reading it.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            lock(&self.inner.modules).remove(&(key.shader, defines));
+            return Err(Error::Wgpu(format!(
+                "{label} {defines:?} {constants:?}: {e}",
+                defines = key.defines
+            )));
+        }
+        let p = Pipeline { pipeline, layout };
+        lock(&self.inner.pipelines).insert(key.clone(), p.clone());
+        Ok(p)
+    }
+}
+
+/// Locks a mutex, recovering the data if a panic elsewhere poisoned it (the caches hold no
+/// invariant a panic could break).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,185 @@
+//! CPU twin of `shaders/cross_entropy.wgsl` and `shaders/class_targets.wgsl`.
+
+use super::{Reference, reduce};
+use crate::{CrossEntropyOptions, Reduction};
+
+/// `cap * tanh(x / cap)`, or x.
+fn capped(x: f32, softcap: Option<f32>) -> f64 {
+    match softcap {
+        Some(cap) => cap as f64 * (x as f64 / cap as f64).tanh(),
+        None => x as f64,
+    }
+}
+
+/// d x' / d x.
+fn cap_slope(xc: f64, softcap: Option<f32>) -> f64 {
+    match softcap {
+        Some(cap) => {
+            let u = xc / cap as f64;
+            1.0 - u * u
+        }
+        None => 1.0,
+    }
+}
+
+/// log-sum-exp of a row, and its softmax.
+fn softmax(row: &[f64]) -> (f64, Vec<f64>) {
+    let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let s: f64 = row.iter().map(|&x| (x - m).exp()).sum();
+    let lse = m + s.ln();
+    (lse, row.iter().map(|&x| (x - lse).exp()).collect())
+}
+
+/// The denominator of a weighted mean over class targets: the sum of `weight[y_n]` (1 without
+/// weights) over rows with `y_n != ignore_index` and `0 <= y_n < C`.
+pub fn mean_denominator(
+    targets: &[i64],
+    classes: usize,
+    weight: Option<&[f32]>,
+    ignore_index: i64,
+) -> f64 {
+    targets
+        .iter()
+        .filter(|&&y| y != ignore_index && (0..classes as i64).contains(&y))
+        .map(|&y| weight.map_or(1.0, |w| w[y as usize] as f64))
+        .sum()
+}
+
+/// Cross-entropy from logits `[N, C]` with class targets, PyTorch's semantics: per row
+/// `(1 - ls) w_y (lse - x_y) + ls / C * sum_c w_c (lse - x_c) + z w_y lse^2` on softcapped
+/// logits; ignored rows weigh 0; `mean` divides by the sum of the target weights (the gradient
+/// of ignored rows stays 0 even when that sum is 0). A target out of range gives NaN.
+pub fn cross_entropy(
+    logits: &[f32],
+    targets: &[i64],
+    classes: usize,
+    weight: Option<&[f32]>,
+    o: &CrossEntropyOptions,
+) -> Reference {
+    let c = classes;
+    let ls = o.label_smoothing as f64;
+    let z = o.z_loss as f64;
+    let cf = c as f64;
+    let w = |k: usize| weight.map_or(1.0, |w| w[k] as f64);
+    let wsum: f64 = (0..c).map(w).sum();
+    let mut losses = Vec::with_capacity(targets.len());
+    let mut grad = vec![0.0; logits.len()];
+    let mut active = vec![false; targets.len()];
+    for (n, &y) in targets.iter().enumerate() {
+        let row: Vec<f64> = logits[n * c..(n + 1) * c]
+            .iter()
+            .map(|&x| capped(x, o.softcap))
+            .collect();
+        let g = &mut grad[n * c..(n + 1) * c];
+        if y == o.ignore_index {
+            losses.push(0.0);
+            continue;
+        }
+        active[n] = true;
+        if !(0..c as i64).contains(&y) {
+            losses.push(f64::NAN);
+            g.fill(f64::NAN);
+            continue;
+        }
+        let y = y as usize;
+        let (lse, p) = softmax(&row);
+        let wy = w(y);
+        let mut loss = (1.0 - ls) * wy * (lse - row[y]) + z * wy * lse * lse;
+        if ls > 0.0 {
+            let smooth: f64 = (0..c).map(|k| w(k) * (lse - row[k])).sum();
+            loss += ls / cf * smooth;
+        }
+        losses.push(loss);
+        for k in 0..c {
+            let onehot = if k == y { 1.0 } else { 0.0 };
+            let gk = (1.0 - ls) * wy * (p[k] - onehot)
+                + ls / cf * (wsum * p[k] - w(k))
+                + 2.0 * z * wy * lse * p[k];
+            g[k] = gk * cap_slope(row[k], o.softcap);
+        }
+    }
+    let den = mean_denominator(targets, c, weight, o.ignore_index);
+    if o.reduction == Reduction::Mean {
+        for (n, &a) in active.iter().enumerate() {
+            if a {
+                for g in &mut grad[n * c..(n + 1) * c] {
+                    *g /= den;
+                }
+            }
+        }
+    }
+    reduce(o.reduction, losses, grad, den)
+}
+
+/// Cross-entropy from logits `[N, C]` with probability targets `[N, C]`: per row
+/// `sum_c w_c q_c (lse - x_c) + z lse^2`, `q = (1 - ls) t + ls / C`; `mean` divides by N.
+pub fn cross_entropy_soft(
+    logits: &[f32],
+    target_probs: &[f32],
+    classes: usize,
+    weight: Option<&[f32]>,
+    o: &CrossEntropyOptions,
+) -> Reference {
+    let c = classes;
+    let rows = logits.len() / c;
+    let ls = o.label_smoothing as f64;
+    let z = o.z_loss as f64;
+    let w = |k: usize| weight.map_or(1.0, |w| w[k] as f64);
+    let mut losses = Vec::with_capacity(rows);
+    let mut grad = vec![0.0; logits.len()];
+    for n in 0..rows {
+        let row: Vec<f64> = logits[n * c..(n + 1) * c]
+            .iter()
+            .map(|&x| capped(x, o.softcap))
+            .collect();
+        let q: Vec<f64> = target_probs[n * c..(n + 1) * c]
+            .iter()
+            .map(|&t| (1.0 - ls) * t as f64 + ls / c as f64)
+            .collect();
+        let (lse, p) = softmax(&row);
+        let a: f64 = (0..c).map(|k| w(k) * q[k]).sum();
+        let b: f64 = (0..c).map(|k| w(k) * q[k] * row[k]).sum();
+        losses.push(lse * a - b + z * lse * lse);
+        for k in 0..c {
+            grad[n * c + k] =
+                ((a + 2.0 * z * lse) * p[k] - w(k) * q[k]) * cap_slope(row[k], o.softcap);
+        }
+    }
+    if o.reduction == Reduction::Mean {
+        for g in &mut grad {
+            *g /= rows as f64;
+        }
+    }
+    reduce(o.reduction, losses, grad, rows as f64)
+}
+
+/// The classic cross-entropy on probabilities: per row `-sum_c t_c log(p_c + eps)`, gradient
+/// `-t / (p + eps)`; `mean` divides by the row count N.
+pub fn cross_entropy_probs(
+    probs: &[f32],
+    targets: &[f32],
+    classes: usize,
+    eps: f32,
+    reduction: Reduction,
+) -> Reference {
+    let c = classes;
+    let rows = probs.len() / c;
+    let eps = eps as f64;
+    let mut losses = Vec::with_capacity(rows);
+    let mut grad = Vec::with_capacity(probs.len());
+    for n in 0..rows {
+        let mut loss = 0.0;
+        for k in n * c..(n + 1) * c {
+            let (p, t) = (probs[k] as f64, targets[k] as f64);
+            loss -= t * (p + eps).ln();
+            grad.push(-t / (p + eps));
+        }
+        losses.push(loss);
+    }
+    if reduction == Reduction::Mean {
+        for g in &mut grad {
+            *g /= rows as f64;
+        }
+    }
+    reduce(reduction, losses, grad, rows as f64)
+}

@@ -1,0 +1,41 @@
+//! CPU reference implementations of every kernel, accumulating in f64.
+//!
+//! Each file mirrors a shader of the same name in `shaders/` and is written to be read side by
+//! side with it; the tests hold every GPU result against these. They take the same inputs as
+//! the GPU API (f32 data) and return f64 results.
+
+pub mod cross_entropy;
+pub mod pointwise;
+
+/// A reference result: the loss (reduced or per element) and the gradient.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reference {
+    /// The reduced loss (sum, mean, batchmean).
+    pub value: Option<f64>,
+    /// Per-element (per-row for class losses) losses, for `Reduction::None`.
+    pub per_element: Option<Vec<f64>>,
+    /// The gradient of the reduced loss (of the sum, for `Reduction::None`).
+    pub grad: Vec<f64>,
+}
+
+/// Reduces per-element (per-row) losses as the kernels do: `sum` adds, `mean` and `batchmean`
+/// divide the sum by `den`, `none` keeps them. The gradient comes already scaled.
+pub(crate) fn reduce(
+    reduction: crate::Reduction,
+    losses: Vec<f64>,
+    grad: Vec<f64>,
+    den: f64,
+) -> Reference {
+    use crate::Reduction;
+    let sum: f64 = losses.iter().sum();
+    let (value, per_element) = match reduction {
+        Reduction::None => (None, Some(losses)),
+        Reduction::Sum => (Some(sum), None),
+        Reduction::Mean | Reduction::BatchMean => (Some(sum / den), None),
+    };
+    Reference {
+        value,
+        per_element,
+        grad,
+    }
+}

@@ -1,0 +1,118 @@
+//! CPU twin of `shaders/pointwise.wgsl`.
+
+use super::{Reference, reduce};
+use crate::{Error, Pointwise, Reduction, Result};
+
+/// The loss and its derivative with respect to `x` at one element, before weights.
+/// `pw` is BCE-with-logits' positive weight (1 without one).
+pub fn element(loss: Pointwise, x: f64, y: f64, pw: f64) -> (f64, f64) {
+    let d = x - y;
+    match loss {
+        Pointwise::Mse => (d * d, 2.0 * d),
+        Pointwise::L1 => (d.abs(), sign(d)),
+        Pointwise::Huber { delta } => {
+            let delta = delta as f64;
+            let a = d.abs();
+            let l = if a < delta {
+                0.5 * d * d
+            } else {
+                delta * (a - 0.5 * delta)
+            };
+            (l, d.clamp(-delta, delta))
+        }
+        Pointwise::SmoothL1 { beta } => {
+            let beta = beta as f64;
+            let a = d.abs();
+            if beta == 0.0 {
+                (a, sign(d))
+            } else if a < beta {
+                (0.5 * d * d / beta, d / beta)
+            } else {
+                (a - 0.5 * beta, sign(d))
+            }
+        }
+        Pointwise::Bce => {
+            let lx = x.ln().max(-100.0);
+            let l1x = (1.0 - x).ln().max(-100.0);
+            (-(y * lx + (1.0 - y) * l1x), d / (x * (1.0 - x)).max(1e-12))
+        }
+        Pointwise::BceWithLogits => {
+            let lw = 1.0 + (pw - 1.0) * y;
+            let softplus = (-x).max(0.0) + (-x.abs()).exp().ln_1p();
+            let sigmoid = 1.0 / (1.0 + (-x).exp());
+            ((1.0 - y) * x + lw * softplus, lw * sigmoid - pw * y)
+        }
+        Pointwise::KlDiv { log_target: true } => (y.exp() * (y - x), -y.exp()),
+        Pointwise::KlDiv { log_target: false } => {
+            let ylogy = if y == 0.0 { 0.0 } else { y * y.ln() };
+            (ylogy - y * x, -y)
+        }
+    }
+}
+
+fn sign(d: f64) -> f64 {
+    if d > 0.0 {
+        1.0
+    } else if d < 0.0 {
+        -1.0
+    } else {
+        d * 0.0
+    }
+}
+
+/// `loss` over `pred` and `target` (same length), with broadcast `weight` and `pos_weight`
+/// (element i takes `w[i % w.len()]`), reduced like the GPU plan: `mean` divides by the element
+/// count, `batchmean` by `batch`.
+pub fn pointwise(
+    loss: Pointwise,
+    pred: &[f32],
+    target: &[f32],
+    weight: Option<&[f32]>,
+    pos_weight: Option<&[f32]>,
+    reduction: Reduction,
+    batch: Option<usize>,
+) -> Reference {
+    let n = pred.len();
+    let mut losses = Vec::with_capacity(n);
+    let mut grad = Vec::with_capacity(n);
+    for i in 0..n {
+        let pw = pos_weight.map_or(1.0, |p| p[i % p.len()] as f64);
+        let (mut l, mut g) = element(loss, pred[i] as f64, target[i] as f64, pw);
+        if let Some(w) = weight {
+            let w = w[i % w.len()] as f64;
+            l *= w;
+            g *= w;
+        }
+        losses.push(l);
+        grad.push(g);
+    }
+    let den = match reduction {
+        Reduction::BatchMean => batch.unwrap_or(n) as f64,
+        _ => n as f64,
+    };
+    if matches!(reduction, Reduction::Mean | Reduction::BatchMean) {
+        for g in &mut grad {
+            *g /= den;
+        }
+    }
+    reduce(reduction, losses, grad, den)
+}
+
+/// Mean squared error: `(x - y)^2`, gradient `2 (x - y)`; `mean` divides by the element count.
+pub fn mse(pred: &[f32], target: &[f32], reduction: Reduction) -> Reference {
+    pointwise(Pointwise::Mse, pred, target, None, None, reduction, None)
+}
+
+/// Binary cross-entropy needs probabilities: every element in [0, 1] (NaN is not), as
+/// PyTorch checks.
+pub fn check_probabilities(pred: &[f32]) -> Result<()> {
+    match pred.iter().position(|p| !(0.0..=1.0).contains(p)) {
+        Some(index) => Err(Error::ValueOutOfRange {
+            what: "pred (bce probabilities)",
+            index,
+            value: pred[index] as f64,
+            domain: "[0, 1]",
+        }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,161 @@
+//! The one error type of the crate.
+
+/// Everything that can go wrong, as a value: library code never panics because of what a caller
+/// passed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No adapter matched: none at all, none on the requested backends, or none whose name
+    /// contains `WGPU_ADAPTER_NAME`.
+    #[error("no GPU adapter found: {0}")]
+    NoAdapter(String),
+
+    /// The adapter refused to create a device.
+    #[error("could not create a device: {0}")]
+    RequestDevice(String),
+
+    /// A device handed to [`Context::from_device`](crate::Context::from_device) lacks a limit
+    /// the kernels need.
+    #[error("device limit {limit} is {actual}, wgpu-loss needs at least {needed}")]
+    DeviceLimit {
+        /// The `wgpu::Limits` field.
+        limit: &'static str,
+        /// What the kernels need.
+        needed: u64,
+        /// What the device has.
+        actual: u64,
+    },
+
+    /// Two inputs that must agree in length do not.
+    #[error("{what}: expected {expected} elements, got {actual}")]
+    LengthMismatch {
+        /// Which input, and what it had to match.
+        what: &'static str,
+        /// The length required.
+        expected: usize,
+        /// The length given.
+        actual: usize,
+    },
+
+    /// An input has no elements, or a shape has a zero dimension. A loss over nothing is
+    /// rejected rather than answered with PyTorch's NaN: GPU buffers cannot be empty, and in a
+    /// training loop an empty batch is almost always a bug worth hearing about.
+    #[error("{0} is empty")]
+    Empty(&'static str),
+
+    /// An option is out of its domain (a negative `delta`, `label_smoothing` outside [0, 1], a
+    /// reduction the loss does not have, ...).
+    #[error("invalid option {option}: {reason}")]
+    InvalidOption {
+        /// The option's name.
+        option: &'static str,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// A class index outside `[0, C)` that is not the `ignore_index`, found on the host.
+    #[error("target {value} at row {row} is outside [0, {classes})")]
+    TargetOutOfRange {
+        /// The row.
+        row: usize,
+        /// The index found there.
+        value: i64,
+        /// The number of classes.
+        classes: usize,
+    },
+
+    /// A value outside the loss's domain, found on the host (a probability outside [0, 1] for
+    /// binary cross-entropy, NaN included).
+    #[error("{what}: element {index} is {value}, outside {domain}")]
+    ValueOutOfRange {
+        /// Which input.
+        what: &'static str,
+        /// The element.
+        index: usize,
+        /// Its value.
+        value: f64,
+        /// The allowed domain, in words.
+        domain: &'static str,
+    },
+
+    /// Invalid inputs counted by a kernel (class indices out of range, probabilities outside
+    /// [0, 1]) in GPU-resident data. `first` is the first offending row (class targets) or
+    /// element (probabilities).
+    #[error("{count} invalid {what} on the GPU; the first at index {first}")]
+    InvalidOnGpu {
+        /// What was invalid.
+        what: &'static str,
+        /// How many.
+        count: u32,
+        /// The index of the first.
+        first: u32,
+    },
+
+    /// An input or output is larger than the adapter can bind to one shader.
+    #[error("{what} needs {bytes} bytes, over the adapter's storage binding limit of {limit}")]
+    TooLarge {
+        /// Which buffer.
+        what: &'static str,
+        /// Bytes it would need.
+        bytes: u64,
+        /// `max_storage_buffer_binding_size`.
+        limit: u64,
+    },
+
+    /// A caller's buffer is smaller than the shape needs.
+    #[error("buffer `{binding}` has {actual} bytes, the shape needs {needed}")]
+    BufferTooSmall {
+        /// The buffer's role.
+        binding: &'static str,
+        /// Bytes needed.
+        needed: u64,
+        /// The buffer's size.
+        actual: u64,
+    },
+
+    /// A caller's buffer lacks a usage the kernels need.
+    #[error("buffer `{binding}` lacks usage {needed:?} (it has {actual:?})")]
+    MissingUsage {
+        /// The buffer's role.
+        binding: &'static str,
+        /// The usage it needs.
+        needed: wgpu::BufferUsages,
+        /// The usages it has.
+        actual: wgpu::BufferUsages,
+    },
+
+    /// A buffer was given where the plan has no use for it, or a needed one is missing.
+    #[error("buffer `{0}`: {1}")]
+    Binding(&'static str, &'static str),
+
+    /// The device ran out of memory (caught by an error scope).
+    #[error("out of GPU memory: {0}")]
+    OutOfMemory(String),
+
+    /// wgpu reported a validation or internal error (caught by an error scope).
+    #[error("wgpu error: {0}")]
+    Wgpu(String),
+
+    /// Mapping a buffer for readback failed, or the device was lost while waiting.
+    #[error("reading results back failed: {0}")]
+    Readback(String),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn option(option: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidOption {
+            option,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn from_wgpu(e: wgpu::Error) -> Self {
+        match e {
+            wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(e.to_string()),
+            other => Error::Wgpu(other.to_string()),
+        }
+    }
+}

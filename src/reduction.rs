@@ -1,0 +1,132 @@
+//! How per-element losses become the loss, and what a run returns.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::{Error, Result};
+
+/// How per-element (or per-row) losses are reduced, as in PyTorch's `reduction=`.
+///
+/// The gradient is always that of the reduced loss; for [`Reduction::None`] it is the gradient
+/// of the sum of the per-element losses (PyTorch's `backward` with a `grad_output` of ones).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// One loss per element (pointwise losses) or per row (class losses).
+    None,
+    /// The sum.
+    Sum,
+    /// The sum divided by the loss's mean denominator (see each loss: the element count, the
+    /// row count, or the sum of the target classes' weights).
+    #[default]
+    Mean,
+    /// The sum divided by the batch size (the first dimension). KL divergence only, where it is
+    /// the mathematically correct mean.
+    BatchMean,
+}
+
+impl Reduction {
+    /// The name PyTorch gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reduction::None => "none",
+            Reduction::Sum => "sum",
+            Reduction::Mean => "mean",
+            Reduction::BatchMean => "batchmean",
+        }
+    }
+
+    pub(crate) fn is_reduced(self) -> bool {
+        self != Reduction::None
+    }
+}
+
+impl fmt::Display for Reduction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Reduction {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Reduction::None),
+            "sum" => Ok(Reduction::Sum),
+            "mean" => Ok(Reduction::Mean),
+            "batchmean" => Ok(Reduction::BatchMean),
+            other => Err(Error::option(
+                "reduction",
+                format!("{other:?} is not one of none, sum, mean, batchmean"),
+            )),
+        }
+    }
+}
+
+/// Which results a plan computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Outputs {
+    /// The loss (reduced, or per element for [`Reduction::None`]).
+    pub loss: bool,
+    /// The gradient with respect to the prediction / logits / input.
+    pub grad: bool,
+}
+
+impl Outputs {
+    /// The loss alone.
+    pub const LOSS: Outputs = Outputs {
+        loss: true,
+        grad: false,
+    };
+    /// The gradient alone.
+    pub const GRAD: Outputs = Outputs {
+        loss: false,
+        grad: true,
+    };
+    /// Loss and gradient, from one pass.
+    pub const BOTH: Outputs = Outputs {
+        loss: true,
+        grad: true,
+    };
+
+    pub(crate) fn check(self) -> Result<()> {
+        if self.loss || self.grad {
+            Ok(())
+        } else {
+            Err(Error::option(
+                "outputs",
+                "asks for neither loss nor gradient",
+            ))
+        }
+    }
+}
+
+/// What the convenience API returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LossOutput {
+    /// The reduced loss (sum, mean, batchmean), when asked for.
+    pub value: Option<f32>,
+    /// The per-element (per-row for class losses) losses, for [`Reduction::None`].
+    pub per_element: Option<Vec<f32>>,
+    /// The gradient, shaped like the prediction, when asked for.
+    pub grad: Option<Vec<f32>>,
+}
+
+impl LossOutput {
+    pub(crate) fn from_parts(
+        reduction: Reduction,
+        loss: Option<Vec<f32>>,
+        grad: Option<Vec<f32>>,
+    ) -> Self {
+        let (value, per_element) = match (reduction.is_reduced(), loss) {
+            (true, Some(l)) => (l.first().copied(), None),
+            (false, l) => (None, l),
+            (true, None) => (None, None),
+        };
+        LossOutput {
+            value,
+            per_element,
+            grad,
+        }
+    }
+}
