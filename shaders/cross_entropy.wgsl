@@ -14,6 +14,8 @@
 //   2  probabilities x [N, C], soft targets t [N, C] (the classic formula, no softmax):
 //        loss_n = -sum_c t_c log(x_c + eps),  grad = -t / (x + eps)
 // Each row also yields its weight for the mean's denominator (w_y, 0 when ignored; 1 for 1 and 2).
+// Everything is computed relative to the row max m, with lse - x = (m - x) + log(s), never as a
+// difference of two large numbers: logits of +-1e4 keep full relative precision.
 //
 // Layout: a block is ROWS consecutive rows with ROWS * C a multiple of 4, so every block starts on
 // a vec4 boundary, is owned by one workgroup, and vec4 stores never race. BV = ROWS * C / 4 vec4s.
@@ -176,9 +178,9 @@ struct Block {
     s: vec4<f32>,
     // TARGETS 0: x'_y; 1: sum w q; 2: sum -t log(x + eps).
     a: vec4<f32>,
-    // TARGETS 0: sum w x' (SMOOTH); 1: sum w q x'.
+    // TARGETS 0: sum w (x' - m) (SMOOTH); 1: sum w q (x' - m).
     b: vec4<f32>,
-    // TARGETS 0: sum w (SMOOTH and HAS_WEIGHT).
+    // TARGETS 0: sum w (SMOOTH; the element count without weights).
     ws: vec4<f32>,
 }
 
@@ -235,7 +237,7 @@ fn smoothed(tv: f32) -> f32 {
 }
 
 // Loads this invocation's vec4s (v0 + k * stride, k < K, below vlim) of the block starting at
-// vec4 gv0, and accumulates everything that does not need the row max: m, a, b, ws.
+// vec4 gv0, and accumulates everything that does not need the row max: m, a, ws.
 fn load_and_scan(blk: ptr<function, Block>, gv0: u32, v0: u32, stride: u32, vlim: u32) {
     for (var k = 0u; k < K; k++) {
         let v = v0 + k * stride;
@@ -266,17 +268,11 @@ fn load_and_scan(blk: ptr<function, Block>, gv0: u32, v0: u32, stride: u32, vlim
                     (*blk).a[r] = xe;
                 }
                 if (SMOOTH) {
-                    let wc = class_weight(c);
-                    (*blk).b[r] += wc * xe;
-                    if (HAS_WEIGHT) {
-                        (*blk).ws[r] += wc;
-                    }
+                    (*blk).ws[r] += class_weight(c);
                 }
             } else if (TARGETS == 1u) {
                 (*blk).m[r] = max((*blk).m[r], xe);
-                let wq = class_weight(c) * smoothed(tv[i]);
-                (*blk).a[r] += wq;
-                (*blk).b[r] += wq * xe;
+                (*blk).a[r] += class_weight(c) * smoothed(tv[i]);
             } else {
                 (*blk).a[r] -= tv[i] * log(xe + params.eps);
             }
@@ -284,7 +280,8 @@ fn load_and_scan(blk: ptr<function, Block>, gv0: u32, v0: u32, stride: u32, vlim
     }
 }
 
-// Sum of exp(x' - m) over this invocation's elements, m the (segment-wide) row max.
+// Sum of exp(x' - m) over this invocation's elements, m the (segment-wide) row max, and the
+// sums relative to m: b.
 fn sum_exp(blk: ptr<function, Block>, v0: u32, stride: u32, vlim: u32) {
     for (var k = 0u; k < K; k++) {
         let v = v0 + k * stride;
@@ -292,14 +289,23 @@ fn sum_exp(blk: ptr<function, Block>, v0: u32, stride: u32, vlim: u32) {
             continue;
         }
         let xv = xs[k];
-        if (ROWS == 1u) {
+        if (ROWS == 1u && TARGETS == 0u && !SMOOTH) {
             // One row per block: every element below vlim is in it.
             (*blk).s.x += dot(exp(xv - (*blk).m.x), vec4<f32>(1.0));
         } else {
+            let tv = ts[k];
             for (var i = 0u; i < 4u; i++) {
-                let r = row_of(4u * v + i);
+                let e = 4u * v + i;
+                let r = row_of(e);
                 if (r < (*blk).nrows) {
-                    (*blk).s[r] += exp(xv[i] - (*blk).m[r]);
+                    let d = xv[i] - (*blk).m[r];
+                    (*blk).s[r] += exp(d);
+                    let c = e - r * params.classes;
+                    if (TARGETS == 1u) {
+                        (*blk).b[r] += class_weight(c) * smoothed(tv[i]) * d;
+                    } else if (SMOOTH) {
+                        (*blk).b[r] += class_weight(c) * d;
+                    }
                 }
             }
         }
@@ -311,7 +317,9 @@ struct RowOut {
     // Per-row loss and mean weight.
     loss: vec4<f32>,
     weight: vec4<f32>,
-    lse: vec4<f32>,
+    // The row max and log of the sum of exponentials: lse = m + logs, p = exp((x' - m) - logs).
+    m: vec4<f32>,
+    logs: vec4<f32>,
     // Gradient coefficients before the scale: grad = cp * p - ct * onehot_y - cs * w_c (TARGETS 0),
     // grad = cp * p - w q (TARGETS 1).
     cp: vec4<f32>,
@@ -333,10 +341,13 @@ fn finish_rows(blk: Block) -> RowOut {
             o.weight[r] = 1.0;
             continue;
         }
-        let lse = blk.m[r] + log(blk.s[r]);
-        o.lse[r] = lse;
+        let logs = log(blk.s[r]);
+        let lse = blk.m[r] + logs;
+        o.m[r] = blk.m[r];
+        o.logs[r] = logs;
         if (TARGETS == 1u) {
-            o.loss[r] = lse * blk.a[r] - blk.b[r];
+            // sum w q (lse - x') = sum w q (m - x') + logs sum w q
+            o.loss[r] = logs * blk.a[r] - blk.b[r];
             o.cp[r] = blk.a[r];
             if (ZLOSS) {
                 o.loss[r] += params.z_loss * lse * lse;
@@ -358,15 +369,12 @@ fn finish_rows(blk: Block) -> RowOut {
         }
         let wy = class_weight(u32(yr));
         o.weight[r] = wy;
-        o.loss[r] = (1.0 - ls) * wy * (lse - blk.a[r]);
+        o.loss[r] = (1.0 - ls) * wy * ((blk.m[r] - blk.a[r]) + logs);
         o.cp[r] = (1.0 - ls) * wy;
         o.ct[r] = (1.0 - ls) * wy;
         if (SMOOTH) {
-            var wsum = cf;
-            if (HAS_WEIGHT) {
-                wsum = blk.ws[r];
-            }
-            o.loss[r] += ls / cf * (wsum * lse - blk.b[r]);
+            let wsum = blk.ws[r];
+            o.loss[r] += ls / cf * (wsum * logs - blk.b[r]);
             o.cp[r] += ls / cf * wsum;
             o.cs[r] = ls / cf;
         }
@@ -391,7 +399,7 @@ fn write_grad(blk: Block, o: RowOut, scale: f32, gv0: u32, v0: u32, stride: u32,
         if (TARGETS == 2u) {
             g = -tv / (xv + params.eps);
         } else if (ROWS == 1u && TARGETS == 0u && !SMOOTH) {
-            let p = exp(xv - o.lse.x);
+            let p = exp((xv - o.m.x) - o.logs.x);
             let cols = vec4<i32>(vec4<u32>(4u * v) + vec4<u32>(0u, 1u, 2u, 3u));
             g = o.cp.x * p - select(vec4<f32>(0.0), vec4<f32>(o.ct.x), cols == vec4<i32>(blk.y.x));
         } else {
@@ -399,7 +407,7 @@ fn write_grad(blk: Block, o: RowOut, scale: f32, gv0: u32, v0: u32, stride: u32,
                 let e = 4u * v + i;
                 let r = row_of(e);
                 let c = e - r * params.classes;
-                let p = exp(xv[i] - o.lse[r]);
+                let p = exp((xv[i] - o.m[r]) - o.logs[r]);
                 if (TARGETS == 0u) {
                     var gi = o.cp[r] * p;
                     if (i32(c) == blk.y[r]) {
@@ -505,7 +513,7 @@ fn fused(
         if (TARGETS == 1u || SMOOTH) {
             blk.b = seg_sum(blk.b, lid, sg_size);
         }
-        if (TARGETS == 0u && SMOOTH && HAS_WEIGHT) {
+        if (TARGETS == 0u && SMOOTH) {
             blk.ws = seg_sum(blk.ws, lid, sg_size);
         }
     }
@@ -577,7 +585,7 @@ fn stats(
     if (TARGETS == 1u || SMOOTH) {
         blk.b = seg_sum(blk.b, lid, sg_size);
     }
-    if (TARGETS == 0u && SMOOTH && HAS_WEIGHT) {
+    if (TARGETS == 0u && SMOOTH) {
         blk.ws = seg_sum(blk.ws, lid, sg_size);
     }
     if (TARGETS == 2u && WANT_GRAD) {
@@ -629,12 +637,19 @@ fn finish(
     for (var c = lid; c < params.chunks; c += WG) {
         for (var r = 0u; r < ROWS; r++) {
             let i = stats_index(b_index, c, r);
+            let a = scratch.data[i + 2u];
+            let ws = scratch.data[i + 4u];
             if (TARGETS != 2u) {
-                blk.s[r] += scratch.data[i + 1u] * exp(scratch.data[i] - blk.m[r]);
+                // Rebase the chunk's sums from its max to the row's.
+                let shift = scratch.data[i] - blk.m[r];
+                blk.s[r] += scratch.data[i + 1u] * exp(shift);
+                let count = select(ws, a, TARGETS == 1u);
+                if (count != 0.0) {
+                    blk.b[r] += scratch.data[i + 3u] + shift * count;
+                }
             }
-            blk.a[r] += scratch.data[i + 2u];
-            blk.b[r] += scratch.data[i + 3u];
-            blk.ws[r] += scratch.data[i + 4u];
+            blk.a[r] += a;
+            blk.ws[r] += ws;
         }
     }
     if (TARGETS != 2u) {
@@ -644,7 +659,7 @@ fn finish(
     if (TARGETS == 1u || SMOOTH) {
         blk.b = seg_sum(blk.b, lid, sg_size);
     }
-    if (TARGETS == 0u && SMOOTH && HAS_WEIGHT) {
+    if (TARGETS == 0u && SMOOTH) {
         blk.ws = seg_sum(blk.ws, lid, sg_size);
     }
     let o = finish_rows(blk);

@@ -81,28 +81,43 @@ impl Default for ContextOptions {
     }
 }
 
+impl ContextOptions {
+    /// Sets whether reductions may use subgroup operations.
+    pub fn subgroups(mut self, on: bool) -> Self {
+        self.subgroups = on;
+        self
+    }
+}
+
+/// A device limit the kernels need: its name, how to read it, and the least they need.
+struct Needed {
+    limit: &'static str,
+    get: fn(&wgpu::Limits) -> u64,
+    least: u64,
+}
+
 /// The limits the kernels need of a device (WebGPU's defaults satisfy them all).
-const NEEDED_LIMITS: [(&str, fn(&wgpu::Limits) -> u64, u64); 4] = [
-    (
-        "max_storage_buffers_per_shader_stage",
-        |l| l.max_storage_buffers_per_shader_stage as u64,
-        7,
-    ),
-    (
-        "max_compute_invocations_per_workgroup",
-        |l| l.max_compute_invocations_per_workgroup as u64,
-        256,
-    ),
-    (
-        "max_compute_workgroup_size_x",
-        |l| l.max_compute_workgroup_size_x as u64,
-        256,
-    ),
-    (
-        "max_compute_workgroup_storage_size",
-        |l| l.max_compute_workgroup_storage_size as u64,
-        8192,
-    ),
+const NEEDED_LIMITS: [Needed; 4] = [
+    Needed {
+        limit: "max_storage_buffers_per_shader_stage",
+        get: |l| l.max_storage_buffers_per_shader_stage as u64,
+        least: 7,
+    },
+    Needed {
+        limit: "max_compute_invocations_per_workgroup",
+        get: |l| l.max_compute_invocations_per_workgroup as u64,
+        least: 256,
+    },
+    Needed {
+        limit: "max_compute_workgroup_size_x",
+        get: |l| l.max_compute_workgroup_size_x as u64,
+        least: 256,
+    },
+    Needed {
+        limit: "max_compute_workgroup_storage_size",
+        get: |l| l.max_compute_workgroup_storage_size as u64,
+        least: 8192,
+    },
 ];
 
 /// A device and queue with the kernels compiled for them: the entry point of the library.
@@ -209,12 +224,12 @@ impl Context {
 
     fn build(device: wgpu::Device, queue: wgpu::Queue, subgroups: bool) -> Result<Self> {
         let limits = device.limits();
-        for (limit, get, needed) in NEEDED_LIMITS {
+        for Needed { limit, get, least } in NEEDED_LIMITS {
             let actual = get(&limits);
-            if actual < needed {
+            if actual < least {
                 return Err(Error::DeviceLimit {
                     limit,
-                    needed,
+                    needed: least,
                     actual,
                 });
             }

@@ -288,7 +288,7 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
     }
     let blocks = n.div_ceil(rb);
     let full_blocks = n / rb;
-    let tail = n % rb != 0;
+    let tail = !n.is_multiple_of(rb);
     let want_loss = s.outputs.loss;
     let want_grad = s.outputs.grad;
     let reduced = want_loss && s.reduction.is_reduced();
@@ -644,22 +644,34 @@ impl CrossEntropyPlan {
         buffers: &CrossEntropyBuffers<'_>,
         timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
     ) -> Result<()> {
-        let classes = self.desc.targets == TargetKind::Classes;
-        let user = [
-            Some(buffers.logits),
-            (!classes).then_some(buffers.targets),
-            classes.then_some(buffers.targets),
-            buffers.weight,
-            buffers.loss,
-            buffers.grad,
-        ];
-        self.program.record(encoder, &user, timestamps)
+        self.program
+            .record(encoder, &self.user_buffers(buffers), timestamps)
     }
 
     /// The invalid class targets the last run counted (outside [0, C) and not ignore_index).
     /// Blocks on a small readback.
     pub fn read_status(&self) -> Result<Status> {
         transfer::read_status(&self.program)
+    }
+
+    /// The convenience level for GPU-resident data: records into an encoder of its own, submits
+    /// on the context's queue, waits, and turns invalid class targets the kernel counted into
+    /// [`Error::InvalidOnGpu`]. The results are in `buffers.loss` and `buffers.grad`.
+    pub fn run(&self, buffers: &CrossEntropyBuffers<'_>) -> Result<()> {
+        transfer::run_resident(&self.program, &self.user_buffers(buffers))?
+            .check("class targets (outside [0, C))")
+    }
+
+    fn user_buffers<'a>(&self, buffers: &CrossEntropyBuffers<'a>) -> [Option<&'a wgpu::Buffer>; 6] {
+        let classes = self.desc.targets == TargetKind::Classes;
+        [
+            Some(buffers.logits),
+            (!classes).then_some(buffers.targets),
+            classes.then_some(buffers.targets),
+            buffers.weight,
+            buffers.loss,
+            buffers.grad,
+        ]
     }
 
     fn run_host(
@@ -842,7 +854,7 @@ impl Context {
             return Err(Error::Empty("classes (C)"));
         }
         check_shape(logits.len() / classes, classes)?;
-        if logits.len() % classes != 0 {
+        if !logits.len().is_multiple_of(classes) {
             return Err(Error::option(
                 "classes",
                 format!("{} logits are not rows of {classes}", logits.len()),
@@ -884,7 +896,7 @@ impl Context {
         if classes == 0 {
             return Err(Error::Empty("classes (C)"));
         }
-        if probs.len() % classes != 0 {
+        if !probs.len().is_multiple_of(classes) {
             return Err(Error::option(
                 "classes",
                 format!("{} probabilities are not rows of {classes}", probs.len()),

@@ -159,3 +159,26 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_scope_results_keep_their_kind() {
+        let oom = Error::from_wgpu(wgpu::Error::OutOfMemory {
+            source: Box::new(std::io::Error::other("vkAllocateMemory failed")),
+        });
+        assert!(matches!(oom, Error::OutOfMemory(_)), "{oom:?}");
+        assert!(oom.to_string().starts_with("out of GPU memory"), "{oom}");
+        let validation = Error::from_wgpu(wgpu::Error::Validation {
+            source: Box::new(std::io::Error::other("bad binding")),
+            description: "bad binding".into(),
+        });
+        assert!(matches!(validation, Error::Wgpu(_)), "{validation:?}");
+        assert!(
+            validation.to_string().contains("bad binding"),
+            "{validation}"
+        );
+    }
+}

@@ -191,7 +191,7 @@ impl PointwiseDesc {
                     return Err(Error::option("reduction", "batchmean is for kl-div only"));
                 }
                 match self.batch {
-                    Some(b) if b > 0 && self.len % b == 0 => Ok(b as f64),
+                    Some(b) if b > 0 && self.len.is_multiple_of(b) => Ok(b as f64),
                     Some(b) => Err(Error::option(
                         "batch",
                         format!("{b} does not divide the {} elements", self.len),
@@ -216,7 +216,7 @@ impl PointwiseDesc {
                 format!("{} takes no {name}", self.loss.name()),
             )),
             Some(0) => Err(Error::Empty(name)),
-            Some(l) if self.len % l != 0 => Err(Error::option(
+            Some(l) if !self.len.is_multiple_of(l) => Err(Error::option(
                 name,
                 format!("length {l} does not broadcast over {} elements", self.len),
             )),
@@ -438,15 +438,28 @@ impl PointwisePlan {
         buffers: &PointwiseBuffers<'_>,
         timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
     ) -> Result<()> {
-        let user = [
+        self.program
+            .record(encoder, &Self::user_buffers(buffers), timestamps)
+    }
+
+    fn user_buffers<'a>(buffers: &PointwiseBuffers<'a>) -> [Option<&'a wgpu::Buffer>; 6] {
+        [
             Some(buffers.pred),
             Some(buffers.target),
             buffers.weight,
             buffers.pos_weight,
             buffers.loss,
             buffers.grad,
-        ];
-        self.program.record(encoder, &user, timestamps)
+        ]
+    }
+
+    /// The convenience level for GPU-resident data: records into an encoder of its own, submits
+    /// on the context's queue, waits, and turns invalid inputs the kernel counted (BCE
+    /// probabilities outside [0, 1]) into [`Error::InvalidOnGpu`]. The results are in
+    /// `buffers.loss` and `buffers.grad`.
+    pub fn run(&self, buffers: &PointwiseBuffers<'_>) -> Result<()> {
+        transfer::run_resident(&self.program, &Self::user_buffers(buffers))?
+            .check("probabilities (outside [0, 1])")
     }
 
     /// The invalid inputs the last run counted (BCE probabilities outside [0, 1]). Blocks on a

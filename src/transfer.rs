@@ -8,7 +8,7 @@ use crate::{Context, Error, Result};
 /// Creates a storage buffer holding `data` (at least 4 bytes, so that it can be bound).
 pub(crate) fn upload(ctx: &Context, label: &str, data: &[u8]) -> wgpu::Buffer {
     let mut padded;
-    let contents = if data.len() < 4 || data.len() % 4 != 0 {
+    let contents = if data.len() < 4 || !data.len().is_multiple_of(4) {
         padded = data.to_vec();
         padded.resize(data.len().next_multiple_of(4).max(4), 0);
         &padded[..]
@@ -107,6 +107,37 @@ pub(crate) fn map_read(ctx: &Context, staging: &wgpu::Buffer) -> Result<Vec<u8>>
         .to_vec();
     staging.unmap();
     Ok(data)
+}
+
+/// Runs `program` on GPU-resident buffers: records, submits, waits, and returns the status
+/// words (in one submission, within error scopes).
+pub(crate) fn run_resident(program: &Program, user: &[Option<&wgpu::Buffer>]) -> Result<Status> {
+    let ctx = program.ctx();
+    let device = ctx.device();
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let result = (|| {
+        let staging = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgpu-loss.status"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("wgpu-loss"),
+        });
+        program.record(&mut encoder, user, None)?;
+        encoder.copy_buffer_to_buffer(program.scratch(), 0, &staging, 0, 16);
+        ctx.queue().submit([encoder.finish()]);
+        let data = map_read(ctx, &staging)?;
+        Ok(Status::from_words(bytemuck::cast_slice(&data)))
+    })();
+    let validation = pollster::block_on(validation.pop());
+    let oom = pollster::block_on(oom.pop());
+    if let Some(e) = oom.or(validation) {
+        return Err(Error::from_wgpu(e));
+    }
+    result
 }
 
 /// Reads the status words of the program's last run (blocking).

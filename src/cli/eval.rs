@@ -1,0 +1,295 @@
+//! `wgpu-loss eval <loss>`: a loss and its gradient on .npy files.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use wgpu_loss::{Context, CrossEntropyOptions, LossOutput, Outputs};
+
+use super::npy::{self, Array, Targets};
+use super::{Common, adapter_json, context};
+
+#[derive(Subcommand)]
+pub enum LossArgs {
+    /// Mean squared error: (pred - target)^2.
+    Mse(Pair),
+    /// Cross-entropy from logits [N, C]: integer targets [N] are class indices, float targets
+    /// [N, C] are probabilities (as in PyTorch).
+    CrossEntropy(CrossEntropyArgs),
+    /// Cross-entropy from probabilities [N, C]: -sum y_true log(y_pred + eps) per row.
+    CrossEntropyProbs(ProbsArgs),
+}
+
+/// A prediction and a target of the same shape.
+#[derive(Args)]
+pub struct Pair {
+    /// Prediction, float32 .npy.
+    #[arg(long)]
+    pred: PathBuf,
+    /// Target, float32 .npy of the same shape.
+    #[arg(long)]
+    target: PathBuf,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+pub struct CrossEntropyArgs {
+    /// Logits [N, C], float32 .npy.
+    #[arg(long)]
+    logits: PathBuf,
+    /// Class indices [N] (int64, int32 or uint32), or probabilities [N, C] (float32).
+    #[arg(long)]
+    targets: PathBuf,
+    /// Class weights [C], float32 .npy.
+    #[arg(long)]
+    weight: Option<PathBuf>,
+    /// Rows whose target is this class index weigh nothing (class targets).
+    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
+    ignore_index: i64,
+    /// Mix targets with the uniform distribution: (1 - ls) y + ls / C.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Add z * logsumexp^2 per row (PaLM's z-loss).
+    #[arg(long, default_value_t = 0.0)]
+    z_loss: f32,
+    /// Cap logits at cap * tanh(x / cap) before the softmax (Gemma 2).
+    #[arg(long)]
+    softcap: Option<f32>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+pub struct ProbsArgs {
+    /// Predicted probabilities [N, C], float32 .npy.
+    #[arg(long)]
+    probs: PathBuf,
+    /// Target distributions [N, C], float32 .npy.
+    #[arg(long)]
+    targets: PathBuf,
+    /// Added to the probabilities inside the log.
+    #[arg(long, default_value_t = 1e-7)]
+    eps: f32,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// One evaluation, ready to report.
+struct Evaluated {
+    name: &'static str,
+    out: LossOutput,
+    /// Shape of the per-element losses for --reduction none.
+    loss_shape: Vec<usize>,
+    /// Shape of the gradient.
+    grad_shape: Vec<usize>,
+    seconds: f64,
+}
+
+pub fn run(args: LossArgs) -> Result<(), String> {
+    let ctx = context()?;
+    let (evaluated, common) = match args {
+        LossArgs::Mse(a) => (mse(&ctx, &a)?, a.common),
+        LossArgs::CrossEntropy(a) => (cross_entropy(&ctx, &a)?, a.common),
+        LossArgs::CrossEntropyProbs(a) => (cross_entropy_probs(&ctx, &a)?, a.common),
+    };
+    report(&ctx, &evaluated, &common)
+}
+
+fn outputs(common: &Common) -> Outputs {
+    Outputs {
+        loss: true,
+        grad: common.grad_out.is_some(),
+    }
+}
+
+fn same_shape(a: &[usize], b: &[usize], what: &Path) -> Result<(), String> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: shape {b:?} does not match {a:?}",
+            what.display()
+        ))
+    }
+}
+
+fn rank2(a: &Array<f32>, what: &Path) -> Result<(usize, usize), String> {
+    match a.shape[..] {
+        [n, c] => Ok((n, c)),
+        _ => Err(format!(
+            "{}: shape {:?}, a [N, C] array (rank 2) is needed",
+            what.display(),
+            a.shape
+        )),
+    }
+}
+
+fn timed<T>(f: impl FnOnce() -> wgpu_loss::Result<T>) -> Result<(T, f64), String> {
+    let start = Instant::now();
+    let v = f().map_err(|e| e.to_string())?;
+    Ok((v, start.elapsed().as_secs_f64()))
+}
+
+fn mse(ctx: &Context, a: &Pair) -> Result<Evaluated, String> {
+    let pred = npy::read_f32(&a.pred)?;
+    let target = npy::read_f32(&a.target)?;
+    same_shape(&pred.shape, &target.shape, &a.target)?;
+    let (out, seconds) = timed(|| {
+        ctx.mse(
+            &pred.data,
+            &target.data,
+            a.common.reduction,
+            outputs(&a.common),
+        )
+    })?;
+    Ok(Evaluated {
+        name: "mse",
+        out,
+        loss_shape: pred.shape.clone(),
+        grad_shape: pred.shape,
+        seconds,
+    })
+}
+
+fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, String> {
+    let logits = npy::read_f32(&a.logits)?;
+    let (n, c) = rank2(&logits, &a.logits)?;
+    let weight = match &a.weight {
+        Some(path) => {
+            let w = npy::read_f32(path)?;
+            same_shape(&[c], &w.shape, path)?;
+            Some(w.data)
+        }
+        None => None,
+    };
+    let options = CrossEntropyOptions {
+        reduction: a.common.reduction,
+        ignore_index: a.ignore_index,
+        label_smoothing: a.label_smoothing,
+        z_loss: a.z_loss,
+        softcap: a.softcap,
+    };
+    let outputs = outputs(&a.common);
+    let (out, seconds) = match npy::read_targets(&a.targets)? {
+        Targets::Classes(t) => {
+            same_shape(&[n], &t.shape, &a.targets)?;
+            timed(|| {
+                ctx.cross_entropy(
+                    &logits.data,
+                    &t.data,
+                    c,
+                    weight.as_deref(),
+                    &options,
+                    outputs,
+                )
+            })?
+        }
+        Targets::Floats(t) => {
+            same_shape(&logits.shape, &t.shape, &a.targets)?;
+            timed(|| {
+                ctx.cross_entropy_soft(
+                    &logits.data,
+                    &t.data,
+                    c,
+                    weight.as_deref(),
+                    &options,
+                    outputs,
+                )
+            })?
+        }
+    };
+    Ok(Evaluated {
+        name: "cross-entropy",
+        out,
+        loss_shape: vec![n],
+        grad_shape: logits.shape,
+        seconds,
+    })
+}
+
+fn cross_entropy_probs(ctx: &Context, a: &ProbsArgs) -> Result<Evaluated, String> {
+    let probs = npy::read_f32(&a.probs)?;
+    let (n, c) = rank2(&probs, &a.probs)?;
+    let targets = npy::read_f32(&a.targets)?;
+    same_shape(&probs.shape, &targets.shape, &a.targets)?;
+    let (out, seconds) = timed(|| {
+        ctx.cross_entropy_probs(
+            &probs.data,
+            &targets.data,
+            c,
+            a.eps,
+            a.common.reduction,
+            outputs(&a.common),
+        )
+    })?;
+    Ok(Evaluated {
+        name: "cross-entropy-probs",
+        out,
+        loss_shape: vec![n],
+        grad_shape: probs.shape,
+        seconds,
+    })
+}
+
+fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
+    if let (Some(path), Some(grad)) = (&common.grad_out, &e.out.grad) {
+        npy::write_f32(path, &e.grad_shape, grad)?;
+    }
+    if let Some(path) = &common.loss_out {
+        match (&e.out.value, &e.out.per_element) {
+            (Some(v), _) => npy::write_f32(path, &[], &[*v])?,
+            (None, Some(values)) => npy::write_f32(path, &e.loss_shape, values)?,
+            (None, None) => {}
+        }
+    }
+    let reduction = common.reduction;
+    if common.json {
+        let mut v = serde_json::json!({
+            "loss": e.name,
+            "reduction": reduction.name(),
+            "adapter": adapter_json(ctx),
+            "seconds": e.seconds,
+        });
+        if let Some(value) = e.out.value {
+            v["value"] = json_f32(value);
+        }
+        if let Some(values) = &e.out.per_element {
+            v["shape"] = e.loss_shape.clone().into();
+            if common.loss_out.is_none() {
+                v["values"] = values.iter().map(|&x| json_f32(x)).collect();
+            }
+        }
+        if let Some(path) = &common.loss_out {
+            v["loss_out"] = path.display().to_string().into();
+        }
+        if let Some(path) = &common.grad_out {
+            v["grad_out"] = path.display().to_string().into();
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    match (&e.out.value, &e.out.per_element) {
+        (Some(value), _) => println!("{value}"),
+        (None, Some(values)) if common.loss_out.is_some() => {
+            println!("{} {} losses written", values.len(), reduction.name())
+        }
+        (None, Some(values)) => {
+            for v in values {
+                println!("{v}");
+            }
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// JSON has no NaN or infinity: those become strings, as Python's json module reads them back
+/// with `float()`.
+fn json_f32(x: f32) -> serde_json::Value {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        serde_json::json!(x.to_string())
+    }
+}

@@ -1,0 +1,81 @@
+//! The `wgpu-loss` command line: `info`, `eval`, `demo`.
+
+mod demo;
+mod eval;
+mod info;
+mod npy;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use wgpu_loss::Reduction;
+
+/// Neural-network losses and their gradients on the GPU (wgpu + WGSL).
+#[derive(Parser)]
+#[command(name = "wgpu-loss", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show the adapter, backend, driver, and the features and limits that matter here.
+    Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compute a loss (and its gradient) on .npy files.
+    Eval {
+        #[command(subcommand)]
+        loss: eval::LossArgs,
+    },
+    /// Compute cross-entropy and MSE on a large random batch, on the GPU and on the CPU
+    /// reference, and compare.
+    Demo(demo::DemoArgs),
+}
+
+/// Options every `eval` loss takes.
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    /// none (per element / per row), sum, mean, or batchmean (kl-div).
+    #[arg(long, default_value = "mean")]
+    reduction: Reduction,
+    /// Print JSON (the loss, the adapter, the time taken).
+    #[arg(long)]
+    json: bool,
+    /// Write the loss to this .npy file (per element for --reduction none, else a 0-d array).
+    #[arg(long)]
+    loss_out: Option<PathBuf>,
+    /// Write the gradient (shaped like the prediction) to this .npy file.
+    #[arg(long)]
+    grad_out: Option<PathBuf>,
+}
+
+impl Cli {
+    pub fn run(self) -> Result<(), String> {
+        match self.cmd {
+            Cmd::Info { json } => info::run(json),
+            Cmd::Eval { loss } => eval::run(loss),
+            Cmd::Demo(args) => demo::run(&args),
+        }
+    }
+}
+
+/// The adapter, as JSON.
+pub fn adapter_json(ctx: &wgpu_loss::Context) -> serde_json::Value {
+    let info = ctx.adapter_info();
+    serde_json::json!({
+        "name": info.name,
+        "backend": info.backend.to_string(),
+        "device_type": format!("{:?}", info.device_type),
+        "driver": info.driver,
+        "driver_info": info.driver_info,
+    })
+}
+
+/// Creates the context, as a one-line error when there is no adapter.
+pub fn context() -> Result<wgpu_loss::Context, String> {
+    wgpu_loss::Context::new().map_err(|e| e.to_string())
+}

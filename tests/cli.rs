@@ -1,0 +1,319 @@
+//! The command-line tool end to end: .npy files in, printed loss and written gradient out, and
+//! one-line errors with a non-zero exit code.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use npyz::WriterBuilder;
+use wgpu_loss::{CrossEntropyOptions, Reduction, cpu};
+
+const TOL: Tol = Tol::new(2e-5, 1e-6);
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgpu-loss-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn write<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let npy =
+        npyz::NpyFile::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    let shape = npy.shape().to_vec();
+    (shape, npy.into_vec().unwrap())
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgpu-loss"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stdout_value(out: &Output) -> f64 {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn mse_prints_the_loss_and_writes_the_gradient() {
+    let d = dir("mse");
+    let mut rng = Rng::new(1);
+    let (pred, target) = (rng.vec(15, -2.0, 2.0), rng.vec(15, -2.0, 2.0));
+    write(&d.join("p.npy"), &[3, 5], &pred);
+    write(&d.join("t.npy"), &[3, 5], &target);
+    let g = d.join("g.npy");
+    let out = run(&[
+        "eval",
+        "mse",
+        "--pred",
+        s(&d.join("p.npy")),
+        "--target",
+        s(&d.join("t.npy")),
+        "--grad-out",
+        s(&g),
+    ]);
+    let reference = cpu::pointwise::mse(&pred, &target, Reduction::Mean);
+    assert_scalar(
+        "printed mse",
+        stdout_value(&out) as f32,
+        reference.value.unwrap(),
+        TOL,
+    );
+    let (shape, grad) = read_npy(&g);
+    assert_eq!(shape, [3, 5]);
+    assert_close("written grad", &grad, &reference.grad, TOL);
+}
+
+#[test]
+fn cross_entropy_takes_every_integer_dtype() {
+    let d = dir("ce");
+    let (n, c) = (7, 5);
+    let mut rng = Rng::new(2);
+    let logits = rng.vec(n * c, -4.0, 4.0);
+    let targets = rng.classes(n, c);
+    write(&d.join("x.npy"), &[n as u64, c as u64], &logits);
+    write(&d.join("y64.npy"), &[n as u64], &targets);
+    write(
+        &d.join("y32.npy"),
+        &[n as u64],
+        &targets.iter().map(|&t| t as i32).collect::<Vec<_>>(),
+    );
+    write(
+        &d.join("yu32.npy"),
+        &[n as u64],
+        &targets.iter().map(|&t| t as u32).collect::<Vec<_>>(),
+    );
+    let reference = cpu::cross_entropy::cross_entropy(
+        &logits,
+        &targets,
+        c,
+        None,
+        &CrossEntropyOptions::default().reduction(Reduction::Sum),
+    );
+    for y in ["y64.npy", "y32.npy", "yu32.npy"] {
+        let g = d.join(format!("g-{y}"));
+        let out = run(&[
+            "eval",
+            "cross-entropy",
+            "--logits",
+            s(&d.join("x.npy")),
+            "--targets",
+            s(&d.join(y)),
+            "--reduction",
+            "sum",
+            "--grad-out",
+            s(&g),
+        ]);
+        assert_scalar(y, stdout_value(&out) as f32, reference.value.unwrap(), TOL);
+        let (shape, grad) = read_npy(&g);
+        assert_eq!(shape, [n as u64, c as u64]);
+        assert_close(y, &grad, &reference.grad, TOL);
+    }
+}
+
+#[test]
+fn reduction_none_writes_per_row_losses() {
+    let d = dir("none");
+    let (n, c) = (6, 3);
+    let mut rng = Rng::new(3);
+    let logits = rng.vec(n * c, -4.0, 4.0);
+    let targets = rng.classes(n, c);
+    write(&d.join("x.npy"), &[n as u64, c as u64], &logits);
+    write(&d.join("y.npy"), &[n as u64], &targets);
+    let l = d.join("l.npy");
+    let out = run(&[
+        "eval",
+        "cross-entropy",
+        "--logits",
+        s(&d.join("x.npy")),
+        "--targets",
+        s(&d.join("y.npy")),
+        "--reduction",
+        "none",
+        "--loss-out",
+        s(&l),
+    ]);
+    assert!(out.status.success());
+    let reference = cpu::cross_entropy::cross_entropy(
+        &logits,
+        &targets,
+        c,
+        None,
+        &CrossEntropyOptions::default().reduction(Reduction::None),
+    );
+    let (shape, rows) = read_npy(&l);
+    assert_eq!(shape, [n as u64]);
+    assert_close("rows", &rows, reference.per_element.as_ref().unwrap(), TOL);
+}
+
+#[test]
+fn probabilities_with_json() {
+    let d = dir("probs");
+    let (n, c) = (5, 4);
+    let mut rng = Rng::new(4);
+    let probs = rng.distributions(n, c);
+    let targets = rng.distributions(n, c);
+    write(&d.join("p.npy"), &[n as u64, c as u64], &probs);
+    write(&d.join("t.npy"), &[n as u64, c as u64], &targets);
+    let out = run(&[
+        "eval",
+        "cross-entropy-probs",
+        "--probs",
+        s(&d.join("p.npy")),
+        "--targets",
+        s(&d.join("t.npy")),
+        "--eps",
+        "1e-6",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reference =
+        cpu::cross_entropy::cross_entropy_probs(&probs, &targets, c, 1e-6, Reduction::Mean);
+    assert_scalar(
+        "json value",
+        v["value"].as_f64().unwrap() as f32,
+        reference.value.unwrap(),
+        TOL,
+    );
+    assert_eq!(v["loss"], "cross-entropy-probs");
+    assert_eq!(v["reduction"], "mean");
+    assert!(v["adapter"]["name"].as_str().is_some_and(|n| !n.is_empty()));
+    assert!(v["seconds"].as_f64().unwrap() > 0.0);
+}
+
+/// Bad input: one line on stderr, a non-zero exit code.
+#[track_caller]
+fn fails_with(args: &[&str], needle: &str) {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    // clap adds a hint line after usage errors; the error itself is one line.
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| {
+            !l.trim().is_empty()
+                && !l.contains("XDG_RUNTIME_DIR")
+                && !l.starts_with("For more information")
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "one line, got {err:?}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{:?} should mention {needle:?}",
+        lines[0]
+    );
+}
+
+#[test]
+fn bad_inputs_give_one_line_errors() {
+    let d = dir("bad");
+    let x = d.join("x.npy");
+    write(&x, &[2, 3], &[0.5f32; 6]);
+    let int_logits = d.join("xi.npy");
+    write(&int_logits, &[2, 3], &[1i32; 6]);
+    let flat = d.join("flat.npy");
+    write(&flat, &[6], &[0.5f32; 6]);
+    let y = d.join("y.npy");
+    write(&y, &[2], &[0i64, 1]);
+    let y3 = d.join("y3.npy");
+    write(&y3, &[3], &[0i64, 1, 2]);
+    let y_bad = d.join("ybad.npy");
+    write(&y_bad, &[2], &[0i64, 3]);
+    let y_i16 = d.join("yi16.npy");
+    write(&y_i16, &[2], &[0i16, 1]);
+    let missing = d.join("missing.npy");
+    let not_npy = d.join("not.npy");
+    std::fs::write(&not_npy, b"hello").unwrap();
+
+    let ce = |l: &Path, t: &Path| {
+        vec![
+            "eval".to_string(),
+            "cross-entropy".into(),
+            "--logits".into(),
+            s(l).into(),
+            "--targets".into(),
+            s(t).into(),
+        ]
+    };
+    let call = |v: Vec<String>, needle: &str| {
+        fails_with(&v.iter().map(String::as_str).collect::<Vec<_>>(), needle)
+    };
+    call(ce(&missing, &y), "missing.npy");
+    call(ce(&not_npy, &y), "not a .npy file");
+    call(ce(&int_logits, &y), "dtype <i4");
+    call(ce(&flat, &y), "rank 2");
+    call(ce(&x, &y3), "does not match");
+    call(ce(&x, &y_bad), "outside [0, 3)");
+    call(ce(&x, &y_i16), "dtype <i2");
+    fails_with(
+        &["eval", "mse", "--pred", s(&x), "--target", s(&flat)],
+        "does not match",
+    );
+    fails_with(
+        &[
+            "eval",
+            "mse",
+            "--pred",
+            s(&x),
+            "--target",
+            s(&x),
+            "--reduction",
+            "average",
+        ],
+        "reduction",
+    );
+}
+
+#[test]
+fn info_names_the_adapter() {
+    let out = run(&["info"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("adapter") && text.contains("max_storage_buffer_binding_size"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_matching_adapter_is_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgpu-loss"))
+        .arg("info")
+        .env("WGPU_ADAPTER_NAME", "no such adapter anywhere")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no GPU adapter found") && err.contains("no such adapter"),
+        "{err}"
+    );
+}

@@ -1,0 +1,195 @@
+//! Shared test machinery: the device, seeded random data, poisoned output buffers, readback, and
+//! comparison against the f64 references with stated tolerances.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use wgpu::util::DeviceExt;
+use wgpu_loss::Context;
+
+/// The context every GPU test uses. No adapter is a failure, never a skip: CI installs lavapipe.
+pub fn ctx() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        Context::new().unwrap_or_else(|e| {
+            panic!(
+                "GPU tests need an adapter and found none ({e}). Install a Vulkan driver, e.g. \
+                 `apt-get install mesa-vulkan-drivers` (lavapipe), or set WGPU_ADAPTER_NAME."
+            )
+        })
+    })
+}
+
+/// SplitMix64: seeded, reproducible, and enough for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit() as f32
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.unit() * n as f64) as usize % n.max(1)
+    }
+
+    pub fn vec(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..len).map(|_| self.uniform(lo, hi)).collect()
+    }
+
+    /// `rows` probability distributions over `classes` (positive, each row sums to 1).
+    pub fn distributions(&mut self, rows: usize, classes: usize) -> Vec<f32> {
+        let mut v = Vec::with_capacity(rows * classes);
+        for _ in 0..rows {
+            let row: Vec<f64> = (0..classes).map(|_| 0.05 + self.unit()).collect();
+            let s: f64 = row.iter().sum();
+            v.extend(row.iter().map(|x| (x / s) as f32));
+        }
+        v
+    }
+
+    /// Class targets in [0, C).
+    pub fn classes(&mut self, rows: usize, classes: usize) -> Vec<i64> {
+        (0..rows).map(|_| self.below(classes) as i64).collect()
+    }
+}
+
+/// A finite, absurd value (about 1.15e38) that no kernel produces: outputs start as this, so
+/// an element a kernel forgot to write fails the comparison.
+pub const POISON: u32 = 0x7ead_beef;
+
+pub fn upload<T: bytemuck::Pod>(ctx: &Context, data: &[T]) -> wgpu::Buffer {
+    ctx.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("test input"),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        })
+}
+
+/// An output buffer of `len` f32 filled with [`POISON`].
+pub fn poisoned(ctx: &Context, len: usize) -> wgpu::Buffer {
+    let data = vec![POISON; len.max(1)];
+    upload(ctx, &data)
+}
+
+/// Overwrites a buffer with [`POISON`] (before a repeated run).
+pub fn poison(ctx: &Context, buffer: &wgpu::Buffer) {
+    let data = vec![POISON; (buffer.size() / 4) as usize];
+    ctx.queue()
+        .write_buffer(buffer, 0, bytemuck::cast_slice(&data));
+}
+
+/// Reads `len` f32 from the start of `buffer`.
+pub fn read(ctx: &Context, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    let bytes = (4 * len) as u64;
+    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test readback"),
+        size: bytes,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+    ctx.queue().submit([encoder.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| tx.send(r).unwrap());
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .unwrap();
+    rx.recv().unwrap().unwrap();
+    let v = bytemuck::cast_slice(&staging.get_mapped_range(..).unwrap()).to_vec();
+    staging.unmap();
+    v
+}
+
+/// Records with `record`, submits, and waits.
+pub fn submit(ctx: &Context, record: impl FnOnce(&mut wgpu::CommandEncoder)) {
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    record(&mut encoder);
+    ctx.queue().submit([encoder.finish()]);
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .unwrap();
+}
+
+/// A tolerance: `|gpu - cpu| <= abs + rel * |cpu|`. NaN must meet NaN and an infinity the same
+/// infinity.
+#[derive(Clone, Copy, Debug)]
+pub struct Tol {
+    pub rel: f64,
+    pub abs: f64,
+}
+
+impl Tol {
+    pub const fn new(rel: f64, abs: f64) -> Self {
+        Tol { rel, abs }
+    }
+}
+
+/// The worst relative error seen, over elements whose reference is not tiny.
+pub fn worst_relative(gpu: &[f32], cpu: &[f64]) -> f64 {
+    let scale = cpu
+        .iter()
+        .filter(|c| c.is_finite())
+        .fold(0.0f64, |a, c| a.max(c.abs()));
+    gpu.iter()
+        .zip(cpu)
+        .filter(|(_, c)| c.is_finite())
+        .map(|(&g, &c)| (g as f64 - c).abs() / c.abs().max(scale * 1e-3).max(f64::MIN_POSITIVE))
+        .fold(0.0, f64::max)
+}
+
+fn same(g: f64, c: f64, tol: Tol) -> bool {
+    if c.is_nan() {
+        return g.is_nan();
+    }
+    if c.is_infinite() {
+        return g == c;
+    }
+    g.is_finite() && (g - c).abs() <= tol.abs + tol.rel * c.abs()
+}
+
+#[track_caller]
+pub fn assert_close(what: &str, gpu: &[f32], cpu: &[f64], tol: Tol) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths differ");
+    let bad: Vec<usize> = (0..gpu.len())
+        .filter(|&i| !same(gpu[i] as f64, cpu[i], tol))
+        .collect();
+    if let Some(&i) = bad.first() {
+        panic!(
+            "{what}: {} of {} elements outside {tol:?}; first at {i}: gpu {} cpu {} (worst relative {:e})",
+            bad.len(),
+            gpu.len(),
+            gpu[i],
+            cpu[i],
+            worst_relative(gpu, cpu)
+        );
+    }
+}
+
+#[track_caller]
+pub fn assert_scalar(what: &str, gpu: f32, cpu: f64, tol: Tol) {
+    assert!(
+        same(gpu as f64, cpu, tol),
+        "{what}: gpu {gpu} cpu {cpu} outside {tol:?}"
+    );
+}

@@ -1,0 +1,585 @@
+//! Cross-entropy (from logits with class targets, and the classic form on probabilities) on the
+//! GPU against the f64 reference, through the recording API with poisoned outputs.
+//!
+//! Tolerances, with eps = 2^-24: Vulkan lets exp err by (3 + 2|x|) ulp and log by 3 ulp
+//! (2^-21 absolute near 1). With logits in [-8, 8], |x - m| <= 16, so each exp(x - m) is within
+//! 35 ulp ~ 2e-6 relative; the row sum keeps that, log adds ~5e-7 absolute, so a row loss
+//! (`lse - x_y`) is within ~3e-6 (1 + |lse|) absolute. We allow 1e-5 relative + 1e-5 absolute
+//! per row and 2e-5 on reduced values (a fixed-order tree adds (log2 N + 20) eps relative).
+//! Gradients `p - onehot`: p inherits exp's and lse's errors, ~4e-6 relative; we allow 2e-5
+//! relative plus 1e-6 of the largest gradient magnitude absolute.
+
+mod common;
+
+use common::*;
+use wgpu_loss::{
+    Context, ContextOptions, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyOptions,
+    CrossEntropyPlan, CrossEntropyProbsBuffers, CrossEntropyProbsDesc, CrossEntropyProbsPlan,
+    Outputs, Reduction, cpu,
+};
+
+const ROW: Tol = Tol::new(1e-5, 1e-5);
+const VALUE: Tol = Tol::new(2e-5, 1e-5);
+
+fn grad_tol(reference: &[f64]) -> Tol {
+    let gmax = reference
+        .iter()
+        .filter(|g| g.is_finite())
+        .fold(0.0f64, |a, g| a.max(g.abs()));
+    Tol::new(2e-5, 1e-6 * gmax)
+}
+
+/// Inputs of one class-target case.
+struct Case {
+    rows: usize,
+    classes: usize,
+    logits: Vec<f32>,
+    targets: Vec<i64>,
+    weight: Option<Vec<f32>>,
+    options: CrossEntropyOptions,
+}
+
+impl Case {
+    fn random(rows: usize, classes: usize, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let logits = rng.vec(rows * classes, -8.0, 8.0);
+        let mut targets = rng.classes(rows, classes);
+        // Every 11th row is ignored (PyTorch's default ignore_index).
+        for t in targets.iter_mut().skip(5).step_by(11) {
+            *t = -100;
+        }
+        Case {
+            rows,
+            classes,
+            logits,
+            targets,
+            weight: None,
+            options: CrossEntropyOptions::default(),
+        }
+    }
+
+    /// Runs through the recording API on `ctx` with poisoned outputs; returns (loss, grad).
+    fn record_on(
+        &self,
+        ctx: &Context,
+        reduction: Reduction,
+        in_place: bool,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let options = CrossEntropyOptions {
+            reduction,
+            ..self.options
+        };
+        let desc = CrossEntropyDesc::new(self.rows, self.classes)
+            .options(options)
+            .weighted(self.weight.is_some())
+            .in_place(in_place);
+        let plan = CrossEntropyPlan::new(ctx, &desc).unwrap();
+        let logits = upload(ctx, &self.logits);
+        let y: Vec<i32> = self.targets.iter().map(|&t| t as i32).collect();
+        let targets = upload(ctx, &y);
+        let weight = self.weight.as_ref().map(|w| upload(ctx, w));
+        let loss_len = if reduction == Reduction::None {
+            self.rows
+        } else {
+            1
+        };
+        let loss = poisoned(ctx, loss_len);
+        let grad = poisoned(ctx, self.logits.len());
+        submit(ctx, |e| {
+            plan.record(
+                e,
+                &CrossEntropyBuffers {
+                    logits: &logits,
+                    targets: &targets,
+                    weight: weight.as_ref(),
+                    loss: Some(&loss),
+                    grad: (!in_place).then_some(&grad),
+                },
+            )
+            .unwrap()
+        });
+        plan.read_status().unwrap().check("targets").unwrap();
+        let g = read(
+            ctx,
+            if in_place { &logits } else { &grad },
+            self.logits.len(),
+        );
+        (read(ctx, &loss, loss_len), g)
+    }
+
+    fn record(&self, reduction: Reduction) -> (Vec<f32>, Vec<f32>) {
+        self.record_on(ctx(), reduction, false)
+    }
+
+    fn reference(&self, reduction: Reduction) -> cpu::Reference {
+        let options = CrossEntropyOptions {
+            reduction,
+            ..self.options
+        };
+        cpu::cross_entropy::cross_entropy(
+            &self.logits,
+            &self.targets,
+            self.classes,
+            self.weight.as_deref(),
+            &options,
+        )
+    }
+
+    fn check_on(&self, ctx: &Context, what: &str) {
+        for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+            let reference = self.reference(reduction);
+            let (loss, grad) = self.record_on(ctx, reduction, false);
+            let what = format!("{what} n={} c={} {reduction}", self.rows, self.classes);
+            match reduction {
+                Reduction::None => {
+                    assert_close(&what, &loss, reference.per_element.as_ref().unwrap(), ROW)
+                }
+                _ => assert_scalar(&what, loss[0], reference.value.unwrap(), VALUE),
+            }
+            assert_close(
+                &format!("{what} grad"),
+                &grad,
+                &reference.grad,
+                grad_tol(&reference.grad),
+            );
+        }
+    }
+
+    fn check(&self, what: &str) {
+        self.check_on(ctx(), what);
+    }
+}
+
+#[test]
+fn small_shapes() {
+    for (i, (n, c)) in [
+        (1, 1),
+        (1, 2),
+        (1, 7),
+        (7, 1),
+        (2, 2),
+        (5, 2),
+        (3, 3),
+        (37, 10),
+        (32, 10),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        Case::random(n, c, i as u64).check("small");
+    }
+}
+
+/// Rows per block of 1, 2 and 4 (C mod 4), one workgroup and many, with a partial last block.
+#[test]
+fn fused_layouts() {
+    for (i, (n, c)) in [
+        (1000, 10),
+        (1001, 11),
+        (2049, 13),
+        (333, 1000),
+        (257, 1002),
+        (129, 4095),
+        (65, 4097),
+        (17, 16384),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        Case::random(n, c, 100 + i as u64).check("fused");
+    }
+}
+
+/// Rows longer than a workgroup holds: statistics per chunk, merged in a second pass.
+#[test]
+fn split_rows() {
+    for (i, (n, c)) in [
+        (3, 16385),
+        (5, 32000),
+        (64, 50_257),
+        (2, 130_001),
+        (1, 262_147),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        Case::random(n, c, 200 + i as u64).check("split");
+    }
+}
+
+#[test]
+fn a_million_classes() {
+    Case::random(2, 1_000_000, 300).check("C = 1e6");
+    // Odd C: the two rows form one partial block, handled by the scalar variant.
+    Case::random(2, 1_000_003, 301).check("C = 1e6 + 3");
+}
+
+#[test]
+fn millions_of_rows() {
+    Case::random(2_000_003, 3, 400).check("N = 2e6");
+}
+
+/// 16,385 x 1,025 = 16.8 M logits.
+#[test]
+fn sixteen_million_logits() {
+    Case::random(16_385, 1_025, 500).check("16.8 M");
+}
+
+#[test]
+fn class_weights() {
+    for (i, (n, c)) in [(1, 1), (37, 10), (300, 1000), (7, 20_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut case = Case::random(n, c, 600 + i as u64);
+        case.weight = Some(Rng::new(i as u64).vec(c, 0.1, 3.0));
+        case.check("weighted");
+    }
+}
+
+/// Logits of +-1e4 stay finite and correct.
+#[test]
+fn huge_logits() {
+    for (i, (n, c)) in [(1, 2), (37, 10), (100, 1000), (4, 20_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut case = Case::random(n, c, 700 + i as u64);
+        let mut rng = Rng::new(i as u64);
+        for x in &mut case.logits {
+            *x = if rng.unit() < 0.5 { -1e4 } else { 1e4 };
+        }
+        case.targets = rng.classes(n, c);
+        for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+            let (loss, grad) = case.record(reduction);
+            assert!(
+                loss.iter().all(|l| l.is_finite()),
+                "n={n} c={c} {reduction}: {loss:?}"
+            );
+            assert!(grad.iter().all(|g| g.is_finite()));
+        }
+        case.check("+-1e4");
+    }
+}
+
+/// A -inf logit among finite ones: zero probability, finite loss unless it is the target.
+#[test]
+fn minus_infinity_logits() {
+    for (i, (n, c)) in [(5, 4), (37, 10), (20, 1000), (3, 20_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut case = Case::random(n, c, 800 + i as u64);
+        for r in 0..n {
+            let t = case.targets[r];
+            // A -inf that is not the target in every row...
+            let k = if t == 0 { 1 } else { 0 };
+            case.logits[r * c + k] = f32::NEG_INFINITY;
+        }
+        case.check("-inf");
+        // ...and one row whose target is -inf: an infinite loss, as in PyTorch.
+        case.targets[1] = 0;
+        case.logits[c] = f32::NEG_INFINITY;
+        let reference = case.reference(Reduction::None);
+        assert_eq!(reference.per_element.as_ref().unwrap()[1], f64::INFINITY);
+        case.check("-inf target");
+    }
+}
+
+#[test]
+fn every_row_ignored() {
+    for c in [3, 1000, 20_000] {
+        let mut case = Case::random(9, c, 900);
+        case.targets = vec![-100; 9];
+        let (mean, grad) = case.record(Reduction::Mean);
+        assert!(mean[0].is_nan(), "mean over no rows is NaN, as in PyTorch");
+        assert!(
+            grad.iter().all(|&g| g == 0.0),
+            "all-ignored gradient is zero"
+        );
+        let (sum, _) = case.record(Reduction::Sum);
+        assert_eq!(sum[0], 0.0);
+    }
+}
+
+#[test]
+fn nan_logit_propagates() {
+    let mut case = Case::random(4, 6, 950);
+    case.targets = vec![1, 2, 3, 4];
+    case.logits[7] = f32::NAN;
+    let (loss, grad) = case.record(Reduction::None);
+    assert!(loss[1].is_nan() && !loss[0].is_nan());
+    assert!(grad[6..12].iter().all(|g| g.is_nan()));
+    let (mean, _) = case.record(Reduction::Mean);
+    assert!(mean[0].is_nan());
+}
+
+#[test]
+fn gradient_in_place() {
+    for (i, (n, c)) in [(37, 10), (300, 1000), (5, 32_000), (7, 1001)]
+        .into_iter()
+        .enumerate()
+    {
+        let case = Case::random(n, c, 1000 + i as u64);
+        let reference = case.reference(Reduction::Mean);
+        let (loss, grad) = case.record_on(ctx(), Reduction::Mean, true);
+        assert_scalar("in place loss", loss[0], reference.value.unwrap(), VALUE);
+        assert_close(
+            "in place grad",
+            &grad,
+            &reference.grad,
+            grad_tol(&reference.grad),
+        );
+    }
+}
+
+#[test]
+fn repeated_runs_are_bitwise_equal() {
+    for (n, c) in [(20_000, 100), (7, 100_000)] {
+        let case = Case::random(n, c, 1100);
+        let first = case.record(Reduction::Mean);
+        for _ in 0..3 {
+            let again = case.record(Reduction::Mean);
+            assert_eq!(first.0[0].to_bits(), again.0[0].to_bits());
+            assert!(
+                first
+                    .1
+                    .iter()
+                    .zip(&again.1)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+            );
+        }
+    }
+}
+
+/// The reductions without subgroup operations (workgroup-memory trees) give the same results.
+#[test]
+fn without_subgroups() {
+    let ctx = Context::with_options(ContextOptions::default().subgroups(false)).unwrap();
+    assert!(!ctx.uses_subgroups());
+    for (i, (n, c)) in [(37, 10), (300, 1000), (5, 32_000), (1001, 7)]
+        .into_iter()
+        .enumerate()
+    {
+        Case::random(n, c, 1200 + i as u64).check_on(&ctx, "no subgroups");
+    }
+}
+
+/// A device that allows few workgroups per dimension makes every dispatch fold into two
+/// dimensions, as inputs past 65,535 workgroups do on real GPUs.
+#[test]
+fn folded_dispatches() {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: wgpu::Limits {
+            max_compute_workgroups_per_dimension: 7,
+            ..adapter.limits()
+        },
+        required_features: adapter.features() & wgpu::Features::SUBGROUP,
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = Context::from_device(device, queue).unwrap();
+    for (i, (n, c)) in [(20_000, 10), (300, 1000), (9, 40_000)]
+        .into_iter()
+        .enumerate()
+    {
+        Case::random(n, c, 1300 + i as u64).check_on(&ctx, "folded");
+    }
+}
+
+/// A small batch from the recording API costs at most two dispatches.
+#[test]
+fn small_batches_take_few_dispatches() {
+    let ctx = ctx();
+    let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(32, 10)).unwrap();
+    assert_eq!(plan.dispatch_count(), 1);
+}
+
+#[test]
+fn convenience_matches_reference() {
+    let ctx = ctx();
+    let case = Case::random(123, 45, 1400);
+    for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+        let options = CrossEntropyOptions::default().reduction(reduction);
+        let out = ctx
+            .cross_entropy(
+                &case.logits,
+                &case.targets,
+                case.classes,
+                None,
+                &options,
+                Outputs::BOTH,
+            )
+            .unwrap();
+        let reference = case.reference(reduction);
+        match reduction {
+            Reduction::None => assert_close(
+                "rows",
+                out.per_element.as_ref().unwrap(),
+                reference.per_element.as_ref().unwrap(),
+                ROW,
+            ),
+            _ => assert_scalar("value", out.value.unwrap(), reference.value.unwrap(), VALUE),
+        }
+        assert_close(
+            "grad",
+            out.grad.as_ref().unwrap(),
+            &reference.grad,
+            grad_tol(&reference.grad),
+        );
+    }
+}
+
+/// Class targets that only the GPU sees are counted into the status word.
+#[test]
+fn gpu_resident_targets_out_of_range_are_reported() {
+    let ctx = ctx();
+    for (n, c) in [(10, 5), (3000, 10), (4, 20_000)] {
+        let case = Case::random(n, c, 1500);
+        let mut y: Vec<i32> = case.targets.iter().map(|&t| t as i32).collect();
+        y[2] = c as i32;
+        y[n - 1] = -7;
+        let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
+        let logits = upload(ctx, &case.logits);
+        let targets = upload(ctx, &y);
+        let loss = poisoned(ctx, 1);
+        let grad = poisoned(ctx, n * c);
+        submit(ctx, |e| {
+            plan.record(
+                e,
+                &CrossEntropyBuffers {
+                    logits: &logits,
+                    targets: &targets,
+                    weight: None,
+                    loss: Some(&loss),
+                    grad: Some(&grad),
+                },
+            )
+            .unwrap()
+        });
+        let status = plan.read_status().unwrap();
+        assert_eq!(status.invalid, 2, "n={n} c={c}");
+        assert_eq!(status.first, Some(2));
+        let err = status.check("class targets").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                wgpu_loss::Error::InvalidOnGpu {
+                    count: 2,
+                    first: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(read(ctx, &loss, 1)[0].is_nan());
+    }
+}
+
+// The classic cross-entropy on probabilities.
+
+fn record_probs(
+    probs: &[f32],
+    targets: &[f32],
+    rows: usize,
+    classes: usize,
+    eps: f32,
+    reduction: Reduction,
+) -> (Vec<f32>, Vec<f32>) {
+    let ctx = ctx();
+    let desc = CrossEntropyProbsDesc {
+        rows,
+        classes,
+        eps,
+        reduction,
+        outputs: Outputs::BOTH,
+    };
+    let plan = CrossEntropyProbsPlan::new(ctx, &desc).unwrap();
+    let (p, t) = (upload(ctx, probs), upload(ctx, targets));
+    let loss_len = if reduction == Reduction::None {
+        rows
+    } else {
+        1
+    };
+    let loss = poisoned(ctx, loss_len);
+    let grad = poisoned(ctx, probs.len());
+    submit(ctx, |e| {
+        plan.record(
+            e,
+            &CrossEntropyProbsBuffers {
+                probs: &p,
+                targets: &t,
+                loss: Some(&loss),
+                grad: Some(&grad),
+            },
+        )
+        .unwrap()
+    });
+    (read(ctx, &loss, loss_len), read(ctx, &grad, probs.len()))
+}
+
+#[test]
+fn probabilities_against_reference() {
+    for (i, (n, c)) in [
+        (1, 1),
+        (7, 5),
+        (1000, 10),
+        (333, 1001),
+        (3, 40_000),
+        (4097, 3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = Rng::new(1600 + i as u64);
+        let probs = rng.distributions(n, c);
+        let targets = rng.distributions(n, c);
+        for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+            let reference =
+                cpu::cross_entropy::cross_entropy_probs(&probs, &targets, c, 1e-7, reduction);
+            let (loss, grad) = record_probs(&probs, &targets, n, c, 1e-7, reduction);
+            let what = format!("probs n={n} c={c} {reduction}");
+            match reduction {
+                Reduction::None => {
+                    assert_close(&what, &loss, reference.per_element.as_ref().unwrap(), ROW)
+                }
+                _ => assert_scalar(&what, loss[0], reference.value.unwrap(), VALUE),
+            }
+            assert_close(
+                &format!("{what} grad"),
+                &grad,
+                &reference.grad,
+                grad_tol(&reference.grad),
+            );
+        }
+    }
+}
+
+/// numpy's `-np.mean(y_true * np.log(y_pred + eps))` averages over all N * C elements: it is
+/// our sum divided by N * C (our mean divides by N, like PyTorch and Keras).
+#[test]
+fn numpy_one_liner_is_sum_over_n_times_c() {
+    let (n, c, eps) = (64, 37, 1e-7f32);
+    let mut rng = Rng::new(1700);
+    let probs = rng.distributions(n, c);
+    let targets = rng.distributions(n, c);
+    // The one-liner, elementwise in f64 as numpy does on float64 arrays.
+    let numpy: f64 = -probs
+        .iter()
+        .zip(&targets)
+        .map(|(&p, &t)| t as f64 * (p as f64 + eps as f64).ln())
+        .sum::<f64>()
+        / (n * c) as f64;
+    let (sum, _) = record_probs(&probs, &targets, n, c, eps, Reduction::Sum);
+    assert_scalar(
+        "sum / (N C) vs numpy",
+        sum[0] / (n * c) as f32,
+        numpy,
+        VALUE,
+    );
+    let (mean, _) = record_probs(&probs, &targets, n, c, eps, Reduction::Mean);
+    assert_scalar("mean = numpy * C", mean[0], numpy * c as f64, VALUE);
+}

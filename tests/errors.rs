@@ -1,0 +1,428 @@
+//! Every error a caller can cause comes back as its typed variant with a clear message; nothing
+//! panics.
+
+mod common;
+
+use common::*;
+use wgpu_loss::{
+    Context, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyOptions, CrossEntropyPlan, Error,
+    Outputs, Pointwise, PointwiseBuffers, PointwiseDesc, PointwiseInputs, PointwisePlan, Reduction,
+};
+
+#[track_caller]
+fn message(e: &Error, parts: &[&str]) {
+    let text = e.to_string();
+    for p in parts {
+        assert!(text.contains(p), "{text:?} should mention {p:?}");
+    }
+}
+
+#[test]
+fn length_mismatch() {
+    let ctx = ctx();
+    let e = ctx
+        .mse(&[1.0, 2.0], &[1.0], Reduction::Mean, Outputs::BOTH)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LengthMismatch {
+                expected: 2,
+                actual: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["target", "expected 2", "got 1"]);
+
+    let e = ctx
+        .cross_entropy(
+            &[0.0; 5],
+            &[0, 1],
+            3,
+            None,
+            &Default::default(),
+            Outputs::BOTH,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LengthMismatch {
+                expected: 6,
+                actual: 5,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["logits"]);
+
+    let e = ctx
+        .cross_entropy(
+            &[0.0; 6],
+            &[0, 1],
+            3,
+            Some(&[1.0; 2]),
+            &Default::default(),
+            Outputs::BOTH,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::LengthMismatch {
+                expected: 3,
+                actual: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["weight"]);
+}
+
+#[test]
+fn empty_inputs() {
+    let ctx = ctx();
+    let e = ctx
+        .mse(&[], &[], Reduction::Mean, Outputs::BOTH)
+        .unwrap_err();
+    assert!(matches!(e, Error::Empty("pred")), "{e:?}");
+    message(&e, &["pred", "empty"]);
+    let e = ctx
+        .cross_entropy(&[], &[], 3, None, &Default::default(), Outputs::BOTH)
+        .unwrap_err();
+    assert!(matches!(e, Error::Empty(_)), "{e:?}");
+    message(&e, &["rows", "empty"]);
+    let e = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(4, 0))
+        .err()
+        .unwrap();
+    message(&e, &["classes", "empty"]);
+}
+
+#[test]
+fn invalid_options() {
+    let ctx = ctx();
+    let pw = |loss, reduction| {
+        PointwisePlan::new(ctx, &PointwiseDesc::new(loss, 8).reduction(reduction))
+            .err()
+            .unwrap()
+    };
+    let e = pw(Pointwise::Huber { delta: -1.0 }, Reduction::Mean);
+    assert!(
+        matches!(
+            e,
+            Error::InvalidOption {
+                option: "delta",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["delta", "-1"]);
+    let e = pw(Pointwise::SmoothL1 { beta: f32::NAN }, Reduction::Mean);
+    message(&e, &["beta"]);
+    let e = pw(Pointwise::Mse, Reduction::BatchMean);
+    message(&e, &["batchmean", "kl-div"]);
+    let e = pw(Pointwise::KlDiv { log_target: false }, Reduction::BatchMean);
+    message(&e, &["batch"]);
+
+    let ce = |options: CrossEntropyOptions| {
+        CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(4, 3).options(options))
+            .err()
+            .unwrap()
+    };
+    let e = ce(CrossEntropyOptions {
+        label_smoothing: 1.5,
+        ..Default::default()
+    });
+    assert!(
+        matches!(
+            e,
+            Error::InvalidOption {
+                option: "label_smoothing",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["label_smoothing", "1.5", "[0, 1]"]);
+    let e = ce(CrossEntropyOptions {
+        ignore_index: 1 << 40,
+        ..Default::default()
+    });
+    message(&e, &["ignore_index", "i32"]);
+    let e = ce(CrossEntropyOptions {
+        softcap: Some(0.0),
+        ..Default::default()
+    });
+    message(&e, &["softcap"]);
+    let e = ce(CrossEntropyOptions {
+        z_loss: -1.0,
+        ..Default::default()
+    });
+    message(&e, &["z_loss"]);
+    let e = ce(CrossEntropyOptions::default().reduction(Reduction::BatchMean));
+    message(&e, &["batchmean"]);
+
+    let e = CrossEntropyPlan::new(
+        ctx,
+        &CrossEntropyDesc::new(4, 3).outputs(Outputs {
+            loss: false,
+            grad: false,
+        }),
+    )
+    .err()
+    .unwrap();
+    message(&e, &["outputs", "neither"]);
+    let e = CrossEntropyPlan::new(
+        ctx,
+        &CrossEntropyDesc::new(4, 3)
+            .outputs(Outputs::LOSS)
+            .in_place(true),
+    )
+    .err()
+    .unwrap();
+    message(&e, &["in_place"]);
+    let e = ctx
+        .pointwise(
+            Pointwise::Mse,
+            &PointwiseInputs {
+                pred: &[1.0; 6],
+                target: &[1.0; 6],
+                weight: Some(&[1.0; 6]),
+                pos_weight: None,
+            },
+            Reduction::Mean,
+            None,
+            Outputs::BOTH,
+        )
+        .unwrap_err();
+    message(&e, &["weight", "mse"]);
+}
+
+#[test]
+fn class_target_out_of_range_on_the_host() {
+    let ctx = ctx();
+    for bad in [3i64, -1, -101] {
+        let e = ctx
+            .cross_entropy(
+                &[0.0; 6],
+                &[0, bad],
+                3,
+                None,
+                &Default::default(),
+                Outputs::BOTH,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::TargetOutOfRange { row: 1, value, classes: 3 } if value == bad),
+            "{e:?}"
+        );
+        message(&e, &["target", &bad.to_string(), "row 1", "[0, 3)"]);
+    }
+}
+
+#[test]
+fn class_target_out_of_range_on_the_gpu() {
+    let ctx = ctx();
+    let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(3, 4)).unwrap();
+    let logits = upload(ctx, &[0.5f32; 12]);
+    let targets = upload(ctx, &[1i32, 9, 2]);
+    let loss = poisoned(ctx, 1);
+    let grad = poisoned(ctx, 12);
+    let e = plan
+        .run(&CrossEntropyBuffers {
+            logits: &logits,
+            targets: &targets,
+            weight: None,
+            loss: Some(&loss),
+            grad: Some(&grad),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidOnGpu {
+                count: 1,
+                first: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["1 invalid", "class targets", "index 1"]);
+}
+
+#[test]
+fn too_large_for_one_binding() {
+    let ctx = ctx();
+    let limit = ctx.max_binding_bytes();
+    let len = (limit / 4 + 1) as usize;
+    let e = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, len))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(e, Error::TooLarge { limit: l, .. } if l == limit),
+        "{e:?}"
+    );
+    message(&e, &["pred", "storage binding limit"]);
+}
+
+fn mse_buffers<'a>(
+    pred: &'a wgpu::Buffer,
+    target: &'a wgpu::Buffer,
+    loss: Option<&'a wgpu::Buffer>,
+    grad: Option<&'a wgpu::Buffer>,
+) -> PointwiseBuffers<'a> {
+    PointwiseBuffers {
+        pred,
+        target,
+        weight: None,
+        pos_weight: None,
+        loss,
+        grad,
+    }
+}
+
+#[test]
+fn caller_buffers_are_checked() {
+    let ctx = ctx();
+    let plan = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, 100)).unwrap();
+    let good = upload(ctx, &[0.0f32; 100]);
+    let small = upload(ctx, &[0.0f32; 99]);
+    let loss = poisoned(ctx, 1);
+    let grad = poisoned(ctx, 100);
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+
+    let e = plan
+        .record(
+            &mut encoder,
+            &mse_buffers(&good, &small, Some(&loss), Some(&grad)),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::BufferTooSmall {
+                binding: "target",
+                needed: 400,
+                actual: 396
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["target", "396", "400"]);
+
+    let not_storage = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 400,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    let e = plan
+        .record(
+            &mut encoder,
+            &mse_buffers(&good, &good, Some(&loss), Some(&not_storage)),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::MissingUsage {
+                binding: "grad",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["grad", "STORAGE"]);
+
+    let e = plan
+        .record(&mut encoder, &mse_buffers(&good, &good, None, Some(&grad)))
+        .unwrap_err();
+    assert!(matches!(e, Error::Binding("loss", _)), "{e:?}");
+    message(&e, &["loss", "needed"]);
+
+    let loss_only = PointwisePlan::new(
+        ctx,
+        &PointwiseDesc::new(Pointwise::Mse, 100).outputs(Outputs::LOSS),
+    )
+    .unwrap();
+    let e = loss_only
+        .record(
+            &mut encoder,
+            &mse_buffers(&good, &good, Some(&loss), Some(&grad)),
+        )
+        .unwrap_err();
+    message(&e, &["grad", "not used"]);
+    // Nothing was recorded by the failed calls: the encoder still finishes cleanly.
+    ctx.queue().submit([encoder.finish()]);
+}
+
+#[test]
+fn device_below_the_needed_limits() {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: wgpu::Limits {
+            max_storage_buffers_per_shader_stage: 4,
+            ..wgpu::Limits::downlevel_defaults()
+        },
+        ..Default::default()
+    }))
+    .unwrap();
+    let e = Context::from_device(device, queue).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::DeviceLimit {
+                limit: "max_storage_buffers_per_shader_stage",
+                needed: 7,
+                actual: 4
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["max_storage_buffers_per_shader_stage", "4", "7"]);
+}
+
+/// WebGPU's default limits are enough.
+#[test]
+fn default_limits_suffice() {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let ctx = Context::from_device(device, queue).unwrap();
+    let mut rng = Rng::new(1);
+    let logits = rng.vec(300 * 1000, -3.0, 3.0);
+    let targets = rng.classes(300, 1000);
+    let out = ctx
+        .cross_entropy(
+            &logits,
+            &targets,
+            1000,
+            None,
+            &Default::default(),
+            Outputs::BOTH,
+        )
+        .unwrap();
+    let reference = wgpu_loss::cpu::cross_entropy::cross_entropy(
+        &logits,
+        &targets,
+        1000,
+        None,
+        &Default::default(),
+    );
+    assert_scalar(
+        "default limits",
+        out.value.unwrap(),
+        reference.value.unwrap(),
+        Tol::new(2e-5, 0.0),
+    );
+}
