@@ -23,7 +23,12 @@ fn main() -> wgpu_loss::Result<()> {
     println!("  gradient {:?}", out.grad);
 
     // MSE, one loss per element.
-    let out = ctx.mse(&[1.0, 2.0, 3.0], &[1.5, 2.0, 2.0], Reduction::None, Outputs::LOSS)?;
+    let out = ctx.mse(
+        &[1.0, 2.0, 3.0],
+        &[1.5, 2.0, 2.0],
+        Reduction::None,
+        Outputs::LOSS,
+    )?;
     println!("mse per element {:?}", out.per_element);
     Ok(())
 }

@@ -8,7 +8,8 @@ use wgpu_loss::{Context, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyPlan
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The application's own device and queue.
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         required_features: adapter.features() & wgpu::Features::SUBGROUP,
@@ -29,7 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         })
     };
-    let logits: Vec<f32> = (0..rows * classes).map(|i| (i as f32 * 0.37).sin()).collect();
+    let logits: Vec<f32> = (0..rows * classes)
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
     let logits = storage(bytemuck::cast_slice(&logits));
     let targets = storage(bytemuck::cast_slice(&[0i32, 4, 2, 1]));
     let loss = storage(&[0; 4]);
