@@ -19,13 +19,20 @@
 //
 // Layout: a block is ROWS consecutive rows with ROWS * C a multiple of 4, so every block starts on
 // a vec4 boundary, is owned by one workgroup, and vec4 stores never race. BV = ROWS * C / 4 vec4s.
+// Invocations read in lane groups: LANES of them take LANES consecutive vec4s at a time, so
+// each group streams a contiguous run (see `first_vec`).
 //   fused:  SEG invocations per block, K vec4 each (BV <= SEG * K), WG / SEG blocks a workgroup.
 //           Reads the inputs once and writes the gradient once.
 //   stats:  rows too long for one workgroup: one workgroup per (block, chunk of WG * K vec4s)
-//           writes the chunk's per-row statistics (max, sum of exp, a, b, W) to scratch.
+//           writes the chunk's per-row statistics (max, sum of exp, a, b, ws) to scratch.
 //   finish: one workgroup per (block, chunk): merges the block's chunk statistics in chunk order,
 //           writes row losses and its partial, and the gradient of its chunk (a second read).
-// Dispatches are folded into two dimensions: workgroup w = wid.x + wid.y * params.wg_x.
+// Statistics: every invocation first summarises its own elements (Stats: max, sum of exp
+// relative to that max, ...), from registers; a segment then merges the summaries in a fixed
+// order (`seg_merge`, one reduction site). Only exp(x' - own max) stays live across it.
+// Dispatches are folded into two dimensions: workgroup w = wid.x + wid.y * params.wg_x. A fused
+// workgroup writes WG / PG partials (one per group of PG invocations) with subgroups, one
+// without.
 //
 // Preprocessor variants: VEC4 binds x, t and grad as array<vec4<f32>> (full blocks); without it
 // they are array<f32> with bounds checks (the last, partial block, and problems that fit one
@@ -40,9 +47,15 @@
 override WG: u32 = 256u;
 override SEG: u32 = 256u;
 override SG_MIN: u32 = 1u;
-// vec4s per invocation; <= KMAX.
-override K: u32 = 16u;
+// Invocations per partial sum (see group_sum); WG without subgroups.
+override PG: u32 = 256u;
+// vec4s per invocation (<= KMAX): a preprocessor value, so that the loops over them unroll.
+#const K
+// Lane groups: LANES invocations read LANES consecutive vec4s at a time.
+override LANES: u32 = 8u;
 override ROWS: u32 = 1u;
+// C as a constant of the pipeline, so that the rows and columns of a block's elements fold.
+override CLASSES: u32 = 1u;
 override TARGETS: u32 = 0u;
 override HAS_WEIGHT: bool = false;
 override SMOOTH: bool = false;
@@ -59,7 +72,7 @@ override SCALE_MODE: u32 = 0u;
 // SINGLE: 0 loss[0] = sum; 1 sum / params.mean_den; 2 sum / weight sum; 3 no reduced value.
 override FINAL_MODE: u32 = 0u;
 
-const KMAX: u32 = 16u;
+const KMAX: u32 = 32u;
 // Identity of max. Finite, so that rows or chunks whose entries are all -inf give a zero sum of
 // exponentials instead of exp(-inf - -inf) = NaN; the row's loss still comes out as PyTorch's.
 const LOWEST: f32 = -3.40282347e38;
@@ -161,27 +174,19 @@ fn store_grad(v: u32, g: vec4<f32>) {
 @group(0) @binding(6) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(7) var<storage, read_write> scratch: Scratch;
 
+// This invocation's x' (capped logits, or probabilities), exp(x' - m), and targets.
 var<private> xs: array<vec4<f32>, KMAX>;
+var<private> es: array<vec4<f32>, KMAX>;
 var<private> ts: array<vec4<f32>, KMAX>;
 var<workgroup> sh_scale: f32;
 
-// The rows of one block; component r of each vector belongs to row r of the block.
+// The rows of one block.
 struct Block {
     row0: u32,
     // Rows of this block that exist (0 for the padding segments of the last workgroup).
     nrows: u32,
-    // Class targets (TARGETS 0).
+    // Class targets (TARGETS 0), component r for row r.
     y: vec4<i32>,
-    // Max of x' (max of the chunk in the stats pass).
-    m: vec4<f32>,
-    // Sum of exp(x' - m).
-    s: vec4<f32>,
-    // TARGETS 0: x'_y; 1: sum w q; 2: sum -t log(x + eps).
-    a: vec4<f32>,
-    // TARGETS 0: sum w (x' - m) (SMOOTH); 1: sum w q (x' - m).
-    b: vec4<f32>,
-    // TARGETS 0: sum w (SMOOTH; the element count without weights).
-    ws: vec4<f32>,
 }
 
 fn block_of(index: u32) -> Block {
@@ -199,21 +204,203 @@ fn block_of(index: u32) -> Block {
             }
         }
     }
-    blk.m = vec4<f32>(LOWEST);
-    blk.s = vec4<f32>(0.0);
-    blk.a = vec4<f32>(0.0);
-    blk.b = vec4<f32>(0.0);
-    blk.ws = vec4<f32>(0.0);
     return blk;
 }
 
-// Row (within the block) of element e of the block.
-fn row_of(e: u32) -> u32 {
-    if (ROWS == 1u) {
-        return 0u;
+// What some elements of a block's rows add up to; component r of each vector for row r.
+struct Stats {
+    // Max of x'.
+    m: vec4<f32>,
+    // Sum of exp(x' - m).
+    s: vec4<f32>,
+    // TARGETS 0: x'_y; 1: sum w q; 2: sum -t log(x + eps).
+    a: vec4<f32>,
+    // TARGETS 0 (SMOOTH): sum w (x' - m); 1: sum w q (x' - m).
+    b: vec4<f32>,
+    // TARGETS 0 (SMOOTH): sum w (the element count without weights).
+    ws: vec4<f32>,
+}
+
+fn no_stats() -> Stats {
+    return Stats(vec4<f32>(LOWEST), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+}
+
+// The statistics of the union of two sets of elements. Sums relative to a max are rebased to
+// the larger max; a side with no elements has m = LOWEST, s = 0 and contributes nothing.
+fn merge(x: Stats, y: Stats) -> Stats {
+    if (TARGETS == 2u) {
+        return Stats(x.m, x.s, x.a + y.a, x.b, x.ws);
     }
-    let c = params.classes;
-    return select(0u, 1u, e >= c) + select(0u, 1u, e >= 2u * c) + select(0u, 1u, e >= 3u * c);
+    if (ROWS == 1u) {
+        // One row: scalar work only.
+        let m = max(x.m.x, y.m.x);
+        let dx = x.m.x - m;
+        let dy = y.m.x - m;
+        var b = 0.0;
+        if (TARGETS == 1u) {
+            b = (x.b.x + dx * x.a.x) + (y.b.x + dy * y.a.x);
+        } else if (SMOOTH) {
+            b = (x.b.x + dx * x.ws.x) + (y.b.x + dy * y.ws.x);
+        }
+        return Stats(vec4<f32>(m), vec4<f32>(x.s.x * exp(dx) + y.s.x * exp(dy)),
+            vec4<f32>(x.a.x + y.a.x), vec4<f32>(b), vec4<f32>(x.ws.x + y.ws.x));
+    }
+    let m = max(x.m, y.m);
+    let dx = x.m - m;
+    let dy = y.m - m;
+    var o = Stats(m, x.s * exp(dx) + y.s * exp(dy), x.a + y.a, vec4<f32>(0.0), x.ws + y.ws);
+    if (TARGETS == 1u) {
+        o.b = (x.b + dx * x.a) + (y.b + dy * y.a);
+    } else if (SMOOTH) {
+        o.b = (x.b + dx * x.ws) + (y.b + dy * y.ws);
+    }
+    return o;
+}
+
+#ifdef SUBGROUPS
+fn shuffle_stats(x: Stats, off: u32) -> Stats {
+    if (ROWS == 1u) {
+        // One row: the five statistics travel in two vectors.
+        let p = subgroupShuffleXor(vec4<f32>(x.m.x, x.s.x, x.a.x, x.b.x), off);
+        let ws = subgroupShuffleXor(x.ws.x, off);
+        return Stats(vec4<f32>(p.x), vec4<f32>(p.y), vec4<f32>(p.z), vec4<f32>(p.w), vec4<f32>(ws));
+    }
+    return Stats(
+        subgroupShuffleXor(x.m, off),
+        subgroupShuffleXor(x.s, off),
+        subgroupShuffleXor(x.a, off),
+        subgroupShuffleXor(x.b, off),
+        subgroupShuffleXor(x.ws, off),
+    );
+}
+
+// One summary per subgroup slice of a segment, for segments wider than a subgroup.
+var<workgroup> sh_stats: array<Stats, 64>;
+
+// Merges the statistics of the SEG invocations of each segment: a butterfly of shuffles inside
+// the subgroup; for segments wider than a subgroup, one barrier, then each subgroup lane merges
+// every width-th slice summary and a second butterfly combines the lanes. The order depends on
+// the invocation indices alone.
+fn seg_merge(st: Stats, lid: u32, sg_size: u32) -> Stats {
+    let width = min(SEG, sg_size);
+    var r = st;
+    for (var off = 1u; off < width; off <<= 1u) {
+        r = merge(r, shuffle_stats(r, off));
+    }
+    if (SEG > SG_MIN) {
+        workgroupBarrier();
+        if (lid % width == 0u) {
+            sh_stats[lid / width] = r;
+        }
+        workgroupBarrier();
+        let parts = SEG / width;
+        let base = (lid / SEG) * parts;
+        r = no_stats();
+        for (var i = lid % width; i < parts; i += width) {
+            r = merge(r, sh_stats[base + i]);
+        }
+        for (var off = 1u; off < width; off <<= 1u) {
+            r = merge(r, shuffle_stats(r, off));
+        }
+    }
+    return r;
+}
+#else
+// Without subgroups: the segment max first (a tree), then each invocation rebases its sums to
+// it, then their sums (trees).
+fn seg_merge(st: Stats, lid: u32, sg_size: u32) -> Stats {
+    if (TARGETS == 2u) {
+        return Stats(st.m, st.s, seg_sum(st.a, lid, sg_size), st.b, st.ws);
+    }
+    let m = seg_max(st.m, lid, sg_size);
+    let d = st.m - m;
+    var b = st.b;
+    if (TARGETS == 1u) {
+        b += d * st.a;
+    } else if (SMOOTH) {
+        b += d * st.ws;
+    }
+    let s = st.s * exp(d);
+    if (ROWS == 1u) {
+        let p = seg_sum(vec4<f32>(s.x, st.a.x, b.x, st.ws.x), lid, sg_size);
+        return Stats(m, vec4<f32>(p.x), vec4<f32>(p.y), vec4<f32>(p.z), vec4<f32>(p.w));
+    }
+    return Stats(m, seg_sum(s, lid, sg_size), seg_sum(st.a, lid, sg_size), seg_sum(b, lid, sg_size),
+        seg_sum(st.ws, lid, sg_size));
+}
+#endif
+
+// Where the four elements of vec4 v of a block belong: row within the block, column, and
+// whether the row exists (the last block may be partial).
+struct Coords {
+    r: vec4<u32>,
+    c: vec4<u32>,
+    live: vec4<bool>,
+}
+
+fn coords(v: u32, nrows: u32) -> Coords {
+    let e = vec4<u32>(4u * v) + vec4<u32>(0u, 1u, 2u, 3u);
+    var r = vec4<u32>(0u);
+    if (ROWS > 1u) {
+        let c = CLASSES;
+        let one = vec4<u32>(1u);
+        let zero = vec4<u32>(0u);
+        r = select(zero, one, e >= vec4<u32>(c)) + select(zero, one, e >= vec4<u32>(2u * c))
+            + select(zero, one, e >= vec4<u32>(3u * c));
+    }
+    return Coords(r, e - r * CLASSES, r < vec4<u32>(nrows));
+}
+
+// Per-row values (component r for row r) spread over a vec4's elements by their rows.
+fn spread(v: vec4<f32>, r: vec4<u32>) -> vec4<f32> {
+    if (ROWS == 1u) {
+        return vec4<f32>(v.x);
+    }
+    var o = select(vec4<f32>(v.x), vec4<f32>(v.y), r == vec4<u32>(1u));
+    if (ROWS == 4u) {
+        o = select(o, vec4<f32>(v.z), r == vec4<u32>(2u));
+        o = select(o, vec4<f32>(v.w), r == vec4<u32>(3u));
+    }
+    return o;
+}
+
+fn spread_i(v: vec4<i32>, r: vec4<u32>) -> vec4<i32> {
+    if (ROWS == 1u) {
+        return vec4<i32>(v.x);
+    }
+    var o = select(vec4<i32>(v.x), vec4<i32>(v.y), r == vec4<u32>(1u));
+    if (ROWS == 4u) {
+        o = select(o, vec4<i32>(v.z), r == vec4<u32>(2u));
+        o = select(o, vec4<i32>(v.w), r == vec4<u32>(3u));
+    }
+    return o;
+}
+
+// The sum of a vec4's live elements per row (component r for row r).
+fn row_sums(x: vec4<f32>, cd: Coords) -> vec4<f32> {
+    let z = select(vec4<f32>(0.0), x, cd.live);
+    if (ROWS == 1u) {
+        return vec4<f32>(dot(z, vec4<f32>(1.0)), 0.0, 0.0, 0.0);
+    }
+    var o = vec4<f32>(0.0);
+    for (var i = 0u; i < ROWS; i++) {
+        o[i] = dot(select(vec4<f32>(0.0), z, cd.r == vec4<u32>(i)), vec4<f32>(1.0));
+    }
+    return o;
+}
+
+// The max of a vec4's live elements per row.
+fn row_maxes(x: vec4<f32>, cd: Coords) -> vec4<f32> {
+    let z = select(vec4<f32>(LOWEST), x, cd.live);
+    if (ROWS == 1u) {
+        return vec4<f32>(max(max(z.x, z.y), max(z.z, z.w)), LOWEST, LOWEST, LOWEST);
+    }
+    var o = vec4<f32>(LOWEST);
+    for (var i = 0u; i < ROWS; i++) {
+        let m = select(vec4<f32>(LOWEST), z, cd.r == vec4<u32>(i));
+        o[i] = max(max(m.x, m.y), max(m.z, m.w));
+    }
+    return o;
 }
 
 fn cap(v: vec4<f32>) -> vec4<f32> {
@@ -223,6 +410,15 @@ fn cap(v: vec4<f32>) -> vec4<f32> {
     return c * tanh(clamp(v / c, vec4<f32>(-20.0), vec4<f32>(20.0)));
 }
 
+fn class_weights(c: vec4<u32>) -> vec4<f32> {
+    if (HAS_WEIGHT) {
+        let last = CLASSES - 1u;
+        let i = min(c, vec4<u32>(last));
+        return vec4<f32>(w[i.x], w[i.y], w[i.z], w[i.w]);
+    }
+    return vec4<f32>(1.0);
+}
+
 fn class_weight(c: u32) -> f32 {
     if (HAS_WEIGHT) {
         return w[c];
@@ -230,85 +426,77 @@ fn class_weight(c: u32) -> f32 {
     return 1.0;
 }
 
-// The smoothed target probability of TARGETS 1.
-fn smoothed(tv: f32) -> f32 {
+// The smoothed target probabilities of TARGETS 1.
+fn smoothed(tv: vec4<f32>) -> vec4<f32> {
     let ls = params.label_smoothing;
-    return (1.0 - ls) * tv + ls / f32(params.classes);
+    return (1.0 - ls) * tv + ls / f32(CLASSES);
 }
 
 // Loads this invocation's vec4s (v0 + k * stride, k < K, below vlim) of the block starting at
-// vec4 gv0, and accumulates everything that does not need the row max: m, a, ws.
-fn load_and_scan(blk: ptr<function, Block>, gv0: u32, v0: u32, stride: u32, vlim: u32) {
-    for (var k = 0u; k < K; k++) {
+// vec4 gv0 into xs / ts, and accumulates into `st` what does not need a max: m, a, ws.
+fn load_and_scan(blk: Block, st: ptr<function, Stats>, gv0: u32, v0: u32, stride: u32, vlim: u32) {
+#unroll k K
+    if (blk.nrows != 0u && v0 + k * stride < vlim) {
         let v = v0 + k * stride;
-        if ((*blk).nrows == 0u || v >= vlim) {
-            continue;
-        }
         var xv = load_x(gv0 + v);
         if (SOFTCAP) {
             xv = cap(xv);
         }
         xs[k] = xv;
-        var tv = vec4<f32>(0.0);
         if (TARGETS != 0u) {
-            tv = load_t(gv0 + v);
-            ts[k] = tv;
+            ts[k] = load_t(gv0 + v);
         }
-        for (var i = 0u; i < 4u; i++) {
-            let e = 4u * v + i;
-            let r = row_of(e);
-            if (r >= (*blk).nrows) {
-                continue;
-            }
-            let xe = xv[i];
-            let c = e - r * params.classes;
-            if (TARGETS == 0u) {
-                (*blk).m[r] = max((*blk).m[r], xe);
-                if (i32(c) == (*blk).y[r]) {
-                    (*blk).a[r] = xe;
+        let cd = coords(v, blk.nrows);
+        if (TARGETS == 0u) {
+            (*st).m = max((*st).m, row_maxes(xv, cd));
+            if (ROWS == 1u) {
+                // One row: only the vec4 holding the target adds its component.
+                if (v == u32(blk.y.x) / 4u && blk.y.x >= 0) {
+                    (*st).a.x += xv[u32(blk.y.x) % 4u];
                 }
-                if (SMOOTH) {
-                    (*blk).ws[r] += class_weight(c);
-                }
-            } else if (TARGETS == 1u) {
-                (*blk).m[r] = max((*blk).m[r], xe);
-                (*blk).a[r] += class_weight(c) * smoothed(tv[i]);
             } else {
-                (*blk).a[r] -= tv[i] * log(xe + params.eps);
+                let hit = vec4<i32>(cd.c) == spread_i(blk.y, cd.r);
+                (*st).a += row_sums(select(vec4<f32>(0.0), xv, hit), cd);
+            }
+            if (SMOOTH) {
+                (*st).ws += row_sums(class_weights(cd.c), cd);
+            }
+        } else if (TARGETS == 1u) {
+            (*st).m = max((*st).m, row_maxes(xv, cd));
+            (*st).a += row_sums(class_weights(cd.c) * smoothed(ts[k]), cd);
+        } else {
+            (*st).a += row_sums(-ts[k] * log(xv + params.eps), cd);
+        }
+    }
+#endunroll
+}
+
+// es = exp(x' - m) for this invocation's elements, m given per row; with `sums`, adds them to
+// `st` (s) with the sums relative to m (b).
+fn exps(blk: Block, st: ptr<function, Stats>, m: vec4<f32>, v0: u32, stride: u32, vlim: u32, sums: bool) {
+#unroll k K
+    if (blk.nrows != 0u && v0 + k * stride < vlim) {
+        let cd = coords(v0 + k * stride, blk.nrows);
+        let d = xs[k] - spread(m, cd.r);
+        let e = exp(d);
+        es[k] = e;
+        if (sums) {
+            (*st).s += row_sums(e, cd);
+            if (TARGETS == 1u) {
+                (*st).b += row_sums(class_weights(cd.c) * smoothed(ts[k]) * d, cd);
+            } else if (SMOOTH) {
+                (*st).b += row_sums(class_weights(cd.c) * d, cd);
             }
         }
     }
+#endunroll
 }
 
-// Sum of exp(x' - m) over this invocation's elements, m the (segment-wide) row max, and the
-// sums relative to m: b.
-fn sum_exp(blk: ptr<function, Block>, v0: u32, stride: u32, vlim: u32) {
-    for (var k = 0u; k < K; k++) {
-        let v = v0 + k * stride;
-        if ((*blk).nrows == 0u || v >= vlim) {
-            continue;
-        }
-        let xv = xs[k];
-        if (ROWS == 1u && TARGETS == 0u && !SMOOTH) {
-            // One row per block: every element below vlim is in it.
-            (*blk).s.x += dot(exp(xv - (*blk).m.x), vec4<f32>(1.0));
-        } else {
-            let tv = ts[k];
-            for (var i = 0u; i < 4u; i++) {
-                let e = 4u * v + i;
-                let r = row_of(e);
-                if (r < (*blk).nrows) {
-                    let d = xv[i] - (*blk).m[r];
-                    (*blk).s[r] += exp(d);
-                    let c = e - r * params.classes;
-                    if (TARGETS == 1u) {
-                        (*blk).b[r] += class_weight(c) * smoothed(tv[i]) * d;
-                    } else if (SMOOTH) {
-                        (*blk).b[r] += class_weight(c) * d;
-                    }
-                }
-            }
-        }
+// This invocation's statistics of its elements (after load_and_scan): its own max, then the
+// sums relative to it.
+fn own_stats(blk: Block, st: ptr<function, Stats>, v0: u32, stride: u32, vlim: u32) {
+    if (TARGETS != 2u) {
+        exps(blk, st, (*st).m, v0, stride, vlim, true);
     }
 }
 
@@ -317,9 +505,9 @@ struct RowOut {
     // Per-row loss and mean weight.
     loss: vec4<f32>,
     weight: vec4<f32>,
-    // The row max and log of the sum of exponentials: lse = m + logs, p = exp((x' - m) - logs).
-    m: vec4<f32>,
+    // The log of the row's sum of exponentials (lse = m + logs) and its reciprocal.
     logs: vec4<f32>,
+    inv_s: vec4<f32>,
     // Gradient coefficients before the scale: grad = cp * p - ct * onehot_y - cs * w_c (TARGETS 0),
     // grad = cp * p - w q (TARGETS 1).
     cp: vec4<f32>,
@@ -329,7 +517,7 @@ struct RowOut {
     keep: vec4<f32>,
 }
 
-fn finish_rows(blk: Block) -> RowOut {
+fn finish_rows(blk: Block, st: Stats) -> RowOut {
     var o: RowOut;
     let nan = bitcast<f32>(0x7fc00000u);
     let ls = params.label_smoothing;
@@ -337,18 +525,18 @@ fn finish_rows(blk: Block) -> RowOut {
     for (var r = 0u; r < ROWS; r++) {
         o.keep[r] = 1.0;
         if (TARGETS == 2u) {
-            o.loss[r] = blk.a[r];
+            o.loss[r] = st.a[r];
             o.weight[r] = 1.0;
             continue;
         }
-        let logs = log(blk.s[r]);
-        let lse = blk.m[r] + logs;
-        o.m[r] = blk.m[r];
+        let logs = log(st.s[r]);
+        let lse = st.m[r] + logs;
         o.logs[r] = logs;
+        o.inv_s[r] = 1.0 / st.s[r];
         if (TARGETS == 1u) {
             // sum w q (lse - x') = sum w q (m - x') + logs sum w q
-            o.loss[r] = logs * blk.a[r] - blk.b[r];
-            o.cp[r] = blk.a[r];
+            o.loss[r] = logs * st.a[r] - st.b[r];
+            o.cp[r] = st.a[r];
             if (ZLOSS) {
                 o.loss[r] += params.z_loss * lse * lse;
                 o.cp[r] += 2.0 * params.z_loss * lse;
@@ -369,12 +557,12 @@ fn finish_rows(blk: Block) -> RowOut {
         }
         let wy = class_weight(u32(yr));
         o.weight[r] = wy;
-        o.loss[r] = (1.0 - ls) * wy * ((blk.m[r] - blk.a[r]) + logs);
+        o.loss[r] = (1.0 - ls) * wy * ((st.m[r] - st.a[r]) + logs);
         o.cp[r] = (1.0 - ls) * wy;
         o.ct[r] = (1.0 - ls) * wy;
         if (SMOOTH) {
-            let wsum = blk.ws[r];
-            o.loss[r] += ls / cf * (wsum * logs - blk.b[r]);
+            let wsum = st.ws[r];
+            o.loss[r] += ls / cf * (wsum * logs - st.b[r]);
             o.cp[r] += ls / cf * wsum;
             o.cs[r] = ls / cf;
         }
@@ -386,57 +574,48 @@ fn finish_rows(blk: Block) -> RowOut {
     return o;
 }
 
-// Writes this invocation's gradient vec4s from xs / ts.
-fn write_grad(blk: Block, o: RowOut, scale: f32, gv0: u32, v0: u32, stride: u32, vlim: u32) {
-    for (var k = 0u; k < K; k++) {
+// Writes this invocation's gradient vec4s from xs / es / ts; p = es * pf (pf per row). The
+// per-row coefficients are scaled once here, so that each element costs a few operations; the
+// rows of ignored targets get zero coefficients (so a zero gradient, NaN for NaN logits as in
+// PyTorch).
+fn write_grad(blk: Block, o: RowOut, pf: vec4<f32>, scale: f32, gv0: u32, v0: u32, stride: u32, vlim: u32) {
+    let on = o.keep != vec4<f32>(0.0);
+    let gp = select(vec4<f32>(0.0), pf * o.cp * scale, on);
+    let gt = select(vec4<f32>(0.0), o.ct * scale, on);
+    let gs = select(vec4<f32>(0.0), o.cs * scale, on);
+    // One row per block: the target's vec4 and its one-hot term, found once.
+    let yv = select(0xffffffffu, u32(blk.y.x) / 4u, blk.y.x >= 0);
+    let onehot = select(vec4<f32>(0.0), vec4<f32>(gt.x), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(u32(blk.y.x) % 4u));
+#unroll k K
+    if (blk.nrows != 0u && v0 + k * stride < vlim) {
         let v = v0 + k * stride;
-        if (blk.nrows == 0u || v >= vlim) {
-            continue;
-        }
-        let xv = xs[k];
-        let tv = ts[k];
-        var g = vec4<f32>(0.0);
+        let cd = coords(v, blk.nrows);
+        var g: vec4<f32>;
         if (TARGETS == 2u) {
-            g = -tv / (xv + params.eps);
-        } else if (ROWS == 1u && TARGETS == 0u && !SMOOTH) {
-            let p = exp((xv - o.m.x) - o.logs.x);
-            let cols = vec4<i32>(vec4<u32>(4u * v) + vec4<u32>(0u, 1u, 2u, 3u));
-            g = o.cp.x * p - select(vec4<f32>(0.0), vec4<f32>(o.ct.x), cols == vec4<i32>(blk.y.x));
+            g = -ts[k] / (xs[k] + params.eps) * scale;
         } else {
-            for (var i = 0u; i < 4u; i++) {
-                let e = 4u * v + i;
-                let r = row_of(e);
-                let c = e - r * params.classes;
-                let p = exp((xv[i] - o.m[r]) - o.logs[r]);
-                if (TARGETS == 0u) {
-                    var gi = o.cp[r] * p;
-                    if (i32(c) == blk.y[r]) {
-                        gi -= o.ct[r];
-                    }
-                    if (SMOOTH) {
-                        gi -= o.cs[r] * class_weight(c);
-                    }
-                    g[i] = gi;
+            g = es[k] * spread(gp, cd.r);
+            if (TARGETS == 0u) {
+                if (ROWS == 1u) {
+                    g -= select(vec4<f32>(0.0), onehot, v == yv);
                 } else {
-                    g[i] = o.cp[r] * p - class_weight(c) * smoothed(tv[i]);
+                    let hit = vec4<i32>(cd.c) == spread_i(blk.y, cd.r);
+                    g -= select(vec4<f32>(0.0), spread(gt, cd.r), hit);
                 }
+                if (SMOOTH) {
+                    g -= spread(gs, cd.r) * class_weights(cd.c);
+                }
+            } else {
+                g -= scale * class_weights(cd.c) * smoothed(ts[k]);
             }
         }
         if (SOFTCAP) {
-            let u = xv / params.softcap;
+            let u = xs[k] / params.softcap;
             g = g * (1.0 - u * u);
-        }
-        g = g * scale;
-        if (TARGETS == 0u) {
-            // Ignored rows get exactly zero, whatever their logits hold.
-            for (var i = 0u; i < 4u; i++) {
-                if (o.keep[row_of(4u * v + i)] == 0.0) {
-                    g[i] = 0.0;
-                }
-            }
         }
         store_grad(gv0 + v, g);
     }
+#endunroll
 }
 
 fn grad_scale() -> f32 {
@@ -474,6 +653,16 @@ fn final_value(total: vec2<f32>) -> f32 {
     return total.x;
 }
 
+// The first of invocation j's K vec4s within a run of SPAN invocations, and the stride to its
+// next: lane groups of LANES stream LANES * K consecutive vec4s each; a span narrower than a
+// lane group interleaves its invocations.
+fn first_vec(j: u32, span: u32) -> vec2<u32> {
+    if (span >= LANES) {
+        return vec2<u32>((j / LANES) * LANES * K + j % LANES, LANES);
+    }
+    return vec2<u32>(j, span);
+}
+
 @compute @workgroup_size(WG)
 fn fused(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -490,59 +679,56 @@ fn fused(
         return;
     }
     let j = lid % SEG;
-    var blk = block_of(wg * (WG / SEG) + lid / SEG);
-    let bv = ROWS * params.classes / 4u;
-    let gv0 = (blk.row0 * params.classes) / 4u;
+    let blk = block_of(wg * (WG / SEG) + lid / SEG);
+    let bv = ROWS * CLASSES / 4u;
+    let gv0 = (blk.row0 * CLASSES) / 4u;
+    let at = first_vec(j, SEG);
 
-    load_and_scan(&blk, gv0, j, SEG, bv);
-    if (TARGETS != 2u) {
-        blk.m = seg_max(blk.m, lid, sg_size);
-        sum_exp(&blk, j, SEG, bv);
-    }
-    if (ROWS == 1u) {
-        let packed = seg_sum(vec4<f32>(blk.s.x, blk.a.x, blk.b.x, blk.ws.x), lid, sg_size);
-        blk.s.x = packed.x;
-        blk.a.x = packed.y;
-        blk.b.x = packed.z;
-        blk.ws.x = packed.w;
-    } else {
-        if (TARGETS != 2u) {
-            blk.s = seg_sum(blk.s, lid, sg_size);
-        }
-        blk.a = seg_sum(blk.a, lid, sg_size);
-        if (TARGETS == 1u || SMOOTH) {
-            blk.b = seg_sum(blk.b, lid, sg_size);
-        }
-        if (TARGETS == 0u && SMOOTH) {
-            blk.ws = seg_sum(blk.ws, lid, sg_size);
-        }
-    }
-    let o = finish_rows(blk);
+    var own = no_stats();
+    load_and_scan(blk, &own, gv0, at.x, at.y, bv);
+    own_stats(blk, &own, at.x, at.y, bv);
+    let st = seg_merge(own, lid, sg_size);
+    let o = finish_rows(blk, st);
+    // p = exp(x' - own max) * exp(own max - row max) / s.
+    let pf = exp(own.m - st.m) * o.inv_s;
 
     var part = vec2<f32>(0.0);
     if (j == 0u) {
         part = emit_rows(blk, o);
     }
-    var scale = grad_scale();
+    // The gradient goes out before the workgroup's barrier when its scale is known, so that
+    // nothing but the partial is live across it.
+    if (WANT_GRAD && SCALE_MODE != 2u) {
+        write_grad(blk, o, pf, grad_scale(), gv0, at.x, at.y, bv);
+    }
+#ifdef SUBGROUPS
+    if (WANT_PARTIAL && !SINGLE) {
+        // One partial per group of PG invocations: no barrier.
+        let total = group_sum(part, SEG, PG);
+        if (lid % PG == 0u) {
+            store_partial(params.partial_base, wg * (WG / PG) + lid / PG, total);
+        }
+    }
+    if (SINGLE) {
+#else
     if (WANT_PARTIAL || SINGLE) {
+#endif
         let total = wg_sum_segments(part, lid);
         if (lid == 0u) {
             if (SINGLE) {
                 if (FINAL_MODE != 3u) {
                     loss[0] = final_value(total);
                 }
-                sh_scale = select(params.grad_scale, 1.0 / total.y, SCALE_MODE == 2u);
+                sh_scale = 1.0 / total.y;
             } else {
                 store_partial(params.partial_base, wg, total);
             }
         }
-        if (SINGLE && WANT_GRAD) {
-            workgroupBarrier();
-            scale = sh_scale;
-        }
     }
-    if (WANT_GRAD) {
-        write_grad(blk, o, scale, gv0, j, SEG, bv);
+    if (WANT_GRAD && SCALE_MODE == 2u) {
+        // A weighted mean's denominator is this workgroup's whole weight sum.
+        workgroupBarrier();
+        write_grad(blk, o, pf, sh_scale, gv0, at.x, at.y, bv);
     }
 }
 
@@ -570,36 +756,28 @@ fn stats(
     if (b_index >= params.blocks) {
         return;
     }
-    var blk = block_of(b_index);
-    let bv = ROWS * params.classes / 4u;
-    let gv0 = (blk.row0 * params.classes) / 4u;
-    let v0 = chunk * WG * K + lid;
+    let blk = block_of(b_index);
+    let bv = ROWS * CLASSES / 4u;
+    let gv0 = (blk.row0 * CLASSES) / 4u;
+    let at = first_vec(lid, WG);
+    let v0 = chunk * WG * K + at.x;
 
-    load_and_scan(&blk, gv0, v0, WG, bv);
-    if (TARGETS != 2u) {
-        blk.m = seg_max(blk.m, lid, sg_size);
-        sum_exp(&blk, v0, WG, bv);
-        blk.s = seg_sum(blk.s, lid, sg_size);
-    }
-    blk.a = seg_sum(blk.a, lid, sg_size);
-    if (TARGETS == 1u || SMOOTH) {
-        blk.b = seg_sum(blk.b, lid, sg_size);
-    }
-    if (TARGETS == 0u && SMOOTH) {
-        blk.ws = seg_sum(blk.ws, lid, sg_size);
-    }
+    var own = no_stats();
+    load_and_scan(blk, &own, gv0, v0, at.y, bv);
     if (TARGETS == 2u && WANT_GRAD) {
         // The classic form's gradient needs no row statistics: write it on this first read.
-        write_grad(blk, RowOut(), grad_scale(), gv0, v0, WG, bv);
+        write_grad(blk, RowOut(), vec4<f32>(0.0), grad_scale(), gv0, v0, at.y, bv);
     }
+    own_stats(blk, &own, v0, at.y, bv);
+    let st = seg_merge(own, lid, sg_size);
     if (lid == 0u) {
         for (var r = 0u; r < ROWS; r++) {
             let i = stats_index(b_index, chunk, r);
-            scratch.data[i] = blk.m[r];
-            scratch.data[i + 1u] = blk.s[r];
-            scratch.data[i + 2u] = blk.a[r];
-            scratch.data[i + 3u] = blk.b[r];
-            scratch.data[i + 4u] = blk.ws[r];
+            scratch.data[i] = st.m[r];
+            scratch.data[i + 1u] = st.s[r];
+            scratch.data[i + 2u] = st.a[r];
+            scratch.data[i + 3u] = st.b[r];
+            scratch.data[i + 4u] = st.ws[r];
         }
     }
 }
@@ -621,48 +799,25 @@ fn finish(
     if (b_index >= params.blocks) {
         return;
     }
-    var blk = block_of(b_index);
+    let blk = block_of(b_index);
 
     // Merge the chunk statistics: invocation lid takes chunks lid, lid + WG, ... in order,
-    // then the workgroup combines the invocations in index order.
-    var m = vec4<f32>(LOWEST);
+    // then the workgroup merges the invocations in index order.
+    var own = no_stats();
     for (var c = lid; c < params.chunks; c += WG) {
-        for (var r = 0u; r < ROWS; r++) {
-            m[r] = max(m[r], scratch.data[stats_index(b_index, c, r)]);
-        }
-    }
-    if (TARGETS != 2u) {
-        blk.m = seg_max(m, lid, sg_size);
-    }
-    for (var c = lid; c < params.chunks; c += WG) {
+        var rec = no_stats();
         for (var r = 0u; r < ROWS; r++) {
             let i = stats_index(b_index, c, r);
-            let a = scratch.data[i + 2u];
-            let ws = scratch.data[i + 4u];
-            if (TARGETS != 2u) {
-                // Rebase the chunk's sums from its max to the row's.
-                let shift = scratch.data[i] - blk.m[r];
-                blk.s[r] += scratch.data[i + 1u] * exp(shift);
-                let count = select(ws, a, TARGETS == 1u);
-                if (count != 0.0) {
-                    blk.b[r] += scratch.data[i + 3u] + shift * count;
-                }
-            }
-            blk.a[r] += a;
-            blk.ws[r] += ws;
+            rec.m[r] = scratch.data[i];
+            rec.s[r] = scratch.data[i + 1u];
+            rec.a[r] = scratch.data[i + 2u];
+            rec.b[r] = scratch.data[i + 3u];
+            rec.ws[r] = scratch.data[i + 4u];
         }
+        own = merge(own, rec);
     }
-    if (TARGETS != 2u) {
-        blk.s = seg_sum(blk.s, lid, sg_size);
-    }
-    blk.a = seg_sum(blk.a, lid, sg_size);
-    if (TARGETS == 1u || SMOOTH) {
-        blk.b = seg_sum(blk.b, lid, sg_size);
-    }
-    if (TARGETS == 0u && SMOOTH) {
-        blk.ws = seg_sum(blk.ws, lid, sg_size);
-    }
-    let o = finish_rows(blk);
+    let st = seg_merge(own, lid, sg_size);
+    let o = finish_rows(blk, st);
 
     if (lid == 0u && WANT_PARTIAL) {
         var part = vec2<f32>(0.0);
@@ -674,10 +829,14 @@ fn finish(
         _ = emit_rows(blk, o);
     }
     if (WANT_GRAD && TARGETS != 2u) {
-        let bv = ROWS * params.classes / 4u;
-        let gv0 = (blk.row0 * params.classes) / 4u;
-        let v0 = chunk * WG * K + lid;
-        load_and_scan(&blk, gv0, v0, WG, bv);
-        write_grad(blk, o, grad_scale(), gv0, v0, WG, bv);
+        let bv = ROWS * CLASSES / 4u;
+        let gv0 = (blk.row0 * CLASSES) / 4u;
+        let at = first_vec(lid, WG);
+        let v0 = chunk * WG * K + at.x;
+        // The second read: x' again, then exp(x' - row max), so p = es / s.
+        var unused = no_stats();
+        load_and_scan(blk, &unused, gv0, v0, at.y, bv);
+        exps(blk, &unused, st.m, v0, at.y, bv, false);
+        write_grad(blk, o, o.inv_s, grad_scale(), gv0, v0, at.y, bv);
     }
 }

@@ -15,8 +15,11 @@
 //                   grad -y (LOG_TARGET: -exp(y))
 // times the weight w[i % weight_len] (bce, bce_logits), pw = pos_weight[i % pos_weight_len].
 //
-// Layout: workgroup w takes vec4s [w * WG * K, (w + 1) * WG * K) of this dispatch, invocation i
-// the vec4s i, i + WG, ... (K of them), and writes the partial (sum of losses, 0).
+// Layout: workgroup w takes vec4s [w * WG * K, (w + 1) * WG * K) of this dispatch. Its
+// invocations form lane groups of LANES; each group streams a contiguous run of LANES * K vec4s,
+// LANES consecutive ones at a time (one per invocation). The workgroup writes the partial
+// (sum of losses, 0): one per group of PG invocations with subgroups (no barrier), one per
+// workgroup without.
 // VEC4 binds x, y, grad and loss as array<vec4<f32>> (the first floor(M / 4) * 4 elements);
 // without it they are array<f32> with bounds checks (the last M % 4 elements, or whole problems
 // that fit one workgroup, which then also write the reduced value: SINGLE).
@@ -29,7 +32,10 @@
 override WG: u32 = 256u;
 override SEG: u32 = 256u;
 override SG_MIN: u32 = 1u;
+// Invocations per partial sum (see group_sum); WG without subgroups.
+override PG: u32 = 256u;
 override K: u32 = 16u;
+override LANES: u32 = 8u;
 override LOSS: u32 = 0u;
 override HAS_WEIGHT: bool = false;
 override HAS_POS_WEIGHT: bool = false;
@@ -243,8 +249,9 @@ fn main(
         return;
     }
     var acc = vec4<f32>(0.0);
+    let first = wg * WG * K + (lid / LANES) * LANES * K + lid % LANES;
     for (var k = 0u; k < K; k++) {
-        let local = wg * WG * K + k * WG + lid;
+        let local = first + k * LANES;
         if (local >= params.vecs) {
             continue;
         }
@@ -270,8 +277,20 @@ fn main(
             store_grad(v, o.grad * params.grad_scale);
         }
     }
+    let mine = dot(acc, vec4<f32>(1.0));
+#ifdef SUBGROUPS
+    if (WANT_PARTIAL && !SINGLE) {
+        // One partial per group of PG invocations: no barrier.
+        let total = group_sum(vec2<f32>(mine, 0.0), 1u, PG);
+        if (lid % PG == 0u) {
+            store_partial(params.partial_base, wg * (WG / PG) + lid / PG, total);
+        }
+    }
+    if (SINGLE) {
+#else
     if (WANT_PARTIAL || SINGLE) {
-        let total = seg_sum(vec4<f32>(dot(acc, vec4<f32>(1.0)), 0.0, 0.0, 0.0), lid, sg_size).x;
+#endif
+        let total = seg_sum(vec4<f32>(mine, 0.0, 0.0, 0.0), lid, sg_size).x;
         if (lid == 0u) {
             if (SINGLE) {
 #ifndef VEC4

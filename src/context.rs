@@ -20,8 +20,8 @@ pub(crate) enum Binding {
 pub(crate) struct PipelineKey {
     pub shader: Shader,
     pub entry: &'static str,
-    /// Preprocessor names, sorted (the context adds `SUBGROUPS` itself).
-    pub defines: Vec<&'static str>,
+    /// Preprocessor names and `NAME=value`s, sorted (the context adds `SUBGROUPS` itself).
+    pub defines: Vec<String>,
     /// Override constants, sorted by name, values as f64 bits (the context adds `SG_MIN`).
     pub constants: Vec<(&'static str, u64)>,
     pub layout: &'static [Binding],
@@ -40,9 +40,16 @@ impl PipelineKey {
 
     pub fn define(mut self, name: &'static str, on: bool) -> Self {
         if on {
-            self.defines.push(name);
+            self.defines.push(name.to_string());
             self.defines.sort_unstable();
         }
+        self
+    }
+
+    /// A preprocessor value (`#const`, `#unroll`).
+    pub fn value(mut self, name: &'static str, value: u32) -> Self {
+        self.defines.push(format!("{name}={value}"));
+        self.defines.sort_unstable();
         self
     }
 
@@ -61,6 +68,71 @@ pub(crate) struct Pipeline {
     pub layout: wgpu::BindGroupLayout,
 }
 
+/// How the kernels spread work over invocations. Chosen per adapter by [`Tuning::for_adapter`]
+/// from measurements (see PERFORMANCE.md); a [`ContextOptions`] can override it.
+///
+/// Every kernel reads its data in runs of `lanes` consecutive vec4s, one per invocation of a
+/// lane group, so that each group streams contiguous memory: `lanes` is the subgroup (warp) size
+/// on GPUs, and the SIMD width on CPU drivers such as lavapipe, which execute a lane group as one
+/// vector instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuning {
+    /// Invocations that read consecutive vec4s together (a power of two, at most 256).
+    pub lanes: u32,
+    /// vec4s each invocation of a streaming kernel (pointwise losses) handles.
+    pub stream_vecs: u32,
+    /// The most vec4s an invocation holds in registers (cross-entropy rows), at most 32. A
+    /// row block of up to 256 times this many vec4s is read once; longer rows are read twice.
+    pub register_vecs: u32,
+}
+
+impl Tuning {
+    /// The tuning measured best for this kind of adapter. CPU drivers (lavapipe) run a lane
+    /// group of their SIMD width (the subgroup size) as one instruction and want long
+    /// contiguous runs per invocation; GPUs want warp-wide lane groups and few registers.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        let sg = info.subgroup_min_size;
+        if info.device_type == wgpu::DeviceType::Cpu {
+            Tuning {
+                lanes: if (4..=64).contains(&sg) && sg.is_power_of_two() {
+                    sg
+                } else {
+                    8
+                },
+                stream_vecs: 32,
+                register_vecs: 32,
+            }
+        } else {
+            Tuning {
+                lanes: if (32..=64).contains(&sg) && sg.is_power_of_two() {
+                    sg
+                } else {
+                    32
+                },
+                stream_vecs: 8,
+                register_vecs: 8,
+            }
+        }
+    }
+
+    fn check(self) -> Result<Self> {
+        let ok = self.lanes.is_power_of_two()
+            && self.lanes <= 256
+            && (1..=64).contains(&self.stream_vecs)
+            && (1..=32).contains(&self.register_vecs);
+        if ok {
+            Ok(self)
+        } else {
+            Err(Error::option(
+                "tuning",
+                format!(
+                    "{self:?}: lanes a power of two <= 256, stream_vecs 1..=64, register_vecs 1..=32"
+                ),
+            ))
+        }
+    }
+}
+
 /// How to pick and set up the device when wgpu-loss creates its own.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -70,6 +142,8 @@ pub struct ContextOptions {
     pub subgroups: bool,
     /// Which adapter `request_adapter` prefers when `WGPU_ADAPTER_NAME` is not set.
     pub power_preference: wgpu::PowerPreference,
+    /// Overrides [`Tuning::for_adapter`].
+    pub tuning: Option<Tuning>,
 }
 
 impl Default for ContextOptions {
@@ -77,6 +151,7 @@ impl Default for ContextOptions {
         ContextOptions {
             subgroups: true,
             power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
+            tuning: None,
         }
     }
 }
@@ -85,6 +160,12 @@ impl ContextOptions {
     /// Sets whether reductions may use subgroup operations.
     pub fn subgroups(mut self, on: bool) -> Self {
         self.subgroups = on;
+        self
+    }
+
+    /// Overrides the tuning.
+    pub fn tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = Some(tuning);
         self
     }
 }
@@ -137,7 +218,8 @@ struct Inner {
     info: wgpu::AdapterInfo,
     /// The smallest subgroup size, when reductions use subgroup operations.
     subgroup_min: Option<u32>,
-    modules: Mutex<HashMap<(Shader, Vec<&'static str>), wgpu::ShaderModule>>,
+    tuning: Tuning,
+    modules: Mutex<HashMap<(Shader, Vec<String>), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Pipeline>>,
     dummy_read: wgpu::Buffer,
     dummy_write: wgpu::Buffer,
@@ -149,6 +231,7 @@ impl std::fmt::Debug for Context {
             .field("adapter", &self.inner.info.name)
             .field("backend", &self.inner.info.backend)
             .field("subgroups", &self.inner.subgroup_min)
+            .field("tuning", &self.inner.tuning)
             .finish()
     }
 }
@@ -167,10 +250,12 @@ impl Context {
     /// Creates a device on the adapter chosen by `WGPU_ADAPTER_NAME` (a case-insensitive
     /// substring of the adapter's name) among the backends of `WGPU_BACKEND`, or else on the
     /// adapter `request_adapter` picks. Requests the adapter's own limits (not WebGPU's
-    /// defaults), and `SUBGROUP` and `TIMESTAMP_QUERY` where it has them.
+    /// defaults), and `SUBGROUP` and the timestamp queries where it has them.
     pub async fn new_async(options: ContextOptions) -> Result<Self> {
         let adapter = Self::adapter(&options).await?;
-        let wanted = wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY;
+        let wanted = wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
         let features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -181,7 +266,7 @@ impl Context {
             })
             .await
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
-        Self::build(device, queue, options.subgroups)
+        Self::build(device, queue, options.subgroups, options.tuning)
     }
 
     async fn adapter(options: &ContextOptions) -> Result<wgpu::Adapter> {
@@ -219,10 +304,24 @@ impl Context {
     /// buffers can then be given to the recording API directly. Subgroup operations are used
     /// when the device was created with `SUBGROUP`. WebGPU's default limits are enough.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
-        Self::build(device, queue, true)
+        Self::build(device, queue, true, None)
     }
 
-    fn build(device: wgpu::Device, queue: wgpu::Queue, subgroups: bool) -> Result<Self> {
+    /// [`Context::from_device`] with a tuning of the caller's.
+    pub fn from_device_tuned(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        tuning: Tuning,
+    ) -> Result<Self> {
+        Self::build(device, queue, true, Some(tuning))
+    }
+
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        subgroups: bool,
+        tuning: Option<Tuning>,
+    ) -> Result<Self> {
         let limits = device.limits();
         for Needed { limit, get, least } in NEEDED_LIMITS {
             let actual = get(&limits);
@@ -237,6 +336,9 @@ impl Context {
         let info = device.adapter_info();
         let subgroup_min = (subgroups && device.features().contains(wgpu::Features::SUBGROUP))
             .then_some(info.subgroup_min_size.max(1));
+        let tuning = tuning
+            .unwrap_or_else(|| Tuning::for_adapter(&info))
+            .check()?;
         let dummy = |label, usage| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -253,6 +355,7 @@ impl Context {
                 queue,
                 info,
                 subgroup_min,
+                tuning,
                 modules: Mutex::new(HashMap::new()),
                 pipelines: Mutex::new(HashMap::new()),
                 dummy_read,
@@ -284,6 +387,21 @@ impl Context {
     /// The device's features.
     pub fn features(&self) -> wgpu::Features {
         self.inner.device.features()
+    }
+
+    /// How the kernels spread work over invocations on this device.
+    pub fn tuning(&self) -> Tuning {
+        self.inner.tuning
+    }
+
+    /// How many invocations of a workgroup share one partial sum, for segments of `seg`
+    /// invocations: a group that never spans two subgroups (no barrier), or the whole workgroup
+    /// without subgroups. Keep in sync with `group_sum` in shaders/common/segment.wgsl.
+    pub(crate) fn partial_group(&self, seg: u32, wg: u32) -> u32 {
+        match self.inner.subgroup_min {
+            Some(min) => seg.max(min.min(wg)),
+            None => wg,
+        }
     }
 
     /// Whether reductions use subgroup operations.
@@ -326,7 +444,7 @@ impl Context {
             .collect();
         match self.inner.subgroup_min {
             Some(min) => {
-                defines.push("SUBGROUPS");
+                defines.push("SUBGROUPS".to_string());
                 constants.push(("SG_MIN", min as f64));
             }
             None => constants.push(("SG_MIN", 1.0)),
@@ -337,7 +455,8 @@ impl Context {
             match modules.get(&(key.shader, defines.clone())) {
                 Some(m) => m.clone(),
                 None => {
-                    let source = shader::preprocess(key.shader, &defines)?;
+                    let names: Vec<&str> = defines.iter().map(String::as_str).collect();
+                    let source = shader::preprocess(key.shader, &names)?;
                     let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                         label: Some(key.shader.file()),
                         source: wgpu::ShaderSource::Wgsl(source.into()),

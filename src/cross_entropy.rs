@@ -23,9 +23,6 @@ use crate::reduction::{LossOutput, Outputs, Reduction};
 use crate::shader::Shader;
 use crate::{Context, Error, Result, transfer};
 
-/// The most vec4s one invocation holds (KMAX in cross_entropy.wgsl).
-const KMAX: u32 = 16;
-
 const LAYOUT: &[Binding] = &[
     Binding::Uniform,
     Binding::Read,
@@ -260,13 +257,13 @@ fn rows_per_block(classes: usize) -> usize {
     }
 }
 
-/// The fused layout's tiling for a block of `bv` vec4s, or None when a block is too long for
-/// one workgroup.
-fn fused_tiling(bv: u64) -> Option<Tiling> {
-    if bv > (WG * KMAX) as u64 {
+/// The fused layout's tiling for a block of `bv` vec4s (the fewest invocations per block that
+/// hold it in at most `kmax` vec4s each), or None when a block is too long for one workgroup.
+fn fused_tiling(bv: u64, kmax: u32) -> Option<Tiling> {
+    if bv > (WG * kmax) as u64 {
         return None;
     }
-    let seg = (bv.div_ceil(KMAX as u64).max(1) as u32).next_power_of_two();
+    let seg = (bv.div_ceil(kmax as u64).max(1) as u32).next_power_of_two();
     Some(Tiling {
         seg,
         k: bv.div_ceil(seg as u64) as u32,
@@ -276,6 +273,8 @@ fn fused_tiling(bv: u64) -> Option<Tiling> {
 fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
     let n = s.rows as u64;
     let c = s.classes as u64;
+    let tuning = ctx.tuning();
+    let kmax = tuning.register_vecs;
     let rb = rows_per_block(s.classes) as u64;
     let bv = rb * c / 4;
     let total = n * c;
@@ -357,8 +356,10 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
         .define("INPLACE", s.in_place)
         .constant("WG", WG)
         .constant("SEG", t.seg)
-        .constant("K", t.k)
+        .value("K", t.k)
+        .constant("LANES", tuning.lanes)
         .constant("ROWS", rb as u32)
+        .constant("CLASSES", c as u32)
         .constant("TARGETS", s.kind)
         .constant("HAS_WEIGHT", s.weighted as u32)
         .constant("SMOOTH", (s.label_smoothing > 0.0) as u32)
@@ -406,7 +407,7 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
         ]
     };
 
-    match fused_tiling(bv) {
+    match fused_tiling(bv, kmax) {
         Some(t) => {
             let per_wg = (WG / t.seg) as u64;
             let wgs_all = blocks.div_ceil(per_wg);
@@ -444,10 +445,13 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
                 0
             };
             let main_wgs = full_blocks.div_ceil(per_wg);
-            let parts = main_wgs + tail as u64;
+            let pg = ctx.partial_group(t.seg, WG);
+            let parts_per_wg = (WG / pg) as u64;
+            let parts = (main_wgs + tail as u64) * parts_per_wg;
             let partial_base = if reduced { b.scratch(2 * parts)? } else { 0 };
             let key = |vec4| {
                 key("fused", vec4, t)
+                    .constant("PG", pg)
                     .constant("WANT_GRAD", want_grad as u32)
                     .constant("WANT_PARTIAL", reduced as u32)
                     .constant("SINGLE", 0u32)
@@ -471,7 +475,7 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
                     wg_x: 1,
                     chunks: 1,
                     wg_chunks: 1,
-                    partial_base: partial_base + 2 * main_wgs as u32,
+                    partial_base: partial_base + 2 * (main_wgs * parts_per_wg) as u32,
                     ..base_params
                 };
                 b.dispatch(&key(false), &p, entries(false, false), (1, 1))?;
@@ -483,8 +487,8 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
         None => {
             // Rows longer than a workgroup holds: per-chunk statistics, then a pass that merges
             // them and writes the gradient from a second read.
-            let t = Tiling { seg: WG, k: KMAX };
-            let chunks = bv.div_ceil((WG * KMAX) as u64);
+            let t = Tiling { seg: WG, k: kmax };
+            let chunks = bv.div_ceil((WG * kmax) as u64);
             let scale_mode = if want_grad && weighted_mean {
                 b.class_denominator(
                     s.rows,

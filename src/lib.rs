@@ -27,6 +27,7 @@
 //! file per loss family, beside `shaders/<family>.wgsl`), [`cpu`] (the references),
 //! [`reduction`] (reductions and outputs), [`shader`] (WGSL assembly).
 
+pub mod bench;
 pub mod context;
 pub mod cpu;
 pub mod cross_entropy;
@@ -37,7 +38,7 @@ pub mod reduction;
 pub mod shader;
 mod transfer;
 
-pub use context::{Context, ContextOptions};
+pub use context::{Context, ContextOptions, Tuning};
 pub use cross_entropy::{
     CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyOptions, CrossEntropyPlan,
     CrossEntropyProbsBuffers, CrossEntropyProbsDesc, CrossEntropyProbsPlan, TargetKind,

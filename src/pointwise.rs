@@ -14,11 +14,6 @@ use crate::reduction::{LossOutput, Outputs, Reduction};
 use crate::shader::Shader;
 use crate::{Context, Error, Result, transfer};
 
-/// vec4s per invocation of pointwise.wgsl.
-const K: u32 = 16;
-/// Elements one workgroup covers.
-const PER_WG: u64 = (WG * K * 4) as u64;
-
 /// The bindings of pointwise.wgsl.
 const LAYOUT: &[Binding] = &[
     Binding::Uniform,
@@ -291,6 +286,10 @@ impl PointwisePlan {
     pub fn new(ctx: &Context, desc: &PointwiseDesc) -> Result<Self> {
         desc.check()?;
         let m = desc.len as u64;
+        let tuning = ctx.tuning();
+        // Elements one workgroup covers.
+        let per_wg = (WG * tuning.stream_vecs * 4) as u64;
+        let pg = ctx.partial_group(1, WG);
         let want_loss = desc.outputs.loss;
         let reduced = want_loss && desc.reduction.is_reduced();
         let den = desc.denominator()?;
@@ -315,7 +314,9 @@ impl PointwisePlan {
                 .define("VEC4", vec4)
                 .constant("WG", WG)
                 .constant("SEG", WG)
-                .constant("K", K)
+                .constant("K", tuning.stream_vecs)
+                .constant("LANES", tuning.lanes)
+                .constant("PG", pg)
                 .constant("LOSS", desc.loss.code())
                 .constant("HAS_WEIGHT", desc.weight_len.is_some() as u32)
                 .constant("HAS_POS_WEIGHT", desc.pos_weight_len.is_some() as u32)
@@ -373,7 +374,7 @@ impl PointwisePlan {
             _pad1: 0,
         };
 
-        if m <= PER_WG {
+        if m <= per_wg {
             // One workgroup: the scalar variant does everything, the reduction included.
             let p = params(m.div_ceil(4), 0, 1, 0);
             b.dispatch(
@@ -385,14 +386,15 @@ impl PointwisePlan {
         } else {
             let full = m / 4;
             let tail = m % 4;
-            let wgs = full.div_ceil(PER_WG / 4);
-            let parts = wgs + (tail > 0) as u64;
+            let wgs = full.div_ceil(per_wg / 4);
+            let parts_per_wg = (WG / pg) as u64;
+            let parts = (wgs + (tail > 0) as u64) * parts_per_wg;
             let partial_base = if reduced { b.scratch(2 * parts)? } else { 0 };
             let (x, y) = b.fold(wgs)?;
             let p = params(full, 0, x, partial_base);
             b.dispatch(&key(true, false, reduced), &p, entries(true, false), (x, y))?;
             if tail > 0 {
-                let p = params(1, full, 1, partial_base + 2 * wgs as u32);
+                let p = params(1, full, 1, partial_base + 2 * (wgs * parts_per_wg) as u32);
                 b.dispatch(
                     &key(false, false, reduced),
                     &p,

@@ -20,15 +20,18 @@ pub enum Shader {
     ClassTargets,
     /// `shaders/reduce.wgsl`: fixed-order sums of partials.
     Reduce,
+    /// `shaders/ceiling.wgsl`: the trivial kernels `bench` measures as ceilings.
+    Ceiling,
 }
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 4] = [
+    pub const ALL: [Shader; 5] = [
         Shader::Pointwise,
         Shader::CrossEntropy,
         Shader::ClassTargets,
         Shader::Reduce,
+        Shader::Ceiling,
     ];
 
     /// The file name under `shaders/`.
@@ -38,6 +41,7 @@ impl Shader {
             Shader::CrossEntropy => "cross_entropy.wgsl",
             Shader::ClassTargets => "class_targets.wgsl",
             Shader::Reduce => "reduce.wgsl",
+            Shader::Ceiling => "ceiling.wgsl",
         }
     }
 
@@ -47,6 +51,15 @@ impl Shader {
             Shader::CrossEntropy => include_str!("../shaders/cross_entropy.wgsl"),
             Shader::ClassTargets => include_str!("../shaders/class_targets.wgsl"),
             Shader::Reduce => include_str!("../shaders/reduce.wgsl"),
+            Shader::Ceiling => include_str!("../shaders/ceiling.wgsl"),
+        }
+    }
+
+    /// The values this file needs (`#const`, `#unroll`), with sample values for validation.
+    pub fn values(self) -> &'static [&'static str] {
+        match self {
+            Shader::CrossEntropy => &["K=3"],
+            _ => &[],
         }
     }
 
@@ -56,7 +69,7 @@ impl Shader {
         match self {
             Shader::Pointwise => &["VEC4", "SUBGROUPS"],
             Shader::CrossEntropy => &["VEC4", "INPLACE", "SUBGROUPS"],
-            Shader::ClassTargets | Shader::Reduce => &["SUBGROUPS"],
+            Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
         }
     }
 }
@@ -70,19 +83,51 @@ fn common(name: &str) -> Option<&'static str> {
     }
 }
 
+/// Kernel developers can point this variable at a checkout's `shaders/` directory to load the
+/// WGSL from there at run time instead of the copy built into the binary (to try a change to a
+/// kernel without rebuilding).
+pub const SHADER_DIR_VAR: &str = "WGPU_LOSS_SHADER_DIR";
+
+/// The text of `file` (relative to `shaders/`): from [`SHADER_DIR_VAR`]'s directory when it is
+/// set, else `built_in`.
+fn text(file: &str, built_in: &'static str) -> Result<std::borrow::Cow<'static, str>> {
+    match std::env::var_os(SHADER_DIR_VAR) {
+        Some(dir) => {
+            let path = std::path::Path::new(&dir).join(file);
+            std::fs::read_to_string(&path)
+                .map(Into::into)
+                .map_err(|e| Error::Wgpu(format!("{}: {e}", path.display())))
+        }
+        None => Ok(built_in.into()),
+    }
+}
+
 /// Assembles `shader` for the given defines: imports spliced in (each once), conditional
-/// blocks resolved. Errors name the file and line.
+/// blocks resolved, constants declared, loops unrolled. Errors name the file and line.
+///
+/// A define is a name (`"VEC4"`) or a name with a value (`"K=32"`). Directives:
+/// `#import name`; `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif`; `#const NAME` (declares
+/// `const NAME: u32 = value;`); `#unroll var NAME` ... `#endunroll` (the body `value` times, each
+/// copy in its own block with `const var: u32 = i;`: drivers keep arrays indexed by `var` in
+/// registers, which a loop would leave in memory on some, lavapipe among them).
 pub fn preprocess(shader: Shader, defines: &[&str]) -> Result<String> {
     let mut out = String::new();
     let mut imported = Vec::new();
-    expand(
-        shader.file(),
-        shader.source(),
-        defines,
-        &mut imported,
-        &mut out,
-    )?;
+    let source = text(shader.file(), shader.source())?;
+    expand(shader.file(), &source, defines, &mut imported, &mut out)?;
     Ok(out)
+}
+
+fn defined(defines: &[&str], name: &str) -> bool {
+    defines.iter().any(|d| d.split('=').next() == Some(name))
+}
+
+fn value(defines: &[&str], name: &str) -> Option<u32> {
+    defines
+        .iter()
+        .filter_map(|d| d.split_once('='))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 fn expand(
@@ -95,13 +140,16 @@ fn expand(
     // One entry per open #if: (this branch is taken, an enclosing branch is taken).
     let mut stack: Vec<(bool, bool)> = Vec::new();
     let bad = |line: usize, what: &str| Error::Wgpu(format!("{file}:{}: {what}", line + 1));
-    for (n, line) in source.lines().enumerate() {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut n = 0;
+    while n < lines.len() {
+        let line = lines[n];
         let trimmed = line.trim();
         let live = stack.last().is_none_or(|&(taken, outer)| taken && outer);
         if let Some(name) = trimmed.strip_prefix("#ifdef ") {
-            stack.push((defines.contains(&name.trim()), live));
+            stack.push((defined(defines, name.trim()), live));
         } else if let Some(name) = trimmed.strip_prefix("#ifndef ") {
-            stack.push((!defines.contains(&name.trim()), live));
+            stack.push((!defined(defines, name.trim()), live));
         } else if trimmed == "#else" {
             let top = stack
                 .last_mut()
@@ -112,16 +160,49 @@ fn expand(
         } else if let Some(name) = trimmed.strip_prefix("#import ") {
             let name = name.trim();
             if live && !imported.iter().any(|i| i == name) {
-                let text = common(name).ok_or_else(|| bad(n, "unknown #import"))?;
+                let built_in = common(name).ok_or_else(|| bad(n, "unknown #import"))?;
                 imported.push(name.to_string());
-                expand(&format!("common/{name}.wgsl"), text, defines, imported, out)?;
+                let file = format!("common/{name}.wgsl");
+                let source = text(&file, built_in)?;
+                expand(&file, &source, defines, imported, out)?;
             }
+        } else if let Some(name) = trimmed.strip_prefix("#const ") {
+            let name = name.trim();
+            let v = value(defines, name).ok_or_else(|| bad(n, "#const of a name with no value"))?;
+            if live {
+                out.push_str(&format!("const {name}: u32 = {v}u;\n"));
+            }
+        } else if let Some(args) = trimmed.strip_prefix("#unroll ") {
+            let (var, count) = args
+                .trim()
+                .split_once(' ')
+                .ok_or_else(|| bad(n, "#unroll needs a variable and a count"))?;
+            let end = (n + 1..lines.len())
+                .find(|&i| lines[i].trim() == "#endunroll")
+                .ok_or_else(|| bad(n, "#unroll without #endunroll"))?;
+            if live {
+                let count = value(defines, count.trim())
+                    .ok_or_else(|| bad(n, "#unroll count has no value"))?;
+                let mut body = String::new();
+                expand(
+                    file,
+                    &lines[n + 1..end].join("\n"),
+                    defines,
+                    imported,
+                    &mut body,
+                )?;
+                for i in 0..count {
+                    out.push_str(&format!("{{ const {var}: u32 = {i}u;\n{body}}}\n"));
+                }
+            }
+            n = end;
         } else if trimmed.starts_with('#') {
             return Err(bad(n, "unknown directive"));
         } else if live {
             out.push_str(line);
             out.push('\n');
         }
+        n += 1;
     }
     if stack.is_empty() {
         Ok(())
@@ -146,6 +227,21 @@ mod tests {
         out.clear();
         expand("t", src, &[], &mut Vec::new(), &mut out).unwrap();
         assert_eq!(out, "a\ne\nf\n");
+    }
+
+    #[test]
+    fn constants_and_unrolling() {
+        let src = "#const K\n#unroll k K\n#ifdef X\nx[k] = 1;\n#endif\n#endunroll\nend\n";
+        let mut out = String::new();
+        expand("t", src, &["K=2", "X"], &mut Vec::new(), &mut out).unwrap();
+        assert_eq!(
+            out,
+            "const K: u32 = 2u;\n{ const k: u32 = 0u;\nx[k] = 1;\n}\n{ const k: u32 = 1u;\nx[k] = 1;\n}\nend\n"
+        );
+        let err = expand("t", "#unroll k K\n", &["K=2"], &mut Vec::new(), &mut out).unwrap_err();
+        assert!(err.to_string().contains("#endunroll"), "{err}");
+        let err = expand("t", "#const Q\n", &["Q"], &mut Vec::new(), &mut out).unwrap_err();
+        assert!(err.to_string().contains("no value"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,8 @@ fn variants(defines: &[&'static str]) -> Vec<Vec<&'static str>> {
 fn every_shader_variant_validates() {
     let mut checked = 0;
     for shader in Shader::ALL {
-        for defines in variants(shader.defines()) {
+        for mut defines in variants(shader.defines()) {
+            defines.extend_from_slice(shader.values());
             let source = preprocess(shader, &defines)
                 .unwrap_or_else(|e| panic!("shaders/{} {defines:?}: {e}", shader.file()));
             let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
@@ -51,7 +52,7 @@ fn every_shader_variant_validates() {
 #[test]
 fn every_shader_names_its_cpu_twin() {
     for shader in Shader::ALL {
-        let source = preprocess(shader, &[]).unwrap();
+        let source = preprocess(shader, shader.values()).unwrap();
         let head: String = source.lines().take(12).collect::<Vec<_>>().join("\n");
         assert!(
             head.contains("CPU twin") && head.contains("src/"),

@@ -70,6 +70,21 @@ fn seg_sum(v: vec4<f32>, lid: u32, sg_size: u32) -> vec4<f32> {
     return seg_reduce(v, false, lid, sg_size);
 }
 
+// Partial sums without a barrier: with SUBGROUPS, a workgroup writes one partial per group of
+// `group` invocations (a power of two of at most SG_MIN, or one segment: a group that never
+// spans two subgroups), adding the values held every `first` invocations (each segment's first,
+// or every invocation) with a butterfly of subgroupShuffleXor. Returns the group's sum to its
+// first invocation.
+#ifdef SUBGROUPS
+fn group_sum(v: vec2<f32>, first: u32, group: u32) -> vec2<f32> {
+    var r = v;
+    for (var off = first; off < group; off <<= 1u) {
+        r = r + subgroupShuffleXor(r, off);
+    }
+    return r;
+}
+#endif
+
 // Sum over the workgroup of one vec2 per segment (the value of the segment's first invocation;
 // the others are ignored). Invocation 0 gets the total, in index order; the others get zero.
 // One barrier. seg_part is used by this site alone.

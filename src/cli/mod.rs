@@ -1,9 +1,11 @@
 //! The `wgpu-loss` command line: `info`, `eval`, `demo`.
 
+mod bench;
 mod demo;
 mod eval;
 mod info;
 mod npy;
+mod plot;
 
 use std::path::PathBuf;
 
@@ -34,6 +36,9 @@ enum Cmd {
     /// Compute cross-entropy and MSE on a large random batch, on the GPU and on the CPU
     /// reference, and compare.
     Demo(demo::DemoArgs),
+    /// Measure every kernel on this adapter against its ceilings (a buffer copy and a trivial
+    /// kernel of the same access pattern, measured in the same run).
+    Bench(bench::BenchArgs),
 }
 
 /// Options every `eval` loss takes.
@@ -59,6 +64,7 @@ impl Cli {
             Cmd::Info { json } => info::run(json),
             Cmd::Eval { loss } => eval::run(loss),
             Cmd::Demo(args) => demo::run(&args),
+            Cmd::Bench(args) => bench::run(&args),
         }
     }
 }

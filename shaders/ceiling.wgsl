@@ -1,0 +1,93 @@
+// The trivial kernels `bench` measures as the compute path's ceiling: the same access pattern as
+// a loss, and nothing else.
+//   sum:  reads a (and b, when TWO) once and writes one partial sum per workgroup, the pattern
+//         of a forward pass;
+//   copy: reads a (and b) once and writes c = a (+ b) once, the pattern of forward + gradient.
+// Written like the loss kernels (vec4 loads, lane groups streaming contiguous runs of K vec4s
+// per invocation, subgroup reductions where there are subgroups), and src/bench.rs keeps the
+// fastest of several K, so that the ceiling is a good kernel, not a straw man.
+//
+// CPU twin: none (it computes nothing a loss needs); src/bench.rs only times it.
+// Bindings: 0 params, 1 a, 2 b, 3 c (copy output, or partials for sum).
+// Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
+
+#import segment
+
+override WG: u32 = 256u;
+override SEG: u32 = 256u;
+override SG_MIN: u32 = 1u;
+override K: u32 = 16u;
+override LANES: u32 = 8u;
+// Invocations per partial sum, as the loss kernels (see group_sum); WG without subgroups.
+override PG: u32 = 256u;
+override TWO: bool = false;
+
+// Keep in sync with `CeilingParams` in src/bench.rs.
+struct Params {
+    vecs: u32,
+    wg_x: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn sum(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#ifdef SUBGROUPS
+    @builtin(subgroup_size) sg_size: u32,
+#endif
+) {
+#ifndef SUBGROUPS
+    let sg_size = 1u;
+#endif
+    let wg = wid.x + wid.y * params.wg_x;
+    if (wg * WG * K >= params.vecs) {
+        return;
+    }
+    var acc = vec4<f32>(0.0);
+    let first = wg * WG * K + (lid / LANES) * LANES * K + lid % LANES;
+    for (var k = 0u; k < K; k++) {
+        let v = first + k * LANES;
+        if (v < params.vecs) {
+            acc += a[v];
+            if (TWO) {
+                acc += b[v];
+            }
+        }
+    }
+    let mine = dot(acc, vec4<f32>(1.0));
+#ifdef SUBGROUPS
+    // One partial per group of PG invocations, no barrier: as the loss kernels write theirs.
+    let total = group_sum(vec2<f32>(mine, 0.0), 1u, PG);
+    if (lid % PG == 0u) {
+        c[wg * (WG / PG) + lid / PG] = vec4<f32>(total, 0.0, 0.0);
+    }
+#else
+    let total = seg_sum(vec4<f32>(mine, 0.0, 0.0, 0.0), lid, sg_size);
+    if (lid == 0u) {
+        c[wg] = total;
+    }
+#endif
+}
+
+@compute @workgroup_size(WG)
+fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let wg = wid.x + wid.y * params.wg_x;
+    let first = wg * WG * K + (lid / LANES) * LANES * K + lid % LANES;
+    for (var k = 0u; k < K; k++) {
+        let v = first + k * LANES;
+        if (v < params.vecs) {
+            if (TWO) {
+                c[v] = a[v] + b[v];
+            } else {
+                c[v] = a[v];
+            }
+        }
+    }
+}

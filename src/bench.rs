@@ -1,0 +1,778 @@
+//! Benchmark support shared by `wgpu-loss bench` and the criterion benches in `benches/`: the
+//! cases, their inputs on the GPU, GPU timing (timestamp queries where the adapter has them,
+//! wall clock around submit-and-wait otherwise), and the two ceilings every figure is held
+//! against, measured on the same adapter in the same run:
+//!
+//! - `copy_buffer_to_buffer` moving the same number of bytes: the memory system's limit;
+//! - a trivial WGSL kernel with the same access pattern (`shaders/ceiling.wgsl`: a plain sum
+//!   for a forward pass, a plain copy for forward + gradient): the compute path's limit.
+
+use std::time::Instant;
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+use crate::context::{Binding, PipelineKey};
+use crate::program::WG;
+use crate::shader::Shader;
+use crate::{
+    Context, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyPlan, CrossEntropyProbsBuffers,
+    CrossEntropyProbsDesc, CrossEntropyProbsPlan, Error, Outputs, Pointwise, PointwiseBuffers,
+    PointwiseDesc, PointwisePlan, Reduction, Result, cpu,
+};
+
+/// Inputs of a case are copied into several buffer sets, used in turn, until together they
+/// exceed this many bytes: a small case then cannot run from a cache its last repetition warmed.
+const ROTATION_BYTES: u64 = 256 << 20;
+/// The most buffer sets a case rotates through.
+const MAX_SETS: usize = 8;
+
+/// Which loss a case runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// MSE over `rows` elements.
+    Mse,
+    /// Cross-entropy from logits `[rows, classes]` with class targets.
+    CrossEntropy,
+    /// The classic cross-entropy on probabilities `[rows, classes]`.
+    CrossEntropyProbs,
+}
+
+impl Family {
+    /// The CLI's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Mse => "mse",
+            Family::CrossEntropy => "cross-entropy",
+            Family::CrossEntropyProbs => "cross-entropy-probs",
+        }
+    }
+}
+
+/// One benchmark case: a loss, a shape, forward or forward + gradient. Mean reduction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Case {
+    /// The loss.
+    pub family: Family,
+    /// Rows (elements, for MSE).
+    pub rows: usize,
+    /// Classes (1 for MSE).
+    pub classes: usize,
+    /// Forward + gradient (else forward only).
+    pub grad: bool,
+}
+
+impl Case {
+    /// MSE over `elements`.
+    pub fn mse(elements: usize, grad: bool) -> Self {
+        Case {
+            family: Family::Mse,
+            rows: elements,
+            classes: 1,
+            grad,
+        }
+    }
+
+    /// Cross-entropy over `rows` x `classes` logits.
+    pub fn cross_entropy(rows: usize, classes: usize, grad: bool) -> Self {
+        Case {
+            family: Family::CrossEntropy,
+            rows,
+            classes,
+            grad,
+        }
+    }
+
+    /// The classic cross-entropy on `rows` x `classes` probabilities.
+    pub fn cross_entropy_probs(rows: usize, classes: usize, grad: bool) -> Self {
+        Case {
+            family: Family::CrossEntropyProbs,
+            rows,
+            classes,
+            grad,
+        }
+    }
+
+    /// Elements of the main input.
+    pub fn elements(&self) -> usize {
+        self.rows * self.classes
+    }
+
+    /// The kernel's name: loss, classes, pass.
+    pub fn kernel(&self) -> String {
+        let pass = if self.grad { "fwd+grad" } else { "fwd" };
+        match self.family {
+            Family::Mse => format!("mse {pass}"),
+            f => format!("{} C={} {pass}", f.name(), self.classes),
+        }
+    }
+
+    /// The shape, in words.
+    pub fn shape(&self) -> String {
+        match self.family {
+            Family::Mse => format!("[{}]", self.rows),
+            _ => format!("[{}, {}]", self.rows, self.classes),
+        }
+    }
+
+    /// Byte sizes of the inputs that are read once (the main input, the second input) and of
+    /// the output written once (the gradient; the 4-byte loss is counted too).
+    fn traffic(&self) -> (u64, u64, u64) {
+        let e = 4 * self.elements() as u64;
+        let second = match self.family {
+            Family::CrossEntropy => 4 * self.rows as u64,
+            _ => e,
+        };
+        let out = if self.grad { e } else { 0 } + 4;
+        (e, second, out)
+    }
+
+    /// Bytes moved at the least: every input read once, every output written once.
+    pub fn bytes(&self) -> u64 {
+        let (a, b, out) = self.traffic();
+        a + b + out
+    }
+}
+
+/// How a time was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// GPU timestamp queries around the pass (or the copy).
+    Timestamps,
+    /// The wall clock around submit-and-wait.
+    WallClock,
+}
+
+impl Method {
+    /// A short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Timestamps => "timestamps",
+            Method::WallClock => "wall clock",
+        }
+    }
+}
+
+/// Repeated timings of one thing, in seconds.
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// One per repetition, sorted.
+    pub samples: Vec<f64>,
+    /// How they were taken.
+    pub method: Method,
+}
+
+impl Timing {
+    fn new(mut samples: Vec<f64>, method: Method) -> Self {
+        samples.sort_by(f64::total_cmp);
+        Timing { samples, method }
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        let i = ((self.samples.len() - 1) as f64 * q).round() as usize;
+        self.samples[i]
+    }
+
+    /// The median.
+    pub fn median(&self) -> f64 {
+        self.quantile(0.5)
+    }
+
+    /// The fastest repetition.
+    pub fn min(&self) -> f64 {
+        self.samples[0]
+    }
+
+    /// The slowest repetition.
+    pub fn max(&self) -> f64 {
+        self.samples[self.samples.len() - 1]
+    }
+
+    /// Half the distance between the 10th and 90th percentiles, relative to the median.
+    pub fn spread(&self) -> f64 {
+        (self.quantile(0.9) - self.quantile(0.1)) / 2.0 / self.median()
+    }
+
+    /// `bytes` over the median time, in GB/s.
+    pub fn gbps(&self, bytes: u64) -> f64 {
+        bytes as f64 / self.median() / 1e9
+    }
+}
+
+/// The buffers of one input set.
+struct Set {
+    a: wgpu::Buffer,
+    b: wgpu::Buffer,
+    loss: wgpu::Buffer,
+    grad: Option<wgpu::Buffer>,
+}
+
+enum Runner {
+    Pointwise(PointwisePlan),
+    CrossEntropy(CrossEntropyPlan),
+    Probs(CrossEntropyProbsPlan),
+}
+
+/// Host copies of the inputs, for the CPU reference.
+struct Host {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    targets: Vec<i64>,
+}
+
+/// A case made ready on a context: its plan, its input sets on the GPU, and the same inputs on
+/// the host for the CPU reference.
+pub struct Bench {
+    ctx: Context,
+    case: Case,
+    runner: Runner,
+    sets: Vec<Set>,
+    host: Host,
+}
+
+/// A small xorshift generator: benchmark data needs to be random, not cryptographic.
+struct XorShift(u64);
+
+impl XorShift {
+    fn unit(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Random inputs for `case`: logits or predictions in [-4, 4), class targets, or positive
+/// probability-like values.
+fn host_inputs(case: &Case, seed: u64) -> Host {
+    let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let e = case.elements();
+    match case.family {
+        Family::Mse => Host {
+            a: (0..e).map(|_| rng.unit() * 8.0 - 4.0).collect(),
+            b: (0..e).map(|_| rng.unit() * 8.0 - 4.0).collect(),
+            targets: Vec::new(),
+        },
+        Family::CrossEntropy => Host {
+            a: (0..e).map(|_| rng.unit() * 8.0 - 4.0).collect(),
+            b: Vec::new(),
+            targets: (0..case.rows)
+                .map(|_| ((rng.unit() * case.classes as f32) as i64).min(case.classes as i64 - 1))
+                .collect(),
+        },
+        Family::CrossEntropyProbs => {
+            let c = case.classes as f32;
+            Host {
+                a: (0..e).map(|_| (0.05 + rng.unit()) / c).collect(),
+                b: (0..e).map(|_| (0.05 + rng.unit()) / c).collect(),
+                targets: Vec::new(),
+            }
+        }
+    }
+}
+
+fn buffer(ctx: &Context, contents: &[u8]) -> wgpu::Buffer {
+    ctx.device()
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("wgpu-loss.bench"),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        })
+}
+
+fn empty(ctx: &Context, bytes: u64) -> wgpu::Buffer {
+    ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgpu-loss.bench"),
+        size: bytes.max(16).next_multiple_of(16),
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// How many buffer sets a case of `bytes` rotates through.
+fn set_count(bytes: u64) -> usize {
+    (ROTATION_BYTES / bytes.max(1)).clamp(1, MAX_SETS as u64) as usize
+}
+
+impl Bench {
+    /// Plans `case` on `ctx` and uploads its inputs (random, from `seed`).
+    pub fn new(ctx: &Context, case: Case, seed: u64) -> Result<Self> {
+        if case.elements() == 0 {
+            return Err(Error::Empty("benchmark case"));
+        }
+        let outputs = if case.grad {
+            Outputs::BOTH
+        } else {
+            Outputs::LOSS
+        };
+        let runner = match case.family {
+            Family::Mse => Runner::Pointwise(PointwisePlan::new(
+                ctx,
+                &PointwiseDesc::new(Pointwise::Mse, case.rows).outputs(outputs),
+            )?),
+            Family::CrossEntropy => Runner::CrossEntropy(CrossEntropyPlan::new(
+                ctx,
+                &CrossEntropyDesc::new(case.rows, case.classes).outputs(outputs),
+            )?),
+            Family::CrossEntropyProbs => Runner::Probs(CrossEntropyProbsPlan::new(
+                ctx,
+                &CrossEntropyProbsDesc {
+                    rows: case.rows,
+                    classes: case.classes,
+                    eps: 1e-7,
+                    reduction: Reduction::Mean,
+                    outputs,
+                },
+            )?),
+        };
+        let host = host_inputs(&case, seed);
+        let targets: Vec<i32> = host.targets.iter().map(|&t| t as i32).collect();
+        let b_bytes: &[u8] = match case.family {
+            Family::CrossEntropy => bytemuck::cast_slice(&targets),
+            _ => bytemuck::cast_slice(&host.b),
+        };
+        let sets = (0..set_count(case.bytes()))
+            .map(|_| Set {
+                a: buffer(ctx, bytemuck::cast_slice(&host.a)),
+                b: buffer(ctx, b_bytes),
+                loss: empty(ctx, 4),
+                grad: case.grad.then(|| empty(ctx, 4 * case.elements() as u64)),
+            })
+            .collect();
+        Ok(Bench {
+            ctx: ctx.clone(),
+            case,
+            runner,
+            sets,
+            host,
+        })
+    }
+
+    /// The case.
+    pub fn case(&self) -> &Case {
+        &self.case
+    }
+
+    /// How many input sets the repetitions rotate through.
+    pub fn sets(&self) -> usize {
+        self.sets.len()
+    }
+
+    /// Records one run on input set `set % sets()`.
+    pub fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        set: usize,
+        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) -> Result<()> {
+        let s = &self.sets[set % self.sets.len()];
+        match &self.runner {
+            Runner::Pointwise(p) => p.record_timed(
+                encoder,
+                &PointwiseBuffers {
+                    pred: &s.a,
+                    target: &s.b,
+                    weight: None,
+                    pos_weight: None,
+                    loss: Some(&s.loss),
+                    grad: s.grad.as_ref(),
+                },
+                timestamps,
+            ),
+            Runner::CrossEntropy(p) => p.record_timed(
+                encoder,
+                &CrossEntropyBuffers {
+                    logits: &s.a,
+                    targets: &s.b,
+                    weight: None,
+                    loss: Some(&s.loss),
+                    grad: s.grad.as_ref(),
+                },
+                timestamps,
+            ),
+            Runner::Probs(p) => p.record_timed(
+                encoder,
+                &CrossEntropyProbsBuffers {
+                    probs: &s.a,
+                    targets: &s.b,
+                    loss: Some(&s.loss),
+                    grad: s.grad.as_ref(),
+                },
+                timestamps,
+            ),
+        }
+    }
+
+    /// Times `reps` runs after `warmup` untimed ones, rotating through the input sets.
+    pub fn time(&self, warmup: usize, reps: usize) -> Result<Timing> {
+        time_passes(&self.ctx, warmup, reps, |encoder, i, ts| {
+            self.record(encoder, i, ts)
+        })
+    }
+
+    /// The loss the GPU computed on the first input set, and the f64 reference's, so a
+    /// benchmark can show that what it timed is right.
+    pub fn verify(&self) -> Result<(f32, f64)> {
+        let mut encoder = self
+            .ctx
+            .device()
+            .create_command_encoder(&Default::default());
+        self.record(&mut encoder, 0, None)?;
+        self.ctx.queue().submit([encoder.finish()]);
+        let gpu = read_f32(&self.ctx, &self.sets[0].loss)?;
+        let reference = self.cpu_reference().value.unwrap_or(f64::NAN);
+        Ok((gpu, reference))
+    }
+
+    fn cpu_reference(&self) -> cpu::Reference {
+        let h = &self.host;
+        let c = self.case.classes;
+        match self.case.family {
+            Family::Mse => cpu::pointwise::mse(&h.a, &h.b, Reduction::Mean),
+            Family::CrossEntropy => {
+                cpu::cross_entropy::cross_entropy(&h.a, &h.targets, c, None, &Default::default())
+            }
+            Family::CrossEntropyProbs => {
+                cpu::cross_entropy::cross_entropy_probs(&h.a, &h.b, c, 1e-7, Reduction::Mean)
+            }
+        }
+    }
+
+    /// Seconds the CPU reference takes on the same inputs (the fastest of up to three runs,
+    /// fewer when one run is long).
+    pub fn cpu_seconds(&self) -> f64 {
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let start = Instant::now();
+            std::hint::black_box(self.cpu_reference());
+            best = best.min(start.elapsed().as_secs_f64());
+            if best > 0.2 {
+                break;
+            }
+        }
+        best
+    }
+
+    /// The ceilings for this case, timed like the case itself.
+    pub fn ceilings(&self, warmup: usize, reps: usize) -> Result<Ceilings> {
+        ceilings(&self.ctx, &self.case, warmup, reps)
+    }
+}
+
+fn read_f32(ctx: &Context, buffer: &wgpu::Buffer) -> Result<f32> {
+    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("wgpu-loss.bench.readback"),
+        size: 4,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, 4);
+    ctx.queue().submit([encoder.finish()]);
+    let bytes = crate::transfer::map_read(ctx, &staging)?;
+    Ok(bytemuck::cast_slice::<u8, f32>(&bytes)[0])
+}
+
+/// Times `reps` recordings (after `warmup`): with timestamp queries around each one's pass when
+/// the device has them (all repetitions in one submission), else the wall clock around each
+/// submit-and-wait. `record(encoder, repetition, timestamps)` must put `timestamps` on its pass.
+fn time_passes(
+    ctx: &Context,
+    warmup: usize,
+    reps: usize,
+    record: impl Fn(
+        &mut wgpu::CommandEncoder,
+        usize,
+        Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) -> Result<()>,
+) -> Result<Timing> {
+    for i in 0..warmup {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        record(&mut encoder, i, None)?;
+        ctx.queue().submit([encoder.finish()]);
+    }
+    wait(ctx)?;
+    if ctx.has_timestamps() {
+        let queries = Queries::new(ctx, reps);
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        for i in 0..reps {
+            record(&mut encoder, warmup + i, Some(queries.writes(i)))?;
+        }
+        queries.resolve(&mut encoder);
+        ctx.queue().submit([encoder.finish()]);
+        return Ok(Timing::new(queries.read(ctx)?, Method::Timestamps));
+    }
+    let mut samples = Vec::with_capacity(reps);
+    for i in 0..reps {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        record(&mut encoder, warmup + i, None)?;
+        let start = Instant::now();
+        ctx.queue().submit([encoder.finish()]);
+        wait(ctx)?;
+        samples.push(start.elapsed().as_secs_f64());
+    }
+    Ok(Timing::new(samples, Method::WallClock))
+}
+
+fn wait(ctx: &Context) -> Result<()> {
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map(|_| ())
+        .map_err(|e| Error::Readback(e.to_string()))
+}
+
+/// A timestamp query set of two queries per repetition and the buffers to read it back.
+struct Queries {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    count: u32,
+}
+
+impl Queries {
+    fn new(ctx: &Context, reps: usize) -> Self {
+        let count = 2 * reps as u32;
+        let bytes = 8 * count as u64;
+        Queries {
+            set: ctx.device().create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("wgpu-loss.bench"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            }),
+            resolve: ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-loss.bench.resolve"),
+                size: bytes,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            staging: ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-loss.bench.timestamps"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            count,
+        }
+    }
+
+    fn writes(&self, i: usize) -> wgpu::ComputePassTimestampWrites<'_> {
+        wgpu::ComputePassTimestampWrites {
+            query_set: &self.set,
+            beginning_of_pass_write_index: Some(2 * i as u32),
+            end_of_pass_write_index: Some(2 * i as u32 + 1),
+        }
+    }
+
+    fn resolve(&self, encoder: &mut wgpu::CommandEncoder) {
+        encoder.resolve_query_set(&self.set, 0..self.count, &self.resolve, 0);
+        encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.staging, 0, 8 * self.count as u64);
+    }
+
+    fn read(&self, ctx: &Context) -> Result<Vec<f64>> {
+        let bytes = crate::transfer::map_read(ctx, &self.staging)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        let period = ctx.queue().get_timestamp_period() as f64 * 1e-9;
+        Ok(ticks
+            .chunks_exact(2)
+            .map(|t| t[1].saturating_sub(t[0]) as f64 * period)
+            .collect())
+    }
+}
+
+/// The two ceilings of a case, on the same adapter.
+#[derive(Clone, Debug)]
+pub struct Ceilings {
+    /// `copy_buffer_to_buffer` of half the case's bytes (so that it reads and writes as many
+    /// bytes as the case moves).
+    pub copy: Timing,
+    /// The trivial kernel with the case's access pattern (its fastest tiling).
+    pub trivial: Timing,
+    /// Which trivial kernel: "sum" or "copy".
+    pub trivial_kind: &'static str,
+}
+
+/// Keep in sync with `Params` in shaders/ceiling.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CeilingParams {
+    vecs: u32,
+    wg_x: u32,
+    _pad: [u32; 2],
+}
+
+const CEILING_LAYOUT: &[Binding] = &[
+    Binding::Uniform,
+    Binding::Read,
+    Binding::Read,
+    Binding::ReadWrite,
+];
+/// vec4s per invocation of the trivial kernels: the ceiling is the fastest of these.
+const CEILING_K: [u32; 3] = [4, 16, 32];
+
+/// Measures the ceilings for `case`: a buffer copy moving as many bytes, and the trivial kernel
+/// of its access pattern (reading the case's inputs, writing its output).
+pub fn ceilings(ctx: &Context, case: &Case, warmup: usize, reps: usize) -> Result<Ceilings> {
+    let scope = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
+    let oom = ctx
+        .device()
+        .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let result = measure_ceilings(ctx, case, warmup, reps);
+    let oom = pollster::block_on(oom.pop());
+    let validation = pollster::block_on(scope.pop());
+    match oom.or(validation) {
+        Some(e) => Err(Error::from_wgpu(e)),
+        None => result,
+    }
+}
+
+fn measure_ceilings(ctx: &Context, case: &Case, warmup: usize, reps: usize) -> Result<Ceilings> {
+    let (a_bytes, b_bytes, _) = case.traffic();
+    let total = case.bytes();
+    let sets = set_count(total);
+    let device = ctx.device();
+
+    // copy_buffer_to_buffer: half the traffic copied reads and writes all of it.
+    let copy_bytes = (total / 2).next_multiple_of(4);
+    let pairs: Vec<(wgpu::Buffer, wgpu::Buffer)> = (0..sets)
+        .map(|_| (empty(ctx, copy_bytes), empty(ctx, copy_bytes)))
+        .collect();
+    let copy = time_copies(ctx, warmup, reps, &pairs, copy_bytes)?;
+
+    // The trivial kernel reads inputs of the case's sizes; `b` when the second input is a full
+    // array too (MSE, probabilities), otherwise the small class targets are left out.
+    let two = b_bytes == a_bytes;
+    let vecs = (a_bytes / 16) as u32;
+    let grad = case.grad;
+    let entry = if grad { "copy" } else { "sum" };
+    let most_workgroups = (vecs as u64).div_ceil((WG * CEILING_K[0]) as u64);
+    let buffers: Vec<[wgpu::Buffer; 3]> = (0..sets)
+        .map(|_| {
+            [
+                empty(ctx, a_bytes),
+                if two {
+                    empty(ctx, a_bytes)
+                } else {
+                    empty(ctx, 16)
+                },
+                if grad {
+                    empty(ctx, a_bytes)
+                } else {
+                    empty(ctx, 16 * most_workgroups * WG as u64)
+                },
+            ]
+        })
+        .collect();
+    let mut trivial: Option<Timing> = None;
+    for k in CEILING_K {
+        let key = PipelineKey::new(Shader::Ceiling, entry, CEILING_LAYOUT)
+            .constant("WG", WG)
+            .constant("SEG", WG)
+            .constant("K", k)
+            .constant("LANES", ctx.tuning().lanes)
+            .constant("PG", ctx.partial_group(1, WG))
+            .constant("TWO", two as u32);
+        let pipeline = ctx.pipeline(&key)?;
+        let workgroups = (vecs as u64).div_ceil((WG * k) as u64);
+        let per_dim = ctx.limits().max_compute_workgroups_per_dimension as u64;
+        let x = workgroups.clamp(1, per_dim);
+        let y = workgroups.div_ceil(x);
+        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("wgpu-loss.bench.ceiling"),
+            contents: bytemuck::bytes_of(&CeilingParams {
+                vecs,
+                wg_x: x as u32,
+                _pad: [0; 2],
+            }),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let groups: Vec<wgpu::BindGroup> = buffers
+            .iter()
+            .map(|[a, b, c]| {
+                let entries: Vec<wgpu::BindGroupEntry> = [&params, a, b, c]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, buffer)| wgpu::BindGroupEntry {
+                        binding: i as u32,
+                        resource: buffer.as_entire_binding(),
+                    })
+                    .collect();
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("wgpu-loss.bench.ceiling"),
+                    layout: &pipeline.layout,
+                    entries: &entries,
+                })
+            })
+            .collect();
+        let t = time_passes(ctx, warmup, reps, |encoder, i, ts| {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgpu-loss.bench.ceiling"),
+                timestamp_writes: ts,
+            });
+            pass.set_pipeline(&pipeline.pipeline);
+            pass.set_bind_group(0, &groups[i % groups.len()], &[]);
+            pass.dispatch_workgroups(x as u32, y as u32, 1);
+            Ok(())
+        })?;
+        if trivial
+            .as_ref()
+            .is_none_or(|best| t.median() < best.median())
+        {
+            trivial = Some(t);
+        }
+    }
+    Ok(Ceilings {
+        copy,
+        trivial: trivial.expect("CEILING_K is not empty"),
+        trivial_kind: entry,
+    })
+}
+
+/// Times `copy_buffer_to_buffer` of `bytes`: with timestamps written by the encoder where the
+/// device can, else the wall clock.
+fn time_copies(
+    ctx: &Context,
+    warmup: usize,
+    reps: usize,
+    pairs: &[(wgpu::Buffer, wgpu::Buffer)],
+    bytes: u64,
+) -> Result<Timing> {
+    let copy = |encoder: &mut wgpu::CommandEncoder, i: usize| {
+        let (src, dst) = &pairs[i % pairs.len()];
+        encoder.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+    };
+    for i in 0..warmup {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        copy(&mut encoder, i);
+        ctx.queue().submit([encoder.finish()]);
+    }
+    wait(ctx)?;
+    if ctx
+        .features()
+        .contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    {
+        let queries = Queries::new(ctx, reps);
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        for i in 0..reps {
+            encoder.write_timestamp(&queries.set, 2 * i as u32);
+            copy(&mut encoder, warmup + i);
+            encoder.write_timestamp(&queries.set, 2 * i as u32 + 1);
+        }
+        queries.resolve(&mut encoder);
+        ctx.queue().submit([encoder.finish()]);
+        return Ok(Timing::new(queries.read(ctx)?, Method::Timestamps));
+    }
+    let mut samples = Vec::with_capacity(reps);
+    for i in 0..reps {
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        copy(&mut encoder, warmup + i);
+        let start = Instant::now();
+        ctx.queue().submit([encoder.finish()]);
+        wait(ctx)?;
+        samples.push(start.elapsed().as_secs_f64());
+    }
+    Ok(Timing::new(samples, Method::WallClock))
+}

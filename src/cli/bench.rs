@@ -1,0 +1,300 @@
+//! `wgpu-loss bench`: every kernel on the current adapter, against the adapter's own ceilings
+//! measured in the same run.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use wgpu_loss::Context;
+use wgpu_loss::bench::{Bench, Case, Ceilings, Family, Timing};
+
+use super::{adapter_json, context};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Losses to measure (comma-separated): mse, cross-entropy, cross-entropy-probs.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mse,cross-entropy,cross-entropy-probs"
+    )]
+    loss: Vec<String>,
+    /// Element counts (comma-separated; `2^20` allowed). Default: every power of two from 2^16
+    /// to the largest the adapter binds.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<String>,
+    /// Class counts for the cross-entropy losses (comma-separated); rows = size / classes.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,32000,128000")]
+    classes: Vec<usize>,
+    /// Only forward passes, or only forward + gradient (default: both).
+    #[arg(long, value_parser = ["fwd", "grad", "both"], default_value = "both")]
+    pass: String,
+    /// Timed repetitions per case (at least 10).
+    #[arg(long, default_value_t = 10)]
+    reps: usize,
+    /// Untimed repetitions first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Skip the CPU reference (no speedup column).
+    #[arg(long)]
+    no_cpu: bool,
+    /// Write every figure, the adapter and the crate version to this JSON file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw GB/s against bytes, with the ceilings, into this SVG file.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Override the adapter's tuning: lanes,stream_vecs,register_vecs (see `Tuning`).
+    #[arg(long, value_delimiter = ',')]
+    tuning: Vec<u32>,
+}
+
+/// One measured case.
+pub struct Row {
+    pub case: Case,
+    pub kernel: Timing,
+    pub ceilings: Ceilings,
+    pub cpu: Option<f64>,
+    pub loss_gpu: f32,
+    pub loss_cpu: f64,
+}
+
+impl Row {
+    pub fn gbps(&self) -> f64 {
+        self.kernel.gbps(self.case.bytes())
+    }
+    pub fn copy_gbps(&self) -> f64 {
+        self.ceilings.copy.gbps(self.case.bytes())
+    }
+    pub fn trivial_gbps(&self) -> f64 {
+        self.ceilings.trivial.gbps(self.case.bytes())
+    }
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let bad = || format!("--sizes: {s:?} is not a count (e.g. 1048576 or 2^20)");
+    match s.split_once('^') {
+        Some((b, e)) => {
+            let b: usize = b.parse().map_err(|_| bad())?;
+            let e: u32 = e.parse().map_err(|_| bad())?;
+            b.checked_pow(e).ok_or_else(bad)
+        }
+        None => s.parse().map_err(|_| bad()),
+    }
+}
+
+fn cases(a: &BenchArgs, max_elements: usize) -> Result<Vec<Case>, String> {
+    let sizes: Vec<usize> = if a.sizes.is_empty() {
+        (16..=max_elements.ilog2()).map(|e| 1usize << e).collect()
+    } else {
+        a.sizes
+            .iter()
+            .map(|s| parse_size(s))
+            .collect::<Result<_, _>>()?
+    };
+    let passes: &[bool] = match a.pass.as_str() {
+        "fwd" => &[false],
+        "grad" => &[true],
+        _ => &[false, true],
+    };
+    let mut out = Vec::new();
+    for loss in &a.loss {
+        let family = match loss.as_str() {
+            "mse" => Family::Mse,
+            "cross-entropy" => Family::CrossEntropy,
+            "cross-entropy-probs" => Family::CrossEntropyProbs,
+            other => return Err(format!("--loss: unknown loss {other:?}")),
+        };
+        for &grad in passes {
+            match family {
+                Family::Mse => out.extend(sizes.iter().map(|&s| Case::mse(s, grad))),
+                _ => {
+                    for &c in &a.classes {
+                        if c == 0 {
+                            return Err("--classes: 0 classes".into());
+                        }
+                        let mut seen = Vec::new();
+                        for &s in &sizes {
+                            let rows = s / c;
+                            if rows == 0 || seen.contains(&rows) {
+                                continue;
+                            }
+                            seen.push(rows);
+                            out.push(match family {
+                                Family::CrossEntropy => Case::cross_entropy(rows, c, grad),
+                                _ => Case::cross_entropy_probs(rows, c, grad),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.retain(|c| c.elements() <= max_elements);
+    if out.is_empty() {
+        return Err("no case to run (sizes above the adapter's binding limit?)".into());
+    }
+    Ok(out)
+}
+
+pub fn run(a: &BenchArgs) -> Result<(), String> {
+    if a.reps < 10 {
+        return Err(format!("--reps {}: at least 10 repetitions", a.reps));
+    }
+    let ctx = match a.tuning[..] {
+        [lanes, stream_vecs, register_vecs] => wgpu_loss::Context::with_options(
+            wgpu_loss::ContextOptions::default().tuning(wgpu_loss::Tuning {
+                lanes,
+                stream_vecs,
+                register_vecs,
+            }),
+        )
+        .map_err(|e| e.to_string())?,
+        [] => context()?,
+        _ => return Err("--tuning takes three numbers: lanes,stream_vecs,register_vecs".into()),
+    };
+    let cases = cases(a, (ctx.max_binding_bytes() / 4) as usize)?;
+    let progress = ProgressBar::new(cases.len() as u64).with_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
+            .map_err(|e| e.to_string())?,
+    );
+    let mut rows = Vec::with_capacity(cases.len());
+    for (i, case) in cases.iter().enumerate() {
+        progress.set_message(format!("{} {}", case.kernel(), case.shape()));
+        rows.push(
+            measure(&ctx, case, a, i as u64)
+                .map_err(|e| format!("{} {}: {e}", case.kernel(), case.shape()))?,
+        );
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    print_table(&ctx, &rows, a.reps);
+    if let Some(path) = &a.json {
+        let v = json(&ctx, &rows, a);
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &a.plot {
+        super::plot::draw(path, &ctx.adapter_info().name, &rows)?;
+    }
+    Ok(())
+}
+
+fn measure(ctx: &Context, case: &Case, a: &BenchArgs, seed: u64) -> wgpu_loss::Result<Row> {
+    let bench = Bench::new(ctx, *case, seed + 1)?;
+    let kernel = bench.time(a.warmup, a.reps)?;
+    let ceilings = bench.ceilings(a.warmup, a.reps)?;
+    let (loss_gpu, loss_cpu) = bench.verify()?;
+    let cpu = (!a.no_cpu).then(|| bench.cpu_seconds());
+    Ok(Row {
+        case: *case,
+        kernel,
+        ceilings,
+        cpu,
+        loss_gpu,
+        loss_cpu,
+    })
+}
+
+fn print_table(ctx: &Context, rows: &[Row], reps: usize) {
+    let info = ctx.adapter_info();
+    println!(
+        "adapter: {} ({}, {} {}); {:?}; median of {reps} repetitions, timed with {}",
+        info.name,
+        info.backend,
+        info.driver,
+        info.driver_info,
+        ctx.tuning(),
+        rows[0].kernel.method.name()
+    );
+    println!(
+        "{:<30} {:>17} {:>9} {:>14} {:>8} {:>8} {:>6} {:>8} {:>6} {:>9} {:>8}",
+        "kernel",
+        "shape",
+        "MB",
+        "ms (spread)",
+        "GB/s",
+        "copy",
+        "%copy",
+        "trivial",
+        "%triv",
+        "CPU ms",
+        "speedup"
+    );
+    for r in rows {
+        let ms = r.kernel.median() * 1e3;
+        let (cpu, speedup) = match r.cpu {
+            Some(c) => (
+                format!("{:.1}", c * 1e3),
+                format!("{:.1}x", c / r.kernel.median()),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<30} {:>17} {:>9.2} {:>14} {:>8.2} {:>8.2} {:>5.0}% {:>8.2} {:>5.0}% {:>9} {:>8}",
+            r.case.kernel(),
+            r.case.shape(),
+            r.case.bytes() as f64 / 1e6,
+            format!("{ms:.3} ±{:.0}%", r.kernel.spread() * 100.0),
+            r.gbps(),
+            r.copy_gbps(),
+            100.0 * r.gbps() / r.copy_gbps(),
+            r.trivial_gbps(),
+            100.0 * r.gbps() / r.trivial_gbps(),
+            cpu,
+            speedup
+        );
+    }
+}
+
+fn timing_json(t: &Timing, bytes: u64) -> serde_json::Value {
+    serde_json::json!({
+        "median_s": t.median(),
+        "min_s": t.min(),
+        "max_s": t.max(),
+        "spread": t.spread(),
+        "gbps": t.gbps(bytes),
+        "method": t.method.name(),
+        "samples_s": t.samples,
+    })
+}
+
+fn json(ctx: &Context, rows: &[Row], a: &BenchArgs) -> serde_json::Value {
+    let cases: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let bytes = r.case.bytes();
+            serde_json::json!({
+                "kernel": r.case.kernel(),
+                "loss": r.case.family.name(),
+                "rows": r.case.rows,
+                "classes": r.case.classes,
+                "grad": r.case.grad,
+                "elements": r.case.elements(),
+                "bytes": bytes,
+                "time": timing_json(&r.kernel, bytes),
+                "copy_ceiling": timing_json(&r.ceilings.copy, bytes),
+                "trivial_ceiling": timing_json(&r.ceilings.trivial, bytes),
+                "trivial_kind": r.ceilings.trivial_kind,
+                "percent_of_copy": 100.0 * r.gbps() / r.copy_gbps(),
+                "percent_of_trivial": 100.0 * r.gbps() / r.trivial_gbps(),
+                "cpu_reference_s": r.cpu,
+                "speedup_over_cpu": r.cpu.map(|c| c / r.kernel.median()),
+                "loss_gpu": r.loss_gpu,
+                "loss_cpu": r.loss_cpu,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "crate": "wgpu-loss",
+        "version": env!("CARGO_PKG_VERSION"),
+        "adapter": adapter_json(ctx),
+        "reps": a.reps,
+        "warmup": a.warmup,
+        "cases": cases,
+    })
+}
