@@ -62,15 +62,14 @@ override SMOOTH: bool = false;
 override ZLOSS: bool = false;
 override SOFTCAP: bool = false;
 override WANT_GRAD: bool = false;
-override WANT_ROW_LOSS: bool = false;
-override WANT_PARTIAL: bool = false;
-// One workgroup holds the whole problem: it also reduces and writes the final value to loss[0].
-override SINGLE: bool = false;
-// Gradient scale: 0 params.grad_scale; 1 1 / scratch.data[0] (a weighted mean's denominator
-// reduced by an earlier pass); 2 (SINGLE) 1 / the weight sum this workgroup reduces.
-override SCALE_MODE: u32 = 0u;
-// SINGLE: 0 loss[0] = sum; 1 sum / params.mean_den; 2 sum / weight sum; 3 no reduced value.
-override FINAL_MODE: u32 = 0u;
+// What happens after the statistics is chosen by uniforms (params.flags, scale_mode,
+// final_mode), not overrides: it is not in the hot loops, and one pipeline then serves every
+// reduction.
+//   flags bit 0 (ROW_LOSS): write per-row losses; bit 1 (PARTIAL): write partial sums;
+//   bit 2 (SINGLE): one workgroup holds the whole problem and writes the reduced value itself.
+//   scale_mode (gradient scale): 0 params.grad_scale; 1 1 / scratch.data[0] (a weighted mean's
+//   denominator reduced by an earlier pass); 2 (SINGLE) 1 / the weight sum it reduces itself.
+//   final_mode (SINGLE): 0 loss[0] = sum; 1 sum / params.mean_den; 2 sum / weight sum; 3 none.
 
 const KMAX: u32 = 32u;
 // Identity of max. Finite, so that rows or chunks whose entries are all -inf give a zero sum of
@@ -90,15 +89,27 @@ struct Params {
     stats_base: u32,
     total: u32,
     ignore_index: i32,
-    _pad0: u32,
+    flags: u32,
     label_smoothing: f32,
     z_loss: f32,
     softcap: f32,
     eps: f32,
     grad_scale: f32,
     mean_den: f32,
-    _pad1: u32,
-    _pad2: u32,
+    scale_mode: u32,
+    final_mode: u32,
+}
+
+fn want_row_loss() -> bool {
+    return (params.flags & 1u) != 0u;
+}
+
+fn want_partial() -> bool {
+    return (params.flags & 2u) != 0u;
+}
+
+fn single() -> bool {
+    return (params.flags & 4u) != 0u;
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -619,7 +630,7 @@ fn write_grad(blk: Block, o: RowOut, pf: vec4<f32>, scale: f32, gv0: u32, v0: u3
 }
 
 fn grad_scale() -> f32 {
-    if (SCALE_MODE == 1u) {
+    if (params.scale_mode == 1u) {
         return 1.0 / scratch.data[0];
     }
     return params.grad_scale;
@@ -632,7 +643,7 @@ fn emit_rows(blk: Block, o: RowOut) -> vec2<f32> {
         if (r >= blk.nrows) {
             continue;
         }
-        if (WANT_ROW_LOSS) {
+        if (want_row_loss()) {
             loss[blk.row0 + r] = o.loss[r];
         }
         if (TARGETS == 0u && o.keep[r] != 0.0 && (blk.y[r] < 0 || blk.y[r] >= i32(params.classes))) {
@@ -644,10 +655,10 @@ fn emit_rows(blk: Block, o: RowOut) -> vec2<f32> {
 }
 
 fn final_value(total: vec2<f32>) -> f32 {
-    if (FINAL_MODE == 1u) {
+    if (params.final_mode == 1u) {
         return total.x / params.mean_den;
     }
-    if (FINAL_MODE == 2u) {
+    if (params.final_mode == 2u) {
         return total.x / total.y;
     }
     return total.x;
@@ -698,25 +709,25 @@ fn fused(
     }
     // The gradient goes out before the workgroup's barrier when its scale is known, so that
     // nothing but the partial is live across it.
-    if (WANT_GRAD && SCALE_MODE != 2u) {
+    if (WANT_GRAD && params.scale_mode != 2u) {
         write_grad(blk, o, pf, grad_scale(), gv0, at.x, at.y, bv);
     }
 #ifdef SUBGROUPS
-    if (WANT_PARTIAL && !SINGLE) {
+    if (want_partial() && !single()) {
         // One partial per group of PG invocations: no barrier.
         let total = group_sum(part, SEG, PG);
         if (lid % PG == 0u) {
             store_partial(params.partial_base, wg * (WG / PG) + lid / PG, total);
         }
     }
-    if (SINGLE) {
+    if (single()) {
 #else
-    if (WANT_PARTIAL || SINGLE) {
+    if (want_partial() || single()) {
 #endif
         let total = wg_sum_segments(part, lid);
         if (lid == 0u) {
-            if (SINGLE) {
-                if (FINAL_MODE != 3u) {
+            if (single()) {
+                if (params.final_mode != 3u) {
                     loss[0] = final_value(total);
                 }
                 sh_scale = 1.0 / total.y;
@@ -725,7 +736,7 @@ fn fused(
             }
         }
     }
-    if (WANT_GRAD && SCALE_MODE == 2u) {
+    if (WANT_GRAD && params.scale_mode == 2u) {
         // A weighted mean's denominator is this workgroup's whole weight sum.
         workgroupBarrier();
         write_grad(blk, o, pf, sh_scale, gv0, at.x, at.y, bv);
@@ -819,7 +830,7 @@ fn finish(
     let st = seg_merge(own, lid, sg_size);
     let o = finish_rows(blk, st);
 
-    if (lid == 0u && WANT_PARTIAL) {
+    if (lid == 0u && want_partial()) {
         var part = vec2<f32>(0.0);
         if (chunk == 0u) {
             part = emit_rows(blk, o);

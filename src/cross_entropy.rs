@@ -204,15 +204,21 @@ struct CeParams {
     stats_base: u32,
     total: u32,
     ignore_index: i32,
-    _pad0: u32,
+    flags: u32,
     label_smoothing: f32,
     z_loss: f32,
     softcap: f32,
     eps: f32,
     grad_scale: f32,
     mean_den: f32,
-    _pad1: [u32; 2],
+    scale_mode: u32,
+    final_mode: u32,
 }
+
+/// `CeParams::flags` bits (keep in sync with cross_entropy.wgsl).
+const ROW_LOSS: u32 = 1;
+const PARTIAL: u32 = 2;
+const SINGLE: u32 = 4;
 
 /// User buffer slots of the program, in the order the record functions pass them.
 const X: usize = 0;
@@ -344,6 +350,8 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
         eps: s.eps,
         grad_scale,
         mean_den: n as f32,
+        flags: if want_loss && !reduced { ROW_LOSS } else { 0 },
+        final_mode: 3,
         ..Default::default()
     };
     let key = |entry: &'static str, vec4: bool, t: Tiling| {
@@ -365,7 +373,6 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
         .constant("SMOOTH", (s.label_smoothing > 0.0) as u32)
         .constant("ZLOSS", (s.z_loss > 0.0) as u32)
         .constant("SOFTCAP", s.softcap.is_some() as u32)
-        .constant("WANT_ROW_LOSS", (want_loss && !reduced) as u32)
     };
     // Bindings 1..=7; `single`: this dispatch writes the reduced value itself.
     let entries = |vec4: bool, single: bool| {
@@ -416,17 +423,15 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
                 // weighted mean's denominator itself.
                 let scale_in_kernel = want_grad && weighted_mean;
                 let single = reduced || scale_in_kernel;
-                let key = key("fused", false, t)
-                    .constant("WANT_GRAD", want_grad as u32)
-                    .constant("WANT_PARTIAL", 0u32)
-                    .constant("SINGLE", single as u32)
-                    .constant("SCALE_MODE", if scale_in_kernel { 2u32 } else { 0 })
-                    .constant("FINAL_MODE", final_mode);
+                let key = key("fused", false, t).constant("WANT_GRAD", want_grad as u32);
                 let p = CeParams {
                     blocks: blocks as u32,
                     wg_x: 1,
                     chunks: 1,
                     wg_chunks: 1,
+                    flags: base_params.flags | if single { SINGLE } else { 0 },
+                    scale_mode: if scale_in_kernel { 2 } else { 0 },
+                    final_mode,
                     ..base_params
                 };
                 b.dispatch(&key, &p, entries(false, single), (1, 1))?;
@@ -453,10 +458,11 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
                 key("fused", vec4, t)
                     .constant("PG", pg)
                     .constant("WANT_GRAD", want_grad as u32)
-                    .constant("WANT_PARTIAL", reduced as u32)
-                    .constant("SINGLE", 0u32)
-                    .constant("SCALE_MODE", scale_mode)
-                    .constant("FINAL_MODE", 3u32)
+            };
+            let base_params = CeParams {
+                flags: base_params.flags | if reduced { PARTIAL } else { 0 },
+                scale_mode,
+                ..base_params
             };
             let (x, y) = b.fold(main_wgs)?;
             let p = CeParams {
@@ -509,20 +515,15 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
             let main_parts = full_blocks * finish_chunks;
             let parts = main_parts + if tail { finish_chunks } else { 0 };
             let partial_base = if reduced { b.scratch(2 * parts)? } else { 0 };
-            let stats_key = |vec4| {
-                key("stats", vec4, t)
-                    .constant("WANT_GRAD", grad_in_stats as u32)
-                    .constant("SCALE_MODE", scale_mode)
-            };
-            let finish_key = |vec4| {
-                key("finish", vec4, t)
-                    .constant("WANT_GRAD", grad_in_finish as u32)
-                    .constant("WANT_PARTIAL", reduced as u32)
-                    .constant("SCALE_MODE", scale_mode)
-            };
+            let stats_key =
+                |vec4| key("stats", vec4, t).constant("WANT_GRAD", grad_in_stats as u32);
+            let finish_key =
+                |vec4| key("finish", vec4, t).constant("WANT_GRAD", grad_in_finish as u32);
             let base = CeParams {
                 chunks: chunks as u32,
                 stats_base,
+                flags: base_params.flags | if reduced { PARTIAL } else { 0 },
+                scale_mode,
                 ..base_params
             };
             let mut passes = Vec::new();

@@ -32,6 +32,7 @@ pub mod context;
 pub mod cpu;
 pub mod cross_entropy;
 mod error;
+pub mod nll;
 pub mod pointwise;
 mod program;
 pub mod reduction;
@@ -44,6 +45,7 @@ pub use cross_entropy::{
     CrossEntropyProbsBuffers, CrossEntropyProbsDesc, CrossEntropyProbsPlan, TargetKind,
 };
 pub use error::{Error, Result};
+pub use nll::{NllBuffers, NllDesc, NllOptions, NllPlan};
 pub use pointwise::{Pointwise, PointwiseBuffers, PointwiseDesc, PointwiseInputs, PointwisePlan};
 pub use program::Status;
 pub use reduction::{LossOutput, Outputs, Reduction};

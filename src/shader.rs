@@ -18,6 +18,8 @@ pub enum Shader {
     CrossEntropy,
     /// `shaders/class_targets.wgsl`: the weighted mean's denominator over class targets.
     ClassTargets,
+    /// `shaders/nll.wgsl`: negative log-likelihood.
+    Nll,
     /// `shaders/reduce.wgsl`: fixed-order sums of partials.
     Reduce,
     /// `shaders/ceiling.wgsl`: the trivial kernels `bench` measures as ceilings.
@@ -26,10 +28,11 @@ pub enum Shader {
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 5] = [
+    pub const ALL: [Shader; 6] = [
         Shader::Pointwise,
         Shader::CrossEntropy,
         Shader::ClassTargets,
+        Shader::Nll,
         Shader::Reduce,
         Shader::Ceiling,
     ];
@@ -40,6 +43,7 @@ impl Shader {
             Shader::Pointwise => "pointwise.wgsl",
             Shader::CrossEntropy => "cross_entropy.wgsl",
             Shader::ClassTargets => "class_targets.wgsl",
+            Shader::Nll => "nll.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Ceiling => "ceiling.wgsl",
         }
@@ -50,6 +54,7 @@ impl Shader {
             Shader::Pointwise => include_str!("../shaders/pointwise.wgsl"),
             Shader::CrossEntropy => include_str!("../shaders/cross_entropy.wgsl"),
             Shader::ClassTargets => include_str!("../shaders/class_targets.wgsl"),
+            Shader::Nll => include_str!("../shaders/nll.wgsl"),
             Shader::Reduce => include_str!("../shaders/reduce.wgsl"),
             Shader::Ceiling => include_str!("../shaders/ceiling.wgsl"),
         }
@@ -67,7 +72,7 @@ impl Shader {
     /// for (the shader validation test walks them all).
     pub fn defines(self) -> &'static [&'static str] {
         match self {
-            Shader::Pointwise => &["VEC4", "SUBGROUPS"],
+            Shader::Pointwise | Shader::Nll => &["VEC4", "SUBGROUPS"],
             Shader::CrossEntropy => &["VEC4", "INPLACE", "SUBGROUPS"],
             Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
         }

@@ -5,6 +5,7 @@
 //! the GPU API (f32 data) and return f64 results.
 
 pub mod cross_entropy;
+pub mod nll;
 pub mod pointwise;
 
 /// A reference result: the loss (reduced or per element) and the gradient.

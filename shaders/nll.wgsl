@@ -1,0 +1,204 @@
+// Negative log-likelihood over log-probabilities x [N, C] with class targets y [N] (i32):
+//   loss_n = -w_{y_n} x[n, y_n], 0 for rows whose target is ignore_index;
+//   grad[n, c] = -w_{y_n} [c == y_n] (times the reduction's scale), 0 in ignored rows.
+// Each row also yields its weight w_{y_n} (0 when ignored) for a weighted mean's denominator.
+//
+// CPU twin: src/cpu/nll.rs. Host side: src/nll.rs.
+//
+// Layout: workgroup w computes the loss of rows [w * WG * KR, (w + 1) * WG * KR) (one row per
+// invocation at a time: the loss reads one logit per row) and writes the gradient's vec4s
+// [w * WG * K, (w + 1) * WG * K) of this dispatch, read from nothing but the targets: each
+// element's row is e / C. The gradient needs no read of x at all.
+// VEC4 binds the gradient as array<vec4<f32>> (the first floor(N C / 4) vec4s); without it as
+// array<f32> (the last partial vec4, and problems that fit one workgroup: SINGLE, which also
+// finds a weighted mean's denominator and writes the reduced value).
+// Partials (loss, weight): one per group of PG invocations with subgroups, one per workgroup
+// without. Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
+// Bindings: 0 params, 1 x, 2 y, 3 w, 4 grad, 5 loss, 6 scratch.
+
+#import scratch
+#import segment
+
+override WG: u32 = 256u;
+// The whole workgroup is one segment here (seg_sum over it when SINGLE).
+override SEG: u32 = 256u;
+override SG_MIN: u32 = 1u;
+override PG: u32 = 256u;
+// Rows per invocation for the loss, gradient vec4s per invocation.
+override KR: u32 = 4u;
+override K: u32 = 16u;
+override LANES: u32 = 8u;
+override CLASSES: u32 = 1u;
+override HAS_WEIGHT: bool = false;
+override WANT_LOSS: bool = false;
+override WANT_GRAD: bool = false;
+override WANT_ROW_LOSS: bool = false;
+override WANT_PARTIAL: bool = false;
+override SINGLE: bool = false;
+// Gradient scale: 0 params.grad_scale; 1 1 / scratch.data[0]; 2 (SINGLE) 1 / the weight sum.
+override SCALE_MODE: u32 = 0u;
+// SINGLE: 0 loss[0] = sum; 2 sum / weight sum; 3 no reduced value.
+override FINAL_MODE: u32 = 0u;
+
+// Keep in sync with `NllParams` in src/nll.rs.
+struct Params {
+    rows: u32,
+    // Rows whose loss this dispatch computes (0 for the gradient's tail dispatch).
+    loss_rows: u32,
+    // Gradient vec4s this dispatch writes, and the first of them.
+    vecs: u32,
+    vec_base: u32,
+    total: u32,
+    wg_x: u32,
+    partial_base: u32,
+    ignore_index: i32,
+    grad_scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> y: array<i32>;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
+#ifdef VEC4
+@group(0) @binding(4) var<storage, read_write> grad: array<vec4<f32>>;
+
+fn store_grad(v: u32, g: vec4<f32>) {
+    grad[v] = g;
+}
+#else
+@group(0) @binding(4) var<storage, read_write> grad: array<f32>;
+
+fn store_grad(v: u32, g: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        if (4u * v + i < params.total) {
+            grad[4u * v + i] = g[i];
+        }
+    }
+}
+#endif
+@group(0) @binding(5) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(6) var<storage, read_write> scratch: Scratch;
+
+var<workgroup> sh_scale: f32;
+
+fn class_weight(c: u32) -> f32 {
+    if (HAS_WEIGHT) {
+        return w[c];
+    }
+    return 1.0;
+}
+
+fn grad_scale() -> f32 {
+    if (SCALE_MODE == 1u) {
+        return 1.0 / scratch.data[0];
+    }
+    return params.grad_scale;
+}
+
+// The gradient of vec4 v: -scale w_y at each element that is its row's target.
+fn grad_vec4(v: u32, scale: f32) -> vec4<f32> {
+    let e = vec4<u32>(4u * v) + vec4<u32>(0u, 1u, 2u, 3u);
+    let r = e / CLASSES;
+    let c = e - r * CLASSES;
+    var g = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (e[i] < params.total) {
+            let t = y[r[i]];
+            if (i32(c[i]) == t && t != params.ignore_index) {
+                g[i] = -scale * class_weight(c[i]);
+            }
+        }
+    }
+    return g;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#ifdef SUBGROUPS
+    @builtin(subgroup_size) sg_size: u32,
+#endif
+) {
+#ifndef SUBGROUPS
+    let sg_size = 1u;
+#endif
+    let wg = wid.x + wid.y * params.wg_x;
+    let first_row = wg * WG * KR;
+    let first_vec = wg * WG * K;
+    if (first_row >= params.loss_rows && first_vec >= params.vecs) {
+        return;
+    }
+    // Loss: one logit per row.
+    var part = vec2<f32>(0.0);
+    if (WANT_LOSS || SCALE_MODE == 2u) {
+        for (var k = 0u; k < KR; k++) {
+            let n = first_row + k * WG + lid;
+            if (n < params.loss_rows) {
+                let t = y[n];
+                var l = 0.0;
+                var wt = 0.0;
+                if (t != params.ignore_index) {
+                    if (t < 0 || t >= i32(CLASSES)) {
+                        report_invalid(n);
+                        l = bitcast<f32>(0x7fc00000u);
+                        wt = l;
+                    } else {
+                        wt = class_weight(u32(t));
+                        l = -wt * x[n * CLASSES + u32(t)];
+                    }
+                }
+                if (WANT_ROW_LOSS) {
+                    loss[n] = l;
+                }
+                part += vec2<f32>(l, wt);
+            }
+        }
+    }
+    var scale = grad_scale();
+#ifdef SUBGROUPS
+    if (WANT_PARTIAL && !SINGLE) {
+        let total = group_sum(part, 1u, PG);
+        if (lid % PG == 0u) {
+            store_partial(params.partial_base, wg * (WG / PG) + lid / PG, total);
+        }
+    }
+    if (SINGLE) {
+        let total = seg_sum(vec4<f32>(part, 0.0, 0.0), lid, sg_size).xy;
+#else
+    if (WANT_PARTIAL || SINGLE) {
+        let total = seg_sum(vec4<f32>(part, 0.0, 0.0), lid, sg_size).xy;
+#endif
+        if (lid == 0u) {
+            if (SINGLE) {
+                if (FINAL_MODE == 0u) {
+                    loss[0] = total.x;
+                } else if (FINAL_MODE == 2u) {
+                    loss[0] = total.x / total.y;
+                }
+                sh_scale = 1.0 / total.y;
+            } else {
+                store_partial(params.partial_base, wg, total);
+            }
+        }
+    }
+    if (!WANT_GRAD) {
+        return;
+    }
+    if (SCALE_MODE == 2u) {
+        workgroupBarrier();
+        scale = sh_scale;
+    }
+    // Gradient: lane groups stream runs of LANES * K vec4s.
+    let at = first_vec + (lid / LANES) * LANES * K + lid % LANES;
+    for (var k = 0u; k < K; k++) {
+        let local = at + k * LANES;
+        if (local < params.vecs) {
+            let v = params.vec_base + local;
+            store_grad(v, grad_vec4(v, scale));
+        }
+    }
+}

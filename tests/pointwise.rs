@@ -1,0 +1,398 @@
+//! The pointwise losses (L1, Huber, smooth L1, BCE, BCE with logits, KL divergence) on the GPU
+//! against the f64 reference, with their options and hard values, through the recording API
+//! with poisoned outputs. MSE has its own file.
+//!
+//! Tolerances: each element is a handful of f32 operations, and at most one exp or log (Vulkan:
+//! exp within 3 + 2|x| ulp, log within 3 ulp or 2^-21 absolute near 1): 1e-5 relative plus
+//! 1e-6 absolute per element. Reduced values are sums of mixed-sign terms (KL), so the bound is
+//! on the sum of magnitudes: 4e-6 of sum |l_i| (a fixed-order tree over at most 2^25 terms stays
+//! within (16 + 25) eps of it, about 2.4e-6), over the mean's denominator.
+
+mod common;
+
+use common::*;
+use wgpu_loss::{
+    Error, Outputs, Pointwise, PointwiseBuffers, PointwiseDesc, PointwiseInputs, PointwisePlan,
+    Reduction, cpu,
+};
+
+const ELEM: Tol = Tol::new(1e-5, 1e-6);
+
+struct Case {
+    loss: Pointwise,
+    pred: Vec<f32>,
+    target: Vec<f32>,
+    weight: Option<Vec<f32>>,
+    pos_weight: Option<Vec<f32>>,
+    batch: Option<usize>,
+}
+
+impl Case {
+    fn new(loss: Pointwise, pred: Vec<f32>, target: Vec<f32>) -> Self {
+        Case {
+            loss,
+            pred,
+            target,
+            weight: None,
+            pos_weight: None,
+            batch: None,
+        }
+    }
+
+    fn reference(&self, reduction: Reduction) -> cpu::Reference {
+        cpu::pointwise::pointwise(
+            self.loss,
+            &self.pred,
+            &self.target,
+            self.weight.as_deref(),
+            self.pos_weight.as_deref(),
+            reduction,
+            self.batch,
+        )
+    }
+
+    /// Runs through the recording API with poisoned outputs.
+    fn record(&self, reduction: Reduction) -> (Vec<f32>, Vec<f32>) {
+        let ctx = ctx();
+        let m = self.pred.len();
+        let mut desc = PointwiseDesc::new(self.loss, m).reduction(reduction);
+        desc.weight_len = self.weight.as_ref().map(Vec::len);
+        desc.pos_weight_len = self.pos_weight.as_ref().map(Vec::len);
+        desc.batch = self.batch;
+        let plan = PointwisePlan::new(ctx, &desc).unwrap();
+        let pred = upload(ctx, &self.pred);
+        let target = upload(ctx, &self.target);
+        let weight = self.weight.as_ref().map(|w| upload(ctx, w));
+        let pos_weight = self.pos_weight.as_ref().map(|w| upload(ctx, w));
+        let loss_len = if reduction == Reduction::None { m } else { 1 };
+        let loss = poisoned(ctx, loss_len);
+        let grad = poisoned(ctx, m);
+        submit(ctx, |e| {
+            plan.record(
+                e,
+                &PointwiseBuffers {
+                    pred: &pred,
+                    target: &target,
+                    weight: weight.as_ref(),
+                    pos_weight: pos_weight.as_ref(),
+                    loss: Some(&loss),
+                    grad: Some(&grad),
+                },
+            )
+            .unwrap()
+        });
+        plan.read_status().unwrap().check("probabilities").unwrap();
+        (read(ctx, &loss, loss_len), read(ctx, &grad, m))
+    }
+
+    fn check(&self, what: &str) {
+        let reductions: &[Reduction] = match (self.loss, self.batch) {
+            (Pointwise::KlDiv { .. }, Some(_)) => &[
+                Reduction::None,
+                Reduction::Sum,
+                Reduction::Mean,
+                Reduction::BatchMean,
+            ],
+            _ => &[Reduction::None, Reduction::Sum, Reduction::Mean],
+        };
+        for &reduction in reductions {
+            let reference = self.reference(reduction);
+            let (loss, grad) = self.record(reduction);
+            let what = format!(
+                "{what} {} m={} {reduction}",
+                self.loss.name(),
+                self.pred.len()
+            );
+            match reduction {
+                Reduction::None => {
+                    assert_close(&what, &loss, reference.per_element.as_ref().unwrap(), ELEM)
+                }
+                _ => {
+                    let per = self.reference(Reduction::None).per_element.unwrap();
+                    let den = match reduction {
+                        Reduction::Sum => 1.0,
+                        Reduction::BatchMean => self.batch.unwrap() as f64,
+                        _ => per.len() as f64,
+                    };
+                    let magnitude: f64 = per.iter().map(|l| l.abs()).sum::<f64>() / den;
+                    assert_scalar(
+                        &what,
+                        loss[0],
+                        reference.value.unwrap(),
+                        Tol::new(0.0, 4e-6 * magnitude + 1e-12),
+                    );
+                }
+            }
+            let gmax = reference
+                .grad
+                .iter()
+                .filter(|g| g.is_finite())
+                .fold(0.0f64, |a, g| a.max(g.abs()));
+            assert_close(
+                &format!("{what} grad"),
+                &grad,
+                &reference.grad,
+                Tol::new(1e-5, 1e-6 * gmax),
+            );
+        }
+    }
+}
+
+/// Sizes around the workgroup, vec4 and single-workgroup boundaries.
+const SIZES: [usize; 6] = [1, 3, 37, 4099, 32_769, 100_003];
+
+fn random(loss: Pointwise, m: usize, seed: u64) -> Case {
+    let mut rng = Rng::new(seed);
+    match loss {
+        Pointwise::Bce => Case::new(loss, rng.vec(m, 0.001, 0.999), rng.vec(m, 0.0, 1.0)),
+        Pointwise::KlDiv { log_target } => {
+            let pred: Vec<f32> = rng.vec(m, 0.01, 1.0).iter().map(|p| p.ln()).collect();
+            let t = rng.vec(m, 0.01, 1.0);
+            let target = if log_target {
+                t.iter().map(|p| p.ln()).collect()
+            } else {
+                t
+            };
+            Case::new(loss, pred, target)
+        }
+        _ => Case::new(loss, rng.vec(m, -4.0, 4.0), rng.vec(m, -4.0, 4.0)),
+    }
+}
+
+#[test]
+fn l1_huber_smooth_l1() {
+    for (i, &m) in SIZES.iter().enumerate() {
+        for loss in [
+            Pointwise::L1,
+            Pointwise::Huber { delta: 1.0 },
+            Pointwise::Huber { delta: 0.37 },
+            Pointwise::SmoothL1 { beta: 1.0 },
+            Pointwise::SmoothL1 { beta: 2.5 },
+            Pointwise::SmoothL1 { beta: 0.0 },
+        ] {
+            random(loss, m, i as u64).check("random");
+        }
+    }
+}
+
+/// |x - y| exactly at delta and beta (both branches meet there), and exact ties (gradient 0).
+#[test]
+fn thresholds_and_ties() {
+    let pred = vec![1.5, -1.5, 0.25, 3.0, 2.0, -2.0, 0.75];
+    let target = vec![0.5, -0.5, 0.25, 2.0, 0.0, 0.0, 0.75];
+    for loss in [
+        Pointwise::L1,
+        Pointwise::Huber { delta: 1.0 },
+        Pointwise::Huber { delta: 2.0 },
+        Pointwise::SmoothL1 { beta: 1.0 },
+        Pointwise::SmoothL1 { beta: 2.0 },
+        Pointwise::SmoothL1 { beta: 0.0 },
+    ] {
+        Case::new(loss, pred.clone(), target.clone()).check("thresholds");
+    }
+    let (_, grad) = Case::new(Pointwise::L1, pred.clone(), target.clone()).record(Reduction::Sum);
+    assert_eq!(grad[2], 0.0, "the L1 gradient is 0 where pred == target");
+    let (_, grad) = Case::new(Pointwise::Huber { delta: 1.0 }, pred, target).record(Reduction::Sum);
+    assert_eq!(
+        &grad[..2],
+        &[1.0, -1.0],
+        "huber's gradient is +-delta at |d| = delta"
+    );
+}
+
+#[test]
+fn binary_cross_entropy() {
+    for (i, &m) in SIZES.iter().enumerate() {
+        random(Pointwise::Bce, m, 10 + i as u64).check("random");
+        let mut case = random(Pointwise::Bce, m, 20 + i as u64);
+        case.weight = Some(Rng::new(i as u64).vec(m, 0.1, 2.0));
+        case.check("per-element weight");
+    }
+    // Weight broadcast over the last dimension of [N, C].
+    let mut case = random(Pointwise::Bce, 7 * 13, 30);
+    case.weight = Some(Rng::new(31).vec(13, 0.1, 2.0));
+    case.check("class weight");
+}
+
+/// Probabilities of exactly 0 and 1: the logs clamp at -100, finite everywhere.
+#[test]
+fn binary_cross_entropy_at_zero_and_one() {
+    let pred = vec![0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.5];
+    let target = vec![0.0, 1.0, 0.0, 1.0, 0.3, 0.7, 1.0];
+    let case = Case::new(Pointwise::Bce, pred, target);
+    case.check("0 and 1");
+    let (loss, grad) = case.record(Reduction::None);
+    assert_eq!(loss[1], 100.0);
+    assert!(
+        loss.iter().chain(&grad).all(|v| v.is_finite()),
+        "{loss:?} {grad:?}"
+    );
+}
+
+#[test]
+fn binary_cross_entropy_rejects_values_outside_zero_one() {
+    let ctx = ctx();
+    let inputs = PointwiseInputs {
+        pred: &[0.5, 1.5, 0.2],
+        target: &[1.0, 0.0, 0.0],
+        ..Default::default()
+    };
+    let e = ctx
+        .pointwise(
+            Pointwise::Bce,
+            &inputs,
+            Reduction::Mean,
+            None,
+            Outputs::BOTH,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::ValueOutOfRange { index: 1, .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("1.5") && e.to_string().contains("[0, 1]"),
+        "{e}"
+    );
+    let nan = PointwiseInputs {
+        pred: &[0.5, f32::NAN],
+        target: &[1.0, 0.0],
+        ..Default::default()
+    };
+    let e = ctx
+        .pointwise(Pointwise::Bce, &nan, Reduction::Mean, None, Outputs::BOTH)
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::ValueOutOfRange { index: 1, .. }),
+        "{e:?}"
+    );
+
+    // On the GPU, the kernel counts them.
+    let plan = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Bce, 5)).unwrap();
+    let pred = upload(ctx, &[0.5f32, -0.1, 0.2, 2.0, 0.9]);
+    let target = upload(ctx, &[1.0f32; 5]);
+    let loss = poisoned(ctx, 1);
+    let grad = poisoned(ctx, 5);
+    let e = plan
+        .run(&PointwiseBuffers {
+            pred: &pred,
+            target: &target,
+            weight: None,
+            pos_weight: None,
+            loss: Some(&loss),
+            grad: Some(&grad),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidOnGpu {
+                count: 2,
+                first: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn binary_cross_entropy_with_logits() {
+    for (i, &m) in SIZES.iter().enumerate() {
+        random(Pointwise::BceWithLogits, m, 40 + i as u64).check("random");
+    }
+    // pos_weight per class over [N, C], with a weight.
+    let (n, c) = (301, 13);
+    let mut rng = Rng::new(50);
+    let mut case = Case::new(
+        Pointwise::BceWithLogits,
+        rng.vec(n * c, -6.0, 6.0),
+        rng.vec(n * c, 0.0, 1.0),
+    );
+    case.pos_weight = Some(rng.vec(c, 0.2, 5.0));
+    case.weight = Some(rng.vec(c, 0.5, 1.5));
+    case.check("pos_weight");
+}
+
+/// Logits of +-100 and +-1e4: no NaN, no inf.
+#[test]
+fn binary_cross_entropy_with_huge_logits() {
+    let pred = vec![100.0, -100.0, 1e4, -1e4, 0.0, 30.0, -30.0, 1e4, -1e4];
+    let target = vec![1.0, 0.0, 0.0, 1.0, 0.5, 0.2, 0.9, 1.0, 0.0];
+    let mut case = Case::new(Pointwise::BceWithLogits, pred.clone(), target.clone());
+    case.check("huge");
+    let (loss, grad) = case.record(Reduction::None);
+    assert!(
+        loss.iter().chain(&grad).all(|v| v.is_finite()),
+        "{loss:?} {grad:?}"
+    );
+    case.pos_weight = Some(vec![3.0]);
+    case.check("huge with pos_weight");
+}
+
+#[test]
+fn kl_divergence() {
+    for (i, &m) in SIZES.iter().enumerate() {
+        for log_target in [false, true] {
+            let mut case = random(Pointwise::KlDiv { log_target }, m, 60 + i as u64);
+            case.batch = Some(1);
+            case.check("random");
+        }
+    }
+    // batchmean divides by the first dimension of [N, C].
+    for log_target in [false, true] {
+        let mut case = random(Pointwise::KlDiv { log_target }, 37 * 11, 70);
+        case.batch = Some(37);
+        case.check("batchmean");
+    }
+    // Targets of exactly 0 contribute 0 (xlogy).
+    let mut case = Case::new(
+        Pointwise::KlDiv { log_target: false },
+        vec![-0.5, -1.0, -2.0, -0.1],
+        vec![0.0, 0.5, 0.0, 0.5],
+    );
+    case.batch = Some(2);
+    case.check("zero targets");
+    let (loss, _) = case.record(Reduction::None);
+    assert_eq!((loss[0], loss[2]), (0.0, 0.0));
+}
+
+#[test]
+fn convenience_level() {
+    let ctx = ctx();
+    let mut rng = Rng::new(80);
+    let pred = rng.vec(1001, -3.0, 3.0);
+    let target = rng.vec(1001, 0.0, 1.0);
+    let pos_weight = [2.5f32];
+    let inputs = PointwiseInputs {
+        pred: &pred,
+        target: &target,
+        weight: None,
+        pos_weight: Some(&pos_weight),
+    };
+    let out = ctx
+        .pointwise(
+            Pointwise::BceWithLogits,
+            &inputs,
+            Reduction::Mean,
+            None,
+            Outputs::BOTH,
+        )
+        .unwrap();
+    let reference = cpu::pointwise::pointwise(
+        Pointwise::BceWithLogits,
+        &pred,
+        &target,
+        None,
+        Some(&pos_weight),
+        Reduction::Mean,
+        None,
+    );
+    assert_scalar(
+        "value",
+        out.value.unwrap(),
+        reference.value.unwrap(),
+        Tol::new(1e-5, 0.0),
+    );
+    assert_close("grad", out.grad.as_ref().unwrap(), &reference.grad, ELEM);
+}
