@@ -226,7 +226,7 @@ impl NllPlan {
         let rows_per_wg = (WG * KR) as u64;
         let vecs_per_wg = (WG * k) as u64;
         let full = total / 4;
-        let tail = total % 4 != 0;
+        let tail = !total.is_multiple_of(4);
         let grad_vecs = if want_grad { total.div_ceil(4) } else { 0 };
         let single = n <= rows_per_wg && grad_vecs <= vecs_per_wg;
 
