@@ -209,6 +209,256 @@ fn probabilities_with_json() {
     assert!(v["seconds"].as_f64().unwrap() > 0.0);
 }
 
+/// Every pointwise loss by its CLI name, with its options as flags.
+#[test]
+fn every_pointwise_loss_by_name() {
+    use wgpu_loss::Pointwise;
+    let d = dir("pointwise");
+    let (n, c) = (6, 5);
+    let mut rng = Rng::new(10);
+    let logits = rng.vec(n * c, -3.0, 3.0);
+    let probs = rng.vec(n * c, 0.05, 0.95);
+    let soft = rng.vec(n * c, 0.0, 1.0);
+    let log_probs: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
+    let weight = rng.vec(c, 0.5, 2.0);
+    let pos_weight = rng.vec(c, 0.5, 3.0);
+    let shape = [n as u64, c as u64];
+    for (name, data) in [
+        ("logits", &logits),
+        ("probs", &probs),
+        ("soft", &soft),
+        ("logp", &log_probs),
+    ] {
+        write(&d.join(format!("{name}.npy")), &shape, data);
+    }
+    write(&d.join("w.npy"), &[c as u64], &weight);
+    write(&d.join("pw.npy"), &[c as u64], &pos_weight);
+    let p = |name: &str| d.join(format!("{name}.npy")).to_str().unwrap().to_string();
+    let cases: Vec<(
+        Pointwise,
+        Vec<String>,
+        &Vec<f32>,
+        &Vec<f32>,
+        Option<&Vec<f32>>,
+        Option<&Vec<f32>>,
+        Reduction,
+    )> = vec![
+        (
+            Pointwise::L1,
+            vec!["l1".into()],
+            &logits,
+            &soft,
+            None,
+            None,
+            Reduction::Mean,
+        ),
+        (
+            Pointwise::Huber { delta: 0.5 },
+            vec!["huber".into(), "--delta".into(), "0.5".into()],
+            &logits,
+            &soft,
+            None,
+            None,
+            Reduction::Sum,
+        ),
+        (
+            Pointwise::SmoothL1 { beta: 2.0 },
+            vec!["smooth-l1".into(), "--beta".into(), "2".into()],
+            &logits,
+            &soft,
+            None,
+            None,
+            Reduction::Mean,
+        ),
+        (
+            Pointwise::Bce,
+            vec!["bce".into(), "--weight".into(), p("w")],
+            &probs,
+            &soft,
+            Some(&weight),
+            None,
+            Reduction::Mean,
+        ),
+        (
+            Pointwise::BceWithLogits,
+            vec!["bce-with-logits".into(), "--pos-weight".into(), p("pw")],
+            &logits,
+            &soft,
+            None,
+            Some(&pos_weight),
+            Reduction::Sum,
+        ),
+        (
+            Pointwise::KlDiv { log_target: false },
+            vec!["kl-div".into(), "--reduction".into(), "batchmean".into()],
+            &log_probs,
+            &probs,
+            None,
+            None,
+            Reduction::BatchMean,
+        ),
+        (
+            Pointwise::KlDiv { log_target: true },
+            vec!["kl-div".into(), "--log-target".into()],
+            &log_probs,
+            &log_probs,
+            None,
+            None,
+            Reduction::Mean,
+        ),
+    ];
+    let file_of = |data: &Vec<f32>| {
+        [
+            ("logits", &logits),
+            ("probs", &probs),
+            ("soft", &soft),
+            ("logp", &log_probs),
+        ]
+        .into_iter()
+        .find(|(_, v)| std::ptr::eq(*v, data))
+        .map(|(n, _)| p(n))
+        .unwrap()
+    };
+    for (i, (loss, flags, pred, target, w, pw, reduction)) in cases.into_iter().enumerate() {
+        let g = d.join(format!("g-{i}.npy"));
+        let mut args: Vec<String> = vec!["eval".into()];
+        args.extend(flags.iter().cloned());
+        args.extend([
+            "--pred".into(),
+            file_of(pred),
+            "--target".into(),
+            file_of(target),
+            "--grad-out".into(),
+            g.to_str().unwrap().into(),
+        ]);
+        if !flags.contains(&"--reduction".to_string()) {
+            args.extend(["--reduction".into(), reduction.name().into()]);
+        }
+        let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let reference = cpu::pointwise::pointwise(
+            loss,
+            pred,
+            target,
+            w.map(|v| &v[..]),
+            pw.map(|v| &v[..]),
+            reduction,
+            Some(n),
+        );
+        assert_scalar(
+            &flags.join(" "),
+            stdout_value(&out) as f32,
+            reference.value.unwrap(),
+            TOL,
+        );
+        let (shape, grad) = read_npy(&g);
+        assert_eq!(shape, [n as u64, c as u64]);
+        assert_close(
+            &flags.join(" "),
+            &grad,
+            &reference.grad,
+            Tol::new(2e-5, 1e-6 * 10.0),
+        );
+    }
+}
+
+/// The class losses with their options as flags.
+#[test]
+fn class_losses_with_options() {
+    let d = dir("class");
+    let (n, c) = (9, 7);
+    let mut rng = Rng::new(11);
+    let logits = rng.vec(n * c, -4.0, 4.0);
+    let mut targets = rng.classes(n, c);
+    targets[3] = -1;
+    let weight = rng.vec(c, 0.5, 2.0);
+    let probs = rng.distributions(n, c);
+    write(&d.join("x.npy"), &[n as u64, c as u64], &logits);
+    write(&d.join("y.npy"), &[n as u64], &targets);
+    write(&d.join("w.npy"), &[c as u64], &weight);
+    write(&d.join("p.npy"), &[n as u64, c as u64], &probs);
+    let x = d.join("x.npy");
+    let options = CrossEntropyOptions {
+        reduction: Reduction::Mean,
+        ignore_index: -1,
+        label_smoothing: 0.1,
+        z_loss: 0.01,
+        softcap: Some(3.0),
+    };
+    let out = run(&[
+        "eval",
+        "cross-entropy",
+        "--logits",
+        s(&x),
+        "--targets",
+        s(&d.join("y.npy")),
+        "--weight",
+        s(&d.join("w.npy")),
+        "--ignore-index",
+        "-1",
+        "--label-smoothing",
+        "0.1",
+        "--z-loss",
+        "0.01",
+        "--softcap",
+        "3",
+    ]);
+    let reference =
+        cpu::cross_entropy::cross_entropy(&logits, &targets, c, Some(&weight), &options);
+    assert_scalar(
+        "cross-entropy options",
+        stdout_value(&out) as f32,
+        reference.value.unwrap(),
+        TOL,
+    );
+
+    // Float targets of the logits' shape are probabilities.
+    let out = run(&[
+        "eval",
+        "cross-entropy",
+        "--logits",
+        s(&x),
+        "--targets",
+        s(&d.join("p.npy")),
+        "--label-smoothing",
+        "0.2",
+    ]);
+    let soft = CrossEntropyOptions {
+        label_smoothing: 0.2,
+        ..Default::default()
+    };
+    let reference = cpu::cross_entropy::cross_entropy_soft(&logits, &probs, c, None, &soft);
+    assert_scalar(
+        "cross-entropy soft",
+        stdout_value(&out) as f32,
+        reference.value.unwrap(),
+        TOL,
+    );
+
+    let log_probs: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
+    write(&d.join("lp.npy"), &[n as u64, c as u64], &log_probs);
+    let out = run(&[
+        "eval",
+        "nll",
+        "--log-probs",
+        s(&d.join("lp.npy")),
+        "--targets",
+        s(&d.join("y.npy")),
+        "--weight",
+        s(&d.join("w.npy")),
+        "--ignore-index",
+        "-1",
+        "--reduction",
+        "sum",
+    ]);
+    let reference = cpu::nll::nll(&log_probs, &targets, c, Some(&weight), -1, Reduction::Sum);
+    assert_scalar(
+        "nll",
+        stdout_value(&out) as f32,
+        reference.value.unwrap(),
+        TOL,
+    );
+}
+
 /// Bad input: one line on stderr, a non-zero exit code.
 #[track_caller]
 fn fails_with(args: &[&str], needle: &str) {

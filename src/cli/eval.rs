@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use wgpu_loss::{Context, CrossEntropyOptions, LossOutput, Outputs};
+use wgpu_loss::{
+    Context, CrossEntropyOptions, LossOutput, NllOptions, Outputs, Pointwise, PointwiseInputs,
+};
 
 use super::npy::{self, Array, Targets};
 use super::{Common, adapter_json, context};
@@ -13,11 +15,91 @@ use super::{Common, adapter_json, context};
 pub enum LossArgs {
     /// Mean squared error: (pred - target)^2.
     Mse(Pair),
+    /// Mean absolute error: |pred - target|.
+    L1(Pair),
+    /// Huber: d^2 / 2 where |d| < delta, else delta (|d| - delta / 2).
+    Huber(HuberArgs),
+    /// Smooth L1: d^2 / (2 beta) where |d| < beta, else |d| - beta / 2.
+    SmoothL1(SmoothL1Args),
+    /// Binary cross-entropy on probabilities in --pred.
+    Bce(BceArgs),
+    /// Binary cross-entropy on logits in --pred.
+    BceWithLogits(BceWithLogitsArgs),
+    /// KL divergence with log-probabilities in --pred.
+    KlDiv(KlDivArgs),
     /// Cross-entropy from logits [N, C]: integer targets [N] are class indices, float targets
     /// [N, C] are probabilities (as in PyTorch).
     CrossEntropy(CrossEntropyArgs),
     /// Cross-entropy from probabilities [N, C]: -sum y_true log(y_pred + eps) per row.
     CrossEntropyProbs(ProbsArgs),
+    /// Negative log-likelihood of log-probabilities [N, C] and class indices [N].
+    Nll(NllArgs),
+}
+
+#[derive(Args)]
+pub struct HuberArgs {
+    #[command(flatten)]
+    pair: Pair,
+    /// Where the loss turns from quadratic to linear.
+    #[arg(long, default_value_t = 1.0)]
+    delta: f32,
+}
+
+#[derive(Args)]
+pub struct SmoothL1Args {
+    #[command(flatten)]
+    pair: Pair,
+    /// Where the loss turns from quadratic to linear (0: L1).
+    #[arg(long, default_value_t = 1.0)]
+    beta: f32,
+}
+
+#[derive(Args)]
+pub struct BceArgs {
+    #[command(flatten)]
+    pair: Pair,
+    /// Weights broadcast over the trailing dimensions of --pred (float32 .npy).
+    #[arg(long)]
+    weight: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct BceWithLogitsArgs {
+    #[command(flatten)]
+    pair: Pair,
+    /// Weights broadcast over the trailing dimensions of --pred (float32 .npy).
+    #[arg(long)]
+    weight: Option<PathBuf>,
+    /// Positive-class weights [C], broadcast over the last dimension (float32 .npy).
+    #[arg(long)]
+    pos_weight: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct KlDivArgs {
+    #[command(flatten)]
+    pair: Pair,
+    /// --target holds log-probabilities.
+    #[arg(long)]
+    log_target: bool,
+}
+
+#[derive(Args)]
+pub struct NllArgs {
+    /// Log-probabilities [N, C], float32 .npy.
+    #[arg(long)]
+    log_probs: PathBuf,
+    /// Class indices [N] (int64, int32 or uint32).
+    #[arg(long)]
+    targets: PathBuf,
+    /// Class weights [C], float32 .npy.
+    #[arg(long)]
+    weight: Option<PathBuf>,
+    /// Rows whose target is this class index weigh nothing.
+    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
+    ignore_index: i64,
+    #[command(flatten)]
+    common: Common,
 }
 
 /// A prediction and a target of the same shape.
@@ -89,9 +171,34 @@ struct Evaluated {
 pub fn run(args: LossArgs) -> Result<(), String> {
     let ctx = context()?;
     let (evaluated, common) = match args {
-        LossArgs::Mse(a) => (mse(&ctx, &a)?, a.common),
+        LossArgs::Mse(a) => (pointwise(&ctx, Pointwise::Mse, &a, None, None)?, a.common),
+        LossArgs::L1(a) => (pointwise(&ctx, Pointwise::L1, &a, None, None)?, a.common),
+        LossArgs::Huber(a) => {
+            let loss = Pointwise::Huber { delta: a.delta };
+            (pointwise(&ctx, loss, &a.pair, None, None)?, a.pair.common)
+        }
+        LossArgs::SmoothL1(a) => {
+            let loss = Pointwise::SmoothL1 { beta: a.beta };
+            (pointwise(&ctx, loss, &a.pair, None, None)?, a.pair.common)
+        }
+        LossArgs::Bce(a) => {
+            let e = pointwise(&ctx, Pointwise::Bce, &a.pair, a.weight.as_deref(), None)?;
+            (e, a.pair.common)
+        }
+        LossArgs::BceWithLogits(a) => {
+            let (w, pw) = (a.weight.as_deref(), a.pos_weight.as_deref());
+            let e = pointwise(&ctx, Pointwise::BceWithLogits, &a.pair, w, pw)?;
+            (e, a.pair.common)
+        }
+        LossArgs::KlDiv(a) => {
+            let loss = Pointwise::KlDiv {
+                log_target: a.log_target,
+            };
+            (pointwise(&ctx, loss, &a.pair, None, None)?, a.pair.common)
+        }
         LossArgs::CrossEntropy(a) => (cross_entropy(&ctx, &a)?, a.common),
         LossArgs::CrossEntropyProbs(a) => (cross_entropy_probs(&ctx, &a)?, a.common),
+        LossArgs::Nll(a) => (nll(&ctx, &a)?, a.common),
     };
     report(&ctx, &evaluated, &common)
 }
@@ -131,20 +238,58 @@ fn timed<T>(f: impl FnOnce() -> wgpu_loss::Result<T>) -> Result<(T, f64), String
     Ok((v, start.elapsed().as_secs_f64()))
 }
 
-fn mse(ctx: &Context, a: &Pair) -> Result<Evaluated, String> {
+/// Reads a weight that broadcasts over the trailing dimensions of `shape` (numpy's rule for a
+/// weight of fewer dimensions), or exactly `[shape's last]` when `last_only`.
+fn broadcast_weight(path: &Path, shape: &[usize], last_only: bool) -> Result<Vec<f32>, String> {
+    let w = npy::read_f32(path)?;
+    let fits = if last_only {
+        w.shape.len() == 1 && shape.last() == Some(&w.shape[0])
+    } else {
+        w.shape.len() <= shape.len() && shape.ends_with(&w.shape)
+    };
+    if fits && !w.data.is_empty() {
+        Ok(w.data)
+    } else {
+        Err(format!(
+            "{}: shape {:?} does not broadcast over {shape:?}{}",
+            path.display(),
+            w.shape,
+            if last_only {
+                " (it must be [C], the last dimension)"
+            } else {
+                " (a trailing part of it is needed)"
+            }
+        ))
+    }
+}
+
+fn pointwise(
+    ctx: &Context,
+    loss: Pointwise,
+    a: &Pair,
+    weight: Option<&Path>,
+    pos_weight: Option<&Path>,
+) -> Result<Evaluated, String> {
     let pred = npy::read_f32(&a.pred)?;
     let target = npy::read_f32(&a.target)?;
     same_shape(&pred.shape, &target.shape, &a.target)?;
-    let (out, seconds) = timed(|| {
-        ctx.mse(
-            &pred.data,
-            &target.data,
-            a.common.reduction,
-            outputs(&a.common),
-        )
-    })?;
+    let weight = weight
+        .map(|p| broadcast_weight(p, &pred.shape, false))
+        .transpose()?;
+    let pos_weight = pos_weight
+        .map(|p| broadcast_weight(p, &pred.shape, true))
+        .transpose()?;
+    let inputs = PointwiseInputs {
+        pred: &pred.data,
+        target: &target.data,
+        weight: weight.as_deref(),
+        pos_weight: pos_weight.as_deref(),
+    };
+    let batch = pred.shape.first().copied();
+    let (out, seconds) =
+        timed(|| ctx.pointwise(loss, &inputs, a.common.reduction, batch, outputs(&a.common)))?;
     Ok(Evaluated {
-        name: "mse",
+        name: loss.name(),
         out,
         loss_shape: pred.shape.clone(),
         grad_shape: pred.shape,
@@ -152,17 +297,62 @@ fn mse(ctx: &Context, a: &Pair) -> Result<Evaluated, String> {
     })
 }
 
+fn class_weight(path: &Option<PathBuf>, classes: usize) -> Result<Option<Vec<f32>>, String> {
+    match path {
+        Some(path) => {
+            let w = npy::read_f32(path)?;
+            same_shape(&[classes], &w.shape, path)?;
+            Ok(Some(w.data))
+        }
+        None => Ok(None),
+    }
+}
+
+fn class_targets(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
+    match npy::read_targets(path)? {
+        Targets::Classes(t) => {
+            same_shape(&[rows], &t.shape, path)?;
+            Ok(t.data)
+        }
+        Targets::Floats(_) => Err(format!(
+            "{}: class indices (int64, int32 or uint32) are needed",
+            path.display()
+        )),
+    }
+}
+
+fn nll(ctx: &Context, a: &NllArgs) -> Result<Evaluated, String> {
+    let x = npy::read_f32(&a.log_probs)?;
+    let (n, c) = rank2(&x, &a.log_probs)?;
+    let targets = class_targets(&a.targets, n)?;
+    let weight = class_weight(&a.weight, c)?;
+    let options = NllOptions {
+        reduction: a.common.reduction,
+        ignore_index: a.ignore_index,
+    };
+    let (out, seconds) = timed(|| {
+        ctx.nll(
+            &x.data,
+            &targets,
+            c,
+            weight.as_deref(),
+            &options,
+            outputs(&a.common),
+        )
+    })?;
+    Ok(Evaluated {
+        name: "nll",
+        out,
+        loss_shape: vec![n],
+        grad_shape: x.shape,
+        seconds,
+    })
+}
+
 fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, String> {
     let logits = npy::read_f32(&a.logits)?;
     let (n, c) = rank2(&logits, &a.logits)?;
-    let weight = match &a.weight {
-        Some(path) => {
-            let w = npy::read_f32(path)?;
-            same_shape(&[c], &w.shape, path)?;
-            Some(w.data)
-        }
-        None => None,
-    };
+    let weight = class_weight(&a.weight, c)?;
     let options = CrossEntropyOptions {
         reduction: a.common.reduction,
         ignore_index: a.ignore_index,

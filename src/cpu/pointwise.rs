@@ -34,7 +34,11 @@ pub fn element(loss: Pointwise, x: f64, y: f64, pw: f64) -> (f64, f64) {
         Pointwise::Bce => {
             let lx = x.ln().max(-100.0);
             let l1x = (1.0 - x).ln().max(-100.0);
-            (-(y * lx + (1.0 - y) * l1x), d / (x * (1.0 - x)).max(1e-12))
+            // PyTorch's EPSILON is a float: 1e-12 rounded to f32, as the kernel has it too.
+            (
+                -(y * lx + (1.0 - y) * l1x),
+                d / (x * (1.0 - x)).max(1e-12f32 as f64),
+            )
         }
         Pointwise::BceWithLogits => {
             let lw = 1.0 + (pw - 1.0) * y;
