@@ -234,76 +234,73 @@ fn every_pointwise_loss_by_name() {
     write(&d.join("w.npy"), &[c as u64], &weight);
     write(&d.join("pw.npy"), &[c as u64], &pos_weight);
     let p = |name: &str| d.join(format!("{name}.npy")).to_str().unwrap().to_string();
-    let cases: Vec<(
-        Pointwise,
-        Vec<String>,
-        &Vec<f32>,
-        &Vec<f32>,
-        Option<&Vec<f32>>,
-        Option<&Vec<f32>>,
-        Reduction,
-    )> = vec![
-        (
-            Pointwise::L1,
-            vec!["l1".into()],
-            &logits,
-            &soft,
-            None,
-            None,
-            Reduction::Mean,
-        ),
-        (
+    struct Run<'a> {
+        loss: Pointwise,
+        flags: Vec<String>,
+        pred: &'a Vec<f32>,
+        target: &'a Vec<f32>,
+        weight: Option<&'a Vec<f32>>,
+        pos_weight: Option<&'a Vec<f32>>,
+        reduction: Reduction,
+    }
+    let run_of = |loss, flags: &[&str], pred, target, reduction| Run {
+        loss,
+        flags: flags.iter().map(|f| f.to_string()).collect(),
+        pred,
+        target,
+        weight: None,
+        pos_weight: None,
+        reduction,
+    };
+    let (w_file, pw_file) = (p("w"), p("pw"));
+    let cases = vec![
+        run_of(Pointwise::L1, &["l1"], &logits, &soft, Reduction::Mean),
+        run_of(
             Pointwise::Huber { delta: 0.5 },
-            vec!["huber".into(), "--delta".into(), "0.5".into()],
+            &["huber", "--delta", "0.5"],
             &logits,
             &soft,
-            None,
-            None,
             Reduction::Sum,
         ),
-        (
+        run_of(
             Pointwise::SmoothL1 { beta: 2.0 },
-            vec!["smooth-l1".into(), "--beta".into(), "2".into()],
+            &["smooth-l1", "--beta", "2"],
             &logits,
             &soft,
-            None,
-            None,
             Reduction::Mean,
         ),
-        (
-            Pointwise::Bce,
-            vec!["bce".into(), "--weight".into(), p("w")],
-            &probs,
-            &soft,
-            Some(&weight),
-            None,
-            Reduction::Mean,
-        ),
-        (
-            Pointwise::BceWithLogits,
-            vec!["bce-with-logits".into(), "--pos-weight".into(), p("pw")],
-            &logits,
-            &soft,
-            None,
-            Some(&pos_weight),
-            Reduction::Sum,
-        ),
-        (
+        Run {
+            weight: Some(&weight),
+            ..run_of(
+                Pointwise::Bce,
+                &["bce", "--weight", &w_file],
+                &probs,
+                &soft,
+                Reduction::Mean,
+            )
+        },
+        Run {
+            pos_weight: Some(&pos_weight),
+            ..run_of(
+                Pointwise::BceWithLogits,
+                &["bce-with-logits", "--pos-weight", &pw_file],
+                &logits,
+                &soft,
+                Reduction::Sum,
+            )
+        },
+        run_of(
             Pointwise::KlDiv { log_target: false },
-            vec!["kl-div".into(), "--reduction".into(), "batchmean".into()],
+            &["kl-div", "--reduction", "batchmean"],
             &log_probs,
             &probs,
-            None,
-            None,
             Reduction::BatchMean,
         ),
-        (
+        run_of(
             Pointwise::KlDiv { log_target: true },
-            vec!["kl-div".into(), "--log-target".into()],
+            &["kl-div", "--log-target"],
             &log_probs,
             &log_probs,
-            None,
-            None,
             Reduction::Mean,
         ),
     ];
@@ -319,7 +316,19 @@ fn every_pointwise_loss_by_name() {
         .map(|(n, _)| p(n))
         .unwrap()
     };
-    for (i, (loss, flags, pred, target, w, pw, reduction)) in cases.into_iter().enumerate() {
+    for (
+        i,
+        Run {
+            loss,
+            flags,
+            pred,
+            target,
+            weight: w,
+            pos_weight: pw,
+            reduction,
+        },
+    ) in cases.into_iter().enumerate()
+    {
         let g = d.join(format!("g-{i}.npy"));
         let mut args: Vec<String> = vec!["eval".into()];
         args.extend(flags.iter().cloned());
