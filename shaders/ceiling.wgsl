@@ -3,6 +3,9 @@
 //   sum:  reads a (and b, when TWO) once and writes one partial sum per workgroup, the pattern
 //         of a forward pass;
 //   copy: reads a (and b) once and writes c = a (+ b) once, the pattern of forward + gradient.
+// With EXP, each element of a also goes through one exp: not a ceiling but the least arithmetic a
+// softmax (or a log) needs, which bounds the loss kernels where arithmetic, not memory, limits
+// them (CPU drivers such as lavapipe).
 // Written like the loss kernels (vec4 loads, lane groups streaming contiguous runs of K vec4s
 // per invocation, subgroup reductions where there are subgroups), and src/bench.rs keeps the
 // fastest of several K, so that the ceiling is a good kernel, not a straw man.
@@ -21,6 +24,14 @@ override LANES: u32 = 8u;
 // Invocations per partial sum, as the loss kernels (see group_sum); WG without subgroups.
 override PG: u32 = 256u;
 override TWO: bool = false;
+override EXP: bool = false;
+
+fn value(v: vec4<f32>) -> vec4<f32> {
+    if (EXP) {
+        return exp(v);
+    }
+    return v;
+}
 
 // Keep in sync with `CeilingParams` in src/bench.rs.
 struct Params {
@@ -55,7 +66,7 @@ fn sum(
     for (var k = 0u; k < K; k++) {
         let v = first + k * LANES;
         if (v < params.vecs) {
-            acc += a[v];
+            acc += value(a[v]);
             if (TWO) {
                 acc += b[v];
             }
@@ -84,9 +95,9 @@ fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let v = first + k * LANES;
         if (v < params.vecs) {
             if (TWO) {
-                c[v] = a[v] + b[v];
+                c[v] = value(a[v]) + b[v];
             } else {
-                c[v] = a[v];
+                c[v] = value(a[v]);
             }
         }
     }

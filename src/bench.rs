@@ -26,6 +26,8 @@ use crate::{
 const ROTATION_BYTES: u64 = 256 << 20;
 /// The most buffer sets a case rotates through.
 const MAX_SETS: usize = 8;
+/// Timed repetitions per submission (two timestamp queries each).
+const QUERY_BATCH: usize = 512;
 
 /// Which loss a case runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -125,6 +127,13 @@ impl Case {
         };
         let out = if self.grad { e } else { 0 } + 4;
         (e, second, out)
+    }
+
+    /// What the ceilings of this case depend on: the trivial kernel reads the main input, the
+    /// second when it is as large, and writes a gradient-sized output or not.
+    pub fn ceiling_key(&self) -> (u64, u64, bool) {
+        let (a, b, _) = self.traffic();
+        (a, if b == a { b } else { 0 }, self.grad)
     }
 
     /// Bytes moved at the least: every input read once, every output written once.
@@ -497,14 +506,22 @@ fn time_passes(
     }
     wait(ctx)?;
     if ctx.has_timestamps() {
-        let queries = Queries::new(ctx, reps);
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        for i in 0..reps {
-            record(&mut encoder, warmup + i, Some(queries.writes(i)))?;
+        // At most QUERY_BATCH repetitions a submission (query sets are bounded).
+        let mut samples = Vec::with_capacity(reps);
+        let mut done = 0;
+        while done < reps {
+            let batch = (reps - done).min(QUERY_BATCH);
+            let queries = Queries::new(ctx, batch);
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            for i in 0..batch {
+                record(&mut encoder, warmup + done + i, Some(queries.writes(i)))?;
+            }
+            queries.resolve(&mut encoder);
+            ctx.queue().submit([encoder.finish()]);
+            samples.extend(queries.read(ctx)?);
+            done += batch;
         }
-        queries.resolve(&mut encoder);
-        ctx.queue().submit([encoder.finish()]);
-        return Ok(Timing::new(queries.read(ctx)?, Method::Timestamps));
+        return Ok(Timing::new(samples, Method::Timestamps));
     }
     let mut samples = Vec::with_capacity(reps);
     for i in 0..reps {
@@ -593,6 +610,9 @@ pub struct Ceilings {
     pub trivial: Timing,
     /// Which trivial kernel: "sum" or "copy".
     pub trivial_kind: &'static str,
+    /// The trivial kernel plus one exp per element: not a ceiling, but the least arithmetic a
+    /// softmax (or the classic form's log) needs.
+    pub with_exp: Timing,
 }
 
 /// Keep in sync with `Params` in shaders/ceiling.wgsl.
@@ -666,68 +686,70 @@ fn measure_ceilings(ctx: &Context, case: &Case, warmup: usize, reps: usize) -> R
             ]
         })
         .collect();
-    let mut trivial: Option<Timing> = None;
-    for k in CEILING_K {
-        let key = PipelineKey::new(Shader::Ceiling, entry, CEILING_LAYOUT)
-            .constant("WG", WG)
-            .constant("SEG", WG)
-            .constant("K", k)
-            .constant("LANES", ctx.tuning().lanes)
-            .constant("PG", ctx.partial_group(1, WG))
-            .constant("TWO", two as u32);
-        let pipeline = ctx.pipeline(&key)?;
-        let workgroups = (vecs as u64).div_ceil((WG * k) as u64);
-        let per_dim = ctx.limits().max_compute_workgroups_per_dimension as u64;
-        let x = workgroups.clamp(1, per_dim);
-        let y = workgroups.div_ceil(x);
-        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("wgpu-loss.bench.ceiling"),
-            contents: bytemuck::bytes_of(&CeilingParams {
-                vecs,
-                wg_x: x as u32,
-                _pad: [0; 2],
-            }),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let groups: Vec<wgpu::BindGroup> = buffers
-            .iter()
-            .map(|[a, b, c]| {
-                let entries: Vec<wgpu::BindGroupEntry> = [&params, a, b, c]
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, buffer)| wgpu::BindGroupEntry {
-                        binding: i as u32,
-                        resource: buffer.as_entire_binding(),
-                    })
-                    .collect();
-                device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("wgpu-loss.bench.ceiling"),
-                    layout: &pipeline.layout,
-                    entries: &entries,
-                })
-            })
-            .collect();
-        let t = time_passes(ctx, warmup, reps, |encoder, i, ts| {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+    let mut best = [None::<Timing>, None::<Timing>];
+    for (e, with_exp) in [false, true].into_iter().enumerate() {
+        for k in CEILING_K {
+            let key = PipelineKey::new(Shader::Ceiling, entry, CEILING_LAYOUT)
+                .constant("WG", WG)
+                .constant("SEG", WG)
+                .constant("K", k)
+                .constant("LANES", ctx.tuning().lanes)
+                .constant("PG", ctx.partial_group(1, WG))
+                .constant("TWO", two as u32)
+                .constant("EXP", with_exp as u32);
+            let pipeline = ctx.pipeline(&key)?;
+            let workgroups = (vecs as u64).div_ceil((WG * k) as u64);
+            let per_dim = ctx.limits().max_compute_workgroups_per_dimension as u64;
+            let x = workgroups.clamp(1, per_dim);
+            let y = workgroups.div_ceil(x);
+            let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("wgpu-loss.bench.ceiling"),
-                timestamp_writes: ts,
+                contents: bytemuck::bytes_of(&CeilingParams {
+                    vecs,
+                    wg_x: x as u32,
+                    _pad: [0; 2],
+                }),
+                usage: wgpu::BufferUsages::UNIFORM,
             });
-            pass.set_pipeline(&pipeline.pipeline);
-            pass.set_bind_group(0, &groups[i % groups.len()], &[]);
-            pass.dispatch_workgroups(x as u32, y as u32, 1);
-            Ok(())
-        })?;
-        if trivial
-            .as_ref()
-            .is_none_or(|best| t.median() < best.median())
-        {
-            trivial = Some(t);
+            let groups: Vec<wgpu::BindGroup> = buffers
+                .iter()
+                .map(|[a, b, c]| {
+                    let entries: Vec<wgpu::BindGroupEntry> = [&params, a, b, c]
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, buffer)| wgpu::BindGroupEntry {
+                            binding: i as u32,
+                            resource: buffer.as_entire_binding(),
+                        })
+                        .collect();
+                    device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some("wgpu-loss.bench.ceiling"),
+                        layout: &pipeline.layout,
+                        entries: &entries,
+                    })
+                })
+                .collect();
+            let t = time_passes(ctx, warmup, reps, |encoder, i, ts| {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("wgpu-loss.bench.ceiling"),
+                    timestamp_writes: ts,
+                });
+                pass.set_pipeline(&pipeline.pipeline);
+                pass.set_bind_group(0, &groups[i % groups.len()], &[]);
+                pass.dispatch_workgroups(x as u32, y as u32, 1);
+                Ok(())
+            })?;
+            if best[e].as_ref().is_none_or(|b| t.median() < b.median()) {
+                best[e] = Some(t);
+            }
         }
     }
+    let [trivial, with_exp] = best.map(|t| t.expect("CEILING_K is not empty"));
     Ok(Ceilings {
         copy,
-        trivial: trivial.expect("CEILING_K is not empty"),
+        trivial,
         trivial_kind: entry,
+        with_exp,
     })
 }
 
@@ -754,16 +776,23 @@ fn time_copies(
         .features()
         .contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
     {
-        let queries = Queries::new(ctx, reps);
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        for i in 0..reps {
-            encoder.write_timestamp(&queries.set, 2 * i as u32);
-            copy(&mut encoder, warmup + i);
-            encoder.write_timestamp(&queries.set, 2 * i as u32 + 1);
+        let mut samples = Vec::with_capacity(reps);
+        let mut done = 0;
+        while done < reps {
+            let batch = (reps - done).min(QUERY_BATCH);
+            let queries = Queries::new(ctx, batch);
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            for i in 0..batch {
+                encoder.write_timestamp(&queries.set, 2 * i as u32);
+                copy(&mut encoder, warmup + done + i);
+                encoder.write_timestamp(&queries.set, 2 * i as u32 + 1);
+            }
+            queries.resolve(&mut encoder);
+            ctx.queue().submit([encoder.finish()]);
+            samples.extend(queries.read(ctx)?);
+            done += batch;
         }
-        queries.resolve(&mut encoder);
-        ctx.queue().submit([encoder.finish()]);
-        return Ok(Timing::new(queries.read(ctx)?, Method::Timestamps));
+        return Ok(Timing::new(samples, Method::Timestamps));
     }
     let mut samples = Vec::with_capacity(reps);
     for i in 0..reps {

@@ -53,7 +53,12 @@ fn every_shader_variant_validates() {
 fn every_shader_names_its_cpu_twin() {
     for shader in Shader::ALL {
         let source = preprocess(shader, shader.values()).unwrap();
-        let head: String = source.lines().take(12).collect::<Vec<_>>().join("\n");
+        // The leading comment block.
+        let head: String = source
+            .lines()
+            .take_while(|l| l.starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(
             head.contains("CPU twin") && head.contains("src/"),
             "shaders/{} must say in its header which CPU twin it has",

@@ -1,7 +1,8 @@
 //! `wgpu-loss bench`: every kernel on the current adapter, against the adapter's own ceilings
 //! measured in the same run.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -44,6 +45,11 @@ pub struct BenchArgs {
     /// Draw GB/s against bytes, with the ceilings, into this SVG file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Also measure the peer's shapes and write the summary tables (each kernel at its largest
+    /// size; the peer comparison) into this markdown file, between `<!-- bench:start -->` and
+    /// `<!-- bench:end -->`.
+    #[arg(long)]
+    readme: Option<PathBuf>,
     /// Override the adapter's tuning: lanes,stream_vecs,register_vecs (see `Tuning`).
     #[arg(long, value_delimiter = ',')]
     tuning: Vec<u32>,
@@ -68,6 +74,9 @@ impl Row {
     }
     pub fn trivial_gbps(&self) -> f64 {
         self.ceilings.trivial.gbps(self.case.bytes())
+    }
+    pub fn exp_gbps(&self) -> f64 {
+        self.ceilings.with_exp.gbps(self.case.bytes())
     }
 }
 
@@ -154,18 +163,26 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         [] => context()?,
         _ => return Err("--tuning takes three numbers: lanes,stream_vecs,register_vecs".into()),
     };
-    let cases = cases(a, (ctx.max_binding_bytes() / 4) as usize)?;
+    let mut cases = cases(a, (ctx.max_binding_bytes() / 4) as usize)?;
+    if a.readme.is_some() {
+        for peer in PEER {
+            if !cases.contains(&peer.case) {
+                cases.push(peer.case);
+            }
+        }
+    }
     let progress = ProgressBar::new(cases.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
             .map_err(|e| e.to_string())?,
     );
     let mut rows = Vec::with_capacity(cases.len());
+    // Cases with the same traffic share their ceilings.
+    let mut ceilings: HashMap<(u64, u64, bool), Ceilings> = HashMap::new();
     for (i, case) in cases.iter().enumerate() {
         progress.set_message(format!("{} {}", case.kernel(), case.shape()));
-        rows.push(
-            measure(&ctx, case, a, i as u64)
-                .map_err(|e| format!("{} {}: {e}", case.kernel(), case.shape()))?,
-        );
+        let row = measure(&ctx, case, a, i as u64, &mut ceilings)
+            .map_err(|e| format!("{} {}: {e}", case.kernel(), case.shape()))?;
+        rows.push(row);
         progress.inc(1);
     }
     progress.finish_and_clear();
@@ -181,13 +198,171 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     if let Some(path) = &a.plot {
         super::plot::draw(path, &ctx.adapter_info().name, &rows)?;
     }
+    if let Some(path) = &a.readme {
+        write_readme(path, &ctx, &rows, a)?;
+    }
     Ok(())
 }
 
-fn measure(ctx: &Context, case: &Case, a: &BenchArgs, seed: u64) -> wgpu_loss::Result<Row> {
+/// A peer's published figure on the same device: the case and its median time.
+struct Peer {
+    case: Case,
+    ms: f64,
+}
+
+/// Burn 0.22.1 (`CrossEntropyLoss`, `MseLoss` on wgpu, f32, median of 7), measured on the CI
+/// machine's lavapipe for this project (issue #3); forward + gradient is its forward +
+/// backward.
+const PEER: [Peer; 6] = [
+    Peer {
+        case: Case {
+            family: Family::CrossEntropy,
+            rows: 32_768,
+            classes: 1_000,
+            grad: false,
+        },
+        ms: 1377.0,
+    },
+    Peer {
+        case: Case {
+            family: Family::CrossEntropy,
+            rows: 32_768,
+            classes: 1_000,
+            grad: true,
+        },
+        ms: 3375.0,
+    },
+    Peer {
+        case: Case {
+            family: Family::CrossEntropy,
+            rows: 1_024,
+            classes: 32_000,
+            grad: false,
+        },
+        ms: 1356.0,
+    },
+    Peer {
+        case: Case {
+            family: Family::CrossEntropy,
+            rows: 1_024,
+            classes: 32_000,
+            grad: true,
+        },
+        ms: 3636.0,
+    },
+    Peer {
+        case: Case {
+            family: Family::Mse,
+            rows: 16_777_216,
+            classes: 1,
+            grad: false,
+        },
+        ms: 298.0,
+    },
+    Peer {
+        case: Case {
+            family: Family::Mse,
+            rows: 16_777_216,
+            classes: 1,
+            grad: true,
+        },
+        ms: 872.0,
+    },
+];
+
+const START: &str = "<!-- bench:start -->";
+const END: &str = "<!-- bench:end -->";
+
+fn write_readme(path: &Path, ctx: &Context, rows: &[Row], a: &BenchArgs) -> Result<(), String> {
+    let info = ctx.adapter_info();
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Measured by `wgpu-loss bench` on {} ({}, {} {}), {:?}; median of {} repetitions timed with {}, \
+         ceilings measured in the same run on the same adapter. Each kernel at the largest size of \
+         the default sweep:\n\n",
+        info.name,
+        info.backend,
+        info.driver,
+        info.driver_info,
+        ctx.tuning(),
+        a.reps,
+        rows[0].kernel.method.name()
+    ));
+    md.push_str("| kernel | shape | MB moved | median ms (spread) | GB/s | % of copy_buffer_to_buffer | % of trivial kernel | % of trivial + exp | × CPU reference |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut kernels: Vec<String> = Vec::new();
+    for r in rows {
+        if !kernels.contains(&r.case.kernel()) {
+            kernels.push(r.case.kernel());
+        }
+    }
+    for k in &kernels {
+        let peer_cases: Vec<Case> = PEER.iter().map(|p| p.case).collect();
+        let Some(r) = rows
+            .iter()
+            .filter(|r| &r.case.kernel() == k && !peer_cases.contains(&r.case))
+            .max_by_key(|r| r.case.bytes())
+        else {
+            continue;
+        };
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {:.2} (±{:.0}%) | {:.2} | {:.0}% | {:.0}% ({}) | {:.0}% | {} |\n",
+            r.case.kernel(),
+            r.case.shape(),
+            r.case.bytes() as f64 / 1e6,
+            r.kernel.median() * 1e3,
+            r.kernel.spread() * 100.0,
+            r.gbps(),
+            100.0 * r.gbps() / r.copy_gbps(),
+            100.0 * r.gbps() / r.trivial_gbps(),
+            r.ceilings.trivial_kind,
+            100.0 * r.gbps() / r.exp_gbps(),
+            r.cpu
+                .map_or("-".into(), |c| format!("{:.1}", c / r.kernel.median())),
+        ));
+    }
+    md.push_str("\nAgainst Burn 0.22.1 on the same lavapipe device (its `CrossEntropyLoss` and `MseLoss` on wgpu, f32, median of 7; forward + gradient is its forward + backward):\n\n");
+    md.push_str(
+        "| case | Burn ms | wgpu-loss ms | wgpu-loss is faster by |\n|---|---:|---:|---:|\n",
+    );
+    for p in &PEER {
+        if let Some(r) = rows.iter().find(|r| r.case == p.case) {
+            let ms = r.kernel.median() * 1e3;
+            md.push_str(&format!(
+                "| {} {} | {:.0} | {:.1} | {:.0}× |\n",
+                p.case.kernel(),
+                p.case.shape(),
+                p.ms,
+                ms,
+                p.ms / ms
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (Some(start), Some(end)) = (text.find(START), text.find(END)) else {
+        return Err(format!("{}: no {START} ... {END} block", path.display()));
+    };
+    let updated = format!("{}{START}\n{md}{}", &text[..start], &text[end..]);
+    std::fs::write(path, updated).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn measure(
+    ctx: &Context,
+    case: &Case,
+    a: &BenchArgs,
+    seed: u64,
+    memo: &mut HashMap<(u64, u64, bool), Ceilings>,
+) -> wgpu_loss::Result<Row> {
     let bench = Bench::new(ctx, *case, seed + 1)?;
     let kernel = bench.time(a.warmup, a.reps)?;
-    let ceilings = bench.ceilings(a.warmup, a.reps)?;
+    let ceilings = match memo.get(&case.ceiling_key()) {
+        Some(c) => c.clone(),
+        None => {
+            let c = bench.ceilings(a.warmup, a.reps)?;
+            memo.insert(case.ceiling_key(), c.clone());
+            c
+        }
+    };
     let (loss_gpu, loss_cpu) = bench.verify()?;
     let cpu = (!a.no_cpu).then(|| bench.cpu_seconds());
     Ok(Row {
@@ -212,7 +387,7 @@ fn print_table(ctx: &Context, rows: &[Row], reps: usize) {
         rows[0].kernel.method.name()
     );
     println!(
-        "{:<30} {:>17} {:>9} {:>14} {:>8} {:>8} {:>6} {:>8} {:>6} {:>9} {:>8}",
+        "{:<34} {:>15} {:>8} {:>14} {:>7} {:>7} {:>6} {:>7} {:>6} {:>7} {:>6} {:>9} {:>8}",
         "kernel",
         "shape",
         "MB",
@@ -222,6 +397,8 @@ fn print_table(ctx: &Context, rows: &[Row], reps: usize) {
         "%copy",
         "trivial",
         "%triv",
+        "+exp",
+        "%+exp",
         "CPU ms",
         "speedup"
     );
@@ -235,7 +412,7 @@ fn print_table(ctx: &Context, rows: &[Row], reps: usize) {
             None => ("-".into(), "-".into()),
         };
         println!(
-            "{:<30} {:>17} {:>9.2} {:>14} {:>8.2} {:>8.2} {:>5.0}% {:>8.2} {:>5.0}% {:>9} {:>8}",
+            "{:<34} {:>15} {:>8.2} {:>14} {:>7.2} {:>7.2} {:>5.0}% {:>7.2} {:>5.0}% {:>7.2} {:>5.0}% {:>9} {:>8}",
             r.case.kernel(),
             r.case.shape(),
             r.case.bytes() as f64 / 1e6,
@@ -245,10 +422,17 @@ fn print_table(ctx: &Context, rows: &[Row], reps: usize) {
             100.0 * r.gbps() / r.copy_gbps(),
             r.trivial_gbps(),
             100.0 * r.gbps() / r.trivial_gbps(),
+            r.exp_gbps(),
+            100.0 * r.gbps() / r.exp_gbps(),
             cpu,
             speedup
         );
     }
+    println!(
+        "copy: copy_buffer_to_buffer moving the same bytes; trivial: the best trivial WGSL kernel of the \
+         same access pattern (sum or copy); +exp: that kernel with one exp per element, the least \
+         arithmetic a softmax or log needs (not a ceiling)"
+    );
 }
 
 fn timing_json(t: &Timing, bytes: u64) -> serde_json::Value {
@@ -280,6 +464,8 @@ fn json(ctx: &Context, rows: &[Row], a: &BenchArgs) -> serde_json::Value {
                 "copy_ceiling": timing_json(&r.ceilings.copy, bytes),
                 "trivial_ceiling": timing_json(&r.ceilings.trivial, bytes),
                 "trivial_kind": r.ceilings.trivial_kind,
+                "trivial_with_exp": timing_json(&r.ceilings.with_exp, bytes),
+                "percent_of_trivial_with_exp": 100.0 * r.gbps() / r.exp_gbps(),
                 "percent_of_copy": 100.0 * r.gbps() / r.copy_gbps(),
                 "percent_of_trivial": 100.0 * r.gbps() / r.trivial_gbps(),
                 "cpu_reference_s": r.cpu,

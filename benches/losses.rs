@@ -1,0 +1,74 @@
+//! Criterion benchmarks of the loss kernels, on the default adapter (`WGPU_ADAPTER_NAME` and
+//! `WGPU_BACKEND` pick another). The cases, their inputs and the GPU timing are those of
+//! `wgpu-loss bench` (`wgpu_loss::bench`): criterion gets the GPU time of each run (timestamp
+//! queries where the adapter has them), not the time to submit it.
+//!
+//! `cargo bench`; `cargo bench -- cross-entropy` for one group.
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use wgpu_loss::Context;
+use wgpu_loss::bench::{Bench, Case};
+
+fn context() -> Context {
+    let ctx = Context::new().expect("the benchmarks need a GPU adapter (or lavapipe)");
+    let info = ctx.adapter_info();
+    eprintln!(
+        "adapter: {} ({}, {} {}), {:?}",
+        info.name,
+        info.backend,
+        info.driver,
+        info.driver_info,
+        ctx.tuning()
+    );
+    ctx
+}
+
+/// Times `case` with criterion: each iteration is one GPU run, measured on the GPU.
+fn run(c: &mut Criterion, ctx: &Context, group: &str, case: Case) {
+    let bench = Bench::new(ctx, case, 1).expect("plan and upload the case");
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Bytes(case.bytes()));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(3));
+    g.bench_function(BenchmarkId::new(case.kernel(), case.shape()), |b| {
+        b.iter_custom(|iters| {
+            let timing = bench
+                .time(0, iters.max(1) as usize)
+                .expect("the kernels run");
+            Duration::from_secs_f64(timing.samples.iter().sum())
+        })
+    });
+    g.finish();
+}
+
+fn losses(c: &mut Criterion) {
+    let ctx = context();
+    for grad in [false, true] {
+        for elements in [1 << 20, 1 << 24] {
+            run(c, &ctx, "mse", Case::mse(elements, grad));
+        }
+        for classes in [10, 1000, 32_000, 128_000] {
+            run(
+                c,
+                &ctx,
+                "cross-entropy",
+                Case::cross_entropy((1 << 24) / classes, classes, grad),
+            );
+            run(
+                c,
+                &ctx,
+                "cross-entropy-probs",
+                Case::cross_entropy_probs((1 << 22) / classes, classes, grad),
+            );
+        }
+    }
+    // Latency of a small batch, where dispatch overhead is all there is.
+    run(c, &ctx, "small", Case::cross_entropy(32, 10, true));
+    run(c, &ctx, "small", Case::mse(320, true));
+}
+
+criterion_group!(benches, losses);
+criterion_main!(benches);
