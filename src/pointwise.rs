@@ -375,10 +375,12 @@ impl PointwisePlan {
         };
 
         if m <= per_wg {
-            // One workgroup: the scalar variant does everything, the reduction included.
+            // One workgroup: the scalar variant does everything, the reduction included, with
+            // no more vec4s per invocation than the problem needs.
             let p = params(m.div_ceil(4), 0, 1, 0);
+            let k = m.div_ceil(4 * WG as u64).max(1) as u32;
             b.dispatch(
-                &key(false, reduced, false),
+                &key(false, reduced, false).constant("K", k),
                 &p,
                 entries(false, reduced),
                 (1, 1),
