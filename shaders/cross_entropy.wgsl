@@ -503,6 +503,24 @@ fn exps(blk: Block, st: ptr<function, Stats>, m: vec4<f32>, v0: u32, stride: u32
 #endunroll
 }
 
+// The classic form needs no row statistics for its gradient: one streaming pass adds the loss
+// and writes the gradient, keeping nothing in registers.
+fn stream_classic(blk: Block, st: ptr<function, Stats>, scale: f32, gv0: u32, v0: u32, stride: u32, vlim: u32) {
+    for (var k = 0u; k < K; k++) {
+        let v = v0 + k * stride;
+        if (blk.nrows != 0u && v < vlim) {
+            let xv = load_x(gv0 + v);
+            let tv = load_t(gv0 + v);
+            let cd = coords(v, blk.nrows);
+            let xe = xv + params.eps;
+            (*st).a += row_sums(-tv * log(xe), cd);
+            if (WANT_GRAD) {
+                store_grad(gv0 + v, -tv / xe * scale);
+            }
+        }
+    }
+}
+
 // This invocation's statistics of its elements (after load_and_scan): its own max, then the
 // sums relative to it.
 fn own_stats(blk: Block, st: ptr<function, Stats>, v0: u32, stride: u32, vlim: u32) {
@@ -585,7 +603,7 @@ fn finish_rows(blk: Block, st: Stats) -> RowOut {
     return o;
 }
 
-// Writes this invocation's gradient vec4s from xs / es / ts; p = es * pf (pf per row). The
+// Writes this invocation's softmax gradient vec4s from xs / es / ts; p = es * pf (pf per row). The
 // per-row coefficients are scaled once here, so that each element costs a few operations; the
 // rows of ignored targets get zero coefficients (so a zero gradient, NaN for NaN logits as in
 // PyTorch).
@@ -601,24 +619,19 @@ fn write_grad(blk: Block, o: RowOut, pf: vec4<f32>, scale: f32, gv0: u32, v0: u3
     if (blk.nrows != 0u && v0 + k * stride < vlim) {
         let v = v0 + k * stride;
         let cd = coords(v, blk.nrows);
-        var g: vec4<f32>;
-        if (TARGETS == 2u) {
-            g = -ts[k] / (xs[k] + params.eps) * scale;
-        } else {
-            g = es[k] * spread(gp, cd.r);
-            if (TARGETS == 0u) {
-                if (ROWS == 1u) {
-                    g -= select(vec4<f32>(0.0), onehot, v == yv);
-                } else {
-                    let hit = vec4<i32>(cd.c) == spread_i(blk.y, cd.r);
-                    g -= select(vec4<f32>(0.0), spread(gt, cd.r), hit);
-                }
-                if (SMOOTH) {
-                    g -= spread(gs, cd.r) * class_weights(cd.c);
-                }
+        var g = es[k] * spread(gp, cd.r);
+        if (TARGETS == 0u) {
+            if (ROWS == 1u) {
+                g -= select(vec4<f32>(0.0), onehot, v == yv);
             } else {
-                g -= scale * class_weights(cd.c) * smoothed(ts[k]);
+                let hit = vec4<i32>(cd.c) == spread_i(blk.y, cd.r);
+                g -= select(vec4<f32>(0.0), spread(gt, cd.r), hit);
             }
+            if (SMOOTH) {
+                g -= spread(gs, cd.r) * class_weights(cd.c);
+            }
+        } else {
+            g -= scale * class_weights(cd.c) * smoothed(ts[k]);
         }
         if (SOFTCAP) {
             let u = xs[k] / params.softcap;
@@ -696,8 +709,12 @@ fn fused(
     let at = first_vec(j, SEG);
 
     var own = no_stats();
-    load_and_scan(blk, &own, gv0, at.x, at.y, bv);
-    own_stats(blk, &own, at.x, at.y, bv);
+    if (TARGETS == 2u) {
+        stream_classic(blk, &own, grad_scale(), gv0, at.x, at.y, bv);
+    } else {
+        load_and_scan(blk, &own, gv0, at.x, at.y, bv);
+        own_stats(blk, &own, at.x, at.y, bv);
+    }
     let st = seg_merge(own, lid, sg_size);
     let o = finish_rows(blk, st);
     // p = exp(x' - own max) * exp(own max - row max) / s.
@@ -709,7 +726,7 @@ fn fused(
     }
     // The gradient goes out before the workgroup's barrier when its scale is known, so that
     // nothing but the partial is live across it.
-    if (WANT_GRAD && params.scale_mode != 2u) {
+    if (WANT_GRAD && params.scale_mode != 2u && TARGETS != 2u) {
         write_grad(blk, o, pf, grad_scale(), gv0, at.x, at.y, bv);
     }
 #ifdef SUBGROUPS
@@ -736,7 +753,7 @@ fn fused(
             }
         }
     }
-    if (WANT_GRAD && params.scale_mode == 2u) {
+    if (WANT_GRAD && params.scale_mode == 2u && TARGETS != 2u) {
         // A weighted mean's denominator is this workgroup's whole weight sum.
         workgroupBarrier();
         write_grad(blk, o, pf, sh_scale, gv0, at.x, at.y, bv);
@@ -774,12 +791,13 @@ fn stats(
     let v0 = chunk * WG * K + at.x;
 
     var own = no_stats();
-    load_and_scan(blk, &own, gv0, v0, at.y, bv);
-    if (TARGETS == 2u && WANT_GRAD) {
-        // The classic form's gradient needs no row statistics: write it on this first read.
-        write_grad(blk, RowOut(), vec4<f32>(0.0), grad_scale(), gv0, v0, at.y, bv);
+    if (TARGETS == 2u) {
+        // The classic form's gradient needs no row statistics: written on this first read.
+        stream_classic(blk, &own, grad_scale(), gv0, v0, at.y, bv);
+    } else {
+        load_and_scan(blk, &own, gv0, v0, at.y, bv);
+        own_stats(blk, &own, v0, at.y, bv);
     }
-    own_stats(blk, &own, v0, at.y, bv);
     let st = seg_merge(own, lid, sg_size);
     if (lid == 0u) {
         for (var r = 0u; r < ROWS; r++) {
