@@ -21,6 +21,7 @@ use crate::context::{Binding, PipelineKey};
 use crate::program::{Builder, Finish, Program, Res, Status, View, WG};
 use crate::reduction::{LossOutput, Outputs, Reduction};
 use crate::shader::Shader;
+use crate::transfer::HostSlot;
 use crate::{Context, Error, Result, transfer};
 
 const LAYOUT: &[Binding] = &[
@@ -719,56 +720,34 @@ fn run_rows(
     outputs: Outputs,
     inp: RowInputs<'_>,
 ) -> Result<LossOutput> {
-    let ctx = program.ctx();
     let n = rows as u64;
     let total = n * classes as u64;
     let loss_bytes = if reduction.is_reduced() { 4 } else { 4 * n };
-    let make = || {
-        let x = transfer::upload(ctx, "logits", bytemuck::cast_slice(inp.x));
-        let t = transfer::upload(ctx, "targets", inp.targets);
-        let w = inp
-            .weight
-            .map(|w| transfer::upload(ctx, "weight", bytemuck::cast_slice(w)));
-        let loss = outputs
-            .loss
-            .then(|| transfer::output(ctx, "loss", loss_bytes));
-        let grad =
-            (outputs.grad && !inp.in_place).then(|| transfer::output(ctx, "grad", 4 * total));
-        (x, t, w, loss, grad)
+    let targets = |classes: bool| {
+        if classes == inp.targets_are_classes {
+            HostSlot::Input("targets", inp.targets)
+        } else {
+            HostSlot::Unused
+        }
     };
-    let (outs, status) = transfer::run(
+    let slots = [
+        HostSlot::input("logits", Some(inp.x)),
+        targets(false),
+        targets(true),
+        HostSlot::input("weight", inp.weight),
+        HostSlot::output("loss", outputs.loss, loss_bytes),
+        HostSlot::output("grad", outputs.grad && !inp.in_place, 4 * total),
+    ];
+    // In place, the gradient is read back from the logits' buffer.
+    let grad = outputs.grad.then_some(if inp.in_place { X } else { GRAD });
+    transfer::run_host(
         program,
-        make,
-        |(x, t, w, loss, grad)| {
-            vec![
-                Some(x),
-                (!inp.targets_are_classes).then_some(t),
-                inp.targets_are_classes.then_some(t),
-                w.as_ref(),
-                loss.as_ref(),
-                grad.as_ref(),
-            ]
-        },
-        |(x, _, _, loss, grad)| {
-            let mut r = Vec::new();
-            if let Some(l) = loss {
-                r.push((l, loss_bytes));
-            }
-            if let Some(g) = grad {
-                r.push((g, 4 * total));
-            } else if inp.in_place {
-                r.push((x, 4 * total));
-            }
-            r
-        },
-    )?;
-    status.check("class targets (outside [0, C))")?;
-    let mut outs = outs
-        .into_iter()
-        .map(|v| bytemuck::cast_slice::<u8, f32>(&v).to_vec());
-    let loss = outputs.loss.then(|| outs.next().unwrap_or_default());
-    let grad = outputs.grad.then(|| outs.next().unwrap_or_default());
-    Ok(LossOutput::from_parts(reduction, loss, grad))
+        &slots,
+        outputs.loss.then_some(LOSS),
+        grad,
+        reduction,
+        "class targets (outside [0, C))",
+    )
 }
 
 fn check_shape(rows: usize, classes: usize) -> Result<()> {

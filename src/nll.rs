@@ -15,6 +15,7 @@ use crate::context::{Binding, PipelineKey};
 use crate::program::{Builder, Finish, Program, Res, Status, View, WG};
 use crate::reduction::{LossOutput, Outputs, Reduction};
 use crate::shader::Shader;
+use crate::transfer::HostSlot;
 use crate::{Context, Error, Result, transfer};
 
 /// Rows per invocation of the loss part.
@@ -411,47 +412,25 @@ impl Context {
         };
         let plan = NllPlan::new(self, &desc)?;
         let n = targets.len() as u64;
-        let total = n * classes as u64;
         let loss_bytes = if options.reduction.is_reduced() {
             4
         } else {
             4 * n
         };
-        let make = || {
-            let x = transfer::upload(self, "log_probs", bytemuck::cast_slice(log_probs));
-            let t = transfer::upload(self, "targets", bytemuck::cast_slice(&y));
-            let w = weight.map(|w| transfer::upload(self, "weight", bytemuck::cast_slice(w)));
-            let loss = outputs
-                .loss
-                .then(|| transfer::output(self, "loss", loss_bytes));
-            let grad = outputs
-                .grad
-                .then(|| transfer::output(self, "grad", 4 * total));
-            (x, t, w, loss, grad)
-        };
-        let (outs, status) = transfer::run(
+        let slots = [
+            HostSlot::input("log_probs", Some(log_probs)),
+            HostSlot::input("targets", Some(&y[..])),
+            HostSlot::input("weight", weight),
+            HostSlot::output("loss", outputs.loss, loss_bytes),
+            HostSlot::output("grad", outputs.grad, 4 * n * classes as u64),
+        ];
+        transfer::run_host(
             &plan.program,
-            make,
-            |(x, t, w, loss, grad)| {
-                vec![Some(x), Some(t), w.as_ref(), loss.as_ref(), grad.as_ref()]
-            },
-            |(_, _, _, loss, grad)| {
-                let mut r = Vec::new();
-                if let Some(l) = loss {
-                    r.push((l, loss_bytes));
-                }
-                if let Some(g) = grad {
-                    r.push((g, 4 * total));
-                }
-                r
-            },
-        )?;
-        status.check("class targets (outside [0, C))")?;
-        let mut outs = outs
-            .into_iter()
-            .map(|v| bytemuck::cast_slice::<u8, f32>(&v).to_vec());
-        let loss = outputs.loss.then(|| outs.next().unwrap_or_default());
-        let grad = outputs.grad.then(|| outs.next().unwrap_or_default());
-        Ok(LossOutput::from_parts(options.reduction, loss, grad))
+            &slots,
+            outputs.loss.then_some(LOSS),
+            outputs.grad.then_some(GRAD),
+            options.reduction,
+            "class targets (outside [0, C))",
+        )
     }
 }

@@ -12,6 +12,7 @@ use crate::context::{Binding, PipelineKey};
 use crate::program::{Builder, Finish, Program, Res, Status, View, WG};
 use crate::reduction::{LossOutput, Outputs, Reduction};
 use crate::shader::Shader;
+use crate::transfer::HostSlot;
 use crate::{Context, Error, Result, transfer};
 
 /// The bindings of pointwise.wgsl.
@@ -473,46 +474,26 @@ impl PointwisePlan {
     }
 
     /// Uploads host data, runs, and reads the results back.
-    pub(crate) fn run_host(&self, inputs: &PointwiseInputs<'_>) -> Result<LossOutput> {
-        let ctx = self.program.ctx();
+    fn run_host(&self, inputs: &PointwiseInputs<'_>) -> Result<LossOutput> {
         let d = &self.desc;
         let m = d.len as u64;
-        let want_loss = d.outputs.loss;
-        let reduced = d.reduction.is_reduced();
-        let make = || {
-            let up = |name, data: &[f32]| transfer::upload(ctx, name, bytemuck::cast_slice(data));
-            let pred = up("pred", inputs.pred);
-            let target = up("target", inputs.target);
-            let weight = inputs.weight.map(|w| up("weight", w));
-            let pos_weight = inputs.pos_weight.map(|w| up("pos_weight", w));
-            let loss =
-                want_loss.then(|| transfer::output(ctx, "loss", if reduced { 4 } else { 4 * m }));
-            let grad = d.outputs.grad.then(|| transfer::output(ctx, "grad", 4 * m));
-            [Some(pred), Some(target), weight, pos_weight, loss, grad]
-        };
-        let loss_bytes = if reduced { 4 } else { 4 * m };
-        let (outs, status) = transfer::run(
+        let loss_bytes = if d.reduction.is_reduced() { 4 } else { 4 * m };
+        let slots = [
+            HostSlot::input("pred", Some(inputs.pred)),
+            HostSlot::input("target", Some(inputs.target)),
+            HostSlot::input("weight", inputs.weight),
+            HostSlot::input("pos_weight", inputs.pos_weight),
+            HostSlot::output("loss", d.outputs.loss, loss_bytes),
+            HostSlot::output("grad", d.outputs.grad, 4 * m),
+        ];
+        transfer::run_host(
             &self.program,
-            make,
-            |b| b.iter().map(|x| x.as_ref()).collect(),
-            |b| {
-                let mut r = Vec::new();
-                if let Some(l) = &b[LOSS] {
-                    r.push((l, loss_bytes));
-                }
-                if let Some(g) = &b[GRAD] {
-                    r.push((g, 4 * m));
-                }
-                r
-            },
-        )?;
-        status.check("probabilities (outside [0, 1])")?;
-        let mut outs = outs
-            .into_iter()
-            .map(|v| bytemuck::cast_slice::<u8, f32>(&v).to_vec());
-        let loss = want_loss.then(|| outs.next().unwrap_or_default());
-        let grad = d.outputs.grad.then(|| outs.next().unwrap_or_default());
-        Ok(LossOutput::from_parts(d.reduction, loss, grad))
+            &slots,
+            d.outputs.loss.then_some(LOSS),
+            d.outputs.grad.then_some(GRAD),
+            d.reduction,
+            "probabilities (outside [0, 1])",
+        )
     }
 }
 

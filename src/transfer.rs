@@ -3,6 +3,7 @@
 use wgpu::util::DeviceExt;
 
 use crate::program::{Program, Status};
+use crate::reduction::{LossOutput, Reduction};
 use crate::{Context, Error, Result};
 
 /// Creates a storage buffer holding `data` (at least 4 bytes, so that it can be bound).
@@ -85,6 +86,86 @@ pub(crate) fn run<B>(
         return Err(Error::from_wgpu(e));
     }
     result
+}
+
+/// One user slot of a run on host data.
+pub(crate) enum HostSlot<'a> {
+    /// Host data to upload.
+    Input(&'static str, &'a [u8]),
+    /// An output buffer of this many bytes.
+    Output(&'static str, u64),
+    /// Not used by the program.
+    Unused,
+}
+
+impl<'a> HostSlot<'a> {
+    /// An input from an optional slice.
+    pub fn input<T: bytemuck::Pod>(name: &'static str, data: Option<&'a [T]>) -> Self {
+        match data {
+            Some(d) => HostSlot::Input(name, bytemuck::cast_slice(d)),
+            None => HostSlot::Unused,
+        }
+    }
+
+    /// An output when `wanted`.
+    pub fn output(name: &'static str, wanted: bool, bytes: u64) -> Self {
+        if wanted {
+            HostSlot::Output(name, bytes)
+        } else {
+            HostSlot::Unused
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        match self {
+            HostSlot::Input(_, d) => d.len() as u64,
+            HostSlot::Output(_, b) => *b,
+            HostSlot::Unused => 0,
+        }
+    }
+}
+
+/// The convenience level: uploads the slots' inputs and creates their outputs (inside error
+/// scopes), runs `program` once, reads back the `loss` and `grad` slots (`grad` may name an
+/// input slot: a gradient written in place), and turns invalid inputs the kernels counted into
+/// [`Error::InvalidOnGpu`] (`what` names them).
+pub(crate) fn run_host(
+    program: &Program,
+    slots: &[HostSlot<'_>],
+    loss: Option<usize>,
+    grad: Option<usize>,
+    reduction: Reduction,
+    what: &'static str,
+) -> Result<LossOutput> {
+    let ctx = program.ctx();
+    let make = || {
+        slots
+            .iter()
+            .map(|s| match s {
+                HostSlot::Input(name, data) => Some(upload(ctx, name, data)),
+                HostSlot::Output(name, bytes) => Some(output(ctx, name, *bytes)),
+                HostSlot::Unused => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let read: Vec<usize> = loss.into_iter().chain(grad).collect();
+    let (outs, status) = run(
+        program,
+        make,
+        |buffers| buffers.iter().map(Option::as_ref).collect(),
+        |buffers| {
+            read.iter()
+                .filter_map(|&i| buffers[i].as_ref().map(|b| (b, slots[i].bytes())))
+                .collect()
+        },
+    )?;
+    status.check(what)?;
+    let mut outs = outs
+        .into_iter()
+        .map(|v| bytemuck::cast_slice::<u8, f32>(&v).to_vec());
+    let loss = loss.map(|_| outs.next().unwrap_or_default());
+    let grad = grad.map(|_| outs.next().unwrap_or_default());
+    Ok(LossOutput::from_parts(reduction, loss, grad))
 }
 
 /// Maps a `MAP_READ` buffer, waits for it, and copies its contents out.
