@@ -732,10 +732,7 @@ fn fused(
 #ifdef SUBGROUPS
     if (want_partial() && !single()) {
         // One partial per group of PG invocations: no barrier.
-        let total = group_sum(part, SEG, PG);
-        if (lid % PG == 0u) {
-            store_partial(params.partial_base, wg * (WG / PG) + lid / PG, total);
-        }
+        store_group_partial(params.partial_base, wg, lid, PG, group_sum(part, SEG, PG));
     }
     if (single()) {
 #else

@@ -161,10 +161,7 @@ fn main(
     var scale = grad_scale();
 #ifdef SUBGROUPS
     if (WANT_PARTIAL && !SINGLE) {
-        let total = group_sum(part, 1u, PG);
-        if (lid % PG == 0u) {
-            store_partial(params.partial_base, wg * (WG / PG) + lid / PG, total);
-        }
+        store_group_partial(params.partial_base, wg, lid, PG, group_sum(part, 1u, PG));
     }
     if (SINGLE) {
         let total = seg_sum(vec4<f32>(part, 0.0, 0.0), lid, sg_size).xy;

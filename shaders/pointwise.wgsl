@@ -281,10 +281,7 @@ fn main(
 #ifdef SUBGROUPS
     if (WANT_PARTIAL && !SINGLE) {
         // One partial per group of PG invocations: no barrier.
-        let total = group_sum(vec2<f32>(mine, 0.0), 1u, PG);
-        if (lid % PG == 0u) {
-            store_partial(params.partial_base, wg * (WG / PG) + lid / PG, total);
-        }
+        store_group_partial(params.partial_base, wg, lid, PG, group_sum(vec2<f32>(mine, 0.0), 1u, PG));
     }
     if (SINGLE) {
 #else

@@ -396,7 +396,8 @@ impl Context {
 
     /// How many invocations of a workgroup share one partial sum, for segments of `seg`
     /// invocations: a group that never spans two subgroups (no barrier), or the whole workgroup
-    /// without subgroups. Keep in sync with `group_sum` in shaders/common/segment.wgsl.
+    /// without subgroups. Keep in sync with `group_sum` (shaders/common/segment.wgsl) and
+    /// `store_group_partial` (shaders/common/scratch.wgsl).
     pub(crate) fn partial_group(&self, seg: u32, wg: u32) -> u32 {
         match self.inner.subgroup_min {
             Some(min) => seg.max(min.min(wg)),

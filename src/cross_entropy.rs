@@ -234,7 +234,7 @@ const GRAD: usize = 5;
 pub(crate) struct Tiling {
     /// Invocations per block (a power of two up to WG), fused layout.
     pub seg: u32,
-    /// vec4s per invocation, <= KMAX.
+    /// vec4s per invocation, at most `Tuning::register_vecs` (KMAX = 32 in cross_entropy.wgsl).
     pub k: u32,
 }
 

@@ -6,7 +6,7 @@
 //! exp within 3 + 2|x| ulp, log within 3 ulp or 2^-21 absolute near 1): 1e-5 relative plus
 //! 1e-6 absolute per element. Reduced values are sums of mixed-sign terms (KL), so the bound is
 //! on the sum of magnitudes: 4e-6 of sum |l_i| (a fixed-order tree over at most 2^25 terms stays
-//! within (16 + 25) eps of it, about 2.4e-6), over the mean's denominator.
+//! within (32 + 25) eps of it, about 3.4e-6), over the mean's denominator.
 
 mod common;
 

@@ -25,6 +25,15 @@ fn store_partial(base: u32, i: u32, v: vec2<f32>) {
     scratch.data[base + 2u * i + 1u] = v.y;
 }
 
+// Stores the partial of a group of `group` invocations (see group_sum): workgroup wg writes
+// WG / group partials, group i's at index wg * (WG / group) + i. The host counts them the same
+// way (`Context::partial_group`). Only the group's first invocation writes.
+fn store_group_partial(base: u32, wg: u32, lid: u32, group: u32, v: vec2<f32>) {
+    if (lid % group == 0u) {
+        store_partial(base, wg * (WG / group) + lid / group, v);
+    }
+}
+
 fn load_partial(base: u32, i: u32) -> vec2<f32> {
     return vec2<f32>(scratch.data[base + 2u * i], scratch.data[base + 2u * i + 1u]);
 }
