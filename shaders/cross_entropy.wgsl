@@ -12,7 +12,8 @@
 //   1  logits x [N, C], probability targets t [N, C]; q = (1 - ls) t + ls / C:
 //        loss_n = sum_c w_c q_c (lse - x'_c) + z lse^2,  grad = (sum_c w_c q_c + 2 z lse) p - w q
 //   2  probabilities x [N, C], soft targets t [N, C] (the classic formula, no softmax):
-//        loss_n = -sum_c t_c log(x_c + eps),  grad = -t / (x + eps)
+//        loss_n = -sum_c t_c log(x_c + eps),  grad = -t / (x + eps); x outside [0, 1] (or NaN)
+//        is reported
 // Each row also yields its weight for the mean's denominator (w_y, 0 when ignored; 1 for 1 and 2).
 // Everything is computed relative to the row max m, with lse - x = (m - x) + log(s), never as a
 // difference of two large numbers: logits of +-1e4 keep full relative precision.
@@ -43,6 +44,7 @@
 
 #import scratch
 #import segment
+#import math
 
 override WG: u32 = 256u;
 override SEG: u32 = 256u;
@@ -476,7 +478,7 @@ fn load_and_scan(blk: Block, st: ptr<function, Stats>, gv0: u32, v0: u32, stride
             (*st).m = max((*st).m, row_maxes(xv, cd));
             (*st).a += row_sums(class_weights(cd.c) * smoothed(ts[k]), cd);
         } else {
-            (*st).a += row_sums(-ts[k] * log(xv + params.eps), cd);
+            (*st).a += row_sums(-ts[k] * log_sum_exact4(xv, params.eps), cd);
         }
     }
 #endunroll
@@ -513,7 +515,13 @@ fn stream_classic(blk: Block, st: ptr<function, Stats>, scale: f32, gv0: u32, v0
             let tv = load_t(gv0 + v);
             let cd = coords(v, blk.nrows);
             let xe = xv + params.eps;
-            (*st).a += row_sums(-tv * log(xe), cd);
+            // Probabilities outside [0, 1] (NaN included) are counted, like BCE's.
+            for (var i = 0u; i < 4u; i++) {
+                if (cd.live[i] && !(xv[i] >= 0.0 && xv[i] <= 1.0)) {
+                    report_invalid(4u * (gv0 + v) + i);
+                }
+            }
+            (*st).a += row_sums(-tv * log_sum_exact4(xv, params.eps), cd);
             if (WANT_GRAD) {
                 store_grad(gv0 + v, -tv / xe * scale);
             }

@@ -28,6 +28,7 @@
 
 #import scratch
 #import segment
+#import math
 
 override WG: u32 = 256u;
 override SEG: u32 = 256u;
@@ -195,7 +196,7 @@ fn elem(v: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
             }
         }
         case 4u: {
-            let lx = max(log(xv), vec4<f32>(-100.0));
+            let lx = max(log_exact4(xv), vec4<f32>(-100.0));
             let l1x = max(log(1.0 - xv), vec4<f32>(-100.0));
             o.loss = -(yv * lx + (1.0 - yv) * l1x);
             o.grad = d / max(xv * (1.0 - xv), vec4<f32>(1e-12));
@@ -219,7 +220,7 @@ fn elem(v: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
                 o.grad = -ey;
             } else {
                 // xlogy(y, y) - y x, with xlogy(0, .) = 0 as in PyTorch.
-                let ylogy = select(yv * log(yv), vec4<f32>(0.0), yv == vec4<f32>(0.0));
+                let ylogy = select(yv * log_exact4(yv), vec4<f32>(0.0), yv == vec4<f32>(0.0));
                 o.loss = ylogy - yv * xv;
                 o.grad = -yv;
             }

@@ -177,9 +177,11 @@ impl Timing {
         Timing { samples, method }
     }
 
+    /// NaN when there are no samples.
     fn quantile(&self, q: f64) -> f64 {
-        let i = ((self.samples.len() - 1) as f64 * q).round() as usize;
-        self.samples[i]
+        let last = self.samples.len().saturating_sub(1);
+        let i = (last as f64 * q).round() as usize;
+        self.samples.get(i).copied().unwrap_or(f64::NAN)
     }
 
     /// The median.
@@ -189,12 +191,12 @@ impl Timing {
 
     /// The fastest repetition.
     pub fn min(&self) -> f64 {
-        self.samples[0]
+        self.quantile(0.0)
     }
 
     /// The slowest repetition.
     pub fn max(&self) -> f64 {
-        self.samples[self.samples.len() - 1]
+        self.quantile(1.0)
     }
 
     /// Half the distance between the 10th and 90th percentiles, relative to the median.
@@ -339,6 +341,7 @@ impl Bench {
             )?),
         };
         let host = host_inputs(&case, seed);
+        let _guard = ctx.lock();
         let targets: Vec<i32> = host.targets.iter().map(|&t| t as i32).collect();
         let b_bytes: &[u8] = match case.family {
             Family::CrossEntropy => bytemuck::cast_slice(&targets),
@@ -426,6 +429,7 @@ impl Bench {
     /// The loss the GPU computed on the first input set, and the f64 reference's, so a
     /// benchmark can show that what it timed is right.
     pub fn verify(&self) -> Result<(f32, f64)> {
+        let _guard = self.ctx.lock();
         let mut encoder = self
             .ctx
             .device()
@@ -473,6 +477,7 @@ impl Bench {
 }
 
 fn read_f32(ctx: &Context, buffer: &wgpu::Buffer) -> Result<f32> {
+    let _guard = ctx.lock();
     let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("wgpu-loss.bench.readback"),
         size: 4,
@@ -483,7 +488,7 @@ fn read_f32(ctx: &Context, buffer: &wgpu::Buffer) -> Result<f32> {
     encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, 4);
     ctx.queue().submit([encoder.finish()]);
     let bytes = crate::transfer::map_read(ctx, &staging)?;
-    Ok(bytemuck::cast_slice::<u8, f32>(&bytes)[0])
+    Ok(f32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
 /// Times `reps` recordings (after `warmup`): with timestamp queries around each one's pass when
@@ -499,6 +504,8 @@ fn time_passes(
         Option<wgpu::ComputePassTimestampWrites<'_>>,
     ) -> Result<()>,
 ) -> Result<Timing> {
+    check_reps(reps)?;
+    let _guard = ctx.lock();
     for i in 0..warmup {
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
         record(&mut encoder, i, None)?;
@@ -533,6 +540,14 @@ fn time_passes(
         samples.push(start.elapsed().as_secs_f64());
     }
     Ok(Timing::new(samples, Method::WallClock))
+}
+
+/// A timing needs at least one repetition.
+fn check_reps(reps: usize) -> Result<()> {
+    if reps == 0 {
+        return Err(Error::option("reps", "at least one repetition is needed"));
+    }
+    Ok(())
 }
 
 fn wait(ctx: &Context) -> Result<()> {
@@ -591,7 +606,7 @@ impl Queries {
 
     fn read(&self, ctx: &Context) -> Result<Vec<f64>> {
         let bytes = crate::transfer::map_read(ctx, &self.staging)?;
-        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let period = ctx.queue().get_timestamp_period() as f64 * 1e-9;
         Ok(ticks
             .chunks_exact(2)
@@ -636,6 +651,8 @@ const CEILING_K: [u32; 3] = [4, 16, 32];
 /// Measures the ceilings for `case`: a buffer copy moving as many bytes, and the trivial kernel
 /// of its access pattern (reading the case's inputs, writing its output).
 pub fn ceilings(ctx: &Context, case: &Case, warmup: usize, reps: usize) -> Result<Ceilings> {
+    check_reps(reps)?;
+    let _guard = ctx.lock();
     let scope = ctx.device().push_error_scope(wgpu::ErrorFilter::Validation);
     let oom = ctx
         .device()
@@ -762,6 +779,7 @@ fn time_copies(
     pairs: &[(wgpu::Buffer, wgpu::Buffer)],
     bytes: u64,
 ) -> Result<Timing> {
+    check_reps(reps)?;
     let copy = |encoder: &mut wgpu::CommandEncoder, i: usize| {
         let (src, dst) = &pairs[i % pairs.len()];
         encoder.copy_buffer_to_buffer(src, 0, dst, 0, bytes);

@@ -1,7 +1,8 @@
 //! The device, its queue, and the pipelines compiled for it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ThreadId;
 
 use crate::shader::{self, Shader};
 use crate::{Error, Result};
@@ -223,6 +224,79 @@ struct Inner {
     pipelines: Mutex<HashMap<PipelineKey, Pipeline>>,
     dummy_read: wgpu::Buffer,
     dummy_write: wgpu::Buffer,
+    /// Serialises this crate's use of the device where the backend needs it (GL).
+    device_lock: Option<DeviceLock>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Pipelines and modules are destroyed here, so under the lock like every other use.
+        let _guard = self.device_lock.as_ref().map(DeviceLock::acquire);
+        std::mem::take(self.modules.get_mut().unwrap_or_else(|e| e.into_inner()));
+        std::mem::take(self.pipelines.get_mut().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// A re-entrant lock: the thread that holds it may take it again (a caller holding
+/// [`Context::lock`] may call into the crate, which takes it too).
+struct DeviceLock {
+    owner: Mutex<(Option<ThreadId>, usize)>,
+    released: Condvar,
+}
+
+impl DeviceLock {
+    fn new() -> Self {
+        DeviceLock {
+            owner: Mutex::new((None, 0)),
+            released: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> DeviceGuard<'_> {
+        let me = std::thread::current().id();
+        let mut owner = lock(&self.owner);
+        loop {
+            match owner.0 {
+                None => {
+                    *owner = (Some(me), 1);
+                    break;
+                }
+                Some(t) if t == me => {
+                    owner.1 += 1;
+                    break;
+                }
+                Some(_) => owner = self.released.wait(owner).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+        DeviceGuard { lock: Some(self) }
+    }
+}
+
+/// Holds a [`Context`]'s device lock until dropped (see [`Context::lock`]).
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct DeviceGuard<'a> {
+    lock: Option<&'a DeviceLock>,
+}
+
+impl Drop for DeviceGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(l) = self.lock {
+            let mut owner = lock(&l.owner);
+            owner.1 -= 1;
+            if owner.1 == 0 {
+                owner.0 = None;
+                l.released.notify_one();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for DeviceGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceGuard")
+            .field("held", &self.lock.is_some())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -349,6 +423,7 @@ impl Context {
         };
         let dummy_read = dummy("wgpu-loss.dummy_read", wgpu::BufferUsages::STORAGE);
         let dummy_write = dummy("wgpu-loss.dummy_write", wgpu::BufferUsages::STORAGE);
+        let device_lock = (info.backend == wgpu::Backend::Gl).then(DeviceLock::new);
         Ok(Context {
             inner: Arc::new(Inner {
                 device,
@@ -360,6 +435,7 @@ impl Context {
                 pipelines: Mutex::new(HashMap::new()),
                 dummy_read,
                 dummy_write,
+                device_lock,
             }),
         })
     }
@@ -372,6 +448,28 @@ impl Context {
     /// The queue.
     pub fn queue(&self) -> &wgpu::Queue {
         &self.inner.queue
+    }
+
+    /// Takes the context's device lock: held, no other thread uses the device through this
+    /// context (or any clone of it) until the guard is dropped. The lock is re-entrant, so the
+    /// holder may call the crate, which takes it too.
+    ///
+    /// Why: wgpu's GL backend drives every device through one GL context, which a thread holds
+    /// for the whole of a submission's work on software drivers and while it waits on a fence;
+    /// another thread that waits for it too long panics inside wgpu-hal ("Could not lock
+    /// adapter context", gfx-rs/wgpu#5299). Every call of this crate that touches the device
+    /// (plan creation, recording, runs, readbacks, dropping plans) takes this lock, so this
+    /// crate's own calls are safe from any number of threads. A caller who shares the device
+    /// between threads and makes wgpu calls of its own (creating buffers, submitting, polling,
+    /// mapping) should hold this guard around them too.
+    ///
+    /// On every other backend wgpu is free-threaded: the lock is not needed, and this returns a
+    /// guard that holds nothing.
+    pub fn lock(&self) -> DeviceGuard<'_> {
+        match &self.inner.device_lock {
+            Some(l) => l.acquire(),
+            None => DeviceGuard { lock: None },
+        }
     }
 
     /// The adapter's name, backend, driver and subgroup sizes.
@@ -433,6 +531,7 @@ impl Context {
     /// The pipeline for `key`, compiled on first use. Shader errors (bugs of this crate, or a
     /// driver's) come back as [`Error::Wgpu`] naming the shader.
     pub(crate) fn pipeline(&self, key: &PipelineKey) -> Result<Pipeline> {
+        let _guard = self.lock();
         if let Some(p) = lock(&self.inner.pipelines).get(key) {
             return Ok(p.clone());
         }

@@ -18,7 +18,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::context::{Binding, PipelineKey};
-use crate::program::{Builder, Finish, Program, Res, Status, View, WG};
+use crate::program::{Access, Builder, Finish, Program, Res, Status, View, WG, elements};
 use crate::reduction::{LossOutput, Outputs, Reduction};
 use crate::shader::Shader;
 use crate::transfer::HostSlot;
@@ -282,16 +282,9 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
     let c = s.classes as u64;
     let tuning = ctx.tuning();
     let kmax = tuning.register_vecs;
+    let total = elements("logits", &[s.rows, s.classes])?;
     let rb = rows_per_block(s.classes) as u64;
     let bv = rb * c / 4;
-    let total = n * c;
-    if total > u32::MAX as u64 {
-        return Err(Error::TooLarge {
-            what: "logits",
-            bytes: 4 * total,
-            limit: ctx.max_binding_bytes(),
-        });
-    }
     let blocks = n.div_ceil(rb);
     let full_blocks = n / rb;
     let tail = !n.is_multiple_of(rb);
@@ -319,10 +312,19 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
     };
 
     let mut b = Builder::new(ctx);
-    b.slot("logits", 4 * total)?;
-    b.slot("targets", if s.kind == 0 { 0 } else { 4 * total })?;
-    b.slot("targets", if s.kind == 0 { 4 * n } else { 0 })?;
-    b.slot("weight", if s.weighted { 4 * c } else { 0 })?;
+    let logits_access = if s.in_place && want_grad {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    b.slot("logits", 4 * total, logits_access)?;
+    b.slot(
+        "targets",
+        if s.kind == 0 { 0 } else { 4 * total },
+        Access::Read,
+    )?;
+    b.slot("targets", if s.kind == 0 { 4 * n } else { 0 }, Access::Read)?;
+    b.slot("weight", if s.weighted { 4 * c } else { 0 }, Access::Read)?;
     b.slot(
         "loss",
         match (want_loss, reduced) {
@@ -330,6 +332,7 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
             (true, true) => 4,
             (true, false) => 4 * n,
         },
+        Access::Write,
     )?;
     b.slot(
         "grad",
@@ -338,6 +341,7 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
         } else {
             0
         },
+        Access::Write,
     )?;
 
     let base_params = CeParams {
@@ -664,8 +668,7 @@ impl CrossEntropyPlan {
     /// on the context's queue, waits, and turns invalid class targets the kernel counted into
     /// [`Error::InvalidOnGpu`]. The results are in `buffers.loss` and `buffers.grad`.
     pub fn run(&self, buffers: &CrossEntropyBuffers<'_>) -> Result<()> {
-        transfer::run_resident(&self.program, &self.user_buffers(buffers))?
-            .check("class targets (outside [0, C))")
+        transfer::run_resident(&self.program, &self.user_buffers(buffers))?.check(CLASS_INVALID)
     }
 
     fn user_buffers<'a>(&self, buffers: &CrossEntropyBuffers<'a>) -> [Option<&'a wgpu::Buffer>; 6] {
@@ -699,6 +702,7 @@ impl CrossEntropyPlan {
                 targets_are_classes: d.targets == TargetKind::Classes,
                 weight,
                 in_place: d.in_place,
+                invalid: CLASS_INVALID,
             },
         )
     }
@@ -710,7 +714,13 @@ struct RowInputs<'a> {
     targets_are_classes: bool,
     weight: Option<&'a [f32]>,
     in_place: bool,
+    /// What the kernels count as invalid, for the error.
+    invalid: &'static str,
 }
+
+/// What the kernels count as invalid, in [`Error::InvalidOnGpu`].
+const CLASS_INVALID: &str = "class targets (outside [0, C))";
+const PROBS_INVALID: &str = "probabilities (outside [0, 1])";
 
 fn run_rows(
     program: &Program,
@@ -721,7 +731,7 @@ fn run_rows(
     inp: RowInputs<'_>,
 ) -> Result<LossOutput> {
     let n = rows as u64;
-    let total = n * classes as u64;
+    let total = elements("logits", &[rows, classes])?;
     let loss_bytes = if reduction.is_reduced() { 4 } else { 4 * n };
     let targets = |classes: bool| {
         if classes == inp.targets_are_classes {
@@ -746,18 +756,39 @@ fn run_rows(
         outputs.loss.then_some(LOSS),
         grad,
         reduction,
-        "class targets (outside [0, C))",
+        inp.invalid,
     )
 }
 
-fn check_shape(rows: usize, classes: usize) -> Result<()> {
+/// Checks a `[rows, classes]` shape: no empty dimension, an element count the kernels index,
+/// and classes that class targets (i32 on the GPU) can name.
+pub(crate) fn check_shape(rows: usize, classes: usize) -> Result<u64> {
     if rows == 0 {
         return Err(Error::Empty("rows (N)"));
     }
     if classes == 0 {
         return Err(Error::Empty("classes (C)"));
     }
-    Ok(())
+    if i32::try_from(classes).is_err() {
+        return Err(Error::option(
+            "classes",
+            format!("{classes} is more than class targets (i32) can name"),
+        ));
+    }
+    elements("rows x classes", &[rows, classes])
+}
+
+/// Checks that host data of `actual` elements has the `expected` count of a shape.
+fn check_count(what: &'static str, expected: u64, actual: usize) -> Result<()> {
+    if expected == actual as u64 {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            what,
+            expected: usize::try_from(expected).unwrap_or(usize::MAX),
+            actual,
+        })
+    }
 }
 
 fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
@@ -782,14 +813,14 @@ pub(crate) fn class_targets_i32(
         .iter()
         .enumerate()
         .map(|(row, &t)| {
-            if t == ignore_index || (0..classes as i64).contains(&t) {
-                Ok(t as i32)
-            } else {
-                Err(Error::TargetOutOfRange {
+            let in_range = i64::try_from(classes).is_ok_and(|c| (0..c).contains(&t));
+            match i32::try_from(t) {
+                Ok(t32) if t == ignore_index || in_range => Ok(t32),
+                _ => Err(Error::TargetOutOfRange {
                     row,
                     value: t,
                     classes,
-                })
+                }),
             }
         })
         .collect()
@@ -808,8 +839,8 @@ impl Context {
         options: &CrossEntropyOptions,
         outputs: Outputs,
     ) -> Result<LossOutput> {
-        check_shape(targets.len(), classes)?;
-        check_len("logits (N * C)", targets.len() * classes, logits.len())?;
+        let total = check_shape(targets.len(), classes)?;
+        check_count("logits (N * C)", total, logits.len())?;
         if let Some(w) = weight {
             check_len("weight (C)", classes, w.len())?;
         }
@@ -891,6 +922,7 @@ impl Context {
             probs.len(),
             targets.len(),
         )?;
+        crate::cpu::pointwise::check_probabilities("probs", probs)?;
         let desc = CrossEntropyProbsDesc {
             rows: probs.len() / classes,
             classes,
@@ -911,6 +943,7 @@ impl Context {
                 targets_are_classes: false,
                 weight: None,
                 in_place: false,
+                invalid: PROBS_INVALID,
             },
         )
     }
@@ -1011,14 +1044,29 @@ impl CrossEntropyProbsPlan {
         buffers: &CrossEntropyProbsBuffers<'_>,
         timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
     ) -> Result<()> {
-        let user = [
+        self.program
+            .record(encoder, &Self::user_buffers(buffers), timestamps)
+    }
+
+    fn user_buffers<'a>(buffers: &CrossEntropyProbsBuffers<'a>) -> [Option<&'a wgpu::Buffer>; 6] {
+        [
             Some(buffers.probs),
             Some(buffers.targets),
             None,
             None,
             buffers.loss,
             buffers.grad,
-        ];
-        self.program.record(encoder, &user, timestamps)
+        ]
+    }
+
+    /// Records, submits on the context's queue, waits, and turns probabilities the kernel
+    /// counted outside [0, 1] into [`Error::InvalidOnGpu`].
+    pub fn run(&self, buffers: &CrossEntropyProbsBuffers<'_>) -> Result<()> {
+        transfer::run_resident(&self.program, &Self::user_buffers(buffers))?.check(PROBS_INVALID)
+    }
+
+    /// The probabilities outside [0, 1] the last run counted. Blocks on a small readback.
+    pub fn read_status(&self) -> Result<Status> {
+        transfer::read_status(&self.program)
     }
 }

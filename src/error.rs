@@ -91,6 +91,18 @@ pub enum Error {
         first: u32,
     },
 
+    /// A shape has more elements than the kernels can index (2^32 - 1, their u32 element
+    /// index), or its element count overflows.
+    #[error("{what}: shape {dims:?} has more than {limit} elements")]
+    ShapeTooLarge {
+        /// Which input.
+        what: &'static str,
+        /// The dimensions given.
+        dims: Vec<usize>,
+        /// The most elements the kernels index.
+        limit: u64,
+    },
+
     /// An input or output is larger than the adapter can bind to one shader.
     #[error("{what} needs {bytes} bytes, over the adapter's storage binding limit of {limit}")]
     TooLarge {
@@ -122,6 +134,17 @@ pub enum Error {
         needed: wgpu::BufferUsages,
         /// The usages it has.
         actual: wgpu::BufferUsages,
+    },
+
+    /// Two buffers given to a plan overlap and at least one of them is written: the same buffer
+    /// as two outputs, or an input also given as an output (a gradient written over its input
+    /// is asked for with the plan's `in_place` option instead).
+    #[error("buffers `{a}` and `{b}` overlap and one of them is written")]
+    Aliased {
+        /// One buffer's role.
+        a: &'static str,
+        /// The other's.
+        b: &'static str,
     },
 
     /// A buffer was given where the plan has no use for it, or a needed one is missing.

@@ -39,7 +39,7 @@ pub mod reduction;
 pub mod shader;
 mod transfer;
 
-pub use context::{Context, ContextOptions, Tuning};
+pub use context::{Context, ContextOptions, DeviceGuard, Tuning};
 pub use cross_entropy::{
     CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyOptions, CrossEntropyPlan,
     CrossEntropyProbsBuffers, CrossEntropyProbsDesc, CrossEntropyProbsPlan, TargetKind,

@@ -12,7 +12,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::context::{Binding, PipelineKey};
-use crate::program::{Builder, Finish, Program, Res, Status, View, WG};
+use crate::program::{Access, Builder, Finish, Program, Res, Status, View, WG};
 use crate::reduction::{LossOutput, Outputs, Reduction};
 use crate::shader::Shader;
 use crate::transfer::HostSlot;
@@ -144,14 +144,7 @@ impl NllPlan {
         })?;
         let n = desc.rows as u64;
         let c = desc.classes as u64;
-        let total = n * c;
-        if total > u32::MAX as u64 {
-            return Err(Error::TooLarge {
-                what: "log_probs",
-                bytes: 4 * total,
-                limit: ctx.max_binding_bytes(),
-            });
-        }
+        let total = crate::cross_entropy::check_shape(desc.rows, desc.classes)?;
         let want_loss = desc.outputs.loss;
         let want_grad = desc.outputs.grad;
         let reduced = want_loss && o.reduction.is_reduced();
@@ -160,9 +153,13 @@ impl NllPlan {
         let k = tuning.stream_vecs;
 
         let mut b = Builder::new(ctx);
-        b.slot("log_probs", 4 * total)?;
-        b.slot("targets", 4 * n)?;
-        b.slot("weight", if desc.weighted { 4 * c } else { 0 })?;
+        b.slot("log_probs", 4 * total, Access::Read)?;
+        b.slot("targets", 4 * n, Access::Read)?;
+        b.slot(
+            "weight",
+            if desc.weighted { 4 * c } else { 0 },
+            Access::Read,
+        )?;
         b.slot(
             "loss",
             match (want_loss, reduced) {
@@ -170,8 +167,9 @@ impl NllPlan {
                 (true, true) => 4,
                 (true, false) => 4 * n,
             },
+            Access::Write,
         )?;
-        b.slot("grad", if want_grad { 4 * total } else { 0 })?;
+        b.slot("grad", if want_grad { 4 * total } else { 0 }, Access::Write)?;
 
         let pg = ctx.partial_group(1, WG);
         let key = |vec4: bool| {
@@ -380,16 +378,11 @@ impl Context {
         options: &NllOptions,
         outputs: Outputs,
     ) -> Result<LossOutput> {
-        if targets.is_empty() {
-            return Err(Error::Empty("rows (N)"));
-        }
-        if classes == 0 {
-            return Err(Error::Empty("classes (C)"));
-        }
-        if log_probs.len() != targets.len() * classes {
+        let total = crate::cross_entropy::check_shape(targets.len(), classes)?;
+        if log_probs.len() as u64 != total {
             return Err(Error::LengthMismatch {
                 what: "log_probs (N * C)",
-                expected: targets.len() * classes,
+                expected: usize::try_from(total).unwrap_or(usize::MAX),
                 actual: log_probs.len(),
             });
         }
@@ -422,7 +415,7 @@ impl Context {
             HostSlot::input("targets", Some(&y[..])),
             HostSlot::input("weight", weight),
             HostSlot::output("loss", outputs.loss, loss_bytes),
-            HostSlot::output("grad", outputs.grad, 4 * n * classes as u64),
+            HostSlot::output("grad", outputs.grad, 4 * total),
         ];
         transfer::run_host(
             &plan.program,

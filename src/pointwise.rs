@@ -9,7 +9,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use crate::context::{Binding, PipelineKey};
-use crate::program::{Builder, Finish, Program, Res, Status, View, WG};
+use crate::program::{Access, Builder, Finish, Program, Res, Status, View, WG};
 use crate::reduction::{LossOutput, Outputs, Reduction};
 use crate::shader::Shader;
 use crate::transfer::HostSlot;
@@ -205,6 +205,7 @@ impl PointwiseDesc {
         if self.len == 0 {
             return Err(Error::Empty("pred"));
         }
+        crate::program::elements("pred", &[self.len])?;
         let broadcast = |name: &'static str, len: Option<usize>, allowed: bool| match len {
             None => Ok(()),
             Some(_) if !allowed => Err(Error::option(
@@ -298,17 +299,29 @@ impl PointwisePlan {
         let grad_scale = if mean { (1.0 / den) as f32 } else { 1.0 };
 
         let mut b = Builder::new(ctx);
-        b.slot("pred", 4 * m)?;
-        b.slot("target", 4 * m)?;
-        b.slot("weight", 4 * desc.weight_len.unwrap_or(0) as u64)?;
-        b.slot("pos_weight", 4 * desc.pos_weight_len.unwrap_or(0) as u64)?;
+        b.slot("pred", 4 * m, Access::Read)?;
+        b.slot("target", 4 * m, Access::Read)?;
+        b.slot(
+            "weight",
+            4 * desc.weight_len.unwrap_or(0) as u64,
+            Access::Read,
+        )?;
+        b.slot(
+            "pos_weight",
+            4 * desc.pos_weight_len.unwrap_or(0) as u64,
+            Access::Read,
+        )?;
         let loss_bytes = match (want_loss, reduced) {
             (false, _) => 0,
             (true, true) => 4,
             (true, false) => 4 * m,
         };
-        b.slot("loss", loss_bytes)?;
-        b.slot("grad", if desc.outputs.grad { 4 * m } else { 0 })?;
+        b.slot("loss", loss_bytes, Access::Write)?;
+        b.slot(
+            "grad",
+            if desc.outputs.grad { 4 * m } else { 0 },
+            Access::Write,
+        )?;
 
         let key = |vec4: bool, single: bool, partial: bool| {
             PipelineKey::new(Shader::Pointwise, "main", LAYOUT)
@@ -536,7 +549,7 @@ impl Context {
         }
         desc.check()?;
         if loss == Pointwise::Bce {
-            crate::cpu::pointwise::check_probabilities(inputs.pred)?;
+            crate::cpu::pointwise::check_probabilities("pred (bce probabilities)", inputs.pred)?;
         }
         PointwisePlan::new(self, &desc)?.run_host(inputs)
     }

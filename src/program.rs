@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use crate::context::{Binding, Pipeline, PipelineKey, lock};
+use crate::context::{Binding, DeviceGuard, Pipeline, PipelineKey, lock};
 use crate::shader::Shader;
 use crate::{Context, Error, Result};
 
@@ -64,6 +64,21 @@ struct TargetParams {
     _pad: [u32; 3],
 }
 
+/// The element count of a shape, checked: the product must not overflow, and the kernels
+/// index elements with a u32. Every size a caller gives goes through this before any product
+/// of it is taken; products of dimensions that passed it (times 4 bytes) then fit a u64.
+pub(crate) fn elements(what: &'static str, dims: &[usize]) -> Result<u64> {
+    let limit = u32::MAX as u64;
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(u64::try_from(d).ok()?))
+        .filter(|&n| n <= limit)
+        .ok_or_else(|| Error::ShapeTooLarge {
+            what,
+            dims: dims.to_vec(),
+            limit,
+        })
+}
+
 /// How the last level of a reduction turns the sums (of losses, of weights) into its output.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Finish {
@@ -108,11 +123,19 @@ pub(crate) enum Res {
     Dummy(bool),
 }
 
-/// A user buffer a program takes: its role and the bytes it must hold.
+/// Whether a program writes a user buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+/// A user buffer a program takes: its role, the bytes it must hold, and whether it is written.
 #[derive(Clone, Debug)]
 struct Slot {
     name: &'static str,
     bytes: u64,
+    access: Access,
 }
 
 struct Dispatch {
@@ -126,6 +149,8 @@ struct Dispatch {
 /// Assembles a [`Program`].
 pub(crate) struct Builder<'a> {
     ctx: &'a Context,
+    /// Plans compile pipelines and create buffers: the device lock is held throughout.
+    _guard: DeviceGuard<'a>,
     slots: Vec<Slot>,
     dispatches: Vec<Dispatch>,
     uniforms: Vec<u8>,
@@ -136,6 +161,7 @@ impl<'a> Builder<'a> {
     pub fn new(ctx: &'a Context) -> Self {
         Builder {
             ctx,
+            _guard: ctx.lock(),
             slots: Vec::new(),
             dispatches: Vec::new(),
             uniforms: Vec::new(),
@@ -143,9 +169,9 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Declares a user buffer of `bytes` (0: the program does not use this slot). Slots are
-    /// numbered in declaration order.
-    pub fn slot(&mut self, name: &'static str, bytes: u64) -> Result<usize> {
+    /// Declares a user buffer of `bytes` (0: the program does not use this slot), read or
+    /// written. Slots are numbered in declaration order.
+    pub fn slot(&mut self, name: &'static str, bytes: u64, access: Access) -> Result<usize> {
         let limit = self.ctx.max_binding_bytes();
         if bytes > limit {
             return Err(Error::TooLarge {
@@ -154,7 +180,11 @@ impl<'a> Builder<'a> {
                 limit,
             });
         }
-        self.slots.push(Slot { name, bytes });
+        self.slots.push(Slot {
+            name,
+            bytes,
+            access,
+        });
         Ok(self.slots.len() - 1)
     }
 
@@ -382,6 +412,28 @@ impl Program {
                 }
             }
         }
+        // A written range may overlap no other range the program binds: the kernels would read
+        // what they are writing (a wrong result), and wgpu rejects a buffer bound both
+        // read-only and writable in one dispatch (a panic at the caller's submit).
+        let used: Vec<(&Slot, &wgpu::Buffer)> = self
+            .slots
+            .iter()
+            .zip(user)
+            .filter_map(|(s, b)| Some((s, (*b)?)).filter(|_| s.bytes > 0))
+            .collect();
+        for (i, &(a, ba)) in used.iter().enumerate() {
+            for &(b, bb) in &used[i + 1..] {
+                let written = a.access == Access::Write || b.access == Access::Write;
+                // Every range starts at offset 0 of its buffer, so two ranges of the same
+                // buffer overlap.
+                if written && ba == bb {
+                    return Err(Error::Aliased {
+                        a: a.name,
+                        b: b.name,
+                    });
+                }
+            }
+        }
         Ok(())
     }
 
@@ -447,6 +499,7 @@ impl Program {
         timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
     ) -> Result<()> {
         self.check(user)?;
+        let _guard = self.ctx.lock();
         let groups = self.bind_groups(user);
         encoder.clear_buffer(&self.scratch, 0, Some(STATUS_BYTES));
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -464,6 +517,17 @@ impl Program {
     /// The plan's scratch buffer; its first 16 bytes are the status words of the last run.
     pub fn scratch(&self) -> &wgpu::Buffer {
         &self.scratch
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        // On GL, freeing GPU memory takes the GL context: do it under the device lock. A
+        // destroyed buffer still in use by a submission is freed when that submission is done.
+        let _guard = self.ctx.lock();
+        lock(&self.bind_groups).take();
+        self.uniforms.destroy();
+        self.scratch.destroy();
     }
 }
 

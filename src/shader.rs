@@ -84,6 +84,7 @@ fn common(name: &str) -> Option<&'static str> {
     match name {
         "scratch" => Some(include_str!("../shaders/common/scratch.wgsl")),
         "segment" => Some(include_str!("../shaders/common/segment.wgsl")),
+        "math" => Some(include_str!("../shaders/common/math.wgsl")),
         _ => None,
     }
 }

@@ -45,6 +45,7 @@ pub(crate) fn run<B>(
 ) -> Result<(Vec<Vec<u8>>, Status)> {
     let ctx = program.ctx();
     let device = ctx.device();
+    let _guard = ctx.lock();
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let result = (|| {
@@ -72,7 +73,7 @@ pub(crate) fn run<B>(
         }
         ctx.queue().submit([encoder.finish()]);
         let data = map_read(ctx, &staging)?;
-        let status = Status::from_words(bytemuck::cast_slice(&data[..16]));
+        let status = Status::from_words(&bytemuck::pod_collect_to_vec(&data[..16]));
         let outs = reads
             .iter()
             .zip(&offsets)
@@ -162,7 +163,7 @@ pub(crate) fn run_host(
     status.check(what)?;
     let mut outs = outs
         .into_iter()
-        .map(|v| bytemuck::cast_slice::<u8, f32>(&v).to_vec());
+        .map(|v| bytemuck::pod_collect_to_vec::<u8, f32>(&v));
     let loss = loss.map(|_| outs.next().unwrap_or_default());
     let grad = grad.map(|_| outs.next().unwrap_or_default());
     Ok(LossOutput::from_parts(reduction, loss, grad))
@@ -170,6 +171,7 @@ pub(crate) fn run_host(
 
 /// Maps a `MAP_READ` buffer, waits for it, and copies its contents out.
 pub(crate) fn map_read(ctx: &Context, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+    let _guard = ctx.lock();
     let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
     staging.map_async(wgpu::MapMode::Read, .., move |r| {
         let _ = tx.send(r);
@@ -195,6 +197,7 @@ pub(crate) fn map_read(ctx: &Context, staging: &wgpu::Buffer) -> Result<Vec<u8>>
 pub(crate) fn run_resident(program: &Program, user: &[Option<&wgpu::Buffer>]) -> Result<Status> {
     let ctx = program.ctx();
     let device = ctx.device();
+    let _guard = ctx.lock();
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let result = (|| {
@@ -211,7 +214,7 @@ pub(crate) fn run_resident(program: &Program, user: &[Option<&wgpu::Buffer>]) ->
         encoder.copy_buffer_to_buffer(program.scratch(), 0, &staging, 0, 16);
         ctx.queue().submit([encoder.finish()]);
         let data = map_read(ctx, &staging)?;
-        Ok(Status::from_words(bytemuck::cast_slice(&data)))
+        Ok(Status::from_words(&bytemuck::pod_collect_to_vec(&data)))
     })();
     let validation = pollster::block_on(validation.pop());
     let oom = pollster::block_on(oom.pop());
@@ -224,6 +227,7 @@ pub(crate) fn run_resident(program: &Program, user: &[Option<&wgpu::Buffer>]) ->
 /// Reads the status words of the program's last run (blocking).
 pub(crate) fn read_status(program: &Program) -> Result<Status> {
     let ctx = program.ctx();
+    let _guard = ctx.lock();
     let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("wgpu-loss.status"),
         size: 16,
@@ -238,5 +242,5 @@ pub(crate) fn read_status(program: &Program) -> Result<Status> {
     encoder.copy_buffer_to_buffer(program.scratch(), 0, &staging, 0, 16);
     ctx.queue().submit([encoder.finish()]);
     let data = map_read(ctx, &staging)?;
-    Ok(Status::from_words(bytemuck::cast_slice(&data)))
+    Ok(Status::from_words(&bytemuck::pod_collect_to_vec(&data)))
 }

@@ -91,7 +91,7 @@ impl Case {
                 &CrossEntropyBuffers {
                     logits: &logits,
                     targets: &targets,
-                    weight: weight.as_ref(),
+                    weight: weight.as_deref(),
                     loss: Some(&loss),
                     grad: (!in_place).then_some(&grad),
                 },

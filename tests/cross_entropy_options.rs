@@ -141,7 +141,7 @@ impl Case {
         plan.run(&CrossEntropyBuffers {
             logits: &logits,
             targets: &targets,
-            weight: weight.as_ref(),
+            weight: weight.as_deref(),
             loss: Some(&loss),
             grad: Some(&grad),
         })

@@ -316,12 +316,15 @@ fn caller_buffers_are_checked() {
     );
     message(&e, &["target", "396", "400"]);
 
-    let not_storage = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: 400,
-        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
-        mapped_at_creation: false,
-    });
+    let not_storage = create(
+        ctx,
+        &wgpu::BufferDescriptor {
+            label: None,
+            size: 400,
+            usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+            mapped_at_creation: false,
+        },
+    );
     let e = plan
         .record(
             &mut encoder,

@@ -69,7 +69,7 @@ impl Case {
         plan.run(&NllBuffers {
             log_probs: &x,
             targets: &y,
-            weight: w.as_ref(),
+            weight: w.as_deref(),
             loss: Some(&loss),
             grad: Some(&grad),
         })

@@ -73,8 +73,8 @@ impl Case {
                 &PointwiseBuffers {
                     pred: &pred,
                     target: &target,
-                    weight: weight.as_ref(),
-                    pos_weight: pos_weight.as_ref(),
+                    weight: weight.as_deref(),
+                    pos_weight: pos_weight.as_deref(),
                     loss: Some(&loss),
                     grad: Some(&grad),
                 },

@@ -109,10 +109,10 @@ pub fn mse(pred: &[f32], target: &[f32], reduction: Reduction) -> Reference {
 
 /// Binary cross-entropy needs probabilities: every element in [0, 1] (NaN is not), as
 /// PyTorch checks.
-pub fn check_probabilities(pred: &[f32]) -> Result<()> {
+pub fn check_probabilities(what: &'static str, pred: &[f32]) -> Result<()> {
     match pred.iter().position(|p| !(0.0..=1.0).contains(p)) {
         Some(index) => Err(Error::ValueOutOfRange {
-            what: "pred (bce probabilities)",
+            what,
             index,
             value: pred[index] as f64,
             domain: "[0, 1]",

@@ -74,19 +74,61 @@ impl Rng {
 /// an element a kernel forgot to write fails the comparison.
 pub const POISON: u32 = 0x7ead_beef;
 
-pub fn upload<T: bytemuck::Pod>(ctx: &Context, data: &[T]) -> wgpu::Buffer {
-    ctx.device()
+/// A test's buffer. The tests share one context between threads, so like any caller that makes
+/// wgpu calls of its own on a shared device they hold the context's device lock around them
+/// (`Context::lock`: needed on GL, where another thread's long submission holds the one GL
+/// context; free elsewhere), freeing buffers included.
+pub struct Buf {
+    ctx: Context,
+    buffer: wgpu::Buffer,
+}
+
+impl Buf {
+    pub fn new(ctx: &Context, buffer: wgpu::Buffer) -> Self {
+        Buf {
+            ctx: ctx.clone(),
+            buffer,
+        }
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = wgpu::Buffer;
+
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let _guard = self.ctx.lock();
+        self.buffer.destroy();
+    }
+}
+
+/// Creates a buffer under the device lock.
+pub fn create(ctx: &Context, desc: &wgpu::BufferDescriptor<'_>) -> Buf {
+    let _guard = ctx.lock();
+    Buf::new(ctx, ctx.device().create_buffer(desc))
+}
+
+pub fn upload<T: bytemuck::Pod>(ctx: &Context, data: &[T]) -> Buf {
+    let _guard = ctx.lock();
+    let buffer = ctx
+        .device()
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("test input"),
             contents: bytemuck::cast_slice(data),
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
-        })
+        });
+    Buf::new(ctx, buffer)
 }
 
 /// An output buffer of `len` f32 filled with [`POISON`].
-pub fn poisoned(ctx: &Context, len: usize) -> wgpu::Buffer {
+pub fn poisoned(ctx: &Context, len: usize) -> Buf {
     let data = vec![POISON; len.max(1)];
     upload(ctx, &data)
 }
@@ -94,6 +136,7 @@ pub fn poisoned(ctx: &Context, len: usize) -> wgpu::Buffer {
 /// Overwrites a buffer with [`POISON`] (before a repeated run).
 pub fn poison(ctx: &Context, buffer: &wgpu::Buffer) {
     let data = vec![POISON; (buffer.size() / 4) as usize];
+    let _guard = ctx.lock();
     ctx.queue()
         .write_buffer(buffer, 0, bytemuck::cast_slice(&data));
 }
@@ -101,6 +144,7 @@ pub fn poison(ctx: &Context, buffer: &wgpu::Buffer) {
 /// Reads `len` f32 from the start of `buffer`.
 pub fn read(ctx: &Context, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
     let bytes = (4 * len) as u64;
+    let _guard = ctx.lock();
     let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("test readback"),
         size: bytes,
@@ -116,13 +160,14 @@ pub fn read(ctx: &Context, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
         .poll(wgpu::PollType::wait_indefinitely())
         .unwrap();
     rx.recv().unwrap().unwrap();
-    let v = bytemuck::cast_slice(&staging.get_mapped_range(..).unwrap()).to_vec();
+    let v = bytemuck::pod_collect_to_vec(&staging.get_mapped_range(..).unwrap());
     staging.unmap();
     v
 }
 
 /// Records with `record`, submits, and waits.
 pub fn submit(ctx: &Context, record: impl FnOnce(&mut wgpu::CommandEncoder)) {
+    let _guard = ctx.lock();
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     record(&mut encoder);
     ctx.queue().submit([encoder.finish()]);
