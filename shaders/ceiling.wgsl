@@ -21,7 +21,7 @@ override SEG: u32 = 256u;
 override SG_MIN: u32 = 1u;
 override K: u32 = 16u;
 override LANES: u32 = 8u;
-// Invocations per partial sum, as the loss kernels (see group_sum); WG without subgroups.
+// Invocations per partial sum, as the loss kernels (see group_sum).
 override PG: u32 = 256u;
 override TWO: bool = false;
 override EXP: bool = false;
@@ -73,18 +73,11 @@ fn sum(
         }
     }
     let mine = dot(acc, vec4<f32>(1.0));
-#ifdef SUBGROUPS
-    // One partial per group of PG invocations, no barrier: as the loss kernels write theirs.
-    let total = group_sum(vec2<f32>(mine, 0.0), 1u, PG);
+    // One partial per group of PG invocations, as the loss kernels write theirs.
+    let total = group_sum(vec2<f32>(mine, 0.0), 1u, PG, lid);
     if (lid % PG == 0u) {
         c[wg * (WG / PG) + lid / PG] = vec4<f32>(total, 0.0, 0.0);
     }
-#else
-    let total = seg_sum(vec4<f32>(mine, 0.0, 0.0, 0.0), lid, sg_size);
-    if (lid == 0u) {
-        c[wg] = total;
-    }
-#endif
 }
 
 @compute @workgroup_size(WG)

@@ -32,8 +32,7 @@
 // relative to that max, ...), from registers; a segment then merges the summaries in a fixed
 // order (`seg_merge`, one reduction site). Only exp(x' - own max) stays live across it.
 // Dispatches are folded into two dimensions: workgroup w = wid.x + wid.y * params.wg_x. A fused
-// workgroup writes WG / PG partials (one per group of PG invocations) with subgroups, one
-// without.
+// workgroup writes WG / PG partials (one per group of PG invocations, see group_sum).
 //
 // Preprocessor variants: VEC4 binds x, t and grad as array<vec4<f32>> (full blocks); without it
 // they are array<f32> with bounds checks (the last, partial block, and problems that fit one
@@ -49,7 +48,7 @@
 override WG: u32 = 256u;
 override SEG: u32 = 256u;
 override SG_MIN: u32 = 1u;
-// Invocations per partial sum (see group_sum); WG without subgroups.
+// Invocations per partial sum (see group_sum): a plan constant.
 override PG: u32 = 256u;
 // vec4s per invocation (<= KMAX): a preprocessor value, so that the loops over them unroll.
 #const K
@@ -287,34 +286,45 @@ fn shuffle_stats(x: Stats, off: u32) -> Stats {
     );
 }
 
-// One summary per subgroup slice of a segment, for segments wider than a subgroup.
+// x, or y when `take_y` (WGSL's select does not take structures).
+fn pick(x: Stats, y: Stats, take_y: bool) -> Stats {
+    return Stats(select(x.m, y.m, take_y), select(x.s, y.s, take_y), select(x.a, y.a, take_y),
+        select(x.b, y.b, take_y), select(x.ws, y.ws, take_y));
+}
+
+// One summary per block of SG_MIN invocations (SG_MIN >= 4: the host uses subgroups only then).
 var<workgroup> sh_stats: array<Stats, 64>;
 
-// Merges the statistics of the SEG invocations of each segment: a butterfly of shuffles inside
-// the subgroup; for segments wider than a subgroup, one barrier, then each subgroup lane merges
-// every width-th slice summary and a second butterfly combines the lanes. The order depends on
-// the invocation indices alone.
+// Merges the statistics of the SEG invocations of each segment in the fixed tree order of
+// segment.wgsl (each aligned block of `off` invocations merged with the one beside it, left
+// operand first), whatever the subgroup size: a butterfly of shuffles for the levels below
+// SG_MIN, then the blocks' summaries through workgroup memory. Every invocation of a segment
+// gets the root's bits.
 fn seg_merge(st: Stats, lid: u32, sg_size: u32) -> Stats {
-    let width = min(SEG, sg_size);
+    let width = min(SEG, SG_MIN);
     var r = st;
     for (var off = 1u; off < width; off <<= 1u) {
-        r = merge(r, shuffle_stats(r, off));
+        // merge(left, right) in every invocation: merge rounds differently with its operands
+        // swapped (fused multiply-adds), so the pair's left block always goes first.
+        let o = shuffle_stats(r, off);
+        let right = (lid & off) != 0u;
+        r = merge(pick(r, o, right), pick(o, r, right));
     }
-    if (SEG > SG_MIN) {
+    if (SEG > width) {
+        let parts = SEG / width;
+        let slot = lid / width;
         workgroupBarrier();
         if (lid % width == 0u) {
-            sh_stats[lid / width] = r;
+            sh_stats[slot] = r;
+        }
+        for (var off = 1u; off < parts; off <<= 1u) {
+            workgroupBarrier();
+            if (lid % width == 0u && slot % (2u * off) == 0u) {
+                sh_stats[slot] = merge(sh_stats[slot], sh_stats[slot + off]);
+            }
         }
         workgroupBarrier();
-        let parts = SEG / width;
-        let base = (lid / SEG) * parts;
-        r = no_stats();
-        for (var i = lid % width; i < parts; i += width) {
-            r = merge(r, sh_stats[base + i]);
-        }
-        for (var off = 1u; off < width; off <<= 1u) {
-            r = merge(r, shuffle_stats(r, off));
-        }
+        r = sh_stats[(lid / SEG) * parts];
     }
     return r;
 }
@@ -737,25 +747,17 @@ fn fused(
     if (WANT_GRAD && params.scale_mode != 2u && TARGETS != 2u) {
         write_grad(blk, o, pf, grad_scale(), gv0, at.x, at.y, bv);
     }
-#ifdef SUBGROUPS
     if (want_partial() && !single()) {
-        // One partial per group of PG invocations: no barrier.
-        store_group_partial(params.partial_base, wg, lid, PG, group_sum(part, SEG, PG));
+        // One partial per group of PG invocations.
+        store_group_partial(params.partial_base, wg, lid, PG, group_sum(part, SEG, PG, lid));
     }
     if (single()) {
-#else
-    if (want_partial() || single()) {
-#endif
         let total = wg_sum_segments(part, lid);
         if (lid == 0u) {
-            if (single()) {
-                if (params.final_mode != 3u) {
-                    loss[0] = final_value(total);
-                }
-                sh_scale = 1.0 / total.y;
-            } else {
-                store_partial(params.partial_base, wg, total);
+            if (params.final_mode != 3u) {
+                loss[0] = final_value(total);
             }
+            sh_scale = 1.0 / total.y;
         }
     }
     if (WANT_GRAD && params.scale_mode == 2u && TARGETS != 2u) {

@@ -12,8 +12,7 @@
 // VEC4 binds the gradient as array<vec4<f32>> (the first floor(N C / 4) vec4s); without it as
 // array<f32> (the last partial vec4, and problems that fit one workgroup: SINGLE, which also
 // finds a weighted mean's denominator and writes the reduced value).
-// Partials (loss, weight): one per group of PG invocations with subgroups, one per workgroup
-// without. Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
+// Partials (loss, weight): one per group of PG invocations (see group_sum). Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
 // Bindings: 0 params, 1 x, 2 y, 3 w, 4 grad, 5 loss, 6 scratch.
 
 #import scratch
@@ -159,27 +158,18 @@ fn main(
         }
     }
     var scale = grad_scale();
-#ifdef SUBGROUPS
     if (WANT_PARTIAL && !SINGLE) {
-        store_group_partial(params.partial_base, wg, lid, PG, group_sum(part, 1u, PG));
+        store_group_partial(params.partial_base, wg, lid, PG, group_sum(part, 1u, PG, lid));
     }
     if (SINGLE) {
         let total = seg_sum(vec4<f32>(part, 0.0, 0.0), lid, sg_size).xy;
-#else
-    if (WANT_PARTIAL || SINGLE) {
-        let total = seg_sum(vec4<f32>(part, 0.0, 0.0), lid, sg_size).xy;
-#endif
         if (lid == 0u) {
-            if (SINGLE) {
-                if (FINAL_MODE == 0u) {
-                    loss[0] = total.x;
-                } else if (FINAL_MODE == 2u) {
-                    loss[0] = total.x / total.y;
-                }
-                sh_scale = 1.0 / total.y;
-            } else {
-                store_partial(params.partial_base, wg, total);
+            if (FINAL_MODE == 0u) {
+                loss[0] = total.x;
+            } else if (FINAL_MODE == 2u) {
+                loss[0] = total.x / total.y;
             }
+            sh_scale = 1.0 / total.y;
         }
     }
     if (!WANT_GRAD) {

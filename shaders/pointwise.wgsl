@@ -18,8 +18,7 @@
 // Layout: workgroup w takes vec4s [w * WG * K, (w + 1) * WG * K) of this dispatch. Its
 // invocations form lane groups of LANES; each group streams a contiguous run of LANES * K vec4s,
 // LANES consecutive ones at a time (one per invocation). The workgroup writes the partial
-// (sum of losses, 0): one per group of PG invocations with subgroups (no barrier), one per
-// workgroup without.
+// (sum of losses, 0): one per group of PG invocations (see group_sum).
 // VEC4 binds x, y, grad and loss as array<vec4<f32>> (the first floor(M / 4) * 4 elements);
 // without it they are array<f32> with bounds checks (the last M % 4 elements, or whole problems
 // that fit one workgroup, which then also write the reduced value: SINGLE).
@@ -33,7 +32,7 @@
 override WG: u32 = 256u;
 override SEG: u32 = 256u;
 override SG_MIN: u32 = 1u;
-// Invocations per partial sum (see group_sum); WG without subgroups.
+// Invocations per partial sum (see group_sum): a plan constant.
 override PG: u32 = 256u;
 override K: u32 = 16u;
 override LANES: u32 = 8u;
@@ -279,24 +278,16 @@ fn main(
         }
     }
     let mine = dot(acc, vec4<f32>(1.0));
-#ifdef SUBGROUPS
     if (WANT_PARTIAL && !SINGLE) {
-        // One partial per group of PG invocations: no barrier.
-        store_group_partial(params.partial_base, wg, lid, PG, group_sum(vec2<f32>(mine, 0.0), 1u, PG));
+        // One partial per group of PG invocations.
+        store_group_partial(params.partial_base, wg, lid, PG, group_sum(vec2<f32>(mine, 0.0), 1u, PG, lid));
     }
     if (SINGLE) {
-#else
-    if (WANT_PARTIAL || SINGLE) {
-#endif
         let total = seg_sum(vec4<f32>(mine, 0.0, 0.0, 0.0), lid, sg_size).x;
         if (lid == 0u) {
-            if (SINGLE) {
 #ifndef VEC4
-                loss[0] = total / params.mean_den;
+            loss[0] = total / params.mean_den;
 #endif
-            } else {
-                store_partial(params.partial_base, wg, vec2<f32>(total, 0.0));
-            }
         }
     }
 }

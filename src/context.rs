@@ -408,8 +408,12 @@ impl Context {
             }
         }
         let info = device.adapter_info();
-        let subgroup_min = (subgroups && device.features().contains(wgpu::Features::SUBGROUP))
-            .then_some(info.subgroup_min_size.max(1));
+        // The kernels' subgroup levels need subgroups of at least 4 invocations (and at most
+        // a workgroup); adapters with smaller ones use the workgroup-memory path.
+        let subgroup_min = (subgroups
+            && device.features().contains(wgpu::Features::SUBGROUP)
+            && (4..=256).contains(&info.subgroup_min_size))
+        .then_some(info.subgroup_min_size);
         let tuning = tuning
             .unwrap_or_else(|| Tuning::for_adapter(&info))
             .check()?;
@@ -493,14 +497,12 @@ impl Context {
     }
 
     /// How many invocations of a workgroup share one partial sum, for segments of `seg`
-    /// invocations: a group that never spans two subgroups (no barrier), or the whole workgroup
-    /// without subgroups. Keep in sync with `group_sum` (shaders/common/segment.wgsl) and
+    /// invocations: a lane group of the tuning, or one segment. It depends on the plan alone,
+    /// never on the subgroup size, so that sums are added in the same order on every adapter
+    /// with the same tuning. Keep in sync with `group_sum` (shaders/common/segment.wgsl) and
     /// `store_group_partial` (shaders/common/scratch.wgsl).
     pub(crate) fn partial_group(&self, seg: u32, wg: u32) -> u32 {
-        match self.inner.subgroup_min {
-            Some(min) => seg.max(min.min(wg)),
-            None => wg,
-        }
+        seg.max(self.inner.tuning.lanes).min(wg)
     }
 
     /// Whether reductions use subgroup operations.
