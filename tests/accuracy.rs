@@ -82,7 +82,7 @@ fn worst_relative_errors() {
                 .unwrap();
             (
                 out,
-                cpu::pointwise::pointwise(loss, p, t, None, None, reduction, None),
+                cpu::pointwise::pointwise(loss, p, t, None, None, reduction, None).unwrap(),
             )
         }));
     }
@@ -99,7 +99,8 @@ fn worst_relative_errors() {
             .unwrap();
         (
             out,
-            cpu::pointwise::pointwise(loss, &log_probs, &soft, None, None, reduction, None),
+            cpu::pointwise::pointwise(loss, &log_probs, &soft, None, None, reduction, None)
+                .unwrap(),
         )
     }));
 
@@ -113,7 +114,7 @@ fn worst_relative_errors() {
                 .unwrap();
             (
                 out,
-                cpu::cross_entropy::cross_entropy(&logits, &targets, c, None, &o),
+                cpu::cross_entropy::cross_entropy(&logits, &targets, c, None, &o).unwrap(),
             )
         }));
         let dist = rng.distributions(n, c);
@@ -126,7 +127,7 @@ fn worst_relative_errors() {
                     .unwrap();
                 (
                     out,
-                    cpu::cross_entropy::cross_entropy_soft(&logits, &dist, c, None, &o),
+                    cpu::cross_entropy::cross_entropy_soft(&logits, &dist, c, None, &o).unwrap(),
                 )
             },
         ));
@@ -139,7 +140,7 @@ fn worst_relative_errors() {
                     .unwrap();
                 (
                     out,
-                    cpu::cross_entropy::cross_entropy_probs(&p, &dist, c, 1e-7, reduction),
+                    cpu::cross_entropy::cross_entropy_probs(&p, &dist, c, 1e-7, reduction).unwrap(),
                 )
             },
         ));
@@ -150,7 +151,10 @@ fn worst_relative_errors() {
                 ..Default::default()
             };
             let out = ctx.nll(&lp, &targets, c, None, &o, Outputs::BOTH).unwrap();
-            (out, cpu::nll::nll(&lp, &targets, c, None, -100, reduction))
+            (
+                out,
+                cpu::nll::nll(&lp, &targets, c, None, -100, reduction).unwrap(),
+            )
         }));
     }
     report(&rows);

@@ -75,7 +75,7 @@ fn mse_prints_the_loss_and_writes_the_gradient() {
         "--grad-out",
         s(&g),
     ]);
-    let reference = cpu::pointwise::mse(&pred, &target, Reduction::Mean);
+    let reference = cpu::pointwise::mse(&pred, &target, Reduction::Mean).unwrap();
     assert_scalar(
         "printed mse",
         stdout_value(&out) as f32,
@@ -112,7 +112,8 @@ fn cross_entropy_takes_every_integer_dtype() {
         c,
         None,
         &CrossEntropyOptions::default().reduction(Reduction::Sum),
-    );
+    )
+    .unwrap();
     for y in ["y64.npy", "y32.npy", "yu32.npy"] {
         let g = d.join(format!("g-{y}"));
         let out = run(&[
@@ -163,7 +164,8 @@ fn reduction_none_writes_per_row_losses() {
         c,
         None,
         &CrossEntropyOptions::default().reduction(Reduction::None),
-    );
+    )
+    .unwrap();
     let (shape, rows) = read_npy(&l);
     assert_eq!(shape, [n as u64]);
     assert_close("rows", &rows, reference.per_element.as_ref().unwrap(), TOL);
@@ -196,7 +198,8 @@ fn probabilities_with_json() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let reference =
-        cpu::cross_entropy::cross_entropy_probs(&probs, &targets, c, 1e-6, Reduction::Mean);
+        cpu::cross_entropy::cross_entropy_probs(&probs, &targets, c, 1e-6, Reduction::Mean)
+            .unwrap();
     assert_scalar(
         "json value",
         v["value"].as_f64().unwrap() as f32,
@@ -352,7 +355,8 @@ fn every_pointwise_loss_by_name() {
             pw.map(|v| &v[..]),
             reduction,
             Some(n),
-        );
+        )
+        .unwrap();
         assert_scalar(
             &flags.join(" "),
             stdout_value(&out) as f32,
@@ -412,7 +416,7 @@ fn class_losses_with_options() {
         "3",
     ]);
     let reference =
-        cpu::cross_entropy::cross_entropy(&logits, &targets, c, Some(&weight), &options);
+        cpu::cross_entropy::cross_entropy(&logits, &targets, c, Some(&weight), &options).unwrap();
     assert_scalar(
         "cross-entropy options",
         stdout_value(&out) as f32,
@@ -435,7 +439,8 @@ fn class_losses_with_options() {
         label_smoothing: 0.2,
         ..Default::default()
     };
-    let reference = cpu::cross_entropy::cross_entropy_soft(&logits, &probs, c, None, &soft);
+    let reference =
+        cpu::cross_entropy::cross_entropy_soft(&logits, &probs, c, None, &soft).unwrap();
     assert_scalar(
         "cross-entropy soft",
         stdout_value(&out) as f32,
@@ -459,7 +464,8 @@ fn class_losses_with_options() {
         "--reduction",
         "sum",
     ]);
-    let reference = cpu::nll::nll(&log_probs, &targets, c, Some(&weight), -1, Reduction::Sum);
+    let reference =
+        cpu::nll::nll(&log_probs, &targets, c, Some(&weight), -1, Reduction::Sum).unwrap();
     assert_scalar(
         "nll",
         stdout_value(&out) as f32,
@@ -489,6 +495,63 @@ fn fails_with(args: &[&str], needle: &str) {
         "{:?} should mention {needle:?}",
         lines[0]
     );
+}
+
+/// A .npy file written by hand: `header_shape` as the header says it, `data` as raw f32 bytes.
+fn forged(path: &Path, header_shape: &str, data: &[f32]) {
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {header_shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(bytemuck::cast_slice(data));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn npy_shapes_must_match_their_data() {
+    let d = dir("forged");
+    let t = d.join("t.npy");
+    write(&t, &[4], &[0.5f32; 4]);
+    let case = |file: &str, shape: &str, data: &[f32], needle: &str| {
+        let p = d.join(file);
+        forged(&p, shape, data);
+        fails_with(&["eval", "mse", "--pred", s(&p), "--target", s(&t)], needle);
+        // The message names the file.
+        fails_with(&["eval", "mse", "--pred", s(&p), "--target", s(&t)], file);
+    };
+    // Products that overflow 64 bits and used to read as 4 elements.
+    case(
+        "wrap1.npy",
+        "(4611686018427387905, 4)",
+        &[0.5; 4],
+        "more elements than can be counted",
+    );
+    case(
+        "wrap2.npy",
+        "(2, 9223372036854775810)",
+        &[0.5; 4],
+        "more elements than can be counted",
+    );
+    // npyz takes partial products for strides: a zero dimension does not hide an overflow.
+    case(
+        "wrap3.npy",
+        "(0, 4294967296, 4294967296)",
+        &[],
+        "more elements than can be counted",
+    );
+    // Too little data, and too much.
+    case("short.npy", "(3, 5)", &[0.5; 4], "the file holds 16 bytes");
+    case("long.npy", "(2,)", &[0.5; 4], "the file holds 16 bytes");
+    // The well-formed file of the same data passes.
+    let good = d.join("good.npy");
+    forged(&good, "(4,)", &[0.25; 4]);
+    let out = run(&["eval", "mse", "--pred", s(&good), "--target", s(&t)]);
+    assert!((stdout_value(&out) - 0.0625).abs() < 1e-7);
 }
 
 #[test]
@@ -535,6 +598,20 @@ fn bad_inputs_give_one_line_errors() {
     fails_with(
         &["eval", "mse", "--pred", s(&x), "--target", s(&flat)],
         "does not match",
+    );
+    // A negative probability is rejected, as BCE's are (it used to give NaN and exit 0).
+    let negative = d.join("neg.npy");
+    write(&negative, &[2, 3], &[0.5f32, -0.1, 0.6, 0.2, 0.3, 0.5]);
+    fails_with(
+        &[
+            "eval",
+            "cross-entropy-probs",
+            "--probs",
+            s(&negative),
+            "--targets",
+            s(&x),
+        ],
+        "outside [0, 1]",
     );
     fails_with(
         &[

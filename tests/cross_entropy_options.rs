@@ -100,14 +100,16 @@ impl Case {
                 self.classes,
                 self.weight.as_deref(),
                 options,
-            ),
+            )
+            .unwrap(),
             (_, Some(p)) => cpu::cross_entropy::cross_entropy_soft(
                 &self.logits,
                 p,
                 self.classes,
                 self.weight.as_deref(),
                 options,
-            ),
+            )
+            .unwrap(),
             _ => unreachable!(),
         }
     }

@@ -421,7 +421,8 @@ fn default_limits_suffice() {
         1000,
         None,
         &Default::default(),
-    );
+    )
+    .unwrap();
     assert_scalar(
         "default limits",
         out.value.unwrap(),

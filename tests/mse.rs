@@ -74,7 +74,7 @@ fn check(m: usize, seed: u64) {
     let pred = rng.vec(m, -3.0, 3.0);
     let target = rng.vec(m, -3.0, 3.0);
     for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
-        let reference = cpu::pointwise::mse(&pred, &target, reduction);
+        let reference = cpu::pointwise::mse(&pred, &target, reduction).unwrap();
         let (loss, grad) = record_mse(&pred, &target, reduction, Outputs::BOTH);
         let what = format!("mse m={m} {reduction}");
         match reduction {
@@ -121,7 +121,7 @@ fn largest_binding() {
     let mut rng = Rng::new(9);
     let pred = rng.vec(m, -1.0, 1.0);
     let target = rng.vec(m, -1.0, 1.0);
-    let reference = cpu::pointwise::mse(&pred, &target, Reduction::Mean);
+    let reference = cpu::pointwise::mse(&pred, &target, Reduction::Mean).unwrap();
     let (loss, grad) = record_mse(&pred, &target, Reduction::Mean, Outputs::BOTH);
     assert_scalar("mse 2^25 mean", loss[0], reference.value.unwrap(), SUM);
     assert_close("mse 2^25 grad", &grad, &reference.grad, ELEM);
@@ -133,7 +133,7 @@ fn loss_only_and_grad_only() {
     for m in [10, 50_001] {
         let pred = rng.vec(m, -2.0, 2.0);
         let target = rng.vec(m, -2.0, 2.0);
-        let reference = cpu::pointwise::mse(&pred, &target, Reduction::Mean);
+        let reference = cpu::pointwise::mse(&pred, &target, Reduction::Mean).unwrap();
         let (loss, _) = record_mse(&pred, &target, Reduction::Mean, Outputs::LOSS);
         assert_scalar("loss only", loss[0], reference.value.unwrap(), SUM);
         let (_, grad) = record_mse(&pred, &target, Reduction::Mean, Outputs::GRAD);
@@ -149,7 +149,7 @@ fn convenience_matches_reference() {
     let target = rng.vec(20_001, -5.0, 5.0);
     for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
         let out = ctx.mse(&pred, &target, reduction, Outputs::BOTH).unwrap();
-        let reference = cpu::pointwise::mse(&pred, &target, reduction);
+        let reference = cpu::pointwise::mse(&pred, &target, reduction).unwrap();
         match reduction {
             Reduction::None => {
                 assert_eq!(out.value, None);

@@ -89,6 +89,7 @@ impl Case {
             self.ignore_index,
             reduction,
         )
+        .unwrap()
     }
 
     fn check_on(&self, ctx: &Context, what: &str) {

@@ -49,6 +49,7 @@ impl Case {
             reduction,
             self.batch,
         )
+        .unwrap()
     }
 
     /// Runs through the recording API with poisoned outputs.
@@ -387,7 +388,8 @@ fn convenience_level() {
         Some(&pos_weight),
         Reduction::Mean,
         None,
-    );
+    )
+    .unwrap();
     assert_scalar(
         "value",
         out.value.unwrap(),

@@ -213,7 +213,8 @@ impl Fixture {
                 self.pos_weight.as_deref(),
                 self.reduction,
                 Some(self.shape[0]),
-            ),
+            )
+            .unwrap(),
             (None, "nll") => cpu::nll::nll(
                 &self.pred,
                 self.classes.as_ref().unwrap(),
@@ -221,7 +222,8 @@ impl Fixture {
                 self.weight.as_deref(),
                 self.opt("ignore_index").unwrap_or(-100.0) as i64,
                 self.reduction,
-            ),
+            )
+            .unwrap(),
             (None, "cross_entropy") => match &self.classes {
                 Some(t) => cpu::cross_entropy::cross_entropy(
                     &self.pred,
@@ -229,14 +231,16 @@ impl Fixture {
                     c,
                     self.weight.as_deref(),
                     &self.ce_options(),
-                ),
+                )
+                .unwrap(),
                 None => cpu::cross_entropy::cross_entropy_soft(
                     &self.pred,
                     &self.target,
                     c,
                     self.weight.as_deref(),
                     &self.ce_options(),
-                ),
+                )
+                .unwrap(),
             },
             _ => cpu::cross_entropy::cross_entropy_probs(
                 &self.pred,
@@ -244,7 +248,8 @@ impl Fixture {
                 c,
                 self.opt("eps").unwrap_or(1e-7) as f32,
                 self.reduction,
-            ),
+            )
+            .unwrap(),
         }
     }
 }

@@ -141,7 +141,8 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     let end_to_end = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let reference =
-        cpu::cross_entropy::cross_entropy(&logits, &targets, c, None, &Default::default());
+        cpu::cross_entropy::cross_entropy(&logits, &targets, c, None, &Default::default())
+            .map_err(fail)?;
     let cpu_time = start.elapsed().as_secs_f64();
     report(
         gpu.value.unwrap_or(f32::NAN),
@@ -181,7 +182,8 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
         .map_err(fail)?;
     let end_to_end = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let reference = cpu::pointwise::mse(&pred, &target, wgpu_loss::Reduction::Mean);
+    let reference =
+        cpu::pointwise::mse(&pred, &target, wgpu_loss::Reduction::Mean).map_err(fail)?;
     let cpu_time = start.elapsed().as_secs_f64();
     report(
         gpu.value.unwrap_or(f32::NAN),

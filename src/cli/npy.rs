@@ -1,82 +1,94 @@
 //! Reading and writing the `.npy` files numpy writes.
+//!
+//! A file's header is not trusted: its shape's element count is computed with checked
+//! arithmetic, held against the bytes the file holds before anything is read, and the data read
+//! must be exactly that many elements. (npyz multiplies the shape unchecked: a shape that
+//! overflows reads as a small array.) The parsing works on any reader, so that the fuzz target
+//! (`fuzz/`) drives it from bytes.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use npyz::{DType, NpyFile, WriterBuilder};
 
 /// An array read from disk: its shape and values.
+#[derive(Debug)]
 pub struct Array<T> {
     pub shape: Vec<usize>,
     pub data: Vec<T>,
 }
 
-fn open(path: &Path) -> Result<(NpyFile<BufReader<File>>, String), String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let npy = NpyFile::new(BufReader::new(file))
-        .map_err(|e| format!("{}: not a .npy file ({e})", path.display()))?;
-    if npy.order() == npyz::Order::Fortran {
-        return Err(format!(
-            "{}: Fortran-ordered arrays are not supported (save np.ascontiguousarray(a))",
-            path.display()
-        ));
-    }
-    let dtype = match npy.dtype() {
-        DType::Plain(t) => t.to_string(),
-        other => {
-            return Err(format!(
-                "{}: unsupported dtype {}",
-                path.display(),
-                other.descr()
-            ));
-        }
-    };
-    Ok((npy, dtype))
+/// What a targets file holds: integer class indices or float probabilities.
+#[derive(Debug)]
+pub enum Targets {
+    Classes(Array<i64>),
+    Floats(Array<f32>),
 }
 
-fn shape(npy: &NpyFile<BufReader<File>>) -> Vec<usize> {
-    npy.shape().iter().map(|&d| d as usize).collect()
-}
-
-fn data<T: npyz::Deserialize>(
-    npy: NpyFile<BufReader<File>>,
-    path: &Path,
-) -> Result<Vec<T>, String> {
-    npy.into_vec()
-        .map_err(|e| format!("{}: reading data: {e}", path.display()))
-}
+/// The largest header the pre-check reads (numpy's version 1 headers are at most 65,545
+/// bytes; larger ones are version 2 and rare).
+const PEEK: usize = 1 << 17;
 
 /// Reads a float32 (or float64, converted) array.
 pub fn read_f32(path: &Path) -> Result<Array<f32>, String> {
-    let (npy, dtype) = open(path)?;
-    let shape = shape(&npy);
+    let (reader, len) = open(path)?;
+    parse_f32(&path.display().to_string(), reader, len)
+}
+
+/// Reads targets: int64, int32 or uint32 class indices, or float32 / float64 values.
+pub fn read_targets(path: &Path) -> Result<Targets, String> {
+    let (reader, len) = open(path)?;
+    parse_targets(&path.display().to_string(), reader, len)
+}
+
+fn open(path: &Path) -> Result<(BufReader<File>, u64), String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    Ok((BufReader::with_capacity(PEEK, file), len))
+}
+
+/// [`read_f32`] on the `len` bytes of `reader`, errors naming `name`.
+pub fn parse_f32<R: Read>(
+    name: &str,
+    reader: BufReader<R>,
+    len: u64,
+) -> Result<Array<f32>, String> {
+    let (npy, dtype, shape) = header(name, reader, len)?;
     let data = match dtype.as_str() {
-        "<f4" => data::<f32>(npy, path)?,
-        "<f8" => data::<f64>(npy, path)?
+        "<f4" => data::<f32, _>(npy, name, &shape)?,
+        "<f8" => data::<f64, _>(npy, name, &shape)?
             .into_iter()
             .map(|v| v as f32)
             .collect(),
         other => {
             return Err(format!(
-                "{}: dtype {other} where float32 (or float64) is needed",
-                path.display()
+                "{name}: dtype {other} where float32 (or float64) is needed"
             ));
         }
     };
     Ok(Array { shape, data })
 }
 
-/// What a targets file holds: integer class indices or float probabilities.
-pub enum Targets {
-    Classes(Array<i64>),
-    Floats(Array<f32>),
-}
-
-/// Reads targets: int64, int32 or uint32 class indices, or float32 / float64 values.
-pub fn read_targets(path: &Path) -> Result<Targets, String> {
-    let (npy, dtype) = open(path)?;
-    let shape = shape(&npy);
+/// [`read_targets`] on the `len` bytes of `reader`, errors naming `name`.
+pub fn parse_targets<R: Read>(
+    name: &str,
+    mut reader: BufReader<R>,
+    len: u64,
+) -> Result<Targets, String> {
+    // Peek at the dtype without consuming: floats go through parse_f32.
+    let floats = {
+        let head = reader.fill_buf().map_err(|e| format!("{name}: {e}"))?;
+        let text = String::from_utf8_lossy(head);
+        text.contains("<f4") || text.contains("<f8")
+    };
+    if floats {
+        return parse_f32(name, reader, len).map(Targets::Floats);
+    }
+    let (npy, dtype, shape) = header(name, reader, len)?;
     let classes = |data| {
         Ok(Targets::Classes(Array {
             shape: shape.clone(),
@@ -84,15 +96,147 @@ pub fn read_targets(path: &Path) -> Result<Targets, String> {
         }))
     };
     match dtype.as_str() {
-        "<i8" => classes(data::<i64>(npy, path)?),
-        "<i4" => classes(data::<i32>(npy, path)?.into_iter().map(i64::from).collect()),
-        "<u4" => classes(data::<u32>(npy, path)?.into_iter().map(i64::from).collect()),
-        "<f4" | "<f8" => Ok(Targets::Floats(read_f32(path)?)),
+        "<i8" => classes(data::<i64, _>(npy, name, &shape)?),
+        "<i4" => classes(
+            data::<i32, _>(npy, name, &shape)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
+        "<u4" => classes(
+            data::<u32, _>(npy, name, &shape)?
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+        ),
         other => Err(format!(
-            "{}: dtype {other} where int64, int32, uint32 or float32 is needed",
-            path.display()
+            "{name}: dtype {other} where int64, int32, uint32 or float32 is needed"
         )),
     }
+}
+
+/// Parses the header: checks the shape against the bytes the file holds, then lets npyz read it.
+/// Returns the file, its dtype and its shape.
+fn header<R: Read>(
+    name: &str,
+    mut reader: BufReader<R>,
+    len: u64,
+) -> Result<(NpyFile<BufReader<R>>, String, Vec<usize>), String> {
+    precheck(
+        name,
+        reader.fill_buf().map_err(|e| format!("{name}: {e}"))?,
+        len,
+    )?;
+    let npy = NpyFile::new(reader).map_err(|e| format!("{name}: not a .npy file ({e})"))?;
+    if npy.order() == npyz::Order::Fortran {
+        return Err(format!(
+            "{name}: Fortran-ordered arrays are not supported (save np.ascontiguousarray(a))"
+        ));
+    }
+    let dtype = match npy.dtype() {
+        DType::Plain(t) => t.to_string(),
+        other => return Err(format!("{name}: unsupported dtype {}", other.descr())),
+    };
+    let shape = npy
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<usize>, _>>()
+        .map_err(|_| format!("{name}: shape {:?} does not fit this machine", npy.shape()))?;
+    Ok((npy, dtype, shape))
+}
+
+/// The element count of `shape`, or an error naming the file when it overflows.
+fn count(name: &str, shape: &[usize]) -> Result<usize, String> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| format!("{name}: shape {shape:?} has more elements than can be counted"))
+}
+
+/// Reads exactly the shape's element count, or fails naming the file.
+fn data<T: npyz::Deserialize, R: Read>(
+    npy: NpyFile<R>,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<T>, String> {
+    let expected = count(name, shape)?;
+    let data: Vec<T> = npy
+        .into_vec()
+        .map_err(|e| format!("{name}: reading data: {e}"))?;
+    if data.len() != expected {
+        return Err(format!(
+            "{name}: shape {shape:?} has {expected} elements, the file holds {}",
+            data.len()
+        ));
+    }
+    Ok(data)
+}
+
+/// Before npyz sees the header (it multiplies the shape unchecked, which panics in builds with
+/// overflow checks and wraps in others): the shape's element count, checked, times the item
+/// size must be exactly the bytes after the header.
+fn precheck(name: &str, head: &[u8], len: u64) -> Result<(), String> {
+    let Some((shape, item, data_start)) = peek_header(head) else {
+        return Err(format!(
+            "{name}: not a .npy file (no header with a 'descr' and a 'shape' in its first {} bytes)",
+            PEEK
+        ));
+    };
+    // The product of the non-zero dimensions too: npyz takes partial products for strides.
+    let overflow = || format!("{name}: shape {shape:?} has more elements than can be counted");
+    shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(overflow)?;
+    let elements = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(overflow)?;
+    let needed = elements.checked_mul(item);
+    let available = len.saturating_sub(data_start);
+    match needed {
+        Some(n) if n == available => Ok(()),
+        _ => Err(format!(
+            "{name}: shape {shape:?} has {elements} elements of {item} bytes, the file holds \
+             {available} bytes of data"
+        )),
+    }
+}
+
+/// The shape, item size and data offset of a .npy header, when they can be read from `head`.
+fn peek_header(head: &[u8]) -> Option<(Vec<u64>, u64, u64)> {
+    let rest = head.strip_prefix(b"\x93NUMPY")?;
+    let (major, rest) = rest.split_first()?;
+    let rest = rest.get(1..)?;
+    let (header_len, rest, prefix) = if *major == 1 {
+        let n = u16::from_le_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        (n, rest.get(2..)?, 10)
+    } else {
+        let n = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        (n, rest.get(4..)?, 12)
+    };
+    let text = std::str::from_utf8(rest.get(..header_len)?).ok()?;
+    let after = &text[text.find("'shape'")? + "'shape'".len()..];
+    let tuple = after
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('(')?;
+    let tuple = &tuple[..tuple.find(')')?];
+    let shape = tuple
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.trim_end_matches('L').parse::<u64>().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    let descr = &text[text.find("'descr'")? + "'descr'".len()..];
+    let descr = descr.trim_start().strip_prefix(':')?.trim_start();
+    let descr = descr.strip_prefix('\'')?;
+    let descr = &descr[..descr.find('\'')?];
+    let item: u64 = descr.get(2..)?.parse().ok()?;
+    Some((shape, item, (prefix + header_len) as u64))
 }
 
 /// Writes a float32 array of `shape` (empty: a 0-d array).

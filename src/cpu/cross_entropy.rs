@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/cross_entropy.wgsl` and `shaders/class_targets.wgsl`.
 
-use super::{Reference, reduce};
-use crate::{CrossEntropyOptions, Reduction};
+use super::{Reference, check_len, check_rows, reduce};
+use crate::{CrossEntropyOptions, Reduction, Result};
 
 /// `cap * tanh(x / cap)`, or x.
 fn capped(x: f32, softcap: Option<f32>) -> f64 {
@@ -37,12 +37,18 @@ pub fn mean_denominator(
     classes: usize,
     weight: Option<&[f32]>,
     ignore_index: i64,
-) -> f64 {
-    targets
+) -> Result<f64> {
+    check_len("weight (C)", classes, weight.map(<[f32]>::len))?;
+    Ok(targets
         .iter()
-        .filter(|&&y| y != ignore_index && (0..classes as i64).contains(&y))
-        .map(|&y| weight.map_or(1.0, |w| w[y as usize] as f64))
-        .sum()
+        .filter_map(|&y| class(y, classes).filter(|_| y != ignore_index))
+        .map(|y| weight.map_or(1.0, |w| w[y] as f64))
+        .sum())
+}
+
+/// The class a target names, when it lies in [0, C).
+fn class(y: i64, classes: usize) -> Option<usize> {
+    usize::try_from(y).ok().filter(|&y| y < classes)
 }
 
 /// Cross-entropy from logits `[N, C]` with class targets, PyTorch's semantics: per row
@@ -55,7 +61,14 @@ pub fn cross_entropy(
     classes: usize,
     weight: Option<&[f32]>,
     o: &CrossEntropyOptions,
-) -> Reference {
+) -> Result<Reference> {
+    check_rows(
+        "logits (N * C)",
+        logits.len(),
+        Some(targets.len()),
+        classes,
+        weight,
+    )?;
     let c = classes;
     let ls = o.label_smoothing as f64;
     let z = o.z_loss as f64;
@@ -76,12 +89,11 @@ pub fn cross_entropy(
             continue;
         }
         active[n] = true;
-        if !(0..c as i64).contains(&y) {
+        let Some(y) = class(y, c) else {
             losses.push(f64::NAN);
             g.fill(f64::NAN);
             continue;
-        }
-        let y = y as usize;
+        };
         let (lse, p) = softmax(&row);
         let wy = w(y);
         let mut loss = (1.0 - ls) * wy * (lse - row[y]) + z * wy * lse * lse;
@@ -98,7 +110,7 @@ pub fn cross_entropy(
             g[k] = gk * cap_slope(row[k], o.softcap);
         }
     }
-    let den = mean_denominator(targets, c, weight, o.ignore_index);
+    let den = mean_denominator(targets, c, weight, o.ignore_index)?;
     if o.reduction == Reduction::Mean {
         for (n, &a) in active.iter().enumerate() {
             if a {
@@ -108,7 +120,7 @@ pub fn cross_entropy(
             }
         }
     }
-    reduce(o.reduction, losses, grad, den)
+    Ok(reduce(o.reduction, losses, grad, den))
 }
 
 /// Cross-entropy from logits `[N, C]` with probability targets `[N, C]`: per row
@@ -119,9 +131,16 @@ pub fn cross_entropy_soft(
     classes: usize,
     weight: Option<&[f32]>,
     o: &CrossEntropyOptions,
-) -> Reference {
+) -> Result<Reference> {
+    let rows = check_rows("logits (N * C)", logits.len(), None, classes, weight)?;
+    check_rows(
+        "targets (N * C)",
+        target_probs.len(),
+        Some(rows),
+        classes,
+        None,
+    )?;
     let c = classes;
-    let rows = logits.len() / c;
     let ls = o.label_smoothing as f64;
     let z = o.z_loss as f64;
     let w = |k: usize| weight.map_or(1.0, |w| w[k] as f64);
@@ -150,7 +169,7 @@ pub fn cross_entropy_soft(
             *g /= rows as f64;
         }
     }
-    reduce(o.reduction, losses, grad, rows as f64)
+    Ok(reduce(o.reduction, losses, grad, rows as f64))
 }
 
 /// The classic cross-entropy on probabilities: per row `-sum_c t_c log(p_c + eps)`, gradient
@@ -161,9 +180,10 @@ pub fn cross_entropy_probs(
     classes: usize,
     eps: f32,
     reduction: Reduction,
-) -> Reference {
+) -> Result<Reference> {
+    let rows = check_rows("probs (N * C)", probs.len(), None, classes, None)?;
+    check_rows("targets (N * C)", targets.len(), Some(rows), classes, None)?;
     let c = classes;
-    let rows = probs.len() / c;
     let eps = eps as f64;
     let mut losses = Vec::with_capacity(rows);
     let mut grad = Vec::with_capacity(probs.len());
@@ -181,5 +201,5 @@ pub fn cross_entropy_probs(
             *g /= rows as f64;
         }
     }
-    reduce(reduction, losses, grad, rows as f64)
+    Ok(reduce(reduction, losses, grad, rows as f64))
 }

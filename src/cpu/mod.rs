@@ -19,6 +19,47 @@ pub struct Reference {
     pub grad: Vec<f64>,
 }
 
+/// Checks the shape of row data: `classes` > 0, `data` holds whole rows (`rows` of them when
+/// given), and an optional per-class `weight` has `classes` entries. Returns the row count.
+pub(crate) fn check_rows(
+    what: &'static str,
+    data: usize,
+    rows: Option<usize>,
+    classes: usize,
+    weight: Option<&[f32]>,
+) -> crate::Result<usize> {
+    use crate::Error;
+    if classes == 0 {
+        return Err(Error::Empty("classes (C)"));
+    }
+    let n = rows.unwrap_or(data / classes);
+    if n.checked_mul(classes) != Some(data) {
+        return Err(Error::LengthMismatch {
+            what,
+            expected: n.saturating_mul(classes),
+            actual: data,
+        });
+    }
+    check_len("weight (C)", classes, weight.map(<[f32]>::len))?;
+    Ok(n)
+}
+
+/// Checks an optional input's length.
+pub(crate) fn check_len(
+    what: &'static str,
+    expected: usize,
+    len: Option<usize>,
+) -> crate::Result<()> {
+    match len {
+        Some(actual) if actual != expected => Err(crate::Error::LengthMismatch {
+            what,
+            expected,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Reduces per-element (per-row) losses as the kernels do: `sum` adds, `mean` and `batchmean`
 /// divide the sum by `den`, `none` keeps them. The gradient comes already scaled.
 pub(crate) fn reduce(

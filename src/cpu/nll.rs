@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/nll.wgsl`.
 
-use super::{Reference, reduce};
-use crate::Reduction;
+use super::{Reference, check_rows, reduce};
+use crate::{Reduction, Result};
 
 /// Negative log-likelihood of `log_probs` `[N, C]` and class `targets` `[N]`: per row
 /// `-w_y x[n, y]`, 0 for rows whose target is `ignore_index`; `mean` divides by the sum of the
@@ -14,11 +14,18 @@ pub fn nll(
     weight: Option<&[f32]>,
     ignore_index: i64,
     reduction: Reduction,
-) -> Reference {
+) -> Result<Reference> {
+    check_rows(
+        "log_probs (N * C)",
+        log_probs.len(),
+        Some(targets.len()),
+        classes,
+        weight,
+    )?;
     let c = classes;
     let mut losses = Vec::with_capacity(targets.len());
     let mut grad = vec![0.0; log_probs.len()];
-    let den = super::cross_entropy::mean_denominator(targets, c, weight, ignore_index);
+    let den = super::cross_entropy::mean_denominator(targets, c, weight, ignore_index)?;
     let scale = if reduction == Reduction::Mean {
         1.0 / den
     } else {
@@ -27,14 +34,13 @@ pub fn nll(
     for (n, &y) in targets.iter().enumerate() {
         if y == ignore_index {
             losses.push(0.0);
-        } else if !(0..c as i64).contains(&y) {
-            losses.push(f64::NAN);
-        } else {
-            let y = y as usize;
+        } else if let Some(y) = usize::try_from(y).ok().filter(|&y| y < c) {
             let w = weight.map_or(1.0, |w| w[y] as f64);
             losses.push(-w * log_probs[n * c + y] as f64);
             grad[n * c + y] = -w * scale;
+        } else {
+            losses.push(f64::NAN);
         }
     }
-    reduce(reduction, losses, grad, den)
+    Ok(reduce(reduction, losses, grad, den))
 }

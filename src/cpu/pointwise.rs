@@ -75,8 +75,17 @@ pub fn pointwise(
     pos_weight: Option<&[f32]>,
     reduction: Reduction,
     batch: Option<usize>,
-) -> Reference {
+) -> Result<Reference> {
     let n = pred.len();
+    super::check_len("target (must match pred)", n, Some(target.len()))?;
+    for (name, w) in [("weight", weight), ("pos_weight", pos_weight)] {
+        if w.is_some_and(<[f32]>::is_empty) {
+            return Err(Error::Empty(name));
+        }
+    }
+    if reduction == Reduction::BatchMean && batch == Some(0) {
+        return Err(Error::option("batch", "batchmean divides by a batch of 0"));
+    }
     let mut losses = Vec::with_capacity(n);
     let mut grad = Vec::with_capacity(n);
     for i in 0..n {
@@ -99,11 +108,11 @@ pub fn pointwise(
             *g /= den;
         }
     }
-    reduce(reduction, losses, grad, den)
+    Ok(reduce(reduction, losses, grad, den))
 }
 
 /// Mean squared error: `(x - y)^2`, gradient `2 (x - y)`; `mean` divides by the element count.
-pub fn mse(pred: &[f32], target: &[f32], reduction: Reduction) -> Reference {
+pub fn mse(pred: &[f32], target: &[f32], reduction: Reduction) -> Result<Reference> {
     pointwise(Pointwise::Mse, pred, target, None, None, reduction, None)
 }
 
