@@ -1,0 +1,241 @@
+//! One `Context` shared by many threads, each with several plans of different losses and shapes:
+//! no panic on any backend (on GL every thread's wgpu work goes through one GL context, which
+//! wgpu-hal gives up waiting for after a few seconds: the context's device lock serialises it),
+//! and results bitwise equal to a serial run.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use wgpu_loss::{
+    Context, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyOptions, CrossEntropyPlan,
+    NllOptions, Outputs, Pointwise, PointwiseInputs, Reduction,
+};
+
+/// One job: a loss on fixed inputs, returning the bits of everything it computed.
+type Job = Arc<dyn Fn(&Context) -> Vec<u32> + Send + Sync>;
+
+fn bits(out: wgpu_loss::LossOutput) -> Vec<u32> {
+    let mut v: Vec<u32> = out.value.into_iter().map(f32::to_bits).collect();
+    v.extend(
+        out.per_element
+            .unwrap_or_default()
+            .iter()
+            .map(|x| x.to_bits()),
+    );
+    v.extend(out.grad.unwrap_or_default().iter().map(|x| x.to_bits()));
+    v
+}
+
+fn jobs() -> Vec<Job> {
+    let mut rng = Rng::new(77);
+    let mut jobs: Vec<Job> = Vec::new();
+
+    // A long one: on GL a whole submission runs inside the GL context, so the other threads
+    // wait for it.
+    let (n, c) = (2049, 4001);
+    let logits = rng.vec(n * c, -6.0, 6.0);
+    let targets = rng.classes(n, c);
+    jobs.push(Arc::new(move |ctx: &Context| {
+        bits(
+            ctx.cross_entropy(
+                &logits,
+                &targets,
+                c,
+                None,
+                &Default::default(),
+                Outputs::BOTH,
+            )
+            .unwrap(),
+        )
+    }));
+
+    // Chunked rows (read twice), with options.
+    let (n, c) = (7, 50_003);
+    let logits = rng.vec(n * c, -4.0, 4.0);
+    let targets = rng.classes(n, c);
+    let options = CrossEntropyOptions {
+        label_smoothing: 0.1,
+        reduction: Reduction::Sum,
+        ..Default::default()
+    };
+    jobs.push(Arc::new(move |ctx: &Context| {
+        bits(
+            ctx.cross_entropy(&logits, &targets, c, None, &options, Outputs::BOTH)
+                .unwrap(),
+        )
+    }));
+
+    let m = 3_000_017;
+    let (pred, target) = (rng.vec(m, -3.0, 3.0), rng.vec(m, -3.0, 3.0));
+    jobs.push(Arc::new(move |ctx: &Context| {
+        bits(
+            ctx.mse(&pred, &target, Reduction::Mean, Outputs::BOTH)
+                .unwrap(),
+        )
+    }));
+
+    let m = 100_003;
+    let (pred, target) = (rng.vec(m, 0.01, 0.99), rng.vec(m, 0.0, 1.0));
+    jobs.push(Arc::new(move |ctx: &Context| {
+        let inputs = PointwiseInputs {
+            pred: &pred,
+            target: &target,
+            ..Default::default()
+        };
+        bits(
+            ctx.pointwise(
+                Pointwise::Bce,
+                &inputs,
+                Reduction::None,
+                None,
+                Outputs::BOTH,
+            )
+            .unwrap(),
+        )
+    }));
+
+    let (n, c) = (20_011, 37);
+    let log_probs = rng.vec(n * c, -9.0, 0.0);
+    let targets = rng.classes(n, c);
+    let weight = rng.vec(c, 0.5, 2.0);
+    jobs.push(Arc::new(move |ctx: &Context| {
+        bits(
+            ctx.nll(
+                &log_probs,
+                &targets,
+                c,
+                Some(&weight),
+                &NllOptions::default(),
+                Outputs::BOTH,
+            )
+            .unwrap(),
+        )
+    }));
+
+    let (n, c) = (301, 1001);
+    let probs = rng.distributions(n, c);
+    let targets = rng.distributions(n, c);
+    jobs.push(Arc::new(move |ctx: &Context| {
+        bits(
+            ctx.cross_entropy_probs(&probs, &targets, c, 1e-7, Reduction::Mean, Outputs::BOTH)
+                .unwrap(),
+        )
+    }));
+
+    // The recording API with a plan reused across runs and the caller's own buffers, created,
+    // read and freed under the device lock (see common::Buf).
+    let (n, c) = (513, 999);
+    let logits = rng.vec(n * c, -5.0, 5.0);
+    let targets: Vec<i32> = rng.classes(n, c).iter().map(|&t| t as i32).collect();
+    jobs.push(Arc::new(move |ctx: &Context| {
+        let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
+        let x = upload(ctx, &logits);
+        let y = upload(ctx, &targets);
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            let loss = poisoned(ctx, 1);
+            let grad = poisoned(ctx, n * c);
+            plan.run(&CrossEntropyBuffers {
+                logits: &x,
+                targets: &y,
+                weight: None,
+                loss: Some(&loss),
+                grad: Some(&grad),
+            })
+            .unwrap();
+            out.extend(read(ctx, &loss, 1).iter().map(|v| v.to_bits()));
+            out.extend(read(ctx, &grad, n * c).iter().map(|v| v.to_bits()));
+        }
+        out
+    }));
+    jobs
+}
+
+/// A caller's long submission: `reps` runs of a cross-entropy plan in one encoder, submitted and
+/// waited for under the device lock (on GL this holds the GL context for the whole time).
+/// Returns the bits of the loss.
+fn long_submission(ctx: &Context, plan: &CrossEntropyPlan, x: &Buf, y: &Buf, reps: usize) -> u32 {
+    let loss = poisoned(ctx, 1);
+    submit(ctx, |encoder| {
+        for _ in 0..reps {
+            let buffers = CrossEntropyBuffers {
+                logits: x,
+                targets: y,
+                weight: None,
+                loss: Some(&loss),
+                grad: None,
+            };
+            plan.record(encoder, &buffers).unwrap();
+        }
+    });
+    read(ctx, &loss, 1)[0].to_bits()
+}
+
+#[test]
+fn many_threads_one_context_same_bits_as_serial() {
+    let ctx = ctx();
+    let jobs = jobs();
+    let serial: Vec<Vec<u32>> = jobs.iter().map(|j| j(ctx)).collect();
+
+    // A submission long enough (over 7 s) that, without the device lock, a thread waiting for
+    // the GL context would give up (wgpu-hal waits 6 s) and panic.
+    let (n, c) = (2048, 4096);
+    let mut rng = Rng::new(5);
+    let plan =
+        CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c).outputs(Outputs::LOSS)).unwrap();
+    let x = upload(ctx, &rng.vec(n * c, -5.0, 5.0));
+    let targets: Vec<i32> = rng.classes(n, c).iter().map(|&t| t as i32).collect();
+    let y = upload(ctx, &targets);
+    let long_serial = long_submission(ctx, &plan, &x, &y, 1);
+    let once = (0..2)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            long_submission(ctx, &plan, &x, &y, 1);
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    let reps = (7.0 / once).ceil().clamp(1.0, 2000.0) as usize;
+
+    let threads = 8;
+    let (results, long): (Vec<Vec<(usize, Vec<u32>)>>, u32) = std::thread::scope(|s| {
+        let long = s.spawn(|| long_submission(ctx, &plan, &x, &y, reps));
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let jobs = &jobs;
+                s.spawn(move || {
+                    // Each thread starts at another job, so that different losses overlap.
+                    let runs: Vec<(usize, Vec<u32>)> = (0..jobs.len())
+                        .map(|i| {
+                            let k = (t + i) % jobs.len();
+                            (k, jobs[k](ctx))
+                        })
+                        .collect();
+                    // And compiles pipelines of its own (C is a pipeline constant) while the
+                    // long submission runs.
+                    let c = 1000 + t;
+                    let logits = Rng::new(t as u64).vec(3 * c, -1.0, 1.0);
+                    let options = Default::default();
+                    let out = ctx
+                        .cross_entropy(&logits, &[0, 1, 2], c, None, &options, Outputs::LOSS)
+                        .unwrap();
+                    assert!(out.value.unwrap().is_finite());
+                    runs
+                })
+            })
+            .collect();
+        let results = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        (results, long.join().unwrap())
+    });
+    assert_eq!(long, long_serial, "the long submission's loss differs");
+    for (t, runs) in results.iter().enumerate() {
+        assert_eq!(runs.len(), jobs.len());
+        for (k, got) in runs {
+            assert!(
+                *got == serial[*k],
+                "thread {t}, job {k}: bits differ from the serial run"
+            );
+        }
+    }
+}
