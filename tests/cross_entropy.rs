@@ -317,7 +317,8 @@ fn nan_logit_propagates() {
 
 #[test]
 fn gradient_in_place() {
-    for (i, (n, c)) in [(37, 10), (300, 1000), (5, 32_000), (7, 1001)]
+    // Fused blocks of 4, 1 and 2 rows, and split rows (the second read overwrites what it read).
+    for (i, (n, c)) in [(37, 10), (300, 1000), (5, 32_000), (7, 1001), (3, 70_002)]
         .into_iter()
         .enumerate()
     {
@@ -477,6 +478,103 @@ fn gpu_resident_targets_out_of_range_are_reported() {
             "{err}"
         );
         assert!(read(ctx, &loss, 1)[0].is_nan());
+
+        // Per row: exactly the rows with bad targets are NaN, in the loss and the gradient.
+        let options = CrossEntropyOptions {
+            reduction: Reduction::None,
+            ..Default::default()
+        };
+        let plan =
+            CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c).options(options)).unwrap();
+        let rows = poisoned(ctx, n);
+        let err = plan
+            .run(&CrossEntropyBuffers {
+                logits: &logits,
+                targets: &targets,
+                weight: None,
+                loss: Some(&rows),
+                grad: Some(&grad),
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                wgpu_loss::Error::InvalidOnGpu {
+                    count: 2,
+                    first: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let rows = read(ctx, &rows, n);
+        let g = read(ctx, &grad, n * c);
+        for r in 0..n {
+            let bad = r == 2 || r == n - 1;
+            assert_eq!(rows[r].is_nan(), bad, "row {r} loss {}", rows[r]);
+            let row = &g[r * c..(r + 1) * c];
+            if bad {
+                assert!(
+                    row.iter().all(|v| v.is_nan()),
+                    "row {r}: gradient not all NaN"
+                );
+            } else {
+                assert!(
+                    row.iter().all(|v| v.is_finite()),
+                    "row {r}: gradient not finite"
+                );
+            }
+        }
+    }
+}
+
+/// One plan recorded with one set of buffers, then another holding other data, then the first
+/// again: bind groups and scratch follow the buffers of each call.
+#[test]
+fn one_plan_other_buffers_and_data() {
+    let ctx = ctx();
+    for (n, c) in [(301, 1000), (3, 100_003)] {
+        let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
+        let cases: Vec<Case> = (0..2).map(|k| Case::random(n, c, 1600 + k)).collect();
+        let buffers: Vec<_> = cases
+            .iter()
+            .map(|case| {
+                let y: Vec<i32> = case.targets.iter().map(|&t| t as i32).collect();
+                (
+                    upload(ctx, &case.logits),
+                    upload(ctx, &y),
+                    poisoned(ctx, 1),
+                    poisoned(ctx, n * c),
+                )
+            })
+            .collect();
+        for k in [0, 1, 0, 1] {
+            let (x, y, loss, grad) = &buffers[k];
+            poison(ctx, loss);
+            poison(ctx, grad);
+            plan.run(&CrossEntropyBuffers {
+                logits: x,
+                targets: y,
+                weight: None,
+                loss: Some(loss),
+                grad: Some(grad),
+            })
+            .unwrap();
+            let reference = cases[k].reference(Reduction::Mean);
+            assert_scalar(
+                "reused plan",
+                read(ctx, loss, 1)[0],
+                reference.value.unwrap(),
+                VALUE,
+            );
+            let g = read(ctx, grad, n * c);
+            assert_close(
+                "reused plan grad",
+                &g,
+                &reference.grad,
+                grad_tol(&reference.grad),
+            );
+        }
     }
 }
 
