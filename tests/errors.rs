@@ -430,3 +430,323 @@ fn default_limits_suffice() {
         Tol::new(2e-5, 0.0),
     );
 }
+
+/// Shapes whose element count overflows, or passes what the kernels index, are a typed error
+/// before anything is allocated (they used to wrap in unchecked products).
+#[test]
+fn shapes_that_overflow() {
+    let ctx = ctx();
+    let huge = usize::MAX / 2 + 3;
+    for (n, c) in [
+        (huge, 4),
+        (4, huge),
+        (1 << 20, 1 << 20),
+        (usize::MAX, usize::MAX),
+    ] {
+        let e = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, Error::ShapeTooLarge { .. } | Error::InvalidOption { .. }),
+            "{n} x {c}: {e:?}"
+        );
+        let e = wgpu_loss::NllPlan::new(ctx, &wgpu_loss::NllDesc::new(n, c))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, Error::ShapeTooLarge { .. } | Error::InvalidOption { .. }),
+            "{n} x {c}: {e:?}"
+        );
+    }
+    // C past i32 (class targets are i32 on the GPU).
+    let e = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(1, 1 << 31))
+        .err()
+        .unwrap();
+    message(&e, &["classes", "i32"]);
+    let e = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(1 << 20, 1 << 20))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            e,
+            Error::ShapeTooLarge {
+                limit: 4294967295,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["[1048576, 1048576]", "4294967295"]);
+    // Pointwise lengths past u32 (Metal reports bindings past 4 GiB).
+    let e = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, 1 << 32))
+        .err()
+        .unwrap();
+    assert!(matches!(e, Error::ShapeTooLarge { .. }), "{e:?}");
+    // The host API: N * C that overflows is a length error, not a wrapped product.
+    let e = ctx
+        .cross_entropy(
+            &[0.0; 4],
+            &[0; 4],
+            huge,
+            None,
+            &Default::default(),
+            Outputs::BOTH,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::ShapeTooLarge { .. } | Error::InvalidOption { .. }),
+        "{e:?}"
+    );
+    // Class targets that do not fit an i32 are out of range, not truncated.
+    let e = ctx
+        .cross_entropy(
+            &[0.0; 6],
+            &[0, (1i64 << 32) + 1],
+            3,
+            None,
+            &Default::default(),
+            Outputs::BOTH,
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::TargetOutOfRange { row: 1, .. }), "{e:?}");
+}
+
+/// Buffers that overlap where one is written are refused before anything is recorded, so no
+/// caller input reaches wgpu's default (panicking) error handler at the caller's submit.
+#[test]
+fn aliased_buffers() {
+    let ctx = ctx();
+    let (n, c) = (4, 5);
+    let logits = upload(ctx, &[0.5f32; 20]);
+    let targets = upload(ctx, &[0i32, 1, 2, 3]);
+    let out = poisoned(ctx, n * c);
+    let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    let mut attempt = |loss: Option<&wgpu::Buffer>, grad: Option<&wgpu::Buffer>| {
+        plan.record(
+            &mut encoder,
+            &CrossEntropyBuffers {
+                logits: &logits,
+                targets: &targets,
+                weight: None,
+                loss,
+                grad,
+            },
+        )
+        .unwrap_err()
+    };
+    // The same buffer as two outputs.
+    let e = attempt(Some(&out), Some(&out));
+    assert!(
+        matches!(
+            e,
+            Error::Aliased {
+                a: "loss",
+                b: "grad"
+            }
+        ),
+        "{e:?}"
+    );
+    message(&e, &["loss", "grad", "overlap"]);
+    // The logits again as the gradient, without in_place.
+    let e = attempt(Some(&out), Some(&logits));
+    assert!(
+        matches!(
+            e,
+            Error::Aliased {
+                a: "logits",
+                b: "grad"
+            }
+        ),
+        "{e:?}"
+    );
+    // The targets as the loss.
+    let e = attempt(Some(&targets), Some(&out));
+    assert!(matches!(e, Error::Aliased { .. }), "{e:?}");
+    // In place, the logits may not be the loss either.
+    let in_place = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c).in_place(true)).unwrap();
+    let e = in_place
+        .record(
+            &mut encoder,
+            &CrossEntropyBuffers {
+                logits: &logits,
+                targets: &targets,
+                weight: None,
+                loss: Some(&logits),
+                grad: None,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(e, Error::Aliased { .. }), "{e:?}");
+    // Two inputs may share a buffer: MSE of a buffer against itself is 0.
+    let mse = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, 20)).unwrap();
+    let loss = poisoned(ctx, 1);
+    let grad = poisoned(ctx, 20);
+    mse.run(&mse_buffers(&logits, &logits, Some(&loss), Some(&grad)))
+        .unwrap();
+    assert_eq!(read(ctx, &loss, 1)[0], 0.0);
+    // Nothing was recorded by the failed calls: the encoder still finishes cleanly.
+    let _guard = ctx.lock();
+    ctx.queue().submit([encoder.finish()]);
+}
+
+/// The public CPU references refuse bad input instead of panicking.
+#[test]
+fn cpu_references_validate() {
+    use wgpu_loss::cpu;
+    let o = CrossEntropyOptions::default();
+    let x = [0.5f32; 6];
+    assert!(matches!(
+        cpu::cross_entropy::cross_entropy(&x, &[0, 1], 0, None, &o),
+        Err(Error::Empty(_))
+    ));
+    assert!(matches!(
+        cpu::cross_entropy::cross_entropy(&x, &[0, 1, 2], 3, None, &o),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        cpu::cross_entropy::cross_entropy(&x, &[0, 1], 3, Some(&[]), &o),
+        Err(Error::LengthMismatch { .. })
+    ));
+    // Out-of-range targets are NaN rows, as on the GPU, not an index panic.
+    let r = cpu::cross_entropy::cross_entropy(&x, &[7, i64::MIN], 3, Some(&[1.0; 3]), &o).unwrap();
+    assert!(r.value.unwrap().is_nan());
+    assert!(matches!(
+        cpu::cross_entropy::cross_entropy_soft(&x, &x[..5], 3, None, &o),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        cpu::cross_entropy::cross_entropy_probs(&x, &x, 0, 1e-7, Reduction::Mean),
+        Err(Error::Empty(_))
+    ));
+    assert!(matches!(
+        cpu::cross_entropy::cross_entropy_probs(&x, &x, 4, 1e-7, Reduction::Mean),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        cpu::cross_entropy::mean_denominator(&[0, 1], 3, Some(&[1.0]), -100),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        cpu::nll::nll(&x, &[0, 1], 3, Some(&[1.0; 2]), -100, Reduction::Mean),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(
+        cpu::nll::nll(&x, &[9, -5], 3, None, -100, Reduction::None)
+            .unwrap()
+            .per_element
+            .unwrap()
+            .iter()
+            .all(|v| v.is_nan())
+    );
+    assert!(matches!(
+        cpu::pointwise::pointwise(
+            Pointwise::Bce,
+            &x,
+            &x,
+            Some(&[]),
+            None,
+            Reduction::Mean,
+            None
+        ),
+        Err(Error::Empty("weight"))
+    ));
+    assert!(matches!(
+        cpu::pointwise::pointwise(
+            Pointwise::Mse,
+            &x,
+            &x[..2],
+            None,
+            None,
+            Reduction::Mean,
+            None
+        ),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        cpu::pointwise::pointwise(
+            Pointwise::KlDiv { log_target: false },
+            &x,
+            &x,
+            None,
+            None,
+            Reduction::BatchMean,
+            Some(0)
+        ),
+        Err(Error::InvalidOption { .. })
+    ));
+}
+
+/// A benchmark needs at least one repetition; timings of nothing are NaN, not a panic.
+#[test]
+fn bench_rejects_zero_repetitions() {
+    use wgpu_loss::bench::{Bench, Case, Method, Timing};
+    let ctx = ctx();
+    let bench = Bench::new(ctx, Case::mse(1000, true), 1).unwrap();
+    let e = bench.time(0, 0).unwrap_err();
+    message(&e, &["reps", "at least one"]);
+    let e = bench.ceilings(0, 0).unwrap_err();
+    message(&e, &["reps"]);
+    let empty = Timing {
+        samples: Vec::new(),
+        method: Method::WallClock,
+    };
+    assert!(empty.median().is_nan() && empty.min().is_nan() && empty.max().is_nan());
+    assert!(bench.time(0, 1).unwrap().median() > 0.0);
+}
+
+/// Probabilities outside [0, 1] for the classic cross-entropy: refused on the host, counted on
+/// the GPU (they used to give NaN silently).
+#[test]
+fn negative_probabilities() {
+    use wgpu_loss::{CrossEntropyProbsBuffers, CrossEntropyProbsDesc, CrossEntropyProbsPlan};
+    let ctx = ctx();
+    let (n, c) = (3, 4);
+    let mut probs = vec![0.25f32; n * c];
+    probs[5] = -0.5;
+    probs[9] = 1.5;
+    let targets = vec![0.25f32; n * c];
+    let e = ctx
+        .cross_entropy_probs(&probs, &targets, c, 1e-7, Reduction::Mean, Outputs::BOTH)
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::ValueOutOfRange { index: 5, .. }),
+        "{e:?}"
+    );
+    message(&e, &["probs", "-0.5", "[0, 1]"]);
+    // On the GPU, both a one-workgroup problem and a split one.
+    for (n, c, bad) in [(3, 4, vec![5, 9]), (2, 70_001, vec![17, 70_001 + 3])] {
+        let mut probs = vec![0.5f32 / c as f32; n * c];
+        for &i in &bad {
+            probs[i] = -1e-3;
+        }
+        let plan = CrossEntropyProbsPlan::new(
+            ctx,
+            &CrossEntropyProbsDesc {
+                rows: n,
+                classes: c,
+                eps: 1e-7,
+                reduction: Reduction::Sum,
+                outputs: Outputs::BOTH,
+            },
+        )
+        .unwrap();
+        let x = upload(ctx, &probs);
+        let t = upload(ctx, &vec![1.0f32 / c as f32; n * c]);
+        let loss = poisoned(ctx, 1);
+        let grad = poisoned(ctx, n * c);
+        let e = plan
+            .run(&CrossEntropyProbsBuffers {
+                probs: &x,
+                targets: &t,
+                loss: Some(&loss),
+                grad: Some(&grad),
+            })
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidOnGpu { count: 2, first, .. } if first as usize == bad[0]),
+            "{e:?}"
+        );
+        assert_eq!(plan.read_status().unwrap().invalid, 2);
+    }
+}
