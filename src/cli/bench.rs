@@ -147,10 +147,19 @@ fn cases(a: &BenchArgs, max_elements: usize) -> Result<Vec<Case>, String> {
     Ok(out)
 }
 
-pub fn run(a: &BenchArgs) -> Result<(), String> {
+/// Checks the arguments without a device: repetitions, the tuning's shape, the cases.
+pub fn check(a: &BenchArgs) -> Result<(), String> {
     if a.reps < 10 {
         return Err(format!("--reps {}: at least 10 repetitions", a.reps));
     }
+    if !matches!(a.tuning.len(), 0 | 3) {
+        return Err("--tuning takes three numbers: lanes,stream_vecs,register_vecs".into());
+    }
+    cases(a, usize::MAX).map(|_| ())
+}
+
+pub fn run(a: &BenchArgs) -> Result<(), String> {
+    check(a)?;
     let ctx = match a.tuning[..] {
         [lanes, stream_vecs, register_vecs] => wgpu_loss::Context::with_options(
             wgpu_loss::ContextOptions::default().tuning(wgpu_loss::Tuning {

@@ -59,7 +59,17 @@ pub struct Common {
 }
 
 impl Cli {
+    /// Checks what can be checked of the arguments before a device is opened (the fuzz target
+    /// in `fuzz/` drives this after parsing).
+    pub fn check(&self) -> Result<(), String> {
+        match &self.cmd {
+            Cmd::Bench(args) => bench::check(args),
+            _ => Ok(()),
+        }
+    }
+
     pub fn run(self) -> Result<(), String> {
+        self.check()?;
         match self.cmd {
             Cmd::Info { json } => info::run(json),
             Cmd::Eval { loss } => eval::run(loss),
