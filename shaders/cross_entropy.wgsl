@@ -36,7 +36,10 @@
 //
 // Preprocessor variants: VEC4 binds x, t and grad as array<vec4<f32>> (full blocks); without it
 // they are array<f32> with bounds checks (the last, partial block, and problems that fit one
-// workgroup). INPLACE writes the gradient over x. SUBGROUPS selects the segment reductions.
+// workgroup). UNALIGNED (scalar bindings, fused only): blocks of one row for C not a multiple of
+// 4 whose 2- or 4-row blocks would not fit a workgroup, so that they are still read once; a
+// row's vec4s then start at its first element, and the last one is masked. INPLACE writes the
+// gradient over x. SUBGROUPS selects the segment reductions.
 //
 // Bindings: 0 params, 1 x, 2 t, 3 y, 4 w, 5 grad, 6 loss (per row; or the reduced value when
 // SINGLE), 7 scratch. Every binding is bound (dummies stand in for unused ones).
@@ -115,6 +118,34 @@ fn single() -> bool {
 
 @group(0) @binding(0) var<uniform> params: Params;
 
+// Where a block's data starts: a vec4 index (blocks start on vec4 boundaries), or with
+// UNALIGNED (one row a block, C not a multiple of 4, scalar bindings) an element index.
+fn block_start(row0: u32) -> u32 {
+#ifdef UNALIGNED
+    return row0 * CLASSES;
+#else
+    return (row0 * CLASSES) / 4u;
+#endif
+}
+
+// vec4s a block spans (the last one partial with UNALIGNED).
+fn block_vecs() -> u32 {
+#ifdef UNALIGNED
+    return (CLASSES + 3u) / 4u;
+#else
+    return ROWS * CLASSES / 4u;
+#endif
+}
+
+// The element index of component i of vec4 v of the block starting at gv0.
+fn element(gv0: u32, v: u32, i: u32) -> u32 {
+#ifdef UNALIGNED
+    return gv0 + 4u * v + i;
+#else
+    return 4u * (gv0 + v) + i;
+#endif
+}
+
 #ifdef VEC4
 #ifdef INPLACE
 @group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
@@ -124,19 +155,19 @@ fn single() -> bool {
 #endif
 @group(0) @binding(2) var<storage, read> t: array<vec4<f32>>;
 
-fn load_x(v: u32) -> vec4<f32> {
-    return x[v];
+fn load_x(gv0: u32, v: u32) -> vec4<f32> {
+    return x[gv0 + v];
 }
 
-fn load_t(v: u32) -> vec4<f32> {
-    return t[v];
+fn load_t(gv0: u32, v: u32) -> vec4<f32> {
+    return t[gv0 + v];
 }
 
-fn store_grad(v: u32, g: vec4<f32>) {
+fn store_grad(gv0: u32, v: u32, g: vec4<f32>) {
 #ifdef INPLACE
-    x[v] = g;
+    x[gv0 + v] = g;
 #else
-    grad[v] = g;
+    grad[gv0 + v] = g;
 #endif
 }
 #else
@@ -148,33 +179,48 @@ fn store_grad(v: u32, g: vec4<f32>) {
 #endif
 @group(0) @binding(2) var<storage, read> t: array<f32>;
 
-fn load_x(v: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        if (4u * v + i < params.total) {
-            r[i] = x[4u * v + i];
-        }
-    }
-    return r;
-}
-
-fn load_t(v: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        if (4u * v + i < params.total) {
-            r[i] = t[4u * v + i];
-        }
-    }
-    return r;
-}
-
-fn store_grad(v: u32, g: vec4<f32>) {
-    for (var i = 0u; i < 4u; i++) {
-        if (4u * v + i < params.total) {
-#ifdef INPLACE
-            x[4u * v + i] = g[i];
+// Element i of vec4 v of the block at gv0, and whether it exists: the last vec4 of an
+// UNALIGNED row is partial (the rest belongs to the next row, another segment's to write).
+fn elem_ok(gv0: u32, v: u32, i: u32) -> vec2<u32> {
+    let e = element(gv0, v, i);
+#ifdef UNALIGNED
+    let ok = 4u * v + i < CLASSES && e < params.total;
 #else
-            grad[4u * v + i] = g[i];
+    let ok = e < params.total;
+#endif
+    return vec2<u32>(e, u32(ok));
+}
+
+fn load_x(gv0: u32, v: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let e = elem_ok(gv0, v, i);
+        if (e.y != 0u) {
+            r[i] = x[e.x];
+        }
+    }
+    return r;
+}
+
+fn load_t(gv0: u32, v: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let e = elem_ok(gv0, v, i);
+        if (e.y != 0u) {
+            r[i] = t[e.x];
+        }
+    }
+    return r;
+}
+
+fn store_grad(gv0: u32, v: u32, g: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        let e = elem_ok(gv0, v, i);
+        if (e.y != 0u) {
+#ifdef INPLACE
+            x[e.x] = g[i];
+#else
+            grad[e.x] = g[i];
 #endif
         }
     }
@@ -371,7 +417,12 @@ fn coords(v: u32, nrows: u32) -> Coords {
         r = select(zero, one, e >= vec4<u32>(c)) + select(zero, one, e >= vec4<u32>(2u * c))
             + select(zero, one, e >= vec4<u32>(3u * c));
     }
+#ifdef UNALIGNED
+    // One row, whose last vec4 may run into the next row.
+    return Coords(r, e, r < vec4<u32>(nrows) & e < vec4<u32>(CLASSES));
+#else
     return Coords(r, e - r * CLASSES, r < vec4<u32>(nrows));
+#endif
 }
 
 // Per-row values (component r for row r) spread over a vec4's elements by their rows.
@@ -461,13 +512,13 @@ fn load_and_scan(blk: Block, st: ptr<function, Stats>, gv0: u32, v0: u32, stride
 #unroll k K
     if (blk.nrows != 0u && v0 + k * stride < vlim) {
         let v = v0 + k * stride;
-        var xv = load_x(gv0 + v);
+        var xv = load_x(gv0, v);
         if (SOFTCAP) {
             xv = cap(xv);
         }
         xs[k] = xv;
         if (TARGETS != 0u) {
-            ts[k] = load_t(gv0 + v);
+            ts[k] = load_t(gv0, v);
         }
         let cd = coords(v, blk.nrows);
         if (TARGETS == 0u) {
@@ -521,19 +572,19 @@ fn stream_classic(blk: Block, st: ptr<function, Stats>, scale: f32, gv0: u32, v0
     for (var k = 0u; k < K; k++) {
         let v = v0 + k * stride;
         if (blk.nrows != 0u && v < vlim) {
-            let xv = load_x(gv0 + v);
-            let tv = load_t(gv0 + v);
+            let xv = load_x(gv0, v);
+            let tv = load_t(gv0, v);
             let cd = coords(v, blk.nrows);
             let xe = xv + params.eps;
             // Probabilities outside [0, 1] (NaN included) are counted, like BCE's.
             for (var i = 0u; i < 4u; i++) {
                 if (cd.live[i] && !(xv[i] >= 0.0 && xv[i] <= 1.0)) {
-                    report_invalid(4u * (gv0 + v) + i);
+                    report_invalid(element(gv0, v, i));
                 }
             }
             (*st).a += row_sums(-tv * log_sum_exact4(xv, params.eps), cd);
             if (WANT_GRAD) {
-                store_grad(gv0 + v, -tv / xe * scale);
+                store_grad(gv0, v, -tv / xe * scale);
             }
         }
     }
@@ -655,7 +706,7 @@ fn write_grad(blk: Block, o: RowOut, pf: vec4<f32>, scale: f32, gv0: u32, v0: u3
             let u = xs[k] / params.softcap;
             g = g * (1.0 - u * u);
         }
-        store_grad(gv0 + v, g);
+        store_grad(gv0, v, g);
     }
 #endunroll
 }
@@ -722,8 +773,8 @@ fn fused(
     }
     let j = lid % SEG;
     let blk = block_of(wg * (WG / SEG) + lid / SEG);
-    let bv = ROWS * CLASSES / 4u;
-    let gv0 = (blk.row0 * CLASSES) / 4u;
+    let bv = block_vecs();
+    let gv0 = block_start(blk.row0);
     let at = first_vec(j, SEG);
 
     var own = no_stats();
@@ -792,8 +843,8 @@ fn stats(
         return;
     }
     let blk = block_of(b_index);
-    let bv = ROWS * CLASSES / 4u;
-    let gv0 = (blk.row0 * CLASSES) / 4u;
+    let bv = block_vecs();
+    let gv0 = block_start(blk.row0);
     let at = first_vec(lid, WG);
     let v0 = chunk * WG * K + at.x;
 
@@ -865,8 +916,8 @@ fn finish(
         _ = emit_rows(blk, o);
     }
     if (WANT_GRAD && TARGETS != 2u) {
-        let bv = ROWS * CLASSES / 4u;
-        let gv0 = (blk.row0 * CLASSES) / 4u;
+        let bv = block_vecs();
+        let gv0 = block_start(blk.row0);
         let at = first_vec(lid, WG);
         let v0 = chunk * WG * K + at.x;
         // The second read: x' again, then exp(x' - row max), so p = es / s.

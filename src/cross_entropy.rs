@@ -283,8 +283,15 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
     let tuning = ctx.tuning();
     let kmax = tuning.register_vecs;
     let total = elements("logits", &[s.rows, s.classes])?;
-    let rb = rows_per_block(s.classes) as u64;
-    let bv = rb * c / 4;
+    // Blocks of 2 or 4 rows keep every block on a vec4 boundary; when such a block is too long
+    // for one workgroup but a single row is not, rows go one a block, unaligned, and are still
+    // read once (scalar bindings: see UNALIGNED in the shader).
+    let aligned_rows = rows_per_block(s.classes) as u64;
+    let unaligned = aligned_rows > 1
+        && fused_tiling(aligned_rows * c / 4, kmax).is_none()
+        && fused_tiling(c.div_ceil(4), kmax).is_some();
+    let rb = if unaligned { 1 } else { aligned_rows };
+    let bv = if unaligned { c.div_ceil(4) } else { rb * c / 4 };
     let blocks = n.div_ceil(rb);
     let full_blocks = n / rb;
     let tail = !n.is_multiple_of(rb);
@@ -365,7 +372,8 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
             entry,
             if s.in_place { LAYOUT_IN_PLACE } else { LAYOUT },
         )
-        .define("VEC4", vec4)
+        .define("VEC4", vec4 && !unaligned)
+        .define("UNALIGNED", unaligned)
         .define("INPLACE", s.in_place)
         .constant("WG", WG)
         .constant("SEG", t.seg)
@@ -382,7 +390,7 @@ fn build(ctx: &Context, s: &RowsSpec) -> Result<Program> {
     // Bindings 1..=7; `single`: this dispatch writes the reduced value itself.
     let entries = |vec4: bool, single: bool| {
         let view = |bytes: u64| {
-            if vec4 {
+            if vec4 && !unaligned {
                 View::Vec4(bytes)
             } else {
                 View::Scalar(bytes)

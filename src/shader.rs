@@ -73,7 +73,7 @@ impl Shader {
     pub fn defines(self) -> &'static [&'static str] {
         match self {
             Shader::Pointwise | Shader::Nll => &["VEC4", "SUBGROUPS"],
-            Shader::CrossEntropy => &["VEC4", "INPLACE", "SUBGROUPS"],
+            Shader::CrossEntropy => &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
             Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
         }
     }

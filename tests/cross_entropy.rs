@@ -191,10 +191,61 @@ fn fused_layouts() {
     }
 }
 
+/// C not a multiple of 4 whose blocks of 2 or 4 rows would not fit a workgroup: one row a
+/// block, unaligned, still read once (the same dispatches as the next multiple of 4, whose rows
+/// span as many vec4s).
+#[test]
+fn unaligned_rows_are_read_once() {
+    for (i, (n, c)) in [
+        (5, 10_001),
+        (3, 16_386),
+        (2, 32_767),
+        (4, 8_193),
+        (9, 8_199),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = Case::random(n, c, 150 + i as u64);
+        case.check("unaligned");
+        let reference = case.reference(Reduction::Mean);
+        let (loss, grad) = case.record_on(ctx(), Reduction::Mean, true);
+        assert_scalar(
+            "unaligned in place",
+            loss[0],
+            reference.value.unwrap(),
+            VALUE,
+        );
+        assert_close(
+            "unaligned in place grad",
+            &grad,
+            &reference.grad,
+            grad_tol(&reference.grad),
+        );
+        for reduction in [Reduction::Mean, Reduction::None] {
+            let options = CrossEntropyOptions {
+                reduction,
+                ..Default::default()
+            };
+            let count = |c| {
+                CrossEntropyPlan::new(ctx(), &CrossEntropyDesc::new(n, c).options(options))
+                    .unwrap()
+                    .dispatch_count()
+            };
+            assert_eq!(
+                count(c),
+                count(c.next_multiple_of(4)),
+                "C = {c}, {reduction}"
+            );
+        }
+    }
+}
+
 /// Rows longer than a workgroup holds: statistics per chunk, merged in a second pass.
 #[test]
 fn split_rows() {
     for (i, (n, c)) in [
+        (3, 32_771),
         (3, 16385),
         (5, 32000),
         (64, 50_257),
