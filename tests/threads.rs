@@ -16,6 +16,9 @@ use wgpu_loss::{
 /// One job: a loss on fixed inputs, returning the bits of everything it computed.
 type Job = Arc<dyn Fn(&Context) -> Vec<u32> + Send + Sync>;
 
+/// One thread's results: (job, bits) in the order it ran them.
+type Runs = Vec<(usize, Vec<u32>)>;
+
 fn bits(out: wgpu_loss::LossOutput) -> Vec<u32> {
     let mut v: Vec<u32> = out.value.into_iter().map(f32::to_bits).collect();
     v.extend(
@@ -205,14 +208,14 @@ fn many_threads_one_context_same_bits_as_serial() {
     let reps = (seconds / once).ceil().clamp(1.0, 2000.0) as usize;
 
     let threads = 8;
-    let (results, long): (Vec<Vec<(usize, Vec<u32>)>>, u32) = std::thread::scope(|s| {
+    let (results, long): (Vec<Runs>, u32) = std::thread::scope(|s| {
         let long = s.spawn(|| long_submission(ctx, &plan, &x, &y, reps));
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let jobs = &jobs;
                 s.spawn(move || {
                     // Each thread starts at another job, so that different losses overlap.
-                    let runs: Vec<(usize, Vec<u32>)> = (0..jobs.len())
+                    let runs: Runs = (0..jobs.len())
                         .map(|i| {
                             let k = (t + i) % jobs.len();
                             (k, jobs[k](ctx))
