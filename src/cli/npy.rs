@@ -115,13 +115,12 @@ pub fn parse_targets<R: Read>(
     }
 }
 
+/// An opened file: its reader past the header, its dtype and its shape.
+type Header<R> = (NpyFile<BufReader<R>>, String, Vec<usize>);
+
 /// Parses the header: checks the shape against the bytes the file holds, then lets npyz read it.
 /// Returns the file, its dtype and its shape.
-fn header<R: Read>(
-    name: &str,
-    mut reader: BufReader<R>,
-    len: u64,
-) -> Result<(NpyFile<BufReader<R>>, String, Vec<usize>), String> {
+fn header<R: Read>(name: &str, mut reader: BufReader<R>, len: u64) -> Result<Header<R>, String> {
     precheck(
         name,
         reader.fill_buf().map_err(|e| format!("{name}: {e}"))?,
