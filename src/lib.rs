@@ -23,6 +23,11 @@
 //! # Ok::<(), wgpu_loss::Error>(())
 //! ```
 //!
+//! A [`Context`] is `Send + Sync`: share it between threads on any backend. On GL, where wgpu
+//! drives the device through one GL context, the crate serialises its own use of the device;
+//! callers that make wgpu calls of their own on a shared device hold [`Context::lock`] around
+//! them (see its docs).
+//!
 //! Module map: [`context`] (device, pipeline cache), [`pointwise`] and [`cross_entropy`] (one
 //! file per loss family, beside `shaders/<family>.wgsl`), [`cpu`] (the references),
 //! [`reduction`] (reductions and outputs), [`shader`] (WGSL assembly).

@@ -31,6 +31,13 @@ fn tree_reduce(v: vec4<f32>, is_max: bool, lid: u32, first: u32, width: u32) -> 
         r = select(r + o, max(r, o), is_max);
     }
 #endif
+#ifdef SUBGROUPS
+    // Known when the pipeline is made: lavapipe pays for a barrier that is compiled in, even
+    // where it never runs.
+    if (width <= SG_MIN) {
+        return r;
+    }
+#endif
     for (; off < width; off <<= 1u) {
         // The previous level, or the previous site, may still be reading seg_sh.
         workgroupBarrier();
