@@ -22,10 +22,7 @@ const VALUE: Tol = Tol::new(2e-5, 1e-5);
 /// (1, or 1 / N for a mean); f32 rounding of those leaves an absolute error of about eps times
 /// them even where the difference is 0 (C = 1).
 fn grad_tol(reference: &[f64], rows: usize, reduction: Reduction) -> Tol {
-    let gmax = reference
-        .iter()
-        .filter(|g| g.is_finite())
-        .fold(0.0f64, |a, g| a.max(g.abs()));
+    let gmax = largest(reference);
     let scale = if reduction == Reduction::Mean {
         1.0 / rows as f64
     } else {

@@ -22,11 +22,7 @@ const BITS_OUT: &str = "WGPU_LOSS_TEST_BITS_OUT";
 const ROW: Tol = Tol::new(1e-5, 1e-5);
 
 fn grad_tol(reference: &[f64]) -> Tol {
-    let gmax = reference
-        .iter()
-        .filter(|g| g.is_finite())
-        .fold(0.0f64, |a, g| a.max(g.abs()));
-    Tol::new(2e-5, 1e-6 * gmax)
+    Tol::new(2e-5, 1e-6 * largest(reference))
 }
 
 fn context(tuning: Tuning, subgroups: bool) -> Context {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Rng, Tol, assert_close, assert_scalar, ctx};
+use common::{Rng, Tol, assert_close, assert_scalar, ctx, largest};
 use proptest::prelude::*;
 use wgpu_loss::{
     CrossEntropyOptions, LossOutput, NllOptions, Outputs, Pointwise, PointwiseInputs, Reduction,
@@ -23,11 +23,7 @@ fn config() -> ProptestConfig {
 }
 
 fn grad_tol(reference: &[f64]) -> Tol {
-    let gmax = reference
-        .iter()
-        .filter(|g| g.is_finite())
-        .fold(0.0f64, |a, g| a.max(g.abs()));
-    Tol::new(2e-5, 1e-5 * gmax.max(1.0))
+    Tol::new(2e-5, 1e-5 * largest(reference).max(1.0))
 }
 
 fn agree(what: &str, out: &LossOutput, twin: &cpu::Reference, outputs: Outputs) {

@@ -190,6 +190,14 @@ impl Tol {
     }
 }
 
+/// The largest finite magnitude in a reference (the scale of a gradient's absolute tolerance).
+pub fn largest(reference: &[f64]) -> f64 {
+    reference
+        .iter()
+        .filter(|g| g.is_finite())
+        .fold(0.0f64, |a, g| a.max(g.abs()))
+}
+
 /// The worst relative error seen, over elements whose reference is not tiny.
 pub fn worst_relative(gpu: &[f32], cpu: &[f64]) -> f64 {
     let scale = cpu
