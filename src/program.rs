@@ -5,6 +5,7 @@
 //! options with a [`Builder`]; recording it then only creates bind groups (cached while the same
 //! buffers come back) and encodes one compute pass.
 
+use std::mem::ManuallyDrop;
 use std::num::NonZeroU64;
 use std::sync::Mutex;
 
@@ -355,8 +356,8 @@ impl<'a> Builder<'a> {
             ctx: self.ctx.clone(),
             slots: self.slots,
             dispatches: self.dispatches,
-            uniforms,
-            scratch,
+            uniforms: ManuallyDrop::new(uniforms),
+            scratch: ManuallyDrop::new(scratch),
             bind_groups: Mutex::new(None),
         })
     }
@@ -370,8 +371,9 @@ pub(crate) struct Program {
     ctx: Context,
     slots: Vec<Slot>,
     dispatches: Vec<Dispatch>,
-    uniforms: wgpu::Buffer,
-    scratch: wgpu::Buffer,
+    /// Dropped under the device lock (see `Drop`).
+    uniforms: ManuallyDrop<wgpu::Buffer>,
+    scratch: ManuallyDrop<wgpu::Buffer>,
     bind_groups: Mutex<Option<Cached>>,
 }
 
@@ -460,7 +462,7 @@ impl Program {
                 }];
                 for (i, res) in d.entries.iter().enumerate() {
                     let (buffer, size) = match *res {
-                        Res::Scratch => (&self.scratch, None),
+                        Res::Scratch => (&*self.scratch, None),
                         Res::Dummy(w) => (self.ctx.dummy(w), None),
                         Res::User(slot, View::Scalar(bytes)) => {
                             (user[slot].expect("checked"), NonZeroU64::new(bytes))
@@ -522,12 +524,16 @@ impl Program {
 
 impl Drop for Program {
     fn drop(&mut self) {
-        // On GL, freeing GPU memory takes the GL context: do it under the device lock. A
-        // destroyed buffer still in use by a submission is freed when that submission is done.
+        // On GL, freeing GPU memory takes the GL context: release the handles under the device
+        // lock. (Not `destroy`: a caller may drop a plan before submitting what it recorded;
+        // the recorded commands keep the buffers alive until then.)
         let _guard = self.ctx.lock();
         lock(&self.bind_groups).take();
-        self.uniforms.destroy();
-        self.scratch.destroy();
+        // SAFETY: each is dropped once, here, and never used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.uniforms);
+            ManuallyDrop::drop(&mut self.scratch);
+        }
     }
 }
 

@@ -209,3 +209,44 @@ fn repeated_runs_are_bitwise_equal() {
         );
     }
 }
+
+/// A plan may be dropped between recording and submitting: the recorded commands keep what
+/// they use alive (the plan's buffers are released, not destroyed, on drop).
+#[test]
+fn plan_dropped_before_submit() {
+    let ctx = ctx();
+    let mut rng = Rng::new(91);
+    let m = 100_003;
+    let (pred, target) = (rng.vec(m, -2.0, 2.0), rng.vec(m, -2.0, 2.0));
+    let (p, t) = (upload(ctx, &pred), upload(ctx, &target));
+    let (loss, grad) = (poisoned(ctx, 1), poisoned(ctx, m));
+    submit(ctx, |encoder| {
+        let plan = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, m)).unwrap();
+        plan.record(
+            encoder,
+            &PointwiseBuffers {
+                pred: &p,
+                target: &t,
+                weight: None,
+                pos_weight: None,
+                loss: Some(&loss),
+                grad: Some(&grad),
+            },
+        )
+        .unwrap();
+        drop(plan);
+    });
+    let reference = cpu::pointwise::mse(&pred, &target, Reduction::Mean).unwrap();
+    assert_scalar(
+        "mse",
+        read(ctx, &loss, 1)[0],
+        reference.value.unwrap(),
+        Tol::new(1e-6, 0.0),
+    );
+    assert_close(
+        "mse grad",
+        &read(ctx, &grad, m),
+        &reference.grad,
+        Tol::new(1e-6, 1e-7),
+    );
+}
