@@ -1,10 +1,12 @@
-//! The recording level: your device, your buffers, your command encoder; results stay on the
-//! GPU. This is how a wgpu renderer or trainer embeds wgpu-loss.
+//! The recording level: your device, your buffers (here ranges of one arena), your command
+//! encoder; results stay on the GPU. This is how a wgpu renderer or trainer embeds wgpu-loss.
 //!
 //! `cargo run --release --example recording`
 
+use std::num::NonZeroU64;
+
 use wgpu::util::DeviceExt;
-use wgpu_loss::{Context, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyPlan};
+use wgpu_loss::{Buffers, Context, CrossEntropyDesc, Plan};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The application's own device and queue.
@@ -18,11 +20,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }))?;
     let ctx = Context::from_device(device.clone(), queue.clone())?;
 
-    // A plan per shape, made once: pipelines compiled, parameters and scratch allocated.
+    // A plan per description, made once: pipelines compiled, parameters and scratch allocated.
     let (rows, classes) = (4, 5);
-    let plan = CrossEntropyPlan::new(&ctx, &CrossEntropyDesc::new(rows, classes))?;
+    let plan = Plan::new(&ctx, &CrossEntropyDesc::new(rows, classes))?;
 
-    // The application's buffers (STORAGE usage; COPY_SRC here only to print the result).
+    // The application's memory: one arena holding the logits, the gradient and the loss at
+    // offsets the device can bind storage at (STORAGE usage; COPY_SRC only to print the loss).
+    let align = device.limits().min_storage_buffer_offset_alignment as u64;
+    let bytes = (4 * rows * classes) as u64;
+    let (logits_at, grad_at) = (0, bytes.next_multiple_of(align));
+    let loss_at = (grad_at + bytes).next_multiple_of(align);
+    let mut arena = vec![0u8; (loss_at + 4) as usize];
+    let logits: Vec<f32> = (0..rows * classes)
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
+    arena[..bytes as usize].copy_from_slice(bytemuck::cast_slice(&logits));
     let storage = |data: &[u8]| {
         device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: None,
@@ -30,34 +42,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         })
     };
-    let logits: Vec<f32> = (0..rows * classes)
-        .map(|i| (i as f32 * 0.37).sin())
-        .collect();
-    let logits = storage(bytemuck::cast_slice(&logits));
+    let arena = storage(&arena);
     let targets = storage(bytemuck::cast_slice(&[0i32, 4, 2, 1]));
-    let loss = storage(&[0; 4]);
-    let grad = storage(&vec![0; 4 * rows * classes]);
+    let range = |offset: u64, size: u64| wgpu::BufferBinding {
+        buffer: &arena,
+        offset,
+        size: NonZeroU64::new(size),
+    };
+
+    // Bind once (checked: usage, alignment, sizes, no overlapping outputs); the bindings are
+    // the caller's to keep or drop.
+    let bindings = plan.bind(
+        &Buffers::new(range(logits_at, bytes), &targets)
+            .grad(range(grad_at, bytes))
+            .loss(range(loss_at, 4)),
+    )?;
 
     // Record into the application's encoder, next to its own passes; nothing is submitted.
     let mut encoder = device.create_command_encoder(&Default::default());
-    plan.record(
-        &mut encoder,
-        &CrossEntropyBuffers {
-            logits: &logits,
-            targets: &targets,
-            weight: None,
-            loss: Some(&loss),
-            grad: Some(&grad),
-        },
-    )?;
-    // ... the application's optimizer step would read `grad` here, on the GPU ...
+    plan.record(&mut encoder, &bindings)?;
+    // ... the application's optimizer step would read the gradient here, on the GPU ...
     let staging = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,
         size: 4,
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    encoder.copy_buffer_to_buffer(&loss, 0, &staging, 0, 4);
+    encoder.copy_buffer_to_buffer(&arena, loss_at, &staging, 0, 4);
     queue.submit([encoder.finish()]);
 
     staging.map_async(wgpu::MapMode::Read, .., |r| r.expect("map"));

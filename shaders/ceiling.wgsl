@@ -16,9 +16,6 @@
 
 #import segment
 
-override WG: u32 = 256u;
-override SEG: u32 = 256u;
-override SG_MIN: u32 = 1u;
 override K: u32 = 16u;
 override LANES: u32 = 8u;
 // Invocations per partial sum, as the loss kernels (see group_sum).
@@ -33,36 +30,21 @@ fn value(v: vec4<f32>) -> vec4<f32> {
     return v;
 }
 
-// Keep in sync with `CeilingParams` in src/bench.rs.
-struct Params {
-    vecs: u32,
-    wg_x: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
+#params
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
 
 @compute @workgroup_size(WG)
-fn sum(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-#ifdef SUBGROUPS
-    @builtin(subgroup_size) sg_size: u32,
-#endif
-) {
-#ifndef SUBGROUPS
-    let sg_size = 1u;
-#endif
-    let wg = wid.x + wid.y * params.wg_x;
+fn sum(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
     if (wg * WG * K >= params.vecs) {
         return;
     }
     var acc = vec4<f32>(0.0);
-    let first = wg * WG * K + (lid / LANES) * LANES * K + lid % LANES;
+    let first = wg * WG * K + (inv.lid / LANES) * LANES * K + inv.lid % LANES;
     for (var k = 0u; k < K; k++) {
         let v = first + k * LANES;
         if (v < params.vecs) {
@@ -74,16 +56,16 @@ fn sum(
     }
     let mine = dot(acc, vec4<f32>(1.0));
     // One partial per group of PG invocations, as the loss kernels write theirs.
-    let total = group_sum(vec2<f32>(mine, 0.0), 1u, PG, lid);
-    if (lid % PG == 0u) {
-        c[wg * (WG / PG) + lid / PG] = vec4<f32>(total, 0.0, 0.0);
+    let total = group_sum(vec2<f32>(mine, 0.0), 1u, PG, inv.lid);
+    if (inv.lid % PG == 0u) {
+        c[wg * (WG / PG) + inv.lid / PG] = vec4<f32>(total, 0.0, 0.0);
     }
 }
 
 @compute @workgroup_size(WG)
-fn copy(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let wg = wid.x + wid.y * params.wg_x;
-    let first = wg * WG * K + (lid / LANES) * LANES * K + lid % LANES;
+fn copy(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
+    let first = wg * WG * K + (inv.lid / LANES) * LANES * K + inv.lid % LANES;
     for (var k = 0u; k < K; k++) {
         let v = first + k * LANES;
         if (v < params.vecs) {

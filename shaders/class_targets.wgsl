@@ -12,47 +12,25 @@
 #import scratch
 #import segment
 
-override WG: u32 = 256u;
-override SEG: u32 = 256u;
-override SG_MIN: u32 = 1u;
 override K: u32 = 16u;
 override HAS_WEIGHT: bool = false;
 
-// Keep in sync with `TargetParams` in src/program.rs.
-struct Params {
-    rows: u32,
-    classes: u32,
-    ignore_index: i32,
-    wg_x: u32,
-    partial_base: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
+#params
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> y: array<i32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> scratch: Scratch;
 
 @compute @workgroup_size(WG)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-#ifdef SUBGROUPS
-    @builtin(subgroup_size) sg_size: u32,
-#endif
-) {
-#ifndef SUBGROUPS
-    let sg_size = 1u;
-#endif
-    let wg = wid.x + wid.y * params.wg_x;
+fn main(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
     if (wg * WG * K >= params.rows) {
         return;
     }
     var acc = 0.0;
     for (var k = 0u; k < K; k++) {
-        let n = wg * WG * K + k * WG + lid;
+        let n = wg * WG * K + k * WG + inv.lid;
         if (n < params.rows) {
             let yn = y[n];
             if (yn != params.ignore_index && yn >= 0 && yn < i32(params.classes)) {
@@ -64,8 +42,8 @@ fn main(
             }
         }
     }
-    let total = seg_sum(vec4<f32>(acc, 0.0, 0.0, 0.0), lid, sg_size);
-    if (lid == 0u) {
+    let total = seg_sum(vec4<f32>(acc, 0.0, 0.0, 0.0), inv.lid, sg_size_of(inv));
+    if (inv.lid == 0u) {
         store_partial(params.partial_base, wg, vec2<f32>(0.0, total.x));
     }
 }

@@ -47,10 +47,8 @@
 #import scratch
 #import segment
 #import math
+#import outputs
 
-override WG: u32 = 256u;
-override SEG: u32 = 256u;
-override SG_MIN: u32 = 1u;
 // Invocations per partial sum (see group_sum): a plan constant.
 override PG: u32 = 256u;
 // vec4s per invocation (<= KMAX): a preprocessor value, so that the loops over them unroll.
@@ -66,57 +64,15 @@ override SMOOTH: bool = false;
 override ZLOSS: bool = false;
 override SOFTCAP: bool = false;
 override WANT_GRAD: bool = false;
-// What happens after the statistics is chosen by uniforms (params.flags, scale_mode,
-// final_mode), not overrides: it is not in the hot loops, and one pipeline then serves every
-// reduction.
-//   flags bit 0 (ROW_LOSS): write per-row losses; bit 1 (PARTIAL): write partial sums;
-//   bit 2 (SINGLE): one workgroup holds the whole problem and writes the reduced value itself.
-//   scale_mode (gradient scale): 0 params.grad_scale; 1 1 / scratch.data[0] (a weighted mean's
-//   denominator reduced by an earlier pass); 2 (SINGLE) 1 / the weight sum it reduces itself.
-//   final_mode (SINGLE): 0 loss[0] = sum; 1 sum / params.mean_den; 2 sum / weight sum; 3 none.
-
+// What happens after the statistics (row losses, partials, a single workgroup's reduced value,
+// the gradient's scale) is chosen by uniforms: see common/outputs.wgsl.
 const KMAX: u32 = 32u;
 // Identity of max. Finite, so that rows or chunks whose entries are all -inf give a zero sum of
 // exponentials instead of exp(-inf - -inf) = NaN; the row's loss still comes out as PyTorch's.
 const LOWEST: f32 = -3.40282347e38;
 
-// Keep in sync with `CeParams` in src/cross_entropy.rs.
-struct Params {
-    rows: u32,
-    classes: u32,
-    blocks: u32,
-    block_base: u32,
-    chunks: u32,
-    wg_chunks: u32,
-    wg_x: u32,
-    partial_base: u32,
-    stats_base: u32,
-    total: u32,
-    ignore_index: i32,
-    flags: u32,
-    label_smoothing: f32,
-    z_loss: f32,
-    softcap: f32,
-    eps: f32,
-    grad_scale: f32,
-    mean_den: f32,
-    scale_mode: u32,
-    final_mode: u32,
-}
-
-fn want_row_loss() -> bool {
-    return (params.flags & 1u) != 0u;
-}
-
-fn want_partial() -> bool {
-    return (params.flags & 2u) != 0u;
-}
-
-fn single() -> bool {
-    return (params.flags & 4u) != 0u;
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
+// The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
+#params
 
 // Where a block's data starts: a vec4 index (blocks start on vec4 boundaries), or with
 // UNALIGNED (one row a block, C not a multiple of 4, scalar bindings) an element index.
@@ -711,13 +667,6 @@ fn write_grad(blk: Block, o: RowOut, pf: vec4<f32>, scale: f32, gv0: u32, v0: u3
 #endunroll
 }
 
-fn grad_scale() -> f32 {
-    if (params.scale_mode == 1u) {
-        return 1.0 / scratch.data[0];
-    }
-    return params.grad_scale;
-}
-
 // Per-row outputs of a finished block: row losses, invalid targets, and the block's partial.
 fn emit_rows(blk: Block, o: RowOut) -> vec2<f32> {
     var part = vec2<f32>(0.0);
@@ -736,16 +685,6 @@ fn emit_rows(blk: Block, o: RowOut) -> vec2<f32> {
     return part;
 }
 
-fn final_value(total: vec2<f32>) -> f32 {
-    if (params.final_mode == 1u) {
-        return total.x / params.mean_den;
-    }
-    if (params.final_mode == 2u) {
-        return total.x / total.y;
-    }
-    return total.x;
-}
-
 // The first of invocation j's K vec4s within a run of SPAN invocations, and the stride to its
 // next: lane groups of LANES stream LANES * K consecutive vec4s each; a span narrower than a
 // lane group interleaves its invocations.
@@ -757,22 +696,13 @@ fn first_vec(j: u32, span: u32) -> vec2<u32> {
 }
 
 @compute @workgroup_size(WG)
-fn fused(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-#ifdef SUBGROUPS
-    @builtin(subgroup_size) sg_size: u32,
-#endif
-) {
-#ifndef SUBGROUPS
-    let sg_size = 1u;
-#endif
-    let wg = wid.x + wid.y * params.wg_x;
+fn fused(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
     if (wg * (WG / SEG) >= params.blocks) {
         return;
     }
-    let j = lid % SEG;
-    let blk = block_of(wg * (WG / SEG) + lid / SEG);
+    let j = inv.lid % SEG;
+    let blk = block_of(wg * (WG / SEG) + inv.lid / SEG);
     let bv = block_vecs();
     let gv0 = block_start(blk.row0);
     let at = first_vec(j, SEG);
@@ -784,7 +714,7 @@ fn fused(
         load_and_scan(blk, &own, gv0, at.x, at.y, bv);
         own_stats(blk, &own, at.x, at.y, bv);
     }
-    let st = seg_merge(own, lid, sg_size);
+    let st = seg_merge(own, inv.lid, sg_size_of(inv));
     let o = finish_rows(blk, st);
     // p = exp(x' - own max) * exp(own max - row max) / s.
     let pf = exp(own.m - st.m) * o.inv_s;
@@ -800,11 +730,11 @@ fn fused(
     }
     if (want_partial() && !single()) {
         // One partial per group of PG invocations.
-        store_group_partial(params.partial_base, wg, lid, PG, group_sum(part, SEG, PG, lid));
+        store_group_partial(params.partial_base, wg, inv.lid, PG, group_sum(part, SEG, PG, inv.lid));
     }
     if (single()) {
-        let total = wg_sum_segments(part, lid);
-        if (lid == 0u) {
+        let total = wg_sum_segments(part, inv.lid);
+        if (inv.lid == 0u) {
             if (params.final_mode != 3u) {
                 loss[0] = final_value(total);
             }
@@ -826,17 +756,8 @@ fn stats_index(index: u32, chunk: u32, r: u32) -> u32 {
 }
 
 @compute @workgroup_size(WG)
-fn stats(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-#ifdef SUBGROUPS
-    @builtin(subgroup_size) sg_size: u32,
-#endif
-) {
-#ifndef SUBGROUPS
-    let sg_size = 1u;
-#endif
-    let wg = wid.x + wid.y * params.wg_x;
+fn stats(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
     let b_index = wg / params.chunks;
     let chunk = wg % params.chunks;
     if (b_index >= params.blocks) {
@@ -845,7 +766,7 @@ fn stats(
     let blk = block_of(b_index);
     let bv = block_vecs();
     let gv0 = block_start(blk.row0);
-    let at = first_vec(lid, WG);
+    let at = first_vec(inv.lid, WG);
     let v0 = chunk * WG * K + at.x;
 
     var own = no_stats();
@@ -856,8 +777,8 @@ fn stats(
         load_and_scan(blk, &own, gv0, v0, at.y, bv);
         own_stats(blk, &own, v0, at.y, bv);
     }
-    let st = seg_merge(own, lid, sg_size);
-    if (lid == 0u) {
+    let st = seg_merge(own, inv.lid, sg_size_of(inv));
+    if (inv.lid == 0u) {
         for (var r = 0u; r < ROWS; r++) {
             let i = stats_index(b_index, chunk, r);
             scratch.data[i] = st.m[r];
@@ -870,17 +791,8 @@ fn stats(
 }
 
 @compute @workgroup_size(WG)
-fn finish(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-#ifdef SUBGROUPS
-    @builtin(subgroup_size) sg_size: u32,
-#endif
-) {
-#ifndef SUBGROUPS
-    let sg_size = 1u;
-#endif
-    let wg = wid.x + wid.y * params.wg_x;
+fn finish(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
     let b_index = wg / params.wg_chunks;
     let chunk = wg % params.wg_chunks;
     if (b_index >= params.blocks) {
@@ -888,10 +800,10 @@ fn finish(
     }
     let blk = block_of(b_index);
 
-    // Merge the chunk statistics: invocation lid takes chunks lid, lid + WG, ... in order,
+    // Merge the chunk statistics: invocation inv.lid takes chunks inv.lid, inv.lid + WG, ... in order,
     // then the workgroup merges the invocations in index order.
     var own = no_stats();
-    for (var c = lid; c < params.chunks; c += WG) {
+    for (var c = inv.lid; c < params.chunks; c += WG) {
         var rec = no_stats();
         for (var r = 0u; r < ROWS; r++) {
             let i = stats_index(b_index, c, r);
@@ -903,22 +815,22 @@ fn finish(
         }
         own = merge(own, rec);
     }
-    let st = seg_merge(own, lid, sg_size);
+    let st = seg_merge(own, inv.lid, sg_size_of(inv));
     let o = finish_rows(blk, st);
 
-    if (lid == 0u && want_partial()) {
+    if (inv.lid == 0u && want_partial()) {
         var part = vec2<f32>(0.0);
         if (chunk == 0u) {
             part = emit_rows(blk, o);
         }
         store_partial(params.partial_base, wg, part);
-    } else if (lid == 0u && chunk == 0u) {
+    } else if (inv.lid == 0u && chunk == 0u) {
         _ = emit_rows(blk, o);
     }
     if (WANT_GRAD && TARGETS != 2u) {
         let bv = block_vecs();
         let gv0 = block_start(blk.row0);
-        let at = first_vec(lid, WG);
+        let at = first_vec(inv.lid, WG);
         let v0 = chunk * WG * K + at.x;
         // The second read: x' again, then exp(x' - row max), so p = es / s.
         var unused = no_stats();

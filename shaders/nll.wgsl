@@ -17,11 +17,8 @@
 
 #import scratch
 #import segment
+#import outputs
 
-override WG: u32 = 256u;
-// The whole workgroup is one segment here (seg_sum over it when SINGLE).
-override SEG: u32 = 256u;
-override SG_MIN: u32 = 1u;
 override PG: u32 = 256u;
 // Rows per invocation for the loss, gradient vec4s per invocation.
 override KR: u32 = 4u;
@@ -31,33 +28,10 @@ override CLASSES: u32 = 1u;
 override HAS_WEIGHT: bool = false;
 override WANT_LOSS: bool = false;
 override WANT_GRAD: bool = false;
-override WANT_ROW_LOSS: bool = false;
-override WANT_PARTIAL: bool = false;
-override SINGLE: bool = false;
-// Gradient scale: 0 params.grad_scale; 1 1 / scratch.data[0]; 2 (SINGLE) 1 / the weight sum.
-override SCALE_MODE: u32 = 0u;
-// SINGLE: 0 loss[0] = sum; 2 sum / weight sum; 3 no reduced value.
-override FINAL_MODE: u32 = 0u;
 
-// Keep in sync with `NllParams` in src/nll.rs.
-struct Params {
-    rows: u32,
-    // Rows whose loss this dispatch computes (0 for the gradient's tail dispatch).
-    loss_rows: u32,
-    // Gradient vec4s this dispatch writes, and the first of them.
-    vecs: u32,
-    vec_base: u32,
-    total: u32,
-    wg_x: u32,
-    partial_base: u32,
-    ignore_index: i32,
-    grad_scale: f32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
+#params
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<i32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
@@ -90,13 +64,6 @@ fn class_weight(c: u32) -> f32 {
     return 1.0;
 }
 
-fn grad_scale() -> f32 {
-    if (SCALE_MODE == 1u) {
-        return 1.0 / scratch.data[0];
-    }
-    return params.grad_scale;
-}
-
 // The gradient of vec4 v: -scale w_y at each element that is its row's target.
 fn grad_vec4(v: u32, scale: f32) -> vec4<f32> {
     let e = vec4<u32>(4u * v) + vec4<u32>(0u, 1u, 2u, 3u);
@@ -115,17 +82,8 @@ fn grad_vec4(v: u32, scale: f32) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-#ifdef SUBGROUPS
-    @builtin(subgroup_size) sg_size: u32,
-#endif
-) {
-#ifndef SUBGROUPS
-    let sg_size = 1u;
-#endif
-    let wg = wid.x + wid.y * params.wg_x;
+fn main(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
     let first_row = wg * WG * KR;
     let first_vec = wg * WG * K;
     if (first_row >= params.loss_rows && first_vec >= params.vecs) {
@@ -133,9 +91,9 @@ fn main(
     }
     // Loss: one logit per row.
     var part = vec2<f32>(0.0);
-    if (WANT_LOSS || SCALE_MODE == 2u) {
+    if (WANT_LOSS || params.scale_mode == 2u) {
         for (var k = 0u; k < KR; k++) {
-            let n = first_row + k * WG + lid;
+            let n = first_row + k * WG + inv.lid;
             if (n < params.loss_rows) {
                 let t = y[n];
                 var l = 0.0;
@@ -150,7 +108,7 @@ fn main(
                         l = -wt * x[n * CLASSES + u32(t)];
                     }
                 }
-                if (WANT_ROW_LOSS) {
+                if (want_row_loss()) {
                     loss[n] = l;
                 }
                 part += vec2<f32>(l, wt);
@@ -158,29 +116,22 @@ fn main(
         }
     }
     var scale = grad_scale();
-    if (WANT_PARTIAL && !SINGLE) {
-        store_group_partial(params.partial_base, wg, lid, PG, group_sum(part, 1u, PG, lid));
-    }
-    if (SINGLE) {
-        let total = seg_sum(vec4<f32>(part, 0.0, 0.0), lid, sg_size).xy;
-        if (lid == 0u) {
-            if (FINAL_MODE == 0u) {
-                loss[0] = total.x;
-            } else if (FINAL_MODE == 2u) {
-                loss[0] = total.x / total.y;
-            }
-            sh_scale = 1.0 / total.y;
+    let total = emit_partial(part, wg, inv, PG);
+    if (single() && inv.lid == 0u) {
+        if (params.final_mode != 3u) {
+            loss[0] = final_value(total);
         }
+        sh_scale = 1.0 / total.y;
     }
     if (!WANT_GRAD) {
         return;
     }
-    if (SCALE_MODE == 2u) {
+    if (params.scale_mode == 2u) {
         workgroupBarrier();
         scale = sh_scale;
     }
     // Gradient: lane groups stream runs of LANES * K vec4s.
-    let at = first_vec + (lid / LANES) * LANES * K + lid % LANES;
+    let at = first_vec + (inv.lid / LANES) * LANES * K + inv.lid % LANES;
     for (var k = 0u; k < K; k++) {
         let local = at + k * LANES;
         if (local < params.vecs) {

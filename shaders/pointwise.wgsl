@@ -28,10 +28,8 @@
 #import scratch
 #import segment
 #import math
+#import outputs
 
-override WG: u32 = 256u;
-override SEG: u32 = 256u;
-override SG_MIN: u32 = 1u;
 // Invocations per partial sum (see group_sum): a plan constant.
 override PG: u32 = 256u;
 override K: u32 = 16u;
@@ -41,31 +39,9 @@ override HAS_WEIGHT: bool = false;
 override HAS_POS_WEIGHT: bool = false;
 override LOG_TARGET: bool = false;
 override WANT_GRAD: bool = false;
-override WANT_ELEM_LOSS: bool = false;
-override WANT_PARTIAL: bool = false;
-override SINGLE: bool = false;
 
-// Keep in sync with `PointwiseParams` in src/pointwise.rs.
-struct Params {
-    // Elements in the whole problem.
-    len: u32,
-    // vec4s covered by this dispatch, and the first of them.
-    vecs: u32,
-    vec_base: u32,
-    wg_x: u32,
-    partial_base: u32,
-    weight_len: u32,
-    pos_weight_len: u32,
-    _pad0: u32,
-    // delta (huber), beta (smooth_l1).
-    p0: f32,
-    grad_scale: f32,
-    // SINGLE: loss[0] = sum / mean_den.
-    mean_den: f32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
+// The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
+#params
 
 #ifdef VEC4
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
@@ -234,22 +210,13 @@ fn elem(v: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
 }
 
 @compute @workgroup_size(WG)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-#ifdef SUBGROUPS
-    @builtin(subgroup_size) sg_size: u32,
-#endif
-) {
-#ifndef SUBGROUPS
-    let sg_size = 1u;
-#endif
-    let wg = wid.x + wid.y * params.wg_x;
+fn main(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
     if (wg * WG * K >= params.vecs) {
         return;
     }
     var acc = vec4<f32>(0.0);
-    let first = wg * WG * K + (lid / LANES) * LANES * K + lid % LANES;
+    let first = wg * WG * K + (inv.lid / LANES) * LANES * K + inv.lid % LANES;
     for (var k = 0u; k < K; k++) {
         let local = first + k * LANES;
         if (local >= params.vecs) {
@@ -270,7 +237,7 @@ fn main(
         // Elements past the end (scalar variant) contribute nothing.
         let live = vec4<u32>(4u * v) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.len);
         acc += select(vec4<f32>(0.0), o.loss, live);
-        if (WANT_ELEM_LOSS) {
+        if (want_row_loss()) {
             store_loss(v, o.loss);
         }
         if (WANT_GRAD) {
@@ -278,16 +245,10 @@ fn main(
         }
     }
     let mine = dot(acc, vec4<f32>(1.0));
-    if (WANT_PARTIAL && !SINGLE) {
-        // One partial per group of PG invocations.
-        store_group_partial(params.partial_base, wg, lid, PG, group_sum(vec2<f32>(mine, 0.0), 1u, PG, lid));
-    }
-    if (SINGLE) {
-        let total = seg_sum(vec4<f32>(mine, 0.0, 0.0, 0.0), lid, sg_size).x;
-        if (lid == 0u) {
+    let total = emit_partial(vec2<f32>(mine, 0.0), wg, inv, PG);
+    if (single() && inv.lid == 0u) {
 #ifndef VEC4
-            loss[0] = total / params.mean_den;
+        loss[0] = final_value(total);
 #endif
-        }
     }
 }

@@ -16,51 +16,29 @@
 #import scratch
 #import segment
 
-override WG: u32 = 256u;
-override SEG: u32 = 256u;
-override SG_MIN: u32 = 1u;
-const K: u32 = 16u;
+override K: u32 = 16u;
 
-// Keep in sync with `ReduceParams` in src/program.rs.
-struct Params {
-    count: u32,
-    in_base: u32,
-    out_base: u32,
-    wg_x: u32,
-    mode: u32,
-    mean_den: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
+#params
 
-@group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> scratch: Scratch;
 @group(0) @binding(2) var<storage, read_write> loss: array<f32>;
 
 @compute @workgroup_size(WG)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-#ifdef SUBGROUPS
-    @builtin(subgroup_size) sg_size: u32,
-#endif
-) {
-#ifndef SUBGROUPS
-    let sg_size = 1u;
-#endif
-    let wg = wid.x + wid.y * params.wg_x;
+fn main(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
     if (wg * WG * K >= params.count) {
         return;
     }
     var acc = vec2<f32>(0.0);
     for (var k = 0u; k < K; k++) {
-        let i = wg * WG * K + k * WG + lid;
+        let i = wg * WG * K + k * WG + inv.lid;
         if (i < params.count) {
             acc += load_partial(params.in_base, i);
         }
     }
-    let total = seg_sum(vec4<f32>(acc, 0.0, 0.0), lid, sg_size).xy;
-    if (lid != 0u) {
+    let total = seg_sum(vec4<f32>(acc, 0.0, 0.0), inv.lid, sg_size_of(inv)).xy;
+    if (inv.lid != 0u) {
         return;
     }
     switch params.mode {

@@ -9,16 +9,14 @@
 
 use std::time::Instant;
 
-use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use crate::context::{Binding, PipelineKey};
-use crate::program::WG;
-use crate::shader::Shader;
+use crate::context::PipelineKey;
+use crate::program::{WG, partial_group};
+use crate::shader::{Shader, params};
 use crate::{
-    Context, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyPlan, CrossEntropyProbsBuffers,
-    CrossEntropyProbsDesc, CrossEntropyProbsPlan, Error, Outputs, Pointwise, PointwiseBuffers,
-    PointwiseDesc, PointwisePlan, Reduction, Result, cpu,
+    Bindings, Buffers, ClassicCrossEntropyDesc, Context, CrossEntropyDesc, Error, Inputs, Outputs,
+    Plan, Pointwise, PointwiseDesc, Result, cpu,
 };
 
 /// Inputs of a case are copied into several buffer sets, used in turn, until together they
@@ -210,18 +208,48 @@ impl Timing {
     }
 }
 
-/// The buffers of one input set.
+/// The buffers of one input set, bound to the case's plan once.
 struct Set {
-    a: wgpu::Buffer,
-    b: wgpu::Buffer,
     loss: wgpu::Buffer,
-    grad: Option<wgpu::Buffer>,
+    bindings: Bindings,
 }
 
+/// The plan of a case.
 enum Runner {
-    Pointwise(PointwisePlan),
-    CrossEntropy(CrossEntropyPlan),
-    Probs(CrossEntropyProbsPlan),
+    Pointwise(Plan<PointwiseDesc>),
+    CrossEntropy(Plan<CrossEntropyDesc>),
+    Classic(Plan<ClassicCrossEntropyDesc>),
+}
+
+impl Runner {
+    fn bind(&self, buffers: &Buffers<'_>) -> Result<Bindings> {
+        match self {
+            Runner::Pointwise(p) => p.bind(buffers),
+            Runner::CrossEntropy(p) => p.bind(buffers),
+            Runner::Classic(p) => p.bind(buffers),
+        }
+    }
+
+    fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        bindings: &Bindings,
+        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) -> Result<()> {
+        match self {
+            Runner::Pointwise(p) => p.record_timed(encoder, bindings, timestamps),
+            Runner::CrossEntropy(p) => p.record_timed(encoder, bindings, timestamps),
+            Runner::Classic(p) => p.record_timed(encoder, bindings, timestamps),
+        }
+    }
+
+    fn reference(&self, inputs: &Inputs<'_>) -> Result<cpu::Reference> {
+        match self {
+            Runner::Pointwise(p) => cpu::reference(p.desc(), inputs),
+            Runner::CrossEntropy(p) => cpu::reference(p.desc(), inputs),
+            Runner::Classic(p) => cpu::reference(p.desc(), inputs),
+        }
+    }
 }
 
 /// Host copies of the inputs, for the CPU reference.
@@ -321,23 +349,17 @@ impl Bench {
             Outputs::LOSS
         };
         let runner = match case.family {
-            Family::Mse => Runner::Pointwise(PointwisePlan::new(
+            Family::Mse => Runner::Pointwise(Plan::new(
                 ctx,
                 &PointwiseDesc::new(Pointwise::Mse, case.rows).outputs(outputs),
             )?),
-            Family::CrossEntropy => Runner::CrossEntropy(CrossEntropyPlan::new(
+            Family::CrossEntropy => Runner::CrossEntropy(Plan::new(
                 ctx,
                 &CrossEntropyDesc::new(case.rows, case.classes).outputs(outputs),
             )?),
-            Family::CrossEntropyProbs => Runner::Probs(CrossEntropyProbsPlan::new(
+            Family::CrossEntropyProbs => Runner::Classic(Plan::new(
                 ctx,
-                &CrossEntropyProbsDesc {
-                    rows: case.rows,
-                    classes: case.classes,
-                    eps: 1e-7,
-                    reduction: Reduction::Mean,
-                    outputs,
-                },
+                &ClassicCrossEntropyDesc::new(case.rows, case.classes).outputs(outputs),
             )?),
         };
         let host = host_inputs(&case, seed);
@@ -348,13 +370,19 @@ impl Bench {
             _ => bytemuck::cast_slice(&host.b),
         };
         let sets = (0..set_count(case.bytes()))
-            .map(|_| Set {
-                a: buffer(ctx, bytemuck::cast_slice(&host.a)),
-                b: buffer(ctx, b_bytes),
-                loss: empty(ctx, 4),
-                grad: case.grad.then(|| empty(ctx, 4 * case.elements() as u64)),
+            .map(|_| {
+                let a = buffer(ctx, bytemuck::cast_slice(&host.a));
+                let b = buffer(ctx, b_bytes);
+                let loss = empty(ctx, 4);
+                let mut buffers = Buffers::new(&a, &b).loss(&loss);
+                let grad = case.grad.then(|| empty(ctx, 4 * case.elements() as u64));
+                if let Some(g) = &grad {
+                    buffers = buffers.grad(g);
+                }
+                let bindings = runner.bind(&buffers)?;
+                Ok(Set { loss, bindings })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Bench {
             ctx: ctx.clone(),
             case,
@@ -382,41 +410,7 @@ impl Bench {
         timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
     ) -> Result<()> {
         let s = &self.sets[set % self.sets.len()];
-        match &self.runner {
-            Runner::Pointwise(p) => p.record_timed(
-                encoder,
-                &PointwiseBuffers {
-                    pred: &s.a,
-                    target: &s.b,
-                    weight: None,
-                    pos_weight: None,
-                    loss: Some(&s.loss),
-                    grad: s.grad.as_ref(),
-                },
-                timestamps,
-            ),
-            Runner::CrossEntropy(p) => p.record_timed(
-                encoder,
-                &CrossEntropyBuffers {
-                    logits: &s.a,
-                    targets: &s.b,
-                    weight: None,
-                    loss: Some(&s.loss),
-                    grad: s.grad.as_ref(),
-                },
-                timestamps,
-            ),
-            Runner::Probs(p) => p.record_timed(
-                encoder,
-                &CrossEntropyProbsBuffers {
-                    probs: &s.a,
-                    targets: &s.b,
-                    loss: Some(&s.loss),
-                    grad: s.grad.as_ref(),
-                },
-                timestamps,
-            ),
-        }
+        self.runner.record(encoder, &s.bindings, timestamps)
     }
 
     /// Times `reps` runs after `warmup` untimed ones, rotating through the input sets.
@@ -443,16 +437,11 @@ impl Bench {
 
     fn cpu_reference(&self) -> Result<cpu::Reference> {
         let h = &self.host;
-        let c = self.case.classes;
-        match self.case.family {
-            Family::Mse => cpu::pointwise::mse(&h.a, &h.b, Reduction::Mean),
-            Family::CrossEntropy => {
-                cpu::cross_entropy::cross_entropy(&h.a, &h.targets, c, None, &Default::default())
-            }
-            Family::CrossEntropyProbs => {
-                cpu::cross_entropy::cross_entropy_probs(&h.a, &h.b, c, 1e-7, Reduction::Mean)
-            }
-        }
+        let inputs = match self.case.family {
+            Family::CrossEntropy => Inputs::classes(&h.a, &h.targets),
+            _ => Inputs::new(&h.a, &h.b),
+        };
+        self.runner.reference(&inputs)
     }
 
     /// Seconds the CPU reference takes on the same inputs (the fastest of up to three runs,
@@ -477,17 +466,7 @@ impl Bench {
 }
 
 fn read_f32(ctx: &Context, buffer: &wgpu::Buffer) -> Result<f32> {
-    let _guard = ctx.lock();
-    let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("wgpu-loss.bench.readback"),
-        size: 4,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx.device().create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, 4);
-    ctx.queue().submit([encoder.finish()]);
-    let bytes = crate::transfer::map_read(ctx, &staging)?;
+    let bytes = crate::transfer::read_back(ctx, buffer, 4)?;
     Ok(f32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
@@ -504,6 +483,21 @@ fn time_passes(
         Option<wgpu::ComputePassTimestampWrites<'_>>,
     ) -> Result<()>,
 ) -> Result<Timing> {
+    time_recorded(ctx, warmup, reps, ctx.has_timestamps(), |e, i, q| {
+        record(e, i, q.map(|(q, j)| q.writes(j)))
+    })
+}
+
+/// Times `reps` recordings (after `warmup`): with `timestamps`, all repetitions in submissions
+/// of at most QUERY_BATCH, `record(encoder, repetition, Some((queries, j)))` writing queries
+/// 2j and 2j + 1 around its work; else the wall clock around each submit-and-wait.
+fn time_recorded(
+    ctx: &Context,
+    warmup: usize,
+    reps: usize,
+    timestamps: bool,
+    record: impl Fn(&mut wgpu::CommandEncoder, usize, Option<(&Queries, usize)>) -> Result<()>,
+) -> Result<Timing> {
     check_reps(reps)?;
     let _guard = ctx.lock();
     for i in 0..warmup {
@@ -512,7 +506,7 @@ fn time_passes(
         ctx.queue().submit([encoder.finish()]);
     }
     wait(ctx)?;
-    if ctx.has_timestamps() {
+    if timestamps {
         // At most QUERY_BATCH repetitions a submission (query sets are bounded).
         let mut samples = Vec::with_capacity(reps);
         let mut done = 0;
@@ -521,7 +515,7 @@ fn time_passes(
             let queries = Queries::new(ctx, batch);
             let mut encoder = ctx.device().create_command_encoder(&Default::default());
             for i in 0..batch {
-                record(&mut encoder, warmup + done + i, Some(queries.writes(i)))?;
+                record(&mut encoder, warmup + done + i, Some((&queries, i)))?;
             }
             queries.resolve(&mut encoder);
             ctx.queue().submit([encoder.finish()]);
@@ -630,21 +624,15 @@ pub struct Ceilings {
     pub with_exp: Timing,
 }
 
-/// Keep in sync with `Params` in shaders/ceiling.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct CeilingParams {
-    vecs: u32,
-    wg_x: u32,
-    _pad: [u32; 2],
+params! {
+    /// The parameters of ceiling.wgsl.
+    CeilingParams {
+        vecs: u32,
+        wg_x: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
-
-const CEILING_LAYOUT: &[Binding] = &[
-    Binding::Uniform,
-    Binding::Read,
-    Binding::Read,
-    Binding::ReadWrite,
-];
 /// vec4s per invocation of the trivial kernels: the ceiling is the fastest of these.
 const CEILING_K: [u32; 3] = [4, 16, 32];
 
@@ -706,15 +694,15 @@ fn measure_ceilings(ctx: &Context, case: &Case, warmup: usize, reps: usize) -> R
     let mut best = [None::<Timing>, None::<Timing>];
     for (e, with_exp) in [false, true].into_iter().enumerate() {
         for k in CEILING_K {
-            let key = PipelineKey::new(Shader::Ceiling, entry, CEILING_LAYOUT)
+            let key = PipelineKey::new(Shader::Ceiling, entry)
                 .constant("WG", WG)
                 .constant("SEG", WG)
                 .constant("K", k)
                 .constant("LANES", ctx.tuning().lanes)
-                .constant("PG", ctx.partial_group(1, WG))
+                .constant("PG", partial_group(ctx, 1))
                 .constant("TWO", two as u32)
                 .constant("EXP", with_exp as u32);
-            let pipeline = ctx.pipeline(&key)?;
+            let pipeline = pollster::block_on(ctx.pipeline(&key))?;
             let workgroups = (vecs as u64).div_ceil((WG * k) as u64);
             let per_dim = ctx.limits().max_compute_workgroups_per_dimension as u64;
             let x = workgroups.clamp(1, per_dim);
@@ -724,7 +712,7 @@ fn measure_ceilings(ctx: &Context, case: &Case, warmup: usize, reps: usize) -> R
                 contents: bytemuck::bytes_of(&CeilingParams {
                     vecs,
                     wg_x: x as u32,
-                    _pad: [0; 2],
+                    ..Default::default()
                 }),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
@@ -779,47 +767,18 @@ fn time_copies(
     pairs: &[(wgpu::Buffer, wgpu::Buffer)],
     bytes: u64,
 ) -> Result<Timing> {
-    check_reps(reps)?;
-    let copy = |encoder: &mut wgpu::CommandEncoder, i: usize| {
+    let timestamps = ctx.features().contains(
+        wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
+    );
+    time_recorded(ctx, warmup, reps, timestamps, |encoder, i, queries| {
         let (src, dst) = &pairs[i % pairs.len()];
-        encoder.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
-    };
-    for i in 0..warmup {
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        copy(&mut encoder, i);
-        ctx.queue().submit([encoder.finish()]);
-    }
-    wait(ctx)?;
-    if ctx
-        .features()
-        .contains(wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
-    {
-        let mut samples = Vec::with_capacity(reps);
-        let mut done = 0;
-        while done < reps {
-            let batch = (reps - done).min(QUERY_BATCH);
-            let queries = Queries::new(ctx, batch);
-            let mut encoder = ctx.device().create_command_encoder(&Default::default());
-            for i in 0..batch {
-                encoder.write_timestamp(&queries.set, 2 * i as u32);
-                copy(&mut encoder, warmup + done + i);
-                encoder.write_timestamp(&queries.set, 2 * i as u32 + 1);
-            }
-            queries.resolve(&mut encoder);
-            ctx.queue().submit([encoder.finish()]);
-            samples.extend(queries.read(ctx)?);
-            done += batch;
+        if let Some((q, j)) = queries {
+            encoder.write_timestamp(&q.set, 2 * j as u32);
         }
-        return Ok(Timing::new(samples, Method::Timestamps));
-    }
-    let mut samples = Vec::with_capacity(reps);
-    for i in 0..reps {
-        let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        copy(&mut encoder, warmup + i);
-        let start = Instant::now();
-        ctx.queue().submit([encoder.finish()]);
-        wait(ctx)?;
-        samples.push(start.elapsed().as_secs_f64());
-    }
-    Ok(Timing::new(samples, Method::WallClock))
+        encoder.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+        if let Some((q, j)) = queries {
+            encoder.write_timestamp(&q.set, 2 * j as u32 + 1);
+        }
+        Ok(())
+    })
 }

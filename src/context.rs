@@ -4,38 +4,37 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::ThreadId;
 
+use crate::plan::{LossDesc, Plan};
 use crate::shader::{self, Shader};
 use crate::{Error, Result};
 
 /// The role of one binding of a kernel, in binding order from 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Binding {
+pub enum Binding {
     Uniform,
     Read,
     ReadWrite,
 }
 
 /// What identifies a compiled pipeline: the shader, its variant, its entry point and its
-/// override constants.
+/// override constants. Its bindings follow from the shader and variant ([`Shader::layout`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct PipelineKey {
+pub struct PipelineKey {
     pub shader: Shader,
     pub entry: &'static str,
     /// Preprocessor names and `NAME=value`s, sorted (the context adds `SUBGROUPS` itself).
     pub defines: Vec<String>,
     /// Override constants, sorted by name, values as f64 bits (the context adds `SG_MIN`).
     pub constants: Vec<(&'static str, u64)>,
-    pub layout: &'static [Binding],
 }
 
 impl PipelineKey {
-    pub fn new(shader: Shader, entry: &'static str, layout: &'static [Binding]) -> Self {
+    pub fn new(shader: Shader, entry: &'static str) -> Self {
         PipelineKey {
             shader,
             entry,
             defines: Vec::new(),
             constants: Vec::new(),
-            layout,
         }
     }
 
@@ -64,7 +63,7 @@ impl PipelineKey {
 
 /// A compiled pipeline and the layout of its one bind group.
 #[derive(Clone, Debug)]
-pub(crate) struct Pipeline {
+pub struct Pipeline {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
 }
@@ -171,35 +170,30 @@ impl ContextOptions {
     }
 }
 
-/// A device limit the kernels need: its name, how to read it, and the least they need.
-struct Needed {
-    limit: &'static str,
-    get: fn(&wgpu::Limits) -> u64,
-    least: u64,
-}
-
-/// The limits the kernels need of a device (WebGPU's defaults satisfy them all).
+/// The limits the kernels need of a device (WebGPU's defaults satisfy them all): the limit's
+/// name, how to read it, and the least the kernels need.
+type Needed = (&'static str, fn(&wgpu::Limits) -> u32, u32);
 const NEEDED_LIMITS: [Needed; 4] = [
-    Needed {
-        limit: "max_storage_buffers_per_shader_stage",
-        get: |l| l.max_storage_buffers_per_shader_stage as u64,
-        least: 7,
-    },
-    Needed {
-        limit: "max_compute_invocations_per_workgroup",
-        get: |l| l.max_compute_invocations_per_workgroup as u64,
-        least: 256,
-    },
-    Needed {
-        limit: "max_compute_workgroup_size_x",
-        get: |l| l.max_compute_workgroup_size_x as u64,
-        least: 256,
-    },
-    Needed {
-        limit: "max_compute_workgroup_storage_size",
-        get: |l| l.max_compute_workgroup_storage_size as u64,
-        least: 8192,
-    },
+    (
+        "max_storage_buffers_per_shader_stage",
+        |l| l.max_storage_buffers_per_shader_stage,
+        7,
+    ),
+    (
+        "max_compute_invocations_per_workgroup",
+        |l| l.max_compute_invocations_per_workgroup,
+        256,
+    ),
+    (
+        "max_compute_workgroup_size_x",
+        |l| l.max_compute_workgroup_size_x,
+        256,
+    ),
+    (
+        "max_compute_workgroup_storage_size",
+        |l| l.max_compute_workgroup_storage_size,
+        8192,
+    ),
 ];
 
 /// A device and queue with the kernels compiled for them: the entry point of the library.
@@ -211,7 +205,17 @@ const NEEDED_LIMITS: [Needed; 4] = [
 #[derive(Clone)]
 pub struct Context {
     inner: Arc<Inner>,
+    /// The plans of the convenience calls, most recently used first (None in the handles that
+    /// plans keep: see [`Context::without_cache`]).
+    plans: Option<Arc<Mutex<Vec<CachedPlan>>>>,
 }
+
+/// A plan of any loss family, as the cache keeps it.
+type CachedPlan = Arc<dyn std::any::Any + Send + Sync>;
+
+/// How many plans the convenience calls keep: enough for a training loop's few shapes, few
+/// enough that a sweep over shapes does not hoard buffers.
+pub(crate) const PLAN_CACHE: usize = 8;
 
 struct Inner {
     device: wgpu::Device,
@@ -397,8 +401,8 @@ impl Context {
         tuning: Option<Tuning>,
     ) -> Result<Self> {
         let limits = device.limits();
-        for Needed { limit, get, least } in NEEDED_LIMITS {
-            let actual = get(&limits);
+        for (limit, get, least) in NEEDED_LIMITS {
+            let (actual, least) = (get(&limits) as u64, least as u64);
             if actual < least {
                 return Err(Error::DeviceLimit {
                     limit,
@@ -429,6 +433,7 @@ impl Context {
         let dummy_write = dummy("wgpu-loss.dummy_write", wgpu::BufferUsages::STORAGE);
         let device_lock = (info.backend == wgpu::Backend::Gl).then(DeviceLock::new);
         Ok(Context {
+            plans: Some(Arc::default()),
             inner: Arc::new(Inner {
                 device,
                 queue,
@@ -496,15 +501,6 @@ impl Context {
         self.inner.tuning
     }
 
-    /// How many invocations of a workgroup share one partial sum, for segments of `seg`
-    /// invocations: a lane group of the tuning, or one segment. It depends on the plan alone,
-    /// never on the subgroup size, so that sums are added in the same order on every adapter
-    /// with the same tuning. Keep in sync with `group_sum` (shaders/common/segment.wgsl) and
-    /// `store_group_partial` (shaders/common/scratch.wgsl).
-    pub(crate) fn partial_group(&self, seg: u32, wg: u32) -> u32 {
-        seg.max(self.inner.tuning.lanes).min(wg)
-    }
-
     /// Whether reductions use subgroup operations.
     pub fn uses_subgroups(&self) -> bool {
         self.inner.subgroup_min.is_some()
@@ -531,13 +527,9 @@ impl Context {
     }
 
     /// The pipeline for `key`, compiled on first use. Shader errors (bugs of this crate, or a
-    /// driver's) come back as [`Error::Wgpu`] naming the shader.
-    pub(crate) fn pipeline(&self, key: &PipelineKey) -> Result<Pipeline> {
-        let _guard = self.lock();
-        if let Some(p) = lock(&self.inner.pipelines).get(key) {
-            return Ok(p.clone());
-        }
-        let device = &self.inner.device;
+    /// driver's) come back as [`Error::Wgpu`] naming the shader. The device lock is held while
+    /// the device is used, not while the error scope's result is awaited.
+    pub(crate) async fn pipeline(&self, key: &PipelineKey) -> Result<Pipeline> {
         let mut defines = key.defines.clone();
         let mut constants: Vec<(&str, f64)> = key
             .constants
@@ -551,74 +543,122 @@ impl Context {
             }
             None => constants.push(("SG_MIN", 1.0)),
         }
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = {
-            let mut modules = lock(&self.inner.modules);
-            match modules.get(&(key.shader, defines.clone())) {
-                Some(m) => m.clone(),
-                None => {
-                    let names: Vec<&str> = defines.iter().map(String::as_str).collect();
-                    let source = shader::preprocess(key.shader, &names)?;
-                    let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(key.shader.file()),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    });
-                    modules.insert((key.shader, defines.clone()), m.clone());
-                    m
-                }
-            }
-        };
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = key
-            .layout
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupLayoutEntry {
-                binding: i as u32,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: match b {
-                        Binding::Uniform => wgpu::BufferBindingType::Uniform,
-                        Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                        Binding::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
-                    },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            })
-            .collect();
         let label = format!("wgpu-loss.{}.{}", key.shader.file(), key.entry);
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(&label),
-            entries: &entries,
-        });
-        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(&label),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&label),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some(key.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                // Every kernel writes workgroup memory before reading it.
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        let (p, popped) = {
+            let _guard = self.lock();
+            if let Some(p) = lock(&self.inner.pipelines).get(key) {
+                return Ok(p.clone());
+            }
+            let device = &self.inner.device;
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let module = {
+                let mut modules = lock(&self.inner.modules);
+                match modules.get(&(key.shader, defines.clone())) {
+                    Some(m) => m.clone(),
+                    None => {
+                        let names: Vec<&str> = defines.iter().map(String::as_str).collect();
+                        let source = shader::preprocess(key.shader, &names)?;
+                        let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(key.shader.file()),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
+                        });
+                        modules.insert((key.shader, defines.clone()), m.clone());
+                        m
+                    }
+                }
+            };
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = key
+                .shader
+                .layout(&key.defines)
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                    binding: i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: match b {
+                            Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                            Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                            Binding::ReadWrite => {
+                                wgpu::BufferBindingType::Storage { read_only: false }
+                            }
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(key.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    // Every kernel writes workgroup memory before reading it.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+            (Pipeline { pipeline, layout }, scope.pop())
+        };
+        if let Some(e) = popped.await {
             lock(&self.inner.modules).remove(&(key.shader, defines));
             return Err(Error::Wgpu(format!(
                 "{label} {defines:?} {constants:?}: {e}",
                 defines = key.defines
             )));
         }
-        let p = Pipeline { pipeline, layout };
         lock(&self.inner.pipelines).insert(key.clone(), p.clone());
         Ok(p)
+    }
+
+    /// A handle on the same device without the plan cache: what plans keep (a plan in the
+    /// cache holding the cache would keep both alive forever).
+    pub(crate) fn without_cache(&self) -> Context {
+        Context {
+            inner: self.inner.clone(),
+            plans: None,
+        }
+    }
+
+    /// The plan for `desc` from the convenience calls' cache, planned on a miss. The cache
+    /// holds the [`PLAN_CACHE`] plans used last.
+    pub(crate) fn cached_plan<D: LossDesc>(&self, desc: &D) -> Result<Arc<Plan<D>>> {
+        let Some(cache) = &self.plans else {
+            return Plan::new(self, desc).map(Arc::new);
+        };
+        {
+            let mut plans = lock(cache);
+            let hit = plans.iter().position(|p| {
+                p.downcast_ref::<Plan<D>>()
+                    .is_some_and(|p| p.desc() == desc)
+            });
+            if let Some(i) = hit {
+                let p = plans.remove(i);
+                plans.insert(0, p.clone());
+                return Ok(p.downcast::<Plan<D>>().expect("checked above"));
+            }
+        }
+        let plan = Arc::new(Plan::new(self, desc)?);
+        let mut plans = lock(cache);
+        plans.insert(0, plan.clone());
+        let keep = plans.len().min(PLAN_CACHE);
+        let evicted = plans.split_off(keep);
+        // Dropped plans take the device lock: not while holding the cache's.
+        drop(plans);
+        drop(evicted);
+        Ok(plan)
     }
 }
 
@@ -626,4 +666,41 @@ impl Context {
 /// invariant a panic could break).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Inputs, Pointwise, PointwiseDesc};
+
+    /// The convenience calls plan once per description, keep the last few plans, and the cache
+    /// keeps nothing alive once the context's handles are gone.
+    #[test]
+    fn convenience_calls_reuse_a_bounded_cache_of_plans() {
+        let ctx = Context::new().expect("an adapter (CI installs lavapipe)");
+        let desc = |len| PointwiseDesc::new(Pointwise::Mse, len);
+        let first = ctx.cached_plan(&desc(10)).unwrap();
+        assert!(Arc::ptr_eq(&first, &ctx.cached_plan(&desc(10)).unwrap()));
+        let other = ctx.cached_plan(&desc(11)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        // `loss` goes through the cache, and a clone of the context shares it.
+        let (x, y) = ([0.5f32; 10], [0.25f32; 10]);
+        let out = ctx.clone().loss(&desc(10), &Inputs::new(&x, &y)).unwrap();
+        assert_eq!(out.value, Some(0.0625));
+        assert!(Arc::ptr_eq(&first, &ctx.cached_plan(&desc(10)).unwrap()));
+        // Bounded: PLAN_CACHE other descriptions push the first one out.
+        for len in 100..100 + PLAN_CACHE {
+            ctx.cached_plan(&desc(len)).unwrap();
+        }
+        assert_eq!(lock(ctx.plans.as_ref().unwrap()).len(), PLAN_CACHE);
+        assert!(!Arc::ptr_eq(&first, &ctx.cached_plan(&desc(10)).unwrap()));
+        // Cached plans hold the device, not the cache: no cycle keeps the device alive.
+        let device = Arc::downgrade(&ctx.inner);
+        drop((first, other));
+        drop(ctx);
+        assert!(
+            device.upgrade().is_none(),
+            "the device outlived its last context"
+        );
+    }
 }

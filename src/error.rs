@@ -114,7 +114,7 @@ pub enum Error {
         limit: u64,
     },
 
-    /// A caller's buffer is smaller than the shape needs.
+    /// A caller's buffer (or range of one) is smaller than the shape needs.
     #[error("buffer `{binding}` has {actual} bytes, the shape needs {needed}")]
     BufferTooSmall {
         /// The buffer's role.
@@ -123,6 +123,20 @@ pub enum Error {
         needed: u64,
         /// The buffer's size.
         actual: u64,
+    },
+
+    /// A caller's range starts at an offset the device cannot bind a storage buffer at.
+    #[error(
+        "buffer `{binding}` starts at offset {offset}, not a multiple of the device's \
+         min_storage_buffer_offset_alignment ({alignment})"
+    )]
+    Misaligned {
+        /// The buffer's role.
+        binding: &'static str,
+        /// The range's offset.
+        offset: u64,
+        /// The device's alignment.
+        alignment: u64,
     },
 
     /// A caller's buffer lacks a usage the kernels need.
@@ -136,10 +150,15 @@ pub enum Error {
         actual: wgpu::BufferUsages,
     },
 
-    /// Two buffers given to a plan overlap and at least one of them is written: the same buffer
-    /// as two outputs, or an input also given as an output (a gradient written over its input
-    /// is asked for with the plan's `in_place` option instead).
-    #[error("buffers `{a}` and `{b}` overlap and one of them is written")]
+    /// Two ranges given to a plan share a buffer that the plan writes through one of them: they
+    /// overlap (the same buffer as `loss` and `grad`, the logits again as `grad` without
+    /// `in_place`), or an input lies in a buffer that also holds an output (wgpu binds a buffer
+    /// either read-only or writable in one dispatch, whatever the ranges). Outputs may share a
+    /// buffer at disjoint ranges, and inputs may share one freely.
+    #[error(
+        "buffers `{a}` and `{b}` share a buffer written through one of them (overlapping, or \
+         an input beside an output)"
+    )]
     Aliased {
         /// One buffer's role.
         a: &'static str,
@@ -147,7 +166,8 @@ pub enum Error {
         b: &'static str,
     },
 
-    /// A buffer was given where the plan has no use for it, or a needed one is missing.
+    /// A buffer was given where the plan has no use for it, a needed one is missing, a range
+    /// runs past its buffer's end, or bindings were recorded with another plan.
     #[error("buffer `{0}`: {1}")]
     Binding(&'static str, &'static str),
 

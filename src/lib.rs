@@ -1,24 +1,27 @@
 //! # wgpu-loss
 //!
 //! Neural-network loss functions and their gradients as WGSL compute shaders on wgpu: mean
-//! squared error, cross-entropy (from logits with class or probability targets, and from
-//! probabilities), and PyTorch's catalogue of pointwise losses, each forward and backward in
-//! one fused pass, with deterministic reductions (a fixed-order tree, no float atomics: the same
-//! bits on every run) and an f64 CPU twin for every kernel.
+//! squared error, cross-entropy (from logits with class or probability targets, and the classic
+//! form on probability inputs), negative log-likelihood and PyTorch's catalogue of pointwise
+//! losses, each forward and backward in one fused pass, with deterministic reductions (a
+//! fixed-order tree, no float atomics: the same bits on every run) and an f64 CPU twin for
+//! every kernel.
 //!
-//! Two levels of API:
-//! - **recording**: a plan ([`PointwisePlan`], [`CrossEntropyPlan`], ...) built once per shape
-//!   records its passes into your `wgpu::CommandEncoder` against your buffers; nothing is
-//!   submitted and results stay on the GPU;
-//! - **convenience**: [`Context::mse`], [`Context::cross_entropy`], ... take host slices and
-//!   return [`LossOutput`]: upload, record, submit, read back.
+//! Every loss has the same shape. A description ([`LossDesc`]: [`PointwiseDesc`],
+//! [`CrossEntropyDesc`], [`NllDesc`], [`ClassicCrossEntropyDesc`]) says what to compute for one
+//! shape; then two levels of API:
+//! - **recording**: a [`Plan`] built once per description binds your buffers (or ranges of
+//!   them, [`Buffers`] → [`Bindings`]) and records its passes into your
+//!   `wgpu::CommandEncoder`; nothing is submitted and results stay on the GPU;
+//! - **convenience**: [`Context::loss`] takes host slices ([`Inputs`]) and returns a
+//!   [`LossOutput`]: upload, record, submit, read back (plans cached per description).
 //!
 //! ```no_run
-//! use wgpu_loss::{Context, CrossEntropyOptions, Outputs};
+//! use wgpu_loss::{Context, CrossEntropyDesc, Inputs};
 //!
 //! let ctx = Context::new()?;
 //! let logits = [2.0, -1.0, 0.5, 0.1, 0.2, 3.0];
-//! let out = ctx.cross_entropy(&logits, &[0, 2], 3, None, &CrossEntropyOptions::default(), Outputs::BOTH)?;
+//! let out = ctx.loss(&CrossEntropyDesc::new(2, 3), &Inputs::classes(&logits, &[0, 2]))?;
 //! println!("loss {:?}, grad {:?}", out.value, out.grad);
 //! # Ok::<(), wgpu_loss::Error>(())
 //! ```
@@ -28,29 +31,32 @@
 //! callers that make wgpu calls of their own on a shared device hold [`Context::lock`] around
 //! them (see its docs).
 //!
-//! Module map: [`context`] (device, pipeline cache), [`pointwise`] and [`cross_entropy`] (one
-//! file per loss family, beside `shaders/<family>.wgsl`), [`cpu`] (the references),
-//! [`reduction`] (reductions and outputs), [`shader`] (WGSL assembly).
+//! Map of the crate: `plan` (the public shape above) over `program` (the engine every family
+//! shares: slots, dispatches, scratch, fixed-order reductions) and `context` (device, pipeline
+//! and plan caches); one file per loss family beside `shaders/<family>.wgsl` (`pointwise`,
+//! `cross_entropy`, `nll`, `class_targets`); [`cpu`] (the f64 twins); `shader` (WGSL assembly
+//! and the host/shader contracts); `transfer` (uploads and readbacks of the convenience level).
 
+#[doc(hidden)]
 pub mod bench;
-pub mod context;
+mod class_targets;
+mod context;
 pub mod cpu;
-pub mod cross_entropy;
+mod cross_entropy;
 mod error;
-pub mod nll;
-pub mod pointwise;
+mod nll;
+mod plan;
+mod pointwise;
 mod program;
-pub mod reduction;
-pub mod shader;
+mod reduction;
+mod shader;
 mod transfer;
 
 pub use context::{Context, ContextOptions, DeviceGuard, Tuning};
-pub use cross_entropy::{
-    CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyOptions, CrossEntropyPlan,
-    CrossEntropyProbsBuffers, CrossEntropyProbsDesc, CrossEntropyProbsPlan, TargetKind,
-};
+pub use cross_entropy::{ClassicCrossEntropyDesc, CrossEntropyDesc, Targets};
 pub use error::{Error, Result};
-pub use nll::{NllBuffers, NllDesc, NllOptions, NllPlan};
-pub use pointwise::{Pointwise, PointwiseBuffers, PointwiseDesc, PointwiseInputs, PointwisePlan};
+pub use nll::NllDesc;
+pub use plan::{Bindings, Buffers, Inputs, IntoBinding, LossDesc, Plan, Target};
+pub use pointwise::{Pointwise, PointwiseDesc};
 pub use program::Status;
 pub use reduction::{LossOutput, Outputs, Reduction};

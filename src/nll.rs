@@ -9,59 +9,53 @@
 //! all-zero gradient. The forward pass reads one log-probability per row; the gradient is
 //! written from the targets alone.
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::context::{Binding, PipelineKey};
-use crate::program::{Access, Builder, Finish, Program, Res, Status, View, WG};
-use crate::reduction::{LossOutput, Outputs, Reduction};
-use crate::shader::Shader;
-use crate::transfer::HostSlot;
-use crate::{Context, Error, Result, transfer};
+use crate::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
+use crate::context::PipelineKey;
+use crate::cpu::{self, Reference};
+use crate::plan::sealed::Family;
+use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters};
+use crate::program::{
+    Access, After, Builder, Finish, Res, Slot, View, WG, loss_bytes, loss_res, partial_group,
+};
+use crate::reduction::{Outputs, Reduction};
+use crate::shader::{Shader, params};
+use crate::{Error, Result};
 
 /// Rows per invocation of the loss part.
 const KR: u32 = 4;
 
-const LAYOUT: &[Binding] = &[
-    Binding::Uniform,
-    Binding::Read,
-    Binding::Read,
-    Binding::Read,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-];
-
-/// The options of negative log-likelihood, with PyTorch's defaults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NllOptions {
-    /// The reduction (none: one loss per row).
-    pub reduction: Reduction,
-    /// Rows whose target equals this weigh nothing. Must fit in an i32.
-    pub ignore_index: i64,
-}
-
-impl Default for NllOptions {
-    fn default() -> Self {
-        NllOptions {
-            reduction: Reduction::Mean,
-            ignore_index: -100,
-        }
-    }
-}
-
-/// What an [`NllPlan`] computes.
+/// What negative log-likelihood computes, with PyTorch's defaults. Plan it with
+/// [`Plan::new`](crate::Plan::new), or run it on host data with
+/// [`Context::loss`](crate::Context::loss) and [`Inputs::classes`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct NllDesc {
     /// Rows N.
     pub rows: usize,
     /// Classes C.
     pub classes: usize,
-    /// Whether a class weight `[C]` is given.
-    pub weighted: bool,
-    /// The options.
-    pub options: NllOptions,
-    /// What to compute.
+    /// The reduction (default mean; none: one loss per row).
+    pub reduction: Reduction,
+    /// What to compute (default both).
     pub outputs: Outputs,
+    /// The class weight's length, C, when there is one.
+    pub weight: Option<usize>,
+    /// Rows whose target equals this weigh nothing (default -100). Must fit in an i32.
+    pub ignore_index: i64,
+}
+
+setters! {
+    NllDesc {
+        /// Sets the reduction.
+        reduction: Reduction,
+        /// Sets what to compute.
+        outputs: Outputs,
+        /// Sets the ignored target.
+        ignore_index: i64,
+    }
+    optional {
+        /// Declares a class weight of this many entries (must be C).
+        weight: usize,
+    }
 }
 
 impl NllDesc {
@@ -70,110 +64,83 @@ impl NllDesc {
         NllDesc {
             rows,
             classes,
-            weighted: false,
-            options: NllOptions::default(),
+            reduction: Reduction::Mean,
             outputs: Outputs::BOTH,
+            weight: None,
+            ignore_index: -100,
         }
     }
 }
 
-/// Keep in sync with `Params` in shaders/nll.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Default, Pod, Zeroable)]
-struct NllParams {
-    rows: u32,
-    loss_rows: u32,
-    vecs: u32,
-    vec_base: u32,
-    total: u32,
-    wg_x: u32,
-    partial_base: u32,
-    ignore_index: i32,
-    grad_scale: f32,
-    _pad: [u32; 3],
+params! {
+    /// The parameters of nll.wgsl.
+    NllParams {
+        rows: u32,
+        /// Rows whose loss this dispatch computes (0 for the gradient's tail dispatch).
+        loss_rows: u32,
+        /// Gradient vec4s this dispatch writes, and the first of them.
+        vecs: u32,
+        vec_base: u32,
+        total: u32,
+        wg_x: u32,
+        partial_base: u32,
+        ignore_index: i32,
+        grad_scale: f32,
+        /// What happens after the loops (`After`).
+        flags: u32,
+        scale_mode: u32,
+        final_mode: u32,
+        mean_den: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
-const X: usize = 0;
-const Y: usize = 1;
-const W: usize = 2;
-const LOSS: usize = 3;
-const GRAD: usize = 4;
-
-/// The caller's buffers for an [`NllPlan`]: `log_probs` f32 `[N, C]`, `targets` i32 `[N]`,
-/// `weight` f32 `[C]`, `loss` one f32 (reduced) or `[N]`, `grad` `[N, C]`; all
-/// `BufferUsages::STORAGE`.
-#[derive(Clone, Copy, Debug)]
-pub struct NllBuffers<'a> {
-    /// Log-probabilities. Read only.
-    pub log_probs: &'a wgpu::Buffer,
-    /// Class indices. Read only.
-    pub targets: &'a wgpu::Buffer,
-    /// Class weights, when the plan is weighted.
-    pub weight: Option<&'a wgpu::Buffer>,
-    /// Where the loss goes.
-    pub loss: Option<&'a wgpu::Buffer>,
-    /// Where the gradient with respect to the log-probabilities goes.
-    pub grad: Option<&'a wgpu::Buffer>,
-}
-
-/// Negative log-likelihood planned for one shape.
-pub struct NllPlan {
-    desc: NllDesc,
-    program: Program,
-}
-
-impl NllPlan {
-    /// Plans `desc` on `ctx`.
-    pub fn new(ctx: &Context, desc: &NllDesc) -> Result<Self> {
-        desc.outputs.check()?;
-        if desc.rows == 0 {
-            return Err(Error::Empty("rows (N)"));
-        }
-        if desc.classes == 0 {
-            return Err(Error::Empty("classes (C)"));
-        }
-        let o = &desc.options;
-        if o.reduction == Reduction::BatchMean {
+impl Family for NllDesc {
+    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+        let ctx = b.ctx();
+        self.outputs.check()?;
+        let classes = ClassTargets::check(self.rows, self.classes, self.weight, self.ignore_index)?;
+        if self.reduction == Reduction::BatchMean {
             return Err(Error::option("reduction", "batchmean is for kl-div only"));
         }
-        let ignore_index = i32::try_from(o.ignore_index).map_err(|_| {
-            Error::option(
-                "ignore_index",
-                format!("{} does not fit in an i32", o.ignore_index),
-            )
-        })?;
-        let n = desc.rows as u64;
-        let c = desc.classes as u64;
-        let total = crate::cross_entropy::check_shape(desc.rows, desc.classes)?;
-        let want_loss = desc.outputs.loss;
-        let want_grad = desc.outputs.grad;
-        let reduced = want_loss && o.reduction.is_reduced();
-        let mean = o.reduction == Reduction::Mean;
+        let ignore_index = classes.ignore_index;
+        let n = self.rows as u64;
+        let c = self.classes as u64;
+        let total = classes.total;
+        let weighted = self.weight.is_some();
+        let want_loss = self.outputs.loss;
+        let want_grad = self.outputs.grad;
+        let reduced = want_loss && self.reduction.is_reduced();
+        let mean = self.reduction == Reduction::Mean;
         let tuning = ctx.tuning();
         let k = tuning.stream_vecs;
 
-        let mut b = Builder::new(ctx);
-        b.slot("log_probs", 4 * total, Access::Read)?;
-        b.slot("targets", 4 * n, Access::Read)?;
+        b.slot(Slot::Input, "log_probs", 4 * total, Access::Read)?;
+        b.slot(Slot::Target, "targets", 4 * n, Access::Read)?;
         b.slot(
+            Slot::Weight,
             "weight",
-            if desc.weighted { 4 * c } else { 0 },
+            if weighted { 4 * c } else { 0 },
             Access::Read,
         )?;
         b.slot(
+            Slot::Loss,
             "loss",
-            match (want_loss, reduced) {
-                (false, _) => 0,
-                (true, true) => 4,
-                (true, false) => 4 * n,
-            },
+            loss_bytes(want_loss, reduced, n),
             Access::Write,
         )?;
-        b.slot("grad", if want_grad { 4 * total } else { 0 }, Access::Write)?;
+        b.slot(
+            Slot::Grad,
+            "grad",
+            if want_grad { 4 * total } else { 0 },
+            Access::Write,
+        )?;
 
-        let pg = ctx.partial_group(1, WG);
+        let pg = partial_group(ctx, 1);
         let key = |vec4: bool| {
-            PipelineKey::new(Shader::Nll, "main", LAYOUT)
+            PipelineKey::new(Shader::Nll, "main")
                 .define("VEC4", vec4)
                 .constant("WG", WG)
                 .constant("SEG", WG)
@@ -182,44 +149,37 @@ impl NllPlan {
                 .constant("K", k)
                 .constant("LANES", tuning.lanes)
                 .constant("CLASSES", c as u32)
-                .constant("HAS_WEIGHT", desc.weighted as u32)
+                .constant("HAS_WEIGHT", weighted as u32)
                 .constant("WANT_GRAD", want_grad as u32)
-                .constant("WANT_ROW_LOSS", (want_loss && !reduced) as u32)
         };
         let entries = |vec4: bool, single: bool| {
             vec![
-                Res::User(X, View::Scalar(4 * total)),
-                Res::User(Y, View::Scalar(4 * n)),
-                if desc.weighted {
-                    Res::User(W, View::Scalar(4 * c))
-                } else {
-                    Res::Dummy(false)
-                },
-                if want_grad {
-                    Res::User(
-                        GRAD,
-                        if vec4 {
-                            View::Vec4(4 * total)
-                        } else {
-                            View::Scalar(4 * total)
-                        },
-                    )
-                } else {
-                    Res::Dummy(true)
-                },
-                match (want_loss, reduced) {
-                    (true, false) => Res::User(LOSS, View::Scalar(4 * n)),
-                    (true, true) if single => Res::User(LOSS, View::Scalar(4)),
-                    _ => Res::Dummy(true),
-                },
+                Res::User(Slot::Input, View::Scalar(4 * total)),
+                Res::User(Slot::Target, View::Scalar(4 * n)),
+                Res::user_if(weighted, Slot::Weight, View::Scalar(4 * c), false),
+                Res::user_if(want_grad, Slot::Grad, View::of(vec4, 4 * total), true),
+                loss_res(want_loss, reduced, single, View::Scalar(4 * n)),
                 Res::Scratch,
             ]
         };
-        let base = NllParams {
+        let finish = reduced.then_some(if mean {
+            Finish::WeightedMean
+        } else {
+            Finish::Sum
+        });
+        // The parameters of a dispatch that does `a` after its loops.
+        let after = |a: After| NllParams {
             rows: n as u32,
             total: total as u32,
             ignore_index,
             grad_scale: 1.0,
+            flags: After {
+                row_loss: want_loss && !reduced,
+                ..a
+            }
+            .flags(),
+            scale_mode: a.scale_mode,
+            final_mode: a.final_mode,
             ..Default::default()
         };
         let rows_per_wg = (WG * KR) as u64;
@@ -234,33 +194,22 @@ impl NllPlan {
             // included, in one dispatch.
             let scale_in_kernel = want_grad && mean;
             let is_single = reduced || scale_in_kernel;
-            let final_mode = match (reduced, mean) {
-                (false, _) => 3u32,
-                (true, true) => 2,
-                (true, false) => 0,
-            };
-            let key = key(false)
-                .constant("WANT_LOSS", want_loss as u32)
-                .constant("WANT_PARTIAL", 0u32)
-                .constant("SINGLE", is_single as u32)
-                .constant("SCALE_MODE", if scale_in_kernel { 2u32 } else { 0 })
-                .constant("FINAL_MODE", final_mode);
+            let key = key(false).constant("WANT_LOSS", want_loss as u32);
             let p = NllParams {
                 loss_rows: n as u32,
                 vecs: grad_vecs as u32,
                 wg_x: 1,
-                ..base
+                ..after(After {
+                    single: is_single,
+                    scale_mode: if scale_in_kernel { 2 } else { 0 },
+                    final_mode: After::final_mode(finish),
+                    ..Default::default()
+                })
             };
-            b.dispatch(&key, &p, entries(false, is_single), (1, 1))?;
+            b.dispatch(&key, &p, entries(false, is_single), (1, 1));
         } else {
             let scale_mode = if want_grad && mean {
-                b.class_denominator(
-                    desc.rows,
-                    desc.classes,
-                    ignore_index,
-                    Y,
-                    desc.weighted.then_some(W),
-                )?;
+                classes.denominator(b)?;
                 1u32
             } else {
                 0
@@ -279,14 +228,11 @@ impl NllPlan {
             let parts = wgs * (WG / pg) as u64;
             let partial_base = if reduced { b.scratch(2 * parts)? } else { 0 };
             let (x, y) = b.fold(wgs)?;
-            let key = |vec4| {
-                key(vec4)
-                    .constant("WANT_LOSS", want_loss as u32)
-                    .constant("WANT_PARTIAL", reduced as u32)
-                    .constant("SINGLE", 0u32)
-                    .constant("SCALE_MODE", scale_mode)
-                    .constant("FINAL_MODE", 3u32)
-            };
+            let base = after(After {
+                partial: reduced,
+                scale_mode,
+                ..Default::default()
+            });
             let p = NllParams {
                 loss_rows: if want_loss { n as u32 } else { 0 },
                 vecs: if want_grad { full as u32 } else { 0 },
@@ -294,7 +240,8 @@ impl NllPlan {
                 partial_base,
                 ..base
             };
-            b.dispatch(&key(true), &p, entries(true, false), (x, y))?;
+            let key = |vec4: bool| key(vec4).constant("WANT_LOSS", want_loss as u32);
+            b.dispatch(&key(true), &p, entries(true, false), (x, y));
             if want_grad && tail {
                 // The last, partial vec4 of the gradient.
                 let p = NllParams {
@@ -302,128 +249,39 @@ impl NllPlan {
                     vecs: 1,
                     vec_base: full as u32,
                     wg_x: 1,
+                    flags: 0,
                     ..base
                 };
-                let key = key(false)
-                    .constant("WANT_LOSS", 0u32)
-                    .constant("WANT_PARTIAL", 0u32);
-                b.dispatch(&key, &p, entries(false, false), (1, 1))?;
+                let key = key(false).constant("WANT_LOSS", 0u32);
+                b.dispatch(&key, &p, entries(false, false), (1, 1));
             }
-            if reduced {
-                let finish = if mean {
-                    Finish::WeightedMean
-                } else {
-                    Finish::Sum
-                };
-                b.reduce(parts, partial_base, finish, Some(LOSS))?;
+            if let Some(finish) = finish {
+                b.reduce(parts, partial_base, finish, Some(Slot::Loss))?;
             }
         }
-        Ok(NllPlan {
-            desc: desc.clone(),
-            program: b.build()?,
-        })
+        Ok(())
     }
 
-    /// What this plan computes.
-    pub fn desc(&self) -> &NllDesc {
-        &self.desc
+    fn results(&self) -> (Reduction, &'static str) {
+        (self.reduction, CLASS_INVALID)
     }
 
-    /// How many compute dispatches one run records.
-    pub fn dispatch_count(&self) -> usize {
-        self.program.dispatch_count()
+    fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>> {
+        let total = check_shape(self.rows, self.classes)?;
+        check_count("log_probs (N * C)", total, inputs.input.len())?;
+        let y = class_targets_i32(inputs, self.rows, self.classes, self.ignore_index)?;
+        check_declared("weight (C)", self.weight, inputs.weight)?;
+        Ok([bytes(Some(inputs.input)), y, bytes(inputs.weight), None])
     }
 
-    fn user_buffers<'a>(buffers: &NllBuffers<'a>) -> [Option<&'a wgpu::Buffer>; 5] {
-        [
-            Some(buffers.log_probs),
-            Some(buffers.targets),
-            buffers.weight,
-            buffers.loss,
-            buffers.grad,
-        ]
-    }
-
-    /// Records the loss and gradient into `encoder`. Nothing is submitted.
-    pub fn record(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        buffers: &NllBuffers<'_>,
-    ) -> Result<()> {
-        self.program
-            .record(encoder, &Self::user_buffers(buffers), None)
-    }
-
-    /// The invalid class targets the last run counted. Blocks on a small readback.
-    pub fn read_status(&self) -> Result<Status> {
-        transfer::read_status(&self.program)
-    }
-
-    /// Records, submits, waits, and turns invalid class targets into [`Error::InvalidOnGpu`].
-    pub fn run(&self, buffers: &NllBuffers<'_>) -> Result<()> {
-        transfer::run_resident(&self.program, &Self::user_buffers(buffers))?
-            .check("class targets (outside [0, C))")
-    }
-}
-
-impl Context {
-    /// Negative log-likelihood of `log_probs` `[N, C]` (N = `targets.len()`) and class indices
-    /// `targets`, with an optional class `weight` `[C]`. Targets are checked on the host.
-    pub fn nll(
-        &self,
-        log_probs: &[f32],
-        targets: &[i64],
-        classes: usize,
-        weight: Option<&[f32]>,
-        options: &NllOptions,
-        outputs: Outputs,
-    ) -> Result<LossOutput> {
-        let total = crate::cross_entropy::check_shape(targets.len(), classes)?;
-        if log_probs.len() as u64 != total {
-            return Err(Error::LengthMismatch {
-                what: "log_probs (N * C)",
-                expected: usize::try_from(total).unwrap_or(usize::MAX),
-                actual: log_probs.len(),
-            });
-        }
-        if let Some(w) = weight
-            && w.len() != classes
-        {
-            return Err(Error::LengthMismatch {
-                what: "weight (C)",
-                expected: classes,
-                actual: w.len(),
-            });
-        }
-        let y = crate::cross_entropy::class_targets_i32(targets, classes, options.ignore_index)?;
-        let desc = NllDesc {
-            rows: targets.len(),
-            classes,
-            weighted: weight.is_some(),
-            options: *options,
-            outputs,
-        };
-        let plan = NllPlan::new(self, &desc)?;
-        let n = targets.len() as u64;
-        let loss_bytes = if options.reduction.is_reduced() {
-            4
-        } else {
-            4 * n
-        };
-        let slots = [
-            HostSlot::input("log_probs", Some(log_probs)),
-            HostSlot::input("targets", Some(&y[..])),
-            HostSlot::input("weight", weight),
-            HostSlot::output("loss", outputs.loss, loss_bytes),
-            HostSlot::output("grad", outputs.grad, 4 * total),
-        ];
-        transfer::run_host(
-            &plan.program,
-            &slots,
-            outputs.loss.then_some(LOSS),
-            outputs.grad.then_some(GRAD),
-            options.reduction,
-            "class targets (outside [0, C))",
+    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        cpu::nll::nll(
+            inputs.input,
+            inputs.class_indices()?,
+            self.classes,
+            inputs.weight,
+            self.ignore_index,
+            self.reduction,
         )
     }
 }

@@ -6,26 +6,16 @@
 //!
 //! Mean denominators: the element count M for `mean`; the batch size for KL's `batchmean`.
 
-use bytemuck::{Pod, Zeroable};
-
-use crate::context::{Binding, PipelineKey};
-use crate::program::{Access, Builder, Finish, Program, Res, Status, View, WG};
-use crate::reduction::{LossOutput, Outputs, Reduction};
-use crate::shader::Shader;
-use crate::transfer::HostSlot;
-use crate::{Context, Error, Result, transfer};
-
-/// The bindings of pointwise.wgsl.
-const LAYOUT: &[Binding] = &[
-    Binding::Uniform,
-    Binding::Read,
-    Binding::Read,
-    Binding::Read,
-    Binding::Read,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-];
+use crate::context::PipelineKey;
+use crate::cpu::{self, Reference};
+use crate::plan::sealed::Family;
+use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters};
+use crate::program::{
+    Access, After, Builder, Finish, Res, Slot, View, WG, loss_bytes, loss_res, partial_group,
+};
+use crate::reduction::{Outputs, Reduction};
+use crate::shader::{Shader, params};
+use crate::{Error, Result};
 
 /// A pointwise loss with its scalar options. `d = pred - target`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -114,25 +104,44 @@ impl Pointwise {
     }
 }
 
-/// What a [`PointwisePlan`] computes: the loss, the element count, and which buffers it takes.
+/// What a pointwise loss computes: the loss, the element count, and which buffers it takes.
+/// Plan it with [`Plan::new`](crate::Plan::new), or run it on host data with
+/// [`Context::loss`](crate::Context::loss).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PointwiseDesc {
     /// The loss.
     pub loss: Pointwise,
     /// Elements in `pred` and `target`.
     pub len: usize,
-    /// The reduction.
+    /// The reduction (default mean).
     pub reduction: Reduction,
+    /// What to compute (default both).
+    pub outputs: Outputs,
     /// Length of the per-element `weight` (BCE and BCE with logits), broadcast so that element i
-    /// takes `weight[i % weight_len]` (PyTorch's broadcasting of a trailing-dimension shape);
-    /// `len` must be a multiple of it.
-    pub weight_len: Option<usize>,
+    /// takes `weight[i % weight]` (PyTorch's broadcasting of a trailing-dimension shape); `len`
+    /// must be a multiple of it.
+    pub weight: Option<usize>,
     /// Length of BCE-with-logits' `pos_weight` (the class count), broadcast the same way.
-    pub pos_weight_len: Option<usize>,
+    pub pos_weight: Option<usize>,
     /// The batch size (the first dimension) that `batchmean` divides by.
     pub batch: Option<usize>,
-    /// What to compute.
-    pub outputs: Outputs,
+}
+
+setters! {
+    PointwiseDesc {
+        /// Sets the reduction.
+        reduction: Reduction,
+        /// Sets what to compute.
+        outputs: Outputs,
+    }
+    optional {
+        /// Declares a broadcast weight of this many elements.
+        weight: usize,
+        /// Declares a broadcast positive-class weight of this many elements.
+        pos_weight: usize,
+        /// Sets the batch size for `batchmean`.
+        batch: usize,
+    }
 }
 
 impl PointwiseDesc {
@@ -142,41 +151,11 @@ impl PointwiseDesc {
             loss,
             len,
             reduction: Reduction::Mean,
-            weight_len: None,
-            pos_weight_len: None,
-            batch: None,
             outputs: Outputs::BOTH,
+            weight: None,
+            pos_weight: None,
+            batch: None,
         }
-    }
-
-    /// Sets the reduction.
-    pub fn reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-
-    /// Sets what to compute.
-    pub fn outputs(mut self, outputs: Outputs) -> Self {
-        self.outputs = outputs;
-        self
-    }
-
-    /// Sets the weight's length.
-    pub fn weight_len(mut self, len: usize) -> Self {
-        self.weight_len = Some(len);
-        self
-    }
-
-    /// Sets pos_weight's length.
-    pub fn pos_weight_len(mut self, len: usize) -> Self {
-        self.pos_weight_len = Some(len);
-        self
-    }
-
-    /// Sets the batch size for `batchmean`.
-    pub fn batch(mut self, batch: usize) -> Self {
-        self.batch = Some(batch);
-        self
     }
 
     /// The mean's denominator.
@@ -220,156 +199,109 @@ impl PointwiseDesc {
             Some(_) => Ok(()),
         };
         let bce = matches!(self.loss, Pointwise::Bce | Pointwise::BceWithLogits);
-        broadcast("weight", self.weight_len, bce)?;
+        broadcast("weight", self.weight, bce)?;
         broadcast(
             "pos_weight",
-            self.pos_weight_len,
+            self.pos_weight,
             self.loss == Pointwise::BceWithLogits,
         )?;
         self.denominator().map(|_| ())
     }
 }
 
-/// Keep in sync with `Params` in shaders/pointwise.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct PointwiseParams {
-    len: u32,
-    vecs: u32,
-    vec_base: u32,
-    wg_x: u32,
-    partial_base: u32,
-    weight_len: u32,
-    pos_weight_len: u32,
-    _pad0: u32,
-    p0: f32,
-    grad_scale: f32,
-    mean_den: f32,
-    _pad1: u32,
+params! {
+    /// The parameters of pointwise.wgsl.
+    PointwiseParams {
+        /// Elements in the whole problem.
+        len: u32,
+        /// vec4s covered by this dispatch, and the first of them.
+        vecs: u32,
+        vec_base: u32,
+        wg_x: u32,
+        partial_base: u32,
+        weight_len: u32,
+        pos_weight_len: u32,
+        /// The loss's parameter (Huber's delta, smooth L1's beta).
+        p0: f32,
+        grad_scale: f32,
+        mean_den: f32,
+        /// What happens after the loop (`After`).
+        flags: u32,
+        scale_mode: u32,
+        final_mode: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
-/// Slots of the user buffers, in the order [`PointwiseBuffers`] lists them.
-const PRED: usize = 0;
-const TARGET: usize = 1;
-const WEIGHT: usize = 2;
-const POS_WEIGHT: usize = 3;
-const LOSS: usize = 4;
-const GRAD: usize = 5;
-
-/// The caller's buffers for one run of a [`PointwisePlan`]. Every buffer needs
-/// `BufferUsages::STORAGE`; sizes are those of the plan's shape (f32 each); `loss` holds one
-/// f32 when reduced, `len` for [`Reduction::None`].
-#[derive(Clone, Copy, Debug)]
-pub struct PointwiseBuffers<'a> {
-    /// The prediction (probabilities for BCE, logits for BCE with logits, log-probabilities
-    /// for KL). Read only.
-    pub pred: &'a wgpu::Buffer,
-    /// The target. Read only.
-    pub target: &'a wgpu::Buffer,
-    /// The broadcast weight, when the plan has one.
-    pub weight: Option<&'a wgpu::Buffer>,
-    /// The broadcast positive-class weight, when the plan has one.
-    pub pos_weight: Option<&'a wgpu::Buffer>,
-    /// Where the loss goes, when the plan computes it.
-    pub loss: Option<&'a wgpu::Buffer>,
-    /// Where the gradient goes, when the plan computes it.
-    pub grad: Option<&'a wgpu::Buffer>,
-}
-
-/// A pointwise loss planned for one shape: pipelines compiled, parameters and scratch memory
-/// allocated. Record it as often as needed.
-pub struct PointwisePlan {
-    desc: PointwiseDesc,
-    program: Program,
-}
-
-impl PointwisePlan {
-    /// Plans `desc` on `ctx`.
-    pub fn new(ctx: &Context, desc: &PointwiseDesc) -> Result<Self> {
-        desc.check()?;
-        let m = desc.len as u64;
+impl Family for PointwiseDesc {
+    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+        self.check()?;
+        let ctx = b.ctx();
+        let m = self.len as u64;
         let tuning = ctx.tuning();
         // Elements one workgroup covers.
         let per_wg = (WG * tuning.stream_vecs * 4) as u64;
-        let pg = ctx.partial_group(1, WG);
-        let want_loss = desc.outputs.loss;
-        let reduced = want_loss && desc.reduction.is_reduced();
-        let den = desc.denominator()?;
-        let mean = matches!(desc.reduction, Reduction::Mean | Reduction::BatchMean);
+        let pg = partial_group(ctx, 1);
+        let want_loss = self.outputs.loss;
+        let reduced = want_loss && self.reduction.is_reduced();
+        let den = self.denominator()?;
+        let mean = matches!(self.reduction, Reduction::Mean | Reduction::BatchMean);
         let grad_scale = if mean { (1.0 / den) as f32 } else { 1.0 };
 
-        let mut b = Builder::new(ctx);
-        b.slot("pred", 4 * m, Access::Read)?;
-        b.slot("target", 4 * m, Access::Read)?;
+        let weight_bytes = 4 * self.weight.unwrap_or(0) as u64;
+        let pos_weight_bytes = 4 * self.pos_weight.unwrap_or(0) as u64;
+        b.slot(Slot::Input, "pred", 4 * m, Access::Read)?;
+        b.slot(Slot::Target, "target", 4 * m, Access::Read)?;
+        b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
         b.slot(
-            "weight",
-            4 * desc.weight_len.unwrap_or(0) as u64,
-            Access::Read,
-        )?;
-        b.slot(
+            Slot::PosWeight,
             "pos_weight",
-            4 * desc.pos_weight_len.unwrap_or(0) as u64,
+            pos_weight_bytes,
             Access::Read,
         )?;
-        let loss_bytes = match (want_loss, reduced) {
-            (false, _) => 0,
-            (true, true) => 4,
-            (true, false) => 4 * m,
-        };
-        b.slot("loss", loss_bytes, Access::Write)?;
-        b.slot(
-            "grad",
-            if desc.outputs.grad { 4 * m } else { 0 },
-            Access::Write,
-        )?;
+        let loss_slot = loss_bytes(want_loss, reduced, m);
+        b.slot(Slot::Loss, "loss", loss_slot, Access::Write)?;
+        let grad_bytes = if self.outputs.grad { 4 * m } else { 0 };
+        b.slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
 
-        let key = |vec4: bool, single: bool, partial: bool| {
-            PipelineKey::new(Shader::Pointwise, "main", LAYOUT)
+        let key = |vec4: bool| {
+            PipelineKey::new(Shader::Pointwise, "main")
                 .define("VEC4", vec4)
                 .constant("WG", WG)
                 .constant("SEG", WG)
                 .constant("K", tuning.stream_vecs)
                 .constant("LANES", tuning.lanes)
                 .constant("PG", pg)
-                .constant("LOSS", desc.loss.code())
-                .constant("HAS_WEIGHT", desc.weight_len.is_some() as u32)
-                .constant("HAS_POS_WEIGHT", desc.pos_weight_len.is_some() as u32)
+                .constant("LOSS", self.loss.code())
+                .constant("HAS_WEIGHT", self.weight.is_some() as u32)
+                .constant("HAS_POS_WEIGHT", self.pos_weight.is_some() as u32)
                 .constant(
                     "LOG_TARGET",
-                    matches!(desc.loss, Pointwise::KlDiv { log_target: true }) as u32,
+                    matches!(self.loss, Pointwise::KlDiv { log_target: true }) as u32,
                 )
-                .constant("WANT_GRAD", desc.outputs.grad as u32)
-                .constant("WANT_ELEM_LOSS", (want_loss && !reduced) as u32)
-                .constant("WANT_PARTIAL", partial as u32)
-                .constant("SINGLE", single as u32)
+                .constant("WANT_GRAD", self.outputs.grad as u32)
         };
         let entries = |vec4: bool, single: bool| {
-            let view = |bytes: u64| {
-                if vec4 {
-                    View::Vec4(bytes)
-                } else {
-                    View::Scalar(bytes)
-                }
-            };
-            let opt = |slot: usize, len: Option<usize>| match len {
-                Some(l) => Res::User(slot, View::Scalar(4 * l as u64)),
-                None => Res::Dummy(false),
-            };
+            let view = |bytes: u64| View::of(vec4, bytes);
             vec![
-                Res::User(PRED, view(4 * m)),
-                Res::User(TARGET, view(4 * m)),
-                opt(WEIGHT, desc.weight_len),
-                opt(POS_WEIGHT, desc.pos_weight_len),
-                if desc.outputs.grad {
-                    Res::User(GRAD, view(4 * m))
-                } else {
-                    Res::Dummy(true)
-                },
-                match (want_loss, reduced) {
-                    (true, false) => Res::User(LOSS, view(4 * m)),
-                    (true, true) if single => Res::User(LOSS, View::Scalar(4)),
-                    _ => Res::Dummy(true),
-                },
+                Res::User(Slot::Input, view(4 * m)),
+                Res::User(Slot::Target, view(4 * m)),
+                Res::user_if(
+                    weight_bytes > 0,
+                    Slot::Weight,
+                    View::Scalar(weight_bytes),
+                    false,
+                ),
+                Res::user_if(
+                    pos_weight_bytes > 0,
+                    Slot::PosWeight,
+                    View::Scalar(pos_weight_bytes),
+                    false,
+                ),
+                Res::user_if(self.outputs.grad, Slot::Grad, view(4 * m), true),
+                loss_res(want_loss, reduced, single, view(4 * m)),
                 Res::Scratch,
             ]
         };
@@ -379,26 +311,38 @@ impl PointwisePlan {
             vec_base: vec_base as u32,
             wg_x,
             partial_base,
-            weight_len: desc.weight_len.unwrap_or(1) as u32,
-            pos_weight_len: desc.pos_weight_len.unwrap_or(1) as u32,
-            _pad0: 0,
-            p0: desc.loss.param(),
+            weight_len: self.weight.unwrap_or(1) as u32,
+            pos_weight_len: self.pos_weight.unwrap_or(1) as u32,
+            p0: self.loss.param(),
             grad_scale,
             mean_den: if mean { den as f32 } else { 1.0 },
-            _pad1: 0,
+            ..Default::default()
+        };
+        // What each dispatch does after its loop: element losses, partials, or (one workgroup)
+        // the reduced value, the sum over `mean_den`.
+        let after = |p: PointwiseParams, partial: bool, single: bool| PointwiseParams {
+            flags: After {
+                row_loss: want_loss && !reduced,
+                partial,
+                single,
+                ..Default::default()
+            }
+            .flags(),
+            final_mode: 1,
+            ..p
         };
 
         if m <= per_wg {
             // One workgroup: the scalar variant does everything, the reduction included, with
             // no more vec4s per invocation than the problem needs.
-            let p = params(m.div_ceil(4), 0, 1, 0);
+            let p = after(params(m.div_ceil(4), 0, 1, 0), false, reduced);
             let k = m.div_ceil(4 * WG as u64).max(1) as u32;
             b.dispatch(
-                &key(false, reduced, false).constant("K", k),
+                &key(false).constant("K", k),
                 &p,
                 entries(false, reduced),
                 (1, 1),
-            )?;
+            );
         } else {
             let full = m / 4;
             let tail = m % 4;
@@ -407,167 +351,56 @@ impl PointwisePlan {
             let parts = (wgs + (tail > 0) as u64) * parts_per_wg;
             let partial_base = if reduced { b.scratch(2 * parts)? } else { 0 };
             let (x, y) = b.fold(wgs)?;
-            let p = params(full, 0, x, partial_base);
-            b.dispatch(&key(true, false, reduced), &p, entries(true, false), (x, y))?;
+            let p = after(params(full, 0, x, partial_base), reduced, false);
+            b.dispatch(&key(true), &p, entries(true, false), (x, y));
             if tail > 0 {
                 let p = params(1, full, 1, partial_base + 2 * (wgs * parts_per_wg) as u32);
                 b.dispatch(
-                    &key(false, false, reduced),
-                    &p,
+                    &key(false),
+                    &after(p, reduced, false),
                     entries(false, false),
                     (1, 1),
-                )?;
+                );
             }
             if reduced {
                 let finish = if mean { Finish::Mean(den) } else { Finish::Sum };
-                b.reduce(parts, partial_base, finish, Some(LOSS))?;
+                b.reduce(parts, partial_base, finish, Some(Slot::Loss))?;
             }
         }
-        Ok(PointwisePlan {
-            desc: desc.clone(),
-            program: b.build()?,
-        })
+        Ok(())
     }
 
-    /// What this plan computes.
-    pub fn desc(&self) -> &PointwiseDesc {
-        &self.desc
+    fn results(&self) -> (Reduction, &'static str) {
+        (self.reduction, "probabilities (outside [0, 1])")
     }
 
-    /// How many compute dispatches one run records.
-    pub fn dispatch_count(&self) -> usize {
-        self.program.dispatch_count()
+    fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>> {
+        let target = inputs.values()?;
+        check_count("pred", self.len as u64, inputs.input.len())?;
+        check_count("target (must match pred)", self.len as u64, target.len())?;
+        check_declared("weight", self.weight, inputs.weight)?;
+        check_declared("pos_weight", self.pos_weight, inputs.pos_weight)?;
+        self.check()?;
+        if self.loss == Pointwise::Bce {
+            cpu::pointwise::check_probabilities("pred (bce probabilities)", inputs.input)?;
+        }
+        Ok([
+            bytes(Some(inputs.input)),
+            bytes(Some(target)),
+            bytes(inputs.weight),
+            bytes(inputs.pos_weight),
+        ])
     }
 
-    /// Records the loss into `encoder`: reads `pred`, `target` (and weights), writes `loss` and
-    /// `grad`. Nothing is submitted; the results stay on the GPU.
-    pub fn record(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        buffers: &PointwiseBuffers<'_>,
-    ) -> Result<()> {
-        self.record_timed(encoder, buffers, None)
-    }
-
-    /// [`record`](Self::record) with timestamp writes around the compute pass.
-    pub fn record_timed(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        buffers: &PointwiseBuffers<'_>,
-        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
-    ) -> Result<()> {
-        self.program
-            .record(encoder, &Self::user_buffers(buffers), timestamps)
-    }
-
-    fn user_buffers<'a>(buffers: &PointwiseBuffers<'a>) -> [Option<&'a wgpu::Buffer>; 6] {
-        [
-            Some(buffers.pred),
-            Some(buffers.target),
-            buffers.weight,
-            buffers.pos_weight,
-            buffers.loss,
-            buffers.grad,
-        ]
-    }
-
-    /// The convenience level for GPU-resident data: records into an encoder of its own, submits
-    /// on the context's queue, waits, and turns invalid inputs the kernel counted (BCE
-    /// probabilities outside [0, 1]) into [`Error::InvalidOnGpu`]. The results are in
-    /// `buffers.loss` and `buffers.grad`.
-    pub fn run(&self, buffers: &PointwiseBuffers<'_>) -> Result<()> {
-        transfer::run_resident(&self.program, &Self::user_buffers(buffers))?
-            .check("probabilities (outside [0, 1])")
-    }
-
-    /// The invalid inputs the last run counted (BCE probabilities outside [0, 1]). Blocks on a
-    /// small readback.
-    pub fn read_status(&self) -> Result<Status> {
-        transfer::read_status(&self.program)
-    }
-
-    /// Uploads host data, runs, and reads the results back.
-    fn run_host(&self, inputs: &PointwiseInputs<'_>) -> Result<LossOutput> {
-        let d = &self.desc;
-        let m = d.len as u64;
-        let loss_bytes = if d.reduction.is_reduced() { 4 } else { 4 * m };
-        let slots = [
-            HostSlot::input("pred", Some(inputs.pred)),
-            HostSlot::input("target", Some(inputs.target)),
-            HostSlot::input("weight", inputs.weight),
-            HostSlot::input("pos_weight", inputs.pos_weight),
-            HostSlot::output("loss", d.outputs.loss, loss_bytes),
-            HostSlot::output("grad", d.outputs.grad, 4 * m),
-        ];
-        transfer::run_host(
-            &self.program,
-            &slots,
-            d.outputs.loss.then_some(LOSS),
-            d.outputs.grad.then_some(GRAD),
-            d.reduction,
-            "probabilities (outside [0, 1])",
+    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        cpu::pointwise::pointwise(
+            self.loss,
+            inputs.input,
+            inputs.values()?,
+            inputs.weight,
+            inputs.pos_weight,
+            self.reduction,
+            self.batch,
         )
-    }
-}
-
-/// Host data for the convenience API.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PointwiseInputs<'a> {
-    /// The prediction.
-    pub pred: &'a [f32],
-    /// The target, as long as `pred`.
-    pub target: &'a [f32],
-    /// The broadcast weight (BCE, BCE with logits).
-    pub weight: Option<&'a [f32]>,
-    /// The broadcast positive-class weight (BCE with logits).
-    pub pos_weight: Option<&'a [f32]>,
-}
-
-impl Context {
-    /// Computes a pointwise loss on host data: uploads, runs one pass, reads back.
-    /// `batch` is the first dimension, needed by `batchmean`.
-    pub fn pointwise(
-        &self,
-        loss: Pointwise,
-        inputs: &PointwiseInputs<'_>,
-        reduction: Reduction,
-        batch: Option<usize>,
-        outputs: Outputs,
-    ) -> Result<LossOutput> {
-        let mut desc = PointwiseDesc::new(loss, inputs.pred.len())
-            .reduction(reduction)
-            .outputs(outputs);
-        desc.batch = batch;
-        desc.weight_len = inputs.weight.map(<[f32]>::len);
-        desc.pos_weight_len = inputs.pos_weight.map(<[f32]>::len);
-        if inputs.target.len() != inputs.pred.len() {
-            return Err(Error::LengthMismatch {
-                what: "target (must match pred)",
-                expected: inputs.pred.len(),
-                actual: inputs.target.len(),
-            });
-        }
-        desc.check()?;
-        if loss == Pointwise::Bce {
-            crate::cpu::pointwise::check_probabilities("pred (bce probabilities)", inputs.pred)?;
-        }
-        PointwisePlan::new(self, &desc)?.run_host(inputs)
-    }
-
-    /// Mean squared error on host data (see [`Pointwise::Mse`]): the mean divides by the
-    /// element count.
-    pub fn mse(
-        &self,
-        pred: &[f32],
-        target: &[f32],
-        reduction: Reduction,
-        outputs: Outputs,
-    ) -> Result<LossOutput> {
-        let inputs = PointwiseInputs {
-            pred,
-            target,
-            ..Default::default()
-        };
-        self.pointwise(Pointwise::Mse, &inputs, reduction, None, outputs)
     }
 }

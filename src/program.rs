@@ -1,27 +1,33 @@
 //! A planned loss: the dispatches that compute it, their parameters and scratch memory, recorded
 //! into a command encoder against the caller's buffers.
 //!
-//! Every loss family (`pointwise`, `cross_entropy`, ...) builds a [`Program`] once per shape and
-//! options with a [`Builder`]; recording it then only creates bind groups (cached while the same
-//! buffers come back) and encodes one compute pass.
+//! Every loss family (`pointwise`, `cross_entropy`, ...) describes its [`Program`] once per
+//! shape and options to a [`Builder`]; binding it to the caller's buffers creates its bind
+//! groups, and recording encodes one compute pass.
 
 use std::mem::ManuallyDrop;
 use std::num::NonZeroU64;
-use std::sync::Mutex;
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
-use crate::context::{Binding, DeviceGuard, Pipeline, PipelineKey, lock};
-use crate::shader::Shader;
+use crate::context::{Pipeline, PipelineKey};
+use crate::shader::{Shader, params};
 use crate::{Context, Error, Result};
 
 /// Invocations per workgroup of every kernel.
 pub(crate) const WG: u32 = 256;
-/// Partials one invocation of reduce.wgsl adds (keep in sync with `K` there).
+
+/// How many invocations of a workgroup share one partial sum, for segments of `seg`
+/// invocations: a lane group of the tuning, or one segment. It depends on the plan alone, never
+/// on the subgroup size, so that sums are added in the same order on every adapter with the
+/// same tuning. `group_sum` (shaders/common/segment.wgsl) and `store_group_partial`
+/// (shaders/common/scratch.wgsl) take it as their `group`.
+pub(crate) fn partial_group(ctx: &Context, seg: u32) -> u32 {
+    seg.max(ctx.tuning().lanes).min(WG)
+}
+/// Partials one invocation of reduce.wgsl adds (its `K`).
 const REDUCE_K: u32 = 16;
-/// Rows one invocation of class_targets.wgsl adds (its `K`).
-const TARGETS_K: u32 = 16;
 /// The status words at the start of the scratch buffer (see shaders/common/scratch.wgsl).
 const STATUS_BYTES: u64 = 16;
 /// Data words of scratch reserved before the first allocation: data[0] holds a weighted
@@ -30,39 +36,18 @@ const RESERVED_WORDS: u64 = 4;
 /// The most workgroups along one dimension of a dispatch (WebGPU's and most adapters' limit).
 const MAX_PER_DIM: u64 = 65_535;
 
-/// The bindings of reduce.wgsl.
-const REDUCE_LAYOUT: &[Binding] = &[Binding::Uniform, Binding::ReadWrite, Binding::ReadWrite];
-/// The bindings of class_targets.wgsl.
-const TARGETS_LAYOUT: &[Binding] = &[
-    Binding::Uniform,
-    Binding::Read,
-    Binding::Read,
-    Binding::ReadWrite,
-];
-
-/// Keep in sync with `Params` in shaders/reduce.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ReduceParams {
-    count: u32,
-    in_base: u32,
-    out_base: u32,
-    wg_x: u32,
-    mode: u32,
-    mean_den: f32,
-    _pad: [u32; 2],
-}
-
-/// Keep in sync with `Params` in shaders/class_targets.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct TargetParams {
-    rows: u32,
-    classes: u32,
-    ignore_index: i32,
-    wg_x: u32,
-    partial_base: u32,
-    _pad: [u32; 3],
+params! {
+    /// The parameters of reduce.wgsl.
+    ReduceParams {
+        count: u32,
+        in_base: u32,
+        out_base: u32,
+        wg_x: u32,
+        mode: u32,
+        mean_den: f32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// The element count of a shape, checked: the product must not overflow, and the kernels
@@ -82,7 +67,7 @@ pub(crate) fn elements(what: &'static str, dims: &[usize]) -> Result<u64> {
 
 /// How the last level of a reduction turns the sums (of losses, of weights) into its output.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Finish {
+pub enum Finish {
     /// The loss output gets the sum of losses.
     Sum,
     /// The loss output gets the sum of losses divided by a denominator known on the host.
@@ -104,56 +89,178 @@ impl Finish {
     }
 }
 
+/// The user buffers of every loss, in the order of [`crate::Buffers`]' fields: the one place
+/// that order lives. A family declares which it uses, how large and whether it writes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Input,
+    Target,
+    Weight,
+    PosWeight,
+    Loss,
+    Grad,
+}
+
+/// How many slots a program has.
+pub const SLOTS: usize = 6;
+
+impl Slot {
+    pub const ALL: [Slot; SLOTS] = [
+        Slot::Input,
+        Slot::Target,
+        Slot::Weight,
+        Slot::PosWeight,
+        Slot::Loss,
+        Slot::Grad,
+    ];
+
+    /// The label of the buffers the convenience calls create for it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Slot::Input => "wgpu-loss.input",
+            Slot::Target => "wgpu-loss.target",
+            Slot::Weight => "wgpu-loss.weight",
+            Slot::PosWeight => "wgpu-loss.pos_weight",
+            Slot::Loss => "wgpu-loss.loss",
+            Slot::Grad => "wgpu-loss.grad",
+        }
+    }
+}
+
 /// How one user buffer is bound.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum View {
+pub enum View {
     /// `array<f32>` (or i32) over the first `bytes`.
     Scalar(u64),
     /// `array<vec4<f32>>` over the first `bytes` rounded down to 16.
     Vec4(u64),
 }
 
+impl View {
+    /// `Vec4` when `vec4`, else `Scalar`.
+    pub fn of(vec4: bool, bytes: u64) -> Self {
+        if vec4 {
+            View::Vec4(bytes)
+        } else {
+            View::Scalar(bytes)
+        }
+    }
+}
+
 /// What one binding of a dispatch is bound to.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Res {
+pub enum Res {
     /// A user buffer, by slot.
-    User(usize, View),
+    User(Slot, View),
     /// The plan's scratch buffer.
     Scratch,
     /// A small buffer of the context's that the kernel never touches in this configuration.
     Dummy(bool),
 }
 
+impl Res {
+    /// The user slot when `used`, else a dummy of the same access.
+    pub fn user_if(used: bool, slot: Slot, view: View, writable: bool) -> Self {
+        if used {
+            Res::User(slot, view)
+        } else {
+            Res::Dummy(writable)
+        }
+    }
+}
+
+/// What a loss kernel does after its loops (shaders/common/outputs.wgsl): the one place its
+/// uniforms `flags`, `scale_mode` and `final_mode` are chosen.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct After {
+    /// Write per-row (per-element) losses.
+    pub row_loss: bool,
+    /// Write partial sums to scratch.
+    pub partial: bool,
+    /// One workgroup holds the whole problem and writes the reduced value itself.
+    pub single: bool,
+    /// The gradient's scale: 0 the host's, 1 from the denominator an earlier pass reduced, 2 from
+    /// the weight sum this dispatch reduces (single only).
+    pub scale_mode: u32,
+    /// How a single dispatch finishes: 0 sum, 1 over the host's `mean_den`, 2 over the weight
+    /// sum, 3 no reduced value.
+    pub final_mode: u32,
+}
+
+impl After {
+    /// `params.flags`.
+    pub fn flags(&self) -> u32 {
+        self.row_loss as u32 | (self.partial as u32) << 1 | (self.single as u32) << 2
+    }
+
+    /// A single dispatch's `final_mode` for `finish`, or 3 when the loss is not reduced.
+    pub fn final_mode(finish: Option<Finish>) -> u32 {
+        match finish {
+            Some(Finish::Sum) => 0,
+            Some(Finish::Mean(_)) => 1,
+            Some(Finish::WeightedMean) => 2,
+            Some(Finish::Denominator) | None => 3,
+        }
+    }
+}
+
+/// The bytes of the loss slot: none, one reduced value, or `per_item` (one f32 a row or
+/// element, for `Reduction::None`).
+pub fn loss_bytes(want_loss: bool, reduced: bool, items: u64) -> u64 {
+    match (want_loss, reduced) {
+        (false, _) => 0,
+        (true, true) => 4,
+        (true, false) => 4 * items,
+    }
+}
+
+/// The loss binding of a dispatch: the per-item losses (`view`), the reduced value when this
+/// dispatch writes it itself (`single`), or a dummy.
+pub fn loss_res(want_loss: bool, reduced: bool, single: bool, view: View) -> Res {
+    match (want_loss, reduced) {
+        (true, false) => Res::User(Slot::Loss, view),
+        (true, true) if single => Res::User(Slot::Loss, View::Scalar(4)),
+        _ => Res::Dummy(true),
+    }
+}
+
 /// Whether a program writes a user buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Access {
+pub enum Access {
     Read,
     Write,
 }
 
-/// A user buffer a program takes: its role, the bytes it must hold, and whether it is written.
-#[derive(Clone, Debug)]
-struct Slot {
+/// A user buffer a program takes: its role, the bytes it must hold (0: unused), and whether it
+/// is written.
+#[derive(Clone, Copy, Debug)]
+struct SlotUse {
     name: &'static str,
     bytes: u64,
     access: Access,
 }
 
-struct Dispatch {
-    pipeline: Pipeline,
+const UNUSED: SlotUse = SlotUse {
+    name: "",
+    bytes: 0,
+    access: Access::Read,
+};
+
+struct Dispatch<P> {
+    pipeline: P,
     uniform_offset: u64,
     uniform_size: u64,
     entries: Vec<Res>,
     workgroups: (u32, u32),
 }
 
-/// Assembles a [`Program`].
-pub(crate) struct Builder<'a> {
+/// Assembles a [`Program`]: the loss families describe their dispatches to it (no device
+/// work), and [`Builder::finish`] compiles the pipelines and creates the plan's buffers.
+pub struct Builder<'a> {
     ctx: &'a Context,
-    /// Plans compile pipelines and create buffers: the device lock is held throughout.
-    _guard: DeviceGuard<'a>,
-    slots: Vec<Slot>,
-    dispatches: Vec<Dispatch>,
+    slots: [SlotUse; SLOTS],
+    grad: Slot,
+    dispatches: Vec<Dispatch<PipelineKey>>,
     uniforms: Vec<u8>,
     scratch_words: u64,
 }
@@ -162,17 +269,27 @@ impl<'a> Builder<'a> {
     pub fn new(ctx: &'a Context) -> Self {
         Builder {
             ctx,
-            _guard: ctx.lock(),
-            slots: Vec::new(),
+            slots: [UNUSED; SLOTS],
+            grad: Slot::Grad,
             dispatches: Vec::new(),
             uniforms: Vec::new(),
             scratch_words: RESERVED_WORDS,
         }
     }
 
-    /// Declares a user buffer of `bytes` (0: the program does not use this slot), read or
-    /// written. Slots are numbered in declaration order.
-    pub fn slot(&mut self, name: &'static str, bytes: u64, access: Access) -> Result<usize> {
+    pub fn ctx(&self) -> &'a Context {
+        self.ctx
+    }
+
+    /// Declares that the program uses `slot`, naming it `name` in errors: `bytes` of it (0: the
+    /// program does not use it), read or written.
+    pub fn slot(
+        &mut self,
+        slot: Slot,
+        name: &'static str,
+        bytes: u64,
+        access: Access,
+    ) -> Result<()> {
         let limit = self.ctx.max_binding_bytes();
         if bytes > limit {
             return Err(Error::TooLarge {
@@ -181,12 +298,18 @@ impl<'a> Builder<'a> {
                 limit,
             });
         }
-        self.slots.push(Slot {
+        self.slots[slot as usize] = SlotUse {
             name,
             bytes,
             access,
-        });
-        Ok(self.slots.len() - 1)
+        };
+        Ok(())
+    }
+
+    /// The gradient is written over the input (and read back from there by the convenience
+    /// API).
+    pub fn grad_in_place(&mut self) {
+        self.grad = Slot::Input;
     }
 
     /// Allocates `words` f32 of scratch; returns their index in `scratch.data`.
@@ -229,8 +352,16 @@ impl<'a> Builder<'a> {
         params: &P,
         entries: Vec<Res>,
         workgroups: (u32, u32),
-    ) -> Result<()> {
-        let pipeline = self.ctx.pipeline(key)?;
+    ) {
+        // The shader's bindings after the params, one entry each (a bug of this crate's
+        // planner otherwise; the contract test checks the layouts against the shaders).
+        let layout = key.shader.layout(&key.defines);
+        assert_eq!(
+            entries.len() + 1,
+            layout.len(),
+            "wgpu-loss: {key:?} takes {} bindings",
+            layout.len()
+        );
         let align = self
             .ctx
             .limits()
@@ -240,13 +371,12 @@ impl<'a> Builder<'a> {
         self.uniforms.resize(offset, 0);
         self.uniforms.extend_from_slice(bytemuck::bytes_of(params));
         self.dispatches.push(Dispatch {
-            pipeline,
+            pipeline: key.clone(),
             uniform_offset: offset as u64,
             uniform_size: std::mem::size_of::<P>() as u64,
             entries,
             workgroups,
         });
-        Ok(())
     }
 
     /// Appends the levels of a fixed-order tree that sums `count` (loss, weight) partials at
@@ -257,16 +387,17 @@ impl<'a> Builder<'a> {
         mut count: u64,
         mut base: u32,
         finish: Finish,
-        loss: Option<usize>,
+        loss: Option<Slot>,
     ) -> Result<()> {
         let per_wg = (WG * REDUCE_K) as u64;
         let out = match (finish, loss) {
             (Finish::Denominator, _) | (_, None) => Res::Dummy(true),
             (_, Some(slot)) => Res::User(slot, View::Scalar(4)),
         };
-        let key = PipelineKey::new(Shader::Reduce, "main", REDUCE_LAYOUT)
+        let key = PipelineKey::new(Shader::Reduce, "main")
             .constant("WG", WG)
-            .constant("SEG", WG);
+            .constant("SEG", WG)
+            .constant("K", REDUCE_K);
         loop {
             let wgs = count.div_ceil(per_wg);
             let (wg_x, wg_y) = self.fold(wgs)?;
@@ -283,9 +414,10 @@ impl<'a> Builder<'a> {
                 wg_x,
                 mode,
                 mean_den,
-                _pad: [0; 2],
+                _pad0: 0,
+                _pad1: 0,
             };
-            self.dispatch(&key, &params, vec![Res::Scratch, out], (wg_x, wg_y))?;
+            self.dispatch(&key, &params, vec![Res::Scratch, out], (wg_x, wg_y));
             if wgs == 1 {
                 return Ok(());
             }
@@ -294,87 +426,73 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Appends the passes that leave the weighted mean's denominator of class targets (sum of
-    /// `w[y_n]` over rows that are neither ignored nor out of range) in scratch.data[0].
-    pub fn class_denominator(
-        &mut self,
-        rows: usize,
-        classes: usize,
-        ignore_index: i32,
-        targets: usize,
-        weight: Option<usize>,
-    ) -> Result<()> {
-        let wgs = (rows as u64).div_ceil((WG * TARGETS_K) as u64);
-        let (wg_x, wg_y) = self.fold(wgs)?;
-        let partial_base = self.scratch(2 * wgs)?;
-        let key = PipelineKey::new(Shader::ClassTargets, "main", TARGETS_LAYOUT)
-            .constant("WG", WG)
-            .constant("SEG", WG)
-            .constant("K", TARGETS_K)
-            .constant("HAS_WEIGHT", weight.is_some() as u32);
-        let params = TargetParams {
-            rows: rows as u32,
-            classes: classes as u32,
-            ignore_index,
-            wg_x,
-            partial_base,
-            _pad: [0; 3],
-        };
-        let w = match weight {
-            Some(slot) => Res::User(slot, View::Scalar(4 * classes as u64)),
-            None => Res::Dummy(false),
-        };
-        let entries = vec![
-            Res::User(targets, View::Scalar(4 * rows as u64)),
-            w,
-            Res::Scratch,
-        ];
-        self.dispatch(&key, &params, entries, (wg_x, wg_y))?;
-        self.reduce(wgs, partial_base, Finish::Denominator, None)
-    }
-
-    pub fn build(self) -> Result<Program> {
-        let device = self.ctx.device();
-        let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("wgpu-loss.params"),
-            contents: &self.uniforms,
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let scratch = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-loss.scratch"),
-            size: STATUS_BYTES + 4 * self.scratch_words,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_DST
-                | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::from_wgpu(e));
+    /// Compiles the pipelines (each on its first use by the context) and creates the plan's
+    /// parameter and scratch buffers. Running out of memory is an error, not a panic.
+    pub async fn finish(self) -> Result<Program> {
+        let mut dispatches = Vec::with_capacity(self.dispatches.len());
+        for d in self.dispatches {
+            dispatches.push(Dispatch {
+                pipeline: self.ctx.pipeline(&d.pipeline).await?,
+                uniform_offset: d.uniform_offset,
+                uniform_size: d.uniform_size,
+                entries: d.entries,
+                workgroups: d.workgroups,
+            });
         }
-        Ok(Program {
-            ctx: self.ctx.clone(),
+        let (uniforms, scratch, popped) = {
+            let _guard = self.ctx.lock();
+            let device = self.ctx.device();
+            let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("wgpu-loss.params"),
+                contents: &self.uniforms,
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let scratch = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-loss.scratch"),
+                size: STATUS_BYTES + 4 * self.scratch_words,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            (uniforms, scratch, scope.pop())
+        };
+        let program = Program {
+            ctx: self.ctx.without_cache(),
             slots: self.slots,
-            dispatches: self.dispatches,
+            grad: self.grad,
+            dispatches,
             uniforms: ManuallyDrop::new(uniforms),
             scratch: ManuallyDrop::new(scratch),
-            bind_groups: Mutex::new(None),
-        })
+        };
+        match popped.await {
+            Some(e) => Err(Error::from_wgpu(e)),
+            None => Ok(program),
+        }
     }
 }
 
-/// The buffers a program was last recorded with, and their bind groups.
-type Cached = (Vec<Option<wgpu::Buffer>>, Vec<wgpu::BindGroup>);
+/// The caller's ranges, one optional range a slot, in [`Slot`] order.
+pub type UserBindings<'a> = [Option<wgpu::BufferBinding<'a>>; SLOTS];
 
-/// A planned loss, ready to record.
-pub(crate) struct Program {
+/// A planned loss, ready to bind and record.
+pub struct Program {
     ctx: Context,
-    slots: Vec<Slot>,
-    dispatches: Vec<Dispatch>,
+    slots: [SlotUse; SLOTS],
+    grad: Slot,
+    dispatches: Vec<Dispatch<Pipeline>>,
     /// Dropped under the device lock (see `Drop`).
     uniforms: ManuallyDrop<wgpu::Buffer>,
     scratch: ManuallyDrop<wgpu::Buffer>,
-    bind_groups: Mutex<Option<Cached>>,
+}
+
+/// The bytes a binding range spans: its size, or the rest of its buffer.
+fn range_len(b: &wgpu::BufferBinding<'_>) -> u64 {
+    match b.size {
+        Some(s) => s.get(),
+        None => b.buffer.size().saturating_sub(b.offset),
+    }
 }
 
 impl Program {
@@ -387,48 +505,79 @@ impl Program {
         self.dispatches.len()
     }
 
-    /// Checks the user buffers against the slots: present exactly where used, `STORAGE`, and
-    /// large enough.
-    fn check(&self, user: &[Option<&wgpu::Buffer>]) -> Result<()> {
-        for (i, slot) in self.slots.iter().enumerate() {
-            let given = user.get(i).copied().flatten();
+    /// The bytes slot `slot` needs (0: unused).
+    pub fn slot_bytes(&self, slot: Slot) -> u64 {
+        self.slots[slot as usize].bytes
+    }
+
+    /// Where the gradient lands: the `Grad` slot, or `Input` in place.
+    pub fn grad_slot(&self) -> Slot {
+        self.grad
+    }
+
+    /// Checks the user ranges against the slots: present exactly where used, `STORAGE`,
+    /// aligned, inside their buffers, large enough, and no written range overlapping another.
+    fn check(&self, user: &UserBindings<'_>) -> Result<()> {
+        let alignment = (self.ctx.limits().min_storage_buffer_offset_alignment as u64).max(1);
+        for (slot, given) in self.slots.iter().zip(user) {
             match (slot.bytes, given) {
                 (0, None) => {}
                 (0, Some(_)) => return Err(Error::Binding(slot.name, "not used by this plan")),
                 (_, None) => return Err(Error::Binding(slot.name, "needed by this plan")),
                 (bytes, Some(b)) => {
-                    if !b.usage().contains(wgpu::BufferUsages::STORAGE) {
+                    let usage = b.buffer.usage();
+                    if !usage.contains(wgpu::BufferUsages::STORAGE) {
                         return Err(Error::MissingUsage {
                             binding: slot.name,
                             needed: wgpu::BufferUsages::STORAGE,
-                            actual: b.usage(),
+                            actual: usage,
                         });
                     }
-                    if b.size() < bytes {
+                    if !b.offset.is_multiple_of(alignment) {
+                        return Err(Error::Misaligned {
+                            binding: slot.name,
+                            offset: b.offset,
+                            alignment,
+                        });
+                    }
+                    let inside = b
+                        .offset
+                        .checked_add(range_len(b))
+                        .is_some_and(|end| end <= b.buffer.size());
+                    if !inside {
+                        return Err(Error::Binding(
+                            slot.name,
+                            "range runs past the end of its buffer",
+                        ));
+                    }
+                    if range_len(b) < bytes {
                         return Err(Error::BufferTooSmall {
                             binding: slot.name,
                             needed: bytes,
-                            actual: b.size(),
+                            actual: range_len(b),
                         });
                     }
                 }
             }
         }
-        // A written range may overlap no other range the program binds: the kernels would read
-        // what they are writing (a wrong result), and wgpu rejects a buffer bound both
-        // read-only and writable in one dispatch (a panic at the caller's submit).
-        let used: Vec<(&Slot, &wgpu::Buffer)> = self
+        // A written range may overlap no other range (the kernels would read what they are
+        // writing: a wrong result), and a buffer the plan writes may hold no range it reads:
+        // wgpu tracks usage per buffer, not per range, and rejects a buffer bound both
+        // read-only and writable in one dispatch (a panic at the caller's submit). Outputs may
+        // share a buffer at disjoint ranges, inputs may share one freely.
+        let used: Vec<(&SlotUse, &wgpu::BufferBinding<'_>)> = self
             .slots
             .iter()
             .zip(user)
-            .filter_map(|(s, b)| Some((s, (*b)?)).filter(|_| s.bytes > 0))
+            .filter_map(|(s, b)| Some((s, b.as_ref()?)).filter(|_| s.bytes > 0))
             .collect();
-        for (i, &(a, ba)) in used.iter().enumerate() {
-            for &(b, bb) in &used[i + 1..] {
+        for (i, &(a, ra)) in used.iter().enumerate() {
+            for &(b, rb) in &used[i + 1..] {
                 let written = a.access == Access::Write || b.access == Access::Write;
-                // Every range starts at offset 0 of its buffer, so two ranges of the same
-                // buffer overlap.
-                if written && ba == bb {
+                let same = ra.buffer == rb.buffer;
+                let overlap =
+                    same && ra.offset < rb.offset + b.bytes && rb.offset < ra.offset + a.bytes;
+                if (written && overlap) || (same && a.access != b.access) {
                     return Err(Error::Aliased {
                         a: a.name,
                         b: b.name,
@@ -439,16 +588,12 @@ impl Program {
         Ok(())
     }
 
-    fn bind_groups(&self, user: &[Option<&wgpu::Buffer>]) -> Vec<wgpu::BindGroup> {
-        let key: Vec<Option<wgpu::Buffer>> = user.iter().map(|b| b.cloned()).collect();
-        let mut cache = lock(&self.bind_groups);
-        if let Some((k, groups)) = cache.as_ref()
-            && *k == key
-        {
-            return groups.clone();
-        }
+    /// Checks `user` and creates the bind group of each dispatch.
+    pub fn bind(&self, user: &UserBindings<'_>) -> Result<Vec<wgpu::BindGroup>> {
+        self.check(user)?;
+        let _guard = self.ctx.lock();
         let device = self.ctx.device();
-        let groups: Vec<wgpu::BindGroup> = self
+        let groups = self
             .dispatches
             .iter()
             .map(|d| {
@@ -461,24 +606,25 @@ impl Program {
                     }),
                 }];
                 for (i, res) in d.entries.iter().enumerate() {
-                    let (buffer, size) = match *res {
-                        Res::Scratch => (&*self.scratch, None),
-                        Res::Dummy(w) => (self.ctx.dummy(w), None),
-                        Res::User(slot, View::Scalar(bytes)) => {
-                            (user[slot].expect("checked"), NonZeroU64::new(bytes))
+                    let binding = match *res {
+                        Res::Scratch => self.scratch.as_entire_buffer_binding(),
+                        Res::Dummy(w) => self.ctx.dummy(w).as_entire_buffer_binding(),
+                        Res::User(slot, view) => {
+                            let bytes = match view {
+                                View::Scalar(bytes) => bytes,
+                                View::Vec4(bytes) => bytes / 16 * 16,
+                            };
+                            let range = user[slot as usize].as_ref().expect("checked");
+                            wgpu::BufferBinding {
+                                buffer: range.buffer,
+                                offset: range.offset,
+                                size: NonZeroU64::new(bytes),
+                            }
                         }
-                        Res::User(slot, View::Vec4(bytes)) => (
-                            user[slot].expect("checked"),
-                            NonZeroU64::new(bytes / 16 * 16),
-                        ),
                     };
                     entries.push(wgpu::BindGroupEntry {
                         binding: i as u32 + 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer,
-                            offset: 0,
-                            size,
-                        }),
+                        resource: wgpu::BindingResource::Buffer(binding),
                     });
                 }
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -488,32 +634,29 @@ impl Program {
                 })
             })
             .collect();
-        *cache = Some((key, groups.clone()));
-        groups
+        Ok(groups)
     }
 
-    /// Records the program into `encoder`: one clear of the status words, then one compute pass
-    /// holding every dispatch (with `timestamps` around it, if given).
+    /// Records the program into `encoder` with the bind groups of [`Program::bind`]: one clear
+    /// of the status words, then one compute pass holding every dispatch (with `timestamps`
+    /// around it, if given).
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        user: &[Option<&wgpu::Buffer>],
+        groups: &[wgpu::BindGroup],
         timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
-    ) -> Result<()> {
-        self.check(user)?;
+    ) {
         let _guard = self.ctx.lock();
-        let groups = self.bind_groups(user);
         encoder.clear_buffer(&self.scratch, 0, Some(STATUS_BYTES));
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("wgpu-loss"),
             timestamp_writes: timestamps,
         });
-        for (d, g) in self.dispatches.iter().zip(&groups) {
+        for (d, g) in self.dispatches.iter().zip(groups) {
             pass.set_pipeline(&d.pipeline.pipeline);
             pass.set_bind_group(0, g, &[]);
             pass.dispatch_workgroups(d.workgroups.0, d.workgroups.1, 1);
         }
-        Ok(())
     }
 
     /// The plan's scratch buffer; its first 16 bytes are the status words of the last run.
@@ -528,7 +671,6 @@ impl Drop for Program {
         // lock. (Not `destroy`: a caller may drop a plan before submitting what it recorded;
         // the recorded commands keep the buffers alive until then.)
         let _guard = self.ctx.lock();
-        lock(&self.bind_groups).take();
         // SAFETY: each is dropped once, here, and never used again.
         unsafe {
             ManuallyDrop::drop(&mut self.uniforms);

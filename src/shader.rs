@@ -6,7 +6,38 @@
 //! `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif` on the names the host defines; numeric
 //! choices are WGSL `override` constants, given at pipeline creation.
 
+use crate::context::Binding;
 use crate::{Error, Result};
+
+/// Declares a kernel's uniform parameters once, for both sides: the `#[repr(C)]` Rust struct
+/// the host fills, and (as `WGSL`) the `struct Params` that `#params` splices into the shader
+/// (with its binding, `params` at binding 0).
+/// Fields are `u32`, `i32` or `f32`, named the same in both; the contract test
+/// (`contracts` below) checks that naga lays the WGSL struct out as Rust does.
+macro_rules! params {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident: $ty:ident),* $(,)? }) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name {
+            $($(#[$fm])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            /// The WGSL declaration, spliced into the kernel by `#params`.
+            pub const WGSL: &'static str = concat!(
+                "struct Params {\n",
+                $("    ", stringify!($field), ": ", stringify!($ty), ",\n",)*
+                "}\n"
+            );
+            /// Field names and byte offsets, for the contract test.
+            #[cfg(test)]
+            pub const FIELDS: &'static [(&'static str, usize)] =
+                &[$((stringify!($field), std::mem::offset_of!($name, $field)),)*];
+        }
+    };
+}
+pub(crate) use params;
 
 /// A kernel family: one file in `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -60,6 +91,65 @@ impl Shader {
         }
     }
 
+    /// The WGSL of the kernel's `Params`, generated from the Rust struct the host fills.
+    fn params(self) -> &'static str {
+        match self {
+            Shader::Pointwise => crate::pointwise::PointwiseParams::WGSL,
+            Shader::CrossEntropy => crate::cross_entropy::CeParams::WGSL,
+            Shader::ClassTargets => crate::class_targets::TargetParams::WGSL,
+            Shader::Nll => crate::nll::NllParams::WGSL,
+            Shader::Reduce => crate::program::ReduceParams::WGSL,
+            Shader::Ceiling => crate::bench::CeilingParams::WGSL,
+        }
+    }
+
+    /// The Rust `Params` of the kernel: field names and offsets, and size.
+    #[cfg(test)]
+    fn params_layout(self) -> (Vec<(&'static str, usize)>, usize) {
+        fn of<P: Copy>(
+            fields: &'static [(&'static str, usize)],
+        ) -> (Vec<(&'static str, usize)>, usize) {
+            (fields.to_vec(), std::mem::size_of::<P>())
+        }
+        use crate::{bench, class_targets, cross_entropy, nll, pointwise, program};
+        match self {
+            Shader::Pointwise => {
+                of::<pointwise::PointwiseParams>(pointwise::PointwiseParams::FIELDS)
+            }
+            Shader::CrossEntropy => of::<cross_entropy::CeParams>(cross_entropy::CeParams::FIELDS),
+            Shader::ClassTargets => {
+                of::<class_targets::TargetParams>(class_targets::TargetParams::FIELDS)
+            }
+            Shader::Nll => of::<nll::NllParams>(nll::NllParams::FIELDS),
+            Shader::Reduce => of::<program::ReduceParams>(program::ReduceParams::FIELDS),
+            Shader::Ceiling => of::<bench::CeilingParams>(bench::CeilingParams::FIELDS),
+        }
+    }
+
+    /// The kernel's bindings, in binding order from 0, for the given defines: the one
+    /// description of them on the host (the contract test checks it against every variant).
+    pub fn layout(self, defines: &[String]) -> &'static [Binding] {
+        use Binding::{Read as R, ReadWrite as W, Uniform as U};
+        match self {
+            // pred, target, weight, pos_weight, grad, loss, scratch.
+            Shader::Pointwise => &[U, R, R, R, R, W, W, W],
+            // In place, x (binding 1) is written with the gradient and binding 5 is unused.
+            Shader::CrossEntropy if defines.iter().any(|d| d == "INPLACE") => {
+                &[U, W, R, R, R, W, W, W]
+            }
+            // x, t, y, w, grad, loss, scratch.
+            Shader::CrossEntropy => &[U, R, R, R, R, W, W, W],
+            // y, w, scratch.
+            Shader::ClassTargets => &[U, R, R, W],
+            // x, y, w, grad, loss, scratch.
+            Shader::Nll => &[U, R, R, R, W, W, W],
+            // scratch, loss.
+            Shader::Reduce => &[U, W, W],
+            // a, b, c.
+            Shader::Ceiling => &[U, R, R, W],
+        }
+    }
+
     /// The values this file needs (`#const`, `#unroll`), with sample values for validation.
     pub fn values(self) -> &'static [&'static str] {
         match self {
@@ -85,6 +175,7 @@ fn common(name: &str) -> Option<&'static str> {
         "scratch" => Some(include_str!("../shaders/common/scratch.wgsl")),
         "segment" => Some(include_str!("../shaders/common/segment.wgsl")),
         "math" => Some(include_str!("../shaders/common/math.wgsl")),
+        "outputs" => Some(include_str!("../shaders/common/outputs.wgsl")),
         _ => None,
     }
 }
@@ -112,7 +203,8 @@ fn text(file: &str, built_in: &'static str) -> Result<std::borrow::Cow<'static, 
 /// blocks resolved, constants declared, loops unrolled. Errors name the file and line.
 ///
 /// A define is a name (`"VEC4"`) or a name with a value (`"K=32"`). Directives:
-/// `#import name`; `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif`; `#const NAME` (declares
+/// `#import name`; `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif`; `#params` (the kernel's
+/// `struct Params` from its Rust twin, and `params` at binding 0); `#const NAME` (declares
 /// `const NAME: u32 = value;`); `#unroll var NAME` ... `#endunroll` (the body `value` times, each
 /// copy in its own block with `const var: u32 = i;`: drivers keep arrays indexed by `var` in
 /// registers, which a loop would leave in memory on some, lavapipe among them).
@@ -120,7 +212,11 @@ pub fn preprocess(shader: Shader, defines: &[&str]) -> Result<String> {
     let mut out = String::new();
     let mut imported = Vec::new();
     let source = text(shader.file(), shader.source())?;
-    expand(shader.file(), &source, defines, &mut imported, &mut out)?;
+    let file = Source {
+        name: shader.file(),
+        params: shader.params(),
+    };
+    expand(&file, &source, defines, &mut imported, &mut out)?;
     Ok(out)
 }
 
@@ -136,8 +232,14 @@ fn value(defines: &[&str], name: &str) -> Option<u32> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
+/// The file being expanded: its name (for errors) and the `Params` that `#params` splices in.
+struct Source<'a> {
+    name: &'a str,
+    params: &'a str,
+}
+
 fn expand(
-    file: &str,
+    src: &Source<'_>,
     source: &str,
     defines: &[&str],
     imported: &mut Vec<String>,
@@ -145,7 +247,9 @@ fn expand(
 ) -> Result<()> {
     // One entry per open #if: (this branch is taken, an enclosing branch is taken).
     let mut stack: Vec<(bool, bool)> = Vec::new();
-    let bad = |line: usize, what: &str| Error::Wgpu(format!("{file}:{}: {what}", line + 1));
+    let bad = |line: usize, what: &str| {
+        Error::Wgpu(format!("{file}:{}: {what}", line + 1, file = src.name))
+    };
     let lines: Vec<&str> = source.lines().collect();
     let mut n = 0;
     while n < lines.len() {
@@ -168,9 +272,18 @@ fn expand(
             if live && !imported.iter().any(|i| i == name) {
                 let built_in = common(name).ok_or_else(|| bad(n, "unknown #import"))?;
                 imported.push(name.to_string());
-                let file = format!("common/{name}.wgsl");
-                let source = text(&file, built_in)?;
+                let name = format!("common/{name}.wgsl");
+                let source = text(&name, built_in)?;
+                let file = Source {
+                    name: &name,
+                    params: src.params,
+                };
                 expand(&file, &source, defines, imported, out)?;
+            }
+        } else if trimmed == "#params" {
+            if live {
+                out.push_str(src.params);
+                out.push_str("@group(0) @binding(0) var<uniform> params: Params;\n");
             }
         } else if let Some(name) = trimmed.strip_prefix("#const ") {
             let name = name.trim();
@@ -191,7 +304,7 @@ fn expand(
                     .ok_or_else(|| bad(n, "#unroll count has no value"))?;
                 let mut body = String::new();
                 expand(
-                    file,
+                    src,
                     &lines[n + 1..end].join("\n"),
                     defines,
                     imported,
@@ -218,20 +331,28 @@ fn expand(
 }
 
 #[cfg(test)]
+mod contracts;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    const T: Source<'static> = Source {
+        name: "t.wgsl",
+        params: "struct Params {}\n",
+    };
 
     #[test]
     fn conditionals_nest() {
         let src = "a\n#ifdef X\nb\n#ifndef Y\nc\n#else\nd\n#endif\n#else\ne\n#endif\nf\n";
         let mut out = String::new();
-        expand("t", src, &["X"], &mut Vec::new(), &mut out).unwrap();
+        expand(&T, src, &["X"], &mut Vec::new(), &mut out).unwrap();
         assert_eq!(out, "a\nb\nc\nf\n");
         out.clear();
-        expand("t", src, &["X", "Y"], &mut Vec::new(), &mut out).unwrap();
+        expand(&T, src, &["X", "Y"], &mut Vec::new(), &mut out).unwrap();
         assert_eq!(out, "a\nb\nd\nf\n");
         out.clear();
-        expand("t", src, &[], &mut Vec::new(), &mut out).unwrap();
+        expand(&T, src, &[], &mut Vec::new(), &mut out).unwrap();
         assert_eq!(out, "a\ne\nf\n");
     }
 
@@ -239,23 +360,29 @@ mod tests {
     fn constants_and_unrolling() {
         let src = "#const K\n#unroll k K\n#ifdef X\nx[k] = 1;\n#endif\n#endunroll\nend\n";
         let mut out = String::new();
-        expand("t", src, &["K=2", "X"], &mut Vec::new(), &mut out).unwrap();
+        expand(&T, src, &["K=2", "X"], &mut Vec::new(), &mut out).unwrap();
         assert_eq!(
             out,
             "const K: u32 = 2u;\n{ const k: u32 = 0u;\nx[k] = 1;\n}\n{ const k: u32 = 1u;\nx[k] = 1;\n}\nend\n"
         );
-        let err = expand("t", "#unroll k K\n", &["K=2"], &mut Vec::new(), &mut out).unwrap_err();
+        let err = expand(&T, "#unroll k K\n", &["K=2"], &mut Vec::new(), &mut out).unwrap_err();
         assert!(err.to_string().contains("#endunroll"), "{err}");
-        let err = expand("t", "#const Q\n", &["Q"], &mut Vec::new(), &mut out).unwrap_err();
+        let err = expand(&T, "#const Q\n", &["Q"], &mut Vec::new(), &mut out).unwrap_err();
         assert!(err.to_string().contains("no value"), "{err}");
     }
 
     #[test]
     fn unbalanced_is_an_error() {
         let mut out = String::new();
-        let err = expand("t.wgsl", "#ifdef X\n", &[], &mut Vec::new(), &mut out).unwrap_err();
+        let err = expand(&T, "#ifdef X\n", &[], &mut Vec::new(), &mut out).unwrap_err();
         assert!(err.to_string().contains("t.wgsl"), "{err}");
-        let err = expand("t.wgsl", "#endif\n", &[], &mut Vec::new(), &mut out).unwrap_err();
+        let err = expand(&T, "#endif\n", &[], &mut Vec::new(), &mut out).unwrap_err();
         assert!(err.to_string().contains("t.wgsl:1"), "{err}");
+        out.clear();
+        expand(&T, "a\n#params\nb\n", &[], &mut Vec::new(), &mut out).unwrap();
+        assert_eq!(
+            out,
+            "a\nstruct Params {}\n@group(0) @binding(0) var<uniform> params: Params;\nb\n"
+        );
     }
 }

@@ -2,7 +2,8 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::program::{Program, Status};
+use crate::plan::HostData;
+use crate::program::{Program, Slot, Status, UserBindings};
 use crate::reduction::{LossOutput, Reduction};
 use crate::{Context, Error, Result};
 
@@ -34,28 +35,41 @@ pub(crate) fn output(ctx: &Context, label: &str, bytes: u64) -> wgpu::Buffer {
     })
 }
 
-/// Runs `program` once on `user` buffers (created by `make_buffers` inside error scopes, so that
-/// running out of memory is an error, not a panic) and reads back the first `bytes` of each
-/// buffer in `reads`, plus the program's status words.
-pub(crate) fn run<B>(
+/// Runs `program` once on buffers created from `host` (inside error scopes, so that running out
+/// of memory is an error, not a panic): uploads the inputs, creates the outputs the program
+/// writes, reads back its loss and gradient (`grad` may land in the input: in place), and turns
+/// invalid inputs the kernels counted into [`Error::InvalidOnGpu`] (`what` names them).
+pub(crate) fn run_host(
     program: &Program,
-    make_buffers: impl FnOnce() -> B,
-    user: impl Fn(&B) -> Vec<Option<&wgpu::Buffer>>,
-    reads: impl Fn(&B) -> Vec<(&wgpu::Buffer, u64)>,
-) -> Result<(Vec<Vec<u8>>, Status)> {
+    host: &HostData<'_>,
+    reduction: Reduction,
+    what: &'static str,
+) -> Result<LossOutput> {
     let ctx = program.ctx();
     let device = ctx.device();
+    let loss = (program.slot_bytes(Slot::Loss) > 0).then_some(Slot::Loss);
+    let grad = Some(program.grad_slot()).filter(|&s| program.slot_bytes(s) > 0);
+    let reads: Vec<Slot> = loss.into_iter().chain(grad).collect();
     let _guard = ctx.lock();
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let result = (|| {
-        let buffers = make_buffers();
-        let reads = reads(&buffers);
+        let buffers: Vec<Option<wgpu::Buffer>> = Slot::ALL
+            .iter()
+            .map(|&slot| match slot {
+                Slot::Loss | Slot::Grad => Some(program.slot_bytes(slot))
+                    .filter(|&b| b > 0)
+                    .map(|bytes| output(ctx, slot.label(), bytes)),
+                _ => host[slot as usize]
+                    .as_ref()
+                    .map(|data| upload(ctx, slot.label(), data)),
+            })
+            .collect();
         let mut offsets = Vec::with_capacity(reads.len());
         let mut total = 16u64;
-        for &(_, bytes) in &reads {
+        for &slot in &reads {
             offsets.push(total);
-            total += bytes.next_multiple_of(4);
+            total += program.slot_bytes(slot).next_multiple_of(4);
         }
         let staging = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-loss.readback"),
@@ -63,21 +77,29 @@ pub(crate) fn run<B>(
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let user: UserBindings<'_> =
+            std::array::from_fn(|i| buffers[i].as_ref().map(|b| b.as_entire_buffer_binding()));
+        let groups = program.bind(&user)?;
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("wgpu-loss"),
         });
-        program.record(&mut encoder, &user(&buffers), None)?;
+        program.record(&mut encoder, &groups, None);
         encoder.copy_buffer_to_buffer(program.scratch(), 0, &staging, 0, 16);
-        for (&(buffer, bytes), &offset) in reads.iter().zip(&offsets) {
-            encoder.copy_buffer_to_buffer(buffer, 0, &staging, offset, bytes.next_multiple_of(4));
+        for (&slot, &offset) in reads.iter().zip(&offsets) {
+            let buffer = buffers[slot as usize].as_ref().expect("created above");
+            let bytes = program.slot_bytes(slot).next_multiple_of(4);
+            encoder.copy_buffer_to_buffer(buffer, 0, &staging, offset, bytes);
         }
         ctx.queue().submit([encoder.finish()]);
         let data = map_read(ctx, &staging)?;
         let status = Status::from_words(&bytemuck::pod_collect_to_vec(&data[..16]));
-        let outs = reads
+        let outs: Vec<Vec<f32>> = reads
             .iter()
             .zip(&offsets)
-            .map(|(&(_, bytes), &offset)| data[offset as usize..(offset + bytes) as usize].to_vec())
+            .map(|(&slot, &offset)| {
+                let end = offset + program.slot_bytes(slot);
+                bytemuck::pod_collect_to_vec(&data[offset as usize..end as usize])
+            })
             .collect();
         Ok((outs, status))
     })();
@@ -86,84 +108,9 @@ pub(crate) fn run<B>(
     if let Some(e) = oom.or(validation) {
         return Err(Error::from_wgpu(e));
     }
-    result
-}
-
-/// One user slot of a run on host data.
-pub(crate) enum HostSlot<'a> {
-    /// Host data to upload.
-    Input(&'static str, &'a [u8]),
-    /// An output buffer of this many bytes.
-    Output(&'static str, u64),
-    /// Not used by the program.
-    Unused,
-}
-
-impl<'a> HostSlot<'a> {
-    /// An input from an optional slice.
-    pub fn input<T: bytemuck::Pod>(name: &'static str, data: Option<&'a [T]>) -> Self {
-        match data {
-            Some(d) => HostSlot::Input(name, bytemuck::cast_slice(d)),
-            None => HostSlot::Unused,
-        }
-    }
-
-    /// An output when `wanted`.
-    pub fn output(name: &'static str, wanted: bool, bytes: u64) -> Self {
-        if wanted {
-            HostSlot::Output(name, bytes)
-        } else {
-            HostSlot::Unused
-        }
-    }
-
-    fn bytes(&self) -> u64 {
-        match self {
-            HostSlot::Input(_, d) => d.len() as u64,
-            HostSlot::Output(_, b) => *b,
-            HostSlot::Unused => 0,
-        }
-    }
-}
-
-/// The convenience level: uploads the slots' inputs and creates their outputs (inside error
-/// scopes), runs `program` once, reads back the `loss` and `grad` slots (`grad` may name an
-/// input slot: a gradient written in place), and turns invalid inputs the kernels counted into
-/// [`Error::InvalidOnGpu`] (`what` names them).
-pub(crate) fn run_host(
-    program: &Program,
-    slots: &[HostSlot<'_>],
-    loss: Option<usize>,
-    grad: Option<usize>,
-    reduction: Reduction,
-    what: &'static str,
-) -> Result<LossOutput> {
-    let ctx = program.ctx();
-    let make = || {
-        slots
-            .iter()
-            .map(|s| match s {
-                HostSlot::Input(name, data) => Some(upload(ctx, name, data)),
-                HostSlot::Output(name, bytes) => Some(output(ctx, name, *bytes)),
-                HostSlot::Unused => None,
-            })
-            .collect::<Vec<_>>()
-    };
-    let read: Vec<usize> = loss.into_iter().chain(grad).collect();
-    let (outs, status) = run(
-        program,
-        make,
-        |buffers| buffers.iter().map(Option::as_ref).collect(),
-        |buffers| {
-            read.iter()
-                .filter_map(|&i| buffers[i].as_ref().map(|b| (b, slots[i].bytes())))
-                .collect()
-        },
-    )?;
+    let (outs, status) = result?;
     status.check(what)?;
-    let mut outs = outs
-        .into_iter()
-        .map(|v| bytemuck::pod_collect_to_vec::<u8, f32>(&v));
+    let mut outs = outs.into_iter();
     let loss = loss.map(|_| outs.next().unwrap_or_default());
     let grad = grad.map(|_| outs.next().unwrap_or_default());
     Ok(LossOutput::from_parts(reduction, loss, grad))
@@ -194,7 +141,7 @@ pub(crate) fn map_read(ctx: &Context, staging: &wgpu::Buffer) -> Result<Vec<u8>>
 
 /// Runs `program` on GPU-resident buffers: records, submits, waits, and returns the status
 /// words (in one submission, within error scopes).
-pub(crate) fn run_resident(program: &Program, user: &[Option<&wgpu::Buffer>]) -> Result<Status> {
+pub(crate) fn run_resident(program: &Program, groups: &[wgpu::BindGroup]) -> Result<Status> {
     let ctx = program.ctx();
     let device = ctx.device();
     let _guard = ctx.lock();
@@ -210,7 +157,7 @@ pub(crate) fn run_resident(program: &Program, user: &[Option<&wgpu::Buffer>]) ->
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("wgpu-loss"),
         });
-        program.record(&mut encoder, user, None)?;
+        program.record(&mut encoder, groups, None);
         encoder.copy_buffer_to_buffer(program.scratch(), 0, &staging, 0, 16);
         ctx.queue().submit([encoder.finish()]);
         let data = map_read(ctx, &staging)?;
@@ -226,21 +173,22 @@ pub(crate) fn run_resident(program: &Program, user: &[Option<&wgpu::Buffer>]) ->
 
 /// Reads the status words of the program's last run (blocking).
 pub(crate) fn read_status(program: &Program) -> Result<Status> {
-    let ctx = program.ctx();
+    let data = read_back(program.ctx(), program.scratch(), 16)?;
+    Ok(Status::from_words(&bytemuck::pod_collect_to_vec(&data)))
+}
+
+/// Copies the first `bytes` of `buffer` (a multiple of 4) to a staging buffer, submits, and
+/// reads them back (blocking).
+pub(crate) fn read_back(ctx: &Context, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
     let _guard = ctx.lock();
     let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
-        label: Some("wgpu-loss.status"),
-        size: 16,
+        label: Some("wgpu-loss.readback"),
+        size: bytes,
         usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    let mut encoder = ctx
-        .device()
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("wgpu-loss.status"),
-        });
-    encoder.copy_buffer_to_buffer(program.scratch(), 0, &staging, 0, 16);
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
     ctx.queue().submit([encoder.finish()]);
-    let data = map_read(ctx, &staging)?;
-    Ok(Status::from_words(&bytemuck::pod_collect_to_vec(&data)))
+    map_read(ctx, &staging)
 }

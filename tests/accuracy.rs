@@ -7,9 +7,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{
-    CrossEntropyOptions, NllOptions, Outputs, Pointwise, PointwiseInputs, Reduction, cpu,
-};
+use wgpu_loss::{Outputs, Pointwise, Reduction, cpu};
 
 struct Row {
     kernel: String,
@@ -72,14 +70,12 @@ fn worst_relative_errors() {
         (Pointwise::BceWithLogits, &pred, &soft),
     ] {
         rows.push(measure(format!("{} [{m}]", loss.name()), |reduction| {
-            let inputs = PointwiseInputs {
+            let inputs = PwInputs {
                 pred: p,
                 target: t,
                 ..Default::default()
             };
-            let out = ctx
-                .pointwise(loss, &inputs, reduction, None, Outputs::BOTH)
-                .unwrap();
+            let out = pointwise_loss(ctx, loss, &inputs, reduction, None, Outputs::BOTH).unwrap();
             (
                 out,
                 cpu::pointwise::pointwise(loss, p, t, None, None, reduction, None).unwrap(),
@@ -89,14 +85,12 @@ fn worst_relative_errors() {
     let log_probs: Vec<f32> = probs.iter().map(|p| p.ln()).collect();
     let loss = Pointwise::KlDiv { log_target: false };
     rows.push(measure(format!("kl-div [{m}]"), |reduction| {
-        let inputs = PointwiseInputs {
+        let inputs = PwInputs {
             pred: &log_probs,
             target: &soft,
             ..Default::default()
         };
-        let out = ctx
-            .pointwise(loss, &inputs, reduction, None, Outputs::BOTH)
-            .unwrap();
+        let out = pointwise_loss(ctx, loss, &inputs, reduction, None, Outputs::BOTH).unwrap();
         (
             out,
             cpu::pointwise::pointwise(loss, &log_probs, &soft, None, None, reduction, None)
@@ -108,40 +102,25 @@ fn worst_relative_errors() {
         let logits = rng.vec(n * c, -8.0, 8.0);
         let targets = rng.classes(n, c);
         rows.push(measure(format!("cross-entropy [{n}, {c}]"), |reduction| {
-            let o = CrossEntropyOptions::default().reduction(reduction);
-            let out = ctx
-                .cross_entropy(&logits, &targets, c, None, &o, Outputs::BOTH)
-                .unwrap();
-            (
-                out,
-                cpu::cross_entropy::cross_entropy(&logits, &targets, c, None, &o).unwrap(),
-            )
+            let o = CeOptions::default().reduction(reduction);
+            let out = ce_classes(ctx, &logits, &targets, c, None, &o, Outputs::BOTH).unwrap();
+            (out, cpu_ce(&logits, &targets, c, None, &o).unwrap())
         }));
         let dist = rng.distributions(n, c);
         rows.push(measure(
             format!("cross-entropy, probability targets [{n}, {c}]"),
             |reduction| {
-                let o = CrossEntropyOptions::default().reduction(reduction);
-                let out = ctx
-                    .cross_entropy_soft(&logits, &dist, c, None, &o, Outputs::BOTH)
-                    .unwrap();
-                (
-                    out,
-                    cpu::cross_entropy::cross_entropy_soft(&logits, &dist, c, None, &o).unwrap(),
-                )
+                let o = CeOptions::default().reduction(reduction);
+                let out = ce_soft(ctx, &logits, &dist, c, None, &o, Outputs::BOTH).unwrap();
+                (out, cpu_ce_soft(&logits, &dist, c, None, &o).unwrap())
             },
         ));
         let p = rng.distributions(n, c);
         rows.push(measure(
             format!("cross-entropy-probs [{n}, {c}]"),
             |reduction| {
-                let out = ctx
-                    .cross_entropy_probs(&p, &dist, c, 1e-7, reduction, Outputs::BOTH)
-                    .unwrap();
-                (
-                    out,
-                    cpu::cross_entropy::cross_entropy_probs(&p, &dist, c, 1e-7, reduction).unwrap(),
-                )
+                let out = ce_probs(ctx, &p, &dist, c, 1e-7, reduction, Outputs::BOTH).unwrap();
+                (out, cpu_ce_probs(&p, &dist, c, 1e-7, reduction).unwrap())
             },
         ));
         let lp: Vec<f32> = p.iter().map(|x| x.ln()).collect();
@@ -150,7 +129,7 @@ fn worst_relative_errors() {
                 reduction,
                 ..Default::default()
             };
-            let out = ctx.nll(&lp, &targets, c, None, &o, Outputs::BOTH).unwrap();
+            let out = nll_classes(ctx, &lp, &targets, c, None, &o, Outputs::BOTH).unwrap();
             (
                 out,
                 cpu::nll::nll(&lp, &targets, c, None, -100, reduction).unwrap(),

@@ -13,9 +13,8 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    Context, ContextOptions, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyOptions,
-    CrossEntropyPlan, CrossEntropyProbsBuffers, CrossEntropyProbsDesc, CrossEntropyProbsPlan,
-    Outputs, Reduction, cpu,
+    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, Outputs, Plan, Reduction,
+    cpu,
 };
 
 const ROW: Tol = Tol::new(1e-5, 1e-5);
@@ -32,7 +31,7 @@ struct Case {
     logits: Vec<f32>,
     targets: Vec<i64>,
     weight: Option<Vec<f32>>,
-    options: CrossEntropyOptions,
+    options: CeOptions,
 }
 
 impl Case {
@@ -50,7 +49,7 @@ impl Case {
             logits,
             targets,
             weight: None,
-            options: CrossEntropyOptions::default(),
+            options: CeOptions::default(),
         }
     }
 
@@ -61,15 +60,15 @@ impl Case {
         reduction: Reduction,
         in_place: bool,
     ) -> (Vec<f32>, Vec<f32>) {
-        let options = CrossEntropyOptions {
+        let options = CeOptions {
             reduction,
             ..self.options
         };
-        let desc = CrossEntropyDesc::new(self.rows, self.classes)
-            .options(options)
+        let desc = (options)
+            .desc(self.rows, self.classes)
             .weighted(self.weight.is_some())
             .in_place(in_place);
-        let plan = CrossEntropyPlan::new(ctx, &desc).unwrap();
+        let plan = Plan::new(ctx, &desc).unwrap();
         let logits = upload(ctx, &self.logits);
         let y: Vec<i32> = self.targets.iter().map(|&t| t as i32).collect();
         let targets = upload(ctx, &y);
@@ -82,15 +81,16 @@ impl Case {
         let loss = poisoned(ctx, loss_len);
         let grad = poisoned(ctx, self.logits.len());
         submit(ctx, |e| {
-            plan.record(
+            plan.record_buffers(
                 e,
-                &CrossEntropyBuffers {
-                    logits: &logits,
-                    targets: &targets,
-                    weight: weight.as_deref(),
-                    loss: Some(&loss),
-                    grad: (!in_place).then_some(&grad),
-                },
+                &buffers(
+                    &logits,
+                    &targets,
+                    weight.as_deref(),
+                    None,
+                    Some(&loss),
+                    (!in_place).then_some(&grad),
+                ),
             )
             .unwrap()
         });
@@ -108,11 +108,11 @@ impl Case {
     }
 
     fn reference(&self, reduction: Reduction) -> cpu::Reference {
-        let options = CrossEntropyOptions {
+        let options = CeOptions {
             reduction,
             ..self.options
         };
-        cpu::cross_entropy::cross_entropy(
+        cpu_ce(
             &self.logits,
             &self.targets,
             self.classes,
@@ -219,12 +219,12 @@ fn unaligned_rows_are_read_once() {
             grad_tol(&reference.grad),
         );
         for reduction in [Reduction::Mean, Reduction::None] {
-            let options = CrossEntropyOptions {
+            let options = CeOptions {
                 reduction,
                 ..Default::default()
             };
             let count = |c| {
-                CrossEntropyPlan::new(ctx(), &CrossEntropyDesc::new(n, c).options(options))
+                Plan::new(ctx(), &(options).desc(n, c))
                     .unwrap()
                     .dispatch_count()
             };
@@ -443,7 +443,7 @@ fn folded_dispatches() {
 #[test]
 fn small_batches_take_few_dispatches() {
     let ctx = ctx();
-    let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(32, 10)).unwrap();
+    let plan = Plan::new(ctx, &CrossEntropyDesc::new(32, 10)).unwrap();
     assert_eq!(plan.dispatch_count(), 1);
 }
 
@@ -452,17 +452,17 @@ fn convenience_matches_reference() {
     let ctx = ctx();
     let case = Case::random(123, 45, 1400);
     for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
-        let options = CrossEntropyOptions::default().reduction(reduction);
-        let out = ctx
-            .cross_entropy(
-                &case.logits,
-                &case.targets,
-                case.classes,
-                None,
-                &options,
-                Outputs::BOTH,
-            )
-            .unwrap();
+        let options = CeOptions::default().reduction(reduction);
+        let out = ce_classes(
+            ctx,
+            &case.logits,
+            &case.targets,
+            case.classes,
+            None,
+            &options,
+            Outputs::BOTH,
+        )
+        .unwrap();
         let reference = case.reference(reduction);
         match reduction {
             Reduction::None => assert_close(
@@ -507,21 +507,15 @@ fn gpu_resident_targets_out_of_range_are_reported() {
         let mut y: Vec<i32> = case.targets.iter().map(|&t| t as i32).collect();
         y[2] = c as i32;
         y[n - 1] = -7;
-        let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
+        let plan = Plan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
         let logits = upload(ctx, &case.logits);
         let targets = upload(ctx, &y);
         let loss = poisoned(ctx, 1);
         let grad = poisoned(ctx, n * c);
         submit(ctx, |e| {
-            plan.record(
+            plan.record_buffers(
                 e,
-                &CrossEntropyBuffers {
-                    logits: &logits,
-                    targets: &targets,
-                    weight: None,
-                    loss: Some(&loss),
-                    grad: Some(&grad),
-                },
+                &buffers(&logits, &targets, None, None, Some(&loss), Some(&grad)),
             )
             .unwrap()
         });
@@ -533,21 +527,21 @@ fn gpu_resident_targets_out_of_range_are_reported() {
         assert!(read(ctx, &loss, 1)[0].is_nan());
 
         // Per row: exactly the rows with bad targets are NaN, in the loss and the gradient.
-        let options = CrossEntropyOptions {
+        let options = CeOptions {
             reduction: Reduction::None,
             ..Default::default()
         };
-        let plan =
-            CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c).options(options)).unwrap();
+        let plan = Plan::new(ctx, &(options).desc(n, c)).unwrap();
         let rows = poisoned(ctx, n);
         let err = plan
-            .run(&CrossEntropyBuffers {
-                logits: &logits,
-                targets: &targets,
-                weight: None,
-                loss: Some(&rows),
-                grad: Some(&grad),
-            })
+            .run_buffers(&buffers(
+                &logits,
+                &targets,
+                None,
+                None,
+                Some(&rows),
+                Some(&grad),
+            ))
             .unwrap_err();
         two_bad_rows(&err);
         let rows = read(ctx, &rows, n);
@@ -571,15 +565,16 @@ fn gpu_resident_targets_out_of_range_are_reported() {
     }
 }
 
-/// One plan recorded with one set of buffers, then another holding other data, then the first
-/// again: bind groups and scratch follow the buffers of each call.
+/// One plan bound to two sets of buffers (each bound once, kept by the caller), run on one set,
+/// then the other holding other data, then the first again: each run reads and writes the
+/// buffers of its bindings, and the plan's scratch serves them all.
 #[test]
 fn one_plan_other_buffers_and_data() {
     let ctx = ctx();
     for (n, c) in [(301, 1000), (3, 100_003)] {
-        let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
+        let plan = Plan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
         let cases: Vec<Case> = (0..2).map(|k| Case::random(n, c, 1600 + k)).collect();
-        let buffers: Vec<_> = cases
+        let sets: Vec<_> = cases
             .iter()
             .map(|case| {
                 let y: Vec<i32> = case.targets.iter().map(|&t| t as i32).collect();
@@ -591,18 +586,18 @@ fn one_plan_other_buffers_and_data() {
                 )
             })
             .collect();
+        let bindings: Vec<_> = sets
+            .iter()
+            .map(|(x, y, loss, grad)| {
+                plan.bind(&buffers(x, y, None, None, Some(loss), Some(grad)))
+                    .unwrap()
+            })
+            .collect();
         for k in [0, 1, 0, 1] {
-            let (x, y, loss, grad) = &buffers[k];
+            let (_, _, loss, grad) = &sets[k];
             poison(ctx, loss);
             poison(ctx, grad);
-            plan.run(&CrossEntropyBuffers {
-                logits: x,
-                targets: y,
-                weight: None,
-                loss: Some(loss),
-                grad: Some(grad),
-            })
-            .unwrap();
+            plan.run(&bindings[k]).unwrap();
             let reference = cases[k].reference(Reduction::Mean);
             assert_scalar(
                 "reused plan",
@@ -632,14 +627,10 @@ fn record_probs(
     reduction: Reduction,
 ) -> (Vec<f32>, Vec<f32>) {
     let ctx = ctx();
-    let desc = CrossEntropyProbsDesc {
-        rows,
-        classes,
-        eps,
-        reduction,
-        outputs: Outputs::BOTH,
-    };
-    let plan = CrossEntropyProbsPlan::new(ctx, &desc).unwrap();
+    let desc = ClassicCrossEntropyDesc::new(rows, classes)
+        .eps(eps)
+        .reduction(reduction);
+    let plan = Plan::new(ctx, &desc).unwrap();
     let (p, t) = (upload(ctx, probs), upload(ctx, targets));
     let loss_len = if reduction == Reduction::None {
         rows
@@ -649,16 +640,8 @@ fn record_probs(
     let loss = poisoned(ctx, loss_len);
     let grad = poisoned(ctx, probs.len());
     submit(ctx, |e| {
-        plan.record(
-            e,
-            &CrossEntropyProbsBuffers {
-                probs: &p,
-                targets: &t,
-                loss: Some(&loss),
-                grad: Some(&grad),
-            },
-        )
-        .unwrap()
+        plan.record_buffers(e, &buffers(&p, &t, None, None, Some(&loss), Some(&grad)))
+            .unwrap()
     });
     (read(ctx, &loss, loss_len), read(ctx, &grad, probs.len()))
 }
@@ -680,9 +663,7 @@ fn probabilities_against_reference() {
         let probs = rng.distributions(n, c);
         let targets = rng.distributions(n, c);
         for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
-            let reference =
-                cpu::cross_entropy::cross_entropy_probs(&probs, &targets, c, 1e-7, reduction)
-                    .unwrap();
+            let reference = cpu_ce_probs(&probs, &targets, c, 1e-7, reduction).unwrap();
             let (loss, grad) = record_probs(&probs, &targets, n, c, 1e-7, reduction);
             let what = format!("probs n={n} c={c} {reduction}");
             match reduction {

@@ -10,10 +10,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{
-    CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyOptions, CrossEntropyPlan, Reduction,
-    TargetKind, cpu,
-};
+use wgpu_loss::{Plan, Reduction, Targets, cpu};
 
 const ROW: Tol = Tol::new(1e-5, 1e-5);
 const VALUE: Tol = Tol::new(2e-5, 1e-5);
@@ -49,11 +46,11 @@ struct Case {
     classes_t: Option<Vec<i64>>,
     probs_t: Option<Vec<f32>>,
     weight: Option<Vec<f32>>,
-    options: CrossEntropyOptions,
+    options: CeOptions,
 }
 
 impl Case {
-    fn classes(rows: usize, classes: usize, seed: u64, options: CrossEntropyOptions) -> Self {
+    fn classes(rows: usize, classes: usize, seed: u64, options: CeOptions) -> Self {
         let mut rng = Rng::new(seed);
         let logits = rng.vec(rows * classes, -8.0, 8.0);
         let mut targets = rng.classes(rows, classes);
@@ -71,7 +68,7 @@ impl Case {
         }
     }
 
-    fn probabilities(rows: usize, classes: usize, seed: u64, options: CrossEntropyOptions) -> Self {
+    fn probabilities(rows: usize, classes: usize, seed: u64, options: CeOptions) -> Self {
         let mut rng = Rng::new(seed);
         Case {
             rows,
@@ -89,9 +86,9 @@ impl Case {
         self
     }
 
-    fn reference(&self, options: &CrossEntropyOptions) -> cpu::Reference {
+    fn reference(&self, options: &CeOptions) -> cpu::Reference {
         match (&self.classes_t, &self.probs_t) {
-            (Some(t), _) => cpu::cross_entropy::cross_entropy(
+            (Some(t), _) => cpu_ce(
                 &self.logits,
                 t,
                 self.classes,
@@ -99,7 +96,7 @@ impl Case {
                 options,
             )
             .unwrap(),
-            (_, Some(p)) => cpu::cross_entropy::cross_entropy_soft(
+            (_, Some(p)) => cpu_ce_soft(
                 &self.logits,
                 p,
                 self.classes,
@@ -111,18 +108,18 @@ impl Case {
         }
     }
 
-    fn record(&self, options: &CrossEntropyOptions) -> (Vec<f32>, Vec<f32>) {
+    fn record(&self, options: &CeOptions) -> (Vec<f32>, Vec<f32>) {
         let ctx = ctx();
         let kind = if self.classes_t.is_some() {
-            TargetKind::Classes
+            Targets::Classes
         } else {
-            TargetKind::Probabilities
+            Targets::Probabilities
         };
-        let desc = CrossEntropyDesc::new(self.rows, self.classes)
+        let desc = (options)
+            .desc(self.rows, self.classes)
             .targets(kind)
-            .options(*options)
             .weighted(self.weight.is_some());
-        let plan = CrossEntropyPlan::new(ctx, &desc).unwrap();
+        let plan = Plan::new(ctx, &desc).unwrap();
         let logits = upload(ctx, &self.logits);
         let targets = match (&self.classes_t, &self.probs_t) {
             (Some(t), _) => upload(ctx, &t.iter().map(|&v| v as i32).collect::<Vec<_>>()),
@@ -137,13 +134,14 @@ impl Case {
         };
         let loss = poisoned(ctx, loss_len);
         let grad = poisoned(ctx, self.logits.len());
-        plan.run(&CrossEntropyBuffers {
-            logits: &logits,
-            targets: &targets,
-            weight: weight.as_deref(),
-            loss: Some(&loss),
-            grad: Some(&grad),
-        })
+        plan.run_buffers(&buffers(
+            &logits,
+            &targets,
+            weight.as_deref(),
+            None,
+            Some(&loss),
+            Some(&grad),
+        ))
         .unwrap();
         (
             read(ctx, &loss, loss_len),
@@ -172,8 +170,8 @@ impl Case {
     }
 }
 
-fn opts(label_smoothing: f32, z_loss: f32, softcap: Option<f32>) -> CrossEntropyOptions {
-    CrossEntropyOptions {
+fn opts(label_smoothing: f32, z_loss: f32, softcap: Option<f32>) -> CeOptions {
+    CeOptions {
         label_smoothing,
         z_loss,
         softcap,
@@ -194,7 +192,7 @@ fn label_smoothing() {
 #[test]
 fn ignore_index_that_is_a_class() {
     for (i, &(n, c)) in SHAPES.iter().enumerate().skip(1) {
-        let options = CrossEntropyOptions {
+        let options = CeOptions {
             ignore_index: 1,
             label_smoothing: 0.05,
             ..Default::default()

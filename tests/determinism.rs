@@ -11,10 +11,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{
-    Context, ContextOptions, CrossEntropyOptions, NllOptions, Outputs, Pointwise, PointwiseInputs,
-    Reduction, Tuning, cpu,
-};
+use wgpu_loss::{Context, ContextOptions, Outputs, Pointwise, Reduction, Tuning, cpu};
 
 /// Where a child writes the bits it computed (and its adapter's subgroup size).
 const BITS_OUT: &str = "WGPU_LOSS_TEST_BITS_OUT";
@@ -49,14 +46,13 @@ fn run_all(ctx: &Context) -> Vec<u32> {
     for m in [300_007, 777] {
         let (pred, target) = (rng.vec(m, 0.01, 0.99), rng.vec(m, 0.0, 1.0));
         for loss in [Pointwise::Mse, Pointwise::Bce] {
-            let inputs = PointwiseInputs {
+            let inputs = PwInputs {
                 pred: &pred,
                 target: &target,
                 ..Default::default()
             };
-            let out = ctx
-                .pointwise(loss, &inputs, Reduction::Mean, None, Outputs::BOTH)
-                .unwrap();
+            let out =
+                pointwise_loss(ctx, loss, &inputs, Reduction::Mean, None, Outputs::BOTH).unwrap();
             let twin =
                 cpu::pointwise::pointwise(loss, &pred, &target, None, None, Reduction::Mean, None)
                     .unwrap();
@@ -78,16 +74,13 @@ fn run_all(ctx: &Context) -> Vec<u32> {
         let logits = rng.vec(n * c, -8.0, 8.0);
         let targets = rng.classes(n, c);
         for (reduction, ls) in [(Reduction::Mean, 0.0), (Reduction::None, 0.1)] {
-            let options = CrossEntropyOptions {
+            let options = CeOptions {
                 reduction,
                 label_smoothing: ls,
                 ..Default::default()
             };
-            let out = ctx
-                .cross_entropy(&logits, &targets, c, None, &options, Outputs::BOTH)
-                .unwrap();
-            let twin =
-                cpu::cross_entropy::cross_entropy(&logits, &targets, c, None, &options).unwrap();
+            let out = ce_classes(ctx, &logits, &targets, c, None, &options, Outputs::BOTH).unwrap();
+            let twin = cpu_ce(&logits, &targets, c, None, &options).unwrap();
             match reduction {
                 Reduction::None => assert_close(
                     "cross-entropy rows",
@@ -114,16 +107,16 @@ fn run_all(ctx: &Context) -> Vec<u32> {
     let targets = rng.classes(n, c);
     let weight = rng.vec(c, 0.5, 2.0);
     let options = NllOptions::default();
-    let out = ctx
-        .nll(
-            &log_probs,
-            &targets,
-            c,
-            Some(&weight),
-            &options,
-            Outputs::BOTH,
-        )
-        .unwrap();
+    let out = nll_classes(
+        ctx,
+        &log_probs,
+        &targets,
+        c,
+        Some(&weight),
+        &options,
+        Outputs::BOTH,
+    )
+    .unwrap();
     let twin = cpu::nll::nll(
         &log_probs,
         &targets,

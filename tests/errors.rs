@@ -5,8 +5,7 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    Context, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyOptions, CrossEntropyPlan, Error,
-    Outputs, Pointwise, PointwiseBuffers, PointwiseDesc, PointwiseInputs, PointwisePlan, Reduction,
+    Buffers, Context, CrossEntropyDesc, Error, Outputs, Plan, Pointwise, PointwiseDesc, Reduction,
 };
 
 #[track_caller]
@@ -20,9 +19,7 @@ fn message(e: &Error, parts: &[&str]) {
 #[test]
 fn length_mismatch() {
     let ctx = ctx();
-    let e = ctx
-        .mse(&[1.0, 2.0], &[1.0], Reduction::Mean, Outputs::BOTH)
-        .unwrap_err();
+    let e = mse(ctx, &[1.0, 2.0], &[1.0], Reduction::Mean, Outputs::BOTH).unwrap_err();
     assert!(
         matches!(
             e,
@@ -36,16 +33,16 @@ fn length_mismatch() {
     );
     message(&e, &["target", "expected 2", "got 1"]);
 
-    let e = ctx
-        .cross_entropy(
-            &[0.0; 5],
-            &[0, 1],
-            3,
-            None,
-            &Default::default(),
-            Outputs::BOTH,
-        )
-        .unwrap_err();
+    let e = ce_classes(
+        ctx,
+        &[0.0; 5],
+        &[0, 1],
+        3,
+        None,
+        &Default::default(),
+        Outputs::BOTH,
+    )
+    .unwrap_err();
     assert!(
         matches!(
             e,
@@ -59,16 +56,16 @@ fn length_mismatch() {
     );
     message(&e, &["logits"]);
 
-    let e = ctx
-        .cross_entropy(
-            &[0.0; 6],
-            &[0, 1],
-            3,
-            Some(&[1.0; 2]),
-            &Default::default(),
-            Outputs::BOTH,
-        )
-        .unwrap_err();
+    let e = ce_classes(
+        ctx,
+        &[0.0; 6],
+        &[0, 1],
+        3,
+        Some(&[1.0; 2]),
+        &Default::default(),
+        Outputs::BOTH,
+    )
+    .unwrap_err();
     assert!(
         matches!(
             e,
@@ -86,19 +83,13 @@ fn length_mismatch() {
 #[test]
 fn empty_inputs() {
     let ctx = ctx();
-    let e = ctx
-        .mse(&[], &[], Reduction::Mean, Outputs::BOTH)
-        .unwrap_err();
+    let e = mse(ctx, &[], &[], Reduction::Mean, Outputs::BOTH).unwrap_err();
     assert!(matches!(e, Error::Empty("pred")), "{e:?}");
     message(&e, &["pred", "empty"]);
-    let e = ctx
-        .cross_entropy(&[], &[], 3, None, &Default::default(), Outputs::BOTH)
-        .unwrap_err();
+    let e = ce_classes(ctx, &[], &[], 3, None, &Default::default(), Outputs::BOTH).unwrap_err();
     assert!(matches!(e, Error::Empty(_)), "{e:?}");
     message(&e, &["rows", "empty"]);
-    let e = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(4, 0))
-        .err()
-        .unwrap();
+    let e = Plan::new(ctx, &CrossEntropyDesc::new(4, 0)).err().unwrap();
     message(&e, &["classes", "empty"]);
 }
 
@@ -106,7 +97,7 @@ fn empty_inputs() {
 fn invalid_options() {
     let ctx = ctx();
     let pw = |loss, reduction| {
-        PointwisePlan::new(ctx, &PointwiseDesc::new(loss, 8).reduction(reduction))
+        Plan::new(ctx, &PointwiseDesc::new(loss, 8).reduction(reduction))
             .err()
             .unwrap()
     };
@@ -129,12 +120,8 @@ fn invalid_options() {
     let e = pw(Pointwise::KlDiv { log_target: false }, Reduction::BatchMean);
     message(&e, &["batch"]);
 
-    let ce = |options: CrossEntropyOptions| {
-        CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(4, 3).options(options))
-            .err()
-            .unwrap()
-    };
-    let e = ce(CrossEntropyOptions {
+    let ce = |options: CeOptions| Plan::new(ctx, &(options).desc(4, 3)).err().unwrap();
+    let e = ce(CeOptions {
         label_smoothing: 1.5,
         ..Default::default()
     });
@@ -149,25 +136,25 @@ fn invalid_options() {
         "{e:?}"
     );
     message(&e, &["label_smoothing", "1.5", "[0, 1]"]);
-    let e = ce(CrossEntropyOptions {
+    let e = ce(CeOptions {
         ignore_index: 1 << 40,
         ..Default::default()
     });
     message(&e, &["ignore_index", "i32"]);
-    let e = ce(CrossEntropyOptions {
+    let e = ce(CeOptions {
         softcap: Some(0.0),
         ..Default::default()
     });
     message(&e, &["softcap"]);
-    let e = ce(CrossEntropyOptions {
+    let e = ce(CeOptions {
         z_loss: -1.0,
         ..Default::default()
     });
     message(&e, &["z_loss"]);
-    let e = ce(CrossEntropyOptions::default().reduction(Reduction::BatchMean));
+    let e = ce(CeOptions::default().reduction(Reduction::BatchMean));
     message(&e, &["batchmean"]);
 
-    let e = CrossEntropyPlan::new(
+    let e = Plan::new(
         ctx,
         &CrossEntropyDesc::new(4, 3).outputs(Outputs {
             loss: false,
@@ -177,7 +164,7 @@ fn invalid_options() {
     .err()
     .unwrap();
     message(&e, &["outputs", "neither"]);
-    let e = CrossEntropyPlan::new(
+    let e = Plan::new(
         ctx,
         &CrossEntropyDesc::new(4, 3)
             .outputs(Outputs::LOSS)
@@ -186,20 +173,20 @@ fn invalid_options() {
     .err()
     .unwrap();
     message(&e, &["in_place"]);
-    let e = ctx
-        .pointwise(
-            Pointwise::Mse,
-            &PointwiseInputs {
-                pred: &[1.0; 6],
-                target: &[1.0; 6],
-                weight: Some(&[1.0; 6]),
-                pos_weight: None,
-            },
-            Reduction::Mean,
-            None,
-            Outputs::BOTH,
-        )
-        .unwrap_err();
+    let e = pointwise_loss(
+        ctx,
+        Pointwise::Mse,
+        &PwInputs {
+            pred: &[1.0; 6],
+            target: &[1.0; 6],
+            weight: Some(&[1.0; 6]),
+            pos_weight: None,
+        },
+        Reduction::Mean,
+        None,
+        Outputs::BOTH,
+    )
+    .unwrap_err();
     message(&e, &["weight", "mse"]);
 }
 
@@ -207,16 +194,16 @@ fn invalid_options() {
 fn class_target_out_of_range_on_the_host() {
     let ctx = ctx();
     for bad in [3i64, -1, -101] {
-        let e = ctx
-            .cross_entropy(
-                &[0.0; 6],
-                &[0, bad],
-                3,
-                None,
-                &Default::default(),
-                Outputs::BOTH,
-            )
-            .unwrap_err();
+        let e = ce_classes(
+            ctx,
+            &[0.0; 6],
+            &[0, bad],
+            3,
+            None,
+            &Default::default(),
+            Outputs::BOTH,
+        )
+        .unwrap_err();
         assert!(
             matches!(e, Error::TargetOutOfRange { row: 1, value, classes: 3 } if value == bad),
             "{e:?}"
@@ -228,19 +215,20 @@ fn class_target_out_of_range_on_the_host() {
 #[test]
 fn class_target_out_of_range_on_the_gpu() {
     let ctx = ctx();
-    let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(3, 4)).unwrap();
+    let plan = Plan::new(ctx, &CrossEntropyDesc::new(3, 4)).unwrap();
     let logits = upload(ctx, &[0.5f32; 12]);
     let targets = upload(ctx, &[1i32, 9, 2]);
     let loss = poisoned(ctx, 1);
     let grad = poisoned(ctx, 12);
     let e = plan
-        .run(&CrossEntropyBuffers {
-            logits: &logits,
-            targets: &targets,
-            weight: None,
-            loss: Some(&loss),
-            grad: Some(&grad),
-        })
+        .run_buffers(&buffers(
+            &logits,
+            &targets,
+            None,
+            None,
+            Some(&loss),
+            Some(&grad),
+        ))
         .unwrap_err();
     assert!(
         matches!(
@@ -261,7 +249,7 @@ fn too_large_for_one_binding() {
     let ctx = ctx();
     let limit = ctx.max_binding_bytes();
     let len = (limit / 4 + 1) as usize;
-    let e = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, len))
+    let e = Plan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, len))
         .err()
         .unwrap();
     assert!(
@@ -276,21 +264,14 @@ fn mse_buffers<'a>(
     target: &'a wgpu::Buffer,
     loss: Option<&'a wgpu::Buffer>,
     grad: Option<&'a wgpu::Buffer>,
-) -> PointwiseBuffers<'a> {
-    PointwiseBuffers {
-        pred,
-        target,
-        weight: None,
-        pos_weight: None,
-        loss,
-        grad,
-    }
+) -> Buffers<'a> {
+    buffers(pred, target, None, None, loss, grad)
 }
 
 #[test]
 fn caller_buffers_are_checked() {
     let ctx = ctx();
-    let plan = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, 100)).unwrap();
+    let plan = Plan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, 100)).unwrap();
     let good = upload(ctx, &[0.0f32; 100]);
     let small = upload(ctx, &[0.0f32; 99]);
     let loss = poisoned(ctx, 1);
@@ -298,7 +279,7 @@ fn caller_buffers_are_checked() {
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
 
     let e = plan
-        .record(
+        .record_buffers(
             &mut encoder,
             &mse_buffers(&good, &small, Some(&loss), Some(&grad)),
         )
@@ -326,7 +307,7 @@ fn caller_buffers_are_checked() {
         },
     );
     let e = plan
-        .record(
+        .record_buffers(
             &mut encoder,
             &mse_buffers(&good, &good, Some(&loss), Some(&not_storage)),
         )
@@ -344,18 +325,18 @@ fn caller_buffers_are_checked() {
     message(&e, &["grad", "STORAGE"]);
 
     let e = plan
-        .record(&mut encoder, &mse_buffers(&good, &good, None, Some(&grad)))
+        .record_buffers(&mut encoder, &mse_buffers(&good, &good, None, Some(&grad)))
         .unwrap_err();
     assert!(matches!(e, Error::Binding("loss", _)), "{e:?}");
     message(&e, &["loss", "needed"]);
 
-    let loss_only = PointwisePlan::new(
+    let loss_only = Plan::new(
         ctx,
         &PointwiseDesc::new(Pointwise::Mse, 100).outputs(Outputs::LOSS),
     )
     .unwrap();
     let e = loss_only
-        .record(
+        .record_buffers(
             &mut encoder,
             &mse_buffers(&good, &good, Some(&loss), Some(&grad)),
         )
@@ -405,24 +386,17 @@ fn default_limits_suffice() {
     let mut rng = Rng::new(1);
     let logits = rng.vec(300 * 1000, -3.0, 3.0);
     let targets = rng.classes(300, 1000);
-    let out = ctx
-        .cross_entropy(
-            &logits,
-            &targets,
-            1000,
-            None,
-            &Default::default(),
-            Outputs::BOTH,
-        )
-        .unwrap();
-    let reference = wgpu_loss::cpu::cross_entropy::cross_entropy(
+    let out = ce_classes(
+        &ctx,
         &logits,
         &targets,
         1000,
         None,
         &Default::default(),
+        Outputs::BOTH,
     )
     .unwrap();
+    let reference = cpu_ce(&logits, &targets, 1000, None, &Default::default()).unwrap();
     assert_scalar(
         "default limits",
         out.value.unwrap(),
@@ -443,14 +417,12 @@ fn shapes_that_overflow() {
         (1 << 20, 1 << 20),
         (usize::MAX, usize::MAX),
     ] {
-        let e = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c))
-            .err()
-            .unwrap();
+        let e = Plan::new(ctx, &CrossEntropyDesc::new(n, c)).err().unwrap();
         assert!(
             matches!(e, Error::ShapeTooLarge { .. } | Error::InvalidOption { .. }),
             "{n} x {c}: {e:?}"
         );
-        let e = wgpu_loss::NllPlan::new(ctx, &wgpu_loss::NllDesc::new(n, c))
+        let e = wgpu_loss::Plan::new(ctx, &wgpu_loss::NllDesc::new(n, c))
             .err()
             .unwrap();
         assert!(
@@ -459,11 +431,11 @@ fn shapes_that_overflow() {
         );
     }
     // C past i32 (class targets are i32 on the GPU).
-    let e = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(1, 1 << 31))
+    let e = Plan::new(ctx, &CrossEntropyDesc::new(1, 1 << 31))
         .err()
         .unwrap();
     message(&e, &["classes", "i32"]);
-    let e = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(1 << 20, 1 << 20))
+    let e = Plan::new(ctx, &CrossEntropyDesc::new(1 << 20, 1 << 20))
         .err()
         .unwrap();
     assert!(
@@ -478,36 +450,36 @@ fn shapes_that_overflow() {
     );
     message(&e, &["[1048576, 1048576]", "4294967295"]);
     // Pointwise lengths past u32 (Metal reports bindings past 4 GiB).
-    let e = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, 1 << 32))
+    let e = Plan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, 1 << 32))
         .err()
         .unwrap();
     assert!(matches!(e, Error::ShapeTooLarge { .. }), "{e:?}");
     // The host API: N * C that overflows is a length error, not a wrapped product.
-    let e = ctx
-        .cross_entropy(
-            &[0.0; 4],
-            &[0; 4],
-            huge,
-            None,
-            &Default::default(),
-            Outputs::BOTH,
-        )
-        .unwrap_err();
+    let e = ce_classes(
+        ctx,
+        &[0.0; 4],
+        &[0; 4],
+        huge,
+        None,
+        &Default::default(),
+        Outputs::BOTH,
+    )
+    .unwrap_err();
     assert!(
         matches!(e, Error::ShapeTooLarge { .. } | Error::InvalidOption { .. }),
         "{e:?}"
     );
     // Class targets that do not fit an i32 are out of range, not truncated.
-    let e = ctx
-        .cross_entropy(
-            &[0.0; 6],
-            &[0, (1i64 << 32) + 1],
-            3,
-            None,
-            &Default::default(),
-            Outputs::BOTH,
-        )
-        .unwrap_err();
+    let e = ce_classes(
+        ctx,
+        &[0.0; 6],
+        &[0, (1i64 << 32) + 1],
+        3,
+        None,
+        &Default::default(),
+        Outputs::BOTH,
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::TargetOutOfRange { row: 1, .. }), "{e:?}");
 }
 
@@ -520,18 +492,12 @@ fn aliased_buffers() {
     let logits = upload(ctx, &[0.5f32; 20]);
     let targets = upload(ctx, &[0i32, 1, 2, 3]);
     let out = poisoned(ctx, n * c);
-    let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
+    let plan = Plan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     let mut attempt = |loss: Option<&wgpu::Buffer>, grad: Option<&wgpu::Buffer>| {
-        plan.record(
+        plan.record_buffers(
             &mut encoder,
-            &CrossEntropyBuffers {
-                logits: &logits,
-                targets: &targets,
-                weight: None,
-                loss,
-                grad,
-            },
+            &buffers(&logits, &targets, None, None, loss, grad),
         )
         .unwrap_err()
     };
@@ -564,25 +530,19 @@ fn aliased_buffers() {
     let e = attempt(Some(&targets), Some(&out));
     assert!(matches!(e, Error::Aliased { .. }), "{e:?}");
     // In place, the logits may not be the loss either.
-    let in_place = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c).in_place(true)).unwrap();
+    let in_place = Plan::new(ctx, &CrossEntropyDesc::new(n, c).in_place(true)).unwrap();
     let e = in_place
-        .record(
+        .record_buffers(
             &mut encoder,
-            &CrossEntropyBuffers {
-                logits: &logits,
-                targets: &targets,
-                weight: None,
-                loss: Some(&logits),
-                grad: None,
-            },
+            &buffers(&logits, &targets, None, None, Some(&logits), None),
         )
         .unwrap_err();
     assert!(matches!(e, Error::Aliased { .. }), "{e:?}");
     // Two inputs may share a buffer: MSE of a buffer against itself is 0.
-    let mse = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, 20)).unwrap();
+    let mse = Plan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, 20)).unwrap();
     let loss = poisoned(ctx, 1);
     let grad = poisoned(ctx, 20);
-    mse.run(&mse_buffers(&logits, &logits, Some(&loss), Some(&grad)))
+    mse.run_buffers(&mse_buffers(&logits, &logits, Some(&loss), Some(&grad)))
         .unwrap();
     assert_eq!(read(ctx, &loss, 1)[0], 0.0);
     // Nothing was recorded by the failed calls: the encoder still finishes cleanly.
@@ -594,33 +554,33 @@ fn aliased_buffers() {
 #[test]
 fn cpu_references_validate() {
     use wgpu_loss::cpu;
-    let o = CrossEntropyOptions::default();
+    let o = CeOptions::default();
     let x = [0.5f32; 6];
     assert!(matches!(
-        cpu::cross_entropy::cross_entropy(&x, &[0, 1], 0, None, &o),
+        cpu_ce(&x, &[0, 1], 0, None, &o),
         Err(Error::Empty(_))
     ));
     assert!(matches!(
-        cpu::cross_entropy::cross_entropy(&x, &[0, 1, 2], 3, None, &o),
+        cpu_ce(&x, &[0, 1, 2], 3, None, &o),
         Err(Error::LengthMismatch { .. })
     ));
     assert!(matches!(
-        cpu::cross_entropy::cross_entropy(&x, &[0, 1], 3, Some(&[]), &o),
+        cpu_ce(&x, &[0, 1], 3, Some(&[]), &o),
         Err(Error::LengthMismatch { .. })
     ));
     // Out-of-range targets are NaN rows, as on the GPU, not an index panic.
-    let r = cpu::cross_entropy::cross_entropy(&x, &[7, i64::MIN], 3, Some(&[1.0; 3]), &o).unwrap();
+    let r = cpu_ce(&x, &[7, i64::MIN], 3, Some(&[1.0; 3]), &o).unwrap();
     assert!(r.value.unwrap().is_nan());
     assert!(matches!(
-        cpu::cross_entropy::cross_entropy_soft(&x, &x[..5], 3, None, &o),
+        cpu_ce_soft(&x, &x[..5], 3, None, &o),
         Err(Error::LengthMismatch { .. })
     ));
     assert!(matches!(
-        cpu::cross_entropy::cross_entropy_probs(&x, &x, 0, 1e-7, Reduction::Mean),
+        cpu_ce_probs(&x, &x, 0, 1e-7, Reduction::Mean),
         Err(Error::Empty(_))
     ));
     assert!(matches!(
-        cpu::cross_entropy::cross_entropy_probs(&x, &x, 4, 1e-7, Reduction::Mean),
+        cpu_ce_probs(&x, &x, 4, 1e-7, Reduction::Mean),
         Err(Error::LengthMismatch { .. })
     ));
     assert!(matches!(
@@ -699,16 +659,23 @@ fn bench_rejects_zero_repetitions() {
 /// the GPU (they used to give NaN silently).
 #[test]
 fn negative_probabilities() {
-    use wgpu_loss::{CrossEntropyProbsBuffers, CrossEntropyProbsDesc, CrossEntropyProbsPlan};
+    use wgpu_loss::ClassicCrossEntropyDesc;
     let ctx = ctx();
     let (n, c) = (3, 4);
     let mut probs = vec![0.25f32; n * c];
     probs[5] = -0.5;
     probs[9] = 1.5;
     let targets = vec![0.25f32; n * c];
-    let e = ctx
-        .cross_entropy_probs(&probs, &targets, c, 1e-7, Reduction::Mean, Outputs::BOTH)
-        .unwrap_err();
+    let e = ce_probs(
+        ctx,
+        &probs,
+        &targets,
+        c,
+        1e-7,
+        Reduction::Mean,
+        Outputs::BOTH,
+    )
+    .unwrap_err();
     assert!(
         matches!(e, Error::ValueOutOfRange { index: 5, .. }),
         "{e:?}"
@@ -720,15 +687,9 @@ fn negative_probabilities() {
         for &i in &bad {
             probs[i] = -1e-3;
         }
-        let plan = CrossEntropyProbsPlan::new(
+        let plan = Plan::new(
             ctx,
-            &CrossEntropyProbsDesc {
-                rows: n,
-                classes: c,
-                eps: 1e-7,
-                reduction: Reduction::Sum,
-                outputs: Outputs::BOTH,
-            },
+            &ClassicCrossEntropyDesc::new(n, c).reduction(Reduction::Sum),
         )
         .unwrap();
         let x = upload(ctx, &probs);
@@ -736,12 +697,7 @@ fn negative_probabilities() {
         let loss = poisoned(ctx, 1);
         let grad = poisoned(ctx, n * c);
         let e = plan
-            .run(&CrossEntropyProbsBuffers {
-                probs: &x,
-                targets: &t,
-                loss: Some(&loss),
-                grad: Some(&grad),
-            })
+            .run_buffers(&buffers(&x, &t, None, None, Some(&loss), Some(&grad)))
             .unwrap_err();
         assert!(
             matches!(e, Error::InvalidOnGpu { count: 2, first, .. } if first as usize == bad[0]),

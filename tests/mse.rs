@@ -12,9 +12,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{
-    Outputs, Pointwise, PointwiseBuffers, PointwiseDesc, PointwisePlan, Reduction, cpu,
-};
+use wgpu_loss::{Outputs, Plan, Pointwise, PointwiseDesc, Reduction, cpu};
 
 const ELEM: Tol = Tol::new(1e-6, 0.0);
 const SUM: Tol = Tol::new(1e-5, 0.0);
@@ -31,22 +29,22 @@ fn record_mse(
     let desc = PointwiseDesc::new(Pointwise::Mse, m)
         .reduction(reduction)
         .outputs(outputs);
-    let plan = PointwisePlan::new(ctx, &desc).unwrap();
+    let plan = Plan::new(ctx, &desc).unwrap();
     let (p, t) = (upload(ctx, pred), upload(ctx, target));
     let loss_len = if reduction == Reduction::None { m } else { 1 };
     let loss = poisoned(ctx, loss_len);
     let grad = poisoned(ctx, m);
     submit(ctx, |e| {
-        plan.record(
+        plan.record_buffers(
             e,
-            &PointwiseBuffers {
-                pred: &p,
-                target: &t,
-                weight: None,
-                pos_weight: None,
-                loss: outputs.loss.then_some(&loss),
-                grad: outputs.grad.then_some(&grad),
-            },
+            &buffers(
+                &p,
+                &t,
+                None,
+                None,
+                outputs.loss.then_some(&loss),
+                outputs.grad.then_some(&grad),
+            ),
         )
         .unwrap()
     });
@@ -148,7 +146,7 @@ fn convenience_matches_reference() {
     let pred = rng.vec(20_001, -5.0, 5.0);
     let target = rng.vec(20_001, -5.0, 5.0);
     for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
-        let out = ctx.mse(&pred, &target, reduction, Outputs::BOTH).unwrap();
+        let out = mse(ctx, &pred, &target, reduction, Outputs::BOTH).unwrap();
         let reference = cpu::pointwise::mse(&pred, &target, reduction).unwrap();
         match reduction {
             Reduction::None => {
@@ -177,9 +175,7 @@ fn nan_propagates() {
         let mut pred = rng.vec(m, -1.0, 1.0);
         let target = rng.vec(m, -1.0, 1.0);
         pred[m / 2] = f32::NAN;
-        let out = ctx
-            .mse(&pred, &target, Reduction::Mean, Outputs::BOTH)
-            .unwrap();
+        let out = mse(ctx, &pred, &target, Reduction::Mean, Outputs::BOTH).unwrap();
         assert!(
             out.value.unwrap().is_nan(),
             "m={m}: mean of data with a NaN"
@@ -221,17 +217,10 @@ fn plan_dropped_before_submit() {
     let (p, t) = (upload(ctx, &pred), upload(ctx, &target));
     let (loss, grad) = (poisoned(ctx, 1), poisoned(ctx, m));
     submit(ctx, |encoder| {
-        let plan = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, m)).unwrap();
-        plan.record(
+        let plan = Plan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, m)).unwrap();
+        plan.record_buffers(
             encoder,
-            &PointwiseBuffers {
-                pred: &p,
-                target: &t,
-                weight: None,
-                pos_weight: None,
-                loss: Some(&loss),
-                grad: Some(&grad),
-            },
+            &buffers(&p, &t, None, None, Some(&loss), Some(&grad)),
         )
         .unwrap();
         drop(plan);

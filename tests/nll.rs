@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Context, NllBuffers, NllDesc, NllOptions, NllPlan, Outputs, Reduction, cpu};
+use wgpu_loss::{Context, NllDesc, Outputs, Plan, Reduction, cpu};
 
 const ROW: Tol = Tol::new(1e-6, 0.0);
 const VALUE: Tol = Tol::new(1e-5, 0.0);
@@ -42,17 +42,13 @@ impl Case {
     }
 
     fn record_on(&self, ctx: &Context, reduction: Reduction) -> (Vec<f32>, Vec<f32>) {
-        let desc = NllDesc {
-            rows: self.rows,
-            classes: self.classes,
-            weighted: self.weight.is_some(),
-            options: NllOptions {
-                reduction,
-                ignore_index: self.ignore_index,
-            },
-            outputs: Outputs::BOTH,
-        };
-        let plan = NllPlan::new(ctx, &desc).unwrap();
+        let mut desc = NllDesc::new(self.rows, self.classes)
+            .reduction(reduction)
+            .ignore_index(self.ignore_index);
+        if self.weight.is_some() {
+            desc = desc.weight(self.classes);
+        }
+        let plan = Plan::new(ctx, &desc).unwrap();
         let x = upload(ctx, &self.log_probs);
         let y = upload(
             ctx,
@@ -66,13 +62,14 @@ impl Case {
         };
         let loss = poisoned(ctx, loss_len);
         let grad = poisoned(ctx, self.log_probs.len());
-        plan.run(&NllBuffers {
-            log_probs: &x,
-            targets: &y,
-            weight: w.as_deref(),
-            loss: Some(&loss),
-            grad: Some(&grad),
-        })
+        plan.run_buffers(&buffers(
+            &x,
+            &y,
+            w.as_deref(),
+            None,
+            Some(&loss),
+            Some(&grad),
+        ))
         .unwrap();
         (
             read(ctx, &loss, loss_len),
@@ -185,16 +182,16 @@ fn folded_dispatches() {
 fn convenience_level() {
     let ctx = ctx();
     let case = Case::random(77, 6, 60);
-    let out = ctx
-        .nll(
-            &case.log_probs,
-            &case.targets,
-            6,
-            None,
-            &NllOptions::default(),
-            Outputs::BOTH,
-        )
-        .unwrap();
+    let out = nll_classes(
+        ctx,
+        &case.log_probs,
+        &case.targets,
+        6,
+        None,
+        &NllOptions::default(),
+        Outputs::BOTH,
+    )
+    .unwrap();
     let reference = case.reference(Reduction::Mean);
     assert_scalar("value", out.value.unwrap(), reference.value.unwrap(), VALUE);
     assert_close("grad", out.grad.as_ref().unwrap(), &reference.grad, ROW);
@@ -202,6 +199,6 @@ fn convenience_level() {
 
 #[test]
 fn small_batches_take_one_dispatch() {
-    let plan = NllPlan::new(ctx(), &NllDesc::new(32, 10)).unwrap();
+    let plan = Plan::new(ctx(), &NllDesc::new(32, 10)).unwrap();
     assert_eq!(plan.dispatch_count(), 1);
 }

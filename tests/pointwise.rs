@@ -11,10 +11,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{
-    Error, Outputs, Pointwise, PointwiseBuffers, PointwiseDesc, PointwiseInputs, PointwisePlan,
-    Reduction, cpu,
-};
+use wgpu_loss::{Error, Outputs, Plan, Pointwise, PointwiseDesc, Reduction, cpu};
 
 const ELEM: Tol = Tol::new(1e-5, 1e-6);
 
@@ -57,10 +54,10 @@ impl Case {
         let ctx = ctx();
         let m = self.pred.len();
         let mut desc = PointwiseDesc::new(self.loss, m).reduction(reduction);
-        desc.weight_len = self.weight.as_ref().map(Vec::len);
-        desc.pos_weight_len = self.pos_weight.as_ref().map(Vec::len);
+        desc.weight = self.weight.as_ref().map(Vec::len);
+        desc.pos_weight = self.pos_weight.as_ref().map(Vec::len);
         desc.batch = self.batch;
-        let plan = PointwisePlan::new(ctx, &desc).unwrap();
+        let plan = Plan::new(ctx, &desc).unwrap();
         let pred = upload(ctx, &self.pred);
         let target = upload(ctx, &self.target);
         let weight = self.weight.as_ref().map(|w| upload(ctx, w));
@@ -69,16 +66,16 @@ impl Case {
         let loss = poisoned(ctx, loss_len);
         let grad = poisoned(ctx, m);
         submit(ctx, |e| {
-            plan.record(
+            plan.record_buffers(
                 e,
-                &PointwiseBuffers {
-                    pred: &pred,
-                    target: &target,
-                    weight: weight.as_deref(),
-                    pos_weight: pos_weight.as_deref(),
-                    loss: Some(&loss),
-                    grad: Some(&grad),
-                },
+                &buffers(
+                    &pred,
+                    &target,
+                    weight.as_deref(),
+                    pos_weight.as_deref(),
+                    Some(&loss),
+                    Some(&grad),
+                ),
             )
             .unwrap()
         });
@@ -233,20 +230,20 @@ fn binary_cross_entropy_at_zero_and_one() {
 #[test]
 fn binary_cross_entropy_rejects_values_outside_zero_one() {
     let ctx = ctx();
-    let inputs = PointwiseInputs {
+    let inputs = PwInputs {
         pred: &[0.5, 1.5, 0.2],
         target: &[1.0, 0.0, 0.0],
         ..Default::default()
     };
-    let e = ctx
-        .pointwise(
-            Pointwise::Bce,
-            &inputs,
-            Reduction::Mean,
-            None,
-            Outputs::BOTH,
-        )
-        .unwrap_err();
+    let e = pointwise_loss(
+        ctx,
+        Pointwise::Bce,
+        &inputs,
+        Reduction::Mean,
+        None,
+        Outputs::BOTH,
+    )
+    .unwrap_err();
     assert!(
         matches!(e, Error::ValueOutOfRange { index: 1, .. }),
         "{e:?}"
@@ -255,34 +252,40 @@ fn binary_cross_entropy_rejects_values_outside_zero_one() {
         e.to_string().contains("1.5") && e.to_string().contains("[0, 1]"),
         "{e}"
     );
-    let nan = PointwiseInputs {
+    let nan = PwInputs {
         pred: &[0.5, f32::NAN],
         target: &[1.0, 0.0],
         ..Default::default()
     };
-    let e = ctx
-        .pointwise(Pointwise::Bce, &nan, Reduction::Mean, None, Outputs::BOTH)
-        .unwrap_err();
+    let e = pointwise_loss(
+        ctx,
+        Pointwise::Bce,
+        &nan,
+        Reduction::Mean,
+        None,
+        Outputs::BOTH,
+    )
+    .unwrap_err();
     assert!(
         matches!(e, Error::ValueOutOfRange { index: 1, .. }),
         "{e:?}"
     );
 
     // On the GPU, the kernel counts them.
-    let plan = PointwisePlan::new(ctx, &PointwiseDesc::new(Pointwise::Bce, 5)).unwrap();
+    let plan = Plan::new(ctx, &PointwiseDesc::new(Pointwise::Bce, 5)).unwrap();
     let pred = upload(ctx, &[0.5f32, -0.1, 0.2, 2.0, 0.9]);
     let target = upload(ctx, &[1.0f32; 5]);
     let loss = poisoned(ctx, 1);
     let grad = poisoned(ctx, 5);
     let e = plan
-        .run(&PointwiseBuffers {
-            pred: &pred,
-            target: &target,
-            weight: None,
-            pos_weight: None,
-            loss: Some(&loss),
-            grad: Some(&grad),
-        })
+        .run_buffers(&buffers(
+            &pred,
+            &target,
+            None,
+            None,
+            Some(&loss),
+            Some(&grad),
+        ))
         .unwrap_err();
     assert!(
         matches!(
@@ -365,21 +368,21 @@ fn convenience_level() {
     let pred = rng.vec(1001, -3.0, 3.0);
     let target = rng.vec(1001, 0.0, 1.0);
     let pos_weight = [2.5f32];
-    let inputs = PointwiseInputs {
+    let inputs = PwInputs {
         pred: &pred,
         target: &target,
         weight: None,
         pos_weight: Some(&pos_weight),
     };
-    let out = ctx
-        .pointwise(
-            Pointwise::BceWithLogits,
-            &inputs,
-            Reduction::Mean,
-            None,
-            Outputs::BOTH,
-        )
-        .unwrap();
+    let out = pointwise_loss(
+        ctx,
+        Pointwise::BceWithLogits,
+        &inputs,
+        Reduction::Mean,
+        None,
+        Outputs::BOTH,
+    )
+    .unwrap();
     let reference = cpu::pointwise::pointwise(
         Pointwise::BceWithLogits,
         &pred,

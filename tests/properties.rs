@@ -5,12 +5,10 @@
 
 mod common;
 
-use common::{Rng, Tol, assert_close, assert_scalar, ctx, largest};
+use common::Rng;
+use common::*;
 use proptest::prelude::*;
-use wgpu_loss::{
-    CrossEntropyOptions, LossOutput, NllOptions, Outputs, Pointwise, PointwiseInputs, Reduction,
-    cpu,
-};
+use wgpu_loss::{LossOutput, Outputs, Pointwise, Reduction, cpu};
 
 const LOSS: Tol = Tol::new(2e-5, 1e-5);
 
@@ -62,7 +60,7 @@ fn outputs() -> impl Strategy<Value = Outputs> {
     ]
 }
 
-fn pointwise_loss() -> impl Strategy<Value = Pointwise> {
+fn any_pointwise() -> impl Strategy<Value = Pointwise> {
     prop_oneof![
         Just(Pointwise::Mse),
         Just(Pointwise::L1),
@@ -79,7 +77,7 @@ proptest! {
 
     #[test]
     fn pointwise_agrees(
-        loss in pointwise_loss(),
+        loss in any_pointwise(),
         len in 1usize..40_000,
         weight_len in prop::option::of(1usize..4),
         reduction in reduction(),
@@ -96,13 +94,13 @@ proptest! {
             .filter(|_| bce)
             .map(|l| if len.is_multiple_of(l) { l } else { 1 })
             .map(|l| rng.vec(l, 0.5, 2.0));
-        let inputs = PointwiseInputs {
+        let inputs = PwInputs {
             pred: &pred,
             target: &target,
             weight: weight.as_deref(),
             pos_weight: None,
         };
-        let out = ctx().pointwise(loss, &inputs, reduction, None, outputs).unwrap();
+        let out = pointwise_loss(ctx(), loss, &inputs, reduction, None, outputs).unwrap();
         let twin = cpu::pointwise::pointwise(
             loss, &pred, &target, weight.as_deref(), None, reduction, None,
         ).unwrap();
@@ -131,17 +129,16 @@ proptest! {
             }
         }
         let weight = weighted.then(|| rng.vec(c, 0.5, 2.0));
-        let options = CrossEntropyOptions {
+        let options = CeOptions {
             reduction,
             ignore_index: -100,
             label_smoothing,
             z_loss,
             softcap,
         };
-        let out = ctx()
-            .cross_entropy(&logits, &targets, c, weight.as_deref(), &options, outputs)
+        let out = ce_classes(ctx(), &logits, &targets, c, weight.as_deref(), &options, outputs)
             .unwrap();
-        let twin = cpu::cross_entropy::cross_entropy(
+        let twin = cpu_ce(
             &logits, &targets, c, weight.as_deref(), &options,
         ).unwrap();
         // Every row ignored under `mean`: NaN on both sides.
@@ -163,18 +160,16 @@ proptest! {
         let logits = rng.vec(n * c, -6.0, 6.0);
         let probs = rng.distributions(n, c);
         let targets = rng.distributions(n, c);
-        let options = CrossEntropyOptions { reduction, ..Default::default() };
-        let out = ctx()
-            .cross_entropy_soft(&logits, &targets, c, None, &options, Outputs::BOTH)
+        let options = CeOptions { reduction, ..Default::default() };
+        let out = ce_soft(ctx(), &logits, &targets, c, None, &options, Outputs::BOTH)
             .unwrap();
         let twin =
-            cpu::cross_entropy::cross_entropy_soft(&logits, &targets, c, None, &options).unwrap();
+            cpu_ce_soft(&logits, &targets, c, None, &options).unwrap();
         agree("soft targets", &out, &twin, Outputs::BOTH);
-        let out = ctx()
-            .cross_entropy_probs(&probs, &targets, c, 1e-7, reduction, Outputs::BOTH)
+        let out = ce_probs(ctx(), &probs, &targets, c, 1e-7, reduction, Outputs::BOTH)
             .unwrap();
         let twin =
-            cpu::cross_entropy::cross_entropy_probs(&probs, &targets, c, 1e-7, reduction).unwrap();
+            cpu_ce_probs(&probs, &targets, c, 1e-7, reduction).unwrap();
         agree("probabilities", &out, &twin, Outputs::BOTH);
     }
 
@@ -191,8 +186,7 @@ proptest! {
         let targets = rng.classes(n, c);
         let weight = weighted.then(|| rng.vec(c, 0.5, 2.0));
         let options = NllOptions { reduction, ..Default::default() };
-        let out = ctx()
-            .nll(&log_probs, &targets, c, weight.as_deref(), &options, Outputs::BOTH)
+        let out = nll_classes(ctx(), &log_probs, &targets, c, weight.as_deref(), &options, Outputs::BOTH)
             .unwrap();
         let twin = cpu::nll::nll(
             &log_probs, &targets, c, weight.as_deref(), -100, reduction,
@@ -214,13 +208,13 @@ proptest! {
         let logits = vec![0.5f32; data_len];
         let targets: Vec<i64> = (0..targets_len as i64).collect();
         let weight = weight_len.map(|l| vec![1.0f32; l]);
-        let options = CrossEntropyOptions {
+        let options = CeOptions {
             label_smoothing,
             ignore_index,
             ..Default::default()
         };
-        let gpu = ctx().cross_entropy(&logits, &targets, c, weight.as_deref(), &options, Outputs::BOTH);
-        let twin = cpu::cross_entropy::cross_entropy(&logits, &targets, c, weight.as_deref(), &options);
+        let gpu = ce_classes(ctx(), &logits, &targets, c, weight.as_deref(), &options, Outputs::BOTH);
+        let twin = cpu_ce(&logits, &targets, c, weight.as_deref(), &options);
         // Where the GPU API accepts the input, so does the twin.
         if gpu.is_ok() {
             prop_assert!(twin.is_ok());

@@ -13,10 +13,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use serde_json::Value;
-use wgpu_loss::{
-    CrossEntropyOptions, LossOutput, NllOptions, Outputs, Pointwise, PointwiseInputs, Reduction,
-    cpu,
-};
+use wgpu_loss::{LossOutput, Outputs, Pointwise, Reduction, cpu};
 
 fn num(v: &Value) -> f64 {
     match v {
@@ -132,8 +129,8 @@ impl Fixture {
         })
     }
 
-    fn ce_options(&self) -> CrossEntropyOptions {
-        CrossEntropyOptions {
+    fn ce_options(&self) -> CeOptions {
+        CeOptions {
             reduction: self.reduction,
             ignore_index: self.opt("ignore_index").unwrap_or(-100.0) as i64,
             label_smoothing: self.opt("label_smoothing").unwrap_or(0.0) as f32,
@@ -147,9 +144,10 @@ impl Fixture {
         let ctx = ctx();
         let c = self.classes_count();
         let run = match (self.pointwise(), self.loss.as_str()) {
-            (Some(loss), _) => ctx.pointwise(
+            (Some(loss), _) => pointwise_loss(
+                ctx,
                 loss,
-                &PointwiseInputs {
+                &PwInputs {
                     pred: &self.pred,
                     target: &self.target,
                     weight: self.weight.as_deref(),
@@ -159,7 +157,8 @@ impl Fixture {
                 Some(self.shape[0]),
                 Outputs::BOTH,
             ),
-            (None, "nll") => ctx.nll(
+            (None, "nll") => nll_classes(
+                ctx,
                 &self.pred,
                 self.classes.as_ref().unwrap(),
                 c,
@@ -171,7 +170,8 @@ impl Fixture {
                 Outputs::BOTH,
             ),
             (None, "cross_entropy") => match &self.classes {
-                Some(t) => ctx.cross_entropy(
+                Some(t) => ce_classes(
+                    ctx,
                     &self.pred,
                     t,
                     c,
@@ -179,7 +179,8 @@ impl Fixture {
                     &self.ce_options(),
                     Outputs::BOTH,
                 ),
-                None => ctx.cross_entropy_soft(
+                None => ce_soft(
+                    ctx,
                     &self.pred,
                     &self.target,
                     c,
@@ -188,7 +189,8 @@ impl Fixture {
                     Outputs::BOTH,
                 ),
             },
-            (None, "cross_entropy_probs") => ctx.cross_entropy_probs(
+            (None, "cross_entropy_probs") => ce_probs(
+                ctx,
                 &self.pred,
                 &self.target,
                 c,
@@ -225,15 +227,10 @@ impl Fixture {
             )
             .unwrap(),
             (None, "cross_entropy") => match &self.classes {
-                Some(t) => cpu::cross_entropy::cross_entropy(
-                    &self.pred,
-                    t,
-                    c,
-                    self.weight.as_deref(),
-                    &self.ce_options(),
-                )
-                .unwrap(),
-                None => cpu::cross_entropy::cross_entropy_soft(
+                Some(t) => {
+                    cpu_ce(&self.pred, t, c, self.weight.as_deref(), &self.ce_options()).unwrap()
+                }
+                None => cpu_ce_soft(
                     &self.pred,
                     &self.target,
                     c,
@@ -242,7 +239,7 @@ impl Fixture {
                 )
                 .unwrap(),
             },
-            _ => cpu::cross_entropy::cross_entropy_probs(
+            _ => cpu_ce_probs(
                 &self.pred,
                 &self.target,
                 c,

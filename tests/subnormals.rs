@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Outputs, Pointwise, PointwiseInputs, Reduction, cpu};
+use wgpu_loss::{Outputs, Pointwise, Reduction, cpu};
 
 const SUBNORMALS: [f32; 6] = [1e-40, 1.4e-45, 5e-39, 1.1754942e-38, 3e-42, 2e-44];
 
@@ -19,20 +19,20 @@ fn bce_of_subnormal_probabilities() {
     let ctx = ctx();
     let pred: Vec<f32> = SUBNORMALS.iter().chain(&[0.5, 1e-30]).copied().collect();
     let target: Vec<f32> = (0..pred.len()).map(|i| 0.1 + 0.1 * i as f32).collect();
-    let inputs = PointwiseInputs {
+    let inputs = PwInputs {
         pred: &pred,
         target: &target,
         ..Default::default()
     };
-    let out = ctx
-        .pointwise(
-            Pointwise::Bce,
-            &inputs,
-            Reduction::None,
-            None,
-            Outputs::BOTH,
-        )
-        .unwrap();
+    let out = pointwise_loss(
+        ctx,
+        Pointwise::Bce,
+        &inputs,
+        Reduction::None,
+        None,
+        Outputs::BOTH,
+    )
+    .unwrap();
     let twin = cpu::pointwise::pointwise(
         Pointwise::Bce,
         &pred,
@@ -70,12 +70,17 @@ fn cross_entropy_probs_of_subnormal_probabilities() {
     // eps = 0: the log of the subnormal itself; eps a subnormal too: the exact sum's log; the
     // default eps: log(x + 1e-7).
     for eps in [0.0, 1e-41, 1e-7] {
-        let out = ctx
-            .cross_entropy_probs(&probs, &targets, c, eps, Reduction::None, Outputs::LOSS)
-            .unwrap();
-        let twin =
-            cpu::cross_entropy::cross_entropy_probs(&probs, &targets, c, eps, Reduction::None)
-                .unwrap();
+        let out = ce_probs(
+            ctx,
+            &probs,
+            &targets,
+            c,
+            eps,
+            Reduction::None,
+            Outputs::LOSS,
+        )
+        .unwrap();
+        let twin = cpu_ce_probs(&probs, &targets, c, eps, Reduction::None).unwrap();
         assert_close(
             &format!("cross-entropy-probs eps {eps:e}"),
             out.per_element.as_deref().unwrap(),
@@ -90,15 +95,13 @@ fn kl_divergence_of_subnormal_targets() {
     let ctx = ctx();
     let target: Vec<f32> = SUBNORMALS.iter().chain(&[0.25]).copied().collect();
     let pred: Vec<f32> = (0..target.len()).map(|i| -0.5 * i as f32).collect();
-    let inputs = PointwiseInputs {
+    let inputs = PwInputs {
         pred: &pred,
         target: &target,
         ..Default::default()
     };
     let loss = Pointwise::KlDiv { log_target: false };
-    let out = ctx
-        .pointwise(loss, &inputs, Reduction::None, None, Outputs::BOTH)
-        .unwrap();
+    let out = pointwise_loss(ctx, loss, &inputs, Reduction::None, None, Outputs::BOTH).unwrap();
     let twin =
         cpu::pointwise::pointwise(loss, &pred, &target, None, None, Reduction::None, None).unwrap();
     assert_close(

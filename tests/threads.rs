@@ -8,10 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use wgpu_loss::{
-    Context, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyOptions, CrossEntropyPlan,
-    NllOptions, Outputs, Pointwise, PointwiseInputs, Reduction,
-};
+use wgpu_loss::{Context, CrossEntropyDesc, Outputs, Plan, Pointwise, Reduction};
 
 /// One job: a loss on fixed inputs, returning the bits of everything it computed.
 type Job = Arc<dyn Fn(&Context) -> Vec<u32> + Send + Sync>;
@@ -42,7 +39,8 @@ fn jobs() -> Vec<Job> {
     let targets = rng.classes(n, c);
     jobs.push(Arc::new(move |ctx: &Context| {
         bits(
-            ctx.cross_entropy(
+            ce_classes(
+                ctx,
                 &logits,
                 &targets,
                 c,
@@ -58,37 +56,32 @@ fn jobs() -> Vec<Job> {
     let (n, c) = (7, 50_003);
     let logits = rng.vec(n * c, -4.0, 4.0);
     let targets = rng.classes(n, c);
-    let options = CrossEntropyOptions {
+    let options = CeOptions {
         label_smoothing: 0.1,
         reduction: Reduction::Sum,
         ..Default::default()
     };
     jobs.push(Arc::new(move |ctx: &Context| {
-        bits(
-            ctx.cross_entropy(&logits, &targets, c, None, &options, Outputs::BOTH)
-                .unwrap(),
-        )
+        bits(ce_classes(ctx, &logits, &targets, c, None, &options, Outputs::BOTH).unwrap())
     }));
 
     let m = 3_000_017;
     let (pred, target) = (rng.vec(m, -3.0, 3.0), rng.vec(m, -3.0, 3.0));
     jobs.push(Arc::new(move |ctx: &Context| {
-        bits(
-            ctx.mse(&pred, &target, Reduction::Mean, Outputs::BOTH)
-                .unwrap(),
-        )
+        bits(mse(ctx, &pred, &target, Reduction::Mean, Outputs::BOTH).unwrap())
     }));
 
     let m = 100_003;
     let (pred, target) = (rng.vec(m, 0.01, 0.99), rng.vec(m, 0.0, 1.0));
     jobs.push(Arc::new(move |ctx: &Context| {
-        let inputs = PointwiseInputs {
+        let inputs = PwInputs {
             pred: &pred,
             target: &target,
             ..Default::default()
         };
         bits(
-            ctx.pointwise(
+            pointwise_loss(
+                ctx,
                 Pointwise::Bce,
                 &inputs,
                 Reduction::None,
@@ -105,7 +98,8 @@ fn jobs() -> Vec<Job> {
     let weight = rng.vec(c, 0.5, 2.0);
     jobs.push(Arc::new(move |ctx: &Context| {
         bits(
-            ctx.nll(
+            nll_classes(
+                ctx,
                 &log_probs,
                 &targets,
                 c,
@@ -122,8 +116,16 @@ fn jobs() -> Vec<Job> {
     let targets = rng.distributions(n, c);
     jobs.push(Arc::new(move |ctx: &Context| {
         bits(
-            ctx.cross_entropy_probs(&probs, &targets, c, 1e-7, Reduction::Mean, Outputs::BOTH)
-                .unwrap(),
+            ce_probs(
+                ctx,
+                &probs,
+                &targets,
+                c,
+                1e-7,
+                Reduction::Mean,
+                Outputs::BOTH,
+            )
+            .unwrap(),
         )
     }));
 
@@ -133,21 +135,15 @@ fn jobs() -> Vec<Job> {
     let logits = rng.vec(n * c, -5.0, 5.0);
     let targets: Vec<i32> = rng.classes(n, c).iter().map(|&t| t as i32).collect();
     jobs.push(Arc::new(move |ctx: &Context| {
-        let plan = CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
+        let plan = Plan::new(ctx, &CrossEntropyDesc::new(n, c)).unwrap();
         let x = upload(ctx, &logits);
         let y = upload(ctx, &targets);
         let mut out = Vec::new();
         for _ in 0..3 {
             let loss = poisoned(ctx, 1);
             let grad = poisoned(ctx, n * c);
-            plan.run(&CrossEntropyBuffers {
-                logits: &x,
-                targets: &y,
-                weight: None,
-                loss: Some(&loss),
-                grad: Some(&grad),
-            })
-            .unwrap();
+            plan.run_buffers(&buffers(&x, &y, None, None, Some(&loss), Some(&grad)))
+                .unwrap();
             out.extend(read(ctx, &loss, 1).iter().map(|v| v.to_bits()));
             out.extend(read(ctx, &grad, n * c).iter().map(|v| v.to_bits()));
         }
@@ -159,18 +155,20 @@ fn jobs() -> Vec<Job> {
 /// A caller's long submission: `reps` runs of a cross-entropy plan in one encoder, submitted and
 /// waited for under the device lock (on GL this holds the GL context for the whole time).
 /// Returns the bits of the loss.
-fn long_submission(ctx: &Context, plan: &CrossEntropyPlan, x: &Buf, y: &Buf, reps: usize) -> u32 {
+fn long_submission(
+    ctx: &Context,
+    plan: &Plan<CrossEntropyDesc>,
+    x: &Buf,
+    y: &Buf,
+    reps: usize,
+) -> u32 {
     let loss = poisoned(ctx, 1);
+    let bindings = plan
+        .bind(&buffers(x, y, None, None, Some(&loss), None))
+        .unwrap();
     submit(ctx, |encoder| {
         for _ in 0..reps {
-            let buffers = CrossEntropyBuffers {
-                logits: x,
-                targets: y,
-                weight: None,
-                loss: Some(&loss),
-                grad: None,
-            };
-            plan.record(encoder, &buffers).unwrap();
+            plan.record(encoder, &bindings).unwrap();
         }
     });
     read(ctx, &loss, 1)[0].to_bits()
@@ -186,8 +184,7 @@ fn many_threads_one_context_same_bits_as_serial() {
     // the GL context would give up (wgpu-hal waits 6 s) and panic.
     let (n, c) = (2048, 4096);
     let mut rng = Rng::new(5);
-    let plan =
-        CrossEntropyPlan::new(ctx, &CrossEntropyDesc::new(n, c).outputs(Outputs::LOSS)).unwrap();
+    let plan = Plan::new(ctx, &CrossEntropyDesc::new(n, c).outputs(Outputs::LOSS)).unwrap();
     let x = upload(ctx, &rng.vec(n * c, -5.0, 5.0));
     let targets: Vec<i32> = rng.classes(n, c).iter().map(|&t| t as i32).collect();
     let y = upload(ctx, &targets);
@@ -226,9 +223,9 @@ fn many_threads_one_context_same_bits_as_serial() {
                     let c = 1000 + t;
                     let logits = Rng::new(t as u64).vec(3 * c, -1.0, 1.0);
                     let options = Default::default();
-                    let out = ctx
-                        .cross_entropy(&logits, &[0, 1, 2], c, None, &options, Outputs::LOSS)
-                        .unwrap();
+                    let out =
+                        ce_classes(ctx, &logits, &[0, 1, 2], c, None, &options, Outputs::LOSS)
+                            .unwrap();
                     assert!(out.value.unwrap().is_finite());
                     runs
                 })

@@ -6,7 +6,7 @@ use clap::Parser;
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../src/cli/mod.rs"]
+#[path = "../../cli/src/commands/mod.rs"]
 mod cli;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@ use std::io::BufReader;
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../src/cli/npy.rs"]
+#[path = "../../cli/src/commands/npy.rs"]
 mod npy;
 
 fuzz_target!(|data: &[u8]| {

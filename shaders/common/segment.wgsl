@@ -1,6 +1,7 @@
 // Reductions across the SEG consecutive invocations of a segment (SEG a power of two dividing WG,
-// WG <= 256), and the sum of one value per segment across the workgroup. The includer declares
-// the overrides WG, SEG and SG_MIN (the adapter's smallest subgroup size; 1 without SUBGROUPS).
+// WG <= 256), and the sum of one value per segment across the workgroup; and what every entry
+// point takes (`Invocation`). The host sets the overrides WG, SEG and SG_MIN (the adapter's
+// smallest subgroup size; 1 without SUBGROUPS) of every kernel.
 //
 // The order of every sum is a fixed tree over invocation indices, the same with and without
 // subgroups and whatever size the driver gives a subgroup at run time: level `off` (1, 2, 4, ...)
@@ -13,6 +14,34 @@
 //
 // Call these in uniform control flow from every invocation of the workgroup when a level may
 // go through workgroup memory (always without SUBGROUPS).
+
+override WG: u32 = 256u;
+override SEG: u32 = 256u;
+override SG_MIN: u32 = 1u;
+
+// What every entry point takes: its workgroup, its index in it, and the subgroup size.
+struct Invocation {
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#ifdef SUBGROUPS
+    @builtin(subgroup_size) sg: u32,
+#endif
+}
+
+// The subgroup size the driver runs this invocation with (1 without subgroup operations).
+fn sg_size_of(inv: Invocation) -> u32 {
+#ifdef SUBGROUPS
+    return inv.sg;
+#else
+    return 1u;
+#endif
+}
+
+// The workgroup's number in a dispatch folded into rows of `wg_x` workgroups (the host's
+// `Builder::fold`); kernels return when it is past their work.
+fn wg_index(inv: Invocation, wg_x: u32) -> u32 {
+    return inv.wid.x + inv.wid.y * wg_x;
+}
 
 const SH_SIZE: u32 = 256u;
 

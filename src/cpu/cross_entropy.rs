@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/cross_entropy.wgsl` and `shaders/class_targets.wgsl`.
 
 use super::{Reference, check_len, check_rows, reduce};
-use crate::{CrossEntropyOptions, Reduction, Result};
+use crate::{ClassicCrossEntropyDesc, CrossEntropyDesc, Inputs, Reduction, Result};
 
 /// `cap * tanh(x / cap)`, or x.
 fn capped(x: f32, softcap: Option<f32>) -> f64 {
@@ -55,13 +55,9 @@ fn class(y: i64, classes: usize) -> Option<usize> {
 /// `(1 - ls) w_y (lse - x_y) + ls / C * sum_c w_c (lse - x_c) + z w_y lse^2` on softcapped
 /// logits; ignored rows weigh 0; `mean` divides by the sum of the target weights (the gradient
 /// of ignored rows stays 0 even when that sum is 0). A target out of range gives NaN.
-pub fn cross_entropy(
-    logits: &[f32],
-    targets: &[i64],
-    classes: usize,
-    weight: Option<&[f32]>,
-    o: &CrossEntropyOptions,
-) -> Result<Reference> {
+pub fn cross_entropy(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Reference> {
+    let (logits, targets, classes) = (inputs.input, inputs.class_indices()?, o.classes);
+    let weight = inputs.weight;
     check_rows(
         "logits (N * C)",
         logits.len(),
@@ -125,14 +121,16 @@ pub fn cross_entropy(
 
 /// Cross-entropy from logits `[N, C]` with probability targets `[N, C]`: per row
 /// `sum_c w_c q_c (lse - x_c) + z lse^2`, `q = (1 - ls) t + ls / C`; `mean` divides by N.
-pub fn cross_entropy_soft(
-    logits: &[f32],
-    target_probs: &[f32],
-    classes: usize,
-    weight: Option<&[f32]>,
-    o: &CrossEntropyOptions,
-) -> Result<Reference> {
-    let rows = check_rows("logits (N * C)", logits.len(), None, classes, weight)?;
+pub fn cross_entropy_soft(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Reference> {
+    let (logits, target_probs, classes) = (inputs.input, inputs.values()?, o.classes);
+    let weight = inputs.weight;
+    let rows = check_rows(
+        "logits (N * C)",
+        logits.len(),
+        Some(o.rows),
+        classes,
+        weight,
+    )?;
     check_rows(
         "targets (N * C)",
         target_probs.len(),
@@ -174,14 +172,10 @@ pub fn cross_entropy_soft(
 
 /// The classic cross-entropy on probabilities: per row `-sum_c t_c log(p_c + eps)`, gradient
 /// `-t / (p + eps)`; `mean` divides by the row count N.
-pub fn cross_entropy_probs(
-    probs: &[f32],
-    targets: &[f32],
-    classes: usize,
-    eps: f32,
-    reduction: Reduction,
-) -> Result<Reference> {
-    let rows = check_rows("probs (N * C)", probs.len(), None, classes, None)?;
+pub fn cross_entropy_probs(o: &ClassicCrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Reference> {
+    let (probs, targets, classes) = (inputs.input, inputs.values()?, o.classes);
+    let (eps, reduction) = (o.eps, o.reduction);
+    let rows = check_rows("probs (N * C)", probs.len(), Some(o.rows), classes, None)?;
     check_rows("targets (N * C)", targets.len(), Some(rows), classes, None)?;
     let c = classes;
     let eps = eps as f64;

@@ -8,6 +8,14 @@ pub mod cross_entropy;
 pub mod nll;
 pub mod pointwise;
 
+use crate::{Inputs, LossDesc};
+
+/// The CPU twin of `desc` on `inputs`: what [`crate::Context::loss`] computes on the GPU, in
+/// f64.
+pub fn reference<D: LossDesc>(desc: &D, inputs: &Inputs<'_>) -> crate::Result<Reference> {
+    desc.reference(inputs)
+}
+
 /// A reference result: the loss (reduced or per element) and the gradient.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Reference {

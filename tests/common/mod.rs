@@ -5,7 +5,10 @@
 use std::sync::OnceLock;
 
 use wgpu::util::DeviceExt;
-use wgpu_loss::Context;
+use wgpu_loss::{
+    Buffers, ClassicCrossEntropyDesc, Context, CrossEntropyDesc, Inputs, LossDesc, NllDesc,
+    Outputs, Plan, Pointwise, PointwiseDesc, Reduction, Targets,
+};
 
 /// The context every GPU test uses. No adapter is a failure, never a skip: CI installs lavapipe.
 pub fn ctx() -> &'static Context {
@@ -245,4 +248,338 @@ pub fn assert_scalar(what: &str, gpu: f32, cpu: f64, tol: Tol) {
         same(gpu as f64, cpu, tol),
         "{what}: gpu {gpu} cpu {cpu} outside {tol:?}"
     );
+}
+
+/// The buffers of one run, by role (the shape of the old per-family buffer structs, which most
+/// tests were written against): whole buffers, the optional ones where given.
+#[allow(dead_code)]
+pub fn buffers<'a>(
+    input: &'a wgpu::Buffer,
+    target: &'a wgpu::Buffer,
+    weight: Option<&'a wgpu::Buffer>,
+    pos_weight: Option<&'a wgpu::Buffer>,
+    loss: Option<&'a wgpu::Buffer>,
+    grad: Option<&'a wgpu::Buffer>,
+) -> Buffers<'a> {
+    Buffers {
+        input: input.as_entire_buffer_binding(),
+        target: target.as_entire_buffer_binding(),
+        weight: weight.map(wgpu::Buffer::as_entire_buffer_binding),
+        pos_weight: pos_weight.map(wgpu::Buffer::as_entire_buffer_binding),
+        loss: loss.map(wgpu::Buffer::as_entire_buffer_binding),
+        grad: grad.map(wgpu::Buffer::as_entire_buffer_binding),
+    }
+}
+
+/// Binding and recording (or running) in one step, for tests that use each binding once.
+#[allow(dead_code)]
+pub trait PlanExt {
+    /// `bind`, then `record`.
+    fn record_buffers(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        buffers: &Buffers<'_>,
+    ) -> wgpu_loss::Result<()>;
+    /// `bind`, then `run`.
+    fn run_buffers(&self, buffers: &Buffers<'_>) -> wgpu_loss::Result<()>;
+}
+
+impl<D: LossDesc> PlanExt for Plan<D> {
+    fn record_buffers(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        buffers: &Buffers<'_>,
+    ) -> wgpu_loss::Result<()> {
+        let bindings = self.bind(buffers)?;
+        self.record(encoder, &bindings)
+    }
+
+    fn run_buffers(&self, buffers: &Buffers<'_>) -> wgpu_loss::Result<()> {
+        self.run(&self.bind(buffers)?)
+    }
+}
+
+/// Cross-entropy's options as the tests vary them (PyTorch's defaults), made into a
+/// description of a shape with [`CeOptions::desc`].
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CeOptions {
+    pub reduction: Reduction,
+    pub ignore_index: i64,
+    pub label_smoothing: f32,
+    pub z_loss: f32,
+    pub softcap: Option<f32>,
+}
+
+impl Default for CeOptions {
+    fn default() -> Self {
+        CeOptions {
+            reduction: Reduction::Mean,
+            ignore_index: -100,
+            label_smoothing: 0.0,
+            z_loss: 0.0,
+            softcap: None,
+        }
+    }
+}
+
+#[allow(dead_code)]
+impl CeOptions {
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+
+    /// The description of `rows` x `classes` with these options.
+    pub fn desc(&self, rows: usize, classes: usize) -> CrossEntropyDesc {
+        CrossEntropyDesc::new(rows, classes)
+            .reduction(self.reduction)
+            .ignore_index(self.ignore_index)
+            .label_smoothing(self.label_smoothing)
+            .z_loss(self.z_loss)
+            .softcap(self.softcap)
+    }
+}
+
+/// Cross-entropy on host data through [`Context::loss`], in the argument order of the old
+/// convenience call: class targets with an optional class weight.
+#[allow(dead_code)]
+pub fn ce_classes(
+    ctx: &Context,
+    logits: &[f32],
+    targets: &[i64],
+    classes: usize,
+    weight: Option<&[f32]>,
+    options: &CeOptions,
+    outputs: Outputs,
+) -> wgpu_loss::Result<wgpu_loss::LossOutput> {
+    let (desc, inputs) = ce_case(logits, targets, classes, weight, options, outputs);
+    ctx.loss(&desc, &inputs)
+}
+
+/// The description and inputs of a class-target cross-entropy on host data. Rows are
+/// `targets.len()`.
+#[allow(dead_code)]
+pub fn ce_case<'a>(
+    logits: &'a [f32],
+    targets: &'a [i64],
+    classes: usize,
+    weight: Option<&'a [f32]>,
+    options: &CeOptions,
+    outputs: Outputs,
+) -> (CrossEntropyDesc, Inputs<'a>) {
+    let mut desc = options.desc(targets.len(), classes).outputs(outputs);
+    let mut inputs = Inputs::classes(logits, targets);
+    if let Some(w) = weight {
+        desc = desc.weight(w.len());
+        inputs = inputs.weight(w);
+    }
+    (desc, inputs)
+}
+
+/// The same with probability targets `[N, C]` (rows are `logits.len() / classes`).
+#[allow(dead_code)]
+pub fn ce_soft_case<'a>(
+    logits: &'a [f32],
+    targets: &'a [f32],
+    classes: usize,
+    weight: Option<&'a [f32]>,
+    options: &CeOptions,
+    outputs: Outputs,
+) -> (CrossEntropyDesc, Inputs<'a>) {
+    let rows = logits.len() / classes.max(1);
+    let mut desc = options
+        .desc(rows, classes)
+        .targets(Targets::Probabilities)
+        .outputs(outputs);
+    let mut inputs = Inputs::new(logits, targets);
+    if let Some(w) = weight {
+        desc = desc.weight(w.len());
+        inputs = inputs.weight(w);
+    }
+    (desc, inputs)
+}
+
+/// [`ce_classes`] with probability targets.
+#[allow(dead_code)]
+pub fn ce_soft(
+    ctx: &Context,
+    logits: &[f32],
+    targets: &[f32],
+    classes: usize,
+    weight: Option<&[f32]>,
+    options: &CeOptions,
+    outputs: Outputs,
+) -> wgpu_loss::Result<wgpu_loss::LossOutput> {
+    if classes == 0 {
+        return Err(wgpu_loss::Error::Empty("classes (C)"));
+    }
+    let (desc, inputs) = ce_soft_case(logits, targets, classes, weight, options, outputs);
+    ctx.loss(&desc, &inputs)
+}
+
+/// The classic cross-entropy on probabilities `[N, C]` through [`Context::loss`].
+#[allow(dead_code)]
+pub fn ce_probs(
+    ctx: &Context,
+    probs: &[f32],
+    targets: &[f32],
+    classes: usize,
+    eps: f32,
+    reduction: Reduction,
+    outputs: Outputs,
+) -> wgpu_loss::Result<wgpu_loss::LossOutput> {
+    if classes == 0 {
+        return Err(wgpu_loss::Error::Empty("classes (C)"));
+    }
+    let desc = ClassicCrossEntropyDesc::new(probs.len() / classes, classes)
+        .eps(eps)
+        .reduction(reduction)
+        .outputs(outputs);
+    ctx.loss(&desc, &Inputs::new(probs, targets))
+}
+
+/// The CPU twins of the three, through [`wgpu_loss::cpu::reference`].
+#[allow(dead_code)]
+pub fn cpu_ce(
+    logits: &[f32],
+    targets: &[i64],
+    classes: usize,
+    weight: Option<&[f32]>,
+    options: &CeOptions,
+) -> wgpu_loss::Result<wgpu_loss::cpu::Reference> {
+    let (desc, inputs) = ce_case(logits, targets, classes, weight, options, Outputs::BOTH);
+    wgpu_loss::cpu::reference(&desc, &inputs)
+}
+
+#[allow(dead_code)]
+pub fn cpu_ce_soft(
+    logits: &[f32],
+    targets: &[f32],
+    classes: usize,
+    weight: Option<&[f32]>,
+    options: &CeOptions,
+) -> wgpu_loss::Result<wgpu_loss::cpu::Reference> {
+    let (desc, inputs) = ce_soft_case(logits, targets, classes, weight, options, Outputs::BOTH);
+    wgpu_loss::cpu::reference(&desc, &inputs)
+}
+
+#[allow(dead_code)]
+pub fn cpu_ce_probs(
+    probs: &[f32],
+    targets: &[f32],
+    classes: usize,
+    eps: f32,
+    reduction: Reduction,
+) -> wgpu_loss::Result<wgpu_loss::cpu::Reference> {
+    let desc = ClassicCrossEntropyDesc::new(probs.len() / classes.max(1), classes)
+        .eps(eps)
+        .reduction(reduction);
+    wgpu_loss::cpu::reference(&desc, &Inputs::new(probs, targets))
+}
+
+/// Negative log-likelihood's options as the tests vary them (PyTorch's defaults).
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NllOptions {
+    pub reduction: Reduction,
+    pub ignore_index: i64,
+}
+
+impl Default for NllOptions {
+    fn default() -> Self {
+        NllOptions {
+            reduction: Reduction::Mean,
+            ignore_index: -100,
+        }
+    }
+}
+
+/// Negative log-likelihood on host data through [`Context::loss`].
+#[allow(dead_code)]
+pub fn nll_classes(
+    ctx: &Context,
+    log_probs: &[f32],
+    targets: &[i64],
+    classes: usize,
+    weight: Option<&[f32]>,
+    options: &NllOptions,
+    outputs: Outputs,
+) -> wgpu_loss::Result<wgpu_loss::LossOutput> {
+    let mut desc = NllDesc::new(targets.len(), classes)
+        .reduction(options.reduction)
+        .outputs(outputs)
+        .ignore_index(options.ignore_index);
+    let mut inputs = Inputs::classes(log_probs, targets);
+    if let Some(w) = weight {
+        desc = desc.weight(w.len());
+        inputs = inputs.weight(w);
+    }
+    ctx.loss(&desc, &inputs)
+}
+
+/// Host data of a pointwise loss, by role.
+#[allow(dead_code)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PwInputs<'a> {
+    pub pred: &'a [f32],
+    pub target: &'a [f32],
+    pub weight: Option<&'a [f32]>,
+    pub pos_weight: Option<&'a [f32]>,
+}
+
+/// A pointwise loss on host data through [`Context::loss`] (`batch` for batchmean).
+#[allow(dead_code)]
+pub fn pointwise_loss(
+    ctx: &Context,
+    loss: Pointwise,
+    i: &PwInputs<'_>,
+    reduction: Reduction,
+    batch: Option<usize>,
+    outputs: Outputs,
+) -> wgpu_loss::Result<wgpu_loss::LossOutput> {
+    let mut desc = PointwiseDesc::new(loss, i.pred.len())
+        .reduction(reduction)
+        .outputs(outputs);
+    desc.batch = batch;
+    let mut inputs = Inputs::new(i.pred, i.target);
+    if let Some(w) = i.weight {
+        desc = desc.weight(w.len());
+        inputs = inputs.weight(w);
+    }
+    if let Some(w) = i.pos_weight {
+        desc = desc.pos_weight(w.len());
+        inputs = inputs.pos_weight(w);
+    }
+    ctx.loss(&desc, &inputs)
+}
+
+/// Mean squared error on host data.
+#[allow(dead_code)]
+pub fn mse(
+    ctx: &Context,
+    pred: &[f32],
+    target: &[f32],
+    reduction: Reduction,
+    outputs: Outputs,
+) -> wgpu_loss::Result<wgpu_loss::LossOutput> {
+    let i = PwInputs {
+        pred,
+        target,
+        ..Default::default()
+    };
+    pointwise_loss(ctx, Pointwise::Mse, &i, reduction, None, outputs)
+}
+
+/// Declares (or not) a class weight of C entries, as the old `weighted(bool)` did.
+#[allow(dead_code)]
+pub trait Weighted {
+    fn weighted(self, on: bool) -> Self;
+}
+
+impl Weighted for CrossEntropyDesc {
+    fn weighted(self, on: bool) -> Self {
+        let classes = self.classes;
+        if on { self.weight(classes) } else { self }
+    }
 }

@@ -4,10 +4,7 @@ use std::time::Instant;
 
 use clap::Args;
 use wgpu::util::DeviceExt;
-use wgpu_loss::{
-    Context, CrossEntropyBuffers, CrossEntropyDesc, CrossEntropyPlan, Outputs, Pointwise,
-    PointwiseBuffers, PointwiseDesc, PointwisePlan, cpu,
-};
+use wgpu_loss::{Buffers, Context, CrossEntropyDesc, Inputs, Plan, Pointwise, PointwiseDesc, cpu};
 
 use super::context;
 
@@ -111,38 +108,25 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
         n * c
     );
     let start = Instant::now();
-    let plan = CrossEntropyPlan::new(&ctx, &CrossEntropyDesc::new(n, c)).map_err(fail)?;
+    let desc = CrossEntropyDesc::new(n, c);
+    let plan = Plan::new(&ctx, &desc).map_err(fail)?;
     let plan_time = start.elapsed().as_secs_f64();
     let x_buf = storage(&ctx, bytemuck::cast_slice(&logits));
     let y_buf = storage(&ctx, bytemuck::cast_slice(&y));
     let loss_buf = empty(&ctx, 4);
     let grad_buf = empty(&ctx, 4 * (n * c) as u64);
-    let buffers = CrossEntropyBuffers {
-        logits: &x_buf,
-        targets: &y_buf,
-        weight: None,
-        loss: Some(&loss_buf),
-        grad: Some(&grad_buf),
-    };
-    let kernel = gpu_time(&ctx, |e| {
-        plan.record(e, &buffers).expect("buffers match the plan")
-    });
-    let start = Instant::now();
-    let gpu = ctx
-        .cross_entropy(
-            &logits,
-            &targets,
-            c,
-            None,
-            &Default::default(),
-            Outputs::BOTH,
-        )
+    let bindings = plan
+        .bind(&Buffers::new(&x_buf, &y_buf).loss(&loss_buf).grad(&grad_buf))
         .map_err(fail)?;
+    let kernel = gpu_time(&ctx, |e| {
+        plan.record(e, &bindings).expect("bindings of this plan")
+    });
+    let inputs = Inputs::classes(&logits, &targets);
+    let start = Instant::now();
+    let gpu = ctx.loss(&desc, &inputs).map_err(fail)?;
     let end_to_end = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let reference =
-        cpu::cross_entropy::cross_entropy(&logits, &targets, c, None, &Default::default())
-            .map_err(fail)?;
+    let reference = cpu::reference(&desc, &inputs).map_err(fail)?;
     let cpu_time = start.elapsed().as_secs_f64();
     report(
         gpu.value.unwrap_or(f32::NAN),
@@ -160,30 +144,24 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     println!();
     println!("mse: {m} elements, mean, loss and gradient");
     let start = Instant::now();
-    let plan = PointwisePlan::new(&ctx, &PointwiseDesc::new(Pointwise::Mse, m)).map_err(fail)?;
+    let desc = PointwiseDesc::new(Pointwise::Mse, m);
+    let plan = Plan::new(&ctx, &desc).map_err(fail)?;
     let plan_time = start.elapsed().as_secs_f64();
     let p_buf = storage(&ctx, bytemuck::cast_slice(&pred));
     let t_buf = storage(&ctx, bytemuck::cast_slice(&target));
     let grad_buf = empty(&ctx, 4 * m as u64);
-    let buffers = PointwiseBuffers {
-        pred: &p_buf,
-        target: &t_buf,
-        weight: None,
-        pos_weight: None,
-        loss: Some(&loss_buf),
-        grad: Some(&grad_buf),
-    };
-    let kernel = gpu_time(&ctx, |e| {
-        plan.record(e, &buffers).expect("buffers match the plan")
-    });
-    let start = Instant::now();
-    let gpu = ctx
-        .mse(&pred, &target, wgpu_loss::Reduction::Mean, Outputs::BOTH)
+    let bindings = plan
+        .bind(&Buffers::new(&p_buf, &t_buf).loss(&loss_buf).grad(&grad_buf))
         .map_err(fail)?;
+    let kernel = gpu_time(&ctx, |e| {
+        plan.record(e, &bindings).expect("bindings of this plan")
+    });
+    let inputs = Inputs::new(&pred, &target);
+    let start = Instant::now();
+    let gpu = ctx.loss(&desc, &inputs).map_err(fail)?;
     let end_to_end = start.elapsed().as_secs_f64();
     let start = Instant::now();
-    let reference =
-        cpu::pointwise::mse(&pred, &target, wgpu_loss::Reduction::Mean).map_err(fail)?;
+    let reference = cpu::reference(&desc, &inputs).map_err(fail)?;
     let cpu_time = start.elapsed().as_secs_f64();
     report(
         gpu.value.unwrap_or(f32::NAN),

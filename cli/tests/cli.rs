@@ -1,6 +1,7 @@
 //! The command-line tool end to end: .npy files in, printed loss and written gradient out, and
 //! one-line errors with a non-zero exit code.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::process::{Command, Output};
 
 use common::*;
 use npyz::WriterBuilder;
-use wgpu_loss::{CrossEntropyOptions, Reduction, cpu};
+use wgpu_loss::{Reduction, cpu};
 
 const TOL: Tol = Tol::new(2e-5, 1e-6);
 
@@ -106,12 +107,12 @@ fn cross_entropy_takes_every_integer_dtype() {
         &[n as u64],
         &targets.iter().map(|&t| t as u32).collect::<Vec<_>>(),
     );
-    let reference = cpu::cross_entropy::cross_entropy(
+    let reference = cpu_ce(
         &logits,
         &targets,
         c,
         None,
-        &CrossEntropyOptions::default().reduction(Reduction::Sum),
+        &CeOptions::default().reduction(Reduction::Sum),
     )
     .unwrap();
     for y in ["y64.npy", "y32.npy", "yu32.npy"] {
@@ -158,12 +159,12 @@ fn reduction_none_writes_per_row_losses() {
         s(&l),
     ]);
     assert!(out.status.success());
-    let reference = cpu::cross_entropy::cross_entropy(
+    let reference = cpu_ce(
         &logits,
         &targets,
         c,
         None,
-        &CrossEntropyOptions::default().reduction(Reduction::None),
+        &CeOptions::default().reduction(Reduction::None),
     )
     .unwrap();
     let (shape, rows) = read_npy(&l);
@@ -197,9 +198,7 @@ fn probabilities_with_json() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let reference =
-        cpu::cross_entropy::cross_entropy_probs(&probs, &targets, c, 1e-6, Reduction::Mean)
-            .unwrap();
+    let reference = cpu_ce_probs(&probs, &targets, c, 1e-6, Reduction::Mean).unwrap();
     assert_scalar(
         "json value",
         v["value"].as_f64().unwrap() as f32,
@@ -390,7 +389,7 @@ fn class_losses_with_options() {
     write(&d.join("w.npy"), &[c as u64], &weight);
     write(&d.join("p.npy"), &[n as u64, c as u64], &probs);
     let x = d.join("x.npy");
-    let options = CrossEntropyOptions {
+    let options = CeOptions {
         reduction: Reduction::Mean,
         ignore_index: -1,
         label_smoothing: 0.1,
@@ -415,8 +414,7 @@ fn class_losses_with_options() {
         "--softcap",
         "3",
     ]);
-    let reference =
-        cpu::cross_entropy::cross_entropy(&logits, &targets, c, Some(&weight), &options).unwrap();
+    let reference = cpu_ce(&logits, &targets, c, Some(&weight), &options).unwrap();
     assert_scalar(
         "cross-entropy options",
         stdout_value(&out) as f32,
@@ -435,12 +433,11 @@ fn class_losses_with_options() {
         "--label-smoothing",
         "0.2",
     ]);
-    let soft = CrossEntropyOptions {
+    let soft = CeOptions {
         label_smoothing: 0.2,
         ..Default::default()
     };
-    let reference =
-        cpu::cross_entropy::cross_entropy_soft(&logits, &probs, c, None, &soft).unwrap();
+    let reference = cpu_ce_soft(&logits, &probs, c, None, &soft).unwrap();
     assert_scalar(
         "cross-entropy soft",
         stdout_value(&out) as f32,

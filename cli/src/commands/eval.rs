@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use wgpu_loss::{
-    Context, CrossEntropyOptions, LossOutput, NllOptions, Outputs, Pointwise, PointwiseInputs,
+    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, Inputs, LossOutput, NllDesc, Outputs,
+    Pointwise, PointwiseDesc, Targets as TargetKind,
 };
 
 use super::npy::{self, Array, Targets};
@@ -279,15 +280,20 @@ fn pointwise(
     let pos_weight = pos_weight
         .map(|p| broadcast_weight(p, &pred.shape, true))
         .transpose()?;
-    let inputs = PointwiseInputs {
-        pred: &pred.data,
-        target: &target.data,
-        weight: weight.as_deref(),
-        pos_weight: pos_weight.as_deref(),
-    };
-    let batch = pred.shape.first().copied();
-    let (out, seconds) =
-        timed(|| ctx.pointwise(loss, &inputs, a.common.reduction, batch, outputs(&a.common)))?;
+    let mut inputs = Inputs::new(&pred.data, &target.data);
+    let mut desc = PointwiseDesc::new(loss, pred.data.len())
+        .reduction(a.common.reduction)
+        .outputs(outputs(&a.common));
+    desc.batch = pred.shape.first().copied();
+    if let Some(w) = &weight {
+        inputs = inputs.weight(w);
+        desc = desc.weight(w.len());
+    }
+    if let Some(w) = &pos_weight {
+        inputs = inputs.pos_weight(w);
+        desc = desc.pos_weight(w.len());
+    }
+    let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
     Ok(Evaluated {
         name: loss.name(),
         out,
@@ -326,20 +332,16 @@ fn nll(ctx: &Context, a: &NllArgs) -> Result<Evaluated, String> {
     let (n, c) = rank2(&x, &a.log_probs)?;
     let targets = class_targets(&a.targets, n)?;
     let weight = class_weight(&a.weight, c)?;
-    let options = NllOptions {
-        reduction: a.common.reduction,
-        ignore_index: a.ignore_index,
-    };
-    let (out, seconds) = timed(|| {
-        ctx.nll(
-            &x.data,
-            &targets,
-            c,
-            weight.as_deref(),
-            &options,
-            outputs(&a.common),
-        )
-    })?;
+    let mut desc = NllDesc::new(n, c)
+        .reduction(a.common.reduction)
+        .outputs(outputs(&a.common))
+        .ignore_index(a.ignore_index);
+    let mut inputs = Inputs::classes(&x.data, &targets);
+    if let Some(w) = &weight {
+        desc = desc.weight(w.len());
+        inputs = inputs.weight(w);
+    }
+    let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
     Ok(Evaluated {
         name: "nll",
         out,
@@ -353,42 +355,32 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
     let logits = npy::read_f32(&a.logits)?;
     let (n, c) = rank2(&logits, &a.logits)?;
     let weight = class_weight(&a.weight, c)?;
-    let options = CrossEntropyOptions {
-        reduction: a.common.reduction,
-        ignore_index: a.ignore_index,
-        label_smoothing: a.label_smoothing,
-        z_loss: a.z_loss,
-        softcap: a.softcap,
-    };
-    let outputs = outputs(&a.common);
-    let (out, seconds) = match npy::read_targets(&a.targets)? {
+    let mut desc = CrossEntropyDesc::new(n, c)
+        .reduction(a.common.reduction)
+        .outputs(outputs(&a.common))
+        .ignore_index(a.ignore_index)
+        .label_smoothing(a.label_smoothing)
+        .z_loss(a.z_loss)
+        .softcap(a.softcap);
+    if let Some(w) = &weight {
+        desc = desc.weight(w.len());
+    }
+    let targets = npy::read_targets(&a.targets)?;
+    let mut inputs = match &targets {
         Targets::Classes(t) => {
             same_shape(&[n], &t.shape, &a.targets)?;
-            timed(|| {
-                ctx.cross_entropy(
-                    &logits.data,
-                    &t.data,
-                    c,
-                    weight.as_deref(),
-                    &options,
-                    outputs,
-                )
-            })?
+            Inputs::classes(&logits.data, &t.data)
         }
         Targets::Floats(t) => {
             same_shape(&logits.shape, &t.shape, &a.targets)?;
-            timed(|| {
-                ctx.cross_entropy_soft(
-                    &logits.data,
-                    &t.data,
-                    c,
-                    weight.as_deref(),
-                    &options,
-                    outputs,
-                )
-            })?
+            desc = desc.targets(TargetKind::Probabilities);
+            Inputs::new(&logits.data, &t.data)
         }
     };
+    if let Some(w) = &weight {
+        inputs = inputs.weight(w);
+    }
+    let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
     Ok(Evaluated {
         name: "cross-entropy",
         out,
@@ -403,16 +395,11 @@ fn cross_entropy_probs(ctx: &Context, a: &ProbsArgs) -> Result<Evaluated, String
     let (n, c) = rank2(&probs, &a.probs)?;
     let targets = npy::read_f32(&a.targets)?;
     same_shape(&probs.shape, &targets.shape, &a.targets)?;
-    let (out, seconds) = timed(|| {
-        ctx.cross_entropy_probs(
-            &probs.data,
-            &targets.data,
-            c,
-            a.eps,
-            a.common.reduction,
-            outputs(&a.common),
-        )
-    })?;
+    let desc = ClassicCrossEntropyDesc::new(n, c)
+        .eps(a.eps)
+        .reduction(a.common.reduction)
+        .outputs(outputs(&a.common));
+    let (out, seconds) = timed(|| ctx.loss(&desc, &Inputs::new(&probs.data, &targets.data)))?;
     Ok(Evaluated {
         name: "cross-entropy-probs",
         out,

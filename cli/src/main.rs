@@ -1,11 +1,11 @@
 //! The `wgpu-loss` command-line tool.
 
-mod cli;
+mod commands;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    match cli::Cli::parse().run() {
+    match commands::Cli::parse().run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");

@@ -1,0 +1,59 @@
+// What a loss kernel does with its losses after its loops, chosen per dispatch by uniforms (not
+// override constants: it is outside the hot loops, and one pipeline then serves every reduction
+// and every dispatch of a plan). The host fills them from one place, `After` in
+// src/program.rs; the includer's Params has `flags`, `scale_mode`, `final_mode`, `mean_den`,
+// `grad_scale` and `partial_base`.
+//   flags bit 0 (ROW_LOSS): write per-row (per-element) losses; bit 1 (PARTIAL): write partial
+//   sums to scratch; bit 2 (SINGLE): one workgroup holds the whole problem and writes the reduced
+//   value itself.
+//   scale_mode (gradient scale): 0 params.grad_scale; 1 1 / scratch.data[0] (a weighted mean's
+//   denominator reduced by an earlier pass); 2 (SINGLE) 1 / the weight sum it reduces itself.
+//   final_mode (SINGLE): 0 sum; 1 sum / params.mean_den; 2 sum / weight sum; 3 none.
+
+#import scratch
+#import segment
+
+fn want_row_loss() -> bool {
+    return (params.flags & 1u) != 0u;
+}
+
+fn want_partial() -> bool {
+    return (params.flags & 2u) != 0u;
+}
+
+fn single() -> bool {
+    return (params.flags & 4u) != 0u;
+}
+
+// The gradient's scale, unless the dispatch reduces the weight sum itself (scale_mode 2).
+fn grad_scale() -> f32 {
+    if (params.scale_mode == 1u) {
+        return 1.0 / scratch.data[0];
+    }
+    return params.grad_scale;
+}
+
+// The reduced value of a SINGLE dispatch, from the workgroup's (loss, weight) total.
+fn final_value(total: vec2<f32>) -> f32 {
+    if (params.final_mode == 1u) {
+        return total.x / params.mean_den;
+    }
+    if (params.final_mode == 2u) {
+        return total.x / total.y;
+    }
+    return total.x;
+}
+
+// The partial-sum step of a kernel whose whole workgroup is one segment (SEG = WG): with SINGLE,
+// returns the workgroup's (loss, weight) total to every invocation; else, with PARTIAL, adds
+// this invocation's partial into one partial per group of `group` invocations in scratch (see
+// group_sum) and returns it. Call in uniform control flow.
+fn emit_partial(part: vec2<f32>, wg: u32, inv: Invocation, group: u32) -> vec2<f32> {
+    if (single()) {
+        return seg_sum(vec4<f32>(part, 0.0, 0.0), inv.lid, sg_size_of(inv)).xy;
+    }
+    if (want_partial()) {
+        store_group_partial(params.partial_base, wg, inv.lid, group, group_sum(part, 1u, group, inv.lid));
+    }
+    return part;
+}

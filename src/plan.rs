@@ -1,0 +1,401 @@
+//! The one public shape of every loss: a description ([`LossDesc`]: what to compute, for one
+//! shape), a [`Plan`] built from it (pipelines compiled, parameters and scratch memory
+//! allocated), the caller's [`Buffers`] bound to it once ([`Bindings`]), and any number of
+//! recordings into the caller's command encoders. The convenience level, [`Context::loss`],
+//! takes host slices ([`Inputs`]) and returns a [`LossOutput`].
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cpu::Reference;
+use crate::program::{Builder, Program, Status, UserBindings};
+use crate::reduction::{LossOutput, Reduction};
+use crate::{Context, Error, Result, transfer};
+
+/// What a loss family's description does for the engine; sealed: the families are this crate's.
+pub(crate) mod sealed {
+    use super::*;
+
+    pub trait Family {
+        /// Checks the description and describes its program to `b`: the slots it uses and the
+        /// dispatches that compute it.
+        fn plan(&self, b: &mut Builder<'_>) -> Result<()>;
+        /// The reduction (how the convenience level shapes its output), and what the kernels
+        /// count as invalid input (for [`Error::InvalidOnGpu`]).
+        fn results(&self) -> (Reduction, &'static str);
+        /// Checks host inputs against the description; returns the bytes of each input slot.
+        fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>>;
+        /// The f64 CPU twin of the plan on host inputs.
+        fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference>;
+    }
+}
+
+/// Builder-style setters of a description's fields: `name(value)` sets the field, or for the
+/// `optional` ones (declared as `Option<T>`, given as `T`) sets `Some(value)`.
+macro_rules! setters {
+    (
+        $ty:ident { $($(#[$m:meta])* $name:ident: $t:ty),* $(,)? }
+        $(optional { $($(#[$om:meta])* $oname:ident: $ot:ty),* $(,)? })?
+    ) => {
+        impl $ty {
+            $(
+                $(#[$m])*
+                pub fn $name(mut self, $name: $t) -> Self {
+                    self.$name = $name;
+                    self
+                }
+            )*
+            $($(
+                $(#[$om])*
+                pub fn $oname(mut self, $oname: $ot) -> Self {
+                    self.$oname = Some($oname);
+                    self
+                }
+            )*)?
+        }
+    };
+}
+pub(crate) use setters;
+
+/// The setters of [`Buffers`]' optional ranges.
+macro_rules! binding_setters {
+    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
+        $(
+            $(#[$m])*
+            pub fn $name(mut self, $name: impl IntoBinding<'a>) -> Self {
+                self.$name = Some($name.into_binding());
+                self
+            }
+        )*
+    };
+}
+
+/// The bytes of each input slot (input, target, weight, pos_weight) of a run on host data.
+pub(crate) type HostData<'a> = [Option<Cow<'a, [u8]>>; 4];
+
+/// A loss description: what to compute for one shape ([`crate::PointwiseDesc`],
+/// [`crate::CrossEntropyDesc`], [`crate::NllDesc`], [`crate::ClassicCrossEntropyDesc`]).
+/// Every description has the same builder methods for what every loss shares: `reduction`,
+/// `outputs` and `weight`.
+pub trait LossDesc:
+    sealed::Family + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<D: sealed::Family + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static> LossDesc
+    for D
+{
+}
+
+/// Host data for [`Context::loss`] and [`crate::cpu::reference`]: the input (predictions,
+/// logits, log-probabilities or probabilities, as the loss takes), the target, and the optional
+/// weights, as f32 slices laid out like the GPU buffers.
+#[derive(Clone, Copy, Debug)]
+pub struct Inputs<'a> {
+    /// The input, shaped as the description says.
+    pub input: &'a [f32],
+    /// The target.
+    pub target: Target<'a>,
+    /// The weight the description declares.
+    pub weight: Option<&'a [f32]>,
+    /// BCE with logits' positive-class weight.
+    pub pos_weight: Option<&'a [f32]>,
+}
+
+/// A target on the host: values shaped like the input, or one class index a row.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// Values (pointwise targets, probability targets, target distributions).
+    Values(&'a [f32]),
+    /// Class indices, checked on the host (each in `[0, C)` or the ignore index).
+    Classes(&'a [i64]),
+}
+
+impl<'a> Inputs<'a> {
+    /// An input and a target of values.
+    pub fn new(input: &'a [f32], target: &'a [f32]) -> Self {
+        Inputs {
+            input,
+            target: Target::Values(target),
+            weight: None,
+            pos_weight: None,
+        }
+    }
+
+    /// An input and class-index targets.
+    pub fn classes(input: &'a [f32], targets: &'a [i64]) -> Self {
+        Inputs {
+            target: Target::Classes(targets),
+            ..Inputs::new(input, &[])
+        }
+    }
+
+    /// Sets the weight.
+    pub fn weight(mut self, weight: &'a [f32]) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Sets the positive-class weight.
+    pub fn pos_weight(mut self, pos_weight: &'a [f32]) -> Self {
+        self.pos_weight = Some(pos_weight);
+        self
+    }
+
+    /// The target values, or an error for a loss that takes values.
+    pub(crate) fn values(&self) -> Result<&'a [f32]> {
+        match self.target {
+            Target::Values(v) => Ok(v),
+            Target::Classes(_) => Err(Error::option(
+                "targets",
+                "class indices given to a loss whose targets are values",
+            )),
+        }
+    }
+
+    /// The class indices, or an error for a loss that takes class indices.
+    pub(crate) fn class_indices(&self) -> Result<&'a [i64]> {
+        match self.target {
+            Target::Classes(c) => Ok(c),
+            Target::Values(_) => Err(Error::option(
+                "targets",
+                "values given to a loss whose targets are class indices",
+            )),
+        }
+    }
+}
+
+/// A range of a buffer to bind: `&wgpu::Buffer` (the whole buffer) or a
+/// [`wgpu::BufferBinding`] (an offset and size within it, e.g. a slice of an arena).
+pub trait IntoBinding<'a> {
+    /// The range.
+    fn into_binding(self) -> wgpu::BufferBinding<'a>;
+}
+
+impl<'a> IntoBinding<'a> for &'a wgpu::Buffer {
+    fn into_binding(self) -> wgpu::BufferBinding<'a> {
+        self.as_entire_buffer_binding()
+    }
+}
+
+impl<'a> IntoBinding<'a> for wgpu::BufferBinding<'a> {
+    fn into_binding(self) -> wgpu::BufferBinding<'a> {
+        self
+    }
+}
+
+/// The caller's buffers for a [`Plan`], the same roles for every loss: `input` (predictions,
+/// logits, log-probabilities or probabilities), `target` (values f32, or class indices i32),
+/// the optional weights, and the outputs the plan writes. Each range needs
+/// `BufferUsages::STORAGE`, an offset that is a multiple of the device's
+/// `min_storage_buffer_offset_alignment`, and at least the bytes of the plan's shape. Only the
+/// outputs are written (and `input`, when a cross-entropy plan is in place).
+#[derive(Clone, Debug)]
+pub struct Buffers<'a> {
+    /// The input. Read only, unless the plan writes the gradient in place.
+    pub input: wgpu::BufferBinding<'a>,
+    /// The target. Read only.
+    pub target: wgpu::BufferBinding<'a>,
+    /// The weight, when the description declares one. Read only.
+    pub weight: Option<wgpu::BufferBinding<'a>>,
+    /// BCE with logits' positive-class weight, when declared. Read only.
+    pub pos_weight: Option<wgpu::BufferBinding<'a>>,
+    /// Where the loss goes: one f32 when reduced, one a row (class losses) or element
+    /// (pointwise) for [`Reduction::None`].
+    pub loss: Option<wgpu::BufferBinding<'a>>,
+    /// Where the gradient with respect to the input goes (None in place).
+    pub grad: Option<wgpu::BufferBinding<'a>>,
+}
+
+impl<'a> Buffers<'a> {
+    /// The input and target; add the rest with the setters.
+    pub fn new(input: impl IntoBinding<'a>, target: impl IntoBinding<'a>) -> Self {
+        Buffers {
+            input: input.into_binding(),
+            target: target.into_binding(),
+            weight: None,
+            pos_weight: None,
+            loss: None,
+            grad: None,
+        }
+    }
+
+    binding_setters!(
+        /// Sets the weight.
+        weight,
+        /// Sets the positive-class weight.
+        pos_weight,
+        /// Sets the loss output.
+        loss,
+        /// Sets the gradient output.
+        grad,
+    );
+
+    /// The ranges in slot order ([`Slot`]).
+    fn slots(&self) -> UserBindings<'a> {
+        [
+            Some(self.input.clone()),
+            Some(self.target.clone()),
+            self.weight.clone(),
+            self.pos_weight.clone(),
+            self.loss.clone(),
+            self.grad.clone(),
+        ]
+    }
+}
+
+/// A loss planned for one description: pipelines compiled, parameters and scratch memory
+/// allocated. Bind buffers to it ([`Plan::bind`]) and record it as often as needed.
+pub struct Plan<D: LossDesc> {
+    desc: D,
+    program: Program,
+    id: u64,
+}
+
+/// The caller's buffers bound to one [`Plan`] (its bind groups): made by [`Plan::bind`], held
+/// by the caller (they keep the buffers alive while held), and recorded with that plan only.
+#[derive(Debug)]
+pub struct Bindings {
+    plan: u64,
+    groups: Vec<wgpu::BindGroup>,
+}
+
+/// Numbers plans, so that bindings know which plan made them.
+static PLANS: AtomicU64 = AtomicU64::new(0);
+
+impl<D: LossDesc> std::fmt::Debug for Plan<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("desc", &self.desc)
+            .field("dispatches", &self.program.dispatch_count())
+            .finish()
+    }
+}
+
+impl<D: LossDesc> Plan<D> {
+    /// Plans `desc` on `ctx` (blocking: see [`Plan::new_async`]).
+    pub fn new(ctx: &Context, desc: &D) -> Result<Self> {
+        pollster::block_on(Self::new_async(ctx, desc))
+    }
+
+    /// Plans `desc` on `ctx`, awaiting the device's verdict on the pipelines and buffers
+    /// instead of blocking on it (for executors that must not block, such as the browser's).
+    pub async fn new_async(ctx: &Context, desc: &D) -> Result<Self> {
+        let mut b = Builder::new(ctx);
+        desc.plan(&mut b)?;
+        Ok(Plan {
+            desc: desc.clone(),
+            program: b.finish().await?,
+            id: PLANS.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// What this plan computes.
+    pub fn desc(&self) -> &D {
+        &self.desc
+    }
+
+    /// How many compute dispatches one run records.
+    pub fn dispatch_count(&self) -> usize {
+        self.program.dispatch_count()
+    }
+
+    /// Checks `buffers` against the plan (present exactly where used, usage, alignment, sizes,
+    /// no written range overlapping another) and creates their bind groups.
+    pub fn bind(&self, buffers: &Buffers<'_>) -> Result<Bindings> {
+        Ok(Bindings {
+            plan: self.id,
+            groups: self.program.bind(&buffers.slots())?,
+        })
+    }
+
+    fn groups<'b>(&self, bindings: &'b Bindings) -> Result<&'b [wgpu::BindGroup]> {
+        if bindings.plan == self.id {
+            Ok(&bindings.groups)
+        } else {
+            Err(Error::Binding("bindings", "made by another plan"))
+        }
+    }
+
+    /// Records the loss into `encoder`: one compute pass (and a clear of the plan's status
+    /// words). Nothing is submitted; the results stay on the GPU.
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, bindings: &Bindings) -> Result<()> {
+        self.record_timed(encoder, bindings, None)
+    }
+
+    /// [`Plan::record`] with timestamp writes around the compute pass.
+    pub fn record_timed(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        bindings: &Bindings,
+        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) -> Result<()> {
+        let groups = self.groups(bindings)?;
+        self.program.record(encoder, groups, timestamps);
+        Ok(())
+    }
+
+    /// The convenience level for GPU-resident data: records into an encoder of its own,
+    /// submits on the context's queue, waits, and turns invalid inputs the kernels counted
+    /// into [`Error::InvalidOnGpu`]. The results are in the bound outputs.
+    pub fn run(&self, bindings: &Bindings) -> Result<()> {
+        let groups = self.groups(bindings)?;
+        transfer::run_resident(&self.program, groups)?.check(self.desc.results().1)
+    }
+
+    /// The invalid inputs the last run counted (class indices out of range, probabilities
+    /// outside [0, 1]). Blocks on a small readback.
+    pub fn read_status(&self) -> Result<Status> {
+        transfer::read_status(&self.program)
+    }
+}
+
+impl Context {
+    /// Computes a loss on host data: checks `inputs` against `desc`, uploads them, runs the
+    /// plan, and reads the results back. Plans are kept per description in a small cache on
+    /// the context (the last few used), so a loop over the same shapes plans once.
+    pub fn loss<D: LossDesc>(&self, desc: &D, inputs: &Inputs<'_>) -> Result<LossOutput> {
+        let host = desc.host(inputs)?;
+        let plan = self.cached_plan(desc)?;
+        let (reduction, invalid) = desc.results();
+        transfer::run_host(&plan.program, &host, reduction, invalid)
+    }
+}
+
+/// The bytes of an optional f32 slice.
+pub(crate) fn bytes(data: Option<&[f32]>) -> Option<Cow<'_, [u8]>> {
+    data.map(|d| Cow::Borrowed(bytemuck::cast_slice(d)))
+}
+
+/// Checks that host data of `actual` elements has the `expected` count of a shape.
+pub(crate) fn check_count(what: &'static str, expected: u64, actual: usize) -> Result<()> {
+    if expected == actual as u64 {
+        Ok(())
+    } else {
+        Err(Error::LengthMismatch {
+            what,
+            expected: usize::try_from(expected).unwrap_or(usize::MAX),
+            actual,
+        })
+    }
+}
+
+/// Checks an optional input against an optional declared length: both or neither, equal.
+pub(crate) fn check_declared(
+    what: &'static str,
+    declared: Option<usize>,
+    given: Option<&[f32]>,
+) -> Result<()> {
+    match (declared, given) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(Error::Binding(
+            what,
+            "declared by the description, not given",
+        )),
+        (None, Some(_)) => Err(Error::Binding(
+            what,
+            "given, not declared by the description",
+        )),
+        (Some(n), Some(d)) => check_count(what, n as u64, d.len()),
+    }
+}

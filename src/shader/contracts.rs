@@ -1,0 +1,165 @@
+//! The contracts between the host and the kernels, checked with naga (the WGSL front end wgpu
+//! uses), without a GPU: every shader, in every variant the host can ask for, parses and
+//! validates; every binding it declares has the kind the host's layout gives it
+//! ([`Shader::layout`]); and its `Params` lies in memory exactly as the Rust struct the host
+//! fills ([`params!`](super::params)).
+
+use super::{Shader, preprocess};
+use crate::context::Binding;
+
+/// Every subset of `defines`.
+fn variants(defines: &[&'static str]) -> Vec<Vec<&'static str>> {
+    (0..1u32 << defines.len())
+        .map(|mask| {
+            defines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, d)| *d)
+                .collect()
+        })
+        .collect()
+}
+
+/// The register tile sizes the host asks for: 1..=32 vec4s (the tunings' 8 and 32 included).
+const TILES: [u32; 5] = [1, 3, 8, 17, 32];
+
+/// Every variant of `shader` (defines and preprocessor values), parsed.
+fn modules(shader: Shader) -> Vec<(Vec<&'static str>, String, naga::Module)> {
+    let mut out = Vec::new();
+    for defines in variants(shader.defines()) {
+        let values: Vec<String> = if shader.values().is_empty() {
+            vec![String::new()]
+        } else {
+            TILES.iter().map(|k| format!("K={k}")).collect()
+        };
+        for value in &values {
+            let mut names: Vec<&str> = defines.clone();
+            if !value.is_empty() {
+                names.push(value);
+            }
+            let source = preprocess(shader, &names)
+                .unwrap_or_else(|e| panic!("shaders/{} {names:?}: {e}", shader.file()));
+            let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
+                panic!(
+                    "shaders/{} {names:?} does not parse:\n{}",
+                    shader.file(),
+                    e.emit_to_string(&source)
+                )
+            });
+            out.push((defines.clone(), source, module));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_shader_variant_validates() {
+    let mut checked = 0;
+    for shader in Shader::ALL {
+        for (defines, source, module) in modules(shader) {
+            // Without SUBGROUPS a variant must validate on a device without the capability.
+            let caps = if defines.contains(&"SUBGROUPS") {
+                naga::valid::Capabilities::all()
+            } else {
+                naga::valid::Capabilities::all()
+                    - naga::valid::Capabilities::SUBGROUP
+                    - naga::valid::Capabilities::SUBGROUP_BARRIER
+            };
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+                .validate(&module)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "shaders/{} {defines:?} does not validate:\n{}",
+                        shader.file(),
+                        e.emit_to_string(&source)
+                    )
+                });
+            checked += 1;
+        }
+    }
+    assert!(checked >= Shader::ALL.len() * 2);
+}
+
+#[test]
+fn bindings_match_the_host_layouts() {
+    for shader in Shader::ALL {
+        for (defines, _, module) in modules(shader) {
+            let names: Vec<String> = defines.iter().map(|d| d.to_string()).collect();
+            let layout = shader.layout(&names);
+            let what = format!("shaders/{} {defines:?}", shader.file());
+            let mut seen = vec![false; layout.len()];
+            for (_, var) in module.global_variables.iter() {
+                let Some(rb) = &var.binding else { continue };
+                let name = var.name.as_deref().unwrap_or("?");
+                assert_eq!(rb.group, 0, "{what}: `{name}` is not in bind group 0");
+                let i = rb.binding as usize;
+                let expected = layout.get(i).unwrap_or_else(|| {
+                    panic!("{what}: `{name}` at binding {i}, past the host's {layout:?}")
+                });
+                let actual = match var.space {
+                    naga::AddressSpace::Uniform => Binding::Uniform,
+                    naga::AddressSpace::Storage { access }
+                        if access.contains(naga::StorageAccess::STORE) =>
+                    {
+                        Binding::ReadWrite
+                    }
+                    naga::AddressSpace::Storage { .. } => Binding::Read,
+                    other => panic!("{what}: `{name}` is bound in {other:?}"),
+                };
+                assert_eq!(actual, *expected, "{what}: binding {i} (`{name}`)");
+                assert!(!seen[i], "{what}: binding {i} declared twice");
+                seen[i] = true;
+            }
+            // The host may bind more than a variant declares (wgpu allows it: in place,
+            // cross-entropy's binding 5 holds a dummy the kernel never names).
+        }
+    }
+}
+
+#[test]
+fn params_match_the_host_structs() {
+    for shader in Shader::ALL {
+        let (fields, size) = shader.params_layout();
+        for (defines, _, module) in modules(shader) {
+            let what = format!("shaders/{} {defines:?}", shader.file());
+            let (_, params) = module
+                .global_variables
+                .iter()
+                .find(|(_, v)| v.name.as_deref() == Some("params"))
+                .unwrap_or_else(|| panic!("{what}: no `params`"));
+            assert_eq!(params.space, naga::AddressSpace::Uniform, "{what}");
+            let naga::TypeInner::Struct { members, span } = &module.types[params.ty].inner else {
+                panic!("{what}: `params` is not a struct");
+            };
+            let wgsl: Vec<(&str, usize)> = members
+                .iter()
+                .map(|m| (m.name.as_deref().unwrap_or("?"), m.offset as usize))
+                .collect();
+            assert_eq!(wgsl, fields, "{what}: field names and offsets");
+            assert_eq!(*span as usize, size, "{what}: size");
+            assert!(
+                size.is_multiple_of(16),
+                "{what}: a uniform's size is whole 16 bytes"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_shader_names_its_cpu_twin() {
+    for shader in Shader::ALL {
+        let source = preprocess(shader, shader.values()).unwrap();
+        // The leading comment block.
+        let head: String = source
+            .lines()
+            .take_while(|l| l.starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            head.contains("CPU twin") && head.contains("src/"),
+            "shaders/{} must say in its header which CPU twin it has",
+            shader.file()
+        );
+    }
+}
