@@ -1,4 +1,5 @@
-// Cross-entropy over rows of C classes: per-row loss, loss partials and the gradient, fused.
+// Cross-entropy from logits over rows of C classes: per-row loss, loss partials and the gradient,
+// fused. (The classic form on probabilities needs no softmax: pointwise.wgsl's LOSS 7.)
 //
 // CPU twin: src/cpu/cross_entropy.rs. Host side (plans, dispatches): src/cross_entropy.rs.
 //
@@ -11,10 +12,7 @@
 //      A row whose target equals ignore_index weighs 0: zero loss, zero gradient.
 //   1  logits x [N, C], probability targets t [N, C]; q = (1 - ls) t + ls / C:
 //        loss_n = sum_c w_c q_c (lse - x'_c) + z lse^2,  grad = (sum_c w_c q_c + 2 z lse) p - w q
-//   2  probabilities x [N, C], soft targets t [N, C] (the classic formula, no softmax):
-//        loss_n = -sum_c t_c log(x_c + eps),  grad = -t / (x + eps); x outside [0, 1] (or NaN)
-//        is reported
-// Each row also yields its weight for the mean's denominator (w_y, 0 when ignored; 1 for 1 and 2).
+// Each row also yields its weight for the mean's denominator (w_y, 0 when ignored; 1 for 1).
 // Everything is computed relative to the row max m, with lse - x = (m - x) + log(s), never as a
 // difference of two large numbers: logits of +-1e4 keep full relative precision.
 //
@@ -46,7 +44,6 @@
 
 #import scratch
 #import segment
-#import math
 #import outputs
 
 // Invocations per partial sum (see group_sum): a plan constant.
@@ -188,7 +185,7 @@ fn store_grad(gv0: u32, v: u32, g: vec4<f32>) {
 @group(0) @binding(6) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(7) var<storage, read_write> scratch: Scratch;
 
-// This invocation's x' (capped logits, or probabilities), exp(x' - m), and targets.
+// This invocation's x' (capped logits), exp(x' - m), and targets.
 var<private> xs: array<vec4<f32>, KMAX>;
 var<private> es: array<vec4<f32>, KMAX>;
 var<private> ts: array<vec4<f32>, KMAX>;
@@ -227,7 +224,7 @@ struct Stats {
     m: vec4<f32>,
     // Sum of exp(x' - m).
     s: vec4<f32>,
-    // TARGETS 0: x'_y; 1: sum w q; 2: sum -t log(x + eps).
+    // TARGETS 0: x'_y; 1: sum w q.
     a: vec4<f32>,
     // TARGETS 0 (SMOOTH): sum w (x' - m); 1: sum w q (x' - m).
     b: vec4<f32>,
@@ -242,9 +239,6 @@ fn no_stats() -> Stats {
 // The statistics of the union of two sets of elements. Sums relative to a max are rebased to
 // the larger max; a side with no elements has m = LOWEST, s = 0 and contributes nothing.
 fn merge(x: Stats, y: Stats) -> Stats {
-    if (TARGETS == 2u) {
-        return Stats(x.m, x.s, x.a + y.a, x.b, x.ws);
-    }
     if (ROWS == 1u) {
         // One row: scalar work only.
         let m = max(x.m.x, y.m.x);
@@ -334,9 +328,6 @@ fn seg_merge(st: Stats, lid: u32, sg_size: u32) -> Stats {
 // Without subgroups: the segment max first (a tree), then each invocation rebases its sums to
 // it, then their sums (trees).
 fn seg_merge(st: Stats, lid: u32, sg_size: u32) -> Stats {
-    if (TARGETS == 2u) {
-        return Stats(st.m, st.s, seg_sum(st.a, lid, sg_size), st.b, st.ws);
-    }
     let m = seg_max(st.m, lid, sg_size);
     let d = st.m - m;
     var b = st.b;
@@ -491,11 +482,9 @@ fn load_and_scan(blk: Block, st: ptr<function, Stats>, gv0: u32, v0: u32, stride
             if (SMOOTH) {
                 (*st).ws += row_sums(class_weights(cd.c), cd);
             }
-        } else if (TARGETS == 1u) {
+        } else {
             (*st).m = max((*st).m, row_maxes(xv, cd));
             (*st).a += row_sums(class_weights(cd.c) * smoothed(ts[k]), cd);
-        } else {
-            (*st).a += row_sums(-ts[k] * log_sum_exact4(xv, params.eps), cd);
         }
     }
 #endunroll
@@ -522,36 +511,10 @@ fn exps(blk: Block, st: ptr<function, Stats>, m: vec4<f32>, v0: u32, stride: u32
 #endunroll
 }
 
-// The classic form needs no row statistics for its gradient: one streaming pass adds the loss
-// and writes the gradient, keeping nothing in registers.
-fn stream_classic(blk: Block, st: ptr<function, Stats>, scale: f32, gv0: u32, v0: u32, stride: u32, vlim: u32) {
-    for (var k = 0u; k < K; k++) {
-        let v = v0 + k * stride;
-        if (blk.nrows != 0u && v < vlim) {
-            let xv = load_x(gv0, v);
-            let tv = load_t(gv0, v);
-            let cd = coords(v, blk.nrows);
-            let xe = xv + params.eps;
-            // Probabilities outside [0, 1] (NaN included) are counted, like BCE's.
-            for (var i = 0u; i < 4u; i++) {
-                if (cd.live[i] && !(xv[i] >= 0.0 && xv[i] <= 1.0)) {
-                    report_invalid(element(gv0, v, i));
-                }
-            }
-            (*st).a += row_sums(-tv * log_sum_exact4(xv, params.eps), cd);
-            if (WANT_GRAD) {
-                store_grad(gv0, v, -tv / xe * scale);
-            }
-        }
-    }
-}
-
 // This invocation's statistics of its elements (after load_and_scan): its own max, then the
 // sums relative to it.
 fn own_stats(blk: Block, st: ptr<function, Stats>, v0: u32, stride: u32, vlim: u32) {
-    if (TARGETS != 2u) {
-        exps(blk, st, (*st).m, v0, stride, vlim, true);
-    }
+    exps(blk, st, (*st).m, v0, stride, vlim, true);
 }
 
 // Everything a row needs after its statistics are complete.
@@ -578,11 +541,6 @@ fn finish_rows(blk: Block, st: Stats) -> RowOut {
     let cf = f32(params.classes);
     for (var r = 0u; r < ROWS; r++) {
         o.keep[r] = 1.0;
-        if (TARGETS == 2u) {
-            o.loss[r] = st.a[r];
-            o.weight[r] = 1.0;
-            continue;
-        }
         let logs = log(st.s[r]);
         let lse = st.m[r] + logs;
         o.logs[r] = logs;
@@ -708,12 +666,8 @@ fn fused(inv: Invocation) {
     let at = first_vec(j, SEG);
 
     var own = no_stats();
-    if (TARGETS == 2u) {
-        stream_classic(blk, &own, grad_scale(), gv0, at.x, at.y, bv);
-    } else {
-        load_and_scan(blk, &own, gv0, at.x, at.y, bv);
-        own_stats(blk, &own, at.x, at.y, bv);
-    }
+    load_and_scan(blk, &own, gv0, at.x, at.y, bv);
+    own_stats(blk, &own, at.x, at.y, bv);
     let st = seg_merge(own, inv.lid, sg_size_of(inv));
     let o = finish_rows(blk, st);
     // p = exp(x' - own max) * exp(own max - row max) / s.
@@ -725,7 +679,7 @@ fn fused(inv: Invocation) {
     }
     // The gradient goes out before the workgroup's barrier when its scale is known, so that
     // nothing but the partial is live across it.
-    if (WANT_GRAD && params.scale_mode != 2u && TARGETS != 2u) {
+    if (WANT_GRAD && params.scale_mode != 2u) {
         write_grad(blk, o, pf, grad_scale(), gv0, at.x, at.y, bv);
     }
     if (want_partial() && !single()) {
@@ -741,7 +695,7 @@ fn fused(inv: Invocation) {
             sh_scale = 1.0 / total.y;
         }
     }
-    if (WANT_GRAD && params.scale_mode == 2u && TARGETS != 2u) {
+    if (WANT_GRAD && params.scale_mode == 2u) {
         // A weighted mean's denominator is this workgroup's whole weight sum.
         workgroupBarrier();
         write_grad(blk, o, pf, sh_scale, gv0, at.x, at.y, bv);
@@ -770,13 +724,8 @@ fn stats(inv: Invocation) {
     let v0 = chunk * WG * K + at.x;
 
     var own = no_stats();
-    if (TARGETS == 2u) {
-        // The classic form's gradient needs no row statistics: written on this first read.
-        stream_classic(blk, &own, grad_scale(), gv0, v0, at.y, bv);
-    } else {
-        load_and_scan(blk, &own, gv0, v0, at.y, bv);
-        own_stats(blk, &own, v0, at.y, bv);
-    }
+    load_and_scan(blk, &own, gv0, v0, at.y, bv);
+    own_stats(blk, &own, v0, at.y, bv);
     let st = seg_merge(own, inv.lid, sg_size_of(inv));
     if (inv.lid == 0u) {
         for (var r = 0u; r < ROWS; r++) {
@@ -827,7 +776,7 @@ fn finish(inv: Invocation) {
     } else if (inv.lid == 0u && chunk == 0u) {
         _ = emit_rows(blk, o);
     }
-    if (WANT_GRAD && TARGETS != 2u) {
+    if (WANT_GRAD) {
         let bv = block_vecs();
         let gv0 = block_start(blk.row0);
         let at = first_vec(inv.lid, WG);

@@ -1,5 +1,6 @@
-// Pointwise losses: the loss of element i depends on x_i, y_i (and a broadcast weight) alone.
-// Per-element loss, loss partials and the gradient with respect to x, in one pass.
+// The streaming losses: the loss of element i depends on x_i, y_i (and a broadcast weight) alone.
+// Per-element loss, loss partials (or per-row sums: ROWS) and the gradient with respect to x, in
+// one pass that keeps nothing in registers.
 //
 // CPU twin: src/cpu/pointwise.rs. Host side: src/pointwise.rs.
 //
@@ -9,19 +10,23 @@
 //   2 huber         |d| < p0 ? d^2 / 2 : p0 (|d| - p0 / 2)       grad clamp(d, -p0, p0)
 //   3 smooth_l1     |d| < p0 ? d^2 / (2 p0) : |d| - p0 / 2       grad clamp(d / p0, -1, 1); p0 = 0 is l1
 //   4 bce           -(y max(log x, -100) + (1 - y) max(log(1 - x), -100))
-//                   grad (x - y) / max(x (1 - x), 1e-12); x outside [0, 1] (or NaN) is reported
+//                   grad (x - y) / max(x (1 - x), 1e-12)
 //   5 bce_logits    (1 - y) x + (1 + (pw - 1) y) softplus(-x)    grad (1 + (pw - 1) y) sigmoid(x) - pw y
 //   6 kl_div        x log-probabilities; y (LOG_TARGET: log y): y (log y - x), 0 where y = 0
 //                   grad -y (LOG_TARGET: -exp(y))
+//   7 classic cross-entropy on probabilities x, targets y, p0 = eps:
+//                   -y log(x + p0)                              grad -y / (x + p0)
 // times the weight w[i % weight_len] (bce, bce_logits), pw = pos_weight[i % pos_weight_len].
+// Losses on probabilities (4, 7) report x outside [0, 1] (or NaN).
 //
-// Layout: workgroup w takes vec4s [w * WG * K, (w + 1) * WG * K) of this dispatch. Its
+// Layout (main): workgroup w takes vec4s [w * WG * K, (w + 1) * WG * K) of this dispatch. Its
 // invocations form lane groups of LANES; each group streams a contiguous run of LANES * K vec4s,
 // LANES consecutive ones at a time (one per invocation). The workgroup writes the partial
 // (sum of losses, 0): one per group of PG invocations (see group_sum).
 // VEC4 binds x, y, grad and loss as array<vec4<f32>> (the first floor(M / 4) * 4 elements);
 // without it they are array<f32> with bounds checks (the last M % 4 elements, or whole problems
 // that fit one workgroup, which then also write the reduced value: SINGLE).
+// ROWS replaces `main` with `rows` (see there), whose loss binding holds one f32 a row.
 // Bindings: 0 params, 1 x, 2 y, 3 weight, 4 pos_weight, 5 grad, 6 loss, 7 scratch.
 // Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
 
@@ -47,75 +52,92 @@ override WANT_GRAD: bool = false;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> y: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> grad: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> loss: array<vec4<f32>>;
-
-fn load_x(v: u32) -> vec4<f32> {
-    return x[v];
-}
-
-fn load_y(v: u32) -> vec4<f32> {
-    return y[v];
-}
-
-fn store_grad(v: u32, g: vec4<f32>) {
-    grad[v] = g;
-}
-
-fn store_loss(v: u32, l: vec4<f32>) {
-    loss[v] = l;
-}
 #else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> y: array<f32>;
 @group(0) @binding(5) var<storage, read_write> grad: array<f32>;
+#endif
+// Per-element losses match x's view; per-row losses (ROWS) are scalars.
+#ifdef ROWS
 @group(0) @binding(6) var<storage, read_write> loss: array<f32>;
+#else
+#ifdef VEC4
+@group(0) @binding(6) var<storage, read_write> loss: array<vec4<f32>>;
+#else
+@group(0) @binding(6) var<storage, read_write> loss: array<f32>;
+#endif
+#endif
 
-fn load_x(v: u32) -> vec4<f32> {
+// The four elements e, e + 1, e + 2, e + 3 of x, y, grad and the element losses. With VEC4, e is
+// a multiple of 4 and all four lie below `lim`; without it, those at `lim` or past it read as 0
+// and are not written.
+#ifdef VEC4
+fn load_x(e: u32, lim: u32) -> vec4<f32> {
+    return x[e / 4u];
+}
+
+fn load_y(e: u32, lim: u32) -> vec4<f32> {
+    return y[e / 4u];
+}
+
+fn store_grad(e: u32, lim: u32, g: vec4<f32>) {
+    grad[e / 4u] = g;
+}
+#else
+fn load_x(e: u32, lim: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
-        if (4u * v + i < params.len) {
-            r[i] = x[4u * v + i];
+        if (e + i < lim) {
+            r[i] = x[e + i];
         }
     }
     return r;
 }
 
-fn load_y(v: u32) -> vec4<f32> {
+fn load_y(e: u32, lim: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
-        if (4u * v + i < params.len) {
-            r[i] = y[4u * v + i];
+        if (e + i < lim) {
+            r[i] = y[e + i];
         }
     }
     return r;
 }
 
-fn store_grad(v: u32, g: vec4<f32>) {
+fn store_grad(e: u32, lim: u32, g: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) {
-        if (4u * v + i < params.len) {
-            grad[4u * v + i] = g[i];
+        if (e + i < lim) {
+            grad[e + i] = g[i];
         }
     }
 }
+#endif
 
-fn store_loss(v: u32, l: vec4<f32>) {
+#ifndef ROWS
+#ifdef VEC4
+fn store_loss(e: u32, lim: u32, l: vec4<f32>) {
+    loss[e / 4u] = l;
+}
+#else
+fn store_loss(e: u32, lim: u32, l: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) {
-        if (4u * v + i < params.len) {
-            loss[4u * v + i] = l[i];
+        if (e + i < lim) {
+            loss[e + i] = l[i];
         }
     }
 }
+#endif
 #endif
 
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read> pos_weight: array<f32>;
 @group(0) @binding(7) var<storage, read_write> scratch: Scratch;
 
-// Broadcast weights of the four elements of vec4 v: element i takes w[i % len].
-fn broadcast(v: u32, len: u32, is_pos: bool) -> vec4<f32> {
+// Broadcast weights of the elements e, ..., e + 3: element i takes w[i % len].
+fn broadcast(e: u32, len: u32, is_pos: bool) -> vec4<f32> {
     var r = vec4<f32>(1.0);
     for (var i = 0u; i < 4u; i++) {
-        let j = (4u * v + i) % len;
+        let j = (e + i) % len;
         if (is_pos) {
             r[i] = pos_weight[j];
         } else {
@@ -142,7 +164,7 @@ struct Elem {
     grad: vec4<f32>,
 }
 
-fn elem(v: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
+fn elem(e: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
     var o: Elem;
     let d = xv - yv;
     let p0 = params.p0;
@@ -180,13 +202,18 @@ fn elem(v: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
             var lw = vec4<f32>(1.0);
             var pw = vec4<f32>(1.0);
             if (HAS_POS_WEIGHT) {
-                pw = broadcast(v, params.pos_weight_len, true);
+                pw = broadcast(e, params.pos_weight_len, true);
                 lw = 1.0 + (pw - 1.0) * yv;
             }
             // softplus(-x) = max(-x, 0) + log1p(exp(-|x|)): finite for any finite x.
             let sp = max(-xv, vec4<f32>(0.0)) + log1p(exp(-abs(xv)));
             o.loss = (1.0 - yv) * xv + lw * sp;
             o.grad = lw * sigmoid(xv) - pw * yv;
+        }
+        case 7u: {
+            // The classic cross-entropy's term; log(x + eps) exact for subnormal sums.
+            o.loss = -yv * log_sum_exact4(xv, p0);
+            o.grad = -yv / (xv + p0);
         }
         default: {
             if (LOG_TARGET) {
@@ -202,13 +229,31 @@ fn elem(v: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
         }
     }
     if (HAS_WEIGHT) {
-        let wv = broadcast(v, params.weight_len, false);
+        let wv = broadcast(e, params.weight_len, false);
         o.loss = o.loss * wv;
         o.grad = o.grad * wv;
     }
     return o;
 }
 
+// Losses on probabilities (bce, the classic cross-entropy) count inputs outside [0, 1], NaN
+// included, from e on (those below lim).
+fn check_probabilities(e: u32, lim: u32, xv: vec4<f32>) {
+    if (LOSS == 4u || LOSS == 7u) {
+        for (var i = 0u; i < 4u; i++) {
+            if (e + i < lim && !(xv[i] >= 0.0 && xv[i] <= 1.0)) {
+                report_invalid(e + i);
+            }
+        }
+    }
+}
+
+// The losses of the elements below lim from e on (those past it add nothing).
+fn live(e: u32, lim: u32, l: vec4<f32>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), l, vec4<u32>(e) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(lim));
+}
+
+#ifndef ROWS
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let wg = wg_index(inv, params.wg_x);
@@ -222,33 +267,67 @@ fn main(inv: Invocation) {
         if (local >= params.vecs) {
             continue;
         }
-        let v = params.vec_base + local;
-        let xv = load_x(v);
-        let yv = load_y(v);
-        if (LOSS == 4u) {
-            for (var i = 0u; i < 4u; i++) {
-                let e = 4u * v + i;
-                if (e < params.len && !(xv[i] >= 0.0 && xv[i] <= 1.0)) {
-                    report_invalid(e);
-                }
-            }
-        }
-        let o = elem(v, xv, yv);
-        // Elements past the end (scalar variant) contribute nothing.
-        let live = vec4<u32>(4u * v) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.len);
-        acc += select(vec4<f32>(0.0), o.loss, live);
+        let e = 4u * (params.vec_base + local);
+        let xv = load_x(e, params.len);
+        let yv = load_y(e, params.len);
+        check_probabilities(e, params.len, xv);
+        let o = elem(e, xv, yv);
+        acc += live(e, params.len, o.loss);
         if (want_row_loss()) {
-            store_loss(v, o.loss);
+            store_loss(e, params.len, o.loss);
         }
         if (WANT_GRAD) {
-            store_grad(v, o.grad * params.grad_scale);
+            store_grad(e, params.len, o.grad * params.grad_scale);
         }
     }
-    let mine = dot(acc, vec4<f32>(1.0));
-    let total = emit_partial(vec2<f32>(mine, 0.0), wg, inv, PG);
+    let total = emit_partial(vec2<f32>(dot(acc, vec4<f32>(1.0)), 0.0), wg, inv, PG);
     if (single() && inv.lid == 0u) {
 #ifndef VEC4
         loss[0] = final_value(total);
 #endif
     }
 }
+#else
+// ROWS: the loss of each row of params.row_len elements, the sum of its elements' losses (the
+// classic cross-entropy with reduction none). The problem is cut into row chunks of up to
+// SEG * K * 4 elements, params.chunks a row, taken in (row, chunk) order by segments of SEG
+// invocations; invocation l of a segment takes the elements 4 (l + k SEG) ... of its chunk. A
+// row in one chunk gets its loss from its segment; a longer row leaves one partial a chunk
+// for the host's per-row reduction. With VEC4, row_len is a multiple of 4.
+@compute @workgroup_size(WG)
+fn rows(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
+    let per_wg = WG / SEG;
+    if (wg * per_wg >= params.row_chunks) {
+        return;
+    }
+    let chunk = wg * per_wg + inv.lid / SEG;
+    let live_chunk = chunk < params.row_chunks;
+    let row = chunk / params.chunks;
+    let start = row * params.row_len + (chunk % params.chunks) * SEG * K * 4u;
+    let end = min(start + SEG * K * 4u, (row + 1u) * params.row_len);
+    var acc = vec4<f32>(0.0);
+    for (var k = 0u; k < K; k++) {
+        let e = start + 4u * (inv.lid % SEG + k * SEG);
+        if (!live_chunk || e >= end) {
+            continue;
+        }
+        let xv = load_x(e, end);
+        let yv = load_y(e, end);
+        check_probabilities(e, end, xv);
+        let o = elem(e, xv, yv);
+        acc += live(e, end, o.loss);
+        if (WANT_GRAD) {
+            store_grad(e, end, o.grad * params.grad_scale);
+        }
+    }
+    let total = seg_sum(vec4<f32>(dot(acc, vec4<f32>(1.0)), 0.0, 0.0, 0.0), inv.lid, sg_size_of(inv)).x;
+    if (live_chunk && inv.lid % SEG == 0u) {
+        if (params.chunks == 1u) {
+            loss[row] = total;
+        } else {
+            store_partial(params.partial_base, chunk, vec2<f32>(total, 0.0));
+        }
+    }
+}
+#endif

@@ -1,15 +1,17 @@
-// Fixed-order sum of the (loss, weight) partials that the loss kernels leave in scratch, one level
-// of a tree per dispatch, and the final value of a reduction.
+// Fixed-order sums of the (loss, weight) partials that the loss kernels leave in scratch, one level
+// of a tree per dispatch, and the final values of a reduction: of all partials, or of each of
+// params.groups consecutive groups (per-row sums of rows cut into chunks).
 //
 // CPU twin: the f64 sums of src/cpu/*.rs (a sum is a sum; the tree order is what the GPU adds).
 // Host side: src/program.rs plans the levels so that no invocation adds more than K partials.
 //
-// Workgroup w sums partials [w * WG * K, (w + 1) * WG * K) of params.count, invocation i taking
-// i, i + WG, ... (K of them), then the workgroup in index order. mode:
-//   0  write the sum as partial w of the next level, at params.out_base
-//   1  final: loss[0] = sum of losses
-//   2  final: loss[0] = sum of losses / params.mean_den
-//   3  final: loss[0] = sum of losses / sum of weights (a weighted mean)
+// A group is params.count partials, params.group_wgs workgroups; workgroup w takes group
+// g = w / group_wgs and sums its partials [j * WG * K, (j + 1) * WG * K), j = w % group_wgs,
+// invocation i taking i, i + WG, ... (K of them), then the workgroup in index order. mode:
+//   0  write the sum as partial w of the next level, at params.out_base (a group's stay together)
+//   1  final: loss[g] = sum of losses
+//   2  final: loss[g] = sum of losses / params.mean_den
+//   3  final: loss[g] = sum of losses / sum of weights (a weighted mean)
 //   4  final: scratch.data[0] = sum of weights (a weighted mean's denominator, for the gradient)
 // Bindings: 0 params, 1 scratch, 2 loss. Dispatch folded: w = wid.x + wid.y * params.wg_x.
 
@@ -27,14 +29,15 @@ override K: u32 = 16u;
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let wg = wg_index(inv, params.wg_x);
-    if (wg * WG * K >= params.count) {
+    let g = wg / params.group_wgs;
+    if (g >= params.groups) {
         return;
     }
     var acc = vec2<f32>(0.0);
     for (var k = 0u; k < K; k++) {
-        let i = wg * WG * K + k * WG + inv.lid;
+        let i = (wg % params.group_wgs) * WG * K + k * WG + inv.lid;
         if (i < params.count) {
-            acc += load_partial(params.in_base, i);
+            acc += load_partial(params.in_base, g * params.count + i);
         }
     }
     let total = seg_sum(vec4<f32>(acc, 0.0, 0.0), inv.lid, sg_size_of(inv)).xy;
@@ -46,13 +49,13 @@ fn main(inv: Invocation) {
             store_partial(params.out_base, wg, total);
         }
         case 1u: {
-            loss[0] = total.x;
+            loss[g] = total.x;
         }
         case 2u: {
-            loss[0] = total.x / params.mean_den;
+            loss[g] = total.x / params.mean_den;
         }
         case 3u: {
-            loss[0] = total.x / total.y;
+            loss[g] = total.x / total.y;
         }
         default: {
             scratch.data[0] = total.y;

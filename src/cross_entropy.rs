@@ -1,20 +1,19 @@
-//! Cross-entropy over rows of C classes, three ways:
+//! Cross-entropy from logits over rows of C classes, two ways:
 //!
-//! - from logits with class-index targets ([`Targets::Classes`]), PyTorch's
-//!   `cross_entropy(x, y)` with `weight`, `ignore_index`, `label_smoothing`, plus PaLM's z-loss
-//!   and Gemma 2's logit softcap;
-//! - from logits with probability targets ([`Targets::Probabilities`]), PyTorch's
-//!   `cross_entropy(x, p)`;
-//! - from probability *inputs* ([`ClassicCrossEntropyDesc`]), the classic
-//!   `-sum y_true log(y_pred + eps)`.
+//! - with class-index targets ([`Targets::Classes`]), PyTorch's `cross_entropy(x, y)` with
+//!   `weight`, `ignore_index`, `label_smoothing`, plus PaLM's z-loss and Gemma 2's logit softcap;
+//! - with probability targets ([`Targets::Probabilities`]), PyTorch's `cross_entropy(x, p)`.
+//!
+//! (The classic form on probability *inputs*, `-sum y_true log(y_pred + eps)`, needs no softmax:
+//! it is a streaming loss, [`crate::ClassicCrossEntropyDesc`] in [`crate::pointwise`].)
 //!
 //! Kernel: `shaders/cross_entropy.wgsl` (and [`crate::class_targets`]' passes for a weighted
 //! mean's denominator when the gradient needs it first). CPU twin: [`crate::cpu::cross_entropy`].
 //!
 //! Mean denominators, as PyTorch: class targets divide by the sum of the target classes'
 //! weights over rows that are not ignored (the count of such rows without weights; NaN when
-//! every row is ignored, whose gradient is then all zeros); probability targets and the
-//! classic form divide by the row count N.
+//! every row is ignored, whose gradient is then all zeros); probability targets divide by the
+//! row count N.
 //!
 //! The planner ([`Planner`]) picks one of three layouts from the shape: one workgroup for the
 //! whole problem, fused blocks of rows (each read once), or rows chunked over workgroups
@@ -164,7 +163,6 @@ impl Family for CrossEntropyDesc {
             label_smoothing: self.label_smoothing,
             z_loss: self.z_loss,
             softcap: self.softcap,
-            eps: 0.0,
             reduction: self.reduction,
             outputs: self.outputs,
             in_place: self.in_place,
@@ -207,101 +205,6 @@ impl Family for CrossEntropyDesc {
     }
 }
 
-/// What the classic cross-entropy on probability *inputs* computes: per row
-/// `-sum_c y_true log(y_pred + eps)`; `mean` divides by the row count N, like PyTorch and
-/// Keras. (numpy's one-liner `-np.mean(y_true * np.log(y_pred + eps))` divides by N * C: that
-/// is this sum divided by N * C.) The gradient is with respect to the probabilities.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ClassicCrossEntropyDesc {
-    /// Rows N.
-    pub rows: usize,
-    /// Classes C.
-    pub classes: usize,
-    /// Added to the probabilities inside the log, >= 0 (default 1e-7, Keras' epsilon).
-    pub eps: f32,
-    /// The reduction (default mean).
-    pub reduction: Reduction,
-    /// What to compute (default both).
-    pub outputs: Outputs,
-}
-
-setters! {
-    ClassicCrossEntropyDesc {
-        /// Sets eps.
-        eps: f32,
-        /// Sets the reduction.
-        reduction: Reduction,
-        /// Sets what to compute.
-        outputs: Outputs,
-    }
-}
-
-impl ClassicCrossEntropyDesc {
-    /// Keras' epsilon, mean, loss and gradient.
-    pub fn new(rows: usize, classes: usize) -> Self {
-        ClassicCrossEntropyDesc {
-            rows,
-            classes,
-            eps: 1e-7,
-            reduction: Reduction::Mean,
-            outputs: Outputs::BOTH,
-        }
-    }
-
-    fn check(&self) -> Result<ClassTargets> {
-        let shape = ClassTargets::check(self.rows, self.classes, None, 0)?;
-        self.outputs.check()?;
-        if !(self.eps >= 0.0 && self.eps.is_finite()) {
-            return Err(Error::option(
-                "eps",
-                format!("{} is not a non-negative finite number", self.eps),
-            ));
-        }
-        if self.reduction == Reduction::BatchMean {
-            return Err(Error::option("reduction", "batchmean is for kl-div only"));
-        }
-        Ok(shape)
-    }
-}
-
-/// What the kernels count as invalid probabilities, in [`Error::InvalidOnGpu`].
-const PROBS_INVALID: &str = "probabilities (outside [0, 1])";
-
-impl Family for ClassicCrossEntropyDesc {
-    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
-        let spec = RowsSpec {
-            kind: Kind::Classic,
-            shape: self.check()?,
-            label_smoothing: 0.0,
-            z_loss: 0.0,
-            softcap: None,
-            eps: self.eps,
-            reduction: self.reduction,
-            outputs: self.outputs,
-            in_place: false,
-        };
-        Planner::new(b, &spec)?.plan(b)
-    }
-
-    fn results(&self) -> (Reduction, &'static str) {
-        (self.reduction, PROBS_INVALID)
-    }
-
-    fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>> {
-        let total = self.check()?.total;
-        check_count("probs (N * C)", total, inputs.input.len())?;
-        let t = inputs.values()?;
-        check_count("targets (N * C, like the probabilities)", total, t.len())?;
-        check_declared("weight", None, inputs.weight)?;
-        cpu::pointwise::check_probabilities("probs", inputs.input)?;
-        Ok([bytes(Some(inputs.input)), bytes(Some(t)), None, None])
-    }
-
-    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
-        cpu::cross_entropy::cross_entropy_probs(self, inputs)
-    }
-}
-
 params! {
     /// The parameters of cross_entropy.wgsl.
     CeParams {
@@ -321,13 +224,13 @@ params! {
         label_smoothing: f32,
         z_loss: f32,
         softcap: f32,
-        eps: f32,
         grad_scale: f32,
         mean_den: f32,
         /// What happens after the statistics (`After`).
         flags: u32,
         scale_mode: u32,
         final_mode: u32,
+        _pad0: u32,
     }
 }
 
@@ -336,7 +239,6 @@ params! {
 enum Kind {
     Classes = 0,
     Probabilities = 1,
-    Classic = 2,
 }
 
 /// Everything the kernel family needs to plan one shape.
@@ -346,7 +248,6 @@ struct RowsSpec {
     label_smoothing: f32,
     z_loss: f32,
     softcap: Option<f32>,
-    eps: f32,
     reduction: Reduction,
     outputs: Outputs,
     in_place: bool,
@@ -453,7 +354,6 @@ impl<'s> Planner<'s> {
                 label_smoothing: s.label_smoothing,
                 z_loss: s.z_loss,
                 softcap: s.softcap.unwrap_or(1.0),
-                eps: s.eps,
                 grad_scale,
                 mean_den: n as f32,
                 ..Default::default()
@@ -475,12 +375,12 @@ impl<'s> Planner<'s> {
         let (n, c, total) = (s.shape.rows as u64, s.shape.classes as u64, s.shape.total);
         let want_grad = s.outputs.grad;
         let classes = s.kind == Kind::Classes;
-        let (input, access) = match (s.kind, s.in_place) {
-            (Kind::Classic, _) => ("probs", Access::Read),
-            (_, true) => ("logits", Access::Write),
-            (_, false) => ("logits", Access::Read),
+        let access = if s.in_place {
+            Access::Write
+        } else {
+            Access::Read
         };
-        b.slot(Slot::Input, input, 4 * total, access)?;
+        b.slot(Slot::Input, "logits", 4 * total, access)?;
         let target_bytes = if classes { 4 * n } else { 4 * total };
         b.slot(Slot::Target, "targets", target_bytes, Access::Read)?;
         let weight_bytes = if s.shape.weighted { 4 * c } else { 0 };
@@ -657,10 +557,7 @@ impl<'s> Planner<'s> {
         let chunks = self.bv.div_ceil((WG * self.kmax) as u64);
         let scale_mode = self.scale_mode(b)?;
         let stats_base = b.scratch(self.blocks * chunks * self.rb * 8)?;
-        // The classic form's gradient needs no statistics: the stats pass writes it.
-        let grad_in_stats = s.outputs.grad && s.kind == Kind::Classic;
-        let grad_in_finish = s.outputs.grad && s.kind != Kind::Classic;
-        let finish_chunks = if grad_in_finish { chunks } else { 1 };
+        let finish_chunks = if s.outputs.grad { chunks } else { 1 };
         let main_parts = self.full_blocks * finish_chunks;
         let parts = main_parts + if self.tail { finish_chunks } else { 0 };
         let partial_base = if self.reduced {
@@ -696,7 +593,7 @@ impl<'s> Planner<'s> {
                 wg_x: x,
                 ..base
             };
-            let key = key("stats", vec4, grad_in_stats);
+            let key = key("stats", vec4, false);
             b.dispatch(&key, &p, self.entries(vec4, false), (x, y));
         }
         for &(vec4, nblocks, block_base, pbase) in &passes {
@@ -709,7 +606,7 @@ impl<'s> Planner<'s> {
                 partial_base: pbase,
                 ..base
             };
-            let key = key("finish", vec4, grad_in_finish);
+            let key = key("finish", vec4, s.outputs.grad);
             b.dispatch(&key, &p, self.entries(vec4, false), (x, y));
         }
         self.reduce(b, parts, partial_base)

@@ -53,10 +53,10 @@ mod shader;
 mod transfer;
 
 pub use context::{Context, ContextOptions, DeviceGuard, Tuning};
-pub use cross_entropy::{ClassicCrossEntropyDesc, CrossEntropyDesc, Targets};
+pub use cross_entropy::{CrossEntropyDesc, Targets};
 pub use error::{Error, Result};
 pub use nll::NllDesc;
 pub use plan::{Bindings, Buffers, Inputs, IntoBinding, LossDesc, Plan, Target};
-pub use pointwise::{Pointwise, PointwiseDesc};
+pub use pointwise::{ClassicCrossEntropyDesc, Pointwise, PointwiseDesc};
 pub use program::Status;
 pub use reduction::{LossOutput, Outputs, Reduction};

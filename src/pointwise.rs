@@ -1,11 +1,14 @@
-//! Pointwise losses: MSE, L1, Huber, smooth L1, binary cross-entropy (on probabilities and on
-//! logits) and KL divergence, whose loss at element i depends on `pred[i]`, `target[i]` and a
-//! broadcast weight alone.
+//! The streaming losses, whose loss at element i depends on `pred[i]`, `target[i]` and a
+//! broadcast weight alone: the pointwise catalogue (MSE, L1, Huber, smooth L1, binary
+//! cross-entropy on probabilities and on logits, KL divergence), and the classic cross-entropy
+//! on probability inputs, whose rows sum their elements' losses.
 //!
 //! Kernel: `shaders/pointwise.wgsl`. CPU twin: [`crate::cpu::pointwise`].
 //!
-//! Mean denominators: the element count M for `mean`; the batch size for KL's `batchmean`.
+//! Mean denominators: the element count M for `mean`; the batch size for KL's `batchmean`; the
+//! row count N for the classic cross-entropy.
 
+use crate::class_targets::check_shape;
 use crate::context::PipelineKey;
 use crate::cpu::{self, Reference};
 use crate::plan::sealed::Family;
@@ -229,149 +232,34 @@ params! {
         flags: u32,
         scale_mode: u32,
         final_mode: u32,
-        _pad0: u32,
-        _pad1: u32,
-        _pad2: u32,
+        /// ROWS: elements a row, chunks a row, and row chunks in the problem.
+        row_len: u32,
+        chunks: u32,
+        row_chunks: u32,
     }
 }
 
 impl Family for PointwiseDesc {
     fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
         self.check()?;
-        let ctx = b.ctx();
-        let m = self.len as u64;
-        let tuning = ctx.tuning();
-        // Elements one workgroup covers.
-        let per_wg = (WG * tuning.stream_vecs * 4) as u64;
-        let pg = partial_group(ctx, 1);
-        let want_loss = self.outputs.loss;
-        let reduced = want_loss && self.reduction.is_reduced();
-        let den = self.denominator()?;
-        let mean = matches!(self.reduction, Reduction::Mean | Reduction::BatchMean);
-        let grad_scale = if mean { (1.0 / den) as f32 } else { 1.0 };
-
-        let weight_bytes = 4 * self.weight.unwrap_or(0) as u64;
-        let pos_weight_bytes = 4 * self.pos_weight.unwrap_or(0) as u64;
-        b.slot(Slot::Input, "pred", 4 * m, Access::Read)?;
-        b.slot(Slot::Target, "target", 4 * m, Access::Read)?;
-        b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
-        b.slot(
-            Slot::PosWeight,
-            "pos_weight",
-            pos_weight_bytes,
-            Access::Read,
-        )?;
-        let loss_slot = loss_bytes(want_loss, reduced, m);
-        b.slot(Slot::Loss, "loss", loss_slot, Access::Write)?;
-        let grad_bytes = if self.outputs.grad { 4 * m } else { 0 };
-        b.slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
-
-        let key = |vec4: bool| {
-            PipelineKey::new(Shader::Pointwise, "main")
-                .define("VEC4", vec4)
-                .constant("WG", WG)
-                .constant("SEG", WG)
-                .constant("K", tuning.stream_vecs)
-                .constant("LANES", tuning.lanes)
-                .constant("PG", pg)
-                .constant("LOSS", self.loss.code())
-                .constant("HAS_WEIGHT", self.weight.is_some() as u32)
-                .constant("HAS_POS_WEIGHT", self.pos_weight.is_some() as u32)
-                .constant(
-                    "LOG_TARGET",
-                    matches!(self.loss, Pointwise::KlDiv { log_target: true }) as u32,
-                )
-                .constant("WANT_GRAD", self.outputs.grad as u32)
-        };
-        let entries = |vec4: bool, single: bool| {
-            let view = |bytes: u64| View::of(vec4, bytes);
-            vec![
-                Res::User(Slot::Input, view(4 * m)),
-                Res::User(Slot::Target, view(4 * m)),
-                Res::user_if(
-                    weight_bytes > 0,
-                    Slot::Weight,
-                    View::Scalar(weight_bytes),
-                    false,
-                ),
-                Res::user_if(
-                    pos_weight_bytes > 0,
-                    Slot::PosWeight,
-                    View::Scalar(pos_weight_bytes),
-                    false,
-                ),
-                Res::user_if(self.outputs.grad, Slot::Grad, view(4 * m), true),
-                loss_res(want_loss, reduced, single, view(4 * m)),
-                Res::Scratch,
-            ]
-        };
-        let params = |vecs: u64, vec_base: u64, wg_x: u32, partial_base: u32| PointwiseParams {
-            len: m as u32,
-            vecs: vecs as u32,
-            vec_base: vec_base as u32,
-            wg_x,
-            partial_base,
-            weight_len: self.weight.unwrap_or(1) as u32,
-            pos_weight_len: self.pos_weight.unwrap_or(1) as u32,
+        Stream {
+            code: self.loss.code(),
             p0: self.loss.param(),
-            grad_scale,
-            mean_den: if mean { den as f32 } else { 1.0 },
-            ..Default::default()
-        };
-        // What each dispatch does after its loop: element losses, partials, or (one workgroup)
-        // the reduced value, the sum over `mean_den`.
-        let after = |p: PointwiseParams, partial: bool, single: bool| PointwiseParams {
-            flags: After {
-                row_loss: want_loss && !reduced,
-                partial,
-                single,
-                ..Default::default()
-            }
-            .flags(),
-            final_mode: 1,
-            ..p
-        };
-
-        if m <= per_wg {
-            // One workgroup: the scalar variant does everything, the reduction included, with
-            // no more vec4s per invocation than the problem needs.
-            let p = after(params(m.div_ceil(4), 0, 1, 0), false, reduced);
-            let k = m.div_ceil(4 * WG as u64).max(1) as u32;
-            b.dispatch(
-                &key(false).constant("K", k),
-                &p,
-                entries(false, reduced),
-                (1, 1),
-            );
-        } else {
-            let full = m / 4;
-            let tail = m % 4;
-            let wgs = full.div_ceil(per_wg / 4);
-            let parts_per_wg = (WG / pg) as u64;
-            let parts = (wgs + (tail > 0) as u64) * parts_per_wg;
-            let partial_base = if reduced { b.scratch(2 * parts)? } else { 0 };
-            let (x, y) = b.fold(wgs)?;
-            let p = after(params(full, 0, x, partial_base), reduced, false);
-            b.dispatch(&key(true), &p, entries(true, false), (x, y));
-            if tail > 0 {
-                let p = params(1, full, 1, partial_base + 2 * (wgs * parts_per_wg) as u32);
-                b.dispatch(
-                    &key(false),
-                    &after(p, reduced, false),
-                    entries(false, false),
-                    (1, 1),
-                );
-            }
-            if reduced {
-                let finish = if mean { Finish::Mean(den) } else { Finish::Sum };
-                b.reduce(parts, partial_base, finish, Some(Slot::Loss))?;
-            }
+            log_target: matches!(self.loss, Pointwise::KlDiv { log_target: true }),
+            names: ["pred", "target"],
+            len: self.len as u64,
+            rows: None,
+            weight: self.weight,
+            pos_weight: self.pos_weight,
+            reduction: self.reduction,
+            outputs: self.outputs,
+            den: self.denominator()?,
         }
-        Ok(())
+        .plan(b)
     }
 
     fn results(&self) -> (Reduction, &'static str) {
-        (self.reduction, "probabilities (outside [0, 1])")
+        (self.reduction, PROBS_INVALID)
     }
 
     fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>> {
@@ -402,5 +290,334 @@ impl Family for PointwiseDesc {
             self.reduction,
             self.batch,
         )
+    }
+}
+
+/// What the kernels count as invalid probabilities, in [`Error::InvalidOnGpu`].
+const PROBS_INVALID: &str = "probabilities (outside [0, 1])";
+
+/// What the classic cross-entropy on probability *inputs* computes: per row
+/// `-sum_c y_true log(y_pred + eps)`; `mean` divides by the row count N, like PyTorch and
+/// Keras. (numpy's one-liner `-np.mean(y_true * np.log(y_pred + eps))` divides by N * C: that
+/// is this sum divided by N * C.) The gradient is with respect to the probabilities. A streaming
+/// loss (`LOSS` 7 of the pointwise kernel) whose rows sum their elements' losses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassicCrossEntropyDesc {
+    /// Rows N.
+    pub rows: usize,
+    /// Classes C.
+    pub classes: usize,
+    /// Added to the probabilities inside the log, >= 0 (default 1e-7, Keras' epsilon).
+    pub eps: f32,
+    /// The reduction (default mean).
+    pub reduction: Reduction,
+    /// What to compute (default both).
+    pub outputs: Outputs,
+}
+
+setters! {
+    ClassicCrossEntropyDesc {
+        /// Sets eps.
+        eps: f32,
+        /// Sets the reduction.
+        reduction: Reduction,
+        /// Sets what to compute.
+        outputs: Outputs,
+    }
+}
+
+impl ClassicCrossEntropyDesc {
+    /// Keras' epsilon, mean, loss and gradient.
+    pub fn new(rows: usize, classes: usize) -> Self {
+        ClassicCrossEntropyDesc {
+            rows,
+            classes,
+            eps: 1e-7,
+            reduction: Reduction::Mean,
+            outputs: Outputs::BOTH,
+        }
+    }
+
+    /// Checks the options; returns N * C.
+    fn check(&self) -> Result<u64> {
+        let total = check_shape(self.rows, self.classes)?;
+        self.outputs.check()?;
+        if !(self.eps >= 0.0 && self.eps.is_finite()) {
+            return Err(Error::option(
+                "eps",
+                format!("{} is not a non-negative finite number", self.eps),
+            ));
+        }
+        if self.reduction == Reduction::BatchMean {
+            return Err(Error::option("reduction", "batchmean is for kl-div only"));
+        }
+        Ok(total)
+    }
+}
+
+impl Family for ClassicCrossEntropyDesc {
+    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+        Stream {
+            code: CLASSIC,
+            p0: self.eps,
+            log_target: false,
+            names: ["probs", "targets"],
+            len: self.check()?,
+            rows: Some((self.rows as u64, self.classes as u64)),
+            weight: None,
+            pos_weight: None,
+            reduction: self.reduction,
+            outputs: self.outputs,
+            den: self.rows as f64,
+        }
+        .plan(b)
+    }
+
+    fn results(&self) -> (Reduction, &'static str) {
+        (self.reduction, PROBS_INVALID)
+    }
+
+    fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>> {
+        let total = self.check()?;
+        check_count("probs (N * C)", total, inputs.input.len())?;
+        let t = inputs.values()?;
+        check_count("targets (N * C, like the probabilities)", total, t.len())?;
+        check_declared("weight", None, inputs.weight)?;
+        check_declared("pos_weight", None, inputs.pos_weight)?;
+        cpu::pointwise::check_probabilities("probs", inputs.input)?;
+        Ok([bytes(Some(inputs.input)), bytes(Some(t)), None, None])
+    }
+
+    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        cpu::pointwise::classic_cross_entropy(self, inputs)
+    }
+}
+
+/// The kernel's `LOSS` of the classic cross-entropy.
+const CLASSIC: u32 = 7;
+
+/// One streaming problem, as the kernel sees it.
+struct Stream {
+    /// `LOSS`, its parameter `p0`, and KL's `LOG_TARGET`.
+    code: u32,
+    p0: f32,
+    log_target: bool,
+    /// The input's and the target's names in errors.
+    names: [&'static str; 2],
+    /// Elements M.
+    len: u64,
+    /// Rows and elements a row, when the losses of a row add up to its loss (`Reduction::None`
+    /// then gives one a row, not one an element).
+    rows: Option<(u64, u64)>,
+    weight: Option<usize>,
+    pos_weight: Option<usize>,
+    reduction: Reduction,
+    outputs: Outputs,
+    /// The mean's denominator.
+    den: f64,
+}
+
+impl Stream {
+    fn key(&self, b: &Builder<'_>, entry: &'static str, vec4: bool) -> PipelineKey {
+        let tuning = b.ctx().tuning();
+        PipelineKey::new(Shader::Pointwise, entry)
+            .define("VEC4", vec4)
+            .define("ROWS", entry == "rows")
+            .constant("WG", WG)
+            .constant("SEG", WG)
+            .constant("K", tuning.stream_vecs)
+            .constant("LANES", tuning.lanes)
+            .constant("PG", partial_group(b.ctx(), 1))
+            .constant("LOSS", self.code)
+            .constant("HAS_WEIGHT", self.weight.is_some() as u32)
+            .constant("HAS_POS_WEIGHT", self.pos_weight.is_some() as u32)
+            .constant("LOG_TARGET", self.log_target as u32)
+            .constant("WANT_GRAD", self.outputs.grad as u32)
+    }
+
+    /// Bindings 1..=7, the loss binding given.
+    fn entries(&self, vec4: bool, loss: Res) -> Vec<Res> {
+        let m = self.len;
+        let view = |bytes: u64| View::of(vec4, bytes);
+        let broadcast = |slot, len: Option<usize>| {
+            let bytes = 4 * len.unwrap_or(0) as u64;
+            Res::user_if(bytes > 0, slot, View::Scalar(bytes), false)
+        };
+        vec![
+            Res::User(Slot::Input, view(4 * m)),
+            Res::User(Slot::Target, view(4 * m)),
+            broadcast(Slot::Weight, self.weight),
+            broadcast(Slot::PosWeight, self.pos_weight),
+            Res::user_if(self.outputs.grad, Slot::Grad, view(4 * m), true),
+            loss,
+            Res::Scratch,
+        ]
+    }
+
+    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+        let m = self.len;
+        let want_loss = self.outputs.loss;
+        let reduced = want_loss && self.reduction.is_reduced();
+        let row_losses = (want_loss && !reduced).then_some(self.rows).flatten();
+        let [input, target] = self.names;
+        b.slot(Slot::Input, input, 4 * m, Access::Read)?;
+        b.slot(Slot::Target, target, 4 * m, Access::Read)?;
+        let weight_bytes = 4 * self.weight.unwrap_or(0) as u64;
+        b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
+        let pos_weight_bytes = 4 * self.pos_weight.unwrap_or(0) as u64;
+        b.slot(
+            Slot::PosWeight,
+            "pos_weight",
+            pos_weight_bytes,
+            Access::Read,
+        )?;
+        let items = row_losses.map_or(m, |(n, _)| n);
+        b.slot(
+            Slot::Loss,
+            "loss",
+            loss_bytes(want_loss, reduced, items),
+            Access::Write,
+        )?;
+        let grad_bytes = if self.outputs.grad { 4 * m } else { 0 };
+        b.slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
+        match row_losses {
+            Some((n, c)) => self.rows(b, n, c),
+            None => self.elements(b, reduced),
+        }
+    }
+
+    /// The parameters every dispatch shares.
+    fn params(&self) -> PointwiseParams {
+        let mean = matches!(self.reduction, Reduction::Mean | Reduction::BatchMean);
+        PointwiseParams {
+            len: self.len as u32,
+            weight_len: self.weight.unwrap_or(1) as u32,
+            pos_weight_len: self.pos_weight.unwrap_or(1) as u32,
+            p0: self.p0,
+            grad_scale: if mean { (1.0 / self.den) as f32 } else { 1.0 },
+            mean_den: if mean { self.den as f32 } else { 1.0 },
+            ..Default::default()
+        }
+    }
+
+    /// The elements as one stream (`main`): element losses, or partials and their reduction.
+    fn elements(&self, b: &mut Builder<'_>, reduced: bool) -> Result<()> {
+        let m = self.len;
+        let want_loss = self.outputs.loss;
+        // Elements one workgroup covers.
+        let per_wg = (WG * b.ctx().tuning().stream_vecs * 4) as u64;
+        let pg = partial_group(b.ctx(), 1);
+        let mean = matches!(self.reduction, Reduction::Mean | Reduction::BatchMean);
+        let entries = |vec4: bool, single: bool| {
+            let view = View::of(vec4, 4 * m);
+            self.entries(vec4, loss_res(want_loss, reduced, single, view))
+        };
+        // What each dispatch does after its loop: element losses, partials, or (one workgroup)
+        // the reduced value, the sum over `mean_den`.
+        let params = |vecs: u64, vec_base: u64, wg_x: u32, partial_base: u32, after: After| {
+            PointwiseParams {
+                vecs: vecs as u32,
+                vec_base: vec_base as u32,
+                wg_x,
+                partial_base,
+                flags: After {
+                    row_loss: want_loss && !reduced,
+                    ..after
+                }
+                .flags(),
+                final_mode: 1,
+                ..self.params()
+            }
+        };
+        if m <= per_wg {
+            // One workgroup: the scalar variant does everything, the reduction included, with
+            // no more vec4s per invocation than the problem needs.
+            let after = After {
+                single: reduced,
+                ..Default::default()
+            };
+            let k = m.div_ceil(4 * WG as u64).max(1) as u32;
+            b.dispatch(
+                &self.key(b, "main", false).constant("K", k),
+                &params(m.div_ceil(4), 0, 1, 0, after),
+                entries(false, reduced),
+                (1, 1),
+            );
+            return Ok(());
+        }
+        let full = m / 4;
+        let tail = m % 4;
+        let wgs = full.div_ceil(per_wg / 4);
+        let parts_per_wg = (WG / pg) as u64;
+        let parts = (wgs + (tail > 0) as u64) * parts_per_wg;
+        let partial_base = if reduced { b.scratch(2 * parts)? } else { 0 };
+        let after = After {
+            partial: reduced,
+            ..Default::default()
+        };
+        let (x, y) = b.fold(wgs)?;
+        let p = params(full, 0, x, partial_base, after);
+        b.dispatch(&self.key(b, "main", true), &p, entries(true, false), (x, y));
+        if tail > 0 {
+            let tail_base = partial_base + 2 * (wgs * parts_per_wg) as u32;
+            let p = params(1, full, 1, tail_base, after);
+            b.dispatch(
+                &self.key(b, "main", false),
+                &p,
+                entries(false, false),
+                (1, 1),
+            );
+        }
+        if reduced {
+            let finish = if mean {
+                Finish::Mean(self.den)
+            } else {
+                Finish::Sum
+            };
+            b.reduce(parts, partial_base, finish, Some(Slot::Loss))?;
+        }
+        Ok(())
+    }
+
+    /// One loss a row (`rows`): `n` rows of `c` elements, each in chunks of at most SEG * K
+    /// vec4s that a segment of SEG invocations sums; rows of several chunks are summed by a
+    /// per-row reduction of their chunks' partials.
+    fn rows(&self, b: &mut Builder<'_>, n: u64, c: u64) -> Result<()> {
+        let kmax = b.ctx().tuning().stream_vecs as u64;
+        // Rows of whole vec4s are read as vec4s.
+        let vec4 = c.is_multiple_of(4);
+        let cv = c.div_ceil(4);
+        let wg = WG as u64;
+        let (seg, k, chunks) = if cv <= wg * kmax {
+            let seg = cv.div_ceil(kmax).next_power_of_two();
+            (seg, cv.div_ceil(seg), 1)
+        } else {
+            (wg, kmax, cv.div_ceil(wg * kmax))
+        };
+        let row_chunks = n * chunks;
+        let partial_base = if chunks > 1 {
+            b.scratch(2 * row_chunks)?
+        } else {
+            0
+        };
+        let (x, y) = b.fold(row_chunks.div_ceil(wg / seg))?;
+        let key = self
+            .key(b, "rows", vec4)
+            .constant("SEG", seg as u32)
+            .constant("K", k as u32);
+        let p = PointwiseParams {
+            wg_x: x,
+            partial_base,
+            row_len: c as u32,
+            chunks: chunks as u32,
+            row_chunks: row_chunks as u32,
+            ..self.params()
+        };
+        let loss = Res::User(Slot::Loss, View::Scalar(4 * n));
+        b.dispatch(&key, &p, self.entries(vec4, loss), (x, y));
+        if chunks > 1 {
+            b.reduce_groups(n, chunks, partial_base, Finish::Sum, Some(Slot::Loss))?;
+        }
+        Ok(())
     }
 }

@@ -45,8 +45,8 @@ params! {
         wg_x: u32,
         mode: u32,
         mean_den: f32,
-        _pad0: u32,
-        _pad1: u32,
+        groups: u32,
+        group_wgs: u32,
     }
 }
 
@@ -384,6 +384,20 @@ impl<'a> Builder<'a> {
     /// writes a loss. No invocation adds more than REDUCE_K partials, whatever `count` is.
     pub fn reduce(
         &mut self,
+        count: u64,
+        base: u32,
+        finish: Finish,
+        loss: Option<Slot>,
+    ) -> Result<()> {
+        self.reduce_groups(1, count, base, finish, loss)
+    }
+
+    /// [`Builder::reduce`] of each of `groups` groups of `count` consecutive partials, group g
+    /// finishing into element g of `loss` (one f32 a group): per-row sums of rows that several
+    /// workgroups share.
+    pub fn reduce_groups(
+        &mut self,
+        groups: u64,
         mut count: u64,
         mut base: u32,
         finish: Finish,
@@ -392,20 +406,20 @@ impl<'a> Builder<'a> {
         let per_wg = (WG * REDUCE_K) as u64;
         let out = match (finish, loss) {
             (Finish::Denominator, _) | (_, None) => Res::Dummy(true),
-            (_, Some(slot)) => Res::User(slot, View::Scalar(4)),
+            (_, Some(slot)) => Res::User(slot, View::Scalar(4 * groups)),
         };
         let key = PipelineKey::new(Shader::Reduce, "main")
             .constant("WG", WG)
             .constant("SEG", WG)
             .constant("K", REDUCE_K);
         loop {
-            let wgs = count.div_ceil(per_wg);
-            let (wg_x, wg_y) = self.fold(wgs)?;
-            let (mode, mean_den, out_base) = if wgs == 1 {
+            let group_wgs = count.div_ceil(per_wg);
+            let (wg_x, wg_y) = self.fold(groups * group_wgs)?;
+            let (mode, mean_den, out_base) = if group_wgs == 1 {
                 let (mode, den) = finish.mode();
                 (mode, den, 0)
             } else {
-                (0, 1.0, self.scratch(2 * wgs)?)
+                (0, 1.0, self.scratch(2 * groups * group_wgs)?)
             };
             let params = ReduceParams {
                 count: count as u32,
@@ -414,14 +428,14 @@ impl<'a> Builder<'a> {
                 wg_x,
                 mode,
                 mean_den,
-                _pad0: 0,
-                _pad1: 0,
+                groups: groups as u32,
+                group_wgs: group_wgs as u32,
             };
             self.dispatch(&key, &params, vec![Res::Scratch, out], (wg_x, wg_y));
-            if wgs == 1 {
+            if group_wgs == 1 {
                 return Ok(());
             }
-            count = wgs;
+            count = group_wgs;
             base = out_base;
         }
     }

@@ -162,7 +162,8 @@ impl Shader {
     /// for (the shader validation test walks them all).
     pub fn defines(self) -> &'static [&'static str] {
         match self {
-            Shader::Pointwise | Shader::Nll => &["VEC4", "SUBGROUPS"],
+            Shader::Pointwise => &["VEC4", "ROWS", "SUBGROUPS"],
+            Shader::Nll => &["VEC4", "SUBGROUPS"],
             Shader::CrossEntropy => &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
             Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
         }

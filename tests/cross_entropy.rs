@@ -1,5 +1,6 @@
-//! Cross-entropy (from logits with class targets, and the classic form on probabilities) on the
-//! GPU against the f64 reference, through the recording API with poisoned outputs.
+//! Cross-entropy from logits with class targets on the GPU against the f64 reference, through
+//! the recording API with poisoned outputs. (The classic form on probabilities is a streaming
+//! loss: tests/pointwise.rs.)
 //!
 //! Tolerances, with eps = 2^-24: Vulkan lets exp err by (3 + 2|x|) ulp and log by 3 ulp
 //! (2^-21 absolute near 1). With logits in [-8, 8], |x - m| <= 16, so each exp(x - m) is within
@@ -12,10 +13,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, Outputs, Plan, Reduction,
-    cpu,
-};
+use wgpu_loss::{Context, ContextOptions, CrossEntropyDesc, Outputs, Plan, Reduction, cpu};
 
 const ROW: Tol = Tol::new(1e-5, 1e-5);
 const VALUE: Tol = Tol::new(2e-5, 1e-5);
@@ -127,12 +125,7 @@ impl Case {
             let reference = self.reference(reduction);
             let (loss, grad) = self.record_on(ctx, reduction, false);
             let what = format!("{what} n={} c={} {reduction}", self.rows, self.classes);
-            match reduction {
-                Reduction::None => {
-                    assert_close(&what, &loss, reference.per_element.as_ref().unwrap(), ROW)
-                }
-                _ => assert_scalar(&what, loss[0], reference.value.unwrap(), VALUE),
-            }
+            assert_loss(&what, &loss, &reference, ROW, VALUE);
             assert_close(
                 &format!("{what} grad"),
                 &grad,
@@ -614,96 +607,4 @@ fn one_plan_other_buffers_and_data() {
             );
         }
     }
-}
-
-// The classic cross-entropy on probabilities.
-
-fn record_probs(
-    probs: &[f32],
-    targets: &[f32],
-    rows: usize,
-    classes: usize,
-    eps: f32,
-    reduction: Reduction,
-) -> (Vec<f32>, Vec<f32>) {
-    let ctx = ctx();
-    let desc = ClassicCrossEntropyDesc::new(rows, classes)
-        .eps(eps)
-        .reduction(reduction);
-    let plan = Plan::new(ctx, &desc).unwrap();
-    let (p, t) = (upload(ctx, probs), upload(ctx, targets));
-    let loss_len = if reduction == Reduction::None {
-        rows
-    } else {
-        1
-    };
-    let loss = poisoned(ctx, loss_len);
-    let grad = poisoned(ctx, probs.len());
-    submit(ctx, |e| {
-        plan.record_buffers(e, &buffers(&p, &t, None, None, Some(&loss), Some(&grad)))
-            .unwrap()
-    });
-    (read(ctx, &loss, loss_len), read(ctx, &grad, probs.len()))
-}
-
-#[test]
-fn probabilities_against_reference() {
-    for (i, (n, c)) in [
-        (1, 1),
-        (7, 5),
-        (1000, 10),
-        (333, 1001),
-        (3, 40_000),
-        (4097, 3),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let mut rng = Rng::new(1600 + i as u64);
-        let probs = rng.distributions(n, c);
-        let targets = rng.distributions(n, c);
-        for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
-            let reference = cpu_ce_probs(&probs, &targets, c, 1e-7, reduction).unwrap();
-            let (loss, grad) = record_probs(&probs, &targets, n, c, 1e-7, reduction);
-            let what = format!("probs n={n} c={c} {reduction}");
-            match reduction {
-                Reduction::None => {
-                    assert_close(&what, &loss, reference.per_element.as_ref().unwrap(), ROW)
-                }
-                _ => assert_scalar(&what, loss[0], reference.value.unwrap(), VALUE),
-            }
-            assert_close(
-                &format!("{what} grad"),
-                &grad,
-                &reference.grad,
-                grad_tol(&reference.grad),
-            );
-        }
-    }
-}
-
-/// numpy's `-np.mean(y_true * np.log(y_pred + eps))` averages over all N * C elements: it is
-/// our sum divided by N * C (our mean divides by N, like PyTorch and Keras).
-#[test]
-fn numpy_one_liner_is_sum_over_n_times_c() {
-    let (n, c, eps) = (64, 37, 1e-7f32);
-    let mut rng = Rng::new(1700);
-    let probs = rng.distributions(n, c);
-    let targets = rng.distributions(n, c);
-    // The one-liner, elementwise in f64 as numpy does on float64 arrays.
-    let numpy: f64 = -probs
-        .iter()
-        .zip(&targets)
-        .map(|(&p, &t)| t as f64 * (p as f64 + eps as f64).ln())
-        .sum::<f64>()
-        / (n * c) as f64;
-    let (sum, _) = record_probs(&probs, &targets, n, c, eps, Reduction::Sum);
-    assert_scalar(
-        "sum / (N C) vs numpy",
-        sum[0] / (n * c) as f32,
-        numpy,
-        VALUE,
-    );
-    let (mean, _) = record_probs(&probs, &targets, n, c, eps, Reduction::Mean);
-    assert_scalar("mean = numpy * C", mean[0], numpy * c as f64, VALUE);
 }

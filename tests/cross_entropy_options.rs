@@ -158,12 +158,7 @@ impl Case {
                 "{what} n={} c={} {reduction} {:?}",
                 self.rows, self.classes, self.options
             );
-            match reduction {
-                Reduction::None => {
-                    assert_close(&what, &loss, reference.per_element.as_ref().unwrap(), ROW)
-                }
-                _ => assert_scalar(&what, loss[0], reference.value.unwrap(), VALUE),
-            }
+            assert_loss(&what, &loss, &reference, ROW, VALUE);
             let tol = grad_tol(&reference.grad, self.rows, reduction);
             assert_close(&format!("{what} grad"), &grad, &reference.grad, tol);
         }

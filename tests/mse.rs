@@ -75,12 +75,7 @@ fn check(m: usize, seed: u64) {
         let reference = cpu::pointwise::mse(&pred, &target, reduction).unwrap();
         let (loss, grad) = record_mse(&pred, &target, reduction, Outputs::BOTH);
         let what = format!("mse m={m} {reduction}");
-        match reduction {
-            Reduction::None => {
-                assert_close(&what, &loss, reference.per_element.as_ref().unwrap(), ELEM)
-            }
-            _ => assert_scalar(&what, loss[0], reference.value.unwrap(), SUM),
-        }
+        assert_loss(&what, &loss, &reference, ELEM, SUM);
         assert_close(&format!("{what} grad"), &grad, &reference.grad, ELEM);
     }
 }

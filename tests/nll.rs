@@ -94,12 +94,7 @@ impl Case {
             let reference = self.reference(reduction);
             let (loss, grad) = self.record_on(ctx, reduction);
             let what = format!("{what} n={} c={} {reduction}", self.rows, self.classes);
-            match reduction {
-                Reduction::None => {
-                    assert_close(&what, &loss, reference.per_element.as_ref().unwrap(), ROW)
-                }
-                _ => assert_scalar(&what, loss[0], reference.value.unwrap(), VALUE),
-            }
+            assert_loss(&what, &loss, &reference, ROW, VALUE);
             assert_close(&format!("{what} grad"), &grad, &reference.grad, ROW);
         }
     }

@@ -1,6 +1,7 @@
-//! The pointwise losses (L1, Huber, smooth L1, BCE, BCE with logits, KL divergence) on the GPU
-//! against the f64 reference, with their options and hard values, through the recording API
-//! with poisoned outputs. MSE has its own file.
+//! The streaming losses (L1, Huber, smooth L1, BCE, BCE with logits, KL divergence, and the
+//! classic cross-entropy on probabilities) on the GPU against the f64 reference, with their
+//! options and hard values, through the recording API with poisoned outputs. MSE has its own
+//! file.
 //!
 //! Tolerances: each element is a handful of f32 operations, and at most one exp or log (Vulkan:
 //! exp within 3 + 2|x| ulp, log within 3 ulp or 2^-21 absolute near 1): 1e-5 relative plus
@@ -11,7 +12,10 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Error, Outputs, Plan, Pointwise, PointwiseDesc, Reduction, cpu};
+use wgpu_loss::{
+    ClassicCrossEntropyDesc, Context, ContextOptions, Error, Outputs, Plan, Pointwise,
+    PointwiseDesc, Reduction, Tuning, cpu,
+};
 
 const ELEM: Tol = Tol::new(1e-5, 1e-6);
 
@@ -400,4 +404,128 @@ fn convenience_level() {
         Tol::new(1e-5, 0.0),
     );
     assert_close("grad", out.grad.as_ref().unwrap(), &reference.grad, ELEM);
+}
+
+// The classic cross-entropy on probabilities: LOSS 7 of the streaming kernel, whose rows sum
+// their elements' losses. A row loss sums C non-negative terms (-t log(p + eps) with p + eps
+// <= 1 here), each within a few ulp plus log's 2^-21 absolute near 1: 1e-5 relative plus 1e-5
+// absolute; reduced values 2e-5 (a fixed-order tree adds (log2 N + 32) eps relative). Gradients
+// -t / (p + eps) are one division: 2e-5 relative plus 1e-6 of the largest magnitude.
+
+const ROW: Tol = Tol::new(1e-5, 1e-5);
+const VALUE: Tol = Tol::new(2e-5, 1e-5);
+
+fn grad_tol(reference: &[f64]) -> Tol {
+    Tol::new(2e-5, 1e-6 * largest(reference))
+}
+
+/// One classic cross-entropy through the recording API into poisoned buffers: (loss, grad).
+fn record_probs(
+    ctx: &Context,
+    probs: &[f32],
+    targets: &[f32],
+    classes: usize,
+    eps: f32,
+    reduction: Reduction,
+) -> (Vec<f32>, Vec<f32>) {
+    let rows = probs.len() / classes;
+    let desc = ClassicCrossEntropyDesc::new(rows, classes)
+        .eps(eps)
+        .reduction(reduction);
+    let plan = Plan::new(ctx, &desc).unwrap();
+    let (p, t) = (upload(ctx, probs), upload(ctx, targets));
+    let loss_len = if reduction == Reduction::None {
+        rows
+    } else {
+        1
+    };
+    let loss = poisoned(ctx, loss_len);
+    let grad = poisoned(ctx, probs.len());
+    submit(ctx, |e| {
+        plan.record_buffers(e, &buffers(&p, &t, None, None, Some(&loss), Some(&grad)))
+            .unwrap()
+    });
+    (read(ctx, &loss, loss_len), read(ctx, &grad, probs.len()))
+}
+
+/// Every reduction of random distributions of `shapes` against the twin.
+fn classic_against_reference(ctx: &Context, shapes: &[(usize, usize)], seed: u64) {
+    for (i, &(n, c)) in shapes.iter().enumerate() {
+        let mut rng = Rng::new(seed + i as u64);
+        let probs = rng.distributions(n, c);
+        let targets = rng.distributions(n, c);
+        for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+            let reference = cpu_ce_probs(&probs, &targets, c, 1e-7, reduction).unwrap();
+            let (loss, grad) = record_probs(ctx, &probs, &targets, c, 1e-7, reduction);
+            let what = format!("probs n={n} c={c} {reduction}");
+            assert_loss(&what, &loss, &reference, ROW, VALUE);
+            assert_close(
+                &format!("{what} grad"),
+                &grad,
+                &reference.grad,
+                grad_tol(&reference.grad),
+            );
+        }
+    }
+}
+
+/// Rows in one segment or several, vec4 rows (C a multiple of 4) and scalar ones, rows that
+/// share a workgroup and rows cut into chunks (C = 40,000 and 300,001: past lavapipe's loop
+/// cap per invocation), more than 65,535 rows.
+#[test]
+fn probabilities_against_reference() {
+    classic_against_reference(
+        ctx(),
+        &[
+            (1, 1),
+            (7, 5),
+            (1000, 10),
+            (333, 1001),
+            (3, 40_000),
+            (4097, 3),
+            (70_001, 4),
+            (2, 300_001),
+        ],
+        1600,
+    );
+}
+
+/// Rows of more chunks than one reduction level sums (4,097 chunks of 1,024 elements under a
+/// tuning of one vec4 an invocation): the per-row reduction takes two levels, its groups kept
+/// apart.
+#[test]
+fn rows_of_many_chunks() {
+    let tuning = Tuning {
+        lanes: 8,
+        stream_vecs: 1,
+        register_vecs: 32,
+    };
+    let ctx = Context::with_options(ContextOptions::default().tuning(tuning)).unwrap();
+    classic_against_reference(&ctx, &[(2, 4_194_311), (5, 3000)], 1650);
+}
+
+/// numpy's `-np.mean(y_true * np.log(y_pred + eps))` averages over all N * C elements: it is
+/// our sum divided by N * C (our mean divides by N, like PyTorch and Keras).
+#[test]
+fn numpy_one_liner_is_sum_over_n_times_c() {
+    let (n, c, eps) = (64, 37, 1e-7f32);
+    let mut rng = Rng::new(1700);
+    let probs = rng.distributions(n, c);
+    let targets = rng.distributions(n, c);
+    // The one-liner, elementwise in f64 as numpy does on float64 arrays.
+    let numpy: f64 = -probs
+        .iter()
+        .zip(&targets)
+        .map(|(&p, &t)| t as f64 * (p as f64 + eps as f64).ln())
+        .sum::<f64>()
+        / (n * c) as f64;
+    let (sum, _) = record_probs(ctx(), &probs, &targets, c, eps, Reduction::Sum);
+    assert_scalar(
+        "sum / (N C) vs numpy",
+        sum[0] / (n * c) as f32,
+        numpy,
+        VALUE,
+    );
+    let (mean, _) = record_probs(ctx(), &probs, &targets, c, eps, Reduction::Mean);
+    assert_scalar("mean = numpy * C", mean[0], numpy * c as f64, VALUE);
 }

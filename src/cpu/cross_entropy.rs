@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/cross_entropy.wgsl` and `shaders/class_targets.wgsl`.
 
 use super::{Reference, check_len, check_rows, reduce};
-use crate::{ClassicCrossEntropyDesc, CrossEntropyDesc, Inputs, Reduction, Result};
+use crate::{CrossEntropyDesc, Inputs, Reduction, Result};
 
 /// `cap * tanh(x / cap)`, or x.
 fn capped(x: f32, softcap: Option<f32>) -> f64 {
@@ -168,32 +168,4 @@ pub fn cross_entropy_soft(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<R
         }
     }
     Ok(reduce(o.reduction, losses, grad, rows as f64))
-}
-
-/// The classic cross-entropy on probabilities: per row `-sum_c t_c log(p_c + eps)`, gradient
-/// `-t / (p + eps)`; `mean` divides by the row count N.
-pub fn cross_entropy_probs(o: &ClassicCrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Reference> {
-    let (probs, targets, classes) = (inputs.input, inputs.values()?, o.classes);
-    let (eps, reduction) = (o.eps, o.reduction);
-    let rows = check_rows("probs (N * C)", probs.len(), Some(o.rows), classes, None)?;
-    check_rows("targets (N * C)", targets.len(), Some(rows), classes, None)?;
-    let c = classes;
-    let eps = eps as f64;
-    let mut losses = Vec::with_capacity(rows);
-    let mut grad = Vec::with_capacity(probs.len());
-    for n in 0..rows {
-        let mut loss = 0.0;
-        for k in n * c..(n + 1) * c {
-            let (p, t) = (probs[k] as f64, targets[k] as f64);
-            loss -= t * (p + eps).ln();
-            grad.push(-t / (p + eps));
-        }
-        losses.push(loss);
-    }
-    if reduction == Reduction::Mean {
-        for g in &mut grad {
-            *g /= rows as f64;
-        }
-    }
-    Ok(reduce(reduction, losses, grad, rows as f64))
 }

@@ -250,6 +250,24 @@ pub fn assert_scalar(what: &str, gpu: f32, cpu: f64, tol: Tol) {
     );
 }
 
+/// Checks a run's loss against its twin: per item (`Reduction::None`) within `items`, else the
+/// reduced value within `value`.
+#[allow(dead_code)]
+#[track_caller]
+pub fn assert_loss(
+    what: &str,
+    loss: &[f32],
+    reference: &wgpu_loss::cpu::Reference,
+    items: Tol,
+    value: Tol,
+) {
+    match (&reference.per_element, reference.value) {
+        (Some(per_item), _) => assert_close(what, loss, per_item, items),
+        (None, Some(v)) => assert_scalar(what, loss[0], v, value),
+        (None, None) => panic!("{what}: the reference has no loss"),
+    }
+}
+
 /// The buffers of one run, by role (the shape of the old per-family buffer structs, which most
 /// tests were written against): whole buffers, the optional ones where given.
 #[allow(dead_code)]
