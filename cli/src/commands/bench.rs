@@ -45,9 +45,8 @@ pub struct BenchArgs {
     /// Draw GB/s against bytes, with the ceilings, into this SVG file.
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Also measure the peer's shapes and write the summary tables (each kernel at its largest
-    /// size; the peer comparison) into this markdown file, between `<!-- bench:start -->` and
-    /// `<!-- bench:end -->`.
+    /// Write the summary table (each kernel at its largest size) into this markdown file,
+    /// between `<!-- bench:start -->` and `<!-- bench:end -->`.
     #[arg(long)]
     readme: Option<PathBuf>,
     /// Override the adapter's tuning: lanes,stream_vecs,register_vecs (see `Tuning`).
@@ -172,14 +171,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         [] => context()?,
         _ => return Err("--tuning takes three numbers: lanes,stream_vecs,register_vecs".into()),
     };
-    let mut cases = cases(a, (ctx.max_binding_bytes() / 4) as usize)?;
-    if a.readme.is_some() {
-        for peer in PEER {
-            if !cases.contains(&peer.case) {
-                cases.push(peer.case);
-            }
-        }
-    }
+    let cases = cases(a, (ctx.max_binding_bytes() / 4) as usize)?;
     let progress = ProgressBar::new(cases.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
             .map_err(|e| e.to_string())?,
@@ -213,72 +205,6 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// A peer's published figure on the same device: the case and its median time.
-struct Peer {
-    case: Case,
-    ms: f64,
-}
-
-/// Burn 0.22.1 (`CrossEntropyLoss`, `MseLoss` on wgpu, f32, median of 7), measured on the CI
-/// machine's lavapipe for this project (issue #3); forward + gradient is its forward +
-/// backward.
-const PEER: [Peer; 6] = [
-    Peer {
-        case: Case {
-            family: Family::CrossEntropy,
-            rows: 32_768,
-            classes: 1_000,
-            grad: false,
-        },
-        ms: 1377.0,
-    },
-    Peer {
-        case: Case {
-            family: Family::CrossEntropy,
-            rows: 32_768,
-            classes: 1_000,
-            grad: true,
-        },
-        ms: 3375.0,
-    },
-    Peer {
-        case: Case {
-            family: Family::CrossEntropy,
-            rows: 1_024,
-            classes: 32_000,
-            grad: false,
-        },
-        ms: 1356.0,
-    },
-    Peer {
-        case: Case {
-            family: Family::CrossEntropy,
-            rows: 1_024,
-            classes: 32_000,
-            grad: true,
-        },
-        ms: 3636.0,
-    },
-    Peer {
-        case: Case {
-            family: Family::Mse,
-            rows: 16_777_216,
-            classes: 1,
-            grad: false,
-        },
-        ms: 298.0,
-    },
-    Peer {
-        case: Case {
-            family: Family::Mse,
-            rows: 16_777_216,
-            classes: 1,
-            grad: true,
-        },
-        ms: 872.0,
-    },
-];
-
 const START: &str = "<!-- bench:start -->";
 const END: &str = "<!-- bench:end -->";
 
@@ -306,10 +232,9 @@ fn write_readme(path: &Path, ctx: &Context, rows: &[Row], a: &BenchArgs) -> Resu
         }
     }
     for k in &kernels {
-        let peer_cases: Vec<Case> = PEER.iter().map(|p| p.case).collect();
         let Some(r) = rows
             .iter()
-            .filter(|r| &r.case.kernel() == k && !peer_cases.contains(&r.case))
+            .filter(|r| &r.case.kernel() == k)
             .max_by_key(|r| r.case.bytes())
         else {
             continue;
@@ -329,23 +254,6 @@ fn write_readme(path: &Path, ctx: &Context, rows: &[Row], a: &BenchArgs) -> Resu
             r.cpu
                 .map_or("-".into(), |c| format!("{:.1}", c / r.kernel.median())),
         ));
-    }
-    md.push_str("\nAgainst Burn 0.22.1 on the same lavapipe device (its `CrossEntropyLoss` and `MseLoss` on wgpu, f32, median of 7; forward + gradient is its forward + backward):\n\n");
-    md.push_str(
-        "| case | Burn ms | wgpu-loss ms | wgpu-loss is faster by |\n|---|---:|---:|---:|\n",
-    );
-    for p in &PEER {
-        if let Some(r) = rows.iter().find(|r| r.case == p.case) {
-            let ms = r.kernel.median() * 1e3;
-            md.push_str(&format!(
-                "| {} {} | {:.0} | {:.1} | {:.0}× |\n",
-                p.case.kernel(),
-                p.case.shape(),
-                p.ms,
-                ms,
-                p.ms / ms
-            ));
-        }
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (Some(start), Some(end)) = (text.find(START), text.find(END)) else {
