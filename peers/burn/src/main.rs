@@ -98,9 +98,8 @@ fn burn_case(device: &Device, shape: Shape, grad: bool, reps: usize) -> (f64, f6
         Shape::Ce { rows, classes } => {
             let logits =
                 Tensor::<2>::random([rows, classes], Distribution::Uniform(-8.0, 8.0), &device);
-            let targets: Vec<i64> = (0..rows).map(|i| ((i * 7919) % classes) as i64).collect();
-            let targets =
-                Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [rows]), &device);
+            let t: Vec<i64> = (0..rows).map(|i| ((i * 7919) % classes) as i64).collect();
+            let targets = Tensor::<1, Int>::from_data(TensorData::new(t.clone(), [rows]), &device);
             let loss_fn = CrossEntropyLossConfig::new().init(&device);
             let run = |sync: bool| {
                 let x = if grad {
@@ -123,8 +122,7 @@ fn burn_case(device: &Device, shape: Shape, grad: bool, reps: usize) -> (f64, f6
                 run(true);
             });
             let value: f32 = run(true).into_scalar();
-            let host: Vec<f32> = logits.clone().into_data().to_vec().expect("f32 logits");
-            let t: Vec<i64> = targets.into_data().to_vec().expect("i64 targets");
+            let host: Vec<f32> = logits.clone().into_data().try_to_vec().expect("f32 logits");
             let twin = cpu::reference(
                 &CrossEntropyDesc::new(rows, classes),
                 &Inputs::classes(&host, &t),
@@ -168,8 +166,8 @@ fn burn_case(device: &Device, shape: Shape, grad: bool, reps: usize) -> (f64, f6
 }
 
 fn host_pair(a: &Tensor<2>, b: &Tensor<2>) -> (Vec<f32>, Vec<f32>) {
-    let a = a.clone().into_data().to_vec().expect("f32");
-    let b = b.clone().into_data().to_vec().expect("f32");
+    let a = a.clone().into_data().try_to_vec().expect("f32");
+    let b = b.clone().into_data().try_to_vec().expect("f32");
     (a, b)
 }
 
@@ -185,8 +183,8 @@ fn mse_1d_check(device: &Device, elements: usize) -> (f32, f64) {
     let value: f32 = MseLoss::new()
         .forward(pred.clone(), target.clone(), BurnReduction::Mean)
         .into_scalar();
-    let p: Vec<f32> = pred.into_data().to_vec().expect("f32");
-    let t: Vec<f32> = target.into_data().to_vec().expect("f32");
+    let p: Vec<f32> = pred.into_data().try_to_vec().expect("f32");
+    let t: Vec<f32> = target.into_data().try_to_vec().expect("f32");
     let twin = cpu::reference(
         &PointwiseDesc::new(Pointwise::Mse, elements),
         &Inputs::new(&p, &t),
