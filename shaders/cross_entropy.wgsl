@@ -22,9 +22,10 @@
 // each group streams a contiguous run (see `first_vec`).
 //   fused:  SEG invocations per block, K vec4 each (BV <= SEG * K), WG / SEG blocks a workgroup.
 //           Reads the inputs once and writes the gradient once.
-//   stats:  rows too long for one workgroup: one workgroup per (block, chunk of WG * K vec4s)
-//           writes the chunk's per-row statistics (max, sum of exp, a, b, ws) to scratch.
-//   finish: one workgroup per (block, chunk): merges the block's chunk statistics in chunk order,
+//   stats:  rows too long for a segment that needs no barrier (forward only), or for one
+//           workgroup: one segment per (block, chunk of SEG * K vec4s) writes the chunk's per-row
+//           statistics (max, sum of exp, a, b, ws) to scratch.
+//   finish: one segment per (block, chunk): merges the block's chunk statistics in chunk order,
 //           writes row losses and its partial, and the gradient of its chunk (a second read).
 // Statistics: every invocation first summarises its own elements (Stats: max, sum of exp
 // relative to that max, ...), from registers; a segment then merges the summaries in a fixed
@@ -709,27 +710,44 @@ fn stats_index(index: u32, chunk: u32, r: u32) -> u32 {
     return params.stats_base + ((block * params.chunks + chunk) * ROWS + r) * 8u;
 }
 
+// The (block, chunk) record of this invocation's segment in a chunked dispatch of `per_block`
+// chunks a block, with SEG * K vec4s a chunk: block, chunk, and the first vec4 and stride.
+struct Chunk {
+    b_index: u32,
+    chunk: u32,
+    v0: u32,
+    stride: u32,
+}
+
+fn chunk_of(wg: u32, lid: u32, per_block: u32) -> Chunk {
+    let rec = wg * (WG / SEG) + lid / SEG;
+    let at = first_vec(lid % SEG, SEG);
+    let chunk = rec % per_block;
+    return Chunk(rec / per_block, chunk, chunk * SEG * K + at.x, at.y);
+}
+
+// Rows too long for one segment: each segment (SEG invocations; the host picks SEG no wider than
+// a subgroup where there are subgroups, so that no barrier is compiled in) summarises one chunk
+// of SEG * K vec4s of a block, and its first invocation writes the record.
 @compute @workgroup_size(WG)
 fn stats(inv: Invocation) {
     let wg = wg_index(inv, params.wg_x);
-    let b_index = wg / params.chunks;
-    let chunk = wg % params.chunks;
-    if (b_index >= params.blocks) {
+    if (wg * (WG / SEG) >= params.blocks * params.chunks) {
         return;
     }
-    let blk = block_of(b_index);
+    let ch = chunk_of(wg, inv.lid, params.chunks);
+    // Segments past the last record have no rows (nrows 0) and take part in the merge only.
+    let blk = block_of(ch.b_index);
     let bv = block_vecs();
     let gv0 = block_start(blk.row0);
-    let at = first_vec(inv.lid, WG);
-    let v0 = chunk * WG * K + at.x;
 
     var own = no_stats();
-    load_and_scan(blk, &own, gv0, v0, at.y, bv);
-    own_stats(blk, &own, v0, at.y, bv);
+    load_and_scan(blk, &own, gv0, ch.v0, ch.stride, bv);
+    own_stats(blk, &own, ch.v0, ch.stride, bv);
     let st = seg_merge(own, inv.lid, sg_size_of(inv));
-    if (inv.lid == 0u) {
+    if (inv.lid % SEG == 0u && blk.nrows != 0u) {
         for (var r = 0u; r < ROWS; r++) {
-            let i = stats_index(b_index, chunk, r);
+            let i = stats_index(ch.b_index, ch.chunk, r);
             scratch.data[i] = st.m[r];
             scratch.data[i + 1u] = st.s[r];
             scratch.data[i + 2u] = st.a[r];
@@ -739,52 +757,52 @@ fn stats(inv: Invocation) {
     }
 }
 
+// One segment per (block, chunk of the gradient; one chunk without it): merges all the block's
+// chunk records in chunk order, writes the row losses and its partial, and the gradient of its
+// chunk (a second read).
 @compute @workgroup_size(WG)
 fn finish(inv: Invocation) {
     let wg = wg_index(inv, params.wg_x);
-    let b_index = wg / params.wg_chunks;
-    let chunk = wg % params.wg_chunks;
-    if (b_index >= params.blocks) {
+    if (wg * (WG / SEG) >= params.blocks * params.wg_chunks) {
         return;
     }
-    let blk = block_of(b_index);
+    let ch = chunk_of(wg, inv.lid, params.wg_chunks);
+    let blk = block_of(ch.b_index);
 
-    // Merge the chunk statistics: invocation inv.lid takes chunks inv.lid, inv.lid + WG, ... in order,
-    // then the workgroup merges the invocations in index order.
+    // Invocation j of the segment takes records j, j + SEG, ... in order, then the segment merges
+    // its invocations in index order.
     var own = no_stats();
-    for (var c = inv.lid; c < params.chunks; c += WG) {
-        var rec = no_stats();
-        for (var r = 0u; r < ROWS; r++) {
-            let i = stats_index(b_index, c, r);
-            rec.m[r] = scratch.data[i];
-            rec.s[r] = scratch.data[i + 1u];
-            rec.a[r] = scratch.data[i + 2u];
-            rec.b[r] = scratch.data[i + 3u];
-            rec.ws[r] = scratch.data[i + 4u];
+    if (blk.nrows != 0u) {
+        for (var c = inv.lid % SEG; c < params.chunks; c += SEG) {
+            var rec = no_stats();
+            for (var r = 0u; r < ROWS; r++) {
+                let i = stats_index(ch.b_index, c, r);
+                rec.m[r] = scratch.data[i];
+                rec.s[r] = scratch.data[i + 1u];
+                rec.a[r] = scratch.data[i + 2u];
+                rec.b[r] = scratch.data[i + 3u];
+                rec.ws[r] = scratch.data[i + 4u];
+            }
+            own = merge(own, rec);
         }
-        own = merge(own, rec);
     }
     let st = seg_merge(own, inv.lid, sg_size_of(inv));
     let o = finish_rows(blk, st);
 
-    if (inv.lid == 0u && want_partial()) {
-        var part = vec2<f32>(0.0);
-        if (chunk == 0u) {
-            part = emit_rows(blk, o);
-        }
-        store_partial(params.partial_base, wg, part);
-    } else if (inv.lid == 0u && chunk == 0u) {
-        _ = emit_rows(blk, o);
+    var part = vec2<f32>(0.0);
+    if (inv.lid % SEG == 0u && ch.chunk == 0u) {
+        part = emit_rows(blk, o);
+    }
+    if (want_partial()) {
+        store_group_partial(params.partial_base, wg, inv.lid, PG, group_sum(part, SEG, PG, inv.lid));
     }
     if (WANT_GRAD) {
         let bv = block_vecs();
         let gv0 = block_start(blk.row0);
-        let at = first_vec(inv.lid, WG);
-        let v0 = chunk * WG * K + at.x;
         // The second read: x' again, then exp(x' - row max), so p = es / s.
         var unused = no_stats();
-        load_and_scan(blk, &unused, gv0, v0, at.y, bv);
-        exps(blk, &unused, st.m, v0, at.y, bv, false);
-        write_grad(blk, o, o.inv_s, grad_scale(), gv0, v0, at.y, bv);
+        load_and_scan(blk, &unused, gv0, ch.v0, ch.stride, bv);
+        exps(blk, &unused, st.m, ch.v0, ch.stride, bv, false);
+        write_grad(blk, o, o.inv_s, grad_scale(), gv0, ch.v0, ch.stride, bv);
     }
 }

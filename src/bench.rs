@@ -15,8 +15,8 @@ use crate::context::PipelineKey;
 use crate::program::{WG, partial_group};
 use crate::shader::{Shader, params};
 use crate::{
-    Bindings, Buffers, ClassicCrossEntropyDesc, Context, CrossEntropyDesc, Error, Inputs, Outputs,
-    Plan, Pointwise, PointwiseDesc, Result, cpu,
+    Bindings, Buffers, ClassicCrossEntropyDesc, Context, CrossEntropyDesc, Error, Inputs,
+    LossOutput, Outputs, Plan, Pointwise, PointwiseDesc, Result, cpu,
 };
 
 /// Inputs of a case are copied into several buffer sets, used in turn, until together they
@@ -170,7 +170,8 @@ pub struct Timing {
 }
 
 impl Timing {
-    fn new(mut samples: Vec<f64>, method: Method) -> Self {
+    /// Timings from `samples` (seconds, any order) taken by `method`.
+    pub fn new(mut samples: Vec<f64>, method: Method) -> Self {
         samples.sort_by(f64::total_cmp);
         Timing { samples, method }
     }
@@ -211,6 +212,7 @@ impl Timing {
 /// The buffers of one input set, bound to the case's plan once.
 struct Set {
     loss: wgpu::Buffer,
+    grad: Option<wgpu::Buffer>,
     bindings: Bindings,
 }
 
@@ -250,6 +252,29 @@ impl Runner {
             Runner::Classic(p) => cpu::reference(p.desc(), inputs),
         }
     }
+
+    /// The convenience call on host data: what [`Context::loss`] costs a caller.
+    fn call(&self, ctx: &Context, inputs: &Inputs<'_>) -> Result<LossOutput> {
+        match self {
+            Runner::Pointwise(p) => ctx.loss(p.desc(), inputs),
+            Runner::CrossEntropy(p) => ctx.loss(p.desc(), inputs),
+            Runner::Classic(p) => ctx.loss(p.desc(), inputs),
+        }
+    }
+}
+
+/// What a caller of the convenience API waits for on a case, in parts, by the wall clock.
+#[derive(Clone, Debug)]
+pub struct EndToEnd {
+    /// [`Context::loss`] on host slices: upload, record, submit, wait, read back (the plan is
+    /// cached by then, as a caller's repeated calls find it).
+    pub call: Timing,
+    /// Creating GPU buffers holding the case's inputs, until the device is idle.
+    pub upload: Timing,
+    /// Reading the case's outputs (the loss; the gradient with it) back to the host.
+    pub read_back: Timing,
+    /// A host `memcpy` of the case's bytes (inputs read once, outputs written once).
+    pub memcpy: Timing,
 }
 
 /// Host copies of the inputs, for the CPU reference.
@@ -380,7 +405,11 @@ impl Bench {
                     buffers = buffers.grad(g);
                 }
                 let bindings = runner.bind(&buffers)?;
-                Ok(Set { loss, bindings })
+                Ok(Set {
+                    loss,
+                    grad,
+                    bindings,
+                })
             })
             .collect::<Result<_>>()?;
         Ok(Bench {
@@ -435,13 +464,67 @@ impl Bench {
         Ok((gpu, reference))
     }
 
-    fn cpu_reference(&self) -> Result<cpu::Reference> {
+    /// The case's inputs on the host (the same data as on the GPU).
+    pub fn inputs(&self) -> Inputs<'_> {
         let h = &self.host;
-        let inputs = match self.case.family {
+        match self.case.family {
             Family::CrossEntropy => Inputs::classes(&h.a, &h.targets),
             _ => Inputs::new(&h.a, &h.b),
+        }
+    }
+
+    fn cpu_reference(&self) -> Result<cpu::Reference> {
+        self.runner.reference(&self.inputs())
+    }
+
+    /// Times what a caller of the convenience API waits for, `reps` times after `warmup`
+    /// untimed calls, by the wall clock: the whole call, and its upload and read-back alone;
+    /// and a host memcpy of the case's bytes, to hold them against.
+    pub fn end_to_end(&self, warmup: usize, reps: usize) -> Result<EndToEnd> {
+        check_reps(reps)?;
+        let inputs = self.inputs();
+        let call = wall_clock(warmup, reps, || {
+            self.runner.call(&self.ctx, &inputs).map(drop)
+        })?;
+        let (a, b): (&[u8], Vec<u8>) = match inputs.target {
+            crate::Target::Values(t) => (bytemuck::cast_slice(inputs.input), {
+                bytemuck::cast_slice(t).to_vec()
+            }),
+            // The convenience call narrows class indices to i32 before it uploads them.
+            crate::Target::Classes(t) => (
+                bytemuck::cast_slice(inputs.input),
+                t.iter().flat_map(|&c| (c as i32).to_ne_bytes()).collect(),
+            ),
         };
-        self.runner.reference(&inputs)
+        let upload = wall_clock(warmup, reps, || {
+            let _guard = self.ctx.lock();
+            let buffers = [buffer(&self.ctx, a), buffer(&self.ctx, &b)];
+            self.ctx.queue().submit([]);
+            wait(&self.ctx)?;
+            drop(buffers);
+            Ok(())
+        })?;
+        let set = &self.sets[0];
+        let read_back = wall_clock(warmup, reps, || {
+            crate::transfer::read_back(&self.ctx, &set.loss, 4)?;
+            if let Some(g) = &set.grad {
+                crate::transfer::read_back(&self.ctx, g, 4 * self.case.elements() as u64)?;
+            }
+            Ok(())
+        })?;
+        let src = vec![1u8; self.case.bytes() as usize];
+        let mut dst = vec![0u8; src.len()];
+        let memcpy = wall_clock(warmup, reps, || {
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&mut dst);
+            Ok(())
+        })?;
+        Ok(EndToEnd {
+            call,
+            upload,
+            read_back,
+            memcpy,
+        })
     }
 
     /// Seconds the CPU reference takes on the same inputs (the fastest of up to three runs,
@@ -531,6 +614,20 @@ fn time_recorded(
         let start = Instant::now();
         ctx.queue().submit([encoder.finish()]);
         wait(ctx)?;
+        samples.push(start.elapsed().as_secs_f64());
+    }
+    Ok(Timing::new(samples, Method::WallClock))
+}
+
+/// Times `reps` runs of `f` by the wall clock, after `warmup` untimed ones.
+fn wall_clock(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        f()?;
         samples.push(start.elapsed().as_secs_f64());
     }
     Ok(Timing::new(samples, Method::WallClock))

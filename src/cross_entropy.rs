@@ -253,6 +253,10 @@ struct RowsSpec {
     in_place: bool,
 }
 
+/// The most chunk records one invocation of the merge pass (`finish`) folds, whatever the row
+/// length: far below lavapipe's loop cap.
+const MAX_RECORDS_PER_LANE: u64 = 4096;
+
 /// How the work is laid out over invocations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tiling {
@@ -363,10 +367,29 @@ impl<'s> Planner<'s> {
 
     fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
         self.slots(b)?;
-        match fused_tiling(self.bv, self.kmax) {
-            Some(t) if self.blocks.div_ceil((WG / t.seg) as u64) == 1 => self.single(b, t),
-            Some(t) => self.fused(b, t),
-            None => self.chunked(b),
+        // A segment of one lane group merges by shuffles alone where subgroups are as wide
+        // (Tuning::for_adapter makes them so), and a kernel with no barrier compiled in runs
+        // faster on lavapipe (PERFORMANCE.md): a forward pass whose rows need wider segments
+        // reads them in such chunks instead (its second pass reads only their statistics).
+        // The tuning, not the subgroup size, picks the layout, so the bits never depend on the
+        // latter. Without subgroups every merge has barriers anyway.
+        // The merge pass loops over a block's records, chunks / SEG a lane: a row so long that
+        // narrow segments would make that loop long (lavapipe's loop cap) takes wide ones.
+        let ctx = b.ctx();
+        let narrow = ctx
+            .uses_subgroups()
+            .then(|| ctx.tuning().lanes.min(WG))
+            .filter(|&seg| {
+                let chunks = self.bv.div_ceil((seg * self.kmax) as u64);
+                chunks.div_ceil(seg as u64) <= MAX_RECORDS_PER_LANE
+            });
+        match (fused_tiling(self.bv, self.kmax), narrow) {
+            (Some(t), _) if self.blocks.div_ceil((WG / t.seg) as u64) == 1 => self.single(b, t),
+            (Some(t), Some(seg)) if t.seg > seg && !self.s.outputs.grad && !self.unaligned => {
+                self.chunked(b, seg)
+            }
+            (Some(t), _) => self.fused(b, t),
+            (None, narrow) => self.chunked(b, narrow.unwrap_or(WG)),
         }
     }
 
@@ -546,26 +569,31 @@ impl<'s> Planner<'s> {
         self.reduce(b, parts, partial_base)
     }
 
-    /// Rows longer than a workgroup holds: per-chunk statistics, then a pass that merges them
-    /// and writes the gradient from a second read.
-    fn chunked(&self, b: &mut Builder<'_>) -> Result<()> {
+    /// Rows longer than a segment of `seg` invocations holds: per-chunk statistics, then a pass
+    /// that merges them and writes the gradient from a second read.
+    fn chunked(&self, b: &mut Builder<'_>, seg: u32) -> Result<()> {
         let s = self.s;
-        let t = Tiling {
-            seg: WG,
-            k: self.kmax,
-        };
-        let chunks = self.bv.div_ceil((WG * self.kmax) as u64);
+        let t = Tiling { seg, k: self.kmax };
+        let per_wg = (WG / seg) as u64;
+        let chunks = self.bv.div_ceil((seg * self.kmax) as u64);
         let scale_mode = self.scale_mode(b)?;
         let stats_base = b.scratch(self.blocks * chunks * self.rb * 8)?;
         let finish_chunks = if s.outputs.grad { chunks } else { 1 };
-        let main_parts = self.full_blocks * finish_chunks;
-        let parts = main_parts + if self.tail { finish_chunks } else { 0 };
+        let pg = partial_group(b.ctx(), seg);
+        let parts_per_wg = (WG / pg) as u64;
+        let main_wgs = (self.full_blocks * finish_chunks).div_ceil(per_wg);
+        let tail_wgs = if self.tail {
+            finish_chunks.div_ceil(per_wg)
+        } else {
+            0
+        };
+        let parts = (main_wgs + tail_wgs) * parts_per_wg;
         let partial_base = if self.reduced {
             b.scratch(2 * parts)?
         } else {
             0
         };
-        let key = |entry, vec4, grad| self.key(entry, vec4, t, grad);
+        let key = |entry, vec4, grad| self.key(entry, vec4, t, grad).constant("PG", pg);
         let base = CeParams {
             chunks: chunks as u32,
             stats_base,
@@ -581,11 +609,11 @@ impl<'s> Planner<'s> {
             passes.push((true, self.full_blocks, 0u64, partial_base));
         }
         if self.tail {
-            let pbase = partial_base + 2 * main_parts as u32;
+            let pbase = partial_base + 2 * (main_wgs * parts_per_wg) as u32;
             passes.push((false, 1, self.full_blocks, pbase));
         }
         for &(vec4, nblocks, block_base, _) in &passes {
-            let (x, y) = b.fold(nblocks * chunks)?;
+            let (x, y) = b.fold((nblocks * chunks).div_ceil(per_wg))?;
             let p = CeParams {
                 blocks: nblocks as u32,
                 block_base: block_base as u32,
@@ -597,7 +625,7 @@ impl<'s> Planner<'s> {
             b.dispatch(&key, &p, self.entries(vec4, false), (x, y));
         }
         for &(vec4, nblocks, block_base, pbase) in &passes {
-            let (x, y) = b.fold(nblocks * finish_chunks)?;
+            let (x, y) = b.fold((nblocks * finish_chunks).div_ceil(per_wg))?;
             let p = CeParams {
                 blocks: nblocks as u32,
                 block_base: block_base as u32,

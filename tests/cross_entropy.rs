@@ -58,6 +58,17 @@ impl Case {
         reduction: Reduction,
         in_place: bool,
     ) -> (Vec<f32>, Vec<f32>) {
+        self.record_outputs(ctx, reduction, in_place, Outputs::BOTH)
+    }
+
+    /// As `record_on`, asking for `outputs` only (the gradient comes back poisoned without it).
+    fn record_outputs(
+        &self,
+        ctx: &Context,
+        reduction: Reduction,
+        in_place: bool,
+        outputs: Outputs,
+    ) -> (Vec<f32>, Vec<f32>) {
         let options = CeOptions {
             reduction,
             ..self.options
@@ -65,7 +76,8 @@ impl Case {
         let desc = (options)
             .desc(self.rows, self.classes)
             .weighted(self.weight.is_some())
-            .in_place(in_place);
+            .in_place(in_place)
+            .outputs(outputs);
         let plan = Plan::new(ctx, &desc).unwrap();
         let logits = upload(ctx, &self.logits);
         let y: Vec<i32> = self.targets.iter().map(|&t| t as i32).collect();
@@ -87,7 +99,7 @@ impl Case {
                     weight.as_deref(),
                     None,
                     Some(&loss),
-                    (!in_place).then_some(&grad),
+                    (!in_place && outputs.grad).then_some(&grad),
                 ),
             )
             .unwrap()
@@ -137,6 +149,16 @@ impl Case {
 
     fn check(&self, what: &str) {
         self.check_on(ctx(), what);
+    }
+
+    /// The loss of a forward pass alone (no gradient asked for) against the reference.
+    fn check_forward(&self, what: &str) {
+        for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+            let reference = self.reference(reduction);
+            let (loss, _) = self.record_outputs(ctx(), reduction, false, Outputs::LOSS);
+            let what = format!("{what} n={} c={} {reduction}", self.rows, self.classes);
+            assert_loss(&what, &loss, &reference, ROW, VALUE);
+        }
     }
 }
 
@@ -264,6 +286,35 @@ fn millions_of_rows() {
 #[test]
 fn sixteen_million_logits() {
     Case::random(16_385, 1_025, 500).check("16.8 M");
+}
+
+/// A forward pass alone, where rows are longer than a lane group holds, reads them in chunks of
+/// one lane group each, then merges their statistics (no barrier in the pass that reads the
+/// logits): chunks that end inside a row, blocks of 2 and 4 rows, a partial last block, many
+/// chunks a row, class weights (a weighted mean), ignored rows, label smoothing, z-loss and
+/// softcap.
+#[test]
+fn forward_only_layouts() {
+    let shapes = [
+        (37, 1030),
+        (7, 2050),
+        (65, 4097),
+        (17, 16384),
+        (3, 32_771),
+        (2, 130_001),
+    ];
+    for (i, (n, c)) in shapes.into_iter().enumerate() {
+        let mut case = Case::random(n, c, 900 + i as u64);
+        if i % 2 == 0 {
+            case.check_forward("forward only");
+            continue;
+        }
+        case.weight = Some(Rng::new(i as u64).vec(c, 0.1, 3.0));
+        case.options.label_smoothing = 0.1;
+        case.options.z_loss = 1e-3;
+        case.options.softcap = (i % 2 == 0).then_some(5.0);
+        case.check_forward("forward only, weighted, smoothed, z-loss, softcap");
+    }
 }
 
 #[test]

@@ -647,6 +647,8 @@ fn bench_rejects_zero_repetitions() {
     message(&e, &["reps", "at least one"]);
     let e = bench.ceilings(0, 0).unwrap_err();
     message(&e, &["reps"]);
+    let e = bench.end_to_end(0, 0).unwrap_err();
+    message(&e, &["reps"]);
     let empty = Timing {
         samples: Vec::new(),
         method: Method::WallClock,

@@ -650,3 +650,76 @@ fn no_matching_adapter_is_an_error() {
         "{err}"
     );
 }
+
+/// `bench --end-to-end` times the convenience call, its parts, `eval` (this binary, on .npy
+/// files of the case) and a memcpy, checks each case's loss against the reference, and writes
+/// its summary into the README block.
+#[test]
+fn bench_end_to_end() {
+    let d = dir("bench");
+    let (json, readme) = (d.join("bench.json"), d.join("README.md"));
+    std::fs::write(
+        &readme,
+        "a\n<!-- bench:start -->\n<!-- bench:end -->\nb\n<!-- end-to-end:start -->\nold\n<!-- end-to-end:end -->\nc\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "bench",
+        "--loss",
+        "mse,cross-entropy",
+        "--classes",
+        "10",
+        "--sizes",
+        "4099",
+        "--pass",
+        "grad",
+        "--reps",
+        "10",
+        "--warmup",
+        "0",
+        "--end-to-end",
+        "--eval-reps",
+        "1",
+        "--json",
+        s(&json),
+        "--readme",
+        s(&readme),
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for c in cases {
+        let (gpu, cpu) = (
+            c["loss_gpu"].as_f64().unwrap(),
+            c["loss_cpu"].as_f64().unwrap(),
+        );
+        assert!((gpu - cpu).abs() <= 1e-5 * (1.0 + cpu.abs()), "{c}");
+        for part in ["call", "upload", "read_back", "eval", "memcpy"] {
+            let t = &c["end_to_end"][part];
+            assert!(t["median_s"].as_f64().unwrap() > 0.0, "{part}: {c}");
+            assert_eq!(t["method"], "wall clock");
+        }
+        // The call includes its upload and its read-back.
+        let e = &c["end_to_end"];
+        assert!(
+            e["call"]["min_s"].as_f64() > e["read_back"]["min_s"].as_f64(),
+            "{c}"
+        );
+    }
+    let text = std::fs::read_to_string(&readme).unwrap();
+    assert!(text.contains("| mse fwd+grad | [4099] |"), "{text}");
+    assert!(
+        text.contains("| cross-entropy C=10 fwd+grad | [409, 10] |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("call pays from") && !text.contains("old"),
+        "{text}"
+    );
+}

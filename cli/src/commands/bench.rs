@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use wgpu_loss::Context;
-use wgpu_loss::bench::{Bench, Case, Ceilings, Family, Timing};
+use wgpu_loss::Target;
+use wgpu_loss::bench::{Bench, Case, Ceilings, EndToEnd, Family, Method, Timing};
 
-use super::{adapter_json, context};
+use super::{adapter_json, context, npy};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -52,6 +54,22 @@ pub struct BenchArgs {
     /// Override the adapter's tuning: lanes,stream_vecs,register_vecs (see `Tuning`).
     #[arg(long, value_delimiter = ',')]
     tuning: Vec<u32>,
+    /// Also time what a caller waits for, by the wall clock: the convenience call on host data
+    /// (upload, record, submit, read back) and its upload and read-back alone, and `eval` on
+    /// .npy files of the case (a process each run), beside the CPU reference and a host memcpy
+    /// of the same bytes.
+    #[arg(long)]
+    end_to_end: bool,
+    /// Runs of `eval` per case with --end-to-end.
+    #[arg(long, default_value_t = 3)]
+    eval_reps: usize,
+}
+
+/// What a caller waits for on one case (`--end-to-end`).
+pub struct Waits {
+    pub parts: EndToEnd,
+    /// `wgpu-loss eval` on .npy files of the case: a process, from its start to its exit.
+    pub eval: Timing,
 }
 
 /// One measured case.
@@ -62,6 +80,7 @@ pub struct Row {
     pub cpu: Option<f64>,
     pub loss_gpu: f32,
     pub loss_cpu: f64,
+    pub waits: Option<Waits>,
 }
 
 impl Row {
@@ -151,6 +170,9 @@ pub fn check(a: &BenchArgs) -> Result<(), String> {
     if a.reps < 10 {
         return Err(format!("--reps {}: at least 10 repetitions", a.reps));
     }
+    if a.eval_reps == 0 {
+        return Err("--eval-reps 0: at least one run".into());
+    }
     if !matches!(a.tuning.len(), 0 | 3) {
         return Err("--tuning takes three numbers: lanes,stream_vecs,register_vecs".into());
     }
@@ -188,6 +210,9 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     }
     progress.finish_and_clear();
     print_table(&ctx, &rows, a.reps);
+    if a.end_to_end {
+        print_waits(&rows, a);
+    }
     if let Some(path) = &a.json {
         let v = json(&ctx, &rows, a);
         std::fs::write(
@@ -225,13 +250,7 @@ fn write_readme(path: &Path, ctx: &Context, rows: &[Row], a: &BenchArgs) -> Resu
     ));
     md.push_str("| kernel | shape | MB moved | median ms (spread) | GB/s | % of copy_buffer_to_buffer | % of trivial kernel | % of trivial + exp | × CPU reference |\n");
     md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    let mut kernels: Vec<String> = Vec::new();
-    for r in rows {
-        if !kernels.contains(&r.case.kernel()) {
-            kernels.push(r.case.kernel());
-        }
-    }
-    for k in &kernels {
+    for k in &kernels(rows) {
         let Some(r) = rows
             .iter()
             .filter(|r| &r.case.kernel() == k)
@@ -255,12 +274,148 @@ fn write_readme(path: &Path, ctx: &Context, rows: &[Row], a: &BenchArgs) -> Resu
                 .map_or("-".into(), |c| format!("{:.1}", c / r.kernel.median())),
         ));
     }
+    replace_block(path, START, END, &md)?;
+    if a.end_to_end {
+        replace_block(path, E2E_START, E2E_END, &waits_markdown(ctx, rows, a))?;
+    }
+    Ok(())
+}
+
+/// Replaces what lies between the `start` and `end` markers of the file at `path` by `md`.
+fn replace_block(path: &Path, start: &str, end: &str, md: &str) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (Some(start), Some(end)) = (text.find(START), text.find(END)) else {
-        return Err(format!("{}: no {START} ... {END} block", path.display()));
+    let (Some(i), Some(j)) = (text.find(start), text.find(end)) else {
+        return Err(format!("{}: no {start} ... {end} block", path.display()));
     };
-    let updated = format!("{}{START}\n{md}{}", &text[..start], &text[end..]);
+    let updated = format!("{}{start}\n{md}{}", &text[..i], &text[j..]);
     std::fs::write(path, updated).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+const E2E_START: &str = "<!-- end-to-end:start -->";
+const E2E_END: &str = "<!-- end-to-end:end -->";
+
+/// The kernels of `rows`, in their first order.
+fn kernels(rows: &[Row]) -> Vec<String> {
+    let mut kernels: Vec<String> = Vec::new();
+    for r in rows {
+        if !kernels.contains(&r.case.kernel()) {
+            kernels.push(r.case.kernel());
+        }
+    }
+    kernels
+}
+
+/// The smallest element count of `kernel` from which the convenience call beats the CPU
+/// reference at every larger size measured: `Some(None)` when it never does at the largest,
+/// `None` without CPU figures.
+fn crossover(rows: &[Row], kernel: &str) -> Option<Option<usize>> {
+    let mut sizes: Vec<(usize, bool)> = rows
+        .iter()
+        .filter(|r| r.case.kernel() == kernel)
+        .map(|r| {
+            let w = r.waits.as_ref()?;
+            Some((r.case.elements(), r.cpu? > w.parts.call.median()))
+        })
+        .collect::<Option<_>>()?;
+    sizes.sort();
+    let mut from = None;
+    for &(elements, pays) in sizes.iter().rev() {
+        if !pays {
+            break;
+        }
+        from = Some(elements);
+    }
+    Some(from)
+}
+
+fn crossover_text(rows: &[Row], kernel: &str) -> String {
+    match crossover(rows, kernel) {
+        None => "-".into(),
+        Some(None) => "not at the largest".into(),
+        Some(Some(e)) => format!("{e}"),
+    }
+}
+
+/// The end-to-end summary: each kernel at its largest size, and where the call starts to pay.
+fn waits_markdown(ctx: &Context, rows: &[Row], a: &BenchArgs) -> String {
+    let info = ctx.adapter_info();
+    let mut md = format!(
+        "Measured by `wgpu-loss bench --end-to-end` on {} ({}, {} {}); wall clock, median of {} \
+         repetitions ({} for `eval`, each a process). Each kernel at its largest size; the last \
+         column is the smallest size measured from which the call beats the CPU reference at \
+         every larger size:\n\n",
+        info.name, info.backend, info.driver, info.driver_info, a.reps, a.eval_reps,
+    );
+    md.push_str("| kernel | shape | MB | kernel ms | call ms | upload ms | read-back ms | `eval` ms | CPU reference ms | memcpy ms | call pays from (elements) |\n");
+    md.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for k in kernels(rows) {
+        let Some(r) = rows
+            .iter()
+            .filter(|r| r.case.kernel() == k)
+            .max_by_key(|r| r.case.bytes())
+        else {
+            continue;
+        };
+        let Some(w) = &r.waits else { continue };
+        md.push_str(&format!(
+            "| {k} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {:.2} | {} |\n",
+            r.case.shape(),
+            r.case.bytes() as f64 / 1e6,
+            r.kernel.median() * 1e3,
+            w.parts.call.median() * 1e3,
+            w.parts.upload.median() * 1e3,
+            w.parts.read_back.median() * 1e3,
+            w.eval.median() * 1e3,
+            r.cpu.map_or("-".into(), |c| format!("{:.1}", c * 1e3)),
+            w.parts.memcpy.median() * 1e3,
+            crossover_text(rows, &k),
+        ));
+    }
+    md
+}
+
+fn print_waits(rows: &[Row], a: &BenchArgs) {
+    println!(
+        "\nend to end (wall clock, median of {} repetitions; eval: {} runs, a process each):",
+        a.reps, a.eval_reps
+    );
+    println!(
+        "{:<34} {:>15} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "kernel",
+        "shape",
+        "MB",
+        "kernel ms",
+        "call ms",
+        "upload",
+        "read-back",
+        "eval ms",
+        "CPU ms",
+        "memcpy",
+        "CPU/call"
+    );
+    for r in rows {
+        let Some(w) = &r.waits else { continue };
+        let call = w.parts.call.median();
+        println!(
+            "{:<34} {:>15} {:>8.2} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.1} {:>10} {:>10.3} {:>9}",
+            r.case.kernel(),
+            r.case.shape(),
+            r.case.bytes() as f64 / 1e6,
+            r.kernel.median() * 1e3,
+            call * 1e3,
+            w.parts.upload.median() * 1e3,
+            w.parts.read_back.median() * 1e3,
+            w.eval.median() * 1e3,
+            r.cpu.map_or("-".into(), |c| format!("{:.1}", c * 1e3)),
+            w.parts.memcpy.median() * 1e3,
+            r.cpu.map_or("-".into(), |c| format!("{:.2}x", c / call)),
+        );
+    }
+    for k in kernels(rows) {
+        if let Some(Some(e)) = crossover(rows, &k) {
+            println!("{k}: the call beats the CPU reference from {e} elements on");
+        }
+    }
 }
 
 fn measure(
@@ -269,19 +424,27 @@ fn measure(
     a: &BenchArgs,
     seed: u64,
     memo: &mut HashMap<(u64, u64, bool), Ceilings>,
-) -> wgpu_loss::Result<Row> {
-    let bench = Bench::new(ctx, *case, seed + 1)?;
-    let kernel = bench.time(a.warmup, a.reps)?;
+) -> Result<Row, String> {
+    let text = |e: wgpu_loss::Error| e.to_string();
+    let bench = Bench::new(ctx, *case, seed + 1).map_err(text)?;
+    let kernel = bench.time(a.warmup, a.reps).map_err(text)?;
     let ceilings = match memo.get(&case.ceiling_key()) {
         Some(c) => c.clone(),
         None => {
-            let c = bench.ceilings(a.warmup, a.reps)?;
+            let c = bench.ceilings(a.warmup, a.reps).map_err(text)?;
             memo.insert(case.ceiling_key(), c.clone());
             c
         }
     };
-    let (loss_gpu, loss_cpu) = bench.verify()?;
+    let (loss_gpu, loss_cpu) = bench.verify().map_err(text)?;
     let cpu = (!a.no_cpu).then(|| bench.cpu_seconds());
+    let waits = match a.end_to_end {
+        true => Some(Waits {
+            parts: bench.end_to_end(a.warmup, a.reps).map_err(text)?,
+            eval: time_eval(&bench, a.eval_reps)?,
+        }),
+        false => None,
+    };
     Ok(Row {
         case: *case,
         kernel,
@@ -289,7 +452,65 @@ fn measure(
         cpu,
         loss_gpu,
         loss_cpu,
+        waits,
     })
+}
+
+/// A scratch folder for the .npy files of `eval`, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes the case's inputs to .npy files and times `runs` runs of this binary's `eval` on
+/// them (writing the gradient to a file too for a forward + gradient case), by the wall clock
+/// from the process's start to its exit.
+fn time_eval(bench: &Bench, runs: usize) -> Result<Timing, String> {
+    let case = bench.case();
+    let dir = Scratch(std::env::temp_dir().join(format!("wgpu-loss-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).map_err(|e| format!("{}: {e}", dir.0.display()))?;
+    let shape = match case.family {
+        Family::Mse => vec![case.rows],
+        _ => vec![case.rows, case.classes],
+    };
+    let inputs = bench.inputs();
+    let (input, target) = (dir.0.join("input.npy"), dir.0.join("target.npy"));
+    npy::write(&input, &shape, inputs.input)?;
+    match inputs.target {
+        Target::Values(t) => npy::write(&target, &shape, t)?,
+        Target::Classes(t) => npy::write(&target, &[case.rows], t)?,
+    }
+    let (loss, input_flag, target_flag) = match case.family {
+        Family::Mse => ("mse", "--pred", "--target"),
+        Family::CrossEntropy => ("cross-entropy", "--logits", "--targets"),
+        Family::CrossEntropyProbs => ("cross-entropy-probs", "--probs", "--targets"),
+    };
+    let mut command = std::process::Command::new(
+        std::env::current_exe().map_err(|e| format!("this binary's path: {e}"))?,
+    );
+    command.arg("eval").arg(loss).arg(input_flag).arg(&input);
+    command.arg(target_flag).arg(&target);
+    if case.grad {
+        command.arg("--grad-out").arg(dir.0.join("grad.npy"));
+    }
+    command.stdout(std::process::Stdio::null());
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let out = command.output().map_err(|e| format!("eval: {e}"))?;
+        samples.push(start.elapsed().as_secs_f64());
+        if !out.status.success() {
+            return Err(format!(
+                "eval failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(Timing::new(samples, Method::WallClock))
 }
 
 fn print_table(ctx: &Context, rows: &[Row], reps: usize) {
@@ -389,6 +610,13 @@ fn json(ctx: &Context, rows: &[Row], a: &BenchArgs) -> serde_json::Value {
                 "speedup_over_cpu": r.cpu.map(|c| c / r.kernel.median()),
                 "loss_gpu": r.loss_gpu,
                 "loss_cpu": r.loss_cpu,
+                "end_to_end": r.waits.as_ref().map(|w| serde_json::json!({
+                    "call": timing_json(&w.parts.call, bytes),
+                    "upload": timing_json(&w.parts.upload, bytes),
+                    "read_back": timing_json(&w.parts.read_back, bytes),
+                    "eval": timing_json(&w.eval, bytes),
+                    "memcpy": timing_json(&w.parts.memcpy, bytes),
+                })),
             })
         })
         .collect();

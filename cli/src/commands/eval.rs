@@ -411,12 +411,12 @@ fn cross_entropy_probs(ctx: &Context, a: &ProbsArgs) -> Result<Evaluated, String
 
 fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
     if let (Some(path), Some(grad)) = (&common.grad_out, &e.out.grad) {
-        npy::write_f32(path, &e.grad_shape, grad)?;
+        npy::write(path, &e.grad_shape, grad)?;
     }
     if let Some(path) = &common.loss_out {
         match (&e.out.value, &e.out.per_element) {
-            (Some(v), _) => npy::write_f32(path, &[], &[*v])?,
-            (None, Some(values)) => npy::write_f32(path, &e.loss_shape, values)?,
+            (Some(v), _) => npy::write(path, &[], &[*v])?,
+            (None, Some(values)) => npy::write(path, &e.loss_shape, values)?,
             (None, None) => {}
         }
     }

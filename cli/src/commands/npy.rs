@@ -238,8 +238,12 @@ fn peek_header(head: &[u8]) -> Option<(Vec<u64>, u64, u64)> {
     Some((shape, item, (prefix + header_len) as u64))
 }
 
-/// Writes a float32 array of `shape` (empty: a 0-d array).
-pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), String> {
+/// Writes an array of `shape` (empty: a 0-d array) in the element type's own dtype.
+pub fn write<T: npyz::AutoSerialize + Copy>(
+    path: &Path,
+    shape: &[usize],
+    data: &[T],
+) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("{}: {e}", path.display());
     let file = File::create(path).map_err(fail)?;
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
