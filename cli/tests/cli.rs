@@ -660,7 +660,7 @@ fn bench_end_to_end() {
     let (json, readme) = (d.join("bench.json"), d.join("README.md"));
     std::fs::write(
         &readme,
-        "a\n<!-- bench:start -->\n<!-- bench:end -->\nb\n<!-- end-to-end:start -->\nold\n<!-- end-to-end:end -->\nc\n",
+        "a `<!-- end-to-end:start -->` quoted\n<!-- bench:start -->\n<!-- bench:end -->\nb\n<!-- end-to-end:start -->\nold\n<!-- end-to-end:end -->\nc\n",
     )
     .unwrap();
     let out = run(&[

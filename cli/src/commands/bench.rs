@@ -281,12 +281,24 @@ fn write_readme(path: &Path, ctx: &Context, rows: &[Row], a: &BenchArgs) -> Resu
     Ok(())
 }
 
-/// Replaces what lies between the `start` and `end` markers of the file at `path` by `md`.
+/// Replaces what lies between the `start` and `end` marker lines of the file at `path` by `md`
+/// (a marker counts only as a line of its own, not where prose quotes it).
 fn replace_block(path: &Path, start: &str, end: &str, md: &str) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let (Some(i), Some(j)) = (text.find(start), text.find(end)) else {
+    let line = |marker: &str| {
+        let mut at = 0;
+        text.split_inclusive('\n').find_map(|l| {
+            let here = at;
+            at += l.len();
+            (l.trim_end() == marker).then_some(here)
+        })
+    };
+    let (Some(i), Some(j)) = (line(start), line(end)) else {
         return Err(format!("{}: no {start} ... {end} block", path.display()));
     };
+    if j < i {
+        return Err(format!("{}: {end} comes before {start}", path.display()));
+    }
     let updated = format!("{}{start}\n{md}{}", &text[..i], &text[j..]);
     std::fs::write(path, updated).map_err(|e| format!("{}: {e}", path.display()))
 }
