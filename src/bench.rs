@@ -284,6 +284,21 @@ struct Host {
     targets: Vec<i64>,
 }
 
+impl Host {
+    /// The second input as the GPU takes it: the target values, or the class indices narrowed
+    /// to i32 (as the convenience call uploads them).
+    fn second_bytes(&self, case: &Case) -> std::borrow::Cow<'_, [u8]> {
+        match case.family {
+            Family::CrossEntropy => self
+                .targets
+                .iter()
+                .flat_map(|&t| (t as i32).to_ne_bytes())
+                .collect(),
+            _ => bytemuck::cast_slice(&self.b).into(),
+        }
+    }
+}
+
 /// A case made ready on a context: its plan, its input sets on the GPU, and the same inputs on
 /// the host for the CPU reference.
 pub struct Bench {
@@ -389,15 +404,11 @@ impl Bench {
         };
         let host = host_inputs(&case, seed);
         let _guard = ctx.lock();
-        let targets: Vec<i32> = host.targets.iter().map(|&t| t as i32).collect();
-        let b_bytes: &[u8] = match case.family {
-            Family::CrossEntropy => bytemuck::cast_slice(&targets),
-            _ => bytemuck::cast_slice(&host.b),
-        };
+        let b_bytes = host.second_bytes(&case);
         let sets = (0..set_count(case.bytes()))
             .map(|_| {
                 let a = buffer(ctx, bytemuck::cast_slice(&host.a));
-                let b = buffer(ctx, b_bytes);
+                let b = buffer(ctx, &b_bytes);
                 let loss = empty(ctx, 4);
                 let mut buffers = Buffers::new(&a, &b).loss(&loss);
                 let grad = case.grad.then(|| empty(ctx, 4 * case.elements() as u64));
@@ -486,19 +497,14 @@ impl Bench {
         let call = wall_clock(warmup, reps, || {
             self.runner.call(&self.ctx, &inputs).map(drop)
         })?;
-        let (a, b): (&[u8], Vec<u8>) = match inputs.target {
-            crate::Target::Values(t) => (bytemuck::cast_slice(inputs.input), {
-                bytemuck::cast_slice(t).to_vec()
-            }),
-            // The convenience call narrows class indices to i32 before it uploads them.
-            crate::Target::Classes(t) => (
-                bytemuck::cast_slice(inputs.input),
-                t.iter().flat_map(|&c| (c as i32).to_ne_bytes()).collect(),
-            ),
-        };
+        let (a, b) = (
+            bytemuck::cast_slice(&self.host.a),
+            self.host.second_bytes(&self.case),
+        );
         let upload = wall_clock(warmup, reps, || {
             let _guard = self.ctx.lock();
-            let buffers = [buffer(&self.ctx, a), buffer(&self.ctx, &b)];
+            let upload = |data| crate::transfer::upload(&self.ctx, "wgpu-loss.bench", data);
+            let buffers = [upload(a), upload(&b)];
             self.ctx.queue().submit([]);
             wait(&self.ctx)?;
             drop(buffers);

@@ -257,6 +257,19 @@ struct RowsSpec {
 /// length: far below lavapipe's loop cap.
 const MAX_RECORDS_PER_LANE: u64 = 4096;
 
+/// The partials layout of a pass (`Planner::partials`).
+struct Partials {
+    /// Invocations a partial.
+    pg: u32,
+    /// Workgroups over the full blocks.
+    main_wgs: u64,
+    /// Partials in all.
+    parts: u64,
+    /// Where the full blocks' partials start in scratch, and the tail block's.
+    base: u32,
+    tail_base: u32,
+}
+
 /// How the work is laid out over invocations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tiling {
@@ -373,15 +386,23 @@ impl<'s> Planner<'s> {
         // reads them in such chunks instead (its second pass reads only their statistics).
         // The tuning, not the subgroup size, picks the layout, so the bits never depend on the
         // latter. Without subgroups every merge has barriers anyway.
-        // The merge pass loops over a block's records, chunks / SEG a lane: a row so long that
-        // narrow segments would make that loop long (lavapipe's loop cap) takes wide ones.
+        //
+        // The merge pass folds a block's chunk records, chunks / SEG a lane, in each of its
+        // segments: once a block for a forward pass (bounded for lavapipe's loop cap), once a
+        // chunk with the gradient, where it must stay within the K vec4s a lane reads, or the
+        // merges would outgrow the row's own work; longer rows take workgroup-wide chunks.
         let ctx = b.ctx();
+        let most_records = if self.s.outputs.grad {
+            self.kmax as u64
+        } else {
+            MAX_RECORDS_PER_LANE
+        };
         let narrow = ctx
             .uses_subgroups()
             .then(|| ctx.tuning().lanes.min(WG))
             .filter(|&seg| {
                 let chunks = self.bv.div_ceil((seg * self.kmax) as u64);
-                chunks.div_ceil(seg as u64) <= MAX_RECORDS_PER_LANE
+                chunks.div_ceil(seg as u64) <= most_records
             });
         match (fused_tiling(self.bv, self.kmax), narrow) {
             (Some(t), _) if self.blocks.div_ceil((WG / t.seg) as u64) == 1 => self.single(b, t),
@@ -490,6 +511,30 @@ impl<'s> Planner<'s> {
         }
     }
 
+    /// Where the partials of a pass go: `main` segments of `seg` invocations over the full
+    /// blocks, then `tail` over the partial block, WG / seg a workgroup and each pass's
+    /// workgroups starting afresh, one partial per group of `pg` invocations (scratch only
+    /// when the loss is reduced).
+    fn partials(&self, b: &mut Builder<'_>, seg: u32, main: u64, tail: u64) -> Result<Partials> {
+        let per_wg = (WG / seg) as u64;
+        let pg = partial_group(b.ctx(), seg);
+        let parts_per_wg = (WG / pg) as u64;
+        let main_wgs = main.div_ceil(per_wg);
+        let parts = (main_wgs + tail.div_ceil(per_wg)) * parts_per_wg;
+        let base = if self.reduced {
+            b.scratch(2 * parts)?
+        } else {
+            0
+        };
+        Ok(Partials {
+            pg,
+            main_wgs,
+            parts,
+            base,
+            tail_base: base + 2 * (main_wgs * parts_per_wg) as u32,
+        })
+    }
+
     /// Appends the reduction of `parts` partials at `base`, when the loss is reduced.
     fn reduce(&self, b: &mut Builder<'_>, parts: u64, base: u32) -> Result<()> {
         match self.finish {
@@ -525,16 +570,14 @@ impl<'s> Planner<'s> {
     /// block (rows that do not fill one) in scalars, then the reduction of the partials.
     fn fused(&self, b: &mut Builder<'_>, t: Tiling) -> Result<()> {
         let scale_mode = self.scale_mode(b)?;
-        let per_wg = (WG / t.seg) as u64;
-        let main_wgs = self.full_blocks.div_ceil(per_wg);
-        let pg = partial_group(b.ctx(), t.seg);
-        let parts_per_wg = (WG / pg) as u64;
-        let parts = (main_wgs + self.tail as u64) * parts_per_wg;
-        let partial_base = if self.reduced {
-            b.scratch(2 * parts)?
-        } else {
-            0
-        };
+        let Partials {
+            pg,
+            main_wgs,
+            parts,
+            base: partial_base,
+            tail_base,
+            ..
+        } = self.partials(b, t.seg, self.full_blocks, self.tail as u64)?;
         let key = |vec4| {
             self.key("fused", vec4, t, self.s.outputs.grad)
                 .constant("PG", pg)
@@ -561,7 +604,7 @@ impl<'s> Planner<'s> {
                 wg_x: 1,
                 chunks: 1,
                 wg_chunks: 1,
-                partial_base: partial_base + 2 * (main_wgs * parts_per_wg) as u32,
+                partial_base: tail_base,
                 ..base
             };
             b.dispatch(&key(false), &p, self.entries(false, false), (1, 1));
@@ -579,20 +622,14 @@ impl<'s> Planner<'s> {
         let scale_mode = self.scale_mode(b)?;
         let stats_base = b.scratch(self.blocks * chunks * self.rb * 8)?;
         let finish_chunks = if s.outputs.grad { chunks } else { 1 };
-        let pg = partial_group(b.ctx(), seg);
-        let parts_per_wg = (WG / pg) as u64;
-        let main_wgs = (self.full_blocks * finish_chunks).div_ceil(per_wg);
-        let tail_wgs = if self.tail {
-            finish_chunks.div_ceil(per_wg)
-        } else {
-            0
-        };
-        let parts = (main_wgs + tail_wgs) * parts_per_wg;
-        let partial_base = if self.reduced {
-            b.scratch(2 * parts)?
-        } else {
-            0
-        };
+        let tail_chunks = if self.tail { finish_chunks } else { 0 };
+        let Partials {
+            pg,
+            parts,
+            base: partial_base,
+            tail_base,
+            ..
+        } = self.partials(b, seg, self.full_blocks * finish_chunks, tail_chunks)?;
         let key = |entry, vec4, grad| self.key(entry, vec4, t, grad).constant("PG", pg);
         let base = CeParams {
             chunks: chunks as u32,
@@ -609,8 +646,7 @@ impl<'s> Planner<'s> {
             passes.push((true, self.full_blocks, 0u64, partial_base));
         }
         if self.tail {
-            let pbase = partial_base + 2 * (main_wgs * parts_per_wg) as u32;
-            passes.push((false, 1, self.full_blocks, pbase));
+            passes.push((false, 1, self.full_blocks, tail_base));
         }
         for &(vec4, nblocks, block_base, _) in &passes {
             let (x, y) = b.fold((nblocks * chunks).div_ceil(per_wg))?;

@@ -137,13 +137,8 @@ impl Case {
             let reference = self.reference(reduction);
             let (loss, grad) = self.record_on(ctx, reduction, false);
             let what = format!("{what} n={} c={} {reduction}", self.rows, self.classes);
-            assert_loss(&what, &loss, &reference, ROW, VALUE);
-            assert_close(
-                &format!("{what} grad"),
-                &grad,
-                &reference.grad,
-                grad_tol(&reference.grad),
-            );
+            let tols = (ROW, VALUE, grad_tol(&reference.grad));
+            assert_loss_and_grad(&what, (&loss, &grad), &reference, tols);
         }
     }
 

@@ -458,13 +458,8 @@ fn classic_against_reference(ctx: &Context, shapes: &[(usize, usize)], seed: u64
             let reference = cpu_ce_probs(&probs, &targets, c, 1e-7, reduction).unwrap();
             let (loss, grad) = record_probs(ctx, &probs, &targets, c, 1e-7, reduction);
             let what = format!("probs n={n} c={c} {reduction}");
-            assert_loss(&what, &loss, &reference, ROW, VALUE);
-            assert_close(
-                &format!("{what} grad"),
-                &grad,
-                &reference.grad,
-                grad_tol(&reference.grad),
-            );
+            let tols = (ROW, VALUE, grad_tol(&reference.grad));
+            assert_loss_and_grad(&what, (&loss, &grad), &reference, tols);
         }
     }
 }

@@ -268,6 +268,20 @@ pub fn assert_loss(
     }
 }
 
+/// [`assert_loss`], and the gradient against the reference's within `grad` (named
+/// "`what` grad").
+#[allow(dead_code)]
+#[track_caller]
+pub fn assert_loss_and_grad(
+    what: &str,
+    (loss, grad): (&[f32], &[f32]),
+    reference: &wgpu_loss::cpu::Reference,
+    (items, value, grad_tol): (Tol, Tol, Tol),
+) {
+    assert_loss(what, loss, reference, items, value);
+    assert_close(&format!("{what} grad"), grad, &reference.grad, grad_tol);
+}
+
 /// The buffers of one run, by role (the shape of the old per-family buffer structs, which most
 /// tests were written against): whole buffers, the optional ones where given.
 #[allow(dead_code)]

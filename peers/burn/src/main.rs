@@ -87,6 +87,28 @@ fn time(reps: usize, mut run: impl FnMut()) -> (f64, f64) {
     median(samples)
 }
 
+/// One call of `loss` on `x`, and with `grad` its backward pass and `x`'s gradient, until the
+/// device is idle: what a Burn user waits for.
+fn pass(
+    device: &Device,
+    x: &Tensor<2>,
+    grad: bool,
+    loss: impl Fn(Tensor<2>) -> Tensor<1>,
+) -> Tensor<1> {
+    let x = if grad {
+        x.clone().require_grad()
+    } else {
+        x.clone()
+    };
+    let out = loss(x.clone());
+    if grad {
+        let grads = out.backward();
+        std::hint::black_box(x.grad(&grads).expect("a gradient"));
+    }
+    device.sync().expect("sync");
+    out
+}
+
 /// Burn's side of one case: (median ms, min ms, relative error of its loss against the twin).
 fn burn_case(device: &Device, shape: Shape, grad: bool, reps: usize) -> (f64, f64, f64) {
     let device = if grad {
@@ -101,27 +123,15 @@ fn burn_case(device: &Device, shape: Shape, grad: bool, reps: usize) -> (f64, f6
             let t: Vec<i64> = (0..rows).map(|i| ((i * 7919) % classes) as i64).collect();
             let targets = Tensor::<1, Int>::from_data(TensorData::new(t.clone(), [rows]), &device);
             let loss_fn = CrossEntropyLossConfig::new().init(&device);
-            let run = |sync: bool| {
-                let x = if grad {
-                    logits.clone().require_grad()
-                } else {
-                    logits.clone()
-                };
-                let loss = loss_fn.forward(x.clone(), targets.clone());
-                if grad {
-                    let grads = loss.backward();
-                    let g = x.grad(&grads).expect("a gradient");
-                    std::hint::black_box(g);
-                }
-                if sync {
-                    device.sync().expect("sync");
-                }
-                loss
+            let run = || {
+                pass(&device, &logits, grad, |x| {
+                    loss_fn.forward(x, targets.clone())
+                })
             };
             let (med, min) = time(reps, || {
-                run(true);
+                run();
             });
-            let value: f32 = run(true).into_scalar();
+            let value: f32 = run().into_scalar();
             let host: Vec<f32> = logits.clone().into_data().try_to_vec().expect("f32 logits");
             let twin = cpu::reference(
                 &CrossEntropyDesc::new(rows, classes),
@@ -134,26 +144,15 @@ fn burn_case(device: &Device, shape: Shape, grad: bool, reps: usize) -> (f64, f6
             let pred = Tensor::<2>::random([rows, cols], Distribution::Uniform(-3.0, 3.0), &device);
             let target =
                 Tensor::<2>::random([rows, cols], Distribution::Uniform(-3.0, 3.0), &device);
-            let run = |sync: bool| {
-                let x = if grad {
-                    pred.clone().require_grad()
-                } else {
-                    pred.clone()
-                };
-                let loss = MseLoss::new().forward(x.clone(), target.clone(), BurnReduction::Mean);
-                if grad {
-                    let grads = loss.backward();
-                    std::hint::black_box(x.grad(&grads).expect("a gradient"));
-                }
-                if sync {
-                    device.sync().expect("sync");
-                }
-                loss
+            let run = || {
+                pass(&device, &pred, grad, |x| {
+                    MseLoss::new().forward(x, target.clone(), BurnReduction::Mean)
+                })
             };
             let (med, min) = time(reps, || {
-                run(true);
+                run();
             });
-            let value: f32 = run(true).into_scalar();
+            let value: f32 = run().into_scalar();
             let (p, t) = host_pair(&pred, &target);
             let twin = cpu::reference(
                 &PointwiseDesc::new(Pointwise::Mse, p.len()),
