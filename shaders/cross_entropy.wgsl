@@ -33,12 +33,13 @@
 // Dispatches are folded into two dimensions: workgroup w = wid.x + wid.y * params.wg_x. A fused
 // workgroup writes WG / PG partials (one per group of PG invocations, see group_sum).
 //
-// Preprocessor variants: VEC4 binds x, t and grad as array<vec4<f32>> (full blocks); without it
-// they are array<f32> with bounds checks (the last, partial block, and problems that fit one
+// Preprocessor variants: VEC4 binds x, t and grad as arrays of vec4s (full blocks); without it
+// as arrays of elements with bounds checks (the last, partial block, and problems that fit one
 // workgroup). UNALIGNED (scalar bindings, fused only): blocks of one row for C not a multiple of
 // 4 whose 2- or 4-row blocks would not fit a workgroup, so that they are still read once; a
 // row's vec4s then start at its first element, and the last one is masked. INPLACE writes the
-// gradient over x. SUBGROUPS selects the segment reductions.
+// gradient over x. SUBGROUPS selects the segment reductions. Half-precision tensors never take
+// UNALIGNED (its rows share 32-bit words at their ends): their long odd rows are chunked.
 //
 // Bindings: 0 params, 1 x, 2 t, 3 y, 4 w, 5 grad, 6 loss (per row; or the reduced value when
 // SINGLE), 7 scratch. Every binding is bound (dummies stand in for unused ones).
@@ -100,39 +101,33 @@ fn element(gv0: u32, v: u32, i: u32) -> u32 {
 #endif
 }
 
-#ifdef VEC4
+// The logits x, probability targets t and gradient in their dtypes (DTYPE_x, DTYPE_t,
+// DTYPE_grad; common/tensor.wgsl), read and written in f32.
 #ifdef INPLACE
-@group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
+#tensor x 1 read_write
 #else
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> grad: array<vec4<f32>>;
+#tensor x 1 read
+#tensor grad 5 read_write
 #endif
-@group(0) @binding(2) var<storage, read> t: array<vec4<f32>>;
+#tensor t 2 read
 
+#ifdef VEC4
 fn load_x(gv0: u32, v: u32) -> vec4<f32> {
-    return x[gv0 + v];
+    return x_get4(gv0 + v);
 }
 
 fn load_t(gv0: u32, v: u32) -> vec4<f32> {
-    return t[gv0 + v];
+    return t_get4(gv0 + v);
 }
 
 fn store_grad(gv0: u32, v: u32, g: vec4<f32>) {
 #ifdef INPLACE
-    x[gv0 + v] = g;
+    x_set4(gv0 + v, g);
 #else
-    grad[gv0 + v] = g;
+    grad_set4(gv0 + v, g);
 #endif
 }
 #else
-#ifdef INPLACE
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;
-#else
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
-#endif
-@group(0) @binding(2) var<storage, read> t: array<f32>;
-
 // Element i of vec4 v of the block at gv0, and whether it exists: the last vec4 of an
 // UNALIGNED row is partial (the rest belongs to the next row, another segment's to write).
 fn elem_ok(gv0: u32, v: u32, i: u32) -> vec2<u32> {
@@ -150,7 +145,7 @@ fn load_x(gv0: u32, v: u32) -> vec4<f32> {
     for (var i = 0u; i < 4u; i++) {
         let e = elem_ok(gv0, v, i);
         if (e.y != 0u) {
-            r[i] = x[e.x];
+            r[i] = x_get(e.x);
         }
     }
     return r;
@@ -161,7 +156,7 @@ fn load_t(gv0: u32, v: u32) -> vec4<f32> {
     for (var i = 0u; i < 4u; i++) {
         let e = elem_ok(gv0, v, i);
         if (e.y != 0u) {
-            r[i] = t[e.x];
+            r[i] = t_get(e.x);
         }
     }
     return r;
@@ -172,9 +167,9 @@ fn store_grad(gv0: u32, v: u32, g: vec4<f32>) {
         let e = elem_ok(gv0, v, i);
         if (e.y != 0u) {
 #ifdef INPLACE
-            x[e.x] = g[i];
+            x_set(e.x, g[i]);
 #else
-            grad[e.x] = g[i];
+            grad_set(e.x, g[i]);
 #endif
         }
     }

@@ -32,22 +32,21 @@ override WANT_GRAD: bool = false;
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
 #params
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+// The log-probabilities x and the gradient in their dtypes (common/tensor.wgsl), read and
+// written in f32.
+#tensor x 1 read scalar
+#tensor grad 4 read_write
 @group(0) @binding(2) var<storage, read> y: array<i32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 #ifdef VEC4
-@group(0) @binding(4) var<storage, read_write> grad: array<vec4<f32>>;
-
 fn store_grad(v: u32, g: vec4<f32>) {
-    grad[v] = g;
+    grad_set4(v, g);
 }
 #else
-@group(0) @binding(4) var<storage, read_write> grad: array<f32>;
-
 fn store_grad(v: u32, g: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) {
         if (4u * v + i < params.total) {
-            grad[4u * v + i] = g[i];
+            grad_set(4u * v + i, g[i]);
         }
     }
 }
@@ -105,7 +104,7 @@ fn main(inv: Invocation) {
                         wt = l;
                     } else {
                         wt = class_weight(u32(t));
-                        l = -wt * x[n * CLASSES + u32(t)];
+                        l = -wt * x_get(n * CLASSES + u32(t));
                     }
                 }
                 if (want_row_loss()) {

@@ -48,15 +48,11 @@ override WANT_GRAD: bool = false;
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
 #params
 
-#ifdef VEC4
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> y: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> grad: array<vec4<f32>>;
-#else
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
-@group(0) @binding(5) var<storage, read_write> grad: array<f32>;
-#endif
+// The prediction x, target y and gradient in their dtypes (common/tensor.wgsl), read and
+// written in f32.
+#tensor x 1 read
+#tensor y 2 read
+#tensor grad 5 read_write
 // Per-element losses match x's view; per-row losses (ROWS) are scalars.
 #ifdef ROWS
 @group(0) @binding(6) var<storage, read_write> loss: array<f32>;
@@ -73,22 +69,22 @@ override WANT_GRAD: bool = false;
 // and are not written.
 #ifdef VEC4
 fn load_x(e: u32, lim: u32) -> vec4<f32> {
-    return x[e / 4u];
+    return x_get4(e / 4u);
 }
 
 fn load_y(e: u32, lim: u32) -> vec4<f32> {
-    return y[e / 4u];
+    return y_get4(e / 4u);
 }
 
 fn store_grad(e: u32, lim: u32, g: vec4<f32>) {
-    grad[e / 4u] = g;
+    grad_set4(e / 4u, g);
 }
 #else
 fn load_x(e: u32, lim: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (e + i < lim) {
-            r[i] = x[e + i];
+            r[i] = x_get(e + i);
         }
     }
     return r;
@@ -98,7 +94,7 @@ fn load_y(e: u32, lim: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (e + i < lim) {
-            r[i] = y[e + i];
+            r[i] = y_get(e + i);
         }
     }
     return r;
@@ -107,7 +103,7 @@ fn load_y(e: u32, lim: u32) -> vec4<f32> {
 fn store_grad(e: u32, lim: u32, g: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) {
         if (e + i < lim) {
-            grad[e + i] = g[i];
+            grad_set(e + i, g[i]);
         }
     }
 }

@@ -15,8 +15,8 @@ use crate::context::PipelineKey;
 use crate::program::{WG, partial_group};
 use crate::shader::{Shader, params};
 use crate::{
-    Bindings, Buffers, ClassicCrossEntropyDesc, Context, CrossEntropyDesc, Error, Inputs,
-    LossOutput, Outputs, Plan, Pointwise, PointwiseDesc, Result, cpu,
+    Bindings, Buffers, ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs,
+    LossOutput, Outputs, Plan, Pointwise, PointwiseDesc, Result, Values, cpu,
 };
 
 /// Inputs of a case are copied into several buffer sets, used in turn, until together they
@@ -60,6 +60,8 @@ pub struct Case {
     pub classes: usize,
     /// Forward + gradient (else forward only).
     pub grad: bool,
+    /// The dtype of the input, real-valued targets and gradient (f32 unless set).
+    pub dtype: DType,
 }
 
 impl Case {
@@ -70,6 +72,7 @@ impl Case {
             rows: elements,
             classes: 1,
             grad,
+            dtype: DType::F32,
         }
     }
 
@@ -80,6 +83,7 @@ impl Case {
             rows,
             classes,
             grad,
+            dtype: DType::F32,
         }
     }
 
@@ -90,7 +94,13 @@ impl Case {
             rows,
             classes,
             grad,
+            dtype: DType::F32,
         }
+    }
+
+    /// The same case in `dtype`.
+    pub fn in_dtype(self, dtype: DType) -> Self {
+        Case { dtype, ..self }
     }
 
     /// Elements of the main input.
@@ -98,12 +108,16 @@ impl Case {
         self.rows * self.classes
     }
 
-    /// The kernel's name: loss, classes, pass.
+    /// The kernel's name: loss, classes, pass, and the dtype when it is not f32.
     pub fn kernel(&self) -> String {
         let pass = if self.grad { "fwd+grad" } else { "fwd" };
+        let dtype = match self.dtype {
+            DType::F32 => String::new(),
+            d => format!(" {d}"),
+        };
         match self.family {
-            Family::Mse => format!("mse {pass}"),
-            f => format!("{} C={} {pass}", f.name(), self.classes),
+            Family::Mse => format!("mse {pass}{dtype}"),
+            f => format!("{} C={} {pass}{dtype}", f.name(), self.classes),
         }
     }
 
@@ -116,9 +130,10 @@ impl Case {
     }
 
     /// Byte sizes of the inputs that are read once (the main input, the second input) and of
-    /// the output written once (the gradient; the 4-byte loss is counted too).
+    /// the output written once (the gradient; the 4-byte loss is counted too), at the dtype's
+    /// size.
     fn traffic(&self) -> (u64, u64, u64) {
-        let e = 4 * self.elements() as u64;
+        let e = self.dtype.size() * self.elements() as u64;
         let second = match self.family {
             Family::CrossEntropy => 4 * self.rows as u64,
             _ => e,
@@ -277,14 +292,55 @@ pub struct EndToEnd {
     pub memcpy: Timing,
 }
 
-/// Host copies of the inputs, for the CPU reference.
+/// Host copies of the inputs, for the CPU reference: `a` and `b` hold values of the case's
+/// dtype, and `a16`, `b16` their bits when it is a 16-bit one.
 struct Host {
     a: Vec<f32>,
     b: Vec<f32>,
+    a16: Vec<u16>,
+    b16: Vec<u16>,
     targets: Vec<i64>,
+    dtype: DType,
+}
+
+/// Rounds `v` to `dtype`; returns the 16-bit values' bits (none for f32).
+fn narrow(v: &mut [f32], dtype: DType) -> Vec<u16> {
+    match dtype {
+        DType::F32 => Vec::new(),
+        DType::F16 => v
+            .iter_mut()
+            .map(|x| {
+                let h = half::f16::from_f32(*x);
+                *x = h.to_f32();
+                h.to_bits()
+            })
+            .collect(),
+        DType::BF16 => v
+            .iter_mut()
+            .map(|x| {
+                let h = half::bf16::from_f32(*x);
+                *x = h.to_f32();
+                h.to_bits()
+            })
+            .collect(),
+    }
+}
+
+/// Host values as the dtype's slice: `f32s`, or the 16-bit `bits` of them.
+fn values<'a>(f32s: &'a [f32], bits: &'a [u16], dtype: DType) -> Values<'a> {
+    match dtype {
+        DType::F32 => Values::F32(f32s),
+        DType::F16 => Values::F16(bytemuck::cast_slice(bits)),
+        DType::BF16 => Values::BF16(bytemuck::cast_slice(bits)),
+    }
 }
 
 impl Host {
+    /// The main input, in the case's dtype.
+    fn first(&self) -> Values<'_> {
+        values(&self.a, &self.a16, self.dtype)
+    }
+
     /// The second input as the GPU takes it: the target values, or the class indices narrowed
     /// to i32 (as the convenience call uploads them).
     fn second_bytes(&self, case: &Case) -> std::borrow::Cow<'_, [u8]> {
@@ -294,7 +350,7 @@ impl Host {
                 .iter()
                 .flat_map(|&t| (t as i32).to_ne_bytes())
                 .collect(),
-            _ => bytemuck::cast_slice(&self.b).into(),
+            _ => values(&self.b, &self.b16, self.dtype).bytes().into(),
         }
     }
 }
@@ -324,17 +380,32 @@ impl XorShift {
 /// Random inputs for `case`: logits or predictions in [-4, 4), class targets, or positive
 /// probability-like values.
 fn host_inputs(case: &Case, seed: u64) -> Host {
+    let mut host = host_f32(case, seed);
+    host.a16 = narrow(&mut host.a, case.dtype);
+    host.b16 = narrow(&mut host.b, case.dtype);
+    host.dtype = case.dtype;
+    host
+}
+
+fn host_f32(case: &Case, seed: u64) -> Host {
     let mut rng = XorShift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let e = case.elements();
+    let (a16, b16, dtype) = (Vec::new(), Vec::new(), DType::F32);
     match case.family {
         Family::Mse => Host {
             a: (0..e).map(|_| rng.unit() * 8.0 - 4.0).collect(),
             b: (0..e).map(|_| rng.unit() * 8.0 - 4.0).collect(),
+            a16,
+            b16,
+            dtype,
             targets: Vec::new(),
         },
         Family::CrossEntropy => Host {
             a: (0..e).map(|_| rng.unit() * 8.0 - 4.0).collect(),
             b: Vec::new(),
+            a16,
+            b16,
+            dtype,
             targets: (0..case.rows)
                 .map(|_| ((rng.unit() * case.classes as f32) as i64).min(case.classes as i64 - 1))
                 .collect(),
@@ -344,6 +415,9 @@ fn host_inputs(case: &Case, seed: u64) -> Host {
             Host {
                 a: (0..e).map(|_| (0.05 + rng.unit()) / c).collect(),
                 b: (0..e).map(|_| (0.05 + rng.unit()) / c).collect(),
+                a16,
+                b16,
+                dtype,
                 targets: Vec::new(),
             }
         }
@@ -391,15 +465,21 @@ impl Bench {
         let runner = match case.family {
             Family::Mse => Runner::Pointwise(Plan::new(
                 ctx,
-                &PointwiseDesc::new(Pointwise::Mse, case.rows).outputs(outputs),
+                &PointwiseDesc::new(Pointwise::Mse, case.rows)
+                    .outputs(outputs)
+                    .dtype(case.dtype),
             )?),
             Family::CrossEntropy => Runner::CrossEntropy(Plan::new(
                 ctx,
-                &CrossEntropyDesc::new(case.rows, case.classes).outputs(outputs),
+                &CrossEntropyDesc::new(case.rows, case.classes)
+                    .outputs(outputs)
+                    .dtype(case.dtype),
             )?),
             Family::CrossEntropyProbs => Runner::Classic(Plan::new(
                 ctx,
-                &ClassicCrossEntropyDesc::new(case.rows, case.classes).outputs(outputs),
+                &ClassicCrossEntropyDesc::new(case.rows, case.classes)
+                    .outputs(outputs)
+                    .dtype(case.dtype),
             )?),
         };
         let host = host_inputs(&case, seed);
@@ -407,11 +487,13 @@ impl Bench {
         let b_bytes = host.second_bytes(&case);
         let sets = (0..set_count(case.bytes()))
             .map(|_| {
-                let a = buffer(ctx, bytemuck::cast_slice(&host.a));
+                let a = buffer(ctx, host.first().bytes());
                 let b = buffer(ctx, &b_bytes);
                 let loss = empty(ctx, 4);
                 let mut buffers = Buffers::new(&a, &b).loss(&loss);
-                let grad = case.grad.then(|| empty(ctx, 4 * case.elements() as u64));
+                let grad = case
+                    .grad
+                    .then(|| empty(ctx, case.dtype.bytes(case.elements() as u64)));
                 if let Some(g) = &grad {
                     buffers = buffers.grad(g);
                 }
@@ -479,8 +561,8 @@ impl Bench {
     pub fn inputs(&self) -> Inputs<'_> {
         let h = &self.host;
         match self.case.family {
-            Family::CrossEntropy => Inputs::classes(&h.a, &h.targets),
-            _ => Inputs::new(&h.a, &h.b),
+            Family::CrossEntropy => Inputs::classes(h.first(), &h.targets),
+            _ => Inputs::new(h.first(), values(&h.b, &h.b16, self.case.dtype)),
         }
     }
 
@@ -498,7 +580,7 @@ impl Bench {
             self.runner.call(&self.ctx, &inputs).map(drop)
         })?;
         let (a, b) = (
-            bytemuck::cast_slice(&self.host.a),
+            self.host.first().bytes(),
             self.host.second_bytes(&self.case),
         );
         let upload = wall_clock(warmup, reps, || {
@@ -514,7 +596,8 @@ impl Bench {
         let read_back = wall_clock(warmup, reps, || {
             crate::transfer::read_back(&self.ctx, &set.loss, 4)?;
             if let Some(g) = &set.grad {
-                crate::transfer::read_back(&self.ctx, g, 4 * self.case.elements() as u64)?;
+                let bytes = self.case.dtype.bytes(self.case.elements() as u64);
+                crate::transfer::read_back(&self.ctx, g, bytes)?;
             }
             Ok(())
         })?;

@@ -144,6 +144,11 @@ pub struct ContextOptions {
     pub power_preference: wgpu::PowerPreference,
     /// Overrides [`Tuning::for_adapter`].
     pub tuning: Option<Tuning>,
+    /// Read and write f16 tensors through WGSL's `f16` (`Some(true)`, where the adapter has
+    /// `SHADER_F16`) or through packed `u32` pairs (`Some(false)`, as on adapters without it).
+    /// The same bits either way. Default (`None`): WGSL's `f16` where the adapter has it and is
+    /// not a CPU, whose drivers run the packed path faster (lavapipe: PERFORMANCE.md).
+    pub native_f16: Option<bool>,
 }
 
 impl Default for ContextOptions {
@@ -152,6 +157,7 @@ impl Default for ContextOptions {
             subgroups: true,
             power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
             tuning: None,
+            native_f16: None,
         }
     }
 }
@@ -166,6 +172,12 @@ impl ContextOptions {
     /// Overrides the tuning.
     pub fn tuning(mut self, tuning: Tuning) -> Self {
         self.tuning = Some(tuning);
+        self
+    }
+
+    /// Sets whether f16 tensors go through WGSL's `f16` (where the adapter has `SHADER_F16`).
+    pub fn native_f16(mut self, on: bool) -> Self {
+        self.native_f16 = Some(on);
         self
     }
 }
@@ -223,6 +235,8 @@ struct Inner {
     info: wgpu::AdapterInfo,
     /// The smallest subgroup size, when reductions use subgroup operations.
     subgroup_min: Option<u32>,
+    /// f16 tensors go through WGSL's `f16` (the device has `SHADER_F16`).
+    native_f16: bool,
     tuning: Tuning,
     modules: Mutex<HashMap<(Shader, Vec<String>), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Pipeline>>,
@@ -331,9 +345,12 @@ impl Context {
     /// defaults), and `SUBGROUP` and the timestamp queries where it has them.
     pub async fn new_async(options: ContextOptions) -> Result<Self> {
         let adapter = Self::adapter(&options).await?;
-        let wanted = wgpu::Features::SUBGROUP
+        let mut wanted = wgpu::Features::SUBGROUP
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        if options.native_f16 != Some(false) {
+            wanted |= wgpu::Features::SHADER_F16;
+        }
         let features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -344,7 +361,13 @@ impl Context {
             })
             .await
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
-        Self::build(device, queue, options.subgroups, options.tuning)
+        Self::build(
+            device,
+            queue,
+            options.subgroups,
+            options.tuning,
+            options.native_f16,
+        )
     }
 
     async fn adapter(options: &ContextOptions) -> Result<wgpu::Adapter> {
@@ -382,7 +405,7 @@ impl Context {
     /// buffers can then be given to the recording API directly. Subgroup operations are used
     /// when the device was created with `SUBGROUP`. WebGPU's default limits are enough.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
-        Self::build(device, queue, true, None)
+        Self::build(device, queue, true, None, None)
     }
 
     /// [`Context::from_device`] with a tuning of the caller's.
@@ -391,7 +414,7 @@ impl Context {
         queue: wgpu::Queue,
         tuning: Tuning,
     ) -> Result<Self> {
-        Self::build(device, queue, true, Some(tuning))
+        Self::build(device, queue, true, Some(tuning), None)
     }
 
     fn build(
@@ -399,6 +422,7 @@ impl Context {
         queue: wgpu::Queue,
         subgroups: bool,
         tuning: Option<Tuning>,
+        native_f16: Option<bool>,
     ) -> Result<Self> {
         let limits = device.limits();
         for (limit, get, least) in NEEDED_LIMITS {
@@ -432,6 +456,8 @@ impl Context {
         let dummy_read = dummy("wgpu-loss.dummy_read", wgpu::BufferUsages::STORAGE);
         let dummy_write = dummy("wgpu-loss.dummy_write", wgpu::BufferUsages::STORAGE);
         let device_lock = (info.backend == wgpu::Backend::Gl).then(DeviceLock::new);
+        let native_f16 = device.features().contains(wgpu::Features::SHADER_F16)
+            && native_f16.unwrap_or(info.device_type != wgpu::DeviceType::Cpu);
         Ok(Context {
             plans: Some(Arc::default()),
             inner: Arc::new(Inner {
@@ -439,6 +465,7 @@ impl Context {
                 queue,
                 info,
                 subgroup_min,
+                native_f16,
                 tuning,
                 modules: Mutex::new(HashMap::new()),
                 pipelines: Mutex::new(HashMap::new()),
@@ -501,6 +528,11 @@ impl Context {
         self.inner.tuning
     }
 
+    /// Whether f16 tensors go through WGSL's `f16` (else packed `u32` pairs).
+    pub fn uses_native_f16(&self) -> bool {
+        self.inner.native_f16
+    }
+
     /// Whether reductions use subgroup operations.
     pub fn uses_subgroups(&self) -> bool {
         self.inner.subgroup_min.is_some()
@@ -542,6 +574,9 @@ impl Context {
                 constants.push(("SG_MIN", min as f64));
             }
             None => constants.push(("SG_MIN", 1.0)),
+        }
+        if self.inner.native_f16 {
+            defines.push("NATIVE_F16".to_string());
         }
         let label = format!("wgpu-loss.{}.{}", key.shader.file(), key.entry);
         let (p, popped) = {

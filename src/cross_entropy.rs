@@ -22,8 +22,11 @@
 use crate::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
 use crate::context::PipelineKey;
 use crate::cpu::{self, Reference};
+use crate::dtype::DType;
 use crate::plan::sealed::Family;
-use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters};
+use crate::plan::{
+    HostData, Inputs, bytes, check_count, check_declared, check_grad_dtype, setters, value_bytes,
+};
 use crate::program::{
     Access, After, Builder, Finish, Res, Slot, View, WG, loss_bytes, loss_res, partial_group,
 };
@@ -69,6 +72,10 @@ pub struct CrossEntropyDesc {
     pub softcap: Option<f32>,
     /// Write the gradient over the logits (no second `[N, C]` buffer).
     pub in_place: bool,
+    /// The dtype of the logits and of probability targets (default f32).
+    pub dtype: DType,
+    /// The gradient's dtype (default: the logits').
+    pub grad_dtype: Option<DType>,
 }
 
 setters! {
@@ -89,10 +96,14 @@ setters! {
         softcap: Option<f32>,
         /// Writes the gradient over the logits.
         in_place: bool,
+        /// Sets the dtype of the logits (and probability targets).
+        dtype: DType,
     }
     optional {
         /// Declares a class weight of this many entries (must be C).
         weight: usize,
+        /// Sets the gradient's dtype.
+        grad_dtype: DType,
     }
 }
 
@@ -111,6 +122,8 @@ impl CrossEntropyDesc {
             z_loss: 0.0,
             softcap: None,
             in_place: false,
+            dtype: DType::F32,
+            grad_dtype: None,
         }
     }
 
@@ -141,6 +154,7 @@ impl CrossEntropyDesc {
                 format!("{cap} is not a positive finite number"),
             ));
         }
+        check_grad_dtype(self.dtype, self.grad_dtype, self.in_place)?;
         if self.in_place && !self.outputs.grad {
             return Err(Error::option(
                 "in_place",
@@ -166,6 +180,8 @@ impl Family for CrossEntropyDesc {
             reduction: self.reduction,
             outputs: self.outputs,
             in_place: self.in_place,
+            dtype: self.dtype,
+            grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
         };
         Planner::new(b, &spec)?.plan(b)
     }
@@ -177,6 +193,7 @@ impl Family for CrossEntropyDesc {
     fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>> {
         let total = check_shape(self.rows, self.classes)?;
         check_count("logits (N * C)", total, inputs.input.len())?;
+        let input = value_bytes("logits", inputs.input, self.dtype)?;
         check_declared("weight (C)", self.weight, inputs.weight)?;
         let target = match self.targets {
             Targets::Classes => {
@@ -185,16 +202,11 @@ impl Family for CrossEntropyDesc {
             Targets::Probabilities => {
                 let t = inputs.values()?;
                 check_count("targets (N * C, like the logits)", total, t.len())?;
-                bytes(Some(t))
+                value_bytes("probability targets", t, self.dtype)?
             }
         };
         self.check()?;
-        Ok([
-            bytes(Some(inputs.input)),
-            target,
-            bytes(inputs.weight),
-            None,
-        ])
+        Ok([input, target, bytes(inputs.weight), None])
     }
 
     fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
@@ -251,6 +263,8 @@ struct RowsSpec {
     reduction: Reduction,
     outputs: Outputs,
     in_place: bool,
+    dtype: DType,
+    grad_dtype: DType,
 }
 
 /// The most chunk records one invocation of the merge pass (`finish`) folds, whatever the row
@@ -333,7 +347,10 @@ impl<'s> Planner<'s> {
         // long for one workgroup but a single row is not, rows go one a block, unaligned, and
         // are still read once.
         let aligned_rows = rows_per_block(s.shape.classes) as u64;
-        let unaligned = aligned_rows > 1
+        // (Half-precision rows share 32-bit words at their ends: never unaligned.)
+        let all_f32 = s.dtype == DType::F32 && s.grad_dtype == DType::F32;
+        let unaligned = all_f32
+            && aligned_rows > 1
             && fused_tiling(aligned_rows * c / 4, kmax).is_none()
             && fused_tiling(c.div_ceil(4), kmax).is_some();
         let rb = if unaligned { 1 } else { aligned_rows };
@@ -424,19 +441,20 @@ impl<'s> Planner<'s> {
         } else {
             Access::Read
         };
-        b.slot(Slot::Input, "logits", 4 * total, access)?;
-        let target_bytes = if classes { 4 * n } else { 4 * total };
+        b.slot(Slot::Input, "logits", s.dtype.bytes(total), access)?;
+        let target_bytes = if classes { 4 * n } else { s.dtype.bytes(total) };
         b.slot(Slot::Target, "targets", target_bytes, Access::Read)?;
         let weight_bytes = if s.shape.weighted { 4 * c } else { 0 };
         b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
         let loss = loss_bytes(s.outputs.loss, self.reduced, n);
         b.slot(Slot::Loss, "loss", loss, Access::Write)?;
         let grad_bytes = if want_grad && !s.in_place {
-            4 * total
+            s.grad_dtype.bytes(total)
         } else {
             0
         };
         b.slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
+        b.grad_dtype(s.grad_dtype, total);
         if s.in_place {
             b.grad_in_place();
         }
@@ -450,6 +468,9 @@ impl<'s> Planner<'s> {
             .define("VEC4", vec4 && !self.unaligned)
             .define("UNALIGNED", self.unaligned)
             .define("INPLACE", s.in_place)
+            .value("DTYPE_x", s.dtype.code())
+            .value("DTYPE_t", s.dtype.code())
+            .value("DTYPE_grad", s.grad_dtype.code())
             .constant("WG", WG)
             .constant("SEG", t.seg)
             .value("K", t.k)
@@ -482,17 +503,17 @@ impl<'s> Planner<'s> {
     fn entries(&self, vec4: bool, single: bool) -> Vec<Res> {
         let s = self.s;
         let (n, c, total) = (s.shape.rows as u64, s.shape.classes as u64, s.shape.total);
-        let view = |bytes: u64| View::of(vec4 && !self.unaligned, bytes);
+        let view = |dtype| View::of(vec4 && !self.unaligned, total, dtype);
         let classes = s.kind == Kind::Classes;
         vec![
-            Res::User(Slot::Input, view(4 * total)),
-            Res::user_if(!classes, Slot::Target, view(4 * total), false),
+            Res::User(Slot::Input, view(s.dtype)),
+            Res::user_if(!classes, Slot::Target, view(s.dtype), false),
             Res::user_if(classes, Slot::Target, View::Scalar(4 * n), false),
             Res::user_if(s.shape.weighted, Slot::Weight, View::Scalar(4 * c), false),
             Res::user_if(
                 s.outputs.grad && !s.in_place,
                 Slot::Grad,
-                view(4 * total),
+                view(s.grad_dtype),
                 true,
             ),
             loss_res(s.outputs.loss, self.reduced, single, View::Scalar(4 * n)),

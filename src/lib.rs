@@ -5,7 +5,7 @@
 //! form on probability inputs), negative log-likelihood and PyTorch's catalogue of pointwise
 //! losses, each forward and backward in one fused pass, with deterministic reductions (a
 //! fixed-order tree, no float atomics: the same bits on every run) and an f64 CPU twin for
-//! every kernel.
+//! every kernel. Inputs and gradients in f32, f16 or bf16 ([`DType`]); sums in f32.
 //!
 //! Every loss has the same shape. A description ([`LossDesc`]: [`PointwiseDesc`],
 //! [`CrossEntropyDesc`], [`NllDesc`], [`ClassicCrossEntropyDesc`]) says what to compute for one
@@ -20,7 +20,7 @@
 //! use wgpu_loss::{Context, CrossEntropyDesc, Inputs};
 //!
 //! let ctx = Context::new()?;
-//! let logits = [2.0, -1.0, 0.5, 0.1, 0.2, 3.0];
+//! let logits = [2.0f32, -1.0, 0.5, 0.1, 0.2, 3.0];
 //! let out = ctx.loss(&CrossEntropyDesc::new(2, 3), &Inputs::classes(&logits, &[0, 2]))?;
 //! println!("loss {:?}, grad {:?}", out.value, out.grad);
 //! # Ok::<(), wgpu_loss::Error>(())
@@ -35,7 +35,9 @@
 //! shares: slots, dispatches, scratch, fixed-order reductions) and `context` (device, pipeline
 //! and plan caches); one file per loss family beside `shaders/<family>.wgsl` (`pointwise`,
 //! `cross_entropy`, `nll`, `class_targets`); [`cpu`] (the f64 twins); `shader` (WGSL assembly
-//! and the host/shader contracts); `transfer` (uploads and readbacks of the convenience level).
+//! and the host/shader contracts; `shaders/common/tensor.wgsl` reads and writes every caller's
+//! tensor in its dtype); `dtype` ([`DType`]: f32, f16, bf16, and the host [`Values`] of each);
+//! `transfer` (uploads and readbacks of the convenience level).
 
 #[doc(hidden)]
 pub mod bench;
@@ -43,6 +45,7 @@ mod class_targets;
 mod context;
 pub mod cpu;
 mod cross_entropy;
+mod dtype;
 mod error;
 mod nll;
 mod plan;
@@ -54,6 +57,7 @@ mod transfer;
 
 pub use context::{Context, ContextOptions, DeviceGuard, Tuning};
 pub use cross_entropy::{CrossEntropyDesc, Targets};
+pub use dtype::{DType, Values, bf16, f16};
 pub use error::{Error, Result};
 pub use nll::NllDesc;
 pub use plan::{Bindings, Buffers, Inputs, IntoBinding, LossDesc, Plan, Target};

@@ -12,8 +12,9 @@
 use crate::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
 use crate::context::PipelineKey;
 use crate::cpu::{self, Reference};
+use crate::dtype::DType;
 use crate::plan::sealed::Family;
-use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters};
+use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::program::{
     Access, After, Builder, Finish, Res, Slot, View, WG, loss_bytes, loss_res, partial_group,
 };
@@ -41,6 +42,10 @@ pub struct NllDesc {
     pub weight: Option<usize>,
     /// Rows whose target equals this weigh nothing (default -100). Must fit in an i32.
     pub ignore_index: i64,
+    /// The dtype of the log-probabilities (default f32).
+    pub dtype: DType,
+    /// The gradient's dtype (default: the log-probabilities').
+    pub grad_dtype: Option<DType>,
 }
 
 setters! {
@@ -51,10 +56,14 @@ setters! {
         outputs: Outputs,
         /// Sets the ignored target.
         ignore_index: i64,
+        /// Sets the dtype of the log-probabilities.
+        dtype: DType,
     }
     optional {
         /// Declares a class weight of this many entries (must be C).
         weight: usize,
+        /// Sets the gradient's dtype.
+        grad_dtype: DType,
     }
 }
 
@@ -68,6 +77,8 @@ impl NllDesc {
             outputs: Outputs::BOTH,
             weight: None,
             ignore_index: -100,
+            dtype: DType::F32,
+            grad_dtype: None,
         }
     }
 }
@@ -116,8 +127,9 @@ impl Family for NllDesc {
         let mean = self.reduction == Reduction::Mean;
         let tuning = ctx.tuning();
         let k = tuning.stream_vecs;
+        let (dtype, grad_dtype) = (self.dtype, self.grad_dtype.unwrap_or(self.dtype));
 
-        b.slot(Slot::Input, "log_probs", 4 * total, Access::Read)?;
+        b.slot(Slot::Input, "log_probs", dtype.bytes(total), Access::Read)?;
         b.slot(Slot::Target, "targets", 4 * n, Access::Read)?;
         b.slot(
             Slot::Weight,
@@ -134,14 +146,21 @@ impl Family for NllDesc {
         b.slot(
             Slot::Grad,
             "grad",
-            if want_grad { 4 * total } else { 0 },
+            if want_grad {
+                grad_dtype.bytes(total)
+            } else {
+                0
+            },
             Access::Write,
         )?;
+        b.grad_dtype(grad_dtype, total);
 
         let pg = partial_group(ctx, 1);
         let key = |vec4: bool| {
             PipelineKey::new(Shader::Nll, "main")
                 .define("VEC4", vec4)
+                .value("DTYPE_x", dtype.code())
+                .value("DTYPE_grad", grad_dtype.code())
                 .constant("WG", WG)
                 .constant("SEG", WG)
                 .constant("PG", pg)
@@ -154,10 +173,15 @@ impl Family for NllDesc {
         };
         let entries = |vec4: bool, single: bool| {
             vec![
-                Res::User(Slot::Input, View::Scalar(4 * total)),
+                Res::User(Slot::Input, View::of(false, total, dtype)),
                 Res::User(Slot::Target, View::Scalar(4 * n)),
                 Res::user_if(weighted, Slot::Weight, View::Scalar(4 * c), false),
-                Res::user_if(want_grad, Slot::Grad, View::of(vec4, 4 * total), true),
+                Res::user_if(
+                    want_grad,
+                    Slot::Grad,
+                    View::of(vec4, total, grad_dtype),
+                    true,
+                ),
                 loss_res(want_loss, reduced, single, View::Scalar(4 * n)),
                 Res::Scratch,
             ]
@@ -271,12 +295,13 @@ impl Family for NllDesc {
         check_count("log_probs (N * C)", total, inputs.input.len())?;
         let y = class_targets_i32(inputs, self.rows, self.classes, self.ignore_index)?;
         check_declared("weight (C)", self.weight, inputs.weight)?;
-        Ok([bytes(Some(inputs.input)), y, bytes(inputs.weight), None])
+        let x = value_bytes("log_probs", inputs.input, self.dtype)?;
+        Ok([x, y, bytes(inputs.weight), None])
     }
 
     fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
         cpu::nll::nll(
-            inputs.input,
+            &inputs.input.to_f32(),
             inputs.class_indices()?,
             self.classes,
             inputs.weight,

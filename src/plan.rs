@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cpu::Reference;
+use crate::dtype::{DType, Values};
 use crate::program::{Builder, Program, Status, UserBindings};
 use crate::reduction::{LossOutput, Reduction};
 use crate::{Context, Error, Result, transfer};
@@ -88,12 +89,13 @@ impl<D: sealed::Family + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'st
 }
 
 /// Host data for [`Context::loss`] and [`crate::cpu::reference`]: the input (predictions,
-/// logits, log-probabilities or probabilities, as the loss takes), the target, and the optional
-/// weights, as f32 slices laid out like the GPU buffers.
+/// logits, log-probabilities or probabilities, as the loss takes) and real-valued targets in the
+/// description's dtype ([`Values`]: f32, f16 or bf16 slices), class indices, and the optional
+/// weights (f32), laid out like the GPU buffers.
 #[derive(Clone, Copy, Debug)]
 pub struct Inputs<'a> {
     /// The input, shaped as the description says.
-    pub input: &'a [f32],
+    pub input: Values<'a>,
     /// The target.
     pub target: Target<'a>,
     /// The weight the description declares.
@@ -105,28 +107,29 @@ pub struct Inputs<'a> {
 /// A target on the host: values shaped like the input, or one class index a row.
 #[derive(Clone, Copy, Debug)]
 pub enum Target<'a> {
-    /// Values (pointwise targets, probability targets, target distributions).
-    Values(&'a [f32]),
+    /// Values (pointwise targets, probability targets, target distributions), in the input's
+    /// dtype.
+    Values(Values<'a>),
     /// Class indices, checked on the host (each in `[0, C)` or the ignore index).
     Classes(&'a [i64]),
 }
 
 impl<'a> Inputs<'a> {
-    /// An input and a target of values.
-    pub fn new(input: &'a [f32], target: &'a [f32]) -> Self {
+    /// An input and a target of values (slices of `f32`, [`crate::f16`] or [`crate::bf16`]).
+    pub fn new(input: impl Into<Values<'a>>, target: impl Into<Values<'a>>) -> Self {
         Inputs {
-            input,
-            target: Target::Values(target),
+            input: input.into(),
+            target: Target::Values(target.into()),
             weight: None,
             pos_weight: None,
         }
     }
 
     /// An input and class-index targets.
-    pub fn classes(input: &'a [f32], targets: &'a [i64]) -> Self {
+    pub fn classes(input: impl Into<Values<'a>>, targets: &'a [i64]) -> Self {
         Inputs {
             target: Target::Classes(targets),
-            ..Inputs::new(input, &[])
+            ..Inputs::new(input, &[] as &[f32])
         }
     }
 
@@ -143,7 +146,7 @@ impl<'a> Inputs<'a> {
     }
 
     /// The target values, or an error for a loss that takes values.
-    pub(crate) fn values(&self) -> Result<&'a [f32]> {
+    pub(crate) fn values(&self) -> Result<Values<'a>> {
         match self.target {
             Target::Values(v) => Ok(v),
             Target::Classes(_) => Err(Error::option(
@@ -185,10 +188,12 @@ impl<'a> IntoBinding<'a> for wgpu::BufferBinding<'a> {
 }
 
 /// The caller's buffers for a [`Plan`], the same roles for every loss: `input` (predictions,
-/// logits, log-probabilities or probabilities), `target` (values f32, or class indices i32),
-/// the optional weights, and the outputs the plan writes. Each range needs
-/// `BufferUsages::STORAGE`, an offset that is a multiple of the device's
-/// `min_storage_buffer_offset_alignment`, and at least the bytes of the plan's shape. Only the
+/// logits, log-probabilities or probabilities), `target` (values in the input's dtype, or class
+/// indices i32), the optional weights (f32), and the outputs the plan writes (the loss f32, the
+/// gradient in its dtype). Each range needs `BufferUsages::STORAGE`, an offset that is a
+/// multiple of the device's `min_storage_buffer_offset_alignment`, and at least the bytes of
+/// the plan's shape in its dtypes ([`crate::DType::bytes`]: 16-bit tensors rounded up to whole
+/// 4-byte words). Only the
 /// outputs are written (and `input`, when a cross-entropy plan is in place).
 #[derive(Clone, Debug)]
 pub struct Buffers<'a> {
@@ -365,6 +370,28 @@ impl Context {
 /// The bytes of an optional f32 slice.
 pub(crate) fn bytes(data: Option<&[f32]>) -> Option<Cow<'_, [u8]>> {
     data.map(|d| Cow::Borrowed(bytemuck::cast_slice(d)))
+}
+
+/// The bytes of host values that must be of the description's `dtype` (`what` names them).
+pub(crate) fn value_bytes<'a>(
+    what: &'static str,
+    values: Values<'a>,
+    dtype: DType,
+) -> Result<Option<Cow<'a, [u8]>>> {
+    values.expect(what, dtype)?;
+    Ok(Some(Cow::Borrowed(values.bytes())))
+}
+
+/// Checks a description's gradient dtype against its input's: in place, the gradient is
+/// written in the input's dtype (over it).
+pub(crate) fn check_grad_dtype(dtype: DType, grad: Option<DType>, in_place: bool) -> Result<()> {
+    match grad {
+        Some(g) if in_place && g != dtype => Err(Error::option(
+            "grad_dtype",
+            format!("{g} differs from the input's {dtype}, over which the gradient is written"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Checks that host data of `actual` elements has the `expected` count of a shape.

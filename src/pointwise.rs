@@ -11,8 +11,9 @@
 use crate::class_targets::check_shape;
 use crate::context::PipelineKey;
 use crate::cpu::{self, Reference};
+use crate::dtype::DType;
 use crate::plan::sealed::Family;
-use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters};
+use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::program::{
     Access, After, Builder, Finish, Res, Slot, View, WG, loss_bytes, loss_res, partial_group,
 };
@@ -128,6 +129,10 @@ pub struct PointwiseDesc {
     pub pos_weight: Option<usize>,
     /// The batch size (the first dimension) that `batchmean` divides by.
     pub batch: Option<usize>,
+    /// The dtype of `pred` and `target` (default f32).
+    pub dtype: DType,
+    /// The gradient's dtype (default: `pred`'s).
+    pub grad_dtype: Option<DType>,
 }
 
 setters! {
@@ -136,6 +141,8 @@ setters! {
         reduction: Reduction,
         /// Sets what to compute.
         outputs: Outputs,
+        /// Sets the dtype of `pred` and `target`.
+        dtype: DType,
     }
     optional {
         /// Declares a broadcast weight of this many elements.
@@ -144,6 +151,8 @@ setters! {
         pos_weight: usize,
         /// Sets the batch size for `batchmean`.
         batch: usize,
+        /// Sets the gradient's dtype.
+        grad_dtype: DType,
     }
 }
 
@@ -158,6 +167,8 @@ impl PointwiseDesc {
             weight: None,
             pos_weight: None,
             batch: None,
+            dtype: DType::F32,
+            grad_dtype: None,
         }
     }
 
@@ -254,6 +265,8 @@ impl Family for PointwiseDesc {
             reduction: self.reduction,
             outputs: self.outputs,
             den: self.denominator()?,
+            dtype: self.dtype,
+            grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
         }
         .plan(b)
     }
@@ -270,11 +283,14 @@ impl Family for PointwiseDesc {
         check_declared("pos_weight", self.pos_weight, inputs.pos_weight)?;
         self.check()?;
         if self.loss == Pointwise::Bce {
-            cpu::pointwise::check_probabilities("pred (bce probabilities)", inputs.input)?;
+            cpu::pointwise::check_probabilities(
+                "pred (bce probabilities)",
+                &inputs.input.to_f32(),
+            )?;
         }
         Ok([
-            bytes(Some(inputs.input)),
-            bytes(Some(target)),
+            value_bytes("pred", inputs.input, self.dtype)?,
+            value_bytes("target", target, self.dtype)?,
             bytes(inputs.weight),
             bytes(inputs.pos_weight),
         ])
@@ -283,8 +299,8 @@ impl Family for PointwiseDesc {
     fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
         cpu::pointwise::pointwise(
             self.loss,
-            inputs.input,
-            inputs.values()?,
+            &inputs.input.to_f32(),
+            &inputs.values()?.to_f32(),
             inputs.weight,
             inputs.pos_weight,
             self.reduction,
@@ -313,6 +329,10 @@ pub struct ClassicCrossEntropyDesc {
     pub reduction: Reduction,
     /// What to compute (default both).
     pub outputs: Outputs,
+    /// The dtype of the probabilities and targets (default f32).
+    pub dtype: DType,
+    /// The gradient's dtype (default: the probabilities').
+    pub grad_dtype: Option<DType>,
 }
 
 setters! {
@@ -323,6 +343,12 @@ setters! {
         reduction: Reduction,
         /// Sets what to compute.
         outputs: Outputs,
+        /// Sets the dtype of the probabilities and targets.
+        dtype: DType,
+    }
+    optional {
+        /// Sets the gradient's dtype.
+        grad_dtype: DType,
     }
 }
 
@@ -335,6 +361,8 @@ impl ClassicCrossEntropyDesc {
             eps: 1e-7,
             reduction: Reduction::Mean,
             outputs: Outputs::BOTH,
+            dtype: DType::F32,
+            grad_dtype: None,
         }
     }
 
@@ -369,6 +397,8 @@ impl Family for ClassicCrossEntropyDesc {
             reduction: self.reduction,
             outputs: self.outputs,
             den: self.rows as f64,
+            dtype: self.dtype,
+            grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
         }
         .plan(b)
     }
@@ -384,8 +414,13 @@ impl Family for ClassicCrossEntropyDesc {
         check_count("targets (N * C, like the probabilities)", total, t.len())?;
         check_declared("weight", None, inputs.weight)?;
         check_declared("pos_weight", None, inputs.pos_weight)?;
-        cpu::pointwise::check_probabilities("probs", inputs.input)?;
-        Ok([bytes(Some(inputs.input)), bytes(Some(t)), None, None])
+        cpu::pointwise::check_probabilities("probs", &inputs.input.to_f32())?;
+        Ok([
+            value_bytes("probs", inputs.input, self.dtype)?,
+            value_bytes("targets", t, self.dtype)?,
+            None,
+            None,
+        ])
     }
 
     fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
@@ -397,6 +432,7 @@ impl Family for ClassicCrossEntropyDesc {
 const CLASSIC: u32 = 7;
 
 /// One streaming problem, as the kernel sees it.
+#[derive(Clone, Copy)]
 struct Stream {
     /// `LOSS`, its parameter `p0`, and KL's `LOG_TARGET`.
     code: u32,
@@ -415,6 +451,9 @@ struct Stream {
     outputs: Outputs,
     /// The mean's denominator.
     den: f64,
+    /// The dtypes of the input and target, and of the gradient.
+    dtype: DType,
+    grad_dtype: DType,
 }
 
 impl Stream {
@@ -423,6 +462,9 @@ impl Stream {
         PipelineKey::new(Shader::Pointwise, entry)
             .define("VEC4", vec4)
             .define("ROWS", entry == "rows")
+            .value("DTYPE_x", self.dtype.code())
+            .value("DTYPE_y", self.dtype.code())
+            .value("DTYPE_grad", self.grad_dtype.code())
             .constant("WG", WG)
             .constant("SEG", WG)
             .constant("K", tuning.stream_vecs)
@@ -438,17 +480,17 @@ impl Stream {
     /// Bindings 1..=7, the loss binding given.
     fn entries(&self, vec4: bool, loss: Res) -> Vec<Res> {
         let m = self.len;
-        let view = |bytes: u64| View::of(vec4, bytes);
+        let view = |dtype| View::of(vec4, m, dtype);
         let broadcast = |slot, len: Option<usize>| {
             let bytes = 4 * len.unwrap_or(0) as u64;
             Res::user_if(bytes > 0, slot, View::Scalar(bytes), false)
         };
         vec![
-            Res::User(Slot::Input, view(4 * m)),
-            Res::User(Slot::Target, view(4 * m)),
+            Res::User(Slot::Input, view(self.dtype)),
+            Res::User(Slot::Target, view(self.dtype)),
             broadcast(Slot::Weight, self.weight),
             broadcast(Slot::PosWeight, self.pos_weight),
-            Res::user_if(self.outputs.grad, Slot::Grad, view(4 * m), true),
+            Res::user_if(self.outputs.grad, Slot::Grad, view(self.grad_dtype), true),
             loss,
             Res::Scratch,
         ]
@@ -460,8 +502,8 @@ impl Stream {
         let reduced = want_loss && self.reduction.is_reduced();
         let row_losses = (want_loss && !reduced).then_some(self.rows).flatten();
         let [input, target] = self.names;
-        b.slot(Slot::Input, input, 4 * m, Access::Read)?;
-        b.slot(Slot::Target, target, 4 * m, Access::Read)?;
+        b.slot(Slot::Input, input, self.dtype.bytes(m), Access::Read)?;
+        b.slot(Slot::Target, target, self.dtype.bytes(m), Access::Read)?;
         let weight_bytes = 4 * self.weight.unwrap_or(0) as u64;
         b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
         let pos_weight_bytes = 4 * self.pos_weight.unwrap_or(0) as u64;
@@ -478,9 +520,28 @@ impl Stream {
             loss_bytes(want_loss, reduced, items),
             Access::Write,
         )?;
-        let grad_bytes = if self.outputs.grad { 4 * m } else { 0 };
+        let grad_bytes = if self.outputs.grad {
+            self.grad_dtype.bytes(m)
+        } else {
+            0
+        };
         b.slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
+        b.grad_dtype(self.grad_dtype, m);
         match row_losses {
+            // Rows of an odd length start inside a 32-bit word: a 16-bit gradient, whose words
+            // the row passes would share, is written by an element pass of its own.
+            Some((n, c)) if self.grad_dtype != DType::F32 && self.outputs.grad && c % 2 == 1 => {
+                let loss_only = Stream {
+                    outputs: Outputs::LOSS,
+                    ..*self
+                };
+                loss_only.rows(b, n, c)?;
+                let grad_only = Stream {
+                    outputs: Outputs::GRAD,
+                    ..*self
+                };
+                grad_only.elements(b, false)
+            }
             Some((n, c)) => self.rows(b, n, c),
             None => self.elements(b, reduced),
         }
@@ -509,7 +570,7 @@ impl Stream {
         let pg = partial_group(b.ctx(), 1);
         let mean = matches!(self.reduction, Reduction::Mean | Reduction::BatchMean);
         let entries = |vec4: bool, single: bool| {
-            let view = View::of(vec4, 4 * m);
+            let view = View::of(vec4, m, DType::F32);
             self.entries(vec4, loss_res(want_loss, reduced, single, view))
         };
         // What each dispatch does after its loop: element losses, partials, or (one workgroup)

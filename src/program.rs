@@ -12,6 +12,7 @@ use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
 use crate::context::{Pipeline, PipelineKey};
+use crate::dtype::DType;
 use crate::shader::{Shader, params};
 use crate::{Context, Error, Result};
 
@@ -127,22 +128,23 @@ impl Slot {
     }
 }
 
-/// How one user buffer is bound.
+/// How one user buffer is bound: its first `bytes`.
 #[derive(Clone, Copy, Debug)]
 pub enum View {
-    /// `array<f32>` (or i32) over the first `bytes`.
+    /// An array of elements (or of the u32 words that pack them).
     Scalar(u64),
-    /// `array<vec4<f32>>` over the first `bytes` rounded down to 16.
+    /// An array of groups of 4 elements.
     Vec4(u64),
 }
 
 impl View {
-    /// `Vec4` when `vec4`, else `Scalar`.
-    pub fn of(vec4: bool, bytes: u64) -> Self {
+    /// `elements` of `dtype`: whole groups of 4 when `vec4`, else every element (rounded up to
+    /// a 4-byte word).
+    pub fn of(vec4: bool, elements: u64, dtype: DType) -> Self {
         if vec4 {
-            View::Vec4(bytes)
+            View::Vec4(elements / 4 * 4 * dtype.size())
         } else {
-            View::Scalar(bytes)
+            View::Scalar(dtype.bytes(elements))
         }
     }
 }
@@ -260,6 +262,7 @@ pub struct Builder<'a> {
     ctx: &'a Context,
     slots: [SlotUse; SLOTS],
     grad: Slot,
+    grad_dtype: (DType, u64),
     dispatches: Vec<Dispatch<PipelineKey>>,
     uniforms: Vec<u8>,
     scratch_words: u64,
@@ -271,6 +274,7 @@ impl<'a> Builder<'a> {
             ctx,
             slots: [UNUSED; SLOTS],
             grad: Slot::Grad,
+            grad_dtype: (DType::F32, 0),
             dispatches: Vec::new(),
             uniforms: Vec::new(),
             scratch_words: RESERVED_WORDS,
@@ -310,6 +314,12 @@ impl<'a> Builder<'a> {
     /// API).
     pub fn grad_in_place(&mut self) {
         self.grad = Slot::Input;
+    }
+
+    /// The gradient's dtype (f32 unless set) and element count, for the convenience API's
+    /// read-back (a 16-bit gradient's slot is padded to whole words).
+    pub fn grad_dtype(&mut self, dtype: DType, elements: u64) {
+        self.grad_dtype = (dtype, elements);
     }
 
     /// Allocates `words` f32 of scratch; returns their index in `scratch.data`.
@@ -476,6 +486,7 @@ impl<'a> Builder<'a> {
             ctx: self.ctx.without_cache(),
             slots: self.slots,
             grad: self.grad,
+            grad_dtype: self.grad_dtype,
             dispatches,
             uniforms: ManuallyDrop::new(uniforms),
             scratch: ManuallyDrop::new(scratch),
@@ -495,6 +506,7 @@ pub struct Program {
     ctx: Context,
     slots: [SlotUse; SLOTS],
     grad: Slot,
+    grad_dtype: (DType, u64),
     dispatches: Vec<Dispatch<Pipeline>>,
     /// Dropped under the device lock (see `Drop`).
     uniforms: ManuallyDrop<wgpu::Buffer>,
@@ -527,6 +539,11 @@ impl Program {
     /// Where the gradient lands: the `Grad` slot, or `Input` in place.
     pub fn grad_slot(&self) -> Slot {
         self.grad
+    }
+
+    /// The gradient's dtype and, when it is not f32, its element count.
+    pub fn grad_dtype(&self) -> (DType, u64) {
+        self.grad_dtype
     }
 
     /// Checks the user ranges against the slots: present exactly where used, `STORAGE`,
@@ -624,10 +641,7 @@ impl Program {
                         Res::Scratch => self.scratch.as_entire_buffer_binding(),
                         Res::Dummy(w) => self.ctx.dummy(w).as_entire_buffer_binding(),
                         Res::User(slot, view) => {
-                            let bytes = match view {
-                                View::Scalar(bytes) => bytes,
-                                View::Vec4(bytes) => bytes / 16 * 16,
-                            };
+                            let (View::Scalar(bytes) | View::Vec4(bytes)) = view;
                             let range = user[slot as usize].as_ref().expect("checked");
                             wgpu::BufferBinding {
                                 buffer: range.buffer,

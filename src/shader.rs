@@ -177,6 +177,8 @@ fn common(name: &str) -> Option<&'static str> {
         "segment" => Some(include_str!("../shaders/common/segment.wgsl")),
         "math" => Some(include_str!("../shaders/common/math.wgsl")),
         "outputs" => Some(include_str!("../shaders/common/outputs.wgsl")),
+        "half" => Some(include_str!("../shaders/common/half.wgsl")),
+        "tensor" => Some(include_str!("../shaders/common/tensor.wgsl")),
         _ => None,
     }
 }
@@ -204,7 +206,9 @@ fn text(file: &str, built_in: &'static str) -> Result<std::borrow::Cow<'static, 
 /// blocks resolved, constants declared, loops unrolled. Errors name the file and line.
 ///
 /// A define is a name (`"VEC4"`) or a name with a value (`"K=32"`). Directives:
-/// `#import name`; `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif`; `#params` (the kernel's
+/// `#import name`; `#tensor NAME BINDING ACCESS [scalar]` (a caller's tensor in the dtype of
+/// the value `DTYPE_NAME`, from shaders/common/tensor.wgsl); `#enable name` (a WGSL enable
+/// directive, emitted once at the top); `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif`; `#params` (the kernel's
 /// `struct Params` from its Rust twin, and `params` at binding 0); `#const NAME` (declares
 /// `const NAME: u32 = value;`); `#unroll var NAME` ... `#endunroll` (the body `value` times, each
 /// copy in its own block with `const var: u32 = i;`: drivers keep arrays indexed by `var` in
@@ -218,7 +222,30 @@ pub fn preprocess(shader: Shader, defines: &[&str]) -> Result<String> {
         params: shader.params(),
     };
     expand(&file, &source, defines, &mut imported, &mut out)?;
-    Ok(out)
+    // `#enable`s go first, as WGSL wants its enable directives.
+    let enables: String = imported
+        .iter()
+        .filter_map(|i| i.strip_prefix("enable "))
+        .map(|e| format!("enable {e};\n"))
+        .collect();
+    Ok(enables + &out)
+}
+
+/// The tensor template's names for one `#tensor` of a tensor of dtype `code` (see
+/// shaders/common/tensor.wgsl): its dtype's branch, and whether it is a vector and writable.
+fn tensor_defines(code: u32, native_f16: bool, vector: bool, writable: bool) -> Vec<&'static str> {
+    let mut names = vec![match code {
+        0 => "DT_F32",
+        1 if native_f16 => "DT_F16N",
+        _ => "DT_HALF",
+    }];
+    if vector {
+        names.push("TV4");
+    }
+    if writable {
+        names.push("TW");
+    }
+    names
 }
 
 fn defined(defines: &[&str], name: &str) -> bool {
@@ -280,6 +307,50 @@ fn expand(
                     params: src.params,
                 };
                 expand(&file, &source, defines, imported, out)?;
+            }
+        } else if let Some(args) = trimmed.strip_prefix("#tensor ") {
+            // `#tensor NAME BINDING ACCESS [scalar]`: the template with this tensor's names.
+            let args: Vec<&str> = args.split_whitespace().collect();
+            let (name, binding, access) = match args[..] {
+                [name, binding, access] | [name, binding, access, "scalar"] => {
+                    (name, binding, access)
+                }
+                _ => return Err(bad(n, "#tensor NAME BINDING ACCESS [scalar]")),
+            };
+            if live {
+                let code = value(defines, &format!("DTYPE_{name}")).unwrap_or(0);
+                let vector = args.len() == 3 && defined(defines, "VEC4");
+                let mut names: Vec<&str> = defines
+                    .iter()
+                    .copied()
+                    .filter(|d| !["DT_F32", "DT_F16N", "DT_HALF", "TV4", "TW"].contains(d))
+                    .collect();
+                names.extend(tensor_defines(
+                    code,
+                    defined(defines, "NATIVE_F16"),
+                    vector,
+                    access == "read_write",
+                ));
+                let template = text("common/tensor.wgsl", common("tensor").expect("built in"))?;
+                let file = Source {
+                    name: "common/tensor.wgsl",
+                    params: src.params,
+                };
+                let mut body = String::new();
+                expand(&file, &template, &names, imported, &mut body)?;
+                let h = if code == 2 { "bf16" } else { "f16" };
+                out.push_str(
+                    &body
+                        .replace("$name", name)
+                        .replace("$binding", binding)
+                        .replace("$access", access)
+                        .replace("$h", h),
+                );
+            }
+        } else if let Some(what) = trimmed.strip_prefix("#enable ") {
+            let key = format!("enable {}", what.trim());
+            if live && !imported.contains(&key) {
+                imported.push(key);
             }
         } else if trimmed == "#params" {
             if live {

@@ -2,6 +2,7 @@
 
 use wgpu::util::DeviceExt;
 
+use crate::dtype::DType;
 use crate::plan::HostData;
 use crate::program::{Program, Slot, Status, UserBindings};
 use crate::reduction::{LossOutput, Reduction};
@@ -98,7 +99,14 @@ pub(crate) fn run_host(
             .zip(&offsets)
             .map(|(&slot, &offset)| {
                 let end = offset + program.slot_bytes(slot);
-                bytemuck::pod_collect_to_vec(&data[offset as usize..end as usize])
+                match program.grad_dtype() {
+                    (dtype, elements) if slot != Slot::Loss && dtype != DType::F32 => {
+                        let mut g = dtype.widen(&data[offset as usize..end as usize]);
+                        g.truncate(elements as usize);
+                        g
+                    }
+                    _ => bytemuck::pod_collect_to_vec(&data[offset as usize..end as usize]),
+                }
             })
             .collect();
         Ok((outs, status))

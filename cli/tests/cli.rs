@@ -723,3 +723,131 @@ fn bench_end_to_end() {
         "{text}"
     );
 }
+
+#[test]
+fn half_precision_files() {
+    use wgpu_loss::{CrossEntropyDesc, DType, Inputs, bf16, f16};
+    let d = dir("half");
+    let (n, c) = (5, 13);
+    let mut rng = Rng::new(12);
+    let logits = rng.vec(n * c, -6.0, 6.0);
+    let targets = rng.classes(n, c);
+    write(&d.join("y.npy"), &[n as u64], &targets);
+    let shape = [n as u64, c as u64];
+    let h: Vec<f16> = logits.iter().map(|&x| f16::from_f32(x)).collect();
+    let b: Vec<bf16> = logits.iter().map(|&x| bf16::from_f32(x)).collect();
+    write(&d.join("x16.npy"), &shape, &h);
+    let bits: Vec<u16> = b.iter().map(|v| v.to_bits()).collect();
+    write(&d.join("xbf.npy"), &shape, &bits);
+    let eval = |x: &str, extra: &[&str], g: &Path| {
+        let (x, y) = (d.join(x), d.join("y.npy"));
+        let mut args = vec![
+            "eval",
+            "cross-entropy",
+            "--logits",
+            s(&x),
+            "--targets",
+            s(&y),
+            "--grad-out",
+            s(g),
+            "--json",
+        ];
+        args.extend(extra);
+        run(&args)
+    };
+    for (x, dtype, flags) in [
+        ("x16.npy", DType::F16, &[][..]),
+        ("xbf.npy", DType::BF16, &["--bf16"][..]),
+    ] {
+        let desc = CrossEntropyDesc::new(n, c).dtype(dtype);
+        let inputs = match dtype {
+            DType::F16 => Inputs::classes(&h, &targets),
+            _ => Inputs::classes(&b, &targets),
+        };
+        let reference = cpu::reference(&desc, &inputs).unwrap();
+        let grad_tol = Tol::new(2e-5 + dtype.epsilon() / 2.0, 1e-6);
+        // The gradient in the input's dtype by default, f32 on request.
+        for grad_dtype in [dtype, DType::F32] {
+            let g = d.join(format!("g-{x}-{grad_dtype}"));
+            let mut args = flags.to_vec();
+            args.extend(["--grad-dtype", grad_dtype.name()]);
+            let out = eval(x, &args, &g);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_scalar(
+                x,
+                json["value"].as_f64().unwrap() as f32,
+                reference.value.unwrap(),
+                TOL,
+            );
+            assert_eq!(json["grad_dtype"], grad_dtype.name());
+            let npy = npyz::NpyFile::new(std::io::BufReader::new(std::fs::File::open(&g).unwrap()))
+                .unwrap();
+            assert_eq!(npy.shape(), shape);
+            let grad: Vec<f32> = match grad_dtype {
+                DType::F16 => npy
+                    .into_vec::<f16>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .collect(),
+                DType::BF16 => npy
+                    .into_vec::<u16>()
+                    .unwrap()
+                    .iter()
+                    .map(|&v| bf16::from_bits(v).to_f32())
+                    .collect(),
+                DType::F32 => npy.into_vec::<f32>().unwrap(),
+            };
+            assert_close(x, &grad, &reference.grad, grad_tol);
+        }
+    }
+    // uint16 without --bf16, and float16 with it, are one-line errors.
+    let g = d.join("g-err.npy");
+    let out = eval("xbf.npy", &[], &g);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bf16"));
+    let out = eval("x16.npy", &["--bf16"], &g);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("float16"));
+    // A pointwise loss on f16 files: pred and target in one dtype.
+    let (p, t) = (rng.vec(21, -2.0, 2.0), rng.vec(21, -2.0, 2.0));
+    let to16 = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+    write(&d.join("p16.npy"), &[21], &to16(&p));
+    write(&d.join("t16.npy"), &[21], &to16(&t));
+    write(&d.join("t32.npy"), &[21], &t);
+    let out = run(&[
+        "eval",
+        "mse",
+        "--pred",
+        s(&d.join("p16.npy")),
+        "--target",
+        s(&d.join("t16.npy")),
+    ]);
+    let reference = cpu::reference(
+        &wgpu_loss::PointwiseDesc::new(wgpu_loss::Pointwise::Mse, 21).dtype(DType::F16),
+        &Inputs::new(&to16(&p), &to16(&t)),
+    )
+    .unwrap();
+    assert_scalar(
+        "mse f16",
+        stdout_value(&out) as f32,
+        reference.value.unwrap(),
+        TOL,
+    );
+    fails_with(
+        &[
+            "eval",
+            "mse",
+            "--pred",
+            s(&d.join("p16.npy")),
+            "--target",
+            s(&d.join("t32.npy")),
+        ],
+        "dtype",
+    );
+}

@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(a) = npy::parse_f32("fuzz.npy", BufReader::new(data), len) {
         assert_eq!(a.shape.iter().product::<usize>(), a.data.len());
     }
-    match npy::parse_targets("fuzz.npy", BufReader::new(data), len) {
+    if let Ok(a) = npy::parse_floats("fuzz.npy", BufReader::new(data), len, true) {
+        assert_eq!(a.shape.iter().product::<usize>(), a.data.len());
+    }
+    match npy::parse_targets("fuzz.npy", BufReader::new(data), len, false) {
         Ok(npy::Targets::Classes(a)) => assert_eq!(a.shape.iter().product::<usize>(), a.data.len()),
         Ok(npy::Targets::Floats(a)) => assert_eq!(a.shape.iter().product::<usize>(), a.data.len()),
         Err(_) => {}

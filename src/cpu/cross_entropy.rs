@@ -23,11 +23,34 @@ fn cap_slope(xc: f64, softcap: Option<f32>) -> f64 {
 }
 
 /// log-sum-exp of a row, and its softmax.
-fn softmax(row: &[f64]) -> (f64, Vec<f64>) {
+fn softmax(row: &[f64]) -> (Lse, Vec<f64>) {
     let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let s: f64 = row.iter().map(|&x| (x - m).exp()).sum();
-    let lse = m + s.ln();
-    (lse, row.iter().map(|&x| (x - lse).exp()).collect())
+    let lse = Lse { m, log_s: s.ln() };
+    (
+        lse,
+        row.iter().map(|&x| ((x - m) - lse.log_s).exp()).collect(),
+    )
+}
+
+/// A row's log-sum-exp as its max and the log of its sum of exponentials relative to it: `lse
+/// - x` is taken as `(m - x) + log s`, never as the difference of two large numbers (which
+/// would lose `log s` entirely for logits near f32's largest, even in f64).
+#[derive(Clone, Copy)]
+struct Lse {
+    m: f64,
+    log_s: f64,
+}
+
+impl Lse {
+    fn value(self) -> f64 {
+        self.m + self.log_s
+    }
+
+    /// `lse - x`.
+    fn minus(self, x: f64) -> f64 {
+        (self.m - x) + self.log_s
+    }
 }
 
 /// The denominator of a weighted mean over class targets: the sum of `weight[y_n]` (1 without
@@ -56,7 +79,7 @@ fn class(y: i64, classes: usize) -> Option<usize> {
 /// logits; ignored rows weigh 0; `mean` divides by the sum of the target weights (the gradient
 /// of ignored rows stays 0 even when that sum is 0). A target out of range gives NaN.
 pub fn cross_entropy(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Reference> {
-    let (logits, targets, classes) = (inputs.input, inputs.class_indices()?, o.classes);
+    let (logits, targets, classes) = (inputs.input.to_f32(), inputs.class_indices()?, o.classes);
     let weight = inputs.weight;
     check_rows(
         "logits (N * C)",
@@ -90,11 +113,12 @@ pub fn cross_entropy(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Refere
             g.fill(f64::NAN);
             continue;
         };
-        let (lse, p) = softmax(&row);
+        let (lse_parts, p) = softmax(&row);
+        let lse = lse_parts.value();
         let wy = w(y);
-        let mut loss = (1.0 - ls) * wy * (lse - row[y]) + z * wy * lse * lse;
+        let mut loss = (1.0 - ls) * wy * lse_parts.minus(row[y]) + z * wy * lse * lse;
         if ls > 0.0 {
-            let smooth: f64 = (0..c).map(|k| w(k) * (lse - row[k])).sum();
+            let smooth: f64 = (0..c).map(|k| w(k) * lse_parts.minus(row[k])).sum();
             loss += ls / cf * smooth;
         }
         losses.push(loss);
@@ -122,7 +146,8 @@ pub fn cross_entropy(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Refere
 /// Cross-entropy from logits `[N, C]` with probability targets `[N, C]`: per row
 /// `sum_c w_c q_c (lse - x_c) + z lse^2`, `q = (1 - ls) t + ls / C`; `mean` divides by N.
 pub fn cross_entropy_soft(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Reference> {
-    let (logits, target_probs, classes) = (inputs.input, inputs.values()?, o.classes);
+    let (logits, target_probs, classes) =
+        (inputs.input.to_f32(), inputs.values()?.to_f32(), o.classes);
     let weight = inputs.weight;
     let rows = check_rows(
         "logits (N * C)",
@@ -153,10 +178,11 @@ pub fn cross_entropy_soft(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<R
             .iter()
             .map(|&t| (1.0 - ls) * t as f64 + ls / c as f64)
             .collect();
-        let (lse, p) = softmax(&row);
+        let (lse_parts, p) = softmax(&row);
+        let lse = lse_parts.value();
         let a: f64 = (0..c).map(|k| w(k) * q[k]).sum();
-        let b: f64 = (0..c).map(|k| w(k) * q[k] * row[k]).sum();
-        losses.push(lse * a - b + z * lse * lse);
+        let nll: f64 = (0..c).map(|k| w(k) * q[k] * lse_parts.minus(row[k])).sum();
+        losses.push(nll + z * lse * lse);
         for k in 0..c {
             grad[n * c + k] =
                 ((a + 2.0 * z * lse) * p[k] - w(k) * q[k]) * cap_slope(row[k], o.softcap);

@@ -136,7 +136,7 @@ pub fn classic_cross_entropy(
     o: &ClassicCrossEntropyDesc,
     inputs: &Inputs<'_>,
 ) -> Result<Reference> {
-    let (probs, targets, classes) = (inputs.input, inputs.values()?, o.classes);
+    let (probs, targets, classes) = (inputs.input.to_f32(), inputs.values()?.to_f32(), o.classes);
     let (eps, reduction) = (o.eps, o.reduction);
     let rows = check_rows("probs (N * C)", probs.len(), Some(o.rows), classes, None)?;
     check_rows("targets (N * C)", targets.len(), Some(rows), classes, None)?;

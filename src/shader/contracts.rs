@@ -24,7 +24,31 @@ fn variants(defines: &[&'static str]) -> Vec<Vec<&'static str>> {
 /// The register tile sizes the host asks for: 1..=32 vec4s (the tunings' 8 and 32 included).
 const TILES: [u32; 5] = [1, 3, 8, 17, 32];
 
-/// Every variant of `shader` (defines and preprocessor values), parsed.
+/// The dtypes of the caller's tensors the host asks for (`DTYPE_*`, see
+/// shaders/common/tensor.wgsl): all f32, all f16 (packed, and through WGSL's f16), all bf16,
+/// and mixtures (16-bit inputs with an f32 gradient, f16 inputs with a bf16 one).
+const DTYPES: [&[&str]; 6] = [
+    &[],
+    &["DTYPE_x=1", "DTYPE_t=1", "DTYPE_y=1", "DTYPE_grad=1"],
+    &[
+        "DTYPE_x=1",
+        "DTYPE_t=1",
+        "DTYPE_y=1",
+        "DTYPE_grad=1",
+        "NATIVE_F16",
+    ],
+    &["DTYPE_x=2", "DTYPE_t=2", "DTYPE_y=2", "DTYPE_grad=2"],
+    &["DTYPE_x=2", "DTYPE_t=2", "DTYPE_y=2", "NATIVE_F16"],
+    &[
+        "DTYPE_x=1",
+        "DTYPE_t=1",
+        "DTYPE_y=1",
+        "DTYPE_grad=2",
+        "NATIVE_F16",
+    ],
+];
+
+/// Every variant of `shader` (defines, dtypes and preprocessor values), parsed.
 fn modules(shader: Shader) -> Vec<(Vec<&'static str>, String, naga::Module)> {
     let mut out = Vec::new();
     for defines in variants(shader.defines()) {
@@ -33,8 +57,9 @@ fn modules(shader: Shader) -> Vec<(Vec<&'static str>, String, naga::Module)> {
         } else {
             TILES.iter().map(|k| format!("K={k}")).collect()
         };
-        for value in &values {
+        for (value, dtypes) in values.iter().flat_map(|v| DTYPES.map(|d| (v, d))) {
             let mut names: Vec<&str> = defines.clone();
+            names.extend(dtypes);
             if !value.is_empty() {
                 names.push(value);
             }
@@ -47,7 +72,9 @@ fn modules(shader: Shader) -> Vec<(Vec<&'static str>, String, naga::Module)> {
                     e.emit_to_string(&source)
                 )
             });
-            out.push((defines.clone(), source, module));
+            let mut defines = defines.clone();
+            defines.extend(dtypes);
+            out.push((defines, source, module));
         }
     }
     out
@@ -58,14 +85,16 @@ fn every_shader_variant_validates() {
     let mut checked = 0;
     for shader in Shader::ALL {
         for (defines, source, module) in modules(shader) {
-            // Without SUBGROUPS a variant must validate on a device without the capability.
-            let caps = if defines.contains(&"SUBGROUPS") {
-                naga::valid::Capabilities::all()
-            } else {
-                naga::valid::Capabilities::all()
-                    - naga::valid::Capabilities::SUBGROUP
-                    - naga::valid::Capabilities::SUBGROUP_BARRIER
-            };
+            // Without SUBGROUPS (NATIVE_F16) a variant must validate on a device without
+            // subgroups (f16).
+            let mut caps = naga::valid::Capabilities::all();
+            if !defines.contains(&"SUBGROUPS") {
+                caps -= naga::valid::Capabilities::SUBGROUP
+                    | naga::valid::Capabilities::SUBGROUP_BARRIER;
+            }
+            if !defines.contains(&"NATIVE_F16") {
+                caps -= naga::valid::Capabilities::SHADER_FLOAT16;
+            }
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
                 .validate(&module)
                 .unwrap_or_else(|e| {

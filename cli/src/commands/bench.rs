@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Class counts for the cross-entropy losses (comma-separated); rows = size / classes.
     #[arg(long, value_delimiter = ',', default_value = "10,1000,32000,128000")]
     classes: Vec<usize>,
+    /// Element types of the inputs and gradient (comma-separated): f32, f16, bf16. Bytes are
+    /// counted at the dtype's size.
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    dtype: Vec<wgpu_loss::DType>,
     /// Only forward passes, or only forward + gradient (default: both).
     #[arg(long, value_parser = ["fwd", "grad", "both"], default_value = "both")]
     pass: String,
@@ -158,7 +162,12 @@ fn cases(a: &BenchArgs, max_elements: usize) -> Result<Vec<Case>, String> {
             }
         }
     }
-    out.retain(|c| c.elements() <= max_elements);
+    let out: Vec<Case> = a
+        .dtype
+        .iter()
+        .flat_map(|&d| out.iter().map(move |c| c.in_dtype(d)))
+        .filter(|c| c.elements() <= max_elements)
+        .collect();
     if out.is_empty() {
         return Err("no case to run (sizes above the adapter's binding limit?)".into());
     }
@@ -490,9 +499,9 @@ fn time_eval(bench: &Bench, runs: usize) -> Result<Timing, String> {
     };
     let inputs = bench.inputs();
     let (input, target) = (dir.0.join("input.npy"), dir.0.join("target.npy"));
-    npy::write(&input, &shape, inputs.input)?;
+    npy::write_values(&input, &shape, inputs.input)?;
     match inputs.target {
-        Target::Values(t) => npy::write(&target, &shape, t)?,
+        Target::Values(t) => npy::write_values(&target, &shape, t)?,
         Target::Classes(t) => npy::write(&target, &[case.rows], t)?,
     }
     let (loss, input_flag, target_flag) = match case.family {
@@ -507,6 +516,9 @@ fn time_eval(bench: &Bench, runs: usize) -> Result<Timing, String> {
     command.arg(target_flag).arg(&target);
     if case.grad {
         command.arg("--grad-out").arg(dir.0.join("grad.npy"));
+    }
+    if case.dtype == wgpu_loss::DType::BF16 {
+        command.arg("--bf16");
     }
     command.stdout(std::process::Stdio::null());
     let mut samples = Vec::with_capacity(runs);
@@ -608,6 +620,7 @@ fn json(ctx: &Context, rows: &[Row], a: &BenchArgs) -> serde_json::Value {
                 "rows": r.case.rows,
                 "classes": r.case.classes,
                 "grad": r.case.grad,
+                "dtype": r.case.dtype.name(),
                 "elements": r.case.elements(),
                 "bytes": bytes,
                 "time": timing_json(&r.kernel, bytes),

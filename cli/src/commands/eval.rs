@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, Inputs, LossOutput, NllDesc, Outputs,
-    Pointwise, PointwiseDesc, Targets as TargetKind,
+    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Inputs, LossOutput, NllDesc,
+    Outputs, Pointwise, PointwiseDesc, Targets as TargetKind,
 };
 
-use super::npy::{self, Array, Targets};
+use super::npy::{self, Floats, Targets};
 use super::{Common, adapter_json, context};
 
 #[derive(Subcommand)]
@@ -164,8 +164,9 @@ struct Evaluated {
     out: LossOutput,
     /// Shape of the per-element losses for --reduction none.
     loss_shape: Vec<usize>,
-    /// Shape of the gradient.
+    /// Shape of the gradient, and its dtype.
     grad_shape: Vec<usize>,
+    grad_dtype: DType,
     seconds: f64,
 }
 
@@ -222,13 +223,19 @@ fn same_shape(a: &[usize], b: &[usize], what: &Path) -> Result<(), String> {
     }
 }
 
-fn rank2(a: &Array<f32>, what: &Path) -> Result<(usize, usize), String> {
-    match a.shape[..] {
+/// The dtype of the input a file holds, and the gradient's (`--grad-dtype`, else the input's).
+fn dtypes(input: &Floats, common: &Common) -> (DType, DType) {
+    let dtype = input.values().dtype();
+    (dtype, common.grad_dtype.unwrap_or(dtype))
+}
+
+fn rank2(shape: &[usize], what: &Path) -> Result<(usize, usize), String> {
+    match shape[..] {
         [n, c] => Ok((n, c)),
         _ => Err(format!(
             "{}: shape {:?}, a [N, C] array (rank 2) is needed",
             what.display(),
-            a.shape
+            shape
         )),
     }
 }
@@ -271,19 +278,22 @@ fn pointwise(
     weight: Option<&Path>,
     pos_weight: Option<&Path>,
 ) -> Result<Evaluated, String> {
-    let pred = npy::read_f32(&a.pred)?;
-    let target = npy::read_f32(&a.target)?;
+    let pred = npy::read_floats(&a.pred, a.common.bf16)?;
+    let target = npy::read_floats(&a.target, a.common.bf16)?;
     same_shape(&pred.shape, &target.shape, &a.target)?;
+    let (dtype, grad_dtype) = dtypes(&pred.data, &a.common);
     let weight = weight
         .map(|p| broadcast_weight(p, &pred.shape, false))
         .transpose()?;
     let pos_weight = pos_weight
         .map(|p| broadcast_weight(p, &pred.shape, true))
         .transpose()?;
-    let mut inputs = Inputs::new(&pred.data, &target.data);
+    let mut inputs = Inputs::new(pred.data.values(), target.data.values());
     let mut desc = PointwiseDesc::new(loss, pred.data.len())
         .reduction(a.common.reduction)
-        .outputs(outputs(&a.common));
+        .outputs(outputs(&a.common))
+        .dtype(dtype)
+        .grad_dtype(grad_dtype);
     desc.batch = pred.shape.first().copied();
     if let Some(w) = &weight {
         inputs = inputs.weight(w);
@@ -299,6 +309,7 @@ fn pointwise(
         out,
         loss_shape: pred.shape.clone(),
         grad_shape: pred.shape,
+        grad_dtype,
         seconds,
     })
 }
@@ -315,7 +326,7 @@ fn class_weight(path: &Option<PathBuf>, classes: usize) -> Result<Option<Vec<f32
 }
 
 fn class_targets(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
-    match npy::read_targets(path)? {
+    match npy::read_targets(path, false)? {
         Targets::Classes(t) => {
             same_shape(&[rows], &t.shape, path)?;
             Ok(t.data)
@@ -328,15 +339,18 @@ fn class_targets(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
 }
 
 fn nll(ctx: &Context, a: &NllArgs) -> Result<Evaluated, String> {
-    let x = npy::read_f32(&a.log_probs)?;
-    let (n, c) = rank2(&x, &a.log_probs)?;
+    let x = npy::read_floats(&a.log_probs, a.common.bf16)?;
+    let (n, c) = rank2(&x.shape, &a.log_probs)?;
     let targets = class_targets(&a.targets, n)?;
     let weight = class_weight(&a.weight, c)?;
+    let (dtype, grad_dtype) = dtypes(&x.data, &a.common);
     let mut desc = NllDesc::new(n, c)
         .reduction(a.common.reduction)
         .outputs(outputs(&a.common))
-        .ignore_index(a.ignore_index);
-    let mut inputs = Inputs::classes(&x.data, &targets);
+        .ignore_index(a.ignore_index)
+        .dtype(dtype)
+        .grad_dtype(grad_dtype);
+    let mut inputs = Inputs::classes(x.data.values(), &targets);
     if let Some(w) = &weight {
         desc = desc.weight(w.len());
         inputs = inputs.weight(w);
@@ -347,15 +361,19 @@ fn nll(ctx: &Context, a: &NllArgs) -> Result<Evaluated, String> {
         out,
         loss_shape: vec![n],
         grad_shape: x.shape,
+        grad_dtype,
         seconds,
     })
 }
 
 fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, String> {
-    let logits = npy::read_f32(&a.logits)?;
-    let (n, c) = rank2(&logits, &a.logits)?;
+    let logits = npy::read_floats(&a.logits, a.common.bf16)?;
+    let (n, c) = rank2(&logits.shape, &a.logits)?;
     let weight = class_weight(&a.weight, c)?;
+    let (dtype, grad_dtype) = dtypes(&logits.data, &a.common);
     let mut desc = CrossEntropyDesc::new(n, c)
+        .dtype(dtype)
+        .grad_dtype(grad_dtype)
         .reduction(a.common.reduction)
         .outputs(outputs(&a.common))
         .ignore_index(a.ignore_index)
@@ -365,16 +383,16 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
     if let Some(w) = &weight {
         desc = desc.weight(w.len());
     }
-    let targets = npy::read_targets(&a.targets)?;
+    let targets = npy::read_targets(&a.targets, a.common.bf16)?;
     let mut inputs = match &targets {
         Targets::Classes(t) => {
             same_shape(&[n], &t.shape, &a.targets)?;
-            Inputs::classes(&logits.data, &t.data)
+            Inputs::classes(logits.data.values(), &t.data)
         }
         Targets::Floats(t) => {
             same_shape(&logits.shape, &t.shape, &a.targets)?;
             desc = desc.targets(TargetKind::Probabilities);
-            Inputs::new(&logits.data, &t.data)
+            Inputs::new(logits.data.values(), t.data.values())
         }
     };
     if let Some(w) = &weight {
@@ -386,32 +404,38 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
         out,
         loss_shape: vec![n],
         grad_shape: logits.shape,
+        grad_dtype,
         seconds,
     })
 }
 
 fn cross_entropy_probs(ctx: &Context, a: &ProbsArgs) -> Result<Evaluated, String> {
-    let probs = npy::read_f32(&a.probs)?;
-    let (n, c) = rank2(&probs, &a.probs)?;
-    let targets = npy::read_f32(&a.targets)?;
+    let probs = npy::read_floats(&a.probs, a.common.bf16)?;
+    let (n, c) = rank2(&probs.shape, &a.probs)?;
+    let targets = npy::read_floats(&a.targets, a.common.bf16)?;
     same_shape(&probs.shape, &targets.shape, &a.targets)?;
+    let (dtype, grad_dtype) = dtypes(&probs.data, &a.common);
     let desc = ClassicCrossEntropyDesc::new(n, c)
         .eps(a.eps)
         .reduction(a.common.reduction)
-        .outputs(outputs(&a.common));
-    let (out, seconds) = timed(|| ctx.loss(&desc, &Inputs::new(&probs.data, &targets.data)))?;
+        .outputs(outputs(&a.common))
+        .dtype(dtype)
+        .grad_dtype(grad_dtype);
+    let inputs = Inputs::new(probs.data.values(), targets.data.values());
+    let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
     Ok(Evaluated {
         name: "cross-entropy-probs",
         out,
         loss_shape: vec![n],
         grad_shape: probs.shape,
+        grad_dtype,
         seconds,
     })
 }
 
 fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
     if let (Some(path), Some(grad)) = (&common.grad_out, &e.out.grad) {
-        npy::write(path, &e.grad_shape, grad)?;
+        npy::write_in(path, &e.grad_shape, grad, e.grad_dtype)?;
     }
     if let Some(path) = &common.loss_out {
         match (&e.out.value, &e.out.per_element) {
@@ -442,6 +466,7 @@ fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
         }
         if let Some(path) = &common.grad_out {
             v["grad_out"] = path.display().to_string().into();
+            v["grad_dtype"] = e.grad_dtype.name().into();
         }
         println!("{v}");
         return Ok(());

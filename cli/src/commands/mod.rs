@@ -53,9 +53,17 @@ pub struct Common {
     /// Write the loss to this .npy file (per element for --reduction none, else a 0-d array).
     #[arg(long)]
     loss_out: Option<PathBuf>,
-    /// Write the gradient (shaped like the prediction) to this .npy file.
+    /// Write the gradient (shaped like the prediction) to this .npy file, in the input's dtype
+    /// (bfloat16 as uint16 bits) unless --grad-dtype says otherwise.
     #[arg(long)]
     grad_out: Option<PathBuf>,
+    /// The gradient's dtype: f32, f16 or bf16 (default: the input's).
+    #[arg(long)]
+    grad_dtype: Option<wgpu_loss::DType>,
+    /// uint16 .npy inputs hold bfloat16 bits (numpy has no bfloat16). float16 .npy files are
+    /// read as f16 without it.
+    #[arg(long)]
+    bf16: bool,
 }
 
 impl Cli {

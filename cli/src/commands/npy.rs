@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use npyz::{DType, NpyFile, WriterBuilder};
+use wgpu_loss::{Values, bf16, f16};
 
 /// An array read from disk: its shape and values.
 #[derive(Debug)]
@@ -23,7 +24,37 @@ pub struct Array<T> {
 #[derive(Debug)]
 pub enum Targets {
     Classes(Array<i64>),
-    Floats(Array<f32>),
+    Floats(FloatArray),
+}
+
+/// A float array in the dtype the file holds.
+#[derive(Debug)]
+pub struct FloatArray {
+    pub shape: Vec<usize>,
+    pub data: Floats,
+}
+
+/// Floats in the dtype the file holds: float32 (float64 converted), float16, or bfloat16
+/// (uint16 bits, with `--bf16`: numpy has no bfloat16).
+#[derive(Debug)]
+pub enum Floats {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+}
+
+impl Floats {
+    pub fn values(&self) -> Values<'_> {
+        match self {
+            Floats::F32(v) => v.into(),
+            Floats::F16(v) => v.into(),
+            Floats::BF16(v) => v.into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.values().len()
+    }
 }
 
 /// The largest header the pre-check reads (numpy's version 1 headers are at most 65,545
@@ -36,10 +67,17 @@ pub fn read_f32(path: &Path) -> Result<Array<f32>, String> {
     parse_f32(&path.display().to_string(), reader, len)
 }
 
-/// Reads targets: int64, int32 or uint32 class indices, or float32 / float64 values.
-pub fn read_targets(path: &Path) -> Result<Targets, String> {
+/// Reads floats in their own dtype: float32 (or float64, converted), float16, or with `bf16`
+/// uint16 holding bfloat16 bits.
+pub fn read_floats(path: &Path, bf16: bool) -> Result<FloatArray, String> {
     let (reader, len) = open(path)?;
-    parse_targets(&path.display().to_string(), reader, len)
+    parse_floats(&path.display().to_string(), reader, len, bf16)
+}
+
+/// Reads targets: int64, int32 or uint32 class indices, or float values as [`read_floats`].
+pub fn read_targets(path: &Path, bf16: bool) -> Result<Targets, String> {
+    let (reader, len) = open(path)?;
+    parse_targets(&path.display().to_string(), reader, len, bf16)
 }
 
 fn open(path: &Path) -> Result<(BufReader<File>, u64), String> {
@@ -73,20 +111,74 @@ pub fn parse_f32<R: Read>(
     Ok(Array { shape, data })
 }
 
+/// [`read_floats`] on the `len` bytes of `reader`, errors naming `name`.
+pub fn parse_floats<R: Read>(
+    name: &str,
+    mut reader: BufReader<R>,
+    len: u64,
+    bf16: bool,
+) -> Result<FloatArray, String> {
+    let dtype = peek_descr(name, &mut reader)?;
+    let (npy, dtype, shape) = match dtype.as_deref() {
+        Some("<f2") | Some("<u2") => header(name, reader, len)?,
+        _ => {
+            let a = parse_f32(name, reader, len)?;
+            return Ok(FloatArray {
+                shape: a.shape,
+                data: Floats::F32(a.data),
+            });
+        }
+    };
+    let data = match (dtype.as_str(), bf16) {
+        ("<f2", false) => Floats::F16(data::<f16, _>(npy, name, &shape)?),
+        ("<u2", true) => Floats::BF16(
+            data::<u16, _>(npy, name, &shape)?
+                .into_iter()
+                .map(bf16::from_bits)
+                .collect(),
+        ),
+        ("<f2", true) => {
+            return Err(format!(
+                "{name}: float16, where --bf16 says bfloat16 bits (uint16)"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{name}: uint16 where floats are needed (bfloat16 bits? pass --bf16)"
+            ));
+        }
+    };
+    Ok(FloatArray { shape, data })
+}
+
+/// The `descr` of the header at the start of `reader`, without consuming it.
+fn peek_descr<R: Read>(name: &str, reader: &mut BufReader<R>) -> Result<Option<String>, String> {
+    let head = reader.fill_buf().map_err(|e| format!("{name}: {e}"))?;
+    let text = String::from_utf8_lossy(head);
+    let descr = || {
+        let after = &text[text.find("'descr'")? + "'descr'".len()..];
+        let quoted = after.trim_start().strip_prefix(':')?.trim_start();
+        let quoted = quoted.strip_prefix('\'')?;
+        Some(quoted[..quoted.find('\'')?].to_string())
+    };
+    Ok(descr())
+}
+
 /// [`read_targets`] on the `len` bytes of `reader`, errors naming `name`.
 pub fn parse_targets<R: Read>(
     name: &str,
     mut reader: BufReader<R>,
     len: u64,
+    bf16: bool,
 ) -> Result<Targets, String> {
-    // Peek at the dtype without consuming: floats go through parse_f32.
-    let floats = {
-        let head = reader.fill_buf().map_err(|e| format!("{name}: {e}"))?;
-        let text = String::from_utf8_lossy(head);
-        text.contains("<f4") || text.contains("<f8")
+    // Peek at the dtype without consuming: floats go through parse_floats.
+    let floats = match peek_descr(name, &mut reader)?.as_deref() {
+        Some("<u2") => bf16,
+        Some(d) => d.starts_with("<f"),
+        None => false,
     };
     if floats {
-        return parse_f32(name, reader, len).map(Targets::Floats);
+        return parse_floats(name, reader, len, bf16).map(Targets::Floats);
     }
     let (npy, dtype, shape) = header(name, reader, len)?;
     let classes = |data| {
@@ -236,6 +328,39 @@ fn peek_header(head: &[u8]) -> Option<(Vec<u64>, u64, u64)> {
     let descr = &descr[..descr.find('\'')?];
     let item: u64 = descr.get(2..)?.parse().ok()?;
     Some((shape, item, (prefix + header_len) as u64))
+}
+
+/// Writes `data` in `dtype` (each value is one of it: a gradient written in that dtype): float32,
+/// float16, or bfloat16 as uint16 bits.
+pub fn write_in(
+    path: &Path,
+    shape: &[usize],
+    data: &[f32],
+    dtype: wgpu_loss::DType,
+) -> Result<(), String> {
+    match dtype {
+        wgpu_loss::DType::F32 => write(path, shape, data),
+        wgpu_loss::DType::F16 => {
+            let v: Vec<f16> = data.iter().map(|&x| f16::from_f32(x)).collect();
+            write(path, shape, &v)
+        }
+        wgpu_loss::DType::BF16 => {
+            let v: Vec<u16> = data.iter().map(|&x| bf16::from_f32(x).to_bits()).collect();
+            write(path, shape, &v)
+        }
+    }
+}
+
+/// Writes host values in their dtype (bfloat16 as uint16 bits).
+pub fn write_values(path: &Path, shape: &[usize], values: Values<'_>) -> Result<(), String> {
+    match values {
+        Values::F32(v) => write(path, shape, v),
+        Values::F16(v) => write(path, shape, v),
+        Values::BF16(v) => {
+            let bits: Vec<u16> = v.iter().map(|h| h.to_bits()).collect();
+            write(path, shape, &bits)
+        }
+    }
 }
 
 /// Writes an array of `shape` (empty: a 0-d array) in the element type's own dtype.
