@@ -63,6 +63,8 @@ override SMOOTH: bool = false;
 override ZLOSS: bool = false;
 override SOFTCAP: bool = false;
 override WANT_GRAD: bool = false;
+// Track each row's argmax (and count the rows whose argmax is their target).
+override WANT_ARGMAX: bool = false;
 // What happens after the statistics (row losses, partials, a single workgroup's reduced value,
 // the gradient's scale) is chosen by uniforms: see common/outputs.wgsl.
 const KMAX: u32 = 32u;
@@ -226,10 +228,42 @@ struct Stats {
     b: vec4<f32>,
     // TARGETS 0 (SMOOTH): sum w (the element count without weights).
     ws: vec4<f32>,
+    // WANT_ARGMAX: the column of the max, the first where it repeats (NO_INDEX: no element).
+    i: vec4<u32>,
 }
 
+const NO_INDEX: u32 = 0xffffffffu;
+
 fn no_stats() -> Stats {
-    return Stats(vec4<f32>(LOWEST), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    return Stats(vec4<f32>(LOWEST), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0),
+        vec4<u32>(NO_INDEX));
+}
+
+// The argmax of the union of x's and y's elements: the larger max's column, the smaller column
+// when the maxes are equal (the first occurrence, as torch.argmax; a fixed choice whatever the
+// merge order).
+fn merged_index(x: Stats, y: Stats) -> vec4<u32> {
+    if (!WANT_ARGMAX) {
+        return x.i;
+    }
+    let take_y = (y.m > x.m) | ((y.m == x.m) & (y.i < x.i));
+    return select(x.i, y.i, take_y);
+}
+
+// Takes the elements of xv into st's max (and with WANT_ARGMAX its column).
+fn scan_max(st: ptr<function, Stats>, xv: vec4<f32>, cd: Coords) {
+    if (WANT_ARGMAX) {
+        for (var j = 0u; j < 4u; j++) {
+            let r = cd.r[j];
+            let m = (*st).m[r];
+            if (cd.live[j] && (xv[j] > m || (xv[j] == m && cd.c[j] < (*st).i[r]))) {
+                (*st).m[r] = xv[j];
+                (*st).i[r] = cd.c[j];
+            }
+        }
+    } else {
+        (*st).m = max((*st).m, row_maxes(xv, cd));
+    }
 }
 
 // The statistics of the union of two sets of elements. Sums relative to a max are rebased to
@@ -247,12 +281,13 @@ fn merge(x: Stats, y: Stats) -> Stats {
             b = (x.b.x + dx * x.ws.x) + (y.b.x + dy * y.ws.x);
         }
         return Stats(vec4<f32>(m), vec4<f32>(x.s.x * exp(dx) + y.s.x * exp(dy)),
-            vec4<f32>(x.a.x + y.a.x), vec4<f32>(b), vec4<f32>(x.ws.x + y.ws.x));
+            vec4<f32>(x.a.x + y.a.x), vec4<f32>(b), vec4<f32>(x.ws.x + y.ws.x), merged_index(x, y));
     }
     let m = max(x.m, y.m);
     let dx = x.m - m;
     let dy = y.m - m;
-    var o = Stats(m, x.s * exp(dx) + y.s * exp(dy), x.a + y.a, vec4<f32>(0.0), x.ws + y.ws);
+    var o = Stats(m, x.s * exp(dx) + y.s * exp(dy), x.a + y.a, vec4<f32>(0.0), x.ws + y.ws,
+        merged_index(x, y));
     if (TARGETS == 1u) {
         o.b = (x.b + dx * x.a) + (y.b + dy * y.a);
     } else if (SMOOTH) {
@@ -267,7 +302,15 @@ fn shuffle_stats(x: Stats, off: u32) -> Stats {
         // One row: the five statistics travel in two vectors.
         let p = subgroupShuffleXor(vec4<f32>(x.m.x, x.s.x, x.a.x, x.b.x), off);
         let ws = subgroupShuffleXor(x.ws.x, off);
-        return Stats(vec4<f32>(p.x), vec4<f32>(p.y), vec4<f32>(p.z), vec4<f32>(p.w), vec4<f32>(ws));
+        var i = x.i;
+        if (WANT_ARGMAX) {
+            i = vec4<u32>(subgroupShuffleXor(x.i.x, off));
+        }
+        return Stats(vec4<f32>(p.x), vec4<f32>(p.y), vec4<f32>(p.z), vec4<f32>(p.w), vec4<f32>(ws), i);
+    }
+    var i = x.i;
+    if (WANT_ARGMAX) {
+        i = subgroupShuffleXor(x.i, off);
     }
     return Stats(
         subgroupShuffleXor(x.m, off),
@@ -275,13 +318,14 @@ fn shuffle_stats(x: Stats, off: u32) -> Stats {
         subgroupShuffleXor(x.a, off),
         subgroupShuffleXor(x.b, off),
         subgroupShuffleXor(x.ws, off),
+        i,
     );
 }
 
 // x, or y when `take_y` (WGSL's select does not take structures).
 fn pick(x: Stats, y: Stats, take_y: bool) -> Stats {
     return Stats(select(x.m, y.m, take_y), select(x.s, y.s, take_y), select(x.a, y.a, take_y),
-        select(x.b, y.b, take_y), select(x.ws, y.ws, take_y));
+        select(x.b, y.b, take_y), select(x.ws, y.ws, take_y), select(x.i, y.i, take_y));
 }
 
 // One summary per block of SG_MIN invocations (SG_MIN >= 4: the host uses subgroups only then).
@@ -335,10 +379,32 @@ fn seg_merge(st: Stats, lid: u32, sg_size: u32) -> Stats {
     let s = st.s * exp(d);
     if (ROWS == 1u) {
         let p = seg_sum(vec4<f32>(s.x, st.a.x, b.x, st.ws.x), lid, sg_size);
-        return Stats(m, vec4<f32>(p.x), vec4<f32>(p.y), vec4<f32>(p.z), vec4<f32>(p.w));
+        return Stats(m, vec4<f32>(p.x), vec4<f32>(p.y), vec4<f32>(p.z), vec4<f32>(p.w),
+            seg_min_index(st, m, lid));
     }
     return Stats(m, seg_sum(s, lid, sg_size), seg_sum(st.a, lid, sg_size), seg_sum(b, lid, sg_size),
-        seg_sum(st.ws, lid, sg_size));
+        seg_sum(st.ws, lid, sg_size), seg_min_index(st, m, lid));
+}
+
+var<workgroup> sh_index: array<vec4<u32>, WG>;
+
+// WANT_ARGMAX: the smallest column among the segment's invocations whose max is the segment's
+// (a tree in workgroup memory; call in uniform control flow).
+fn seg_min_index(st: Stats, m: vec4<f32>, lid: u32) -> vec4<u32> {
+    if (!WANT_ARGMAX) {
+        return st.i;
+    }
+    let first = (lid / SEG) * SEG;
+    workgroupBarrier();
+    sh_index[lid] = select(vec4<u32>(NO_INDEX), st.i, st.m == m);
+    for (var off = SEG / 2u; off > 0u; off >>= 1u) {
+        workgroupBarrier();
+        if (lid - first < off) {
+            sh_index[lid] = min(sh_index[lid], sh_index[lid + off]);
+        }
+    }
+    workgroupBarrier();
+    return sh_index[first];
 }
 #endif
 
@@ -465,7 +531,7 @@ fn load_and_scan(blk: Block, st: ptr<function, Stats>, gv0: u32, v0: u32, stride
         }
         let cd = coords(v, blk.nrows);
         if (TARGETS == 0u) {
-            (*st).m = max((*st).m, row_maxes(xv, cd));
+            scan_max(st, xv, cd);
             if (ROWS == 1u) {
                 // One row: only the vec4 holding the target adds its component.
                 if (v == u32(blk.y.x) / 4u && blk.y.x >= 0) {
@@ -479,7 +545,7 @@ fn load_and_scan(blk: Block, st: ptr<function, Stats>, gv0: u32, v0: u32, stride
                 (*st).ws += row_sums(class_weights(cd.c), cd);
             }
         } else {
-            (*st).m = max((*st).m, row_maxes(xv, cd));
+            scan_max(st, xv, cd);
             (*st).a += row_sums(class_weights(cd.c) * smoothed(ts[k]), cd);
         }
     }
@@ -520,6 +586,7 @@ struct RowOut {
     weight: vec4<f32>,
     // The log of the row's sum of exponentials (lse = m + logs) and its reciprocal.
     logs: vec4<f32>,
+    lse: vec4<f32>,
     inv_s: vec4<f32>,
     // Gradient coefficients before the scale: grad = cp * p - ct * onehot_y - cs * w_c (TARGETS 0),
     // grad = cp * p - w q (TARGETS 1).
@@ -528,6 +595,8 @@ struct RowOut {
     cs: vec4<f32>,
     // 1 for rows that take part, 0 for ignored rows.
     keep: vec4<f32>,
+    // WANT_ARGMAX: the column of the row's max (0 for a row with no element above LOWEST).
+    argmax: vec4<u32>,
 }
 
 fn finish_rows(blk: Block, st: Stats) -> RowOut {
@@ -535,11 +604,13 @@ fn finish_rows(blk: Block, st: Stats) -> RowOut {
     let nan = bitcast<f32>(0x7fc00000u);
     let ls = params.label_smoothing;
     let cf = f32(params.classes);
+    o.argmax = select(st.i, vec4<u32>(0u), st.i == vec4<u32>(NO_INDEX));
     for (var r = 0u; r < ROWS; r++) {
         o.keep[r] = 1.0;
         let logs = log(st.s[r]);
         let lse = st.m[r] + logs;
         o.logs[r] = logs;
+        o.lse[r] = lse;
         o.inv_s[r] = 1.0 / st.s[r];
         if (TARGETS == 1u) {
             // sum w q (lse - x') = sum w q (m - x') + logs sum w q
@@ -588,9 +659,10 @@ fn finish_rows(blk: Block, st: Stats) -> RowOut {
 // PyTorch).
 fn write_grad(blk: Block, o: RowOut, pf: vec4<f32>, scale: f32, gv0: u32, v0: u32, stride: u32, vlim: u32) {
     let on = o.keep != vec4<f32>(0.0);
-    let gp = select(vec4<f32>(0.0), pf * o.cp * scale, on);
-    let gt = select(vec4<f32>(0.0), o.ct * scale, on);
-    let gs = select(vec4<f32>(0.0), o.cs * scale, on);
+    let up = upstream(blk);
+    let gp = select(vec4<f32>(0.0), pf * o.cp * scale * up, on);
+    let gt = select(vec4<f32>(0.0), o.ct * scale * up, on);
+    let gs = select(vec4<f32>(0.0), o.cs * scale * up, on);
     // One row per block: the target's vec4 and its one-hot term, found once.
     let yv = select(0xffffffffu, u32(blk.y.x) / 4u, blk.y.x >= 0);
     let onehot = select(vec4<f32>(0.0), vec4<f32>(gt.x), vec4<u32>(0u, 1u, 2u, 3u) == vec4<u32>(u32(blk.y.x) % 4u));
@@ -610,7 +682,7 @@ fn write_grad(blk: Block, o: RowOut, pf: vec4<f32>, scale: f32, gv0: u32, v0: u3
                 g -= spread(gs, cd.r) * class_weights(cd.c);
             }
         } else {
-            g -= scale * class_weights(cd.c) * smoothed(ts[k]);
+            g -= scale * spread(up, cd.r) * class_weights(cd.c) * smoothed(ts[k]);
         }
         if (SOFTCAP) {
             let u = xs[k] / params.softcap;
@@ -621,7 +693,26 @@ fn write_grad(blk: Block, o: RowOut, pf: vec4<f32>, scale: f32, gv0: u32, v0: u3
 #endunroll
 }
 
-// Per-row outputs of a finished block: row losses, invalid targets, and the block's partial.
+// The upstream gradient of each row of a block (params.side bit 2: one value for all, in
+// scratch at go_base; bit 3: one a row), 1 without one.
+fn upstream(blk: Block) -> vec4<f32> {
+    if ((params.side & 4u) != 0u) {
+        return vec4<f32>(scratch.data[params.go_base]);
+    }
+    var up = vec4<f32>(1.0);
+    if ((params.side & 8u) != 0u) {
+        for (var r = 0u; r < ROWS; r++) {
+            if (r < blk.nrows) {
+                up[r] = scratch.data[params.go_base + blk.row0 + r];
+            }
+        }
+    }
+    return up;
+}
+
+// Per-row outputs of a finished block: row losses, the side outputs (params.side bit 0: the
+// log-sum-exp, bit 1: row losses beside a reduced loss, into scratch, copied out after the
+// pass), invalid targets, and the block's partial.
 fn emit_rows(blk: Block, o: RowOut) -> vec2<f32> {
     var part = vec2<f32>(0.0);
     for (var r = 0u; r < ROWS; r++) {
@@ -630,6 +721,20 @@ fn emit_rows(blk: Block, o: RowOut) -> vec2<f32> {
         }
         if (want_row_loss()) {
             loss[blk.row0 + r] = o.loss[r];
+        }
+        if ((params.side & 1u) != 0u) {
+            scratch.data[params.lse_base + blk.row0 + r] = o.lse[r];
+        }
+        if ((params.side & 2u) != 0u) {
+            scratch.data[params.rows_base + blk.row0 + r] = o.loss[r];
+        }
+        if (WANT_ARGMAX) {
+            // The column's bits, copied out as a u32; rows whose argmax is their class target
+            // counted with an integer atomic (status[3]).
+            scratch.data[params.argmax_base + blk.row0 + r] = bitcast<f32>(o.argmax[r]);
+            if (TARGETS == 0u && o.keep[r] != 0.0 && blk.y[r] == i32(o.argmax[r])) {
+                atomicAdd(&scratch.status[3], 1u);
+            }
         }
         if (TARGETS == 0u && o.keep[r] != 0.0 && (blk.y[r] < 0 || blk.y[r] >= i32(params.classes))) {
             report_invalid(blk.row0 + r);
@@ -748,6 +853,7 @@ fn stats(inv: Invocation) {
             scratch.data[i + 2u] = st.a[r];
             scratch.data[i + 3u] = st.b[r];
             scratch.data[i + 4u] = st.ws[r];
+            scratch.data[i + 5u] = bitcast<f32>(st.i[r]);
         }
     }
 }
@@ -777,6 +883,7 @@ fn finish(inv: Invocation) {
                 rec.a[r] = scratch.data[i + 2u];
                 rec.b[r] = scratch.data[i + 3u];
                 rec.ws[r] = scratch.data[i + 4u];
+                rec.i[r] = bitcast<u32>(scratch.data[i + 5u]);
             }
             own = merge(own, rec);
         }

@@ -76,6 +76,17 @@ pub struct CrossEntropyDesc {
     pub dtype: DType,
     /// The gradient's dtype (default: the logits').
     pub grad_dtype: Option<DType>,
+    /// Also write each row's log-sum-exp (`Buffers::lse`, f32 `[N]`).
+    pub lse: bool,
+    /// Also write each row's loss beside a reduced loss (`Buffers::row_loss`, f32 `[N]`).
+    pub row_losses: bool,
+    /// Scale the gradient by an upstream gradient (`Buffers::grad_output`, f32: one value for
+    /// sum and mean, one a row for none), as an autodiff engine's backward does.
+    pub grad_output: bool,
+    /// Also write each row's argmax (`Buffers::argmax`, u32 `[N]`; of the capped logits with
+    /// `softcap`) and, with class targets, how many rows' argmax is their target
+    /// (`Buffers::correct`, one u32: token accuracy is that over the rows not ignored).
+    pub argmax: bool,
 }
 
 setters! {
@@ -98,6 +109,14 @@ setters! {
         in_place: bool,
         /// Sets the dtype of the logits (and probability targets).
         dtype: DType,
+        /// Writes each row's log-sum-exp.
+        lse: bool,
+        /// Writes each row's loss beside a reduced loss.
+        row_losses: bool,
+        /// Scales the gradient by an upstream gradient.
+        grad_output: bool,
+        /// Writes each row's argmax (and the count of rows whose argmax is their target).
+        argmax: bool,
     }
     optional {
         /// Declares a class weight of this many entries (must be C).
@@ -124,6 +143,19 @@ impl CrossEntropyDesc {
             in_place: false,
             dtype: DType::F32,
             grad_dtype: None,
+            lse: false,
+            row_losses: false,
+            grad_output: false,
+            argmax: false,
+        }
+    }
+
+    /// The upstream gradient's length: one value, or one a row with `Reduction::None`.
+    fn grad_output_len(&self) -> usize {
+        if self.reduction.is_reduced() {
+            1
+        } else {
+            self.rows
         }
     }
 
@@ -155,6 +187,18 @@ impl CrossEntropyDesc {
             ));
         }
         check_grad_dtype(self.dtype, self.grad_dtype, self.in_place)?;
+        if self.row_losses && !self.reduction.is_reduced() {
+            return Err(Error::option(
+                "row_losses",
+                "with reduction none the loss is one a row already",
+            ));
+        }
+        if self.grad_output && !self.outputs.grad {
+            return Err(Error::option(
+                "grad_output",
+                "scales the gradient, which is not asked for",
+            ));
+        }
         if self.in_place && !self.outputs.grad {
             return Err(Error::option(
                 "in_place",
@@ -182,8 +226,11 @@ impl Family for CrossEntropyDesc {
             in_place: self.in_place,
             dtype: self.dtype,
             grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
+            argmax: self.argmax,
         };
-        Planner::new(b, &spec)?.plan(b)
+        let mut planner = Planner::new(b, &spec)?;
+        planner.side(b, self)?;
+        planner.plan(b)
     }
 
     fn results(&self) -> (Reduction, &'static str) {
@@ -195,6 +242,8 @@ impl Family for CrossEntropyDesc {
         check_count("logits (N * C)", total, inputs.input.len())?;
         let input = value_bytes("logits", inputs.input, self.dtype)?;
         check_declared("weight (C)", self.weight, inputs.weight)?;
+        let grad_output = self.grad_output.then(|| self.grad_output_len());
+        check_declared("grad_output", grad_output, inputs.grad_output)?;
         let target = match self.targets {
             Targets::Classes => {
                 class_targets_i32(inputs, self.rows, self.classes, self.ignore_index)?
@@ -206,14 +255,30 @@ impl Family for CrossEntropyDesc {
             }
         };
         self.check()?;
-        Ok([input, target, bytes(inputs.weight), None])
+        Ok([
+            input,
+            target,
+            bytes(inputs.weight),
+            None,
+            bytes(inputs.grad_output),
+        ])
     }
 
     fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
-        match self.targets {
-            Targets::Classes => cpu::cross_entropy::cross_entropy(self, inputs),
-            Targets::Probabilities => cpu::cross_entropy::cross_entropy_soft(self, inputs),
+        let mut r = match self.targets {
+            Targets::Classes => cpu::cross_entropy::cross_entropy(self, inputs)?,
+            Targets::Probabilities => cpu::cross_entropy::cross_entropy_soft(self, inputs)?,
+        };
+        if let Some(go) = inputs.grad_output {
+            let len = if self.grad_output {
+                self.grad_output_len()
+            } else {
+                0
+            };
+            check_count("grad_output", len as u64, go.len())?;
+            cpu::cross_entropy::scale_by_upstream(&mut r, go, self.classes);
         }
+        Ok(r)
     }
 }
 
@@ -242,7 +307,14 @@ params! {
         flags: u32,
         scale_mode: u32,
         final_mode: u32,
-        _pad0: u32,
+        /// Side outputs and inputs (bit 0 lse, 1 row losses, 2 one upstream gradient, 3 one a
+        /// row) and where they live in scratch.
+        side: u32,
+        lse_base: u32,
+        rows_base: u32,
+        go_base: u32,
+        /// Where each row's argmax goes in scratch (WANT_ARGMAX).
+        argmax_base: u32,
     }
 }
 
@@ -265,6 +337,7 @@ struct RowsSpec {
     in_place: bool,
     dtype: DType,
     grad_dtype: DType,
+    argmax: bool,
 }
 
 /// The most chunk records one invocation of the merge pass (`finish`) folds, whatever the row
@@ -395,6 +468,33 @@ impl<'s> Planner<'s> {
         })
     }
 
+    /// Declares the side slots the description asks for, and puts where they live in scratch
+    /// into every dispatch's parameters.
+    fn side(&mut self, b: &mut Builder<'_>, d: &CrossEntropyDesc) -> Result<()> {
+        let n = d.rows as u64;
+        let p = &mut self.base;
+        if d.lse {
+            p.lse_base = b.side(Slot::Lse, "lse", 4 * n, Access::Write)?;
+            p.side |= 1;
+        }
+        if d.row_losses {
+            p.rows_base = b.side(Slot::RowLoss, "row_loss", 4 * n, Access::Write)?;
+            p.side |= 2;
+        }
+        if d.grad_output {
+            let len = d.grad_output_len() as u64;
+            p.go_base = b.side(Slot::GradOutput, "grad_output", 4 * len, Access::Read)?;
+            p.side |= if d.reduction.is_reduced() { 4 } else { 8 };
+        }
+        if d.argmax {
+            p.argmax_base = b.side(Slot::Argmax, "argmax", 4 * n, Access::Write)?;
+            if d.targets == Targets::Classes {
+                b.status_output(Slot::Correct, "correct", 3);
+            }
+        }
+        Ok(())
+    }
+
     fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
         self.slots(b)?;
         // A segment of one lane group merges by shuffles alone where subgroups are as wide
@@ -483,6 +583,7 @@ impl<'s> Planner<'s> {
             .constant("ZLOSS", (s.z_loss > 0.0) as u32)
             .constant("SOFTCAP", s.softcap.is_some() as u32)
             .constant("WANT_GRAD", grad as u32)
+            .constant("WANT_ARGMAX", (s.argmax) as u32)
     }
 
     /// The parameters of a dispatch that does `after` after its loops.

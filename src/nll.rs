@@ -296,7 +296,8 @@ impl Family for NllDesc {
         let y = class_targets_i32(inputs, self.rows, self.classes, self.ignore_index)?;
         check_declared("weight (C)", self.weight, inputs.weight)?;
         let x = value_bytes("log_probs", inputs.input, self.dtype)?;
-        Ok([x, y, bytes(inputs.weight), None])
+        check_declared("grad_output", None, inputs.grad_output)?;
+        Ok([x, y, bytes(inputs.weight), None, None])
     }
 
     fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {

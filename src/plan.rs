@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cpu::Reference;
 use crate::dtype::{DType, Values};
-use crate::program::{Builder, Program, Status, UserBindings};
+use crate::program::{Bound, Builder, Program, Status, UserBindings};
 use crate::reduction::{LossOutput, Reduction};
 use crate::{Context, Error, Result, transfer};
 
@@ -71,8 +71,9 @@ macro_rules! binding_setters {
     };
 }
 
-/// The bytes of each input slot (input, target, weight, pos_weight) of a run on host data.
-pub(crate) type HostData<'a> = [Option<Cow<'a, [u8]>>; 4];
+/// The bytes of each input slot (input, target, weight, pos_weight, grad_output) of a run on
+/// host data.
+pub(crate) type HostData<'a> = [Option<Cow<'a, [u8]>>; 5];
 
 /// A loss description: what to compute for one shape ([`crate::PointwiseDesc`],
 /// [`crate::CrossEntropyDesc`], [`crate::NllDesc`], [`crate::ClassicCrossEntropyDesc`]).
@@ -102,6 +103,9 @@ pub struct Inputs<'a> {
     pub weight: Option<&'a [f32]>,
     /// BCE with logits' positive-class weight.
     pub pos_weight: Option<&'a [f32]>,
+    /// The upstream gradient of a description that takes one (`grad_output`): one value for a
+    /// reduced loss, one a row for [`crate::Reduction::None`].
+    pub grad_output: Option<&'a [f32]>,
 }
 
 /// A target on the host: values shaped like the input, or one class index a row.
@@ -122,6 +126,7 @@ impl<'a> Inputs<'a> {
             target: Target::Values(target.into()),
             weight: None,
             pos_weight: None,
+            grad_output: None,
         }
     }
 
@@ -142,6 +147,12 @@ impl<'a> Inputs<'a> {
     /// Sets the positive-class weight.
     pub fn pos_weight(mut self, pos_weight: &'a [f32]) -> Self {
         self.pos_weight = Some(pos_weight);
+        self
+    }
+
+    /// Sets the upstream gradient.
+    pub fn grad_output(mut self, grad_output: &'a [f32]) -> Self {
+        self.grad_output = Some(grad_output);
         self
     }
 
@@ -210,6 +221,18 @@ pub struct Buffers<'a> {
     pub loss: Option<wgpu::BufferBinding<'a>>,
     /// Where the gradient with respect to the input goes (None in place).
     pub grad: Option<wgpu::BufferBinding<'a>>,
+    /// Side ranges (cross-entropy), copied rather than bound: `COPY_SRC` for the input,
+    /// `COPY_DST` for the outputs, 4-byte aligned offsets. The upstream gradient (f32: one
+    /// value, or one a row with `Reduction::None`).
+    pub grad_output: Option<wgpu::BufferBinding<'a>>,
+    /// Where each row's log-sum-exp goes (f32 `[N]`).
+    pub lse: Option<wgpu::BufferBinding<'a>>,
+    /// Where each row's loss goes when the loss is reduced (f32 `[N]`).
+    pub row_loss: Option<wgpu::BufferBinding<'a>>,
+    /// Where each row's argmax goes (u32 `[N]`).
+    pub argmax: Option<wgpu::BufferBinding<'a>>,
+    /// Where the count of rows whose argmax is their class target goes (u32 `[1]`).
+    pub correct: Option<wgpu::BufferBinding<'a>>,
 }
 
 impl<'a> Buffers<'a> {
@@ -222,6 +245,11 @@ impl<'a> Buffers<'a> {
             pos_weight: None,
             loss: None,
             grad: None,
+            grad_output: None,
+            lse: None,
+            row_loss: None,
+            argmax: None,
+            correct: None,
         }
     }
 
@@ -234,6 +262,16 @@ impl<'a> Buffers<'a> {
         loss,
         /// Sets the gradient output.
         grad,
+        /// Sets the upstream gradient.
+        grad_output,
+        /// Sets the per-row log-sum-exp output.
+        lse,
+        /// Sets the per-row loss output (of a reduced loss).
+        row_loss,
+        /// Sets the per-row argmax output.
+        argmax,
+        /// Sets the output of the count of rows whose argmax is their target.
+        correct,
     );
 
     /// The ranges in slot order ([`Slot`]).
@@ -245,6 +283,11 @@ impl<'a> Buffers<'a> {
             self.pos_weight.clone(),
             self.loss.clone(),
             self.grad.clone(),
+            self.grad_output.clone(),
+            self.lse.clone(),
+            self.row_loss.clone(),
+            self.argmax.clone(),
+            self.correct.clone(),
         ]
     }
 }
@@ -262,7 +305,7 @@ pub struct Plan<D: LossDesc> {
 #[derive(Debug)]
 pub struct Bindings {
     plan: u64,
-    groups: Vec<wgpu::BindGroup>,
+    bound: Bound,
 }
 
 /// Numbers plans, so that bindings know which plan made them.
@@ -310,13 +353,13 @@ impl<D: LossDesc> Plan<D> {
     pub fn bind(&self, buffers: &Buffers<'_>) -> Result<Bindings> {
         Ok(Bindings {
             plan: self.id,
-            groups: self.program.bind(&buffers.slots())?,
+            bound: self.program.bind(&buffers.slots())?,
         })
     }
 
-    fn groups<'b>(&self, bindings: &'b Bindings) -> Result<&'b [wgpu::BindGroup]> {
+    fn groups<'b>(&self, bindings: &'b Bindings) -> Result<&'b Bound> {
         if bindings.plan == self.id {
-            Ok(&bindings.groups)
+            Ok(&bindings.bound)
         } else {
             Err(Error::Binding("bindings", "made by another plan"))
         }

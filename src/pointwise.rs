@@ -281,6 +281,7 @@ impl Family for PointwiseDesc {
         check_count("target (must match pred)", self.len as u64, target.len())?;
         check_declared("weight", self.weight, inputs.weight)?;
         check_declared("pos_weight", self.pos_weight, inputs.pos_weight)?;
+        check_declared("grad_output", None, inputs.grad_output)?;
         self.check()?;
         if self.loss == Pointwise::Bce {
             cpu::pointwise::check_probabilities(
@@ -293,6 +294,7 @@ impl Family for PointwiseDesc {
             value_bytes("target", target, self.dtype)?,
             bytes(inputs.weight),
             bytes(inputs.pos_weight),
+            None,
         ])
     }
 
@@ -414,10 +416,12 @@ impl Family for ClassicCrossEntropyDesc {
         check_count("targets (N * C, like the probabilities)", total, t.len())?;
         check_declared("weight", None, inputs.weight)?;
         check_declared("pos_weight", None, inputs.pos_weight)?;
+        check_declared("grad_output", None, inputs.grad_output)?;
         cpu::pointwise::check_probabilities("probs", &inputs.input.to_f32())?;
         Ok([
             value_bytes("probs", inputs.input, self.dtype)?,
             value_bytes("targets", t, self.dtype)?,
+            None,
             None,
             None,
         ])

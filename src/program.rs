@@ -100,10 +100,17 @@ pub enum Slot {
     PosWeight,
     Loss,
     Grad,
+    /// Side slots, copied between the caller's buffer and scratch around the pass
+    /// ([`Builder::side`]).
+    GradOutput,
+    Lse,
+    RowLoss,
+    Argmax,
+    Correct,
 }
 
 /// How many slots a program has.
-pub const SLOTS: usize = 6;
+pub const SLOTS: usize = 11;
 
 impl Slot {
     pub const ALL: [Slot; SLOTS] = [
@@ -113,7 +120,17 @@ impl Slot {
         Slot::PosWeight,
         Slot::Loss,
         Slot::Grad,
+        Slot::GradOutput,
+        Slot::Lse,
+        Slot::RowLoss,
+        Slot::Argmax,
+        Slot::Correct,
     ];
+
+    /// Its name in errors when the plan does not use it (the `Buffers` field's name).
+    pub fn name(self) -> &'static str {
+        self.label().trim_start_matches("wgpu-loss.")
+    }
 
     /// The label of the buffers the convenience calls create for it.
     pub fn label(self) -> &'static str {
@@ -124,6 +141,11 @@ impl Slot {
             Slot::PosWeight => "wgpu-loss.pos_weight",
             Slot::Loss => "wgpu-loss.loss",
             Slot::Grad => "wgpu-loss.grad",
+            Slot::GradOutput => "wgpu-loss.grad_output",
+            Slot::Lse => "wgpu-loss.lse",
+            Slot::RowLoss => "wgpu-loss.row_loss",
+            Slot::Argmax => "wgpu-loss.argmax",
+            Slot::Correct => "wgpu-loss.correct",
         }
     }
 }
@@ -233,19 +255,22 @@ pub enum Access {
     Write,
 }
 
-/// A user buffer a program takes: its role, the bytes it must hold (0: unused), and whether it
-/// is written.
+/// A user buffer a program takes: its role, the bytes it must hold (0: unused), whether it is
+/// written, and for a side slot the byte offset in scratch it is copied from (written) or to
+/// (read).
 #[derive(Clone, Copy, Debug)]
 struct SlotUse {
     name: &'static str,
     bytes: u64,
     access: Access,
+    copy: Option<u64>,
 }
 
 const UNUSED: SlotUse = SlotUse {
     name: "",
     bytes: 0,
     access: Access::Read,
+    copy: None,
 };
 
 struct Dispatch<P> {
@@ -306,8 +331,42 @@ impl<'a> Builder<'a> {
             name,
             bytes,
             access,
+            copy: None,
         };
         Ok(())
+    }
+
+    /// Declares a side slot: `bytes` of the caller's buffer that the kernels never bind, but
+    /// read or write in scratch (words allocated here; their index in `scratch.data` is
+    /// returned), copied from the caller's buffer before the pass (`Access::Read`) or to it
+    /// after the pass (`Access::Write`). Small per-row outputs and inputs this way add no
+    /// binding to any kernel (WebGPU's default limit is 8 storage buffers a stage).
+    pub fn side(
+        &mut self,
+        slot: Slot,
+        name: &'static str,
+        bytes: u64,
+        access: Access,
+    ) -> Result<u32> {
+        let base = self.scratch(bytes.div_ceil(4))?;
+        self.slots[slot as usize] = SlotUse {
+            name,
+            bytes,
+            access,
+            copy: Some(STATUS_BYTES + 4 * base as u64),
+        };
+        Ok(base)
+    }
+
+    /// Declares a side output copied from the status words (`word` of 4): a count the kernels
+    /// keep with integer atomics.
+    pub fn status_output(&mut self, slot: Slot, name: &'static str, word: u64) {
+        self.slots[slot as usize] = SlotUse {
+            name,
+            bytes: 4,
+            access: Access::Write,
+            copy: Some(4 * word),
+        };
     }
 
     /// The gradient is written over the input (and read back from there by the convenience
@@ -498,6 +557,26 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// A side slot's copy between the caller's buffer and scratch.
+#[derive(Debug)]
+struct SideCopy {
+    buffer: wgpu::Buffer,
+    offset: u64,
+    /// Byte offset in scratch.
+    scratch: u64,
+    bytes: u64,
+    /// Into scratch before the pass (an input), else out of it after the pass.
+    before: bool,
+}
+
+/// A program bound to the caller's buffers: a bind group per dispatch, and the side slots'
+/// copies.
+#[derive(Debug)]
+pub struct Bound {
+    groups: Vec<wgpu::BindGroup>,
+    copies: Vec<SideCopy>,
+}
+
 /// The caller's ranges, one optional range a slot, in [`Slot`] order.
 pub type UserBindings<'a> = [Option<wgpu::BufferBinding<'a>>; SLOTS];
 
@@ -550,17 +629,23 @@ impl Program {
     /// aligned, inside their buffers, large enough, and no written range overlapping another.
     fn check(&self, user: &UserBindings<'_>) -> Result<()> {
         let alignment = (self.ctx.limits().min_storage_buffer_offset_alignment as u64).max(1);
-        for (slot, given) in self.slots.iter().zip(user) {
+        for ((slot, given), role) in self.slots.iter().zip(user).zip(Slot::ALL) {
             match (slot.bytes, given) {
                 (0, None) => {}
-                (0, Some(_)) => return Err(Error::Binding(slot.name, "not used by this plan")),
+                (0, Some(_)) => return Err(Error::Binding(role.name(), "not used by this plan")),
                 (_, None) => return Err(Error::Binding(slot.name, "needed by this plan")),
                 (bytes, Some(b)) => {
                     let usage = b.buffer.usage();
-                    if !usage.contains(wgpu::BufferUsages::STORAGE) {
+                    // Side slots are copied, not bound: copy usage, 4-byte offsets.
+                    let (needed, alignment) = match (slot.copy, slot.access) {
+                        (None, _) => (wgpu::BufferUsages::STORAGE, alignment),
+                        (Some(_), Access::Read) => (wgpu::BufferUsages::COPY_SRC, 4),
+                        (Some(_), Access::Write) => (wgpu::BufferUsages::COPY_DST, 4),
+                    };
+                    if !usage.contains(needed) {
                         return Err(Error::MissingUsage {
                             binding: slot.name,
-                            needed: wgpu::BufferUsages::STORAGE,
+                            needed,
                             actual: usage,
                         });
                     }
@@ -619,9 +704,25 @@ impl Program {
         Ok(())
     }
 
-    /// Checks `user` and creates the bind group of each dispatch.
-    pub fn bind(&self, user: &UserBindings<'_>) -> Result<Vec<wgpu::BindGroup>> {
+    /// Checks `user` and creates the bind group of each dispatch, and the copies of its side
+    /// slots.
+    pub fn bind(&self, user: &UserBindings<'_>) -> Result<Bound> {
         self.check(user)?;
+        let copies = self
+            .slots
+            .iter()
+            .zip(user)
+            .filter_map(|(slot, b)| {
+                let (at, b) = (slot.copy?, b.as_ref()?);
+                Some(SideCopy {
+                    buffer: b.buffer.clone(),
+                    offset: b.offset,
+                    scratch: at,
+                    bytes: slot.bytes.next_multiple_of(4),
+                    before: slot.access == Access::Read,
+                })
+            })
+            .collect();
         let _guard = self.ctx.lock();
         let device = self.ctx.device();
         let groups = self
@@ -662,7 +763,7 @@ impl Program {
                 })
             })
             .collect();
-        Ok(groups)
+        Ok(Bound { groups, copies })
     }
 
     /// Records the program into `encoder` with the bind groups of [`Program::bind`]: one clear
@@ -671,19 +772,26 @@ impl Program {
     pub fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        groups: &[wgpu::BindGroup],
+        bound: &Bound,
         timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
     ) {
         let _guard = self.ctx.lock();
         encoder.clear_buffer(&self.scratch, 0, Some(STATUS_BYTES));
+        for c in bound.copies.iter().filter(|c| c.before) {
+            encoder.copy_buffer_to_buffer(&c.buffer, c.offset, &self.scratch, c.scratch, c.bytes);
+        }
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("wgpu-loss"),
             timestamp_writes: timestamps,
         });
-        for (d, g) in self.dispatches.iter().zip(groups) {
+        for (d, g) in self.dispatches.iter().zip(&bound.groups) {
             pass.set_pipeline(&d.pipeline.pipeline);
             pass.set_bind_group(0, g, &[]);
             pass.dispatch_workgroups(d.workgroups.0, d.workgroups.1, 1);
+        }
+        drop(pass);
+        for c in bound.copies.iter().filter(|c| !c.before) {
+            encoder.copy_buffer_to_buffer(&self.scratch, c.scratch, &c.buffer, c.offset, c.bytes);
         }
     }
 

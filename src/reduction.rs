@@ -110,6 +110,14 @@ pub struct LossOutput {
     pub per_element: Option<Vec<f32>>,
     /// The gradient, shaped like the prediction, when asked for.
     pub grad: Option<Vec<f32>>,
+    /// Each row's log-sum-exp, when asked for (cross-entropy).
+    pub lse: Option<Vec<f32>>,
+    /// Each row's loss beside a reduced one, when asked for (cross-entropy).
+    pub row_losses: Option<Vec<f32>>,
+    /// Each row's argmax, when asked for (cross-entropy).
+    pub argmax: Option<Vec<u32>>,
+    /// How many rows' argmax is their class target, when asked for (cross-entropy).
+    pub correct: Option<u32>,
 }
 
 impl LossOutput {
@@ -127,6 +135,10 @@ impl LossOutput {
             value,
             per_element,
             grad,
+            lse: None,
+            row_losses: None,
+            argmax: None,
+            correct: None,
         }
     }
 }

@@ -4,7 +4,7 @@ use wgpu::util::DeviceExt;
 
 use crate::dtype::DType;
 use crate::plan::HostData;
-use crate::program::{Program, Slot, Status, UserBindings};
+use crate::program::{Bound, Program, Slot, Status, UserBindings};
 use crate::reduction::{LossOutput, Reduction};
 use crate::{Context, Error, Result};
 
@@ -31,7 +31,9 @@ pub(crate) fn output(ctx: &Context, label: &str, bytes: u64) -> wgpu::Buffer {
     ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: bytes.max(4).next_multiple_of(4),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     })
 }
@@ -48,22 +50,31 @@ pub(crate) fn run_host(
 ) -> Result<LossOutput> {
     let ctx = program.ctx();
     let device = ctx.device();
-    let loss = (program.slot_bytes(Slot::Loss) > 0).then_some(Slot::Loss);
-    let grad = Some(program.grad_slot()).filter(|&s| program.slot_bytes(s) > 0);
-    let reads: Vec<Slot> = loss.into_iter().chain(grad).collect();
+    // The outputs to read back: the loss, the gradient (in the input, in place), and the side
+    // outputs the program writes.
+    let grad_slot = program.grad_slot();
+    let reads: Vec<Slot> = [
+        Slot::Loss,
+        grad_slot,
+        Slot::Lse,
+        Slot::RowLoss,
+        Slot::Argmax,
+        Slot::Correct,
+    ]
+    .into_iter()
+    .filter(|&s| program.slot_bytes(s) > 0)
+    .collect();
     let _guard = ctx.lock();
     let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let result = (|| {
         let buffers: Vec<Option<wgpu::Buffer>> = Slot::ALL
             .iter()
-            .map(|&slot| match slot {
-                Slot::Loss | Slot::Grad => Some(program.slot_bytes(slot))
+            .map(|&slot| match host_index(slot) {
+                Some(i) => host[i].as_ref().map(|data| upload(ctx, slot.label(), data)),
+                None => Some(program.slot_bytes(slot))
                     .filter(|&b| b > 0)
                     .map(|bytes| output(ctx, slot.label(), bytes)),
-                _ => host[slot as usize]
-                    .as_ref()
-                    .map(|data| upload(ctx, slot.label(), data)),
             })
             .collect();
         let mut offsets = Vec::with_capacity(reads.len());
@@ -80,11 +91,11 @@ pub(crate) fn run_host(
         });
         let user: UserBindings<'_> =
             std::array::from_fn(|i| buffers[i].as_ref().map(|b| b.as_entire_buffer_binding()));
-        let groups = program.bind(&user)?;
+        let bound = program.bind(&user)?;
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("wgpu-loss"),
         });
-        program.record(&mut encoder, &groups, None);
+        program.record(&mut encoder, &bound, None);
         encoder.copy_buffer_to_buffer(program.scratch(), 0, &staging, 0, 16);
         for (&slot, &offset) in reads.iter().zip(&offsets) {
             let buffer = buffers[slot as usize].as_ref().expect("created above");
@@ -94,34 +105,61 @@ pub(crate) fn run_host(
         ctx.queue().submit([encoder.finish()]);
         let data = map_read(ctx, &staging)?;
         let status = Status::from_words(&bytemuck::pod_collect_to_vec(&data[..16]));
-        let outs: Vec<Vec<f32>> = reads
+        let outs: Vec<(Slot, &[u8])> = reads
             .iter()
             .zip(&offsets)
             .map(|(&slot, &offset)| {
                 let end = offset + program.slot_bytes(slot);
-                match program.grad_dtype() {
-                    (dtype, elements) if slot != Slot::Loss && dtype != DType::F32 => {
-                        let mut g = dtype.widen(&data[offset as usize..end as usize]);
-                        g.truncate(elements as usize);
-                        g
-                    }
-                    _ => bytemuck::pod_collect_to_vec(&data[offset as usize..end as usize]),
-                }
+                (slot, &data[offset as usize..end as usize])
             })
             .collect();
-        Ok((outs, status))
+        let mut out = LossOutput::from_parts(reduction, None, None);
+        let f32s = |b: &[u8]| bytemuck::pod_collect_to_vec::<u8, f32>(b);
+        for (slot, bytes) in outs {
+            match slot {
+                Slot::Loss => {
+                    out = LossOutput::from_parts(reduction, Some(f32s(bytes)), None);
+                }
+                Slot::Lse => out.lse = Some(f32s(bytes)),
+                Slot::RowLoss => out.row_losses = Some(f32s(bytes)),
+                Slot::Argmax => out.argmax = Some(bytemuck::pod_collect_to_vec(bytes)),
+                Slot::Correct => {
+                    out.correct = Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+                }
+                _ => {
+                    out.grad = Some(match program.grad_dtype() {
+                        (dtype, elements) if dtype != DType::F32 => {
+                            let mut g = dtype.widen(bytes);
+                            g.truncate(elements as usize);
+                            g
+                        }
+                        _ => f32s(bytes),
+                    })
+                }
+            }
+        }
+        Ok((out, status))
     })();
     let validation = pollster::block_on(validation.pop());
     let oom = pollster::block_on(oom.pop());
     if let Some(e) = oom.or(validation) {
         return Err(Error::from_wgpu(e));
     }
-    let (outs, status) = result?;
+    let (out, status) = result?;
     status.check(what)?;
-    let mut outs = outs.into_iter();
-    let loss = loss.map(|_| outs.next().unwrap_or_default());
-    let grad = grad.map(|_| outs.next().unwrap_or_default());
-    Ok(LossOutput::from_parts(reduction, loss, grad))
+    Ok(out)
+}
+
+/// The index in [`HostData`] of an input slot; None for the outputs.
+fn host_index(slot: Slot) -> Option<usize> {
+    match slot {
+        Slot::Input => Some(0),
+        Slot::Target => Some(1),
+        Slot::Weight => Some(2),
+        Slot::PosWeight => Some(3),
+        Slot::GradOutput => Some(4),
+        _ => None,
+    }
 }
 
 /// Maps a `MAP_READ` buffer, waits for it, and copies its contents out.
@@ -149,7 +187,7 @@ pub(crate) fn map_read(ctx: &Context, staging: &wgpu::Buffer) -> Result<Vec<u8>>
 
 /// Runs `program` on GPU-resident buffers: records, submits, waits, and returns the status
 /// words (in one submission, within error scopes).
-pub(crate) fn run_resident(program: &Program, groups: &[wgpu::BindGroup]) -> Result<Status> {
+pub(crate) fn run_resident(program: &Program, groups: &Bound) -> Result<Status> {
     let ctx = program.ctx();
     let device = ctx.device();
     let _guard = ctx.lock();

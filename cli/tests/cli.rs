@@ -851,3 +851,68 @@ fn half_precision_files() {
         "dtype",
     );
 }
+
+#[test]
+fn cross_entropy_side_outputs() {
+    let d = dir("side");
+    let (n, c) = (9, 17);
+    let mut rng = Rng::new(13);
+    let logits = rng.vec(n * c, -4.0, 4.0);
+    let mut targets = rng.classes(n, c);
+    // Two rows that are right, one ignored.
+    for r in 0..2 {
+        let best = (0..c)
+            .max_by(|&i, &j| logits[r * c + i].total_cmp(&logits[r * c + j]))
+            .unwrap();
+        targets[r] = best as i64;
+    }
+    targets[2] = -100;
+    write(&d.join("x.npy"), &[n as u64, c as u64], &logits);
+    write(&d.join("y.npy"), &[n as u64], &targets);
+    let (lse_path, argmax_path) = (d.join("lse.npy"), d.join("argmax.npy"));
+    let out = run(&[
+        "eval",
+        "cross-entropy",
+        "--logits",
+        s(&d.join("x.npy")),
+        "--targets",
+        s(&d.join("y.npy")),
+        "--lse-out",
+        s(&lse_path),
+        "--argmax-out",
+        s(&argmax_path),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (shape, lse) = read_npy(&lse_path);
+    assert_eq!(shape, [n as u64]);
+    let desc = wgpu_loss::CrossEntropyDesc::new(n, c);
+    let inputs = wgpu_loss::Inputs::classes(&logits, &targets);
+    let reference = cpu::cross_entropy::row_lse(&desc, &inputs);
+    assert_close("lse", &lse, &reference, TOL);
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(
+        std::fs::File::open(&argmax_path).unwrap(),
+    ))
+    .unwrap();
+    let argmax: Vec<i64> = npy.into_vec().unwrap();
+    let want: Vec<i64> = logits
+        .chunks(c)
+        .map(|row| (0..c).fold(0, |best, i| if row[i] > row[best] { i } else { best }) as i64)
+        .collect();
+    assert_eq!(argmax, want);
+    let correct = (0..n)
+        .filter(|&r| targets[r] != -100 && targets[r] == want[r])
+        .count();
+    assert!(correct >= 2);
+    assert_eq!(json["correct"], correct);
+    let accuracy = json["accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - correct as f64 / (n - 1) as f64).abs() < 1e-12,
+        "{accuracy}"
+    );
+}

@@ -195,3 +195,32 @@ pub fn cross_entropy_soft(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<R
     }
     Ok(reduce(o.reduction, losses, grad, rows as f64))
 }
+
+/// Each row's log-sum-exp of the (softcapped) logits, in f64.
+pub fn row_lse(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Vec<f64> {
+    let logits = inputs.input.to_f32();
+    logits
+        .chunks(o.classes.max(1))
+        .map(|row| {
+            let row: Vec<f64> = row.iter().map(|&x| capped(x, o.softcap)).collect();
+            if row.iter().all(|&x| x == f64::NEG_INFINITY) {
+                // torch.logsumexp: -inf, not exp(-inf - -inf) = NaN.
+                return f64::NEG_INFINITY;
+            }
+            softmax(&row).0.value()
+        })
+        .collect()
+}
+
+/// Scales a reference's gradient by an upstream gradient: one value for every row, or one a
+/// row (`classes` elements each).
+pub fn scale_by_upstream(r: &mut Reference, grad_output: &[f32], classes: usize) {
+    for (n, row) in r.grad.chunks_mut(classes.max(1)).enumerate() {
+        let g = if grad_output.len() == 1 {
+            grad_output[0]
+        } else {
+            grad_output[n]
+        } as f64;
+        row.iter_mut().for_each(|x| *x *= g);
+    }
+}

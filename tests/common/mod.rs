@@ -300,6 +300,7 @@ pub fn buffers<'a>(
         pos_weight: pos_weight.map(wgpu::Buffer::as_entire_buffer_binding),
         loss: loss.map(wgpu::Buffer::as_entire_buffer_binding),
         grad: grad.map(wgpu::Buffer::as_entire_buffer_binding),
+        ..Buffers::new(input, target)
     }
 }
 

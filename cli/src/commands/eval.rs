@@ -139,6 +139,13 @@ pub struct CrossEntropyArgs {
     /// Cap logits at cap * tanh(x / cap) before the softmax (Gemma 2).
     #[arg(long)]
     softcap: Option<f32>,
+    /// Write each row's log-sum-exp to this .npy file (float32 [N]).
+    #[arg(long)]
+    lse_out: Option<PathBuf>,
+    /// Write each row's argmax to this .npy file (int64 [N]); --json then gives the accuracy
+    /// (class targets: the share of rows not ignored whose argmax is their target).
+    #[arg(long)]
+    argmax_out: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -167,6 +174,9 @@ struct Evaluated {
     /// Shape of the gradient, and its dtype.
     grad_shape: Vec<usize>,
     grad_dtype: DType,
+    /// Cross-entropy with --argmax-out and class targets: the share of rows (not ignored) whose
+    /// argmax is their target.
+    accuracy: Option<f64>,
     seconds: f64,
 }
 
@@ -306,6 +316,7 @@ fn pointwise(
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
     Ok(Evaluated {
         name: loss.name(),
+        accuracy: None,
         out,
         loss_shape: pred.shape.clone(),
         grad_shape: pred.shape,
@@ -358,6 +369,7 @@ fn nll(ctx: &Context, a: &NllArgs) -> Result<Evaluated, String> {
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
     Ok(Evaluated {
         name: "nll",
+        accuracy: None,
         out,
         loss_shape: vec![n],
         grad_shape: x.shape,
@@ -379,7 +391,9 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
         .ignore_index(a.ignore_index)
         .label_smoothing(a.label_smoothing)
         .z_loss(a.z_loss)
-        .softcap(a.softcap);
+        .softcap(a.softcap)
+        .lse(a.lse_out.is_some())
+        .argmax(a.argmax_out.is_some());
     if let Some(w) = &weight {
         desc = desc.weight(w.len());
     }
@@ -399,8 +413,24 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
         inputs = inputs.weight(w);
     }
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
+    if let (Some(path), Some(lse)) = (&a.lse_out, &out.lse) {
+        npy::write(path, &[n], lse)?;
+    }
+    if let (Some(path), Some(argmax)) = (&a.argmax_out, &out.argmax) {
+        let wide: Vec<i64> = argmax.iter().map(|&i| i64::from(i)).collect();
+        npy::write(path, &[n], &wide)?;
+    }
+    // Token accuracy: over the rows that are not ignored.
+    let accuracy = match (&targets, out.correct) {
+        (Targets::Classes(t), Some(correct)) => {
+            let counted = t.data.iter().filter(|&&y| y != a.ignore_index).count();
+            Some(correct as f64 / counted as f64)
+        }
+        _ => None,
+    };
     Ok(Evaluated {
         name: "cross-entropy",
+        accuracy,
         out,
         loss_shape: vec![n],
         grad_shape: logits.shape,
@@ -425,6 +455,7 @@ fn cross_entropy_probs(ctx: &Context, a: &ProbsArgs) -> Result<Evaluated, String
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
     Ok(Evaluated {
         name: "cross-entropy-probs",
+        accuracy: None,
         out,
         loss_shape: vec![n],
         grad_shape: probs.shape,
@@ -454,6 +485,10 @@ fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
         });
         if let Some(value) = e.out.value {
             v["value"] = json_f32(value);
+        }
+        if let Some(accuracy) = e.accuracy {
+            v["accuracy"] = serde_json::json!(accuracy);
+            v["correct"] = e.out.correct.into();
         }
         if let Some(values) = &e.out.per_element {
             v["shape"] = e.loss_shape.clone().into();
