@@ -65,6 +65,9 @@ override SOFTCAP: bool = false;
 override WANT_GRAD: bool = false;
 // Track each row's argmax (and count the rows whose argmax is their target).
 override WANT_ARGMAX: bool = false;
+// A shard of a vocabulary (classes [class_offset, class_offset + CLASSES) of params.vocab): 1
+// writes each row's statistics, 2 the gradient from the combined statistics of all shards.
+override SHARD: u32 = 0u;
 // What happens after the statistics (row losses, partials, a single workgroup's reduced value,
 // the gradient's scale) is chosen by uniforms: see common/outputs.wgsl.
 const KMAX: u32 = 32u;
@@ -194,9 +197,18 @@ struct Block {
     row0: u32,
     // Rows of this block that exist (0 for the padding segments of the last workgroup).
     nrows: u32,
-    // Class targets (TARGETS 0), component r for row r.
+    // Class targets (TARGETS 0), component r for row r. With SHARD, the target's column in
+    // this shard, or -1 where it lies elsewhere (or the row is ignored or invalid).
     y: vec4<i32>,
+    // SHARD: where each row's target is: SHARD_HERE, SHARD_ELSEWHERE, SHARD_IGNORED or
+    // SHARD_INVALID (outside the whole vocabulary; counted in the status words).
+    at: vec4<u32>,
 }
+
+const SHARD_ELSEWHERE: u32 = 0u;
+const SHARD_HERE: u32 = 1u;
+const SHARD_IGNORED: u32 = 2u;
+const SHARD_INVALID: u32 = 3u;
 
 fn block_of(index: u32) -> Block {
     var blk: Block;
@@ -206,14 +218,75 @@ fn block_of(index: u32) -> Block {
         blk.nrows = min(ROWS, params.rows - blk.row0);
     }
     blk.y = vec4<i32>(0);
+    blk.at = vec4<u32>(SHARD_ELSEWHERE);
     if (TARGETS == 0u) {
         for (var r = 0u; r < ROWS; r++) {
             if (r < blk.nrows) {
                 blk.y[r] = y[blk.row0 + r];
+                if (SHARD != 0u) {
+                    // The shard holds classes [class_offset, class_offset + CLASSES) of
+                    // vocab; its kernels see only its own columns.
+                    let t = blk.y[r];
+                    let local = t - i32(params.class_offset);
+                    blk.y[r] = -1;
+                    if (t == params.ignore_index) {
+                        blk.at[r] = SHARD_IGNORED;
+                    } else if (t < 0 || u32(t) >= params.vocab) {
+                        blk.at[r] = SHARD_INVALID;
+                    } else if (local >= 0 && u32(local) < CLASSES) {
+                        blk.at[r] = SHARD_HERE;
+                        blk.y[r] = local;
+                    }
+                }
             }
         }
     }
     return blk;
+}
+
+// SHARD 1: a row's statistics over this shard's classes, 8 floats at shard_base + 8 row (copied
+// to the caller's `shard_stats` after the pass): max m, log of the sum of exp(x' - m), the
+// target's x' (where it is here), where the target is (Block.at, as f32), sum w (x' - m) and
+// sum w (label smoothing's parts), the target's class weight (where it is here), 0.
+fn emit_shard_stats(blk: Block, st: Stats) {
+    for (var r = 0u; r < ROWS; r++) {
+        if (r >= blk.nrows) {
+            continue;
+        }
+        let i = params.shard_base + 8u * (blk.row0 + r);
+        let here = blk.at[r] == SHARD_HERE;
+        scratch.data[i] = st.m[r];
+        scratch.data[i + 1u] = log(st.s[r]);
+        scratch.data[i + 2u] = select(0.0, st.a[r], here);
+        scratch.data[i + 3u] = f32(blk.at[r]);
+        scratch.data[i + 4u] = st.b[r];
+        scratch.data[i + 5u] = st.ws[r];
+        scratch.data[i + 6u] = select(0.0, class_weight(u32(max(blk.y[r], 0))), here);
+        scratch.data[i + 7u] = 0.0;
+        if (blk.at[r] == SHARD_INVALID) {
+            report_invalid(blk.row0 + r);
+        }
+    }
+}
+
+// SHARD 2: a row's gradient coefficients from the combined statistics of every shard (4 floats
+// at shard_base + 4 row, copied in from the caller's `shard_scale`): the row's log-sum-exp over
+// the whole vocabulary, then the scaled coefficients of p, of the target's one-hot and of the
+// class weight (see RowOut; 0 for ignored rows).
+fn shard_rows(blk: Block) -> RowOut {
+    var o: RowOut;
+    for (var r = 0u; r < ROWS; r++) {
+        if (r >= blk.nrows) {
+            continue;
+        }
+        let i = params.shard_base + 4u * (blk.row0 + r);
+        o.lse[r] = scratch.data[i];
+        o.cp[r] = scratch.data[i + 1u];
+        o.ct[r] = scratch.data[i + 2u];
+        o.cs[r] = scratch.data[i + 3u];
+        o.keep[r] = 1.0;
+    }
+    return o;
 }
 
 // What some elements of a block's rows add up to; component r of each vector for row r.
@@ -770,13 +843,22 @@ fn fused(inv: Invocation) {
     load_and_scan(blk, &own, gv0, at.x, at.y, bv);
     own_stats(blk, &own, at.x, at.y, bv);
     let st = seg_merge(own, inv.lid, sg_size_of(inv));
-    let o = finish_rows(blk, st);
+    var o = finish_rows(blk, st);
     // p = exp(x' - own max) * exp(own max - row max) / s.
-    let pf = exp(own.m - st.m) * o.inv_s;
+    var pf = exp(own.m - st.m) * o.inv_s;
+    if (SHARD == 2u) {
+        // p over the whole vocabulary: exp(x' - own max) * exp(own max - its log-sum-exp).
+        o = shard_rows(blk);
+        pf = exp(own.m - o.lse);
+    }
 
     var part = vec2<f32>(0.0);
     if (j == 0u) {
-        part = emit_rows(blk, o);
+        if (SHARD == 1u) {
+            emit_shard_stats(blk, st);
+        } else if (SHARD == 0u) {
+            part = emit_rows(blk, o);
+        }
     }
     // The gradient goes out before the workgroup's barrier when its scale is known, so that
     // nothing but the partial is live across it.
@@ -889,11 +971,21 @@ fn finish(inv: Invocation) {
         }
     }
     let st = seg_merge(own, inv.lid, sg_size_of(inv));
-    let o = finish_rows(blk, st);
+    var o = finish_rows(blk, st);
+    // p = exp(x' - row max) / s, or over the whole vocabulary with SHARD 2.
+    var pf = o.inv_s;
+    if (SHARD == 2u) {
+        o = shard_rows(blk);
+        pf = exp(st.m - o.lse);
+    }
 
     var part = vec2<f32>(0.0);
     if (inv.lid % SEG == 0u && ch.chunk == 0u) {
-        part = emit_rows(blk, o);
+        if (SHARD == 1u) {
+            emit_shard_stats(blk, st);
+        } else if (SHARD == 0u) {
+            part = emit_rows(blk, o);
+        }
     }
     if (want_partial()) {
         store_group_partial(params.partial_base, wg, inv.lid, PG, group_sum(part, SEG, PG, inv.lid));
@@ -905,6 +997,6 @@ fn finish(inv: Invocation) {
         var unused = no_stats();
         load_and_scan(blk, &unused, gv0, ch.v0, ch.stride, bv);
         exps(blk, &unused, st.m, ch.v0, ch.stride, bv, false);
-        write_grad(blk, o, o.inv_s, grad_scale(), gv0, ch.v0, ch.stride, bv);
+        write_grad(blk, o, pf, grad_scale(), gv0, ch.v0, ch.stride, bv);
     }
 }

@@ -43,6 +43,48 @@ pub enum Targets {
     Probabilities,
 }
 
+/// One shard of a vocabulary split over devices: the classes `[offset, offset + classes)` of
+/// `vocab`, and which of its two steps a plan runs (see [`combine_shards`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// The shard's first class in the vocabulary.
+    pub offset: usize,
+    /// The whole vocabulary's class count.
+    pub vocab: usize,
+    /// Statistics, or the gradient from the combined statistics.
+    pub step: ShardStep,
+}
+
+/// The two steps of a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardStep {
+    /// Each row's statistics over the shard's classes (`Buffers::shard_stats`, f32 `[N, 8]`).
+    Statistics,
+    /// The shard's gradient from every shard's combined statistics (`Buffers::shard_scale`, f32
+    /// `[N, 4]`, made by [`combine_shards`]).
+    Gradient,
+}
+
+impl Shard {
+    /// The statistics step of the shard holding classes `[offset, offset + C)` of `vocab`.
+    pub fn statistics(offset: usize, vocab: usize) -> Self {
+        Shard {
+            offset,
+            vocab,
+            step: ShardStep::Statistics,
+        }
+    }
+
+    /// The gradient step of the same shard.
+    pub fn gradient(offset: usize, vocab: usize) -> Self {
+        Shard {
+            offset,
+            vocab,
+            step: ShardStep::Gradient,
+        }
+    }
+}
+
 /// What cross-entropy from logits computes, with PyTorch's defaults. Plan it with
 /// [`Plan::new`](crate::Plan::new), or run it on host data with
 /// [`Context::loss`](crate::Context::loss).
@@ -87,6 +129,9 @@ pub struct CrossEntropyDesc {
     /// `softcap`) and, with class targets, how many rows' argmax is their target
     /// (`Buffers::correct`, one u32: token accuracy is that over the rows not ignored).
     pub argmax: bool,
+    /// A shard of a larger vocabulary: `classes` are the shard's, the class targets are the
+    /// vocabulary's, and the plan runs one of the shard's steps (class targets only).
+    pub shard: Option<Shard>,
 }
 
 setters! {
@@ -119,6 +164,8 @@ setters! {
         argmax: bool,
     }
     optional {
+        /// Makes this a step of a shard of a larger vocabulary.
+        shard: Shard,
         /// Declares a class weight of this many entries (must be C).
         weight: usize,
         /// Sets the gradient's dtype.
@@ -147,6 +194,7 @@ impl CrossEntropyDesc {
             row_losses: false,
             grad_output: false,
             argmax: false,
+            shard: None,
         }
     }
 
@@ -160,6 +208,36 @@ impl CrossEntropyDesc {
     }
 
     fn check(&self) -> Result<ClassTargets> {
+        if let Some(sh) = self.shard {
+            let fits = sh
+                .offset
+                .checked_add(self.classes)
+                .is_some_and(|end| end <= sh.vocab);
+            if !fits || i32::try_from(sh.vocab).is_err() {
+                return Err(Error::option(
+                    "shard",
+                    format!(
+                        "classes [{}, {} + {}) do not lie in a vocabulary of {} (at most i32::MAX)",
+                        sh.offset, sh.offset, self.classes, sh.vocab
+                    ),
+                ));
+            }
+            let extra = self.lse || self.row_losses || self.argmax || self.grad_output;
+            if self.targets != Targets::Classes || extra {
+                return Err(Error::option(
+                    "shard",
+                    "shards take class targets, and no side output or upstream gradient",
+                ));
+            }
+            if self.in_place && sh.step == ShardStep::Statistics {
+                return Err(Error::option(
+                    "in_place",
+                    "a shard's statistics step writes no gradient",
+                ));
+            }
+            check_grad_dtype(self.dtype, self.grad_dtype, self.in_place)?;
+            return ClassTargets::check(self.rows, self.classes, self.weight, self.ignore_index);
+        }
         self.outputs.check()?;
         let shape = ClassTargets::check(self.rows, self.classes, self.weight, self.ignore_index)?;
         if self.reduction == Reduction::BatchMean {
@@ -212,6 +290,13 @@ impl CrossEntropyDesc {
 impl Family for CrossEntropyDesc {
     fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
         let shape = self.check()?;
+        // A shard's steps compute no loss: statistics, or a gradient whose scale comes with the
+        // combined statistics.
+        let (reduction, outputs) = match self.shard.map(|s| s.step) {
+            None => (self.reduction, self.outputs),
+            Some(ShardStep::Statistics) => (Reduction::None, Outputs::NONE),
+            Some(ShardStep::Gradient) => (Reduction::None, Outputs::GRAD),
+        };
         let spec = RowsSpec {
             kind: match self.targets {
                 Targets::Classes => Kind::Classes,
@@ -221,12 +306,13 @@ impl Family for CrossEntropyDesc {
             label_smoothing: self.label_smoothing,
             z_loss: self.z_loss,
             softcap: self.softcap,
-            reduction: self.reduction,
-            outputs: self.outputs,
+            reduction,
+            outputs,
             in_place: self.in_place,
             dtype: self.dtype,
             grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
             argmax: self.argmax,
+            shard: self.shard,
         };
         let mut planner = Planner::new(b, &spec)?;
         planner.side(b, self)?;
@@ -244,9 +330,14 @@ impl Family for CrossEntropyDesc {
         check_declared("weight (C)", self.weight, inputs.weight)?;
         let grad_output = self.grad_output.then(|| self.grad_output_len());
         check_declared("grad_output", grad_output, inputs.grad_output)?;
+        let gradient_step = self.shard.filter(|sh| sh.step == ShardStep::Gradient);
+        let scale = gradient_step.map(|_| 4 * self.rows);
+        check_declared("shard_scale", scale, inputs.shard_scale)?;
         let target = match self.targets {
             Targets::Classes => {
-                class_targets_i32(inputs, self.rows, self.classes, self.ignore_index)?
+                // A shard's targets index the whole vocabulary.
+                let classes = self.shard.map_or(self.classes, |sh| sh.vocab);
+                class_targets_i32(inputs, self.rows, classes, self.ignore_index)?
             }
             Targets::Probabilities => {
                 let t = inputs.values()?;
@@ -261,10 +352,31 @@ impl Family for CrossEntropyDesc {
             bytes(inputs.weight),
             None,
             bytes(inputs.grad_output),
+            bytes(inputs.shard_scale),
         ])
     }
 
     fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        // A shard's statistics come back as its "per-element" values (8 a row); its gradient
+        // step as the gradient.
+        match self.shard.map(|sh| sh.step) {
+            Some(ShardStep::Statistics) => {
+                return Ok(Reference {
+                    per_element: Some(cpu::cross_entropy::shard_statistics(self, inputs)?),
+                    ..Default::default()
+                });
+            }
+            Some(ShardStep::Gradient) => {
+                let scale = inputs
+                    .shard_scale
+                    .ok_or(Error::Binding("shard_scale", "needed by this plan"))?;
+                return Ok(Reference {
+                    grad: cpu::cross_entropy::shard_gradient(self, inputs, scale)?,
+                    ..Default::default()
+                });
+            }
+            None => {}
+        }
         let mut r = match self.targets {
             Targets::Classes => cpu::cross_entropy::cross_entropy(self, inputs)?,
             Targets::Probabilities => cpu::cross_entropy::cross_entropy_soft(self, inputs)?,
@@ -315,6 +427,12 @@ params! {
         go_base: u32,
         /// Where each row's argmax goes in scratch (WANT_ARGMAX).
         argmax_base: u32,
+        /// A shard's first class and the vocabulary's size, and where its statistics (or the
+        /// combined coefficients) live in scratch.
+        class_offset: u32,
+        vocab: u32,
+        shard_base: u32,
+        _pad0: u32,
     }
 }
 
@@ -338,6 +456,7 @@ struct RowsSpec {
     dtype: DType,
     grad_dtype: DType,
     argmax: bool,
+    shard: Option<Shard>,
 }
 
 /// The most chunk records one invocation of the merge pass (`finish`) folds, whatever the row
@@ -486,6 +605,18 @@ impl<'s> Planner<'s> {
             p.go_base = b.side(Slot::GradOutput, "grad_output", 4 * len, Access::Read)?;
             p.side |= if d.reduction.is_reduced() { 4 } else { 8 };
         }
+        if let Some(sh) = d.shard {
+            p.class_offset = sh.offset as u32;
+            p.vocab = sh.vocab as u32;
+            p.shard_base = match sh.step {
+                ShardStep::Statistics => {
+                    b.side(Slot::ShardStats, "shard_stats", 32 * n, Access::Write)?
+                }
+                ShardStep::Gradient => {
+                    b.side(Slot::ShardScale, "shard_scale", 16 * n, Access::Read)?
+                }
+            };
+        }
         if d.argmax {
             p.argmax_base = b.side(Slot::Argmax, "argmax", 4 * n, Access::Write)?;
             if d.targets == Targets::Classes {
@@ -583,7 +714,15 @@ impl<'s> Planner<'s> {
             .constant("ZLOSS", (s.z_loss > 0.0) as u32)
             .constant("SOFTCAP", s.softcap.is_some() as u32)
             .constant("WANT_GRAD", grad as u32)
-            .constant("WANT_ARGMAX", (s.argmax) as u32)
+            .constant("WANT_ARGMAX", s.argmax as u32)
+            .constant(
+                "SHARD",
+                match s.shard.map(|sh| sh.step) {
+                    None => 0u32,
+                    Some(ShardStep::Statistics) => 1,
+                    Some(ShardStep::Gradient) => 2,
+                },
+            )
     }
 
     /// The parameters of a dispatch that does `after` after its loops.
@@ -797,4 +936,130 @@ impl<'s> Planner<'s> {
         }
         self.reduce(b, parts, partial_base)
     }
+}
+
+/// What [`combine_shards`] makes of every shard's statistics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CombinedShards {
+    /// The reduced loss (sum, mean).
+    pub value: Option<f32>,
+    /// Each row's loss, for `Reduction::None`.
+    pub per_row: Option<Vec<f32>>,
+    /// Each row's log-sum-exp over the whole vocabulary.
+    pub lse: Vec<f32>,
+    /// What each shard's gradient step takes (`Inputs::shard_scale`, `Buffers::shard_scale`):
+    /// per row the log-sum-exp and the coefficients of p, of the one-hot target and of the
+    /// class weight, scaled by the reduction (4 a row).
+    pub scale: Vec<f32>,
+}
+
+/// Merges the statistics of a vocabulary's shards (each shard's `shard_stats`, 8 a row, from a
+/// plan with [`Shard::statistics`]) into the loss and what every shard's gradient step needs.
+/// `desc` describes the whole vocabulary: its rows, `classes` = the vocabulary's size, and the
+/// options the shards were planned with (reduction, ignore_index, label smoothing, z-loss; the
+/// class weight lives in the shards, each with its own slice of it). The shards are merged in
+/// the order given, in f64, so that the result is the same on every run: give them in the
+/// order of their classes. The statistics are small (`[N, 8]` a shard): a trainer whose shards
+/// live on several machines gathers them with its own collective library (an all-gather of
+/// `N * 8` floats a shard, NCCL's or MPI's), combines on each machine (or on one, and
+/// broadcasts `scale`, `[N, 4]`), and runs each shard's gradient step where its logits are.
+pub fn combine_shards(desc: &CrossEntropyDesc, shards: &[&[f32]]) -> Result<CombinedShards> {
+    let n = desc.rows;
+    if shards.is_empty() {
+        return Err(Error::Empty("shards"));
+    }
+    for s in shards {
+        check_count("shard_stats (8 N)", 8 * n as u64, s.len())?;
+    }
+    let ls = desc.label_smoothing as f64;
+    let z = desc.z_loss as f64;
+    let cf = desc.classes as f64;
+    let mut losses = Vec::with_capacity(n);
+    let mut weights = Vec::with_capacity(n);
+    let mut coefficients = Vec::with_capacity(n);
+    let mut lses = Vec::with_capacity(n);
+    for row in 0..n {
+        let rec = |k: usize, i: usize| shards[k][8 * row + i] as f64;
+        let m = (0..shards.len())
+            .map(|k| rec(k, 0))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = (0..shards.len())
+            .map(|k| (rec(k, 1) + (rec(k, 0) - m)).exp())
+            .sum();
+        let logs = s.ln();
+        let lse = m + logs;
+        lses.push(lse as f32);
+        let at = |v: f64| (0..shards.len()).any(|k| rec(k, 3) == v);
+        let here = (0..shards.len()).filter(|&k| rec(k, 3) == 1.0).count();
+        if at(2.0) {
+            losses.push(0.0);
+            weights.push(0.0);
+            coefficients.push(None);
+            continue;
+        }
+        if at(3.0) || here != 1 {
+            if !at(3.0) {
+                return Err(Error::option(
+                    "shards",
+                    format!("row {row}'s target lies in {here} of the shards given, not one"),
+                ));
+            }
+            losses.push(f64::NAN);
+            weights.push(f64::NAN);
+            coefficients.push(Some((f64::NAN, 0.0, 0.0)));
+            continue;
+        }
+        let xy: f64 = (0..shards.len()).map(|k| rec(k, 2)).sum();
+        let wy: f64 = (0..shards.len()).map(|k| rec(k, 6)).sum();
+        let mut loss = (1.0 - ls) * wy * ((m - xy) + logs);
+        let mut cp = (1.0 - ls) * wy;
+        let mut cs = 0.0;
+        if ls > 0.0 {
+            let b: f64 = (0..shards.len())
+                .map(|k| rec(k, 4) + (rec(k, 0) - m) * rec(k, 5))
+                .sum();
+            let ws: f64 = (0..shards.len()).map(|k| rec(k, 5)).sum();
+            loss += ls / cf * (ws * logs - b);
+            cp += ls / cf * ws;
+            cs = ls / cf;
+        }
+        if z > 0.0 {
+            loss += z * wy * lse * lse;
+            cp += 2.0 * z * wy * lse;
+        }
+        losses.push(loss);
+        weights.push(wy);
+        coefficients.push(Some((cp, (1.0 - ls) * wy, cs)));
+    }
+    let (value, per_row, scale) = match desc.reduction {
+        Reduction::None => (None, Some(losses.iter().map(|&l| l as f32).collect()), 1.0),
+        Reduction::Sum => (Some(losses.iter().sum::<f64>() as f32), None, 1.0),
+        _ => {
+            let den: f64 = weights.iter().sum();
+            (
+                Some((losses.iter().sum::<f64>() / den) as f32),
+                None,
+                1.0 / den,
+            )
+        }
+    };
+    let scale = lses
+        .iter()
+        .zip(&coefficients)
+        .flat_map(|(&lse, c)| match *c {
+            Some((cp, ct, cs)) => [
+                lse,
+                (cp * scale) as f32,
+                (ct * scale) as f32,
+                (cs * scale) as f32,
+            ],
+            None => [lse, 0.0, 0.0, 0.0],
+        })
+        .collect();
+    Ok(CombinedShards {
+        value,
+        per_row,
+        lse: lses,
+        scale,
+    })
 }

@@ -56,7 +56,9 @@ mod shader;
 mod transfer;
 
 pub use context::{Context, ContextOptions, DeviceGuard, Tuning};
-pub use cross_entropy::{CrossEntropyDesc, Targets};
+pub use cross_entropy::{
+    CombinedShards, CrossEntropyDesc, Shard, ShardStep, Targets, combine_shards,
+};
 pub use dtype::{DType, Values, bf16, f16};
 pub use error::{Error, Result};
 pub use nll::NllDesc;

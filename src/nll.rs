@@ -297,7 +297,8 @@ impl Family for NllDesc {
         check_declared("weight (C)", self.weight, inputs.weight)?;
         let x = value_bytes("log_probs", inputs.input, self.dtype)?;
         check_declared("grad_output", None, inputs.grad_output)?;
-        Ok([x, y, bytes(inputs.weight), None, None])
+        check_declared("shard_scale", None, inputs.shard_scale)?;
+        Ok([x, y, bytes(inputs.weight), None, None, None])
     }
 
     fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {

@@ -71,9 +71,9 @@ macro_rules! binding_setters {
     };
 }
 
-/// The bytes of each input slot (input, target, weight, pos_weight, grad_output) of a run on
-/// host data.
-pub(crate) type HostData<'a> = [Option<Cow<'a, [u8]>>; 5];
+/// The bytes of each input slot (input, target, weight, pos_weight, grad_output, shard_scale)
+/// of a run on host data.
+pub(crate) type HostData<'a> = [Option<Cow<'a, [u8]>>; 6];
 
 /// A loss description: what to compute for one shape ([`crate::PointwiseDesc`],
 /// [`crate::CrossEntropyDesc`], [`crate::NllDesc`], [`crate::ClassicCrossEntropyDesc`]).
@@ -106,6 +106,9 @@ pub struct Inputs<'a> {
     /// The upstream gradient of a description that takes one (`grad_output`): one value for a
     /// reduced loss, one a row for [`crate::Reduction::None`].
     pub grad_output: Option<&'a [f32]>,
+    /// A vocabulary shard's gradient step: the combined statistics of every shard
+    /// ([`crate::combine_shards`]'s `scale`, 4 a row).
+    pub shard_scale: Option<&'a [f32]>,
 }
 
 /// A target on the host: values shaped like the input, or one class index a row.
@@ -127,6 +130,7 @@ impl<'a> Inputs<'a> {
             weight: None,
             pos_weight: None,
             grad_output: None,
+            shard_scale: None,
         }
     }
 
@@ -153,6 +157,12 @@ impl<'a> Inputs<'a> {
     /// Sets the upstream gradient.
     pub fn grad_output(mut self, grad_output: &'a [f32]) -> Self {
         self.grad_output = Some(grad_output);
+        self
+    }
+
+    /// Sets a shard's combined statistics (its gradient step).
+    pub fn shard_scale(mut self, shard_scale: &'a [f32]) -> Self {
+        self.shard_scale = Some(shard_scale);
         self
     }
 
@@ -233,6 +243,10 @@ pub struct Buffers<'a> {
     pub argmax: Option<wgpu::BufferBinding<'a>>,
     /// Where the count of rows whose argmax is their class target goes (u32 `[1]`).
     pub correct: Option<wgpu::BufferBinding<'a>>,
+    /// A vocabulary shard's statistics step: where each row's statistics go (f32 `[N, 8]`).
+    pub shard_stats: Option<wgpu::BufferBinding<'a>>,
+    /// A vocabulary shard's gradient step: the combined statistics (f32 `[N, 4]`).
+    pub shard_scale: Option<wgpu::BufferBinding<'a>>,
 }
 
 impl<'a> Buffers<'a> {
@@ -250,6 +264,8 @@ impl<'a> Buffers<'a> {
             row_loss: None,
             argmax: None,
             correct: None,
+            shard_stats: None,
+            shard_scale: None,
         }
     }
 
@@ -272,6 +288,10 @@ impl<'a> Buffers<'a> {
         argmax,
         /// Sets the output of the count of rows whose argmax is their target.
         correct,
+        /// Sets a shard's statistics output.
+        shard_stats,
+        /// Sets a shard's combined statistics input.
+        shard_scale,
     );
 
     /// The ranges in slot order ([`Slot`]).
@@ -288,6 +308,8 @@ impl<'a> Buffers<'a> {
             self.row_loss.clone(),
             self.argmax.clone(),
             self.correct.clone(),
+            self.shard_stats.clone(),
+            self.shard_scale.clone(),
         ]
     }
 }

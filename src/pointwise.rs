@@ -282,6 +282,7 @@ impl Family for PointwiseDesc {
         check_declared("weight", self.weight, inputs.weight)?;
         check_declared("pos_weight", self.pos_weight, inputs.pos_weight)?;
         check_declared("grad_output", None, inputs.grad_output)?;
+        check_declared("shard_scale", None, inputs.shard_scale)?;
         self.check()?;
         if self.loss == Pointwise::Bce {
             cpu::pointwise::check_probabilities(
@@ -294,6 +295,7 @@ impl Family for PointwiseDesc {
             value_bytes("target", target, self.dtype)?,
             bytes(inputs.weight),
             bytes(inputs.pos_weight),
+            None,
             None,
         ])
     }
@@ -417,10 +419,12 @@ impl Family for ClassicCrossEntropyDesc {
         check_declared("weight", None, inputs.weight)?;
         check_declared("pos_weight", None, inputs.pos_weight)?;
         check_declared("grad_output", None, inputs.grad_output)?;
+        check_declared("shard_scale", None, inputs.shard_scale)?;
         cpu::pointwise::check_probabilities("probs", &inputs.input.to_f32())?;
         Ok([
             value_bytes("probs", inputs.input, self.dtype)?,
             value_bytes("targets", t, self.dtype)?,
+            None,
             None,
             None,
             None,

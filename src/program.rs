@@ -107,10 +107,12 @@ pub enum Slot {
     RowLoss,
     Argmax,
     Correct,
+    ShardStats,
+    ShardScale,
 }
 
 /// How many slots a program has.
-pub const SLOTS: usize = 11;
+pub const SLOTS: usize = 13;
 
 impl Slot {
     pub const ALL: [Slot; SLOTS] = [
@@ -125,6 +127,8 @@ impl Slot {
         Slot::RowLoss,
         Slot::Argmax,
         Slot::Correct,
+        Slot::ShardStats,
+        Slot::ShardScale,
     ];
 
     /// Its name in errors when the plan does not use it (the `Buffers` field's name).
@@ -146,6 +150,8 @@ impl Slot {
             Slot::RowLoss => "wgpu-loss.row_loss",
             Slot::Argmax => "wgpu-loss.argmax",
             Slot::Correct => "wgpu-loss.correct",
+            Slot::ShardStats => "wgpu-loss.shard_stats",
+            Slot::ShardScale => "wgpu-loss.shard_scale",
         }
     }
 }

@@ -88,6 +88,11 @@ impl Outputs {
         loss: true,
         grad: true,
     };
+    /// Neither (a shard's statistics step, whose output is its statistics).
+    pub(crate) const NONE: Outputs = Outputs {
+        loss: false,
+        grad: false,
+    };
 
     pub(crate) fn check(self) -> Result<()> {
         if self.loss || self.grad {
@@ -118,6 +123,8 @@ pub struct LossOutput {
     pub argmax: Option<Vec<u32>>,
     /// How many rows' argmax is their class target, when asked for (cross-entropy).
     pub correct: Option<u32>,
+    /// A vocabulary shard's statistics step: each row's statistics, 8 a row (cross-entropy).
+    pub shard_stats: Option<Vec<f32>>,
 }
 
 impl LossOutput {
@@ -139,6 +146,7 @@ impl LossOutput {
             row_losses: None,
             argmax: None,
             correct: None,
+            shard_stats: None,
         }
     }
 }

@@ -60,6 +60,7 @@ pub(crate) fn run_host(
         Slot::RowLoss,
         Slot::Argmax,
         Slot::Correct,
+        Slot::ShardStats,
     ]
     .into_iter()
     .filter(|&s| program.slot_bytes(s) > 0)
@@ -123,6 +124,7 @@ pub(crate) fn run_host(
                 Slot::Lse => out.lse = Some(f32s(bytes)),
                 Slot::RowLoss => out.row_losses = Some(f32s(bytes)),
                 Slot::Argmax => out.argmax = Some(bytemuck::pod_collect_to_vec(bytes)),
+                Slot::ShardStats => out.shard_stats = Some(f32s(bytes)),
                 Slot::Correct => {
                     out.correct = Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
                 }
@@ -158,6 +160,7 @@ fn host_index(slot: Slot) -> Option<usize> {
         Slot::Weight => Some(2),
         Slot::PosWeight => Some(3),
         Slot::GradOutput => Some(4),
+        Slot::ShardScale => Some(5),
         _ => None,
     }
 }

@@ -224,3 +224,97 @@ pub fn scale_by_upstream(r: &mut Reference, grad_output: &[f32], classes: usize)
         row.iter_mut().for_each(|x| *x *= g);
     }
 }
+
+/// A vocabulary shard's statistics step (`o.shard`: classes `[offset, offset + C)` of the
+/// vocabulary), 8 values a row as the kernel writes them: the max of x', the log of the sum of
+/// exp(x' - max), the target's x' where it is in the shard (else 0), where the target is (0
+/// elsewhere, 1 here, 2 ignored, 3 outside the vocabulary), sum w (x' - max) and sum w (with
+/// label smoothing, else 0), the target's weight where it is here (else 0), and 0.
+pub fn shard_statistics(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Vec<f64>> {
+    let (logits, targets) = (inputs.input.to_f32(), inputs.class_indices()?);
+    let (c, offset, vocab) = match o.shard {
+        Some(sh) => (o.classes, sh.offset as i64, sh.vocab as i64),
+        None => (o.classes, 0, o.classes as i64),
+    };
+    check_rows(
+        "logits (N * C)",
+        logits.len(),
+        Some(targets.len()),
+        c,
+        inputs.weight,
+    )?;
+    let w = |k: usize| inputs.weight.map_or(1.0, |w| w[k] as f64);
+    let smooth = o.label_smoothing > 0.0;
+    let mut out = Vec::with_capacity(8 * targets.len());
+    for (n, &y) in targets.iter().enumerate() {
+        let row: Vec<f64> = logits[n * c..(n + 1) * c]
+            .iter()
+            .map(|&x| capped(x, o.softcap))
+            .collect();
+        // The kernel's identity of max is f32's lowest, so a row of -inf keeps it.
+        let m = row.iter().copied().fold(f32::MIN as f64, f64::max);
+        let s: f64 = row.iter().map(|&x| (x - m).exp()).sum();
+        let local = y - offset;
+        let (at, here) = if y == o.ignore_index {
+            (2.0, None)
+        } else if y < 0 || y >= vocab {
+            (3.0, None)
+        } else if (0..c as i64).contains(&local) {
+            (1.0, Some(local as usize))
+        } else {
+            (0.0, None)
+        };
+        let (b, ws) = if smooth {
+            (
+                (0..c).map(|k| w(k) * (row[k] - m)).sum(),
+                (0..c).map(w).sum(),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        out.extend([
+            m,
+            s.ln(),
+            here.map_or(0.0, |k| row[k]),
+            at,
+            b,
+            ws,
+            here.map_or(0.0, w),
+            0.0,
+        ]);
+    }
+    Ok(out)
+}
+
+/// A vocabulary shard's gradient step from the combined statistics (`scale`: the row's
+/// log-sum-exp and the scaled coefficients of p, of the one-hot target and of the class weight,
+/// 4 a row): `g = cp exp(x' - lse) - ct onehot - cs w`, times the softcap's slope.
+pub fn shard_gradient(
+    o: &CrossEntropyDesc,
+    inputs: &Inputs<'_>,
+    scale: &[f32],
+) -> Result<Vec<f64>> {
+    let (logits, targets) = (inputs.input.to_f32(), inputs.class_indices()?);
+    let c = o.classes;
+    let offset = o.shard.map_or(0, |sh| sh.offset as i64);
+    check_rows(
+        "logits (N * C)",
+        logits.len(),
+        Some(targets.len()),
+        c,
+        inputs.weight,
+    )?;
+    check_len("shard_scale (4 N)", 4 * targets.len(), Some(scale.len()))?;
+    let w = |k: usize| inputs.weight.map_or(1.0, |w| w[k] as f64);
+    let mut grad = Vec::with_capacity(logits.len());
+    for (n, &y) in targets.iter().enumerate() {
+        let [lse, cp, ct, cs] = [0, 1, 2, 3].map(|i| scale[4 * n + i] as f64);
+        for k in 0..c {
+            let x = capped(logits[n * c + k], o.softcap);
+            let onehot = if y - offset == k as i64 { ct } else { 0.0 };
+            let g = cp * (x - lse).exp() - onehot - cs * w(k);
+            grad.push(g * cap_slope(x, o.softcap));
+        }
+    }
+    Ok(grad)
+}
