@@ -75,6 +75,16 @@ fn check<D: LossDesc>(
     let grad = out.grad.clone().expect("the gradient");
     let tols = (ROW, VALUE, grad_tol(&reference.grad, grad_dtype));
     assert_loss_and_grad(what, (&loss, &grad), &reference, tols);
+    // The errors the closing notes quote (`--nocapture`).
+    let want_loss = reference
+        .per_element
+        .clone()
+        .unwrap_or_else(|| reference.value.into_iter().collect());
+    eprintln!(
+        "worst relative error {what}: loss {:.2e} grad {:.2e}",
+        worst_relative(&loss, &want_loss),
+        worst_relative(&grad, &reference.grad)
+    );
     // A 16-bit gradient holds values of its dtype only.
     for (i, &g) in grad.iter().enumerate() {
         assert!(

@@ -11,7 +11,7 @@ use wgpu_loss::Context;
 use wgpu_loss::Target;
 use wgpu_loss::bench::{Bench, Case, Ceilings, EndToEnd, Family, Method, Timing};
 
-use super::{adapter_json, context, npy};
+use super::{adapter_json, npy};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// counted at the dtype's size.
     #[arg(long, value_delimiter = ',', default_value = "f32")]
     dtype: Vec<wgpu_loss::DType>,
+    /// f16 through WGSL's f16 (true, where the adapter has SHADER_F16) or packed u32 pairs
+    /// (false); default: the context's choice (see ContextOptions::native_f16).
+    #[arg(long)]
+    native_f16: Option<bool>,
     /// Only forward passes, or only forward + gradient (default: both).
     #[arg(long, value_parser = ["fwd", "grad", "both"], default_value = "both")]
     pass: String,
@@ -190,18 +194,22 @@ pub fn check(a: &BenchArgs) -> Result<(), String> {
 
 pub fn run(a: &BenchArgs) -> Result<(), String> {
     check(a)?;
-    let ctx = match a.tuning[..] {
-        [lanes, stream_vecs, register_vecs] => wgpu_loss::Context::with_options(
-            wgpu_loss::ContextOptions::default().tuning(wgpu_loss::Tuning {
+    let mut options = wgpu_loss::ContextOptions::default();
+    match a.tuning[..] {
+        [lanes, stream_vecs, register_vecs] => {
+            options = options.tuning(wgpu_loss::Tuning {
                 lanes,
                 stream_vecs,
                 register_vecs,
-            }),
-        )
-        .map_err(|e| e.to_string())?,
-        [] => context()?,
+            })
+        }
+        [] => {}
         _ => return Err("--tuning takes three numbers: lanes,stream_vecs,register_vecs".into()),
-    };
+    }
+    if let Some(on) = a.native_f16 {
+        options = options.native_f16(on);
+    }
+    let ctx = wgpu_loss::Context::with_options(options).map_err(|e| e.to_string())?;
     let cases = cases(a, (ctx.max_binding_bytes() / 4) as usize)?;
     let progress = ProgressBar::new(cases.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")
