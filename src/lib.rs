@@ -6,6 +6,9 @@
 //! losses, each forward and backward in one fused pass, with deterministic reductions (a
 //! fixed-order tree, no float atomics: the same bits on every run) and an f64 CPU twin for
 //! every kernel. Inputs and gradients in f32, f16 or bf16 ([`DType`]); sums in f32.
+//! Cross-entropy also writes what a trainer needs from the same pass (each row's log-sum-exp,
+//! loss and argmax, the count of correct rows; an upstream gradient folded in), and splits a
+//! vocabulary over devices ([`Shard`], [`combine_shards`]).
 //!
 //! Every loss has the same shape. A description ([`LossDesc`]: [`PointwiseDesc`],
 //! [`CrossEntropyDesc`], [`NllDesc`], [`ClassicCrossEntropyDesc`]) says what to compute for one
