@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wgpu_loss::Context;
 use wgpu_loss::bench::{Bench, Case};
+use wgpu_loss::{Context, DType};
 
 fn context() -> Context {
     let ctx = Context::new().expect("the benchmarks need a GPU adapter (or lavapipe)");
@@ -65,6 +65,14 @@ fn losses(c: &mut Criterion) {
                 "cross-entropy-probs",
                 Case::cross_entropy_probs((1 << 22) / classes, classes, grad),
             );
+        }
+    }
+    // Half precision: the same shapes in f16 and bf16 (bytes counted at 2 an element).
+    for dtype in [DType::F16, DType::BF16] {
+        for grad in [false, true] {
+            run(c, &ctx, "mse", Case::mse(1 << 24, grad).in_dtype(dtype));
+            let ce = Case::cross_entropy((1 << 24) / 32_000, 32_000, grad);
+            run(c, &ctx, "cross-entropy", ce.in_dtype(dtype));
         }
     }
     // Latency of a small batch, where dispatch overhead is all there is.
