@@ -432,7 +432,8 @@ params! {
         class_offset: u32,
         vocab: u32,
         shard_base: u32,
-        _pad0: u32,
+        /// The first row of the window of x, t and grad this dispatch binds.
+        row_base: u32,
     }
 }
 
@@ -467,13 +468,40 @@ const MAX_RECORDS_PER_LANE: u64 = 4096;
 struct Partials {
     /// Invocations a partial.
     pg: u32,
-    /// Workgroups over the full blocks.
-    main_wgs: u64,
     /// Partials in all.
     parts: u64,
     /// Where the full blocks' partials start in scratch, and the tail block's.
     base: u32,
     tail_base: u32,
+}
+
+/// A window of full blocks bound at once: its blocks, and the rows of x, t and grad bound.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    first_block: u64,
+    blocks: u64,
+    row_base: u64,
+    rows: u64,
+}
+
+impl Window {
+    /// Every row at once.
+    fn whole(rows: u64) -> Self {
+        Window {
+            first_block: 0,
+            blocks: 0,
+            row_base: 0,
+            rows,
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
 }
 
 /// How the work is laid out over invocations.
@@ -651,7 +679,10 @@ impl<'s> Planner<'s> {
             .filter(|&seg| {
                 let chunks = self.bv.div_ceil((seg * self.kmax) as u64);
                 chunks.div_ceil(seg as u64) <= most_records
-            });
+            })
+            // Rows so long that a workgroup's worth of them exceeds one binding cannot be
+            // bound a window at a time in narrow chunks: those take workgroup-wide ones.
+            .filter(|&seg| self.windows(b, (WG / seg) as u64).is_ok());
         match (fused_tiling(self.bv, self.kmax), narrow) {
             (Some(t), _) if self.blocks.div_ceil((WG / t.seg) as u64) == 1 => self.single(b, t),
             (Some(t), Some(seg)) if t.seg > seg && !self.s.outputs.grad && !self.unaligned => {
@@ -672,9 +703,13 @@ impl<'s> Planner<'s> {
         } else {
             Access::Read
         };
-        b.slot(Slot::Input, "logits", s.dtype.bytes(total), access)?;
-        let target_bytes = if classes { 4 * n } else { s.dtype.bytes(total) };
-        b.slot(Slot::Target, "targets", target_bytes, Access::Read)?;
+        // x, t and grad may be larger than one binding: bound a window at a time.
+        b.windowed_slot(Slot::Input, "logits", s.dtype.bytes(total), access)?;
+        if classes {
+            b.slot(Slot::Target, "targets", 4 * n, Access::Read)?;
+        } else {
+            b.windowed_slot(Slot::Target, "targets", s.dtype.bytes(total), Access::Read)?;
+        }
         let weight_bytes = if s.shape.weighted { 4 * c } else { 0 };
         b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
         let loss = loss_bytes(s.outputs.loss, self.reduced, n);
@@ -684,7 +719,7 @@ impl<'s> Planner<'s> {
         } else {
             0
         };
-        b.slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
+        b.windowed_slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
         b.grad_dtype(s.grad_dtype, total);
         if s.in_place {
             b.grad_in_place();
@@ -741,21 +776,34 @@ impl<'s> Planner<'s> {
 
     /// Bindings 1..=7; `single`: this dispatch writes the reduced value itself.
     fn entries(&self, vec4: bool, single: bool) -> Vec<Res> {
+        self.entries_at(vec4, single, Window::whole(self.s.shape.rows as u64))
+    }
+
+    /// [`Planner::entries`] with x, t and grad bound to the window of rows `w` (the rest is
+    /// bound whole: targets, row losses and scratch are indexed by the problem's rows).
+    fn entries_at(&self, vec4: bool, single: bool, w: Window) -> Vec<Res> {
         let s = self.s;
-        let (n, c, total) = (s.shape.rows as u64, s.shape.classes as u64, s.shape.total);
-        let view = |dtype| View::of(vec4 && !self.unaligned, total, dtype);
+        let (n, c) = (s.shape.rows as u64, s.shape.classes as u64);
+        let view = |slot, dtype: DType| {
+            let v = View::of(vec4 && !self.unaligned, w.rows * c, dtype);
+            Res::Window(slot, w.row_base * c * dtype.size(), v)
+        };
         let classes = s.kind == Kind::Classes;
+        let unused = |writable| Res::Dummy(writable);
         vec![
-            Res::User(Slot::Input, view(s.dtype)),
-            Res::user_if(!classes, Slot::Target, view(s.dtype), false),
+            view(Slot::Input, s.dtype),
+            if classes {
+                unused(false)
+            } else {
+                view(Slot::Target, s.dtype)
+            },
             Res::user_if(classes, Slot::Target, View::Scalar(4 * n), false),
             Res::user_if(s.shape.weighted, Slot::Weight, View::Scalar(4 * c), false),
-            Res::user_if(
-                s.outputs.grad && !s.in_place,
-                Slot::Grad,
-                view(s.grad_dtype),
-                true,
-            ),
+            if s.outputs.grad && !s.in_place {
+                view(Slot::Grad, s.grad_dtype)
+            } else {
+                unused(true)
+            },
             loss_res(s.outputs.loss, self.reduced, single, View::Scalar(4 * n)),
             Res::Scratch,
         ]
@@ -769,6 +817,73 @@ impl<'s> Planner<'s> {
             Ok(1)
         } else {
             Ok(0)
+        }
+    }
+
+    /// The windows of full blocks the passes bind one at a time: one over everything when x,
+    /// t and grad each fit one binding; else windows of whole workgroups (`per_wg` blocks
+    /// each), so that every workgroup reads the blocks and writes the partials it would with
+    /// one binding (the same bits), at offsets the device's alignment allows, with room in
+    /// the last one for the tail block.
+    fn windows(&self, b: &Builder<'_>, per_wg: u64) -> Result<Vec<Window>> {
+        let s = self.s;
+        let c = s.shape.classes as u64;
+        let total = s.shape.total;
+        let mut sizes = vec![s.dtype.size()];
+        if s.outputs.grad && !s.in_place {
+            sizes.push(s.grad_dtype.size());
+        }
+        let limit = b.ctx().max_binding_bytes();
+        let rows = |blocks: u64| (blocks * self.rb).min(s.shape.rows as u64);
+        if sizes
+            .iter()
+            .all(|&z| (total * z).next_multiple_of(4) <= limit)
+        {
+            return Ok(vec![Window {
+                first_block: 0,
+                blocks: self.full_blocks,
+                row_base: 0,
+                rows: rows(self.full_blocks),
+            }]);
+        }
+        let align = (b.ctx().limits().min_storage_buffer_offset_alignment as u64).max(4);
+        let block_elems = self.rb * c;
+        let widest = sizes.iter().copied().max().unwrap_or(4);
+        let step = sizes.iter().fold(per_wg, |step, &z| {
+            let bytes = block_elems * z;
+            lcm(step, align / gcd(align, bytes))
+        });
+        let tail_bytes = if self.tail { block_elems * widest } else { 0 };
+        let per_window = limit.saturating_sub(tail_bytes) / (block_elems * widest) / step * step;
+        if per_window == 0 {
+            return Err(Error::TooLarge {
+                what: "a window of whole workgroups' rows (logits)",
+                bytes: step * block_elems * widest + tail_bytes,
+                limit,
+            });
+        }
+        Ok((0..self.full_blocks)
+            .step_by(per_window as usize)
+            .map(|first| {
+                let blocks = per_window.min(self.full_blocks - first);
+                Window {
+                    first_block: first,
+                    blocks,
+                    row_base: first * self.rb,
+                    rows: blocks * self.rb,
+                }
+            })
+            .collect())
+    }
+
+    /// The window the tail block is bound in: from the last window's first row to the end.
+    fn tail_window(&self, windows: &[Window]) -> Window {
+        let row_base = windows.last().map_or(0, |w| w.row_base);
+        Window {
+            first_block: self.full_blocks,
+            blocks: 1,
+            row_base,
+            rows: self.s.shape.rows as u64 - row_base,
         }
     }
 
@@ -789,7 +904,6 @@ impl<'s> Planner<'s> {
         };
         Ok(Partials {
             pg,
-            main_wgs,
             parts,
             base,
             tail_base: base + 2 * (main_wgs * parts_per_wg) as u32,
@@ -833,7 +947,6 @@ impl<'s> Planner<'s> {
         let scale_mode = self.scale_mode(b)?;
         let Partials {
             pg,
-            main_wgs,
             parts,
             base: partial_base,
             tail_base,
@@ -848,17 +961,27 @@ impl<'s> Planner<'s> {
             scale_mode,
             ..Default::default()
         });
-        let (x, y) = b.fold(main_wgs)?;
-        let p = CeParams {
-            blocks: self.full_blocks as u32,
-            wg_x: x,
-            chunks: 1,
-            wg_chunks: 1,
-            partial_base,
-            ..base
-        };
-        b.dispatch(&key(true), &p, self.entries(true, false), (x, y));
+        let per_wg = (WG / t.seg) as u64;
+        let parts_per_wg = (WG / pg) as u64;
+        let windows = self.windows(b, per_wg)?;
+        let c = self.s.shape.classes as u64;
+        for w in &windows {
+            let (x, y) = b.fold(w.blocks.div_ceil(per_wg))?;
+            let p = CeParams {
+                blocks: w.blocks as u32,
+                block_base: w.first_block as u32,
+                wg_x: x,
+                chunks: 1,
+                wg_chunks: 1,
+                partial_base: partial_base + 2 * (w.first_block / per_wg * parts_per_wg) as u32,
+                row_base: w.row_base as u32,
+                total: (w.rows * c) as u32,
+                ..base
+            };
+            b.dispatch(&key(true), &p, self.entries_at(true, false, *w), (x, y));
+        }
         if self.tail {
+            let w = self.tail_window(&windows);
             let p = CeParams {
                 blocks: 1,
                 block_base: self.full_blocks as u32,
@@ -866,9 +989,11 @@ impl<'s> Planner<'s> {
                 chunks: 1,
                 wg_chunks: 1,
                 partial_base: tail_base,
+                row_base: w.row_base as u32,
+                total: (w.rows * c) as u32,
                 ..base
             };
-            b.dispatch(&key(false), &p, self.entries(false, false), (1, 1));
+            b.dispatch(&key(false), &p, self.entries_at(false, false, w), (1, 1));
         }
         self.reduce(b, parts, partial_base)
     }
@@ -901,38 +1026,53 @@ impl<'s> Planner<'s> {
                 ..Default::default()
             })
         };
-        // (vec4, blocks, first block, first partial) of the full blocks and the tail.
+        // (vec4, window, first partial) of the full blocks' windows and of the tail.
+        let parts_per_wg = (WG / pg) as u64;
+        let c = s.shape.classes as u64;
         let mut passes = Vec::new();
-        if self.full_blocks > 0 {
-            passes.push((true, self.full_blocks, 0u64, partial_base));
+        let windows = if self.full_blocks > 0 {
+            self.windows(b, per_wg)?
+        } else {
+            Vec::new()
+        };
+        for w in &windows {
+            let first_wg = w.first_block * finish_chunks / per_wg;
+            passes.push((
+                true,
+                *w,
+                partial_base + 2 * (first_wg * parts_per_wg) as u32,
+            ));
         }
         if self.tail {
-            passes.push((false, 1, self.full_blocks, tail_base));
+            passes.push((false, self.tail_window(&windows), tail_base));
         }
-        for &(vec4, nblocks, block_base, _) in &passes {
-            let (x, y) = b.fold((nblocks * chunks).div_ceil(per_wg))?;
+        let at = |w: &Window| CeParams {
+            blocks: w.blocks as u32,
+            block_base: w.first_block as u32,
+            row_base: w.row_base as u32,
+            total: (w.rows * c) as u32,
+            ..base
+        };
+        for (vec4, w, _) in &passes {
+            let (x, y) = b.fold((w.blocks * chunks).div_ceil(per_wg))?;
             let p = CeParams {
-                blocks: nblocks as u32,
-                block_base: block_base as u32,
                 wg_chunks: chunks as u32,
                 wg_x: x,
-                ..base
+                ..at(w)
             };
-            let key = key("stats", vec4, false);
-            b.dispatch(&key, &p, self.entries(vec4, false), (x, y));
+            let key = key("stats", *vec4, false);
+            b.dispatch(&key, &p, self.entries_at(*vec4, false, *w), (x, y));
         }
-        for &(vec4, nblocks, block_base, pbase) in &passes {
-            let (x, y) = b.fold((nblocks * finish_chunks).div_ceil(per_wg))?;
+        for (vec4, w, pbase) in &passes {
+            let (x, y) = b.fold((w.blocks * finish_chunks).div_ceil(per_wg))?;
             let p = CeParams {
-                blocks: nblocks as u32,
-                block_base: block_base as u32,
                 wg_chunks: finish_chunks as u32,
                 wg_x: x,
-                partial_base: pbase,
-                ..base
+                partial_base: *pbase,
+                ..at(w)
             };
-            let key = key("finish", vec4, s.outputs.grad);
-            b.dispatch(&key, &p, self.entries(vec4, false), (x, y));
+            let key = key("finish", *vec4, s.outputs.grad);
+            b.dispatch(&key, &p, self.entries_at(*vec4, false, *w), (x, y));
         }
         self.reduce(b, parts, partial_base)
     }

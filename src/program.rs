@@ -182,6 +182,9 @@ impl View {
 pub enum Res {
     /// A user buffer, by slot.
     User(Slot, View),
+    /// A window of a user buffer: `view` from this many bytes past the start of its range
+    /// (inputs larger than one binding are bound a window at a time).
+    Window(Slot, u64, View),
     /// The plan's scratch buffer.
     Scratch,
     /// A small buffer of the context's that the kernel never touches in this configuration.
@@ -317,7 +320,7 @@ impl<'a> Builder<'a> {
     }
 
     /// Declares that the program uses `slot`, naming it `name` in errors: `bytes` of it (0: the
-    /// program does not use it), read or written.
+    /// program does not use it), read or written; at most one binding's worth.
     pub fn slot(
         &mut self,
         slot: Slot,
@@ -326,6 +329,30 @@ impl<'a> Builder<'a> {
         access: Access,
     ) -> Result<()> {
         let limit = self.ctx.max_binding_bytes();
+        self.declare(slot, name, bytes, access, limit)
+    }
+
+    /// [`Builder::slot`] for a slot the family binds a window at a time (`Res::Window`): it
+    /// may hold up to the device's `max_buffer_size`, not one binding's worth.
+    pub fn windowed_slot(
+        &mut self,
+        slot: Slot,
+        name: &'static str,
+        bytes: u64,
+        access: Access,
+    ) -> Result<()> {
+        let limit = self.ctx.limits().max_buffer_size;
+        self.declare(slot, name, bytes, access, limit)
+    }
+
+    fn declare(
+        &mut self,
+        slot: Slot,
+        name: &'static str,
+        bytes: u64,
+        access: Access,
+        limit: u64,
+    ) -> Result<()> {
         if bytes > limit {
             return Err(Error::TooLarge {
                 what: name,
@@ -747,12 +774,16 @@ impl Program {
                     let binding = match *res {
                         Res::Scratch => self.scratch.as_entire_buffer_binding(),
                         Res::Dummy(w) => self.ctx.dummy(w).as_entire_buffer_binding(),
-                        Res::User(slot, view) => {
+                        Res::User(slot, view) | Res::Window(slot, _, view) => {
                             let (View::Scalar(bytes) | View::Vec4(bytes)) = view;
+                            let at = match *res {
+                                Res::Window(_, at, _) => at,
+                                _ => 0,
+                            };
                             let range = user[slot as usize].as_ref().expect("checked");
                             wgpu::BufferBinding {
                                 buffer: range.buffer,
-                                offset: range.offset,
+                                offset: range.offset + at,
                                 size: NonZeroU64::new(bytes),
                             }
                         }
