@@ -225,24 +225,32 @@ pub fn scale_by_upstream(r: &mut Reference, grad_output: &[f32], classes: usize)
     }
 }
 
+/// A shard's logits (as f32), class targets, and first class.
+type ShardInputs<'a> = (std::borrow::Cow<'a, [f32]>, &'a [i64], i64);
+
+/// A shard's logits (checked against its classes and weight), class targets, and first class.
+fn shard_inputs<'a>(o: &CrossEntropyDesc, inputs: &Inputs<'a>) -> Result<ShardInputs<'a>> {
+    let (logits, targets) = (inputs.input.to_f32(), inputs.class_indices()?);
+    let rows = Some(targets.len());
+    check_rows(
+        "logits (N * C)",
+        logits.len(),
+        rows,
+        o.classes,
+        inputs.weight,
+    )?;
+    Ok((logits, targets, o.shard.map_or(0, |sh| sh.offset as i64)))
+}
+
 /// A vocabulary shard's statistics step (`o.shard`: classes `[offset, offset + C)` of the
 /// vocabulary), 8 values a row as the kernel writes them: the max of x', the log of the sum of
 /// exp(x' - max), the target's x' where it is in the shard (else 0), where the target is (0
 /// elsewhere, 1 here, 2 ignored, 3 outside the vocabulary), sum w (x' - max) and sum w (with
 /// label smoothing, else 0), the target's weight where it is here (else 0), and 0.
 pub fn shard_statistics(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Vec<f64>> {
-    let (logits, targets) = (inputs.input.to_f32(), inputs.class_indices()?);
-    let (c, offset, vocab) = match o.shard {
-        Some(sh) => (o.classes, sh.offset as i64, sh.vocab as i64),
-        None => (o.classes, 0, o.classes as i64),
-    };
-    check_rows(
-        "logits (N * C)",
-        logits.len(),
-        Some(targets.len()),
-        c,
-        inputs.weight,
-    )?;
+    let (logits, targets, offset) = shard_inputs(o, inputs)?;
+    let c = o.classes;
+    let vocab = o.shard.map_or(c, |sh| sh.vocab) as i64;
     let w = |k: usize| inputs.weight.map_or(1.0, |w| w[k] as f64);
     let smooth = o.label_smoothing > 0.0;
     let mut out = Vec::with_capacity(8 * targets.len());
@@ -294,16 +302,8 @@ pub fn shard_gradient(
     inputs: &Inputs<'_>,
     scale: &[f32],
 ) -> Result<Vec<f64>> {
-    let (logits, targets) = (inputs.input.to_f32(), inputs.class_indices()?);
+    let (logits, targets, offset) = shard_inputs(o, inputs)?;
     let c = o.classes;
-    let offset = o.shard.map_or(0, |sh| sh.offset as i64);
-    check_rows(
-        "logits (N * C)",
-        logits.len(),
-        Some(targets.len()),
-        c,
-        inputs.weight,
-    )?;
     check_len("shard_scale (4 N)", 4 * targets.len(), Some(scale.len()))?;
     let w = |k: usize| inputs.weight.map_or(1.0, |w| w[k] as f64);
     let mut grad = Vec::with_capacity(logits.len());
