@@ -78,15 +78,16 @@ const LOWEST: f32 = -3.40282347e38;
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
 #params
 
-// Where a block's data starts in the bound window of x, t and grad (which starts at row
-// params.row_base; params.total counts the window's elements): a vec4 index (blocks start on
-// vec4 boundaries), or with UNALIGNED (one row a block, C not a multiple of 4, scalar bindings)
-// an element index. Rows, targets, losses and scratch are indexed by the whole problem's rows.
+// Where a block's data starts in the bound window of x, t and grad (which starts at element
+// params.bind_base, a multiple of 4; params.total counts the window's elements): a vec4 index
+// (blocks start on vec4 boundaries), or with UNALIGNED (one row a block, C not a multiple of 4,
+// scalar bindings) an element index. Rows, targets, losses and scratch are indexed by the whole
+// problem's rows.
 fn block_start(row0: u32) -> u32 {
 #ifdef UNALIGNED
-    return row0 * CLASSES;
+    return row0 * CLASSES - params.bind_base;
 #else
-    return (row0 * CLASSES) / 4u;
+    return (row0 * CLASSES - params.bind_base) / 4u;
 #endif
 }
 
@@ -838,7 +839,7 @@ fn fused(inv: Invocation) {
     let j = inv.lid % SEG;
     let blk = block_of(wg * (WG / SEG) + inv.lid / SEG);
     let bv = block_vecs();
-    let gv0 = block_start(blk.row0 - params.row_base);
+    let gv0 = block_start(blk.row0);
     let at = first_vec(j, SEG);
 
     var own = no_stats();
@@ -923,7 +924,7 @@ fn stats(inv: Invocation) {
     // Segments past the last record have no rows (nrows 0) and take part in the merge only.
     let blk = block_of(ch.b_index);
     let bv = block_vecs();
-    let gv0 = block_start(blk.row0 - params.row_base);
+    let gv0 = block_start(blk.row0);
 
     var own = no_stats();
     load_and_scan(blk, &own, gv0, ch.v0, ch.stride, bv);
@@ -994,7 +995,7 @@ fn finish(inv: Invocation) {
     }
     if (WANT_GRAD) {
         let bv = block_vecs();
-        let gv0 = block_start(blk.row0 - params.row_base);
+        let gv0 = block_start(blk.row0);
         // The second read: x' again, then exp(x' - row max), so p = es / s.
         var unused = no_stats();
         load_and_scan(blk, &unused, gv0, ch.v0, ch.stride, bv);

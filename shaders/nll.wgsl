@@ -5,14 +5,19 @@
 //
 // CPU twin: src/cpu/nll.rs. Host side: src/nll.rs.
 //
-// Layout: workgroup w computes the loss of rows [w * WG * KR, (w + 1) * WG * KR) (one row per
-// invocation at a time: the loss reads one logit per row) and writes the gradient's vec4s
-// [w * WG * K, (w + 1) * WG * K) of this dispatch, read from nothing but the targets: each
-// element's row is e / C. The gradient needs no read of x at all.
+// Layout: workgroup w computes the loss of rows params.row_base + [w * WG * KR, (w + 1) * WG * KR)
+// (one row per invocation at a time: the loss reads one logit per row) and writes the
+// gradient's vec4s params.vec_base + [w * WG * K, (w + 1) * WG * K), read from nothing but the
+// targets: each element's row is e / C. The gradient needs no read of x at all.
 // VEC4 binds the gradient as array<vec4<f32>> (the first floor(N C / 4) vec4s); without it as
 // array<f32> (the last partial vec4, and problems that fit one workgroup: SINGLE, which also
 // finds a weighted mean's denominator and writes the reduced value).
-// Partials (loss, weight): one per group of PG invocations (see group_sum). Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
+// x and the gradient are bound from element params.bind_base on: a window of whole rows (x) or
+// whole workgroups' vec4s (the gradient), when they are larger than one binding. The host then
+// computes the loss and the gradient in dispatches of their own.
+// PARTIAL: each row's (loss, weight) goes to scratch at partial_base + 2 n, for the host's
+// reduction over rows (the same bits however the rows are windowed). Dispatch folded:
+// workgroup w = wid.x + wid.y * params.wg_x.
 // Bindings: 0 params, 1 x, 2 y, 3 w, 4 grad, 5 loss, 6 scratch.
 
 #import scratch
@@ -38,15 +43,16 @@ override WANT_GRAD: bool = false;
 #tensor grad 4 read_write
 @group(0) @binding(2) var<storage, read> y: array<i32>;
 @group(0) @binding(3) var<storage, read> w: array<f32>;
+// The gradient's vec4 v (counted from the start of the problem).
 #ifdef VEC4
 fn store_grad(v: u32, g: vec4<f32>) {
-    grad_set4(v, g);
+    grad_set4(v - params.bind_base / 4u, g);
 }
 #else
 fn store_grad(v: u32, g: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) {
         if (4u * v + i < params.total) {
-            grad_set(4u * v + i, g[i]);
+            grad_set(4u * v + i - params.bind_base, g[i]);
         }
     }
 }
@@ -83,7 +89,7 @@ fn grad_vec4(v: u32, scale: f32) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(inv: Invocation) {
     let wg = wg_index(inv, params.wg_x);
-    let first_row = wg * WG * KR;
+    let first_row = params.row_base + wg * WG * KR;
     let first_vec = wg * WG * K;
     if (first_row >= params.loss_rows && first_vec >= params.vecs) {
         return;
@@ -104,23 +110,28 @@ fn main(inv: Invocation) {
                         wt = l;
                     } else {
                         wt = class_weight(u32(t));
-                        l = -wt * x_get(n * CLASSES + u32(t));
+                        l = -wt * x_get(n * CLASSES + u32(t) - params.bind_base);
                     }
                 }
                 if (want_row_loss()) {
                     loss[n] = l;
+                }
+                if (want_partial()) {
+                    store_partial(params.partial_base, n, vec2<f32>(l, wt));
                 }
                 part += vec2<f32>(l, wt);
             }
         }
     }
     var scale = grad_scale();
-    let total = emit_partial(part, wg, inv, PG);
-    if (single() && inv.lid == 0u) {
-        if (params.final_mode != 3u) {
-            loss[0] = final_value(total);
+    if (single()) {
+        let total = seg_sum(vec4<f32>(part, 0.0, 0.0), inv.lid, sg_size_of(inv)).xy;
+        if (inv.lid == 0u) {
+            if (params.final_mode != 3u) {
+                loss[0] = final_value(total);
+            }
+            sh_scale = 1.0 / total.y;
         }
-        sh_scale = 1.0 / total.y;
     }
     if (!WANT_GRAD) {
         return;

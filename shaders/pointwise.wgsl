@@ -66,25 +66,27 @@ override WANT_GRAD: bool = false;
 
 // The four elements e, e + 1, e + 2, e + 3 of x, y, grad and the element losses. With VEC4, e is
 // a multiple of 4 and all four lie below `lim`; without it, those at `lim` or past it read as 0
-// and are not written.
+// and are not written. e counts from the start of the problem; the bindings of x, y, grad and
+// the element losses hold a window of it from element params.bind_base on (inputs larger than
+// one binding: the host binds a window of whole workgroups' elements a dispatch).
 #ifdef VEC4
 fn load_x(e: u32, lim: u32) -> vec4<f32> {
-    return x_get4(e / 4u);
+    return x_get4((e - params.bind_base) / 4u);
 }
 
 fn load_y(e: u32, lim: u32) -> vec4<f32> {
-    return y_get4(e / 4u);
+    return y_get4((e - params.bind_base) / 4u);
 }
 
 fn store_grad(e: u32, lim: u32, g: vec4<f32>) {
-    grad_set4(e / 4u, g);
+    grad_set4((e - params.bind_base) / 4u, g);
 }
 #else
 fn load_x(e: u32, lim: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (e + i < lim) {
-            r[i] = x_get(e + i);
+            r[i] = x_get(e + i - params.bind_base);
         }
     }
     return r;
@@ -94,7 +96,7 @@ fn load_y(e: u32, lim: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (e + i < lim) {
-            r[i] = y_get(e + i);
+            r[i] = y_get(e + i - params.bind_base);
         }
     }
     return r;
@@ -103,7 +105,7 @@ fn load_y(e: u32, lim: u32) -> vec4<f32> {
 fn store_grad(e: u32, lim: u32, g: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) {
         if (e + i < lim) {
-            grad_set(e + i, g[i]);
+            grad_set(e + i - params.bind_base, g[i]);
         }
     }
 }
@@ -112,13 +114,13 @@ fn store_grad(e: u32, lim: u32, g: vec4<f32>) {
 #ifndef ROWS
 #ifdef VEC4
 fn store_loss(e: u32, lim: u32, l: vec4<f32>) {
-    loss[e / 4u] = l;
+    loss[(e - params.bind_base) / 4u] = l;
 }
 #else
 fn store_loss(e: u32, lim: u32, l: vec4<f32>) {
     for (var i = 0u; i < 4u; i++) {
         if (e + i < lim) {
-            loss[e + i] = l[i];
+            loss[e + i - params.bind_base] = l[i];
         }
     }
 }
@@ -289,15 +291,16 @@ fn main(inv: Invocation) {
 // SEG * K * 4 elements, params.chunks a row, taken in (row, chunk) order by segments of SEG
 // invocations; invocation l of a segment takes the elements 4 (l + k SEG) ... of its chunk. A
 // row in one chunk gets its loss from its segment; a longer row leaves one partial a chunk
-// for the host's per-row reduction. With VEC4, row_len is a multiple of 4.
+// for the host's per-row reduction. With VEC4, row_len is a multiple of 4. A dispatch takes the
+// chunks [params.chunk_base, params.row_chunks) (whole rows: a window of them, see load_x).
 @compute @workgroup_size(WG)
 fn rows(inv: Invocation) {
     let wg = wg_index(inv, params.wg_x);
     let per_wg = WG / SEG;
-    if (wg * per_wg >= params.row_chunks) {
+    if (params.chunk_base + wg * per_wg >= params.row_chunks) {
         return;
     }
-    let chunk = wg * per_wg + inv.lid / SEG;
+    let chunk = params.chunk_base + wg * per_wg + inv.lid / SEG;
     let live_chunk = chunk < params.row_chunks;
     let row = chunk / params.chunks;
     let start = row * params.row_len + (chunk % params.chunks) * SEG * K * 4u;

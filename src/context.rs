@@ -149,6 +149,12 @@ pub struct ContextOptions {
     /// The same bits either way. Default (`None`): WGSL's `f16` where the adapter has it and is
     /// not a CPU, whose drivers run the packed path faster (lavapipe: PERFORMANCE.md).
     pub native_f16: Option<bool>,
+    /// Binds at most this many bytes of a buffer at once (default: the adapter's
+    /// `max_storage_buffer_binding_size`). Inputs larger than one binding are bound a window
+    /// at a time with the same results, bit for bit: lowering it shows (cheaply) what larger
+    /// inputs do, or what WebGPU's default limit of 128 MiB would. Rounded down to a multiple
+    /// of 256 bytes; at least 1 MiB.
+    pub max_binding: Option<u64>,
 }
 
 impl Default for ContextOptions {
@@ -158,6 +164,7 @@ impl Default for ContextOptions {
             power_preference: wgpu::PowerPreference::from_env().unwrap_or_default(),
             tuning: None,
             native_f16: None,
+            max_binding: None,
         }
     }
 }
@@ -178,6 +185,12 @@ impl ContextOptions {
     /// Sets whether f16 tensors go through WGSL's `f16` (where the adapter has `SHADER_F16`).
     pub fn native_f16(mut self, on: bool) -> Self {
         self.native_f16 = Some(on);
+        self
+    }
+
+    /// Binds at most `bytes` of a buffer at once (see [`ContextOptions::max_binding`]).
+    pub fn max_binding(mut self, bytes: u64) -> Self {
+        self.max_binding = Some(bytes);
         self
     }
 }
@@ -352,11 +365,24 @@ impl Context {
             wanted |= wgpu::Features::SHADER_F16;
         }
         let features = adapter.features() & wanted;
+        let mut limits = adapter.limits();
+        if let Some(bytes) = options.max_binding {
+            const LEAST: u64 = 1 << 20;
+            if bytes < LEAST {
+                return Err(Error::option(
+                    "max_binding",
+                    format!("{bytes} bytes is less than the least allowed, {LEAST}"),
+                ));
+            }
+            let bytes = bytes / 256 * 256;
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(bytes);
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("wgpu-loss"),
                 required_features: features,
-                required_limits: adapter.limits(),
+                required_limits: limits,
                 ..Default::default()
             })
             .await

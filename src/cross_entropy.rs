@@ -28,7 +28,8 @@ use crate::plan::{
     HostData, Inputs, bytes, check_count, check_declared, check_grad_dtype, setters, value_bytes,
 };
 use crate::program::{
-    Access, After, Builder, Finish, Res, Slot, View, WG, loss_bytes, loss_res, partial_group,
+    Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
+    partial_group,
 };
 use crate::reduction::{Outputs, Reduction};
 use crate::shader::{Shader, params};
@@ -432,8 +433,8 @@ params! {
         class_offset: u32,
         vocab: u32,
         shard_base: u32,
-        /// The first row of the window of x, t and grad this dispatch binds.
-        row_base: u32,
+        /// The first element of the window of x, t and grad this dispatch binds.
+        bind_base: u32,
     }
 }
 
@@ -475,33 +476,26 @@ struct Partials {
     tail_base: u32,
 }
 
-/// A window of full blocks bound at once: its blocks, and the rows of x, t and grad bound.
+/// A window of full blocks bound at once: its blocks, and the elements of x, t and grad bound
+/// (`elems` from element `base` on).
 #[derive(Clone, Copy, Debug)]
 struct Window {
     first_block: u64,
     blocks: u64,
-    row_base: u64,
-    rows: u64,
+    base: u64,
+    elems: u64,
 }
 
 impl Window {
-    /// Every row at once.
-    fn whole(rows: u64) -> Self {
+    /// Every element at once.
+    fn whole(elems: u64) -> Self {
         Window {
             first_block: 0,
             blocks: 0,
-            row_base: 0,
-            rows,
+            base: 0,
+            elems,
         }
     }
-}
-
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
-}
-
-fn lcm(a: u64, b: u64) -> u64 {
-    a / gcd(a, b) * b
 }
 
 /// How the work is laid out over invocations.
@@ -776,7 +770,7 @@ impl<'s> Planner<'s> {
 
     /// Bindings 1..=7; `single`: this dispatch writes the reduced value itself.
     fn entries(&self, vec4: bool, single: bool) -> Vec<Res> {
-        self.entries_at(vec4, single, Window::whole(self.s.shape.rows as u64))
+        self.entries_at(vec4, single, Window::whole(self.s.shape.total))
     }
 
     /// [`Planner::entries`] with x, t and grad bound to the window of rows `w` (the rest is
@@ -785,8 +779,8 @@ impl<'s> Planner<'s> {
         let s = self.s;
         let (n, c) = (s.shape.rows as u64, s.shape.classes as u64);
         let view = |slot, dtype: DType| {
-            let v = View::of(vec4 && !self.unaligned, w.rows * c, dtype);
-            Res::Window(slot, w.row_base * c * dtype.size(), v)
+            let v = View::of(vec4 && !self.unaligned, w.elems, dtype);
+            Res::Window(slot, w.base * dtype.size(), v)
         };
         let classes = s.kind == Kind::Classes;
         let unused = |writable| Res::Dummy(writable);
@@ -820,70 +814,45 @@ impl<'s> Planner<'s> {
         }
     }
 
-    /// The windows of full blocks the passes bind one at a time: one over everything when x,
-    /// t and grad each fit one binding; else windows of whole workgroups (`per_wg` blocks
-    /// each), so that every workgroup reads the blocks and writes the partials it would with
-    /// one binding (the same bits), at offsets the device's alignment allows, with room in
-    /// the last one for the tail block.
+    /// The windows of full blocks the passes bind one at a time (`Windowing::spans`): one over
+    /// everything when x, t and grad each fit one binding, else windows of whole workgroups
+    /// (`per_wg` blocks each) with room in the last one for the tail block.
     fn windows(&self, b: &Builder<'_>, per_wg: u64) -> Result<Vec<Window>> {
         let s = self.s;
         let c = s.shape.classes as u64;
-        let total = s.shape.total;
         let mut sizes = vec![s.dtype.size()];
         if s.outputs.grad && !s.in_place {
             sizes.push(s.grad_dtype.size());
         }
-        let limit = b.ctx().max_binding_bytes();
-        let rows = |blocks: u64| (blocks * self.rb).min(s.shape.rows as u64);
-        if sizes
-            .iter()
-            .all(|&z| (total * z).next_multiple_of(4) <= limit)
-        {
-            return Ok(vec![Window {
-                first_block: 0,
-                blocks: self.full_blocks,
-                row_base: 0,
-                rows: rows(self.full_blocks),
-            }]);
-        }
-        let align = (b.ctx().limits().min_storage_buffer_offset_alignment as u64).max(4);
         let block_elems = self.rb * c;
-        let widest = sizes.iter().copied().max().unwrap_or(4);
-        let step = sizes.iter().fold(per_wg, |step, &z| {
-            let bytes = block_elems * z;
-            lcm(step, align / gcd(align, bytes))
-        });
-        let tail_bytes = if self.tail { block_elems * widest } else { 0 };
-        let per_window = limit.saturating_sub(tail_bytes) / (block_elems * widest) / step * step;
-        if per_window == 0 {
-            return Err(Error::TooLarge {
-                what: "a window of whole workgroups' rows (logits)",
-                bytes: step * block_elems * widest + tail_bytes,
-                limit,
-            });
+        let spans = Windowing {
+            units: self.full_blocks,
+            unit_elems: block_elems,
+            per_wg,
+            tail_elems: s.shape.total - self.full_blocks * block_elems,
+            sizes: &sizes,
+            what: "a window of whole workgroups' rows (logits)",
         }
-        Ok((0..self.full_blocks)
-            .step_by(per_window as usize)
-            .map(|first| {
-                let blocks = per_window.min(self.full_blocks - first);
-                Window {
-                    first_block: first,
-                    blocks,
-                    row_base: first * self.rb,
-                    rows: blocks * self.rb,
-                }
+        .spans(b.ctx())?;
+        Ok(spans
+            .into_iter()
+            .map(|w| Window {
+                first_block: w.first,
+                blocks: w.units,
+                base: w.base,
+                elems: ((w.first + w.units) * block_elems).min(s.shape.total) - w.base,
             })
             .collect())
     }
 
-    /// The window the tail block is bound in: from the last window's first row to the end.
+    /// The window the tail block is bound in: from the last window's start to the end.
     fn tail_window(&self, windows: &[Window]) -> Window {
-        let row_base = windows.last().map_or(0, |w| w.row_base);
+        let base = windows.last().map_or(0, |w| w.base);
         Window {
             first_block: self.full_blocks,
             blocks: 1,
-            row_base,
-            rows: self.s.shape.rows as u64 - row_base,
+            base,
+            elems: self.s.shape.total - base,
         }
     }
 
@@ -964,7 +933,6 @@ impl<'s> Planner<'s> {
         let per_wg = (WG / t.seg) as u64;
         let parts_per_wg = (WG / pg) as u64;
         let windows = self.windows(b, per_wg)?;
-        let c = self.s.shape.classes as u64;
         for w in &windows {
             let (x, y) = b.fold(w.blocks.div_ceil(per_wg))?;
             let p = CeParams {
@@ -974,8 +942,8 @@ impl<'s> Planner<'s> {
                 chunks: 1,
                 wg_chunks: 1,
                 partial_base: partial_base + 2 * (w.first_block / per_wg * parts_per_wg) as u32,
-                row_base: w.row_base as u32,
-                total: (w.rows * c) as u32,
+                bind_base: w.base as u32,
+                total: w.elems as u32,
                 ..base
             };
             b.dispatch(&key(true), &p, self.entries_at(true, false, *w), (x, y));
@@ -989,8 +957,8 @@ impl<'s> Planner<'s> {
                 chunks: 1,
                 wg_chunks: 1,
                 partial_base: tail_base,
-                row_base: w.row_base as u32,
-                total: (w.rows * c) as u32,
+                bind_base: w.base as u32,
+                total: w.elems as u32,
                 ..base
             };
             b.dispatch(&key(false), &p, self.entries_at(false, false, w), (1, 1));
@@ -1028,7 +996,6 @@ impl<'s> Planner<'s> {
         };
         // (vec4, window, first partial) of the full blocks' windows and of the tail.
         let parts_per_wg = (WG / pg) as u64;
-        let c = s.shape.classes as u64;
         let mut passes = Vec::new();
         let windows = if self.full_blocks > 0 {
             self.windows(b, per_wg)?
@@ -1049,8 +1016,8 @@ impl<'s> Planner<'s> {
         let at = |w: &Window| CeParams {
             blocks: w.blocks as u32,
             block_base: w.first_block as u32,
-            row_base: w.row_base as u32,
-            total: (w.rows * c) as u32,
+            bind_base: w.base as u32,
+            total: w.elems as u32,
             ..base
         };
         for (vec4, w, _) in &passes {

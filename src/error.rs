@@ -103,15 +103,18 @@ pub enum Error {
         limit: u64,
     },
 
-    /// An input or output is larger than the adapter can bind to one shader.
-    #[error("{what} needs {bytes} bytes, over the adapter's storage binding limit of {limit}")]
+    /// An input or output is larger than the device allows: than one binding holds (per-row
+    /// tensors, scratch, a window's unit), or than one buffer (tensors bound a window at a time).
+    #[error("{what} needs {bytes} bytes, over the adapter's {which} limit of {limit}")]
     TooLarge {
         /// Which buffer.
         what: &'static str,
-        /// Bytes it would need.
+        /// Bytes it would need (workgroups, for a dispatch).
         bytes: u64,
-        /// `max_storage_buffer_binding_size`.
+        /// The limit: `max_storage_buffer_binding_size`, `max_buffer_size`, or workgroups.
         limit: u64,
+        /// Which limit: "storage binding", "buffer size", or "workgroups per dispatch".
+        which: &'static str,
     },
 
     /// A caller's buffer (or range of one) is smaller than the shape needs.

@@ -16,7 +16,7 @@ use crate::dtype::DType;
 use crate::plan::sealed::Family;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::program::{
-    Access, After, Builder, Finish, Res, Slot, View, WG, loss_bytes, loss_res, partial_group,
+    Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
 };
 use crate::reduction::{Outputs, Reduction};
 use crate::shader::{Shader, params};
@@ -102,9 +102,11 @@ params! {
         scale_mode: u32,
         final_mode: u32,
         mean_den: f32,
+        /// The first row of this dispatch's loss rows (`loss_rows` is the end).
+        row_base: u32,
+        /// The first element of the window of x (or of the gradient) bound.
+        bind_base: u32,
         _pad0: u32,
-        _pad1: u32,
-        _pad2: u32,
     }
 }
 
@@ -129,7 +131,8 @@ impl Family for NllDesc {
         let k = tuning.stream_vecs;
         let (dtype, grad_dtype) = (self.dtype, self.grad_dtype.unwrap_or(self.dtype));
 
-        b.slot(Slot::Input, "log_probs", dtype.bytes(total), Access::Read)?;
+        // log_probs and grad may be larger than one binding: bound a window at a time.
+        b.windowed_slot(Slot::Input, "log_probs", dtype.bytes(total), Access::Read)?;
         b.slot(Slot::Target, "targets", 4 * n, Access::Read)?;
         b.slot(
             Slot::Weight,
@@ -143,7 +146,7 @@ impl Family for NllDesc {
             loss_bytes(want_loss, reduced, n),
             Access::Write,
         )?;
-        b.slot(
+        b.windowed_slot(
             Slot::Grad,
             "grad",
             if want_grad {
@@ -155,7 +158,6 @@ impl Family for NllDesc {
         )?;
         b.grad_dtype(grad_dtype, total);
 
-        let pg = partial_group(ctx, 1);
         let key = |vec4: bool| {
             PipelineKey::new(Shader::Nll, "main")
                 .define("VEC4", vec4)
@@ -163,26 +165,33 @@ impl Family for NllDesc {
                 .value("DTYPE_grad", grad_dtype.code())
                 .constant("WG", WG)
                 .constant("SEG", WG)
-                .constant("PG", pg)
                 .constant("KR", KR)
                 .constant("K", k)
                 .constant("LANES", tuning.lanes)
                 .constant("CLASSES", c as u32)
                 .constant("HAS_WEIGHT", weighted as u32)
                 .constant("WANT_GRAD", want_grad as u32)
+                .constant("WANT_LOSS", want_loss as u32)
         };
-        let entries = |vec4: bool, single: bool| {
+        // x bound to `elems` elements from element `base` on (or not at all), the gradient to
+        // `grad` (a window's first element and its view), `loss` as the loss binding.
+        let entries = |x: Option<(u64, u64)>, grad: Option<(u64, View)>, loss: Res| {
             vec![
-                Res::User(Slot::Input, View::of(false, total, dtype)),
+                match x {
+                    Some((base, elems)) => Res::Window(
+                        Slot::Input,
+                        base * dtype.size(),
+                        View::of(false, elems, dtype),
+                    ),
+                    None => Res::Dummy(false),
+                },
                 Res::User(Slot::Target, View::Scalar(4 * n)),
                 Res::user_if(weighted, Slot::Weight, View::Scalar(4 * c), false),
-                Res::user_if(
-                    want_grad,
-                    Slot::Grad,
-                    View::of(vec4, total, grad_dtype),
-                    true,
-                ),
-                loss_res(want_loss, reduced, single, View::Scalar(4 * n)),
+                match grad {
+                    Some((at, view)) => Res::Window(Slot::Grad, at * grad_dtype.size(), view),
+                    None => Res::Dummy(true),
+                },
+                loss,
                 Res::Scratch,
             ]
         };
@@ -209,16 +218,19 @@ impl Family for NllDesc {
         let rows_per_wg = (WG * KR) as u64;
         let vecs_per_wg = (WG * k) as u64;
         let full = total / 4;
-        let tail = !total.is_multiple_of(4);
+        let tail = total % 4;
         let grad_vecs = if want_grad { total.div_ceil(4) } else { 0 };
-        let single = n <= rows_per_wg && grad_vecs <= vecs_per_wg;
+        let single = n <= rows_per_wg
+            && grad_vecs <= vecs_per_wg
+            && [dtype.size(), grad_dtype.size()]
+                .iter()
+                .all(|z| z * total <= ctx.max_binding_bytes());
 
         if single {
             // One workgroup: everything, the weighted mean's denominator and the reduced value
             // included, in one dispatch.
             let scale_in_kernel = want_grad && mean;
             let is_single = reduced || scale_in_kernel;
-            let key = key(false).constant("WANT_LOSS", want_loss as u32);
             let p = NllParams {
                 loss_rows: n as u32,
                 vecs: grad_vecs as u32,
@@ -230,57 +242,94 @@ impl Family for NllDesc {
                     ..Default::default()
                 })
             };
-            b.dispatch(&key, &p, entries(false, is_single), (1, 1));
+            let loss = loss_res(want_loss, reduced, is_single, View::Scalar(4 * n));
+            let grad = want_grad.then_some((0, View::Scalar(grad_dtype.bytes(total))));
+            b.dispatch(
+                &key(false),
+                &p,
+                entries(Some((0, total)), grad, loss),
+                (1, 1),
+            );
+            return Ok(());
+        }
+        let scale_mode = if want_grad && mean {
+            classes.denominator(b)?;
+            1u32
         } else {
-            let scale_mode = if want_grad && mean {
-                classes.denominator(b)?;
-                1u32
-            } else {
-                0
-            };
-            let loss_wgs = if want_loss {
-                n.div_ceil(rows_per_wg)
-            } else {
-                0
-            };
-            let grad_wgs = if want_grad {
-                full.div_ceil(vecs_per_wg)
-            } else {
-                0
-            };
-            let wgs = loss_wgs.max(grad_wgs).max(1);
-            let parts = wgs * (WG / pg) as u64;
-            let partial_base = if reduced { b.scratch(2 * parts)? } else { 0 };
-            let (x, y) = b.fold(wgs)?;
-            let base = after(After {
-                partial: reduced,
-                scale_mode,
-                ..Default::default()
-            });
-            let p = NllParams {
-                loss_rows: if want_loss { n as u32 } else { 0 },
-                vecs: if want_grad { full as u32 } else { 0 },
-                wg_x: x,
-                partial_base,
-                ..base
-            };
-            let key = |vec4: bool| key(vec4).constant("WANT_LOSS", want_loss as u32);
-            b.dispatch(&key(true), &p, entries(true, false), (x, y));
-            if want_grad && tail {
-                // The last, partial vec4 of the gradient.
+            0
+        };
+        let base = after(After {
+            partial: reduced,
+            scale_mode,
+            ..Default::default()
+        });
+        let loss = loss_res(want_loss, reduced, false, View::Scalar(4 * n));
+        // The loss: windows of whole rows of x, each row's (loss, weight) to scratch when
+        // reduced, then their reduction over rows.
+        if want_loss {
+            let pairs = if reduced { b.scratch(2 * n)? } else { 0 };
+            let spans = Windowing {
+                units: n,
+                unit_elems: c,
+                per_wg: 1,
+                tail_elems: 0,
+                sizes: &[dtype.size()],
+                what: "a row of log_probs",
+            }
+            .spans(ctx)?;
+            for w in spans {
+                let (x, y) = b.fold(w.units.div_ceil(rows_per_wg))?;
                 let p = NllParams {
-                    loss_rows: 0,
-                    vecs: 1,
-                    vec_base: full as u32,
-                    wg_x: 1,
-                    flags: 0,
+                    loss_rows: (w.first + w.units) as u32,
+                    row_base: w.first as u32,
+                    wg_x: x,
+                    partial_base: pairs,
+                    bind_base: w.base as u32,
                     ..base
                 };
-                let key = key(false).constant("WANT_LOSS", 0u32);
-                b.dispatch(&key, &p, entries(false, false), (1, 1));
+                let key = key(false).constant("WANT_GRAD", 0u32);
+                b.dispatch(
+                    &key,
+                    &p,
+                    entries(Some((w.base, (w.first + w.units) * c - w.base)), None, loss),
+                    (x, y),
+                );
             }
             if let Some(finish) = finish {
-                b.reduce(parts, partial_base, finish, Some(Slot::Loss))?;
+                b.reduce(n, pairs, finish, Some(Slot::Loss))?;
+            }
+        }
+        // The gradient: windows of whole workgroups' vec4s, then the last, partial vec4.
+        if want_grad {
+            let spans = Windowing {
+                units: full,
+                unit_elems: 4,
+                per_wg: vecs_per_wg,
+                tail_elems: tail,
+                sizes: &[grad_dtype.size()],
+                what: "a window of whole workgroups' gradient",
+            }
+            .spans(ctx)?;
+            let p = |vecs: u64, vec_base: u64, wg_x: u32, bind_base: u64| NllParams {
+                vecs: vecs as u32,
+                vec_base: vec_base as u32,
+                wg_x,
+                bind_base: bind_base as u32,
+                flags: 0,
+                ..base
+            };
+            let key = |vec4| key(vec4).constant("WANT_LOSS", 0u32);
+            for w in spans.iter().filter(|w| w.units > 0) {
+                let (x, y) = b.fold(w.units.div_ceil(vecs_per_wg))?;
+                let view = View::of(true, 4 * (w.first + w.units) - w.base, grad_dtype);
+                let e = entries(None, Some((w.base, view)), Res::Dummy(true));
+                b.dispatch(&key(true), &p(w.units, w.first, x, w.base), e, (x, y));
+            }
+            if tail > 0 {
+                let at = spans.last().map_or(0, |w| w.base);
+                let grad = (at, View::of(false, total - at, grad_dtype));
+                let e = entries(None, Some(grad), Res::Dummy(true));
+                b.dispatch(&key(false), &p(1, full, 1, at), e, (1, 1));
             }
         }
         Ok(())

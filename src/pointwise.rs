@@ -15,7 +15,8 @@ use crate::dtype::DType;
 use crate::plan::sealed::Family;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::program::{
-    Access, After, Builder, Finish, Res, Slot, View, WG, loss_bytes, loss_res, partial_group,
+    Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
+    partial_group,
 };
 use crate::reduction::{Outputs, Reduction};
 use crate::shader::{Shader, params};
@@ -243,10 +244,16 @@ params! {
         flags: u32,
         scale_mode: u32,
         final_mode: u32,
-        /// ROWS: elements a row, chunks a row, and row chunks in the problem.
+        /// ROWS: elements a row, chunks a row, the end of this dispatch's row chunks and the
+        /// first of them.
         row_len: u32,
         chunks: u32,
         row_chunks: u32,
+        chunk_base: u32,
+        /// The first element of the window of x, y, grad and element losses bound.
+        bind_base: u32,
+        _pad0: u32,
+        _pad1: u32,
     }
 }
 
@@ -485,21 +492,40 @@ impl Stream {
             .constant("WANT_GRAD", self.outputs.grad as u32)
     }
 
-    /// Bindings 1..=7, the loss binding given.
-    fn entries(&self, vec4: bool, loss: Res) -> Vec<Res> {
-        let m = self.len;
-        let view = |dtype| View::of(vec4, m, dtype);
+    /// The element sizes of the slots bound a window at a time: x and y, the gradient, and
+    /// element losses (`per_element`).
+    fn window_sizes(&self, per_element: bool) -> Vec<u64> {
+        let mut sizes = vec![self.dtype.size()];
+        if self.outputs.grad {
+            sizes.push(self.grad_dtype.size());
+        }
+        if per_element {
+            sizes.push(4);
+        }
+        sizes
+    }
+
+    /// Bindings 1..=7 with x, y, grad (and element losses, when `loss` is `None`) bound to the
+    /// window of `elems` elements from element `base` on; `loss`: the loss binding otherwise.
+    fn entries(&self, vec4: bool, loss: Option<Res>, base: u64, elems: u64) -> Vec<Res> {
+        let view = |slot, dtype: DType| {
+            Res::Window(slot, base * dtype.size(), View::of(vec4, elems, dtype))
+        };
         let broadcast = |slot, len: Option<usize>| {
             let bytes = 4 * len.unwrap_or(0) as u64;
             Res::user_if(bytes > 0, slot, View::Scalar(bytes), false)
         };
         vec![
-            Res::User(Slot::Input, view(self.dtype)),
-            Res::User(Slot::Target, view(self.dtype)),
+            view(Slot::Input, self.dtype),
+            view(Slot::Target, self.dtype),
             broadcast(Slot::Weight, self.weight),
             broadcast(Slot::PosWeight, self.pos_weight),
-            Res::user_if(self.outputs.grad, Slot::Grad, view(self.grad_dtype), true),
-            loss,
+            if self.outputs.grad {
+                view(Slot::Grad, self.grad_dtype)
+            } else {
+                Res::Dummy(true)
+            },
+            loss.unwrap_or_else(|| view(Slot::Loss, DType::F32)),
             Res::Scratch,
         ]
     }
@@ -510,8 +536,10 @@ impl Stream {
         let reduced = want_loss && self.reduction.is_reduced();
         let row_losses = (want_loss && !reduced).then_some(self.rows).flatten();
         let [input, target] = self.names;
-        b.slot(Slot::Input, input, self.dtype.bytes(m), Access::Read)?;
-        b.slot(Slot::Target, target, self.dtype.bytes(m), Access::Read)?;
+        // x, y, grad and element losses may be larger than one binding: bound a window at a
+        // time.
+        b.windowed_slot(Slot::Input, input, self.dtype.bytes(m), Access::Read)?;
+        b.windowed_slot(Slot::Target, target, self.dtype.bytes(m), Access::Read)?;
         let weight_bytes = 4 * self.weight.unwrap_or(0) as u64;
         b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
         let pos_weight_bytes = 4 * self.pos_weight.unwrap_or(0) as u64;
@@ -521,19 +549,27 @@ impl Stream {
             pos_weight_bytes,
             Access::Read,
         )?;
-        let items = row_losses.map_or(m, |(n, _)| n);
-        b.slot(
-            Slot::Loss,
-            "loss",
-            loss_bytes(want_loss, reduced, items),
-            Access::Write,
-        )?;
+        let loss = match row_losses {
+            Some((n, _)) => b.slot(
+                Slot::Loss,
+                "loss",
+                loss_bytes(want_loss, reduced, n),
+                Access::Write,
+            ),
+            None => b.windowed_slot(
+                Slot::Loss,
+                "loss",
+                loss_bytes(want_loss, reduced, m),
+                Access::Write,
+            ),
+        };
+        loss?;
         let grad_bytes = if self.outputs.grad {
             self.grad_dtype.bytes(m)
         } else {
             0
         };
-        b.slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
+        b.windowed_slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
         b.grad_dtype(self.grad_dtype, m);
         match row_losses {
             // Rows of an odd length start inside a 32-bit word: a 16-bit gradient, whose words
@@ -577,9 +613,12 @@ impl Stream {
         let per_wg = (WG * b.ctx().tuning().stream_vecs * 4) as u64;
         let pg = partial_group(b.ctx(), 1);
         let mean = matches!(self.reduction, Reduction::Mean | Reduction::BatchMean);
-        let entries = |vec4: bool, single: bool| {
-            let view = View::of(vec4, m, DType::F32);
-            self.entries(vec4, loss_res(want_loss, reduced, single, view))
+        let per_element = want_loss && !reduced;
+        // The window of `elems` elements from `base` on; element losses are windowed too.
+        let entries = |vec4: bool, single: bool, base: u64, elems: u64| {
+            let loss =
+                (!per_element).then(|| loss_res(want_loss, reduced, single, View::Scalar(4)));
+            self.entries(vec4, loss, base, elems)
         };
         // What each dispatch does after its loop: element losses, partials, or (one workgroup)
         // the reduced value, the sum over `mean_den`.
@@ -598,7 +637,16 @@ impl Stream {
                 ..self.params()
             }
         };
-        if m <= per_wg {
+        let spans = Windowing {
+            units: m / 4,
+            unit_elems: 4,
+            per_wg: per_wg / 4,
+            tail_elems: m % 4,
+            sizes: &self.window_sizes(per_element),
+            what: "a window of whole workgroups' elements",
+        }
+        .spans(b.ctx())?;
+        if m <= per_wg && spans.len() == 1 {
             // One workgroup: the scalar variant does everything, the reduction included, with
             // no more vec4s per invocation than the problem needs.
             let after = After {
@@ -609,14 +657,15 @@ impl Stream {
             b.dispatch(
                 &self.key(b, "main", false).constant("K", k),
                 &params(m.div_ceil(4), 0, 1, 0, after),
-                entries(false, reduced),
+                entries(false, reduced, 0, m),
                 (1, 1),
             );
             return Ok(());
         }
         let full = m / 4;
         let tail = m % 4;
-        let wgs = full.div_ceil(per_wg / 4);
+        let vecs_per_wg = per_wg / 4;
+        let wgs = full.div_ceil(vecs_per_wg);
         let parts_per_wg = (WG / pg) as u64;
         let parts = (wgs + (tail > 0) as u64) * parts_per_wg;
         let partial_base = if reduced { b.scratch(2 * parts)? } else { 0 };
@@ -624,18 +673,33 @@ impl Stream {
             partial: reduced,
             ..Default::default()
         };
-        let (x, y) = b.fold(wgs)?;
-        let p = params(full, 0, x, partial_base, after);
-        b.dispatch(&self.key(b, "main", true), &p, entries(true, false), (x, y));
+        // Each window's workgroups write the partials they would with one binding.
+        for w in &spans {
+            let (x, y) = b.fold(w.units.div_ceil(vecs_per_wg))?;
+            let first_part = w.first / vecs_per_wg * parts_per_wg;
+            let p = PointwiseParams {
+                bind_base: w.base as u32,
+                ..params(
+                    w.units,
+                    w.first,
+                    x,
+                    partial_base + 2 * first_part as u32,
+                    after,
+                )
+            };
+            let e = entries(true, false, w.base, 4 * (w.first + w.units) - w.base);
+            b.dispatch(&self.key(b, "main", true), &p, e, (x, y));
+        }
         if tail > 0 {
+            // The tail is bound in the last window, from its first element to the end.
+            let base = spans.last().map_or(0, |w| w.base);
             let tail_base = partial_base + 2 * (wgs * parts_per_wg) as u32;
-            let p = params(1, full, 1, tail_base, after);
-            b.dispatch(
-                &self.key(b, "main", false),
-                &p,
-                entries(false, false),
-                (1, 1),
-            );
+            let p = PointwiseParams {
+                bind_base: base as u32,
+                ..params(1, full, 1, tail_base, after)
+            };
+            let e = entries(false, false, base, m - base);
+            b.dispatch(&self.key(b, "main", false), &p, e, (1, 1));
         }
         if reduced {
             let finish = if mean {
@@ -669,21 +733,38 @@ impl Stream {
         } else {
             0
         };
-        let (x, y) = b.fold(row_chunks.div_ceil(wg / seg))?;
         let key = self
             .key(b, "rows", vec4)
             .constant("SEG", seg as u32)
             .constant("K", k as u32);
-        let p = PointwiseParams {
-            wg_x: x,
-            partial_base,
-            row_len: c as u32,
-            chunks: chunks as u32,
-            row_chunks: row_chunks as u32,
-            ..self.params()
-        };
-        let loss = Res::User(Slot::Loss, View::Scalar(4 * n));
-        b.dispatch(&key, &p, self.entries(vec4, loss), (x, y));
+        // Windows of whole rows (of whole workgroups' rows when a workgroup takes several).
+        let chunks_per_wg = wg / seg;
+        let spans = Windowing {
+            units: n,
+            unit_elems: c,
+            per_wg: if chunks == 1 { chunks_per_wg } else { 1 },
+            tail_elems: 0,
+            sizes: &self.window_sizes(false),
+            what: "a window of whole rows",
+        }
+        .spans(b.ctx())?;
+        for w in spans {
+            let (first, end) = (w.first * chunks, (w.first + w.units) * chunks);
+            let (x, y) = b.fold((end - first).div_ceil(chunks_per_wg))?;
+            let p = PointwiseParams {
+                wg_x: x,
+                partial_base,
+                row_len: c as u32,
+                chunks: chunks as u32,
+                row_chunks: end as u32,
+                chunk_base: first as u32,
+                bind_base: w.base as u32,
+                ..self.params()
+            };
+            let loss = Res::User(Slot::Loss, View::Scalar(4 * n));
+            let e = self.entries(vec4, Some(loss), w.base, (w.first + w.units) * c - w.base);
+            b.dispatch(&key, &p, e, (x, y));
+        }
         if chunks > 1 {
             b.reduce_groups(n, chunks, partial_base, Finish::Sum, Some(Slot::Loss))?;
         }

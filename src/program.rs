@@ -237,6 +237,90 @@ impl After {
     }
 }
 
+/// A run of whole units (rows, blocks of rows, vec4s) bound at once: a window of the slots a
+/// family binds a window at a time ([`Builder::windowed_slot`], [`Res::Window`]). The binding
+/// starts at element `base`, at or before the first unit's first element (where the device's
+/// offset alignment allows), and ends with the last unit (or with the tail, in the last span).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub first: u64,
+    pub units: u64,
+    pub base: u64,
+}
+
+/// How a family cuts its windowed slots into windows: `units` whole units of `unit_elems`
+/// elements, `per_wg` of them a workgroup, then `tail_elems` more elements (a tail dispatch's,
+/// bound in the last window); `sizes` are the element sizes of the slots bound a window at a
+/// time.
+pub struct Windowing<'s> {
+    pub units: u64,
+    pub unit_elems: u64,
+    pub per_wg: u64,
+    pub tail_elems: u64,
+    pub sizes: &'s [u64],
+    /// What a window holds, in the error when not even one workgroup's fits a binding.
+    pub what: &'static str,
+}
+
+impl Windowing<'_> {
+    /// One span over every unit when each slot fits one binding; else spans of whole
+    /// workgroups' units (so that every workgroup reads what it would with one binding, and
+    /// writes the same partials: the same bits), each bound from the last element before it
+    /// at an offset the device's `min_storage_buffer_offset_alignment` allows (a multiple of 4
+    /// elements), with room in the last for the tail.
+    pub fn spans(&self, ctx: &Context) -> Result<Vec<Span>> {
+        let limit = ctx.max_binding_bytes();
+        let total = self.units * self.unit_elems + self.tail_elems;
+        if self
+            .sizes
+            .iter()
+            .all(|&z| (total * z).next_multiple_of(4) <= limit)
+        {
+            return Ok(vec![Span {
+                first: 0,
+                units: self.units,
+                base: 0,
+            }]);
+        }
+        let align = (ctx.limits().min_storage_buffer_offset_alignment as u64).max(4);
+        // Bindings start at multiples of `elem_align` elements: aligned for every slot.
+        let elem_align = self
+            .sizes
+            .iter()
+            .fold(4, |a, &z| lcm(a, align / gcd(align, z)));
+        let widest = self.sizes.iter().copied().max().unwrap_or(4);
+        let slack = elem_align * widest;
+        let tail_bytes = (self.tail_elems * widest).next_multiple_of(4);
+        let unit_bytes = self.unit_elems * widest;
+        let per_window =
+            limit.saturating_sub(slack + tail_bytes) / unit_bytes / self.per_wg * self.per_wg;
+        if per_window == 0 {
+            return Err(Error::TooLarge {
+                what: self.what,
+                bytes: self.per_wg * unit_bytes + slack + tail_bytes,
+                limit,
+                which: "storage binding",
+            });
+        }
+        Ok((0..self.units)
+            .step_by(per_window as usize)
+            .map(|first| Span {
+                first,
+                units: per_window.min(self.units - first),
+                base: first * self.unit_elems / elem_align * elem_align,
+            })
+            .collect())
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    a / gcd(a, b) * b
+}
+
 /// The bytes of the loss slot: none, one reduced value, or `per_item` (one f32 a row or
 /// element, for `Reduction::None`).
 pub fn loss_bytes(want_loss: bool, reduced: bool, items: u64) -> u64 {
@@ -329,7 +413,7 @@ impl<'a> Builder<'a> {
         access: Access,
     ) -> Result<()> {
         let limit = self.ctx.max_binding_bytes();
-        self.declare(slot, name, bytes, access, limit)
+        self.declare(slot, name, bytes, access, (limit, "storage binding"))
     }
 
     /// [`Builder::slot`] for a slot the family binds a window at a time (`Res::Window`): it
@@ -342,7 +426,7 @@ impl<'a> Builder<'a> {
         access: Access,
     ) -> Result<()> {
         let limit = self.ctx.limits().max_buffer_size;
-        self.declare(slot, name, bytes, access, limit)
+        self.declare(slot, name, bytes, access, (limit, "buffer size"))
     }
 
     fn declare(
@@ -351,13 +435,14 @@ impl<'a> Builder<'a> {
         name: &'static str,
         bytes: u64,
         access: Access,
-        limit: u64,
+        (limit, which): (u64, &'static str),
     ) -> Result<()> {
         if bytes > limit {
             return Err(Error::TooLarge {
                 what: name,
                 bytes,
                 limit,
+                which,
             });
         }
         self.slots[slot as usize] = SlotUse {
@@ -425,6 +510,7 @@ impl<'a> Builder<'a> {
                 what: "scratch",
                 bytes,
                 limit,
+                which: "storage binding",
             });
         }
         Ok(base as u32)
@@ -442,6 +528,7 @@ impl<'a> Builder<'a> {
                 what: "dispatch (workgroups)",
                 bytes: workgroups,
                 limit: per_dim * per_dim,
+                which: "workgroups per dispatch",
             });
         }
         Ok((x as u32, y as u32))

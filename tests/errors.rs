@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    Buffers, Context, CrossEntropyDesc, Error, Outputs, Plan, Pointwise, PointwiseDesc, Reduction,
+    Buffers, Context, CrossEntropyDesc, Error, NllDesc, Outputs, Plan, Pointwise, PointwiseDesc,
+    Reduction,
 };
 
 #[track_caller]
@@ -246,17 +247,29 @@ fn class_target_out_of_range_on_the_gpu() {
 
 #[test]
 fn too_large_for_one_binding() {
+    // Inputs go through windows up to max_buffer_size (tests/windows.rs); past it, TooLarge.
     let ctx = ctx();
+    let limit = ctx.limits().max_buffer_size;
+    let len = limit / 4 + 1;
+    if len <= u32::MAX as u64 {
+        let e = Plan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, len as usize))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, Error::TooLarge { limit: l, .. } if l == limit),
+            "{e:?}"
+        );
+        message(&e, &["pred", "buffer size limit"]);
+    }
+    // Per-row tensors stay bound whole: more class targets than one binding holds.
     let limit = ctx.max_binding_bytes();
-    let len = (limit / 4 + 1) as usize;
-    let e = Plan::new(ctx, &PointwiseDesc::new(Pointwise::Mse, len))
-        .err()
-        .unwrap();
+    let rows = (limit / 4 + 1) as usize;
+    let e = Plan::new(ctx, &NllDesc::new(rows, 1)).err().unwrap();
     assert!(
         matches!(e, Error::TooLarge { limit: l, .. } if l == limit),
         "{e:?}"
     );
-    message(&e, &["pred", "storage binding limit"]);
+    message(&e, &["targets", "storage binding limit"]);
 }
 
 fn mse_buffers<'a>(

@@ -1,13 +1,16 @@
-//! Cross-entropy beyond one binding: logits, probability targets and gradients bound a window
-//! of whole workgroups' rows at a time. On a device whose binding limit is lowered (many
-//! windows, cheaply) the results are bit for bit those of a device that binds everything at
-//! once; and on the default device, logits of three times lavapipe's 128 MiB binding against
-//! the f64 twin.
+//! Inputs beyond one binding: logits, predictions, targets, gradients and element losses bound
+//! a window of whole workgroups' rows (or elements) at a time, in every loss family. On a
+//! device whose binding limit is lowered (many windows, cheaply) the results are bit for bit
+//! those of a device that binds everything at once; and on the default device, inputs of three
+//! times lavapipe's 128 MiB binding against the f64 twin.
 
 mod common;
 
 use common::*;
-use wgpu_loss::{Context, CrossEntropyDesc, DType, Error, Inputs, LossDesc, Outputs, Reduction};
+use wgpu_loss::{
+    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, DType, Error, Inputs,
+    LossDesc, NllDesc, Outputs, Pointwise, PointwiseDesc, Reduction, bf16, f16,
+};
 
 /// A device on the default adapter, with its binding limit lowered to `bytes`.
 fn lowered(bytes: u32) -> Context {
@@ -26,6 +29,11 @@ fn lowered(bytes: u32) -> Context {
     let ctx = Context::from_device(device, queue).unwrap();
     assert_eq!(ctx.max_binding_bytes(), bytes as u64);
     ctx
+}
+
+/// `v` in a 16-bit dtype.
+fn narrow<T>(v: &[f32], f: fn(f32) -> T) -> Vec<T> {
+    v.iter().map(|&x| f(x)).collect()
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -101,10 +109,7 @@ fn windows_give_the_bits_of_one_binding() {
             &desc,
             &Inputs::new(&logits, &probs),
         );
-        let half: Vec<wgpu_loss::bf16> = logits
-            .iter()
-            .map(|&x| wgpu_loss::bf16::from_f32(x))
-            .collect();
+        let half: Vec<wgpu_loss::bf16> = logits.iter().map(|&x| bf16::from_f32(x)).collect();
         let desc = CrossEntropyDesc::new(n, c)
             .dtype(DType::BF16)
             .grad_dtype(DType::F32);
@@ -157,5 +162,170 @@ fn three_times_one_binding() {
         &out.grad.unwrap(),
         &reference.grad,
         grad_tol,
+    );
+}
+
+#[test]
+fn pointwise_windows_give_the_bits_of_one_binding() {
+    let whole = ctx();
+    let windowed = lowered(1 << 20);
+    let mut rng = Rng::new(53);
+    // Not a multiple of 4 (a tail dispatch in the last window), 4 MB of f32.
+    let m = 1_000_003;
+    let pred = rng.vec(m, -3.0, 3.0);
+    let target = rng.vec(m, -3.0, 3.0);
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let desc = PointwiseDesc::new(Pointwise::Huber { delta: 0.7 }, m).reduction(reduction);
+        let what = format!("huber {reduction}, {m} elements in 1 MiB bindings");
+        same_bits(&what, whole, &windowed, &desc, &Inputs::new(&pred, &target));
+    }
+    // Broadcast weights index by the element's place in the problem, not in its window.
+    let probs: Vec<f32> = target.iter().map(|t| (t.abs() / 3.0).min(1.0)).collect();
+    let weight = rng.vec(1001, 0.5, 2.0);
+    let pos_weight = rng.vec(1001, 0.5, 2.0);
+    let (n, c) = (m / 1001, 1001);
+    let desc = PointwiseDesc::new(Pointwise::BceWithLogits, n * c)
+        .weight(c)
+        .pos_weight(c);
+    let inputs = Inputs::new(&pred[..n * c], &probs[..n * c])
+        .weight(&weight)
+        .pos_weight(&pos_weight);
+    same_bits(
+        "bce-with-logits, weighted",
+        whole,
+        &windowed,
+        &desc,
+        &inputs,
+    );
+    // Half precision: 2-byte elements, windows aligned for both x and an f32 gradient.
+    let (half, half_t) = (narrow(&pred, f16::from_f32), narrow(&target, f16::from_f32));
+    for grad_dtype in [DType::F16, DType::F32] {
+        let desc = PointwiseDesc::new(Pointwise::Mse, m)
+            .dtype(DType::F16)
+            .grad_dtype(grad_dtype)
+            .reduction(Reduction::None);
+        let what = format!("f16 mse, {grad_dtype:?} grad");
+        same_bits(&what, whole, &windowed, &desc, &Inputs::new(&half, &half_t));
+    }
+}
+
+#[test]
+fn classic_cross_entropy_windows_give_the_bits_of_one_binding() {
+    let whole = ctx();
+    let windowed = lowered(1 << 20);
+    let mut rng = Rng::new(54);
+    // Rows in one chunk (several a workgroup), odd rows read as scalars, and rows of several
+    // chunks; reduction none takes the row kernel, mean the element stream.
+    for (n, c) in [(1001, 1003), (700, 1000), (37, 40_001)] {
+        let probs = rng.distributions(n, c);
+        let targets = rng.distributions(n, c);
+        for reduction in [Reduction::None, Reduction::Mean] {
+            let desc = ClassicCrossEntropyDesc::new(n, c).reduction(reduction);
+            let what = format!("classic [{n}, {c}] {reduction} in 1 MiB bindings");
+            same_bits(
+                &what,
+                whole,
+                &windowed,
+                &desc,
+                &Inputs::new(&probs, &targets),
+            );
+        }
+        // bf16 probabilities with a bf16 gradient: odd rows take the element pass for it.
+        let (half, half_t) = (
+            narrow(&probs, bf16::from_f32),
+            narrow(&targets, bf16::from_f32),
+        );
+        let desc = ClassicCrossEntropyDesc::new(n, c)
+            .dtype(DType::BF16)
+            .reduction(Reduction::None);
+        let what = format!("classic [{n}, {c}] bf16 in 1 MiB bindings");
+        same_bits(&what, whole, &windowed, &desc, &Inputs::new(&half, &half_t));
+    }
+}
+
+#[test]
+fn nll_windows_give_the_bits_of_one_binding() {
+    let whole = ctx();
+    let windowed = lowered(1 << 20);
+    let mut rng = Rng::new(55);
+    for (n, c) in [(3001, 1001), (20, 70_001)] {
+        let x = rng.vec(n * c, -9.0, 0.0);
+        let mut targets = rng.classes(n, c);
+        targets[1] = -100;
+        let weight = rng.vec(c, 0.5, 2.0);
+        for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+            let desc = NllDesc::new(n, c).reduction(reduction).weight(c);
+            let inputs = Inputs::classes(&x, &targets).weight(&weight);
+            let what = format!("nll [{n}, {c}] {reduction} in 1 MiB bindings");
+            same_bits(&what, whole, &windowed, &desc, &inputs);
+        }
+        let half = narrow(&x, f16::from_f32);
+        let desc = NllDesc::new(n, c).dtype(DType::F16);
+        let what = format!("nll [{n}, {c}] f16 in 1 MiB bindings");
+        same_bits(
+            &what,
+            whole,
+            &windowed,
+            &desc,
+            &Inputs::classes(&half, &targets),
+        );
+    }
+}
+
+#[test]
+fn the_binding_limit_is_an_option() {
+    let ctx =
+        Context::with_options(ContextOptions::default().max_binding((1 << 20) + 100)).unwrap();
+    assert_eq!(ctx.max_binding_bytes(), 1 << 20);
+    let err = Context::with_options(ContextOptions::default().max_binding(1000)).unwrap_err();
+    assert!(matches!(err, Error::InvalidOption { .. }), "{err}");
+    // Through the option, as through a caller's device: the bits of one binding.
+    let mut rng = Rng::new(56);
+    let m = 300_001;
+    let (pred, target) = (rng.vec(m, -1.0, 1.0), rng.vec(m, -1.0, 1.0));
+    let desc = PointwiseDesc::new(Pointwise::Mse, m);
+    same_bits(
+        "mse",
+        crate::ctx(),
+        &ctx,
+        &desc,
+        &Inputs::new(&pred, &target),
+    );
+}
+
+#[test]
+fn mse_three_times_one_binding() {
+    // 3 x 128 MiB of predictions (and targets, gradient and element losses) against the twin.
+    let ctx = ctx();
+    let m = 3 * (1 << 25) + 3;
+    let mut rng = Rng::new(57);
+    let pred = rng.vec(m, -2.0, 2.0);
+    let target = rng.vec(m, -2.0, 2.0);
+    let inputs = Inputs::new(&pred, &target);
+    let desc = PointwiseDesc::new(Pointwise::Mse, m);
+    let out = ctx.loss(&desc, &inputs).unwrap();
+    let reference = wgpu_loss::cpu::reference(&desc, &inputs).unwrap();
+    assert_scalar(
+        "3 x 128 MiB mse",
+        out.value.unwrap(),
+        reference.value.unwrap(),
+        Tol::new(2e-5, 1e-6),
+    );
+    assert_close(
+        "3 x 128 MiB mse grad",
+        &out.grad.unwrap(),
+        &reference.grad,
+        Tol::new(1e-6, 1e-12),
+    );
+    let desc = desc.reduction(Reduction::None).outputs(Outputs::LOSS);
+    let out = ctx.loss(&desc, &inputs).unwrap();
+    let per = out.per_element.unwrap();
+    let reference = wgpu_loss::cpu::reference(&desc, &inputs).unwrap();
+    let want = reference.per_element.unwrap();
+    assert_close(
+        "3 x 128 MiB mse per element",
+        &per,
+        &want,
+        Tol::new(1e-6, 1e-12),
     );
 }

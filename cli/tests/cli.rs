@@ -916,3 +916,113 @@ fn cross_entropy_side_outputs() {
         "{accuracy}"
     );
 }
+
+#[test]
+fn eval_beyond_one_binding() {
+    // With --max-binding 1048576 (1 MiB) every input below spans several bindings: the printed loss and the
+    // written files are those of a run that binds each input whole, byte for byte.
+    let d = dir("windows");
+    let mut rng = Rng::new(9);
+    let (n, c) = (701, 1001);
+    let x = rng.vec(n * c, -6.0, 0.0);
+    let targets = rng.classes(n, c);
+    let probs = rng.distributions(n, c);
+    let shape = [n as u64, c as u64];
+    write(&d.join("x.npy"), &shape, &x);
+    write(&d.join("y.npy"), &[n as u64], &targets);
+    write(&d.join("p.npy"), &shape, &probs);
+    let file = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let cases: [Vec<String>; 4] = [
+        ["mse", "--pred", &file("x.npy"), "--target", &file("p.npy")]
+            .map(String::from)
+            .to_vec(),
+        [
+            "cross-entropy",
+            "--logits",
+            &file("x.npy"),
+            "--targets",
+            &file("y.npy"),
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "nll",
+            "--log-probs",
+            &file("x.npy"),
+            "--targets",
+            &file("y.npy"),
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "cross-entropy-probs",
+            "--probs",
+            &file("p.npy"),
+            "--targets",
+            &file("p.npy"),
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for case in &cases {
+        for reduction in ["mean", "none"] {
+            let outputs = |tag: &str| {
+                let (g, l) = (file(&format!("g-{tag}.npy")), file(&format!("l-{tag}.npy")));
+                let mut args: Vec<&str> = vec!["eval"];
+                args.extend(case.iter().map(String::as_str));
+                args.extend(["--reduction", reduction, "--grad-out", &g, "--loss-out", &l]);
+                if tag == "windowed" {
+                    args.extend(["--max-binding", "1048576"]);
+                }
+                let out = run(&args);
+                assert!(
+                    out.status.success(),
+                    "{args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                (
+                    out.stdout,
+                    std::fs::read(&g).unwrap(),
+                    std::fs::read(&l).unwrap(),
+                )
+            };
+            let whole = outputs("whole");
+            let windowed = outputs("windowed");
+            let what = format!("{} --reduction {reduction}", case[0]);
+            assert_eq!(whole.0, windowed.0, "{what}: printed loss");
+            assert!(whole.1 == windowed.1, "{what}: gradient file");
+            assert!(whole.2 == windowed.2, "{what}: loss file");
+        }
+    }
+    // The printed cross-entropy against the twin, and a limit below the least allowed.
+    let reference = cpu_ce(&x, &targets, c, None, &CeOptions::default()).unwrap();
+    let out = run(&[
+        "eval",
+        "cross-entropy",
+        "--logits",
+        &file("x.npy"),
+        "--targets",
+        &file("y.npy"),
+        "--max-binding",
+        "1048576",
+    ]);
+    assert_scalar(
+        "windowed cross-entropy",
+        stdout_value(&out) as f32,
+        reference.value.unwrap(),
+        TOL,
+    );
+    fails_with(
+        &[
+            "eval",
+            "mse",
+            "--pred",
+            &file("x.npy"),
+            "--target",
+            &file("p.npy"),
+            "--max-binding",
+            "1000",
+        ],
+        "max_binding",
+    );
+}

@@ -5,12 +5,12 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Inputs, LossOutput, NllDesc,
-    Outputs, Pointwise, PointwiseDesc, Targets as TargetKind,
+    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, DType, Inputs, LossOutput,
+    NllDesc, Outputs, Pointwise, PointwiseDesc, Targets as TargetKind,
 };
 
 use super::npy::{self, Floats, Targets};
-use super::{Common, adapter_json, context};
+use super::{Common, adapter_json, context_with};
 
 #[derive(Subcommand)]
 pub enum LossArgs {
@@ -180,8 +180,26 @@ struct Evaluated {
     seconds: f64,
 }
 
+impl LossArgs {
+    fn common(&self) -> &Common {
+        match self {
+            LossArgs::Mse(a) | LossArgs::L1(a) => &a.common,
+            LossArgs::Huber(a) => &a.pair.common,
+            LossArgs::SmoothL1(a) => &a.pair.common,
+            LossArgs::Bce(a) => &a.pair.common,
+            LossArgs::BceWithLogits(a) => &a.pair.common,
+            LossArgs::KlDiv(a) => &a.pair.common,
+            LossArgs::CrossEntropy(a) => &a.common,
+            LossArgs::CrossEntropyProbs(a) => &a.common,
+            LossArgs::Nll(a) => &a.common,
+        }
+    }
+}
+
 pub fn run(args: LossArgs) -> Result<(), String> {
-    let ctx = context()?;
+    let mut options = ContextOptions::default();
+    options.max_binding = args.common().max_binding;
+    let ctx = context_with(options)?;
     let (evaluated, common) = match args {
         LossArgs::Mse(a) => (pointwise(&ctx, Pointwise::Mse, &a, None, None)?, a.common),
         LossArgs::L1(a) => (pointwise(&ctx, Pointwise::L1, &a, None, None)?, a.common),

@@ -64,6 +64,11 @@ pub struct Common {
     /// read as f16 without it.
     #[arg(long)]
     bf16: bool,
+    /// Bind at most this many bytes of a buffer at once (default: the adapter's limit). Inputs
+    /// larger than one binding go through windows with the same results; lowering it shows that
+    /// cheaply, or what WebGPU's default of 134217728 (128 MiB) would do. At least 1048576.
+    #[arg(long, value_name = "BYTES")]
+    max_binding: Option<u64>,
 }
 
 impl Cli {
@@ -101,5 +106,10 @@ pub fn adapter_json(ctx: &wgpu_loss::Context) -> serde_json::Value {
 
 /// Creates the context, as a one-line error when there is no adapter.
 pub fn context() -> Result<wgpu_loss::Context, String> {
-    wgpu_loss::Context::new().map_err(|e| e.to_string())
+    context_with(wgpu_loss::ContextOptions::default())
+}
+
+/// [`context`] with options.
+pub fn context_with(options: wgpu_loss::ContextOptions) -> Result<wgpu_loss::Context, String> {
+    wgpu_loss::Context::with_options(options).map_err(|e| e.to_string())
 }
