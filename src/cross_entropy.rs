@@ -208,7 +208,7 @@ impl CrossEntropyDesc {
         }
     }
 
-    fn check(&self) -> Result<ClassTargets> {
+    pub(crate) fn check(&self) -> Result<ClassTargets> {
         if let Some(sh) = self.shard {
             let fits = sh
                 .offset
@@ -354,6 +354,8 @@ impl Family for CrossEntropyDesc {
             None,
             bytes(inputs.grad_output),
             bytes(inputs.shard_scale),
+            None,
+            None,
         ])
     }
 

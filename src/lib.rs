@@ -50,6 +50,7 @@ pub mod cpu;
 mod cross_entropy;
 mod dtype;
 mod error;
+mod linear_cross_entropy;
 mod nll;
 mod plan;
 mod pointwise;
@@ -64,6 +65,7 @@ pub use cross_entropy::{
 };
 pub use dtype::{DType, Values, bf16, f16};
 pub use error::{Error, Result};
+pub use linear_cross_entropy::{LinearCrossEntropyDesc, MAX_DIM};
 pub use nll::NllDesc;
 pub use plan::{Bindings, Buffers, Inputs, IntoBinding, LossDesc, Plan, Target};
 pub use pointwise::{ClassicCrossEntropyDesc, Pointwise, PointwiseDesc};

@@ -347,7 +347,7 @@ impl Family for NllDesc {
         let x = value_bytes("log_probs", inputs.input, self.dtype)?;
         check_declared("grad_output", None, inputs.grad_output)?;
         check_declared("shard_scale", None, inputs.shard_scale)?;
-        Ok([x, y, bytes(inputs.weight), None, None, None])
+        Ok([x, y, bytes(inputs.weight), None, None, None, None, None])
     }
 
     fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {

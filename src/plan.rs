@@ -71,9 +71,9 @@ macro_rules! binding_setters {
     };
 }
 
-/// The bytes of each input slot (input, target, weight, pos_weight, grad_output, shard_scale)
-/// of a run on host data.
-pub(crate) type HostData<'a> = [Option<Cow<'a, [u8]>>; 6];
+/// The bytes of each input slot (input, target, weight, pos_weight, grad_output, shard_scale,
+/// linear, bias) of a run on host data.
+pub(crate) type HostData<'a> = [Option<Cow<'a, [u8]>>; 8];
 
 /// A loss description: what to compute for one shape ([`crate::PointwiseDesc`],
 /// [`crate::CrossEntropyDesc`], [`crate::NllDesc`], [`crate::ClassicCrossEntropyDesc`]).
@@ -109,6 +109,11 @@ pub struct Inputs<'a> {
     /// A vocabulary shard's gradient step: the combined statistics of every shard
     /// ([`crate::combine_shards`]'s `scale`, 4 a row).
     pub shard_scale: Option<&'a [f32]>,
+    /// Fused linear + cross-entropy's layer weight `[V, D]` (the input is then the hidden
+    /// states `[N, D]`), in the description's dtype.
+    pub linear: Option<Values<'a>>,
+    /// Fused linear + cross-entropy's layer bias `[V]`.
+    pub bias: Option<&'a [f32]>,
 }
 
 /// A target on the host: values shaped like the input, or one class index a row.
@@ -131,6 +136,8 @@ impl<'a> Inputs<'a> {
             pos_weight: None,
             grad_output: None,
             shard_scale: None,
+            linear: None,
+            bias: None,
         }
     }
 
@@ -163,6 +170,18 @@ impl<'a> Inputs<'a> {
     /// Sets a shard's combined statistics (its gradient step).
     pub fn shard_scale(mut self, shard_scale: &'a [f32]) -> Self {
         self.shard_scale = Some(shard_scale);
+        self
+    }
+
+    /// Sets a linear layer's weight `[V, D]` (fused linear + cross-entropy).
+    pub fn linear(mut self, linear: impl Into<Values<'a>>) -> Self {
+        self.linear = Some(linear.into());
+        self
+    }
+
+    /// Sets a linear layer's bias `[V]` (fused linear + cross-entropy).
+    pub fn bias(mut self, bias: &'a [f32]) -> Self {
+        self.bias = Some(bias);
         self
     }
 
@@ -247,6 +266,14 @@ pub struct Buffers<'a> {
     pub shard_stats: Option<wgpu::BufferBinding<'a>>,
     /// A vocabulary shard's gradient step: the combined statistics (f32 `[N, 4]`).
     pub shard_scale: Option<wgpu::BufferBinding<'a>>,
+    /// Fused linear + cross-entropy (whose `input` is the hidden states `[N, D]` and `grad`
+    /// their gradient): the layer's weight `[V, D]` (read only), its bias `[V]` (read only),
+    /// where the weight's gradient goes (`[V, D]`), and where the bias's goes (f32 `[V]`, a
+    /// side range: `COPY_DST`).
+    pub linear: Option<wgpu::BufferBinding<'a>>,
+    pub bias: Option<wgpu::BufferBinding<'a>>,
+    pub grad_linear: Option<wgpu::BufferBinding<'a>>,
+    pub grad_bias: Option<wgpu::BufferBinding<'a>>,
 }
 
 impl<'a> Buffers<'a> {
@@ -266,6 +293,10 @@ impl<'a> Buffers<'a> {
             correct: None,
             shard_stats: None,
             shard_scale: None,
+            linear: None,
+            bias: None,
+            grad_linear: None,
+            grad_bias: None,
         }
     }
 
@@ -292,6 +323,14 @@ impl<'a> Buffers<'a> {
         shard_stats,
         /// Sets a shard's combined statistics input.
         shard_scale,
+        /// Sets a linear layer's weight.
+        linear,
+        /// Sets a linear layer's bias.
+        bias,
+        /// Sets the output of the linear layer's weight gradient.
+        grad_linear,
+        /// Sets the output of the linear layer's bias gradient.
+        grad_bias,
     );
 
     /// The ranges in slot order ([`Slot`]).
@@ -310,6 +349,10 @@ impl<'a> Buffers<'a> {
             self.correct.clone(),
             self.shard_stats.clone(),
             self.shard_scale.clone(),
+            self.linear.clone(),
+            self.bias.clone(),
+            self.grad_linear.clone(),
+            self.grad_bias.clone(),
         ]
     }
 }
@@ -370,6 +413,12 @@ impl<D: LossDesc> Plan<D> {
         self.program.dispatch_count()
     }
 
+    /// The bytes of device memory the plan allocates (its scratch and its parameters), beside
+    /// the caller's buffers: what a loss costs in memory beyond its inputs and outputs.
+    pub fn device_bytes(&self) -> u64 {
+        self.program.device_bytes()
+    }
+
     /// Checks `buffers` against the plan (present exactly where used, usage, alignment, sizes,
     /// no written range overlapping another) and creates their bind groups.
     pub fn bind(&self, buffers: &Buffers<'_>) -> Result<Bindings> {
@@ -426,6 +475,16 @@ impl Context {
     /// the context (the last few used), so a loop over the same shapes plans once.
     pub fn loss<D: LossDesc>(&self, desc: &D, inputs: &Inputs<'_>) -> Result<LossOutput> {
         let host = desc.host(inputs)?;
+        // The layer of fused linear + cross-entropy, given to a loss that takes none.
+        if inputs.linear.is_some() && host[6].is_none() {
+            return Err(Error::Binding("linear", "given, not taken by this loss"));
+        }
+        if inputs.bias.is_some() && host[7].is_none() {
+            return Err(Error::Binding(
+                "bias",
+                "given, not declared by the description",
+            ));
+        }
         let plan = self.cached_plan(desc)?;
         let (reduction, invalid) = desc.results();
         transfer::run_host(&plan.program, &host, reduction, invalid)

@@ -304,6 +304,8 @@ impl Family for PointwiseDesc {
             bytes(inputs.pos_weight),
             None,
             None,
+            None,
+            None,
         ])
     }
 
@@ -431,6 +433,8 @@ impl Family for ClassicCrossEntropyDesc {
         Ok([
             value_bytes("probs", inputs.input, self.dtype)?,
             value_bytes("targets", t, self.dtype)?,
+            None,
+            None,
             None,
             None,
             None,

@@ -109,10 +109,16 @@ pub enum Slot {
     Correct,
     ShardStats,
     ShardScale,
+    /// Fused linear + cross-entropy's layer: its weight `[V, D]` and bias `[V]`, and their
+    /// gradients (the bias's a side slot).
+    Linear,
+    Bias,
+    GradLinear,
+    GradBias,
 }
 
 /// How many slots a program has.
-pub const SLOTS: usize = 13;
+pub const SLOTS: usize = 17;
 
 impl Slot {
     pub const ALL: [Slot; SLOTS] = [
@@ -129,6 +135,10 @@ impl Slot {
         Slot::Correct,
         Slot::ShardStats,
         Slot::ShardScale,
+        Slot::Linear,
+        Slot::Bias,
+        Slot::GradLinear,
+        Slot::GradBias,
     ];
 
     /// Its name in errors when the plan does not use it (the `Buffers` field's name).
@@ -152,6 +162,10 @@ impl Slot {
             Slot::Correct => "wgpu-loss.correct",
             Slot::ShardStats => "wgpu-loss.shard_stats",
             Slot::ShardScale => "wgpu-loss.shard_scale",
+            Slot::Linear => "wgpu-loss.linear",
+            Slot::Bias => "wgpu-loss.bias",
+            Slot::GradLinear => "wgpu-loss.grad_linear",
+            Slot::GradBias => "wgpu-loss.grad_bias",
         }
     }
 }
@@ -282,12 +296,7 @@ impl Windowing<'_> {
                 base: 0,
             }]);
         }
-        let align = (ctx.limits().min_storage_buffer_offset_alignment as u64).max(4);
-        // Bindings start at multiples of `elem_align` elements: aligned for every slot.
-        let elem_align = self
-            .sizes
-            .iter()
-            .fold(4, |a, &z| lcm(a, align / gcd(align, z)));
+        let elem_align = elem_align(ctx, self.sizes);
         let widest = self.sizes.iter().copied().max().unwrap_or(4);
         let slack = elem_align * widest;
         let tail_bytes = (self.tail_elems * widest).next_multiple_of(4);
@@ -311,6 +320,14 @@ impl Windowing<'_> {
             })
             .collect())
     }
+}
+
+/// The element counts at which a binding of tensors of the given element sizes may start: a
+/// multiple of 4 elements whose offset the device's `min_storage_buffer_offset_alignment`
+/// allows for every size.
+pub fn elem_align(ctx: &Context, sizes: &[u64]) -> u64 {
+    let align = (ctx.limits().min_storage_buffer_offset_alignment as u64).max(4);
+    sizes.iter().fold(4, |a, &z| lcm(a, align / gcd(align, z)))
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -922,6 +939,11 @@ impl Program {
     /// The plan's scratch buffer; its first 16 bytes are the status words of the last run.
     pub fn scratch(&self) -> &wgpu::Buffer {
         &self.scratch
+    }
+
+    /// The bytes of device memory the program owns: its scratch and its parameters.
+    pub fn device_bytes(&self) -> u64 {
+        self.scratch.size() + self.uniforms.size()
     }
 }
 

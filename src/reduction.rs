@@ -125,6 +125,10 @@ pub struct LossOutput {
     pub correct: Option<u32>,
     /// A vocabulary shard's statistics step: each row's statistics, 8 a row (cross-entropy).
     pub shard_stats: Option<Vec<f32>>,
+    /// Fused linear + cross-entropy: the gradient of the layer's weight `[V, D]` (`grad` is
+    /// the hidden states') and of its bias `[V]`.
+    pub grad_linear: Option<Vec<f32>>,
+    pub grad_bias: Option<Vec<f32>>,
 }
 
 impl LossOutput {
@@ -147,6 +151,8 @@ impl LossOutput {
             argmax: None,
             correct: None,
             shard_stats: None,
+            grad_linear: None,
+            grad_bias: None,
         }
     }
 }

@@ -55,17 +55,20 @@ pub enum Shader {
     Reduce,
     /// `shaders/ceiling.wgsl`: the trivial kernels `bench` measures as ceilings.
     Ceiling,
+    /// `shaders/linear_cross_entropy.wgsl`: fused linear + cross-entropy.
+    LinearCrossEntropy,
 }
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 6] = [
+    pub const ALL: [Shader; 7] = [
         Shader::Pointwise,
         Shader::CrossEntropy,
         Shader::ClassTargets,
         Shader::Nll,
         Shader::Reduce,
         Shader::Ceiling,
+        Shader::LinearCrossEntropy,
     ];
 
     /// The file name under `shaders/`.
@@ -77,6 +80,7 @@ impl Shader {
             Shader::Nll => "nll.wgsl",
             Shader::Reduce => "reduce.wgsl",
             Shader::Ceiling => "ceiling.wgsl",
+            Shader::LinearCrossEntropy => "linear_cross_entropy.wgsl",
         }
     }
 
@@ -88,6 +92,7 @@ impl Shader {
             Shader::Nll => include_str!("../shaders/nll.wgsl"),
             Shader::Reduce => include_str!("../shaders/reduce.wgsl"),
             Shader::Ceiling => include_str!("../shaders/ceiling.wgsl"),
+            Shader::LinearCrossEntropy => include_str!("../shaders/linear_cross_entropy.wgsl"),
         }
     }
 
@@ -100,6 +105,7 @@ impl Shader {
             Shader::Nll => crate::nll::NllParams::WGSL,
             Shader::Reduce => crate::program::ReduceParams::WGSL,
             Shader::Ceiling => crate::bench::CeilingParams::WGSL,
+            Shader::LinearCrossEntropy => crate::linear_cross_entropy::LinearParams::WGSL,
         }
     }
 
@@ -111,7 +117,8 @@ impl Shader {
         ) -> (Vec<(&'static str, usize)>, usize) {
             (fields.to_vec(), std::mem::size_of::<P>())
         }
-        use crate::{bench, class_targets, cross_entropy, nll, pointwise, program};
+        use crate::{bench, class_targets, cross_entropy, linear_cross_entropy, nll, pointwise};
+        use crate::{linear_cross_entropy::LinearParams, program};
         match self {
             Shader::Pointwise => {
                 of::<pointwise::PointwiseParams>(pointwise::PointwiseParams::FIELDS)
@@ -123,6 +130,9 @@ impl Shader {
             Shader::Nll => of::<nll::NllParams>(nll::NllParams::FIELDS),
             Shader::Reduce => of::<program::ReduceParams>(program::ReduceParams::FIELDS),
             Shader::Ceiling => of::<bench::CeilingParams>(bench::CeilingParams::FIELDS),
+            Shader::LinearCrossEntropy => {
+                of::<linear_cross_entropy::LinearParams>(LinearParams::FIELDS)
+            }
         }
     }
 
@@ -147,6 +157,8 @@ impl Shader {
             Shader::Reduce => &[U, W, W],
             // a, b, c.
             Shader::Ceiling => &[U, R, R, W],
+            // h, W, y, class weight, gh, gw, scratch.
+            Shader::LinearCrossEntropy => &[U, R, R, R, R, W, W, W],
         }
     }
 
@@ -154,6 +166,7 @@ impl Shader {
     pub fn values(self) -> &'static [&'static str] {
         match self {
             Shader::CrossEntropy => &["K=3"],
+            Shader::LinearCrossEntropy => &["TK=16"],
             _ => &[],
         }
     }
@@ -166,6 +179,7 @@ impl Shader {
             Shader::Nll => &["VEC4", "SUBGROUPS"],
             Shader::CrossEntropy => &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
             Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
+            Shader::LinearCrossEntropy => &["SUBGROUPS"],
         }
     }
 }

@@ -61,6 +61,8 @@ pub(crate) fn run_host(
         Slot::Argmax,
         Slot::Correct,
         Slot::ShardStats,
+        Slot::GradLinear,
+        Slot::GradBias,
     ]
     .into_iter()
     .filter(|&s| program.slot_bytes(s) > 0)
@@ -125,6 +127,8 @@ pub(crate) fn run_host(
                 Slot::RowLoss => out.row_losses = Some(f32s(bytes)),
                 Slot::Argmax => out.argmax = Some(bytemuck::pod_collect_to_vec(bytes)),
                 Slot::ShardStats => out.shard_stats = Some(f32s(bytes)),
+                Slot::GradLinear => out.grad_linear = Some(f32s(bytes)),
+                Slot::GradBias => out.grad_bias = Some(f32s(bytes)),
                 Slot::Correct => {
                     out.correct = Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
                 }
@@ -161,6 +165,8 @@ fn host_index(slot: Slot) -> Option<usize> {
         Slot::PosWeight => Some(3),
         Slot::GradOutput => Some(4),
         Slot::ShardScale => Some(5),
+        Slot::Linear => Some(6),
+        Slot::Bias => Some(7),
         _ => None,
     }
 }

@@ -9,7 +9,8 @@ mod common;
 use common::*;
 use wgpu_loss::{
     ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, DType, Error, Inputs,
-    LossDesc, NllDesc, Outputs, Pointwise, PointwiseDesc, Reduction, bf16, f16,
+    LinearCrossEntropyDesc, LossDesc, NllDesc, Outputs, Pointwise, PointwiseDesc, Reduction, bf16,
+    f16,
 };
 
 /// A device on the default adapter, with its binding limit lowered to `bytes`.
@@ -59,6 +60,21 @@ fn same_bits<D: LossDesc>(what: &str, whole: &Context, windowed: &Context, desc:
         a.grad.as_deref().map(bits),
         b.grad.as_deref().map(bits),
         "{what} grad"
+    );
+    assert_eq!(
+        a.lse.as_deref().map(bits),
+        b.lse.as_deref().map(bits),
+        "{what} lse"
+    );
+    assert_eq!(
+        a.grad_linear.as_deref().map(bits),
+        b.grad_linear.as_deref().map(bits),
+        "{what} grad_linear"
+    );
+    assert_eq!(
+        a.grad_bias.as_deref().map(bits),
+        b.grad_bias.as_deref().map(bits),
+        "{what} grad_bias"
     );
 }
 
@@ -327,5 +343,74 @@ fn mse_three_times_one_binding() {
         &per,
         &want,
         Tol::new(1e-6, 1e-12),
+    );
+}
+
+#[test]
+fn linear_cross_entropy_windows_give_the_bits_of_one_binding() {
+    // Hidden states of 1.4 MB and a layer of 2.1 MB in 1 MiB bindings: windows of row tiles
+    // for the passes over rows, of class tiles for the weight's gradient.
+    let whole = ctx();
+    let windowed = lowered(1 << 20);
+    let mut rng = Rng::new(58);
+    let (n, d, v) = (700, 515, 1030);
+    let hidden = rng.vec(n * d, -1.0, 1.0);
+    let linear = rng.vec(v * d, -0.1, 0.1);
+    let bias = rng.vec(v, -0.5, 0.5);
+    let mut targets = rng.classes(n, v);
+    targets[5] = -100;
+    for reduction in [Reduction::Mean, Reduction::None] {
+        let desc = LinearCrossEntropyDesc::new(n, d, v)
+            .bias(true)
+            .label_smoothing(0.1)
+            .lse(true)
+            .reduction(reduction);
+        let inputs = Inputs::classes(&hidden, &targets)
+            .linear(&linear)
+            .bias(&bias);
+        let what = format!("linear [{n}, {d}] x [{v}, {d}] {reduction} in 1 MiB bindings");
+        same_bits(&what, whole, &windowed, &desc, &inputs);
+    }
+}
+
+#[test]
+fn a_layer_larger_than_one_binding() {
+    // A layer of 20,000 x 2,048 f32 (164 MB): in two windows on lavapipe, against the twin.
+    let ctx = ctx();
+    let (n, d, v) = (7, 2048, 20_000);
+    let mut rng = Rng::new(59);
+    let hidden = rng.vec(n * d, -1.0, 1.0);
+    let linear = rng.vec(v * d, -0.05, 0.05);
+    let targets = rng.classes(n, v);
+    let desc = LinearCrossEntropyDesc::new(n, d, v).lse(true);
+    let inputs = Inputs::classes(&hidden, &targets).linear(&linear);
+    let out = ctx.loss(&desc, &inputs).unwrap();
+    let r = wgpu_loss::cpu::reference(&desc, &inputs).unwrap();
+    let tol = Tol::new(2e-4, 1e-5);
+    assert_scalar(
+        "164 MB layer loss",
+        out.value.unwrap(),
+        r.value.unwrap(),
+        tol,
+    );
+    assert_close(
+        "164 MB layer lse",
+        &out.lse.unwrap(),
+        r.lse.as_ref().unwrap(),
+        tol,
+    );
+    let gtol = |g: &[f64]| Tol::new(2e-4, 1e-5 * largest(g));
+    assert_close(
+        "164 MB layer grad",
+        &out.grad.unwrap(),
+        &r.grad,
+        gtol(&r.grad),
+    );
+    let gl = out.grad_linear.unwrap();
+    assert_close(
+        "164 MB layer grad_linear",
+        &gl,
+        &r.grad_linear,
+        gtol(&r.grad_linear),
     );
 }

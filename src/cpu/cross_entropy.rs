@@ -4,10 +4,11 @@ use super::{Reference, check_len, check_rows, reduce};
 use crate::{CrossEntropyDesc, Inputs, Reduction, Result};
 
 /// `cap * tanh(x / cap)`, or x.
-fn capped(x: f32, softcap: Option<f32>) -> f64 {
+fn capped(x: impl Into<f64>, softcap: Option<f32>) -> f64 {
+    let x = x.into();
     match softcap {
-        Some(cap) => cap as f64 * (x as f64 / cap as f64).tanh(),
-        None => x as f64,
+        Some(cap) => cap as f64 * (x / cap as f64).tanh(),
+        None => x,
     }
 }
 
@@ -79,16 +80,27 @@ fn class(y: i64, classes: usize) -> Option<usize> {
 /// logits; ignored rows weigh 0; `mean` divides by the sum of the target weights (the gradient
 /// of ignored rows stays 0 even when that sum is 0). A target out of range gives NaN.
 pub fn cross_entropy(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Reference> {
-    let (logits, targets, classes) = (inputs.input.to_f32(), inputs.class_indices()?, o.classes);
-    let weight = inputs.weight;
+    let (logits, targets) = (inputs.input.to_f32(), inputs.class_indices()?);
     check_rows(
         "logits (N * C)",
         logits.len(),
         Some(targets.len()),
-        classes,
-        weight,
+        o.classes,
+        inputs.weight,
     )?;
-    let c = classes;
+    let logits: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
+    class_targets(o, &logits, targets, inputs.weight)
+}
+
+/// [`cross_entropy`] on logits given in f64 (shape checked), as [`super::linear_cross_entropy`]
+/// computes them.
+pub(crate) fn class_targets(
+    o: &CrossEntropyDesc,
+    logits: &[f64],
+    targets: &[i64],
+    weight: Option<&[f32]>,
+) -> Result<Reference> {
+    let c = o.classes;
     let ls = o.label_smoothing as f64;
     let z = o.z_loss as f64;
     let cf = c as f64;
@@ -198,7 +210,12 @@ pub fn cross_entropy_soft(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<R
 
 /// Each row's log-sum-exp of the (softcapped) logits, in f64.
 pub fn row_lse(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Vec<f64> {
-    let logits = inputs.input.to_f32();
+    let logits: Vec<f64> = inputs.input.to_f32().iter().map(|&x| x as f64).collect();
+    lse_of(o, &logits)
+}
+
+/// [`row_lse`] of logits given in f64.
+pub(crate) fn lse_of(o: &CrossEntropyDesc, logits: &[f64]) -> Vec<f64> {
     logits
         .chunks(o.classes.max(1))
         .map(|row| {

@@ -5,6 +5,7 @@
 //! the GPU API (f32 data) and return f64 results.
 
 pub mod cross_entropy;
+pub mod linear_cross_entropy;
 pub mod nll;
 pub mod pointwise;
 
@@ -25,6 +26,12 @@ pub struct Reference {
     pub per_element: Option<Vec<f64>>,
     /// The gradient of the reduced loss (of the sum, for `Reduction::None`).
     pub grad: Vec<f64>,
+    /// Fused linear + cross-entropy (whose `grad` is the hidden states'): the gradients of the
+    /// layer's weight `[V, D]` and bias `[V]` (empty for the other losses, and without a bias).
+    pub grad_linear: Vec<f64>,
+    pub grad_bias: Vec<f64>,
+    /// Each row's log-sum-exp, where the twin gives it (fused linear + cross-entropy).
+    pub lse: Option<Vec<f64>>,
 }
 
 /// Checks the shape of row data: `classes` > 0, `data` holds whole rows (`rows` of them when
@@ -87,5 +94,6 @@ pub(crate) fn reduce(
         value,
         per_element,
         grad,
+        ..Default::default()
     }
 }

@@ -52,10 +52,12 @@ const DTYPES: [&[&str]; 6] = [
 fn modules(shader: Shader) -> Vec<(Vec<&'static str>, String, naga::Module)> {
     let mut out = Vec::new();
     for defines in variants(shader.defines()) {
-        let values: Vec<String> = if shader.values().is_empty() {
-            vec![String::new()]
-        } else {
-            TILES.iter().map(|k| format!("K={k}")).collect()
+        // K (cross-entropy's registers) in every size the host asks for; a value of another
+        // file as given.
+        let values: Vec<String> = match shader.values() {
+            [] => vec![String::new()],
+            ["K=3"] => TILES.iter().map(|k| format!("K={k}")).collect(),
+            given => given.iter().map(|v| v.to_string()).collect(),
         };
         for (value, dtypes) in values.iter().flat_map(|v| DTYPES.map(|d| (v, d))) {
             let mut names: Vec<&str> = defines.clone();

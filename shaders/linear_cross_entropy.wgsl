@@ -1,0 +1,439 @@
+// Fused linear + cross-entropy: the loss of logits z = softcap(h W^T + b) for hidden states
+// h [N, D], a layer weight W [V, D] (PyTorch's nn.Linear layout) and bias b [V], with class
+// targets y [N], and the gradients with respect to h, W and b, without the [N, V] logits: they
+// exist only in tiles of TR rows x TV classes in workgroup memory and registers, recomputed by
+// each pass that needs them (as Cut Cross-Entropy does).
+//
+// CPU twin: src/cpu/linear_cross_entropy.rs. Host side: src/linear_cross_entropy.rs.
+//
+// The passes, each a sequence of dispatches in a fixed order (no float atomics: the same bits
+// on every run):
+//   stats          workgroup = a tile of TR rows; a dispatch takes a chunk of class tiles
+//                  [vocab_tile0, vocab_tile_end) and folds them, in class order, into each
+//                  row's running statistics in scratch (5 a row at stats_base: the max m, the
+//                  sum s of exp(z - m), sum w (m - z) and sum w over the classes seen (label
+//                  smoothing), and the target's z). Chunks go in order, one dispatch each (per
+//                  window of rows), so a row's statistics see the classes in order 0..V.
+//   finish         one invocation a row: the loss, the log-sum-exp, and the coefficients of
+//                  the logits' gradient (4 a row at coef_base: lse, A, B, E, scaled) so that
+//                  dz_v = (A exp(z_v - lse) - B [v = y] - E w_v) times the softcap's slope.
+//   grad_hidden    workgroup = a tile of rows; per class tile of the dispatch's chunk: the
+//                  tile's dz into workgroup memory, then gh[rows] += dz W[tile] (the first
+//                  chunk writes, later ones add, in class order).
+//   grad_weight    workgroup = a tile of TV classes; per row tile of the dispatch's chunk of
+//                  rows [row_tile0, row_tile_end): dz, then gw[classes] += dz^T h[rows] and the
+//                  bias's gradient (scratch at gbias_base) += the column sums of dz.
+// Every invocation's loops run (tiles a dispatch) x O(D) times: the host sizes the chunks so
+// that this stays far below lavapipe's loop cap, whatever N and V.
+//
+// Layout of a tile: invocation i (of 256) computes rows 2 (i / 16) + {0, 1} and classes
+// 4 (i % 16) + {0..3} of it, over D in steps of TK staged in workgroup memory.
+// h and gh are bound from element params.h_base on, W and gw from params.w_base on (windows of
+// tensors larger than one binding). Rows past N and classes past V are computed as zeros and
+// never written.
+// The bias is read from scratch (params.bias_base: the host copies it there), and the bias's
+// gradient written there (params.gbias_base, copied out after the pass): seven storage
+// bindings, within WebGPU's default limit of eight a stage.
+// Bindings: 0 params, 1 h, 2 W, 3 y, 4 class weight, 5 gh, 6 gw, 7 scratch.
+// Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
+
+#import scratch
+#import segment
+
+override HAS_WEIGHT: bool = false;
+override HAS_BIAS: bool = false;
+override SOFTCAP: bool = false;
+override SMOOTH: bool = false;
+override WANT_LSE: bool = false;
+
+const TR: u32 = 32u;
+const TV: u32 = 64u;
+#const TK
+const LOWEST: f32 = -3.40282347e38;
+
+// The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
+#params
+
+@group(0) @binding(1) var<storage, read> h: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> y: array<i32>;
+@group(0) @binding(4) var<storage, read> cw: array<f32>;
+@group(0) @binding(5) var<storage, read_write> gh: array<f32>;
+@group(0) @binding(6) var<storage, read_write> gw: array<f32>;
+@group(0) @binding(7) var<storage, read_write> scratch: Scratch;
+
+// The tile's operands, k-major: hs[k * TR + r], ws[k * TV + c].
+var<workgroup> hs: array<f32, 512>;
+var<workgroup> ws: array<f32, 1024>;
+// A tile of logits or of their gradient, row-major: zt[r * TV + c].
+var<workgroup> zt: array<f32, 2048>;
+
+fn class_weight(v: u32) -> f32 {
+    if (HAS_WEIGHT) {
+        return cw[v];
+    }
+    return 1.0;
+}
+
+// The logits of the tile at rows r0.., classes v0..: this invocation's 2 x 4 of them (see the
+// layout above), with the bias added and softcapped.
+fn logits_tile(lid: u32, r0: u32, v0: u32) -> array<vec4<f32>, 2> {
+    let d = params.dim;
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    for (var k0 = 0u; k0 < d; k0 += TK) {
+        // TR * TK values of h and TV * TK of W, consecutive invocations along k (contiguous
+        // in memory); zeros past the edges.
+        for (var i = lid; i < TR * TK; i += 256u) {
+            let r = r0 + i / TK;
+            let k = k0 + i % TK;
+            var x = 0.0;
+            if (r < params.rows && k < d) {
+                x = h[r * d + k - params.h_base];
+            }
+            hs[(i % TK) * TR + i / TK] = x;
+        }
+        for (var i = lid; i < TV * TK; i += 256u) {
+            let v = v0 + i / TK;
+            let k = k0 + i % TK;
+            var x = 0.0;
+            if (v < params.vocab && k < d) {
+                x = wt[v * d + k - params.w_base];
+            }
+            ws[(i % TK) * TV + i / TK] = x;
+        }
+        workgroupBarrier();
+#unroll kk TK
+        {
+            let a0 = hs[kk * TR + 2u * ty];
+            let a1 = hs[kk * TR + 2u * ty + 1u];
+            let c = kk * TV + 4u * tx;
+            let b = vec4<f32>(ws[c], ws[c + 1u], ws[c + 2u], ws[c + 3u]);
+            acc0 += a0 * b;
+            acc1 += a1 * b;
+        }
+#endunroll
+        workgroupBarrier();
+    }
+    if (HAS_BIAS) {
+        var b = vec4<f32>(0.0);
+        for (var i = 0u; i < 4u; i++) {
+            let v = v0 + 4u * tx + i;
+            if (v < params.vocab) {
+                b[i] = scratch.data[params.bias_base + v];
+            }
+        }
+        acc0 += b;
+        acc1 += b;
+    }
+    if (SOFTCAP) {
+        acc0 = params.softcap * tanh(acc0 / params.softcap);
+        acc1 = params.softcap * tanh(acc1 / params.softcap);
+    }
+    return array<vec4<f32>, 2>(acc0, acc1);
+}
+
+// Writes this invocation's 2 x 4 values of a tile to zt.
+fn store_tile(lid: u32, z: array<vec4<f32>, 2>) {
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    for (var j = 0u; j < 2u; j++) {
+        for (var i = 0u; i < 4u; i++) {
+            zt[(2u * ty + j) * TV + 4u * tx + i] = z[j][i];
+        }
+    }
+}
+
+// The logits' gradient at this invocation's 2 x 4 places of the tile at (r0, v0), from the
+// coefficients `finish` left (zero past the edges and in ignored rows).
+fn grad_tile(lid: u32, r0: u32, v0: u32, z: array<vec4<f32>, 2>) -> array<vec4<f32>, 2> {
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    var g = array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var j = 0u; j < 2u; j++) {
+        let r = r0 + 2u * ty + j;
+        if (r >= params.rows) {
+            continue;
+        }
+        let at = params.coef_base + 4u * r;
+        let lse = scratch.data[at];
+        let a = scratch.data[at + 1u];
+        let b = scratch.data[at + 2u];
+        let e = scratch.data[at + 3u];
+        let t = y[r];
+        for (var i = 0u; i < 4u; i++) {
+            let v = v0 + 4u * tx + i;
+            if (v >= params.vocab) {
+                continue;
+            }
+            let zv = z[j][i];
+            var gv = a * exp(zv - lse) - e * class_weight(v);
+            if (i32(v) == t) {
+                gv -= b;
+            }
+            if (SOFTCAP) {
+                let u = zv / params.softcap;
+                gv *= 1.0 - u * u;
+            }
+            g[j][i] = gv;
+        }
+    }
+    return g;
+}
+
+// 4 consecutive elements of a row of h or W from element `at` of its binding, the row's
+// element d0 on (zeros past D).
+fn h4(at: u32, d0: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (d0 + i < params.dim) {
+            r[i] = h[at + i];
+        }
+    }
+    return r;
+}
+
+fn w4(at: u32, d0: u32) -> vec4<f32> {
+    var r = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (d0 + i < params.dim) {
+            r[i] = wt[at + i];
+        }
+    }
+    return r;
+}
+
+@compute @workgroup_size(256)
+fn stats(inv: Invocation) {
+    let lid = inv.lid;
+    let rt = params.row_tile0 + wg_index(inv, params.wg_x);
+    if (rt >= params.row_tile_end) {
+        return;
+    }
+    let r0 = rt * TR;
+    // Invocation r < TR keeps row r0 + r's statistics.
+    let row = r0 + lid;
+    let owner = lid < TR && row < params.rows;
+    var m = LOWEST;
+    var s = 0.0;
+    var u = 0.0;
+    var wsum = 0.0;
+    var zy = 0.0;
+    var tgt = -1;
+    let at = params.stats_base + 5u * row;
+    if (owner) {
+        tgt = y[row];
+        if (params.first == 0u) {
+            m = scratch.data[at];
+            s = scratch.data[at + 1u];
+            u = scratch.data[at + 2u];
+            wsum = scratch.data[at + 3u];
+            zy = scratch.data[at + 4u];
+        }
+    }
+    for (var t = params.vocab_tile0; t < params.vocab_tile_end; t++) {
+        let v0 = t * TV;
+        store_tile(lid, logits_tile(lid, r0, v0));
+        workgroupBarrier();
+        if (owner) {
+            for (var c = 0u; c < TV; c++) {
+                let v = v0 + c;
+                if (v >= params.vocab) {
+                    break;
+                }
+                let z = zt[lid * TV + c];
+                let w = class_weight(v);
+                if (z > m) {
+                    s = s * exp(m - z) + 1.0;
+                    if (SMOOTH && wsum > 0.0) {
+                        u += wsum * (z - m);
+                    }
+                    m = z;
+                } else {
+                    s += exp(z - m);
+                    if (SMOOTH) {
+                        u += w * (m - z);
+                    }
+                }
+                if (SMOOTH) {
+                    wsum += w;
+                }
+                if (i32(v) == tgt) {
+                    zy = z;
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    if (owner) {
+        scratch.data[at] = m;
+        scratch.data[at + 1u] = s;
+        scratch.data[at + 2u] = u;
+        scratch.data[at + 3u] = wsum;
+        scratch.data[at + 4u] = zy;
+    }
+}
+
+// The loss of a row: (1 - ls) w_y (lse - z_y) + ls / V sum_v w_v (lse - z_v) + z_loss w_y lse^2,
+// with lse - z_y = (m - z_y) + log s and sum_v w_v (lse - z_v) = u + wsum log s. Ignored rows
+// weigh 0; a target outside [0, V) is reported and gives NaN.
+@compute @workgroup_size(256)
+fn finish(inv: Invocation) {
+    let row = wg_index(inv, params.wg_x) * 256u + inv.lid;
+    if (row >= params.rows) {
+        return;
+    }
+    let at = params.stats_base + 5u * row;
+    let m = scratch.data[at];
+    let log_s = log(scratch.data[at + 1u]);
+    let u = scratch.data[at + 2u];
+    let wsum = scratch.data[at + 3u];
+    let zy = scratch.data[at + 4u];
+    let lse = m + log_s;
+    let t = y[row];
+    let ls = params.label_smoothing;
+    var loss = 0.0;
+    var wy = 0.0;
+    var coef = vec3<f32>(0.0);
+    if (t != params.ignore_index) {
+        if (t < 0 || t >= i32(params.vocab)) {
+            report_invalid(row);
+            loss = bitcast<f32>(0x7fc00000u);
+            wy = loss;
+            coef = vec3<f32>(loss);
+        } else {
+            wy = class_weight(u32(t));
+            loss = (1.0 - ls) * wy * ((m - zy) + log_s) + params.z_loss * wy * lse * lse;
+            coef = vec3<f32>((1.0 - ls) * wy + 2.0 * params.z_loss * wy * lse, (1.0 - ls) * wy, 0.0);
+            if (SMOOTH) {
+                let e = ls / f32(params.vocab);
+                loss += e * (u + wsum * log_s);
+                coef += vec3<f32>(e * wsum, 0.0, e);
+            }
+        }
+    }
+    if (WANT_LSE) {
+        scratch.data[params.lse_base + row] = lse;
+    }
+    if (params.want_loss == 1u) {
+        scratch.data[params.out_base + row] = loss;
+    }
+    if (params.want_loss == 2u) {
+        store_partial(params.out_base, row, vec2<f32>(loss, wy));
+    }
+    if (params.want_grad != 0u) {
+        // Ignored rows keep zero coefficients even when every row is ignored (1 / 0).
+        var scale = 1.0;
+        if (params.want_grad == 2u && t != params.ignore_index) {
+            scale = 1.0 / scratch.data[0];
+        }
+        let c = params.coef_base + 4u * row;
+        scratch.data[c] = lse;
+        scratch.data[c + 1u] = scale * coef.x;
+        scratch.data[c + 2u] = scale * coef.y;
+        scratch.data[c + 3u] = scale * coef.z;
+    }
+}
+
+@compute @workgroup_size(256)
+fn grad_hidden(inv: Invocation) {
+    let lid = inv.lid;
+    let rt = params.row_tile0 + wg_index(inv, params.wg_x);
+    if (rt >= params.row_tile_end) {
+        return;
+    }
+    let r0 = rt * TR;
+    let d = params.dim;
+    // Invocation i updates row r0 + i / 8, elements 4 (i % 8) + 32 j.
+    let rr = lid / 8u;
+    let row = r0 + rr;
+    for (var t = params.vocab_tile0; t < params.vocab_tile_end; t++) {
+        let v0 = t * TV;
+        store_tile(lid, grad_tile(lid, r0, v0, logits_tile(lid, r0, v0)));
+        workgroupBarrier();
+        let fresh = params.first == 1u && t == params.vocab_tile0;
+        for (var d0 = 4u * (lid % 8u); d0 < d; d0 += 32u) {
+            var acc = vec4<f32>(0.0);
+            for (var c = 0u; c < TV; c++) {
+                let v = v0 + c;
+                if (v >= params.vocab) {
+                    break;
+                }
+                acc += zt[rr * TV + c] * w4(v * d + d0 - params.w_base, d0);
+            }
+            if (row < params.rows) {
+                for (var i = 0u; i < 4u; i++) {
+                    if (d0 + i < d) {
+                        let e = row * d + d0 + i - params.h_base;
+                        var old = 0.0;
+                        if (!fresh) {
+                            old = gh[e];
+                        }
+                        gh[e] = old + acc[i];
+                    }
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+@compute @workgroup_size(256)
+fn grad_weight(inv: Invocation) {
+    let lid = inv.lid;
+    let vt = params.vocab_tile0 + wg_index(inv, params.wg_x);
+    if (vt >= params.vocab_tile_end) {
+        return;
+    }
+    let v0 = vt * TV;
+    let d = params.dim;
+    // Invocation i updates class v0 + i / 4, elements 4 (i % 4) + 16 j.
+    let vv = lid / 4u;
+    let v = v0 + vv;
+    for (var rt = params.row_tile0; rt < params.row_tile_end; rt++) {
+        let r0 = rt * TR;
+        store_tile(lid, grad_tile(lid, r0, v0, logits_tile(lid, r0, v0)));
+        workgroupBarrier();
+        let fresh = params.first == 1u && rt == params.row_tile0;
+        for (var d0 = 4u * (lid % 4u); d0 < d; d0 += 16u) {
+            var acc = vec4<f32>(0.0);
+            for (var r = 0u; r < TR; r++) {
+                let row = r0 + r;
+                if (row >= params.rows) {
+                    break;
+                }
+                acc += zt[r * TV + vv] * h4(row * d + d0 - params.h_base, d0);
+            }
+            if (v < params.vocab) {
+                for (var i = 0u; i < 4u; i++) {
+                    if (d0 + i < d) {
+                        let e = v * d + d0 + i - params.w_base;
+                        var old = 0.0;
+                        if (!fresh) {
+                            old = gw[e];
+                        }
+                        gw[e] = old + acc[i];
+                    }
+                }
+            }
+        }
+        if (HAS_BIAS && lid < TV && v0 + lid < params.vocab) {
+            var b = 0.0;
+            for (var r = 0u; r < TR; r++) {
+                if (r0 + r >= params.rows) {
+                    break;
+                }
+                b += zt[r * TV + lid];
+            }
+            let e = params.gbias_base + v0 + lid;
+            var old = 0.0;
+            if (!fresh) {
+                old = scratch.data[e];
+            }
+            scratch.data[e] = old + b;
+        }
+        workgroupBarrier();
+    }
+}

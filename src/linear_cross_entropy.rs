@@ -1,0 +1,477 @@
+//! Fused linear + cross-entropy: a language model's loss from its hidden states `[N, D]` and
+//! its output layer (`weight [V, D]`, optional `bias [V]`), without the `[N, V]` logits, and
+//! the gradients of the hidden states, the weight and the bias.
+//!
+//! Kernel: `shaders/linear_cross_entropy.wgsl` (four passes over tiles of logits that live in
+//! workgroup memory; see there), `shaders/class_targets.wgsl` (a weighted mean's denominator)
+//! and `shaders/reduce.wgsl`. CPU twin: [`crate::cpu::linear_cross_entropy`].
+//!
+//! Extra memory: 5 floats a row of statistics, 4 a row of gradient coefficients, 2 a row for a
+//! reduced loss, and `[V]` for the bias and its gradient: `O(N + V)`, never `N × V`.
+
+use crate::class_targets::{CLASS_INVALID, ClassTargets, class_targets_i32};
+use crate::context::PipelineKey;
+use crate::cpu::{self, Reference};
+use crate::dtype::DType;
+use crate::plan::sealed::Family;
+use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
+use crate::program::{Access, Builder, Finish, Res, Slot, View, Windowing, elem_align, elements};
+use crate::reduction::{LossOutput, Outputs, Reduction};
+use crate::shader::{Shader, params};
+use crate::{Context, CrossEntropyDesc, Error, Result};
+
+/// Rows and classes of a tile of logits (the shader's `TR`, `TV`), and the depth of `D` staged
+/// in workgroup memory at a time (`TK`).
+const TR: u64 = 32;
+const TV: u64 = 64;
+const TK: u32 = 16;
+
+/// The largest model width `D`: a tile's loops run about 3 D times an invocation, which must
+/// stay below lavapipe's loop cap even for one tile a dispatch.
+pub const MAX_DIM: usize = 16_384;
+
+/// The loop iterations one invocation may run in a dispatch: a dispatch takes as many tiles as
+/// fit (lavapipe stops counting, silently, at about 65,535).
+const LOOP_BUDGET: u64 = 48_000;
+
+/// What fused linear + cross-entropy computes, with PyTorch's cross-entropy options over the
+/// logits `hidden @ linear^T + bias`. Plan it with [`Plan::new`](crate::Plan::new) and the
+/// caller's buffers ([`crate::Buffers`]: `input` the hidden states, `target` the class indices
+/// (i32), `linear` the layer's weight, `bias`, and the outputs `loss`, `lse`, `grad` (the hidden
+/// states'), `grad_linear` and `grad_bias`), or run it on host slices with
+/// [`Context::linear_cross_entropy`] or [`Context::loss`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearCrossEntropyDesc {
+    /// Tokens N.
+    pub rows: usize,
+    /// Model width D (at most [`MAX_DIM`]).
+    pub dim: usize,
+    /// Vocabulary V.
+    pub vocab: usize,
+    /// The layer has a bias `[V]` (default false).
+    pub bias: bool,
+    /// The class weight's length, V, when there is one.
+    pub weight: Option<usize>,
+    /// Rows whose target equals this weigh nothing (default -100).
+    pub ignore_index: i64,
+    /// Label smoothing in [0, 1] (default 0).
+    pub label_smoothing: f32,
+    /// The z-loss coefficient: adds `z_loss * w_y * lse^2` a row (default 0).
+    pub z_loss: f32,
+    /// Softcap the logits: `cap * tanh(z / cap)` (default none).
+    pub softcap: Option<f32>,
+    /// The reduction (default mean).
+    pub reduction: Reduction,
+    /// What to compute (default both): the gradient is all three (hidden, weight, bias).
+    pub outputs: Outputs,
+    /// Also write each row's log-sum-exp (f32 `[N]`).
+    pub lse: bool,
+}
+
+setters! {
+    LinearCrossEntropyDesc {
+        /// Sets whether the layer has a bias.
+        bias: bool,
+        /// Sets the ignored target.
+        ignore_index: i64,
+        /// Sets label smoothing.
+        label_smoothing: f32,
+        /// Sets the z-loss coefficient.
+        z_loss: f32,
+        /// Sets the reduction.
+        reduction: Reduction,
+        /// Sets what to compute.
+        outputs: Outputs,
+        /// Asks for each row's log-sum-exp.
+        lse: bool,
+    }
+    optional {
+        /// Declares a class weight of this many entries (must be V).
+        weight: usize,
+        /// Softcaps the logits at this value.
+        softcap: f32,
+    }
+}
+
+impl LinearCrossEntropyDesc {
+    /// `rows` tokens of width `dim` over a vocabulary of `vocab`: no bias, PyTorch's defaults,
+    /// loss and gradients.
+    pub fn new(rows: usize, dim: usize, vocab: usize) -> Self {
+        LinearCrossEntropyDesc {
+            rows,
+            dim,
+            vocab,
+            bias: false,
+            weight: None,
+            ignore_index: -100,
+            label_smoothing: 0.0,
+            z_loss: 0.0,
+            softcap: None,
+            reduction: Reduction::Mean,
+            outputs: Outputs::BOTH,
+            lse: false,
+        }
+    }
+
+    /// The cross-entropy of the `[N, V]` logits that this computes without them.
+    pub fn cross_entropy(&self) -> CrossEntropyDesc {
+        let mut ce = CrossEntropyDesc::new(self.rows, self.vocab)
+            .ignore_index(self.ignore_index)
+            .label_smoothing(self.label_smoothing)
+            .z_loss(self.z_loss)
+            .reduction(self.reduction)
+            .outputs(self.outputs);
+        ce.weight = self.weight;
+        ce.softcap = self.softcap;
+        ce
+    }
+
+    /// Checks the shape and the options (those of cross-entropy, checked by its own rules).
+    fn check(&self) -> Result<ClassTargets> {
+        if self.dim == 0 {
+            return Err(Error::Empty("dim (D)"));
+        }
+        if self.dim > MAX_DIM {
+            return Err(Error::option(
+                "dim",
+                format!("{} is more than the kernels take ({MAX_DIM})", self.dim),
+            ));
+        }
+        elements("hidden (N x D)", &[self.rows, self.dim])?;
+        elements("linear (V x D)", &[self.vocab, self.dim])?;
+        // The options on one row of logits (N x V may be more than a tensor's elements).
+        let one_row = CrossEntropyDesc {
+            rows: 1,
+            ..self.cross_entropy()
+        };
+        let mut shape = one_row.check()?;
+        if self.rows == 0 {
+            return Err(Error::Empty("rows (N)"));
+        }
+        shape.rows = self.rows;
+        Ok(shape)
+    }
+}
+
+params! {
+    /// The parameters of linear_cross_entropy.wgsl.
+    LinearParams {
+        rows: u32,
+        dim: u32,
+        vocab: u32,
+        ignore_index: i32,
+        wg_x: u32,
+        /// The row tiles and class tiles of this dispatch (one of them by workgroup).
+        row_tile0: u32,
+        row_tile_end: u32,
+        vocab_tile0: u32,
+        vocab_tile_end: u32,
+        /// 1: this dispatch starts its accumulation (writes rather than adds).
+        first: u32,
+        /// The first element of the windows of h and gh, and of W and gw, bound.
+        h_base: u32,
+        w_base: u32,
+        /// Where in scratch: the rows' statistics, the gradient's coefficients, the row losses
+        /// (or (loss, weight) pairs), the log-sum-exps, the bias, and the bias's gradient.
+        stats_base: u32,
+        coef_base: u32,
+        out_base: u32,
+        lse_base: u32,
+        bias_base: u32,
+        gbias_base: u32,
+        /// 0 no loss, 1 row losses, 2 pairs for the reduction.
+        want_loss: u32,
+        /// 0 no gradient, 1 unscaled, 2 divided by the weighted mean's denominator.
+        want_grad: u32,
+        label_smoothing: f32,
+        z_loss: f32,
+        softcap: f32,
+        _pad0: u32,
+    }
+}
+
+/// Tiles a dispatch takes so that an invocation's loops stay within [`LOOP_BUDGET`] and the
+/// chunk of `unit_bytes`-sized tiles it binds within one binding (at least one).
+fn tiles_per_dispatch(ctx: &Context, dim: u64, tile_bytes: u64, what: &'static str) -> Result<u64> {
+    let by_loops = (LOOP_BUDGET / (3 * dim + 256)).max(1);
+    let limit = ctx.max_binding_bytes();
+    let slack = elem_align(ctx, &[4]) * 4;
+    let by_binding = limit.saturating_sub(slack) / tile_bytes;
+    if by_binding == 0 {
+        return Err(Error::TooLarge {
+            what,
+            bytes: tile_bytes + slack,
+            limit,
+            which: "storage binding",
+        });
+    }
+    Ok(by_loops.min(by_binding))
+}
+
+/// A window of rows `[first, end)` of a `[_, D]` tensor bound from an aligned element: its
+/// first element and its view.
+fn rows_window(ctx: &Context, first: u64, end: u64, dim: u64) -> (u64, View) {
+    let align = elem_align(ctx, &[4]);
+    let base = first * dim / align * align;
+    (base, View::Scalar(4 * (end * dim - base)))
+}
+
+impl Family for LinearCrossEntropyDesc {
+    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+        let shape = self.check()?;
+        let ctx = b.ctx();
+        let (n, d, v) = (self.rows as u64, self.dim as u64, self.vocab as u64);
+        let (want_loss, want_grad) = (self.outputs.loss, self.outputs.grad);
+        let reduced = want_loss && self.reduction.is_reduced();
+        let mean = self.reduction == Reduction::Mean;
+
+        // Hidden states and the layer's weight (and their gradients) may be larger than one
+        // binding: bound a window at a time. Bias, losses, log-sum-exps and the bias's gradient
+        // go through scratch (side slots), keeping the kernel at seven storage bindings.
+        b.windowed_slot(Slot::Input, "hidden", 4 * n * d, Access::Read)?;
+        b.slot(Slot::Target, "targets", 4 * n, Access::Read)?;
+        let weight_bytes = if shape.weighted { 4 * v } else { 0 };
+        b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
+        b.windowed_slot(Slot::Linear, "linear", 4 * v * d, Access::Read)?;
+        let bias_base = if self.bias {
+            b.side(Slot::Bias, "bias", 4 * v, Access::Read)?
+        } else {
+            0
+        };
+        let out_base = match (want_loss, reduced) {
+            (false, _) => 0,
+            (true, true) => {
+                b.slot(Slot::Loss, "loss", 4, Access::Write)?;
+                b.scratch(2 * n)?
+            }
+            (true, false) => b.side(Slot::Loss, "loss", 4 * n, Access::Write)?,
+        };
+        let lse_base = if self.lse {
+            b.side(Slot::Lse, "lse", 4 * n, Access::Write)?
+        } else {
+            0
+        };
+        let mut gbias_base = 0;
+        if want_grad {
+            b.windowed_slot(Slot::Grad, "grad", 4 * n * d, Access::Write)?;
+            b.windowed_slot(Slot::GradLinear, "grad_linear", 4 * v * d, Access::Write)?;
+            if self.bias {
+                gbias_base = b.side(Slot::GradBias, "grad_bias", 4 * v, Access::Write)?;
+            }
+        }
+        b.grad_dtype(DType::F32, n * d);
+        let stats_base = b.scratch(5 * n)?;
+        let coef_base = if want_grad { b.scratch(4 * n)? } else { 0 };
+
+        let key = |entry: &'static str| {
+            PipelineKey::new(Shader::LinearCrossEntropy, entry)
+                .value("TK", TK)
+                .constant("HAS_WEIGHT", shape.weighted as u32)
+                .constant("HAS_BIAS", self.bias as u32)
+                .constant("SOFTCAP", self.softcap.is_some() as u32)
+                .constant("SMOOTH", (self.label_smoothing > 0.0) as u32)
+                .constant("WANT_LSE", self.lse as u32)
+        };
+        let base = LinearParams {
+            rows: n as u32,
+            dim: d as u32,
+            vocab: v as u32,
+            ignore_index: shape.ignore_index,
+            stats_base,
+            coef_base,
+            out_base,
+            lse_base,
+            bias_base,
+            gbias_base,
+            want_loss: match (want_loss, reduced) {
+                (false, _) => 0,
+                (true, false) => 1,
+                (true, true) => 2,
+            },
+            want_grad: match (want_grad, mean) {
+                (false, _) => 0,
+                (true, false) => 1,
+                (true, true) => 2,
+            },
+            label_smoothing: self.label_smoothing,
+            z_loss: self.z_loss,
+            softcap: self.softcap.unwrap_or(1.0),
+            ..Default::default()
+        };
+        // Bindings 1..=7: h and W windows (or none), targets, class weight, gh and gw windows
+        // (or none), scratch.
+        let entries = |hw: Option<(u64, View)>, ww: Option<(u64, View)>, grads: bool| {
+            let window = |slot, w: Option<(u64, View)>, writable| match w {
+                Some((at, view)) => Res::Window(slot, 4 * at, view),
+                None => Res::Dummy(writable),
+            };
+            vec![
+                window(Slot::Input, hw, false),
+                window(Slot::Linear, ww, false),
+                Res::User(Slot::Target, View::Scalar(4 * n)),
+                Res::user_if(shape.weighted, Slot::Weight, View::Scalar(4 * v), false),
+                window(Slot::Grad, hw.filter(|_| grads), true),
+                window(Slot::GradLinear, ww.filter(|_| grads), true),
+                Res::Scratch,
+            ]
+        };
+
+        // The row-tile passes (stats, grad_hidden): chunks of class tiles in order, each over
+        // windows of whole row tiles.
+        let vocab_tiles = v.div_ceil(TV);
+        let row_tiles = n.div_ceil(TR);
+        let chunk = tiles_per_dispatch(ctx, d, 4 * TV * d, "a tile of the layer's weight")?;
+        let row_spans = Windowing {
+            units: n,
+            unit_elems: d,
+            per_wg: TR,
+            tail_elems: 0,
+            sizes: &[4],
+            what: "a tile of hidden states",
+        }
+        .spans(ctx)?;
+        let by_classes = |b: &mut Builder<'_>, entry: &'static str, grads: bool| {
+            for (j, t0) in (0..vocab_tiles).step_by(chunk as usize).enumerate() {
+                let t1 = (t0 + chunk).min(vocab_tiles);
+                let ww = rows_window(ctx, t0 * TV, (t1 * TV).min(v), d);
+                for span in &row_spans {
+                    let (r0, r1) = (span.first / TR, (span.first + span.units).div_ceil(TR));
+                    let hw = (
+                        span.base,
+                        View::Scalar(4 * ((span.first + span.units) * d - span.base)),
+                    );
+                    let (x, y) = b.fold(r1 - r0)?;
+                    let p = LinearParams {
+                        wg_x: x,
+                        row_tile0: r0 as u32,
+                        row_tile_end: r1 as u32,
+                        vocab_tile0: t0 as u32,
+                        vocab_tile_end: t1 as u32,
+                        first: (j == 0) as u32,
+                        h_base: hw.0 as u32,
+                        w_base: ww.0 as u32,
+                        ..base
+                    };
+                    b.dispatch(&key(entry), &p, entries(Some(hw), Some(ww), grads), (x, y));
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        by_classes(b, "stats", false)?;
+
+        // Each row's loss, log-sum-exp and gradient coefficients (scaled by the weighted
+        // mean's denominator, found first when the gradient needs it), then the reduction.
+        if want_grad && mean {
+            shape.denominator(b)?;
+        }
+        let (x, y) = b.fold(n.div_ceil(256))?;
+        let p = LinearParams { wg_x: x, ..base };
+        b.dispatch(&key("finish"), &p, entries(None, None, false), (x, y));
+        if reduced {
+            let finish = if mean {
+                Finish::WeightedMean
+            } else {
+                Finish::Sum
+            };
+            b.reduce(n, out_base, finish, Some(Slot::Loss))?;
+        }
+        if !want_grad {
+            return Ok(());
+        }
+        by_classes(b, "grad_hidden", true)?;
+
+        // The weight's (and bias's) gradient: chunks of row tiles in order, each over windows of
+        // whole class tiles.
+        let chunk = tiles_per_dispatch(ctx, d, 4 * TR * d, "a tile of hidden states")?;
+        let class_spans = Windowing {
+            units: v,
+            unit_elems: d,
+            per_wg: TV,
+            tail_elems: 0,
+            sizes: &[4],
+            what: "a tile of the layer's weight",
+        }
+        .spans(ctx)?;
+        for (i, r0) in (0..row_tiles).step_by(chunk as usize).enumerate() {
+            let r1 = (r0 + chunk).min(row_tiles);
+            let hw = rows_window(ctx, r0 * TR, (r1 * TR).min(n), d);
+            for span in &class_spans {
+                let (t0, t1) = (span.first / TV, (span.first + span.units).div_ceil(TV));
+                let ww = (
+                    span.base,
+                    View::Scalar(4 * ((span.first + span.units) * d - span.base)),
+                );
+                let (x, y) = b.fold(t1 - t0)?;
+                let p = LinearParams {
+                    wg_x: x,
+                    row_tile0: r0 as u32,
+                    row_tile_end: r1 as u32,
+                    vocab_tile0: t0 as u32,
+                    vocab_tile_end: t1 as u32,
+                    first: (i == 0) as u32,
+                    h_base: hw.0 as u32,
+                    w_base: ww.0 as u32,
+                    ..base
+                };
+                let mut e = entries(Some(hw), Some(ww), true);
+                // This pass writes gw, not gh.
+                e[4] = Res::Dummy(true);
+                b.dispatch(&key("grad_weight"), &p, e, (x, y));
+            }
+        }
+        Ok(())
+    }
+
+    fn results(&self) -> (Reduction, &'static str) {
+        (self.reduction, CLASS_INVALID)
+    }
+
+    fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>> {
+        self.check()?;
+        let (n, d, v) = (self.rows as u64, self.dim as u64, self.vocab as u64);
+        check_count("hidden (N * D)", n * d, inputs.input.len())?;
+        let linear = inputs
+            .linear
+            .ok_or(Error::Binding("linear", "needed by this loss, not given"))?;
+        check_count("linear (V * D)", v * d, linear.len())?;
+        let y = class_targets_i32(inputs, self.rows, self.vocab, self.ignore_index)?;
+        check_declared("weight (V)", self.weight, inputs.weight)?;
+        check_declared("bias (V)", self.bias.then_some(self.vocab), inputs.bias)?;
+        check_declared("pos_weight", None, inputs.pos_weight)?;
+        check_declared("grad_output", None, inputs.grad_output)?;
+        check_declared("shard_scale", None, inputs.shard_scale)?;
+        Ok([
+            value_bytes("hidden", inputs.input, DType::F32)?,
+            y,
+            bytes(inputs.weight),
+            None,
+            None,
+            None,
+            value_bytes("linear", linear, DType::F32)?,
+            bytes(inputs.bias),
+        ])
+    }
+
+    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        cpu::linear_cross_entropy::linear_cross_entropy(self, inputs)
+    }
+}
+
+impl Context {
+    /// Fused linear + cross-entropy on host slices: `hidden [N, D]`, the layer's `linear
+    /// [V, D]` and optional `bias [V]` (as `desc.bias` says), class `targets [N]`. The loss,
+    /// the log-sum-exps when asked for, and the gradients (`grad`: the hidden states',
+    /// `grad_linear`, `grad_bias`). For a class weight, give [`Inputs`] to [`Context::loss`].
+    pub fn linear_cross_entropy(
+        &self,
+        desc: &LinearCrossEntropyDesc,
+        hidden: &[f32],
+        linear: &[f32],
+        bias: Option<&[f32]>,
+        targets: &[i64],
+    ) -> Result<LossOutput> {
+        let mut inputs = Inputs::classes(hidden, targets).linear(linear);
+        inputs.bias = bias;
+        self.loss(desc, &inputs)
+    }
+}
