@@ -213,3 +213,50 @@ fn no_buffer_of_logits() {
         4 * n * v
     );
 }
+
+#[test]
+fn recorded_into_the_callers_encoder_with_its_buffers() {
+    // A trainer's buffers: hidden states, the layer, its bias; poisoned outputs; one plan
+    // recorded twice (the second run must overwrite, not add to, the first's gradients).
+    let ctx = ctx();
+    let mut case = Case::new(50, 37, 21, 150);
+    case.desc = case.desc.bias(true).lse(true).reduction(Reduction::Sum);
+    let (n, d, v) = (37, 21, 150);
+    let targets: Vec<i32> = case.targets.iter().map(|&t| t as i32).collect();
+    let hidden = upload(ctx, &case.hidden);
+    let linear = upload(ctx, &case.linear);
+    let bias = upload(ctx, &case.bias);
+    let y = upload(ctx, &targets);
+    let (loss, lse) = (poisoned(ctx, 1), poisoned(ctx, n));
+    let (gh, gw, gb) = (poisoned(ctx, n * d), poisoned(ctx, v * d), poisoned(ctx, v));
+    let plan = wgpu_loss::Plan::new(ctx, &case.desc).unwrap();
+    let buffers = wgpu_loss::Buffers::new(&*hidden, &*y)
+        .linear(&*linear)
+        .bias(&*bias)
+        .loss(&*loss)
+        .lse(&*lse)
+        .grad(&*gh)
+        .grad_linear(&*gw)
+        .grad_bias(&*gb);
+    let bindings = plan.bind(&buffers).unwrap();
+    let r = cpu::reference(&case.desc, &case.inputs()).unwrap();
+    for run in 0..2 {
+        submit(ctx, |e| plan.record(e, &bindings).unwrap());
+        let what = format!("recorded run {run}");
+        let tol = Tol::new(2e-4, 2e-6);
+        assert_scalar(&what, read(ctx, &loss, 1)[0], r.value.unwrap(), tol);
+        assert_close(&what, &read(ctx, &lse, n), r.lse.as_ref().unwrap(), tol);
+        let gtol = |g: &[f64]| Tol::new(2e-4, 1e-5 * largest(g));
+        assert_close(&what, &read(ctx, &gh, n * d), &r.grad, gtol(&r.grad));
+        assert_close(
+            &what,
+            &read(ctx, &gw, v * d),
+            &r.grad_linear,
+            gtol(&r.grad_linear),
+        );
+        assert_close(&what, &read(ctx, &gb, v), &r.grad_bias, gtol(&r.grad_bias));
+    }
+    // The inputs are as they were.
+    assert_eq!(read(ctx, &hidden, n * d), case.hidden);
+    assert_eq!(read(ctx, &linear, v * d), case.linear);
+}

@@ -1026,3 +1026,98 @@ fn eval_beyond_one_binding() {
         "max_binding",
     );
 }
+
+#[test]
+fn linear_cross_entropy_files() {
+    let d = dir("linear");
+    let (n, k, v) = (23, 9, 41);
+    let mut rng = Rng::new(11);
+    let hidden = rng.vec(n * k, -1.0, 1.0);
+    let weight = rng.vec(v * k, -0.5, 0.5);
+    let bias = rng.vec(v, -0.5, 0.5);
+    let targets = rng.classes(n, v);
+    write(&d.join("h.npy"), &[n as u64, k as u64], &hidden);
+    write(&d.join("w.npy"), &[v as u64, k as u64], &weight);
+    write(&d.join("b.npy"), &[v as u64], &bias);
+    write(&d.join("y.npy"), &[n as u64], &targets);
+    let file = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let out = run(&[
+        "eval",
+        "linear-cross-entropy",
+        "--hidden",
+        &file("h.npy"),
+        "--weight",
+        &file("w.npy"),
+        "--bias",
+        &file("b.npy"),
+        "--targets",
+        &file("y.npy"),
+        "--label-smoothing",
+        "0.1",
+        "--lse-out",
+        &file("lse.npy"),
+        "--grad-hidden-out",
+        &file("gh.npy"),
+        "--grad-weight-out",
+        &file("gw.npy"),
+        "--grad-bias-out",
+        &file("gb.npy"),
+    ]);
+    let desc = wgpu_loss::LinearCrossEntropyDesc::new(n, k, v)
+        .bias(true)
+        .label_smoothing(0.1)
+        .lse(true);
+    let inputs = wgpu_loss::Inputs::classes(&hidden, &targets)
+        .linear(&weight)
+        .bias(&bias);
+    let r = cpu::reference(&desc, &inputs).unwrap();
+    let tol = Tol::new(2e-4, 2e-6);
+    assert_scalar(
+        "printed loss",
+        stdout_value(&out) as f32,
+        r.value.unwrap(),
+        tol,
+    );
+    for (name, shape, want) in [
+        ("lse.npy", vec![n as u64], r.lse.clone().unwrap()),
+        ("gh.npy", vec![n as u64, k as u64], r.grad.clone()),
+        ("gw.npy", vec![v as u64, k as u64], r.grad_linear.clone()),
+        ("gb.npy", vec![v as u64], r.grad_bias.clone()),
+    ] {
+        let (got_shape, got) = read_npy(&d.join(name));
+        assert_eq!(got_shape, shape, "{name}");
+        assert_close(name, &got, &want, Tol::new(2e-4, 1e-5 * largest(&want)));
+    }
+    // Shapes that do not agree: one line each.
+    write(&d.join("w8.npy"), &[v as u64, 8], &weight[..v * 8]);
+    write(&d.join("y5.npy"), &[5], &targets[..5]);
+    write(&d.join("b5.npy"), &[5], &bias[..5]);
+    let base = |w: &str, y: &str| {
+        vec![
+            "eval".to_string(),
+            "linear-cross-entropy".into(),
+            "--hidden".into(),
+            file("h.npy"),
+            "--weight".into(),
+            file(w),
+            "--targets".into(),
+            file(y),
+        ]
+    };
+    let args = base("w8.npy", "y.npy");
+    fails_with(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "[V, 9]",
+    );
+    let args = base("w.npy", "y5.npy");
+    fails_with(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "y5.npy",
+    );
+    let mut args = base("w.npy", "y.npy");
+    args.extend(["--bias".into(), file("b5.npy")]);
+    fails_with(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "b5.npy",
+    );
+}

@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, DType, Inputs, LossOutput,
-    NllDesc, Outputs, Pointwise, PointwiseDesc, Targets as TargetKind,
+    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, DType, Inputs,
+    LinearCrossEntropyDesc, LossOutput, NllDesc, Outputs, Pointwise, PointwiseDesc,
+    Targets as TargetKind,
 };
 
 use super::npy::{self, Floats, Targets};
@@ -35,6 +36,55 @@ pub enum LossArgs {
     CrossEntropyProbs(ProbsArgs),
     /// Negative log-likelihood of log-probabilities [N, C] and class indices [N].
     Nll(NllArgs),
+    /// Cross-entropy of the logits hidden @ weight^T + bias, fused: hidden states [N, D], a
+    /// layer's weight [V, D] and bias [V], class indices [N]; the [N, V] logits are never
+    /// made.
+    LinearCrossEntropy(LinearArgs),
+}
+
+#[derive(Args)]
+pub struct LinearArgs {
+    /// Hidden states [N, D], float32 .npy.
+    #[arg(long)]
+    hidden: PathBuf,
+    /// The layer's weight [V, D] (PyTorch's nn.Linear layout), float32 .npy.
+    #[arg(long)]
+    weight: PathBuf,
+    /// The layer's bias [V], float32 .npy.
+    #[arg(long)]
+    bias: Option<PathBuf>,
+    /// Class indices [N] (int64, int32 or uint32).
+    #[arg(long)]
+    targets: PathBuf,
+    /// Class weights [V], float32 .npy.
+    #[arg(long)]
+    class_weight: Option<PathBuf>,
+    /// Rows whose target is this class index weigh nothing.
+    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
+    ignore_index: i64,
+    /// Mix targets with the uniform distribution: (1 - ls) y + ls / V.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Add z * logsumexp^2 per row (PaLM's z-loss).
+    #[arg(long, default_value_t = 0.0)]
+    z_loss: f32,
+    /// Cap logits at cap * tanh(x / cap) before the softmax (Gemma 2).
+    #[arg(long)]
+    softcap: Option<f32>,
+    /// Write each row's log-sum-exp to this .npy file (float32 [N]).
+    #[arg(long)]
+    lse_out: Option<PathBuf>,
+    /// Write the hidden states' gradient to this .npy file (float32 [N, D]).
+    #[arg(long)]
+    grad_hidden_out: Option<PathBuf>,
+    /// Write the layer weight's gradient to this .npy file (float32 [V, D]).
+    #[arg(long)]
+    grad_weight_out: Option<PathBuf>,
+    /// Write the bias's gradient to this .npy file (float32 [V]; needs --bias).
+    #[arg(long)]
+    grad_bias_out: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
 }
 
 #[derive(Args)]
@@ -192,6 +242,7 @@ impl LossArgs {
             LossArgs::CrossEntropy(a) => &a.common,
             LossArgs::CrossEntropyProbs(a) => &a.common,
             LossArgs::Nll(a) => &a.common,
+            LossArgs::LinearCrossEntropy(a) => &a.common,
         }
     }
 }
@@ -229,6 +280,7 @@ pub fn run(args: LossArgs) -> Result<(), String> {
         LossArgs::CrossEntropy(a) => (cross_entropy(&ctx, &a)?, a.common),
         LossArgs::CrossEntropyProbs(a) => (cross_entropy_probs(&ctx, &a)?, a.common),
         LossArgs::Nll(a) => (nll(&ctx, &a)?, a.common),
+        LossArgs::LinearCrossEntropy(a) => (linear_cross_entropy(&ctx, &a)?, a.common),
     };
     report(&ctx, &evaluated, &common)
 }
@@ -453,6 +505,77 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
         loss_shape: vec![n],
         grad_shape: logits.shape,
         grad_dtype,
+        seconds,
+    })
+}
+
+fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, String> {
+    if a.common.grad_out.is_some() {
+        return Err(
+            "linear-cross-entropy writes --grad-hidden-out, --grad-weight-out and --grad-bias-out"
+                .into(),
+        );
+    }
+    if a.common.bf16 || a.common.grad_dtype.is_some_and(|d| d != DType::F32) {
+        return Err("linear-cross-entropy takes and writes float32 only".into());
+    }
+    if a.grad_bias_out.is_some() && a.bias.is_none() {
+        return Err("--grad-bias-out needs --bias".into());
+    }
+    let hidden = npy::read_f32(&a.hidden)?;
+    let (n, d) = rank2(&hidden.shape, &a.hidden)?;
+    let weight = npy::read_f32(&a.weight)?;
+    let (v, dw) = rank2(&weight.shape, &a.weight)?;
+    if dw != d {
+        return Err(format!(
+            "{}: shape {:?}, [V, {d}] is needed (the hidden states' width is {d})",
+            a.weight.display(),
+            weight.shape
+        ));
+    }
+    let targets = class_targets(&a.targets, n)?;
+    let bias = class_weight(&a.bias, v)?;
+    let class_w = class_weight(&a.class_weight, v)?;
+    let grads = [&a.grad_hidden_out, &a.grad_weight_out, &a.grad_bias_out];
+    let mut desc = LinearCrossEntropyDesc::new(n, d, v)
+        .bias(bias.is_some())
+        .reduction(a.common.reduction)
+        .outputs(Outputs {
+            loss: true,
+            grad: grads.iter().any(|g| g.is_some()),
+        })
+        .ignore_index(a.ignore_index)
+        .label_smoothing(a.label_smoothing)
+        .z_loss(a.z_loss)
+        .lse(a.lse_out.is_some());
+    desc.softcap = a.softcap;
+    let mut inputs = Inputs::classes(&hidden.data, &targets).linear(&weight.data);
+    if let Some(b) = &bias {
+        inputs = inputs.bias(b);
+    }
+    if let Some(w) = &class_w {
+        desc = desc.weight(v);
+        inputs = inputs.weight(w);
+    }
+    let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
+    let writes: [(&Option<PathBuf>, &[usize], &Option<Vec<f32>>); 4] = [
+        (&a.lse_out, &[n], &out.lse),
+        (&a.grad_hidden_out, &[n, d], &out.grad),
+        (&a.grad_weight_out, &[v, d], &out.grad_linear),
+        (&a.grad_bias_out, &[v], &out.grad_bias),
+    ];
+    for (path, shape, data) in writes {
+        if let (Some(path), Some(data)) = (path, data) {
+            npy::write(path, shape, data)?;
+        }
+    }
+    Ok(Evaluated {
+        name: "linear-cross-entropy",
+        accuracy: None,
+        out,
+        loss_shape: vec![n],
+        grad_shape: vec![n, d],
+        grad_dtype: DType::F32,
         seconds,
     })
 }
