@@ -11,6 +11,10 @@ use std::time::Instant;
 
 use wgpu::util::DeviceExt;
 
+mod linear;
+
+pub use linear::{LinearBench, LinearResults, LinearShape, MatmulParams};
+
 use crate::context::PipelineKey;
 use crate::program::{WG, partial_group};
 use crate::shader::{Shader, params};

@@ -57,11 +57,14 @@ pub enum Shader {
     Ceiling,
     /// `shaders/linear_cross_entropy.wgsl`: fused linear + cross-entropy.
     LinearCrossEntropy,
+    /// `shaders/matmul.wgsl`: the matrix products `bench` measures fused linear +
+    /// cross-entropy against.
+    Matmul,
 }
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 7] = [
+    pub const ALL: [Shader; 8] = [
         Shader::Pointwise,
         Shader::CrossEntropy,
         Shader::ClassTargets,
@@ -69,6 +72,7 @@ impl Shader {
         Shader::Reduce,
         Shader::Ceiling,
         Shader::LinearCrossEntropy,
+        Shader::Matmul,
     ];
 
     /// The file name under `shaders/`.
@@ -81,6 +85,7 @@ impl Shader {
             Shader::Reduce => "reduce.wgsl",
             Shader::Ceiling => "ceiling.wgsl",
             Shader::LinearCrossEntropy => "linear_cross_entropy.wgsl",
+            Shader::Matmul => "matmul.wgsl",
         }
     }
 
@@ -93,6 +98,7 @@ impl Shader {
             Shader::Reduce => include_str!("../shaders/reduce.wgsl"),
             Shader::Ceiling => include_str!("../shaders/ceiling.wgsl"),
             Shader::LinearCrossEntropy => include_str!("../shaders/linear_cross_entropy.wgsl"),
+            Shader::Matmul => include_str!("../shaders/matmul.wgsl"),
         }
     }
 
@@ -106,6 +112,7 @@ impl Shader {
             Shader::Reduce => crate::program::ReduceParams::WGSL,
             Shader::Ceiling => crate::bench::CeilingParams::WGSL,
             Shader::LinearCrossEntropy => crate::linear_cross_entropy::LinearParams::WGSL,
+            Shader::Matmul => crate::bench::MatmulParams::WGSL,
         }
     }
 
@@ -133,6 +140,7 @@ impl Shader {
             Shader::LinearCrossEntropy => {
                 of::<linear_cross_entropy::LinearParams>(LinearParams::FIELDS)
             }
+            Shader::Matmul => of::<bench::MatmulParams>(bench::MatmulParams::FIELDS),
         }
     }
 
@@ -159,6 +167,8 @@ impl Shader {
             Shader::Ceiling => &[U, R, R, W],
             // h, W, y, class weight, gh, gw, scratch.
             Shader::LinearCrossEntropy => &[U, R, R, R, R, W, W, W],
+            // a, b, bias, c.
+            Shader::Matmul => &[U, R, R, R, W],
         }
     }
 
@@ -167,6 +177,7 @@ impl Shader {
         match self {
             Shader::CrossEntropy => &["K=3"],
             Shader::LinearCrossEntropy => &["TK=16"],
+            Shader::Matmul => &["TK=16", "LOADS=4"],
             _ => &[],
         }
     }
@@ -180,6 +191,7 @@ impl Shader {
             Shader::CrossEntropy => &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
             Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
             Shader::LinearCrossEntropy => &["SUBGROUPS"],
+            Shader::Matmul => &["SUBGROUPS"],
         }
     }
 }

@@ -52,19 +52,16 @@ const DTYPES: [&[&str]; 6] = [
 fn modules(shader: Shader) -> Vec<(Vec<&'static str>, String, naga::Module)> {
     let mut out = Vec::new();
     for defines in variants(shader.defines()) {
-        // K (cross-entropy's registers) in every size the host asks for; a value of another
-        // file as given.
-        let values: Vec<String> = match shader.values() {
-            [] => vec![String::new()],
-            ["K=3"] => TILES.iter().map(|k| format!("K={k}")).collect(),
-            given => given.iter().map(|v| v.to_string()).collect(),
+        // K (cross-entropy's registers) in every size the host asks for; the values of another
+        // file as given, together.
+        let values: Vec<Vec<String>> = match shader.values() {
+            ["K=3"] => TILES.iter().map(|k| vec![format!("K={k}")]).collect(),
+            given => vec![given.iter().map(|v| v.to_string()).collect()],
         };
         for (value, dtypes) in values.iter().flat_map(|v| DTYPES.map(|d| (v, d))) {
             let mut names: Vec<&str> = defines.clone();
             names.extend(dtypes);
-            if !value.is_empty() {
-                names.push(value);
-            }
+            names.extend(value.iter().map(String::as_str));
             let source = preprocess(shader, &names)
                 .unwrap_or_else(|e| panic!("shaders/{} {names:?}: {e}", shader.file()));
             let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {

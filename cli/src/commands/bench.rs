@@ -13,9 +13,12 @@ use wgpu_loss::bench::{Bench, Case, Ceilings, EndToEnd, Family, Method, Timing};
 
 use super::{adapter_json, npy};
 
+mod linear;
+
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Losses to measure (comma-separated): mse, cross-entropy, cross-entropy-probs.
+    /// Losses to measure (comma-separated): mse, cross-entropy, cross-entropy-probs, and
+    /// linear-cross-entropy (fused, against the unfused path: see --linear-shapes).
     #[arg(
         long,
         value_delimiter = ',',
@@ -71,6 +74,16 @@ pub struct BenchArgs {
     /// Runs of `eval` per case with --end-to-end.
     #[arg(long, default_value_t = 3)]
     eval_reps: usize,
+    /// Shapes of linear-cross-entropy, NxDxV (tokens x width x vocabulary), comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "4096x512x32000,1024x256x128000"
+    )]
+    linear_shapes: Vec<String>,
+    /// Timed repetitions of each linear-cross-entropy path (each runs seconds on a CPU driver).
+    #[arg(long, default_value_t = 5)]
+    linear_reps: usize,
 }
 
 /// What a caller waits for on one case (`--end-to-end`).
@@ -139,6 +152,8 @@ fn cases(a: &BenchArgs, max_elements: usize) -> Result<Vec<Case>, String> {
             "mse" => Family::Mse,
             "cross-entropy" => Family::CrossEntropy,
             "cross-entropy-probs" => Family::CrossEntropyProbs,
+            // Measured by its own table (bench/linear.rs).
+            "linear-cross-entropy" => continue,
             other => return Err(format!("--loss: unknown loss {other:?}")),
         };
         for &grad in passes {
@@ -172,7 +187,7 @@ fn cases(a: &BenchArgs, max_elements: usize) -> Result<Vec<Case>, String> {
         .flat_map(|&d| out.iter().map(move |c| c.in_dtype(d)))
         .filter(|c| c.elements() <= max_elements)
         .collect();
-    if out.is_empty() {
+    if out.is_empty() && !only_linear(a) {
         return Err("no case to run (sizes above the adapter's binding limit?)".into());
     }
     Ok(out)
@@ -189,7 +204,16 @@ pub fn check(a: &BenchArgs) -> Result<(), String> {
     if !matches!(a.tuning.len(), 0 | 3) {
         return Err("--tuning takes three numbers: lanes,stream_vecs,register_vecs".into());
     }
+    if a.linear_reps == 0 {
+        return Err("--linear-reps 0: at least one repetition".into());
+    }
+    linear::shapes(a)?;
     cases(a, usize::MAX).map(|_| ())
+}
+
+/// Whether linear-cross-entropy is the only loss asked for.
+fn only_linear(a: &BenchArgs) -> bool {
+    a.loss.iter().all(|l| l == "linear-cross-entropy")
 }
 
 pub fn run(a: &BenchArgs) -> Result<(), String> {
@@ -210,6 +234,12 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         options = options.native_f16(on);
     }
     let ctx = wgpu_loss::Context::with_options(options).map_err(|e| e.to_string())?;
+    if a.loss.iter().any(|l| l == "linear-cross-entropy") {
+        linear::run(&ctx, a)?;
+        if only_linear(a) {
+            return Ok(());
+        }
+    }
     let cases = cases(a, (ctx.max_binding_bytes() / 4) as usize)?;
     let progress = ProgressBar::new(cases.len() as u64).with_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed} {msg}")

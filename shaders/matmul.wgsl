@@ -1,0 +1,108 @@
+// A tiled matrix product, for `bench` alone: the trivial matmul whose rate is the ceiling of
+// fused linear + cross-entropy's arithmetic, and the matmuls of the unfused path it is measured
+// against (logits = h W^T + b, then the gradients dh = dz W, dW = dz^T h, db = dz^T 1).
+//   c[m, n] (+)= sum_k a(m, k) b(k, n) (+ bias[n])
+// with a(m, k) = a[m * a_rs + k * a_cs] and b(k, n) = b[k * b_rs + n * b_cs] (the strides give
+// the transposes) and c[m * n_ld + n]; the host binds windows of larger tensors so that each
+// product's indices start at 0.
+// Workgroup (x, y) computes the 64 x 64 tile at rows 64 y, columns 64 x: invocation i its 4 x 4
+// at rows 4 (i / 16), columns 4 (i % 16), over k in steps of TK staged in workgroup memory (the
+// staging loops unrolled: an invocation loops k / TK times, below lavapipe's loop cap for k up
+// to about a million). With ACCUMULATE, c gets c + the product (a product split over k).
+//
+// CPU twin: none of its own: tests/linear_cross_entropy.rs holds the unfused path built on it
+// to the fused loss's f64 twin.
+// Bindings: 0 params, 1 a, 2 b, 3 bias, 4 c.
+
+#import segment
+
+#const TK
+
+override HAS_BIAS: bool = false;
+override ACCUMULATE: bool = false;
+
+// The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
+#params
+
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+// k-major tiles: sa[k * 64 + m], sb[k * 64 + n].
+var<workgroup> sa: array<f32, 1024>;
+var<workgroup> sb: array<f32, 1024>;
+
+@compute @workgroup_size(256)
+fn main(inv: Invocation) {
+    let wid = inv.wid;
+    let lid = inv.lid;
+    let m0 = wid.y * 64u;
+    let n0 = wid.x * 64u;
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var k0 = 0u; k0 < params.k; k0 += TK) {
+        // 64 x TK of each operand, 4 values an invocation, consecutive invocations along the
+        // operand's contiguous dimension.
+#unroll j LOADS
+        {
+            let idx = lid + 256u * j;
+            var r = idx / TK;
+            var kk = idx % TK;
+            if (params.a_cs != 1u) {
+                r = idx % 64u;
+                kk = idx / 64u;
+            }
+            var x = 0.0;
+            if (m0 + r < params.m && k0 + kk < params.k) {
+                x = a[(m0 + r) * params.a_rs + (k0 + kk) * params.a_cs];
+            }
+            sa[kk * 64u + r] = x;
+            r = idx / TK;
+            kk = idx % TK;
+            if (params.b_rs != 1u) {
+                r = idx % 64u;
+                kk = idx / 64u;
+            }
+            var z = 0.0;
+            if (n0 + r < params.n && k0 + kk < params.k) {
+                z = b[(k0 + kk) * params.b_rs + (n0 + r) * params.b_cs];
+            }
+            sb[kk * 64u + r] = z;
+        }
+#endunroll
+        workgroupBarrier();
+#unroll kk TK
+        {
+            let av = vec4<f32>(sa[kk * 64u + 4u * ty], sa[kk * 64u + 4u * ty + 1u], sa[kk * 64u + 4u * ty + 2u], sa[kk * 64u + 4u * ty + 3u]);
+            let bv = vec4<f32>(sb[kk * 64u + 4u * tx], sb[kk * 64u + 4u * tx + 1u], sb[kk * 64u + 4u * tx + 2u], sb[kk * 64u + 4u * tx + 3u]);
+            acc[0] += av.x * bv;
+            acc[1] += av.y * bv;
+            acc[2] += av.z * bv;
+            acc[3] += av.w * bv;
+        }
+#endunroll
+        workgroupBarrier();
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let m = m0 + 4u * ty + j;
+        if (m >= params.m) {
+            break;
+        }
+        for (var i = 0u; i < 4u; i++) {
+            let n = n0 + 4u * tx + i;
+            if (n < params.n) {
+                var v = acc[j][i];
+                if (HAS_BIAS) {
+                    v += bias[n];
+                }
+                let e = m * params.n_ld + n;
+                if (ACCUMULATE) {
+                    v += c[e];
+                }
+                c[e] = v;
+            }
+        }
+    }
+}
