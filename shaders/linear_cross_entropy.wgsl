@@ -18,13 +18,15 @@
 //                  the logits' gradient (4 a row at coef_base: lse, A, B, E, scaled) so that
 //                  dz_v = (A exp(z_v - lse) - B [v = y] - E w_v) times the softcap's slope.
 //   grad_hidden    workgroup = a tile of rows; per class tile of the dispatch's chunk: the
-//                  tile's dz into workgroup memory, then gh[rows] += dz W[tile] (the first
-//                  chunk writes, later ones add, in class order).
+//                  tile's dz into workgroup memory, then gh[rows] += dz W[tile], a tiled
+//                  product like the logits' (the first chunk writes, later ones add, in class
+//                  order).
 //   grad_weight    workgroup = a tile of TV classes; per row tile of the dispatch's chunk of
 //                  rows [row_tile0, row_tile_end): dz, then gw[classes] += dz^T h[rows] and the
 //                  bias's gradient (scratch at gbias_base) += the column sums of dz.
-// Every invocation's loops run (tiles a dispatch) x O(D) times: the host sizes the chunks so
-// that this stays far below lavapipe's loop cap, whatever N and V.
+// Every invocation's loops run about (tiles a dispatch) x (D + 128) times (the staging loops of
+// the products; their inner loops are unrolled): the host sizes the chunks so that this stays
+// below lavapipe's loop cap, whatever N and V.
 //
 // Layout of a tile: invocation i (of 256) computes rows 2 (i / 16) + {0, 1} and classes
 // 4 (i % 16) + {0..3} of it, over D in steps of TK staged in workgroup memory.
@@ -62,11 +64,12 @@ const LOWEST: f32 = -3.40282347e38;
 @group(0) @binding(6) var<storage, read_write> gw: array<f32>;
 @group(0) @binding(7) var<storage, read_write> scratch: Scratch;
 
-// The tile's operands, k-major: hs[k * TR + r], ws[k * TV + c].
-var<workgroup> hs: array<f32, 512>;
-var<workgroup> ws: array<f32, 1024>;
-// A tile of logits or of their gradient, row-major: zt[r * TV + c].
-var<workgroup> zt: array<f32, 2048>;
+// The tile's operands, k-major, rows in pairs and classes in fours: hs[k * TR / 2 + r / 2][r % 2],
+// ws[k * TV / 4 + c / 4][c % 4].
+var<workgroup> hs: array<vec2<f32>, 256>;
+var<workgroup> ws: array<vec4<f32>, 256>;
+// A tile of logits or of their gradient, row-major, classes in fours: zt[r * TV / 4 + c / 4][c % 4].
+var<workgroup> zt: array<vec4<f32>, 512>;
 
 fn class_weight(v: u32) -> f32 {
     if (HAS_WEIGHT) {
@@ -93,7 +96,7 @@ fn logits_tile(lid: u32, r0: u32, v0: u32) -> array<vec4<f32>, 2> {
             if (r < params.rows && k < d) {
                 x = h[r * d + k - params.h_base];
             }
-            hs[(i % TK) * TR + i / TK] = x;
+            hs[(i % TK) * (TR / 2u) + i / TK / 2u][(i / TK) % 2u] = x;
         }
         for (var i = lid; i < TV * TK; i += 256u) {
             let v = v0 + i / TK;
@@ -102,17 +105,15 @@ fn logits_tile(lid: u32, r0: u32, v0: u32) -> array<vec4<f32>, 2> {
             if (v < params.vocab && k < d) {
                 x = wt[v * d + k - params.w_base];
             }
-            ws[(i % TK) * TV + i / TK] = x;
+            ws[(i % TK) * (TV / 4u) + i / TK / 4u][(i / TK) % 4u] = x;
         }
         workgroupBarrier();
 #unroll kk TK
         {
-            let a0 = hs[kk * TR + 2u * ty];
-            let a1 = hs[kk * TR + 2u * ty + 1u];
-            let c = kk * TV + 4u * tx;
-            let b = vec4<f32>(ws[c], ws[c + 1u], ws[c + 2u], ws[c + 3u]);
-            acc0 += a0 * b;
-            acc1 += a1 * b;
+            let a = hs[kk * (TR / 2u) + ty];
+            let b = ws[kk * (TV / 4u) + tx];
+            acc0 += a.x * b;
+            acc1 += a.y * b;
         }
 #endunroll
         workgroupBarrier();
@@ -139,11 +140,13 @@ fn logits_tile(lid: u32, r0: u32, v0: u32) -> array<vec4<f32>, 2> {
 fn store_tile(lid: u32, z: array<vec4<f32>, 2>) {
     let ty = lid / 16u;
     let tx = lid % 16u;
-    for (var j = 0u; j < 2u; j++) {
-        for (var i = 0u; i < 4u; i++) {
-            zt[(2u * ty + j) * TV + 4u * tx + i] = z[j][i];
-        }
-    }
+    zt[2u * ty * (TV / 4u) + tx] = z[0];
+    zt[(2u * ty + 1u) * (TV / 4u) + tx] = z[1];
+}
+
+// zt at row r, class c.
+fn zt_at(r: u32, c: u32) -> f32 {
+    return zt[r * (TV / 4u) + c / 4u][c % 4u];
 }
 
 // The logits' gradient at this invocation's 2 x 4 places of the tile at (r0, v0), from the
@@ -181,28 +184,6 @@ fn grad_tile(lid: u32, r0: u32, v0: u32, z: array<vec4<f32>, 2>) -> array<vec4<f
         }
     }
     return g;
-}
-
-// 4 consecutive elements of a row of h or W from element `at` of its binding, the row's
-// element d0 on (zeros past D).
-fn h4(at: u32, d0: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        if (d0 + i < params.dim) {
-            r[i] = h[at + i];
-        }
-    }
-    return r;
-}
-
-fn w4(at: u32, d0: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        if (d0 + i < params.dim) {
-            r[i] = wt[at + i];
-        }
-    }
-    return r;
 }
 
 @compute @workgroup_size(256)
@@ -243,7 +224,7 @@ fn stats(inv: Invocation) {
                 if (v >= params.vocab) {
                     break;
                 }
-                let z = zt[lid * TV + c];
+                let z = zt_at(lid, c);
                 let w = class_weight(v);
                 if (z > m) {
                     s = s * exp(m - z) + 1.0;
@@ -337,6 +318,9 @@ fn finish(inv: Invocation) {
     }
 }
 
+// gh[rows] += dz W[tile], 64 columns of D at a time: the tile's dz (rows x classes, in zt)
+// times W[classes, columns] staged TK classes at a time; invocation (ty, tx) computes rows
+// 2 ty + {0, 1}, columns 4 tx + {0..3}.
 @compute @workgroup_size(256)
 fn grad_hidden(inv: Invocation) {
     let lid = inv.lid;
@@ -346,32 +330,52 @@ fn grad_hidden(inv: Invocation) {
     }
     let r0 = rt * TR;
     let d = params.dim;
-    // Invocation i updates row r0 + i / 8, elements 4 (i % 8) + 32 j.
-    let rr = lid / 8u;
-    let row = r0 + rr;
+    let ty = lid / 16u;
+    let tx = lid % 16u;
     for (var t = params.vocab_tile0; t < params.vocab_tile_end; t++) {
         let v0 = t * TV;
         store_tile(lid, grad_tile(lid, r0, v0, logits_tile(lid, r0, v0)));
         workgroupBarrier();
         let fresh = params.first == 1u && t == params.vocab_tile0;
-        for (var d0 = 4u * (lid % 8u); d0 < d; d0 += 32u) {
-            var acc = vec4<f32>(0.0);
-            for (var c = 0u; c < TV; c++) {
-                let v = v0 + c;
-                if (v >= params.vocab) {
+        for (var d0 = 0u; d0 < d; d0 += 64u) {
+            var acc0 = vec4<f32>(0.0);
+            var acc1 = vec4<f32>(0.0);
+            for (var k0 = 0u; k0 < TV; k0 += TK) {
+                // W[v0 + k0 + kk, d0 + n]: consecutive invocations along a row of W.
+                for (var i = lid; i < TK * 64u; i += 256u) {
+                    let v = v0 + k0 + i / 64u;
+                    let e = d0 + i % 64u;
+                    var x = 0.0;
+                    if (v < params.vocab && e < d) {
+                        x = wt[v * d + e - params.w_base];
+                    }
+                    ws[i / 4u][i % 4u] = x;
+                }
+                workgroupBarrier();
+#unroll kk TK
+                {
+                    let b = ws[kk * 16u + tx];
+                    acc0 += zt_at(2u * ty, k0 + kk) * b;
+                    acc1 += zt_at(2u * ty + 1u, k0 + kk) * b;
+                }
+#endunroll
+                workgroupBarrier();
+            }
+            let acc = array<vec4<f32>, 2>(acc0, acc1);
+            for (var j = 0u; j < 2u; j++) {
+                let row = r0 + 2u * ty + j;
+                if (row >= params.rows) {
                     break;
                 }
-                acc += zt[rr * TV + c] * w4(v * d + d0 - params.w_base, d0);
-            }
-            if (row < params.rows) {
                 for (var i = 0u; i < 4u; i++) {
-                    if (d0 + i < d) {
-                        let e = row * d + d0 + i - params.h_base;
+                    let e = d0 + 4u * tx + i;
+                    if (e < d) {
+                        let at = row * d + e - params.h_base;
                         var old = 0.0;
                         if (!fresh) {
-                            old = gh[e];
+                            old = gh[at];
                         }
-                        gh[e] = old + acc[i];
+                        gh[at] = old + acc[j][i];
                     }
                 }
             }
@@ -380,6 +384,9 @@ fn grad_hidden(inv: Invocation) {
     }
 }
 
+// gw[classes] += dz^T h[rows] (and the bias's gradient += dz's column sums), 64 columns of D
+// at a time: h[rows, columns] staged TK rows at a time; invocation (ty, tx) computes classes
+// 4 ty + {0..3}, columns 4 tx + {0..3}.
 @compute @workgroup_size(256)
 fn grad_weight(inv: Invocation) {
     let lid = inv.lid;
@@ -389,32 +396,53 @@ fn grad_weight(inv: Invocation) {
     }
     let v0 = vt * TV;
     let d = params.dim;
-    // Invocation i updates class v0 + i / 4, elements 4 (i % 4) + 16 j.
-    let vv = lid / 4u;
-    let v = v0 + vv;
+    let ty = lid / 16u;
+    let tx = lid % 16u;
     for (var rt = params.row_tile0; rt < params.row_tile_end; rt++) {
         let r0 = rt * TR;
         store_tile(lid, grad_tile(lid, r0, v0, logits_tile(lid, r0, v0)));
         workgroupBarrier();
         let fresh = params.first == 1u && rt == params.row_tile0;
-        for (var d0 = 4u * (lid % 4u); d0 < d; d0 += 16u) {
-            var acc = vec4<f32>(0.0);
-            for (var r = 0u; r < TR; r++) {
-                let row = r0 + r;
-                if (row >= params.rows) {
+        for (var d0 = 0u; d0 < d; d0 += 64u) {
+            var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+            for (var k0 = 0u; k0 < TR; k0 += TK) {
+                // h[r0 + k0 + kk, d0 + n]: consecutive invocations along a row of h.
+                for (var i = lid; i < TK * 64u; i += 256u) {
+                    let r = r0 + k0 + i / 64u;
+                    let e = d0 + i % 64u;
+                    var x = 0.0;
+                    if (r < params.rows && e < d) {
+                        x = h[r * d + e - params.h_base];
+                    }
+                    ws[i / 4u][i % 4u] = x;
+                }
+                workgroupBarrier();
+#unroll kk TK
+                {
+                    let a = zt[(k0 + kk) * (TV / 4u) + ty];
+                    let b = ws[kk * 16u + tx];
+                    acc[0] += a.x * b;
+                    acc[1] += a.y * b;
+                    acc[2] += a.z * b;
+                    acc[3] += a.w * b;
+                }
+#endunroll
+                workgroupBarrier();
+            }
+            for (var j = 0u; j < 4u; j++) {
+                let v = v0 + 4u * ty + j;
+                if (v >= params.vocab) {
                     break;
                 }
-                acc += zt[r * TV + vv] * h4(row * d + d0 - params.h_base, d0);
-            }
-            if (v < params.vocab) {
                 for (var i = 0u; i < 4u; i++) {
-                    if (d0 + i < d) {
-                        let e = v * d + d0 + i - params.w_base;
+                    let e = d0 + 4u * tx + i;
+                    if (e < d) {
+                        let at = v * d + e - params.w_base;
                         var old = 0.0;
                         if (!fresh) {
-                            old = gw[e];
+                            old = gw[at];
                         }
-                        gw[e] = old + acc[i];
+                        gw[at] = old + acc[j][i];
                     }
                 }
             }
@@ -425,7 +453,7 @@ fn grad_weight(inv: Invocation) {
                 if (r0 + r >= params.rows) {
                     break;
                 }
-                b += zt[r * TV + lid];
+                b += zt_at(r, lid);
             }
             let e = params.gbias_base + v0 + lid;
             var old = 0.0;

@@ -29,9 +29,9 @@ override ACCUMULATE: bool = false;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
-// k-major tiles: sa[k * 64 + m], sb[k * 64 + n].
-var<workgroup> sa: array<f32, 1024>;
-var<workgroup> sb: array<f32, 1024>;
+// k-major tiles, 4 rows (columns) a vector: sa[k * 16 + m / 4][m % 4], sb likewise with n.
+var<workgroup> sa: array<vec4<f32>, 256>;
+var<workgroup> sb: array<vec4<f32>, 256>;
 
 @compute @workgroup_size(256)
 fn main(inv: Invocation) {
@@ -58,7 +58,7 @@ fn main(inv: Invocation) {
             if (m0 + r < params.m && k0 + kk < params.k) {
                 x = a[(m0 + r) * params.a_rs + (k0 + kk) * params.a_cs];
             }
-            sa[kk * 64u + r] = x;
+            sa[kk * 16u + r / 4u][r % 4u] = x;
             r = idx / TK;
             kk = idx % TK;
             if (params.b_rs != 1u) {
@@ -69,14 +69,14 @@ fn main(inv: Invocation) {
             if (n0 + r < params.n && k0 + kk < params.k) {
                 z = b[(k0 + kk) * params.b_rs + (n0 + r) * params.b_cs];
             }
-            sb[kk * 64u + r] = z;
+            sb[kk * 16u + r / 4u][r % 4u] = z;
         }
 #endunroll
         workgroupBarrier();
 #unroll kk TK
         {
-            let av = vec4<f32>(sa[kk * 64u + 4u * ty], sa[kk * 64u + 4u * ty + 1u], sa[kk * 64u + 4u * ty + 2u], sa[kk * 64u + 4u * ty + 3u]);
-            let bv = vec4<f32>(sb[kk * 64u + 4u * tx], sb[kk * 64u + 4u * tx + 1u], sb[kk * 64u + 4u * tx + 2u], sb[kk * 64u + 4u * tx + 3u]);
+            let av = sa[kk * 16u + ty];
+            let bv = sb[kk * 16u + tx];
             acc[0] += av.x * bv;
             acc[1] += av.y * bv;
             acc[2] += av.z * bv;

@@ -26,9 +26,10 @@ const TR: u64 = 32;
 const TV: u64 = 64;
 const TK: u32 = 16;
 
-/// The largest model width `D`: a tile's loops run about 3 D times an invocation, which must
-/// stay below lavapipe's loop cap even for one tile a dispatch.
-pub const MAX_DIM: usize = 16_384;
+/// The largest model width `D`: a tile's loops run about D + 128 times an invocation (the
+/// staging loops of the logits' product, 6 D / 16, and of a gradient's, about 0.45 D), which
+/// must stay below lavapipe's loop cap even for one tile a dispatch.
+pub const MAX_DIM: usize = 32_768;
 
 /// The loop iterations one invocation may run in a dispatch: a dispatch takes as many tiles as
 /// fit (lavapipe stops counting, silently, at about 65,535).
@@ -193,7 +194,7 @@ params! {
 /// Tiles a dispatch takes so that an invocation's loops stay within [`LOOP_BUDGET`] and the
 /// chunk of `unit_bytes`-sized tiles it binds within one binding (at least one).
 fn tiles_per_dispatch(ctx: &Context, dim: u64, tile_bytes: u64, what: &'static str) -> Result<u64> {
-    let by_loops = (LOOP_BUDGET / (3 * dim + 256)).max(1);
+    let by_loops = (LOOP_BUDGET / (dim + 128)).max(1);
     let limit = ctx.max_binding_bytes();
     let slack = elem_align(ctx, &[4]) * 4;
     let by_binding = limit.saturating_sub(slack) / tile_bytes;
