@@ -56,8 +56,10 @@ const LOWEST: f32 = -3.40282347e38;
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
 #params
 
-@group(0) @binding(1) var<storage, read> h: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
+// The hidden states (x) and the layer's weight (lw) in their dtype (common/tensor.wgsl: f32,
+// f16 or bf16), read in f32; every product and sum in f32.
+#tensor x 1 read scalar
+#tensor lw 2 read scalar
 @group(0) @binding(3) var<storage, read> y: array<i32>;
 @group(0) @binding(4) var<storage, read> cw: array<f32>;
 @group(0) @binding(5) var<storage, read_write> gh: array<f32>;
@@ -92,20 +94,20 @@ fn logits_tile(lid: u32, r0: u32, v0: u32) -> array<vec4<f32>, 2> {
         for (var i = lid; i < TR * TK; i += 256u) {
             let r = r0 + i / TK;
             let k = k0 + i % TK;
-            var x = 0.0;
+            var val = 0.0;
             if (r < params.rows && k < d) {
-                x = h[r * d + k - params.h_base];
+                val = x_get(r * d + k - params.h_base);
             }
-            hs[(i % TK) * (TR / 2u) + i / TK / 2u][(i / TK) % 2u] = x;
+            hs[(i % TK) * (TR / 2u) + i / TK / 2u][(i / TK) % 2u] = val;
         }
         for (var i = lid; i < TV * TK; i += 256u) {
             let v = v0 + i / TK;
             let k = k0 + i % TK;
-            var x = 0.0;
+            var val = 0.0;
             if (v < params.vocab && k < d) {
-                x = wt[v * d + k - params.w_base];
+                val = lw_get(v * d + k - params.w_base);
             }
-            ws[(i % TK) * (TV / 4u) + i / TK / 4u][(i / TK) % 4u] = x;
+            ws[(i % TK) * (TV / 4u) + i / TK / 4u][(i / TK) % 4u] = val;
         }
         workgroupBarrier();
 #unroll kk TK
@@ -345,11 +347,11 @@ fn grad_hidden(inv: Invocation) {
                 for (var i = lid; i < TK * 64u; i += 256u) {
                     let v = v0 + k0 + i / 64u;
                     let e = d0 + i % 64u;
-                    var x = 0.0;
+                    var val = 0.0;
                     if (v < params.vocab && e < d) {
-                        x = wt[v * d + e - params.w_base];
+                        val = lw_get(v * d + e - params.w_base);
                     }
-                    ws[i / 4u][i % 4u] = x;
+                    ws[i / 4u][i % 4u] = val;
                 }
                 workgroupBarrier();
 #unroll kk TK
@@ -410,11 +412,11 @@ fn grad_weight(inv: Invocation) {
                 for (var i = lid; i < TK * 64u; i += 256u) {
                     let r = r0 + k0 + i / 64u;
                     let e = d0 + i % 64u;
-                    var x = 0.0;
+                    var val = 0.0;
                     if (r < params.rows && e < d) {
-                        x = h[r * d + e - params.h_base];
+                        val = x_get(r * d + e - params.h_base);
                     }
-                    ws[i / 4u][i % 4u] = x;
+                    ws[i / 4u][i % 4u] = val;
                 }
                 workgroupBarrier();
 #unroll kk TK

@@ -8,11 +8,13 @@
 //! every kernel. Inputs and gradients in f32, f16 or bf16 ([`DType`]); sums in f32.
 //! Cross-entropy also writes what a trainer needs from the same pass (each row's log-sum-exp,
 //! loss and argmax, the count of correct rows; an upstream gradient folded in), and splits a
-//! vocabulary over devices ([`Shard`], [`combine_shards`]).
+//! vocabulary over devices ([`Shard`], [`combine_shards`]). Fused linear + cross-entropy
+//! ([`LinearCrossEntropyDesc`]) computes a language model's loss and the gradients of its hidden
+//! states and output layer without the `[N, V]` logits.
 //!
 //! Every loss has the same shape. A description ([`LossDesc`]: [`PointwiseDesc`],
-//! [`CrossEntropyDesc`], [`NllDesc`], [`ClassicCrossEntropyDesc`]) says what to compute for one
-//! shape; then two levels of API:
+//! [`CrossEntropyDesc`], [`NllDesc`], [`ClassicCrossEntropyDesc`], [`LinearCrossEntropyDesc`])
+//! says what to compute for one shape; then two levels of API:
 //! - **recording**: a [`Plan`] built once per description binds your buffers (or ranges of
 //!   them, [`Buffers`] → [`Bindings`]) and records its passes into your
 //!   `wgpu::CommandEncoder`; nothing is submitted and results stay on the GPU;
@@ -37,10 +39,12 @@
 //! Map of the crate: `plan` (the public shape above) over `program` (the engine every family
 //! shares: slots, dispatches, scratch, fixed-order reductions) and `context` (device, pipeline
 //! and plan caches); one file per loss family beside `shaders/<family>.wgsl` (`pointwise`,
-//! `cross_entropy`, `nll`, `class_targets`); [`cpu`] (the f64 twins); `shader` (WGSL assembly
-//! and the host/shader contracts; `shaders/common/tensor.wgsl` reads and writes every caller's
-//! tensor in its dtype); `dtype` ([`DType`]: f32, f16, bf16, and the host [`Values`] of each);
-//! `transfer` (uploads and readbacks of the convenience level).
+//! `cross_entropy`, `nll`, `class_targets`, `linear_cross_entropy`); [`cpu`] (the f64 twins);
+//! `shader` (WGSL assembly and the host/shader contracts; `shaders/common/tensor.wgsl` reads
+//! and writes every caller's tensor in its dtype); `dtype` ([`DType`]: f32, f16, bf16, and the
+//! host [`Values`] of each); `transfer` (uploads and readbacks of the convenience level);
+//! `bench` (what `wgpu-loss bench` measures, with `shaders/ceiling.wgsl` and
+//! `shaders/matmul.wgsl`).
 
 #[doc(hidden)]
 pub mod bench;

@@ -67,6 +67,9 @@ pub struct LinearCrossEntropyDesc {
     pub outputs: Outputs,
     /// Also write each row's log-sum-exp (f32 `[N]`).
     pub lse: bool,
+    /// The dtype of the hidden states and the layer's weight (default f32); products and sums
+    /// are f32 whatever it is, and the gradients are written in f32.
+    pub dtype: DType,
 }
 
 setters! {
@@ -85,6 +88,8 @@ setters! {
         outputs: Outputs,
         /// Asks for each row's log-sum-exp.
         lse: bool,
+        /// Sets the dtype of the hidden states and the layer's weight.
+        dtype: DType,
     }
     optional {
         /// Declares a class weight of this many entries (must be V).
@@ -111,6 +116,7 @@ impl LinearCrossEntropyDesc {
             reduction: Reduction::Mean,
             outputs: Outputs::BOTH,
             lse: false,
+            dtype: DType::F32,
         }
     }
 
@@ -209,12 +215,12 @@ fn tiles_per_dispatch(ctx: &Context, dim: u64, tile_bytes: u64, what: &'static s
     Ok(by_loops.min(by_binding))
 }
 
-/// A window of rows `[first, end)` of a `[_, D]` tensor bound from an aligned element: its
-/// first element and its view.
-fn rows_window(ctx: &Context, first: u64, end: u64, dim: u64) -> (u64, View) {
-    let align = elem_align(ctx, &[4]);
+/// A window of rows `[first, end)` of `[_, D]` tensors of the element sizes `sizes`, bound
+/// from an element aligned for all of them: its first element and its element count.
+fn rows_window(ctx: &Context, sizes: &[u64], first: u64, end: u64, dim: u64) -> (u64, u64) {
+    let align = elem_align(ctx, sizes);
     let base = first * dim / align * align;
-    (base, View::Scalar(4 * (end * dim - base)))
+    (base, end * dim - base)
 }
 
 impl Family for LinearCrossEntropyDesc {
@@ -229,11 +235,12 @@ impl Family for LinearCrossEntropyDesc {
         // Hidden states and the layer's weight (and their gradients) may be larger than one
         // binding: bound a window at a time. Bias, losses, log-sum-exps and the bias's gradient
         // go through scratch (side slots), keeping the kernel at seven storage bindings.
-        b.windowed_slot(Slot::Input, "hidden", 4 * n * d, Access::Read)?;
+        let dtype = self.dtype;
+        b.windowed_slot(Slot::Input, "hidden", dtype.bytes(n * d), Access::Read)?;
         b.slot(Slot::Target, "targets", 4 * n, Access::Read)?;
         let weight_bytes = if shape.weighted { 4 * v } else { 0 };
         b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
-        b.windowed_slot(Slot::Linear, "linear", 4 * v * d, Access::Read)?;
+        b.windowed_slot(Slot::Linear, "linear", dtype.bytes(v * d), Access::Read)?;
         let bias_base = if self.bias {
             b.side(Slot::Bias, "bias", 4 * v, Access::Read)?
         } else {
@@ -267,6 +274,8 @@ impl Family for LinearCrossEntropyDesc {
         let key = |entry: &'static str| {
             PipelineKey::new(Shader::LinearCrossEntropy, entry)
                 .value("TK", TK)
+                .value("DTYPE_x", dtype.code())
+                .value("DTYPE_lw", dtype.code())
                 .constant("HAS_WEIGHT", shape.weighted as u32)
                 .constant("HAS_BIAS", self.bias as u32)
                 .constant("SOFTCAP", self.softcap.is_some() as u32)
@@ -299,23 +308,27 @@ impl Family for LinearCrossEntropyDesc {
             softcap: self.softcap.unwrap_or(1.0),
             ..Default::default()
         };
-        // Bindings 1..=7: h and W windows (or none), targets, class weight, gh and gw windows
-        // (or none), scratch.
-        let entries = |hw: Option<(u64, View)>, ww: Option<(u64, View)>, grads: bool| {
-            let window = |slot, w: Option<(u64, View)>, writable| match w {
-                Some((at, view)) => Res::Window(slot, 4 * at, view),
+        // Bindings 1..=7: h and W windows (or none; first element and element count), targets,
+        // class weight, gh and gw windows (f32, or none), scratch.
+        let entries = |hw: Option<(u64, u64)>, ww: Option<(u64, u64)>, grads: bool| {
+            let window = |slot, w: Option<(u64, u64)>, dtype: DType, writable| match w {
+                Some((at, elems)) => {
+                    Res::Window(slot, at * dtype.size(), View::Scalar(dtype.bytes(elems)))
+                }
                 None => Res::Dummy(writable),
             };
             vec![
-                window(Slot::Input, hw, false),
-                window(Slot::Linear, ww, false),
+                window(Slot::Input, hw, dtype, false),
+                window(Slot::Linear, ww, dtype, false),
                 Res::User(Slot::Target, View::Scalar(4 * n)),
                 Res::user_if(shape.weighted, Slot::Weight, View::Scalar(4 * v), false),
-                window(Slot::Grad, hw.filter(|_| grads), true),
-                window(Slot::GradLinear, ww.filter(|_| grads), true),
+                window(Slot::Grad, hw.filter(|_| grads), DType::F32, true),
+                window(Slot::GradLinear, ww.filter(|_| grads), DType::F32, true),
                 Res::Scratch,
             ]
         };
+        // The windowed tensors' element sizes: the inputs', and the gradients' (f32).
+        let sizes = [dtype.size(), 4];
 
         // The row-tile passes (stats, grad_hidden): chunks of class tiles in order, each over
         // windows of whole row tiles.
@@ -327,20 +340,17 @@ impl Family for LinearCrossEntropyDesc {
             unit_elems: d,
             per_wg: TR,
             tail_elems: 0,
-            sizes: &[4],
+            sizes: &sizes,
             what: "a tile of hidden states",
         }
         .spans(ctx)?;
         let by_classes = |b: &mut Builder<'_>, entry: &'static str, grads: bool| {
             for (j, t0) in (0..vocab_tiles).step_by(chunk as usize).enumerate() {
                 let t1 = (t0 + chunk).min(vocab_tiles);
-                let ww = rows_window(ctx, t0 * TV, (t1 * TV).min(v), d);
+                let ww = rows_window(ctx, &sizes, t0 * TV, (t1 * TV).min(v), d);
                 for span in &row_spans {
                     let (r0, r1) = (span.first / TR, (span.first + span.units).div_ceil(TR));
-                    let hw = (
-                        span.base,
-                        View::Scalar(4 * ((span.first + span.units) * d - span.base)),
-                    );
+                    let hw = (span.base, (span.first + span.units) * d - span.base);
                     let (x, y) = b.fold(r1 - r0)?;
                     let p = LinearParams {
                         wg_x: x,
@@ -389,19 +399,16 @@ impl Family for LinearCrossEntropyDesc {
             unit_elems: d,
             per_wg: TV,
             tail_elems: 0,
-            sizes: &[4],
+            sizes: &sizes,
             what: "a tile of the layer's weight",
         }
         .spans(ctx)?;
         for (i, r0) in (0..row_tiles).step_by(chunk as usize).enumerate() {
             let r1 = (r0 + chunk).min(row_tiles);
-            let hw = rows_window(ctx, r0 * TR, (r1 * TR).min(n), d);
+            let hw = rows_window(ctx, &sizes, r0 * TR, (r1 * TR).min(n), d);
             for span in &class_spans {
                 let (t0, t1) = (span.first / TV, (span.first + span.units).div_ceil(TV));
-                let ww = (
-                    span.base,
-                    View::Scalar(4 * ((span.first + span.units) * d - span.base)),
-                );
+                let ww = (span.base, (span.first + span.units) * d - span.base);
                 let (x, y) = b.fold(t1 - t0)?;
                 let p = LinearParams {
                     wg_x: x,
@@ -442,13 +449,13 @@ impl Family for LinearCrossEntropyDesc {
         check_declared("grad_output", None, inputs.grad_output)?;
         check_declared("shard_scale", None, inputs.shard_scale)?;
         Ok([
-            value_bytes("hidden", inputs.input, DType::F32)?,
+            value_bytes("hidden", inputs.input, self.dtype)?,
             y,
             bytes(inputs.weight),
             None,
             None,
             None,
-            value_bytes("linear", linear, DType::F32)?,
+            value_bytes("linear", linear, self.dtype)?,
             bytes(inputs.bias),
         ])
     }

@@ -267,12 +267,13 @@ pub struct Buffers<'a> {
     /// A vocabulary shard's gradient step: the combined statistics (f32 `[N, 4]`).
     pub shard_scale: Option<wgpu::BufferBinding<'a>>,
     /// Fused linear + cross-entropy (whose `input` is the hidden states `[N, D]` and `grad`
-    /// their gradient): the layer's weight `[V, D]` (read only), its bias `[V]` (read only),
-    /// where the weight's gradient goes (`[V, D]`), and where the bias's goes (f32 `[V]`, a
-    /// side range: `COPY_DST`).
+    /// their gradient): the layer's weight `[V, D]`. Read only.
     pub linear: Option<wgpu::BufferBinding<'a>>,
+    /// The layer's bias (f32 `[V]`), a side range: `COPY_SRC`. Read only.
     pub bias: Option<wgpu::BufferBinding<'a>>,
+    /// Where the layer weight's gradient goes (f32 `[V, D]`).
     pub grad_linear: Option<wgpu::BufferBinding<'a>>,
+    /// Where the bias's gradient goes (f32 `[V]`), a side range: `COPY_DST`.
     pub grad_bias: Option<wgpu::BufferBinding<'a>>,
 }
 

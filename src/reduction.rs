@@ -126,8 +126,9 @@ pub struct LossOutput {
     /// A vocabulary shard's statistics step: each row's statistics, 8 a row (cross-entropy).
     pub shard_stats: Option<Vec<f32>>,
     /// Fused linear + cross-entropy: the gradient of the layer's weight `[V, D]` (`grad` is
-    /// the hidden states') and of its bias `[V]`.
+    /// the hidden states').
     pub grad_linear: Option<Vec<f32>>,
+    /// Fused linear + cross-entropy: the gradient of the layer's bias `[V]`.
     pub grad_bias: Option<Vec<f32>>,
 }
 

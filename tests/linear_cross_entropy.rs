@@ -301,3 +301,79 @@ fn the_benchmarks_unfused_path_agrees() {
     assert!(bench.unfused_bytes() > 4 * 200 * 3001);
     assert!(bench.fused_bytes() < bench.unfused_bytes() / 10);
 }
+
+#[test]
+fn half_precision_hidden_states_and_layer() {
+    // f16 and bf16 inputs, f32 products, sums and gradients: against the twin of the upcast
+    // inputs, with the tolerance of f32 arithmetic (the inputs are exact in both).
+    use wgpu_loss::{DType, bf16, f16};
+    let mut case = Case::new(60, 45, 37, 301);
+    case.desc = case.desc.bias(true).label_smoothing(0.05).lse(true);
+    for dtype in [DType::F16, DType::BF16] {
+        let (h16, w16): (Vec<u16>, Vec<u16>) = match dtype {
+            DType::F16 => (
+                case.hidden
+                    .iter()
+                    .map(|&x| f16::from_f32(x).to_bits())
+                    .collect(),
+                case.linear
+                    .iter()
+                    .map(|&x| f16::from_f32(x).to_bits())
+                    .collect(),
+            ),
+            _ => (
+                case.hidden
+                    .iter()
+                    .map(|&x| bf16::from_f32(x).to_bits())
+                    .collect(),
+                case.linear
+                    .iter()
+                    .map(|&x| bf16::from_f32(x).to_bits())
+                    .collect(),
+            ),
+        };
+        let desc = case.desc.clone().dtype(dtype);
+        let (out, r) = match dtype {
+            DType::F16 => {
+                let h: Vec<f16> = h16.iter().map(|&b| f16::from_bits(b)).collect();
+                let w: Vec<f16> = w16.iter().map(|&b| f16::from_bits(b)).collect();
+                let i = Inputs::classes(&h, &case.targets)
+                    .linear(&w)
+                    .bias(&case.bias);
+                (
+                    ctx().loss(&desc, &i).unwrap(),
+                    cpu::reference(&desc, &i).unwrap(),
+                )
+            }
+            _ => {
+                let h: Vec<bf16> = h16.iter().map(|&b| bf16::from_bits(b)).collect();
+                let w: Vec<bf16> = w16.iter().map(|&b| bf16::from_bits(b)).collect();
+                let i = Inputs::classes(&h, &case.targets)
+                    .linear(&w)
+                    .bias(&case.bias);
+                (
+                    ctx().loss(&desc, &i).unwrap(),
+                    cpu::reference(&desc, &i).unwrap(),
+                )
+            }
+        };
+        let what = format!("{dtype:?}");
+        let tol = Tol::new(2e-4, 2e-6);
+        assert_scalar(&what, out.value.unwrap(), r.value.unwrap(), tol);
+        assert_close(&what, &out.lse.unwrap(), r.lse.as_ref().unwrap(), tol);
+        let gtol = |g: &[f64]| Tol::new(2e-4, 1e-5 * largest(g));
+        assert_close(&what, &out.grad.unwrap(), &r.grad, gtol(&r.grad));
+        assert_close(
+            &what,
+            &out.grad_linear.unwrap(),
+            &r.grad_linear,
+            gtol(&r.grad_linear),
+        );
+        assert_close(
+            &what,
+            &out.grad_bias.unwrap(),
+            &r.grad_bias,
+            gtol(&r.grad_bias),
+        );
+    }
+}

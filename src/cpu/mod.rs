@@ -26,9 +26,11 @@ pub struct Reference {
     pub per_element: Option<Vec<f64>>,
     /// The gradient of the reduced loss (of the sum, for `Reduction::None`).
     pub grad: Vec<f64>,
-    /// Fused linear + cross-entropy (whose `grad` is the hidden states'): the gradients of the
-    /// layer's weight `[V, D]` and bias `[V]` (empty for the other losses, and without a bias).
+    /// Fused linear + cross-entropy (whose `grad` is the hidden states'): the gradient of the
+    /// layer's weight `[V, D]` (empty for the other losses).
     pub grad_linear: Vec<f64>,
+    /// Fused linear + cross-entropy: the gradient of the layer's bias `[V]` (empty for the
+    /// other losses, and without a bias).
     pub grad_bias: Vec<f64>,
     /// Each row's log-sum-exp, where the twin gives it (fused linear + cross-entropy).
     pub lse: Option<Vec<f64>>,

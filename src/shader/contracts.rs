@@ -29,18 +29,38 @@ const TILES: [u32; 5] = [1, 3, 8, 17, 32];
 /// and mixtures (16-bit inputs with an f32 gradient, f16 inputs with a bf16 one).
 const DTYPES: [&[&str]; 6] = [
     &[],
-    &["DTYPE_x=1", "DTYPE_t=1", "DTYPE_y=1", "DTYPE_grad=1"],
     &[
         "DTYPE_x=1",
+        "DTYPE_lw=1",
+        "DTYPE_t=1",
+        "DTYPE_y=1",
+        "DTYPE_grad=1",
+    ],
+    &[
+        "DTYPE_x=1",
+        "DTYPE_lw=1",
         "DTYPE_t=1",
         "DTYPE_y=1",
         "DTYPE_grad=1",
         "NATIVE_F16",
     ],
-    &["DTYPE_x=2", "DTYPE_t=2", "DTYPE_y=2", "DTYPE_grad=2"],
-    &["DTYPE_x=2", "DTYPE_t=2", "DTYPE_y=2", "NATIVE_F16"],
+    &[
+        "DTYPE_x=2",
+        "DTYPE_lw=2",
+        "DTYPE_t=2",
+        "DTYPE_y=2",
+        "DTYPE_grad=2",
+    ],
+    &[
+        "DTYPE_x=2",
+        "DTYPE_lw=2",
+        "DTYPE_t=2",
+        "DTYPE_y=2",
+        "NATIVE_F16",
+    ],
     &[
         "DTYPE_x=1",
+        "DTYPE_lw=1",
         "DTYPE_t=1",
         "DTYPE_y=1",
         "DTYPE_grad=2",

@@ -558,15 +558,15 @@ fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, Stri
         inputs = inputs.weight(w);
     }
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
-    let writes: [(&Option<PathBuf>, &[usize], &Option<Vec<f32>>); 4] = [
-        (&a.lse_out, &[n], &out.lse),
-        (&a.grad_hidden_out, &[n, d], &out.grad),
-        (&a.grad_weight_out, &[v, d], &out.grad_linear),
-        (&a.grad_bias_out, &[v], &out.grad_bias),
+    let writes = [
+        (&a.lse_out, vec![n], &out.lse),
+        (&a.grad_hidden_out, vec![n, d], &out.grad),
+        (&a.grad_weight_out, vec![v, d], &out.grad_linear),
+        (&a.grad_bias_out, vec![v], &out.grad_bias),
     ];
     for (path, shape, data) in writes {
         if let (Some(path), Some(data)) = (path, data) {
-            npy::write(path, shape, data)?;
+            npy::write(path, &shape, data)?;
         }
     }
     Ok(Evaluated {

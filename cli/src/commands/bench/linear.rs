@@ -104,8 +104,14 @@ pub fn run(ctx: &Context, a: &BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Bytes in MB, with enough digits for a plan's few kilobytes.
 fn mb(bytes: u64) -> String {
-    format!("{:.1}", bytes as f64 / 1e6)
+    let mb = bytes as f64 / 1e6;
+    if mb < 1.0 {
+        format!("{mb:.3}")
+    } else {
+        format!("{mb:.1}")
+    }
 }
 
 fn table(ctx: &Context, rows: &[Measured], reps: usize) -> String {
