@@ -49,6 +49,18 @@ impl Case {
         let inputs = self.inputs();
         let out = ctx().loss(&self.desc, &inputs).unwrap();
         let r = cpu::reference(&self.desc, &inputs).unwrap();
+        // The worst relative errors, for the record (`--nocapture`).
+        let worst = |g: &Option<Vec<f32>>, c: &[f64]| g.as_deref().map(|g| worst_relative(g, c));
+        eprintln!(
+            "{what}: worst relative error: loss {:?}, grad hidden {:?}, grad linear {:?}, grad bias {:?}",
+            match (out.value, r.value) {
+                (Some(g), Some(c)) => Some(((g as f64 - c) / c).abs()),
+                _ => None,
+            },
+            worst(&out.grad, &r.grad),
+            worst(&out.grad_linear, &r.grad_linear),
+            worst(&out.grad_bias, &r.grad_bias),
+        );
         let tol = Tol::new(2e-4, 2e-6);
         if let Some(value) = r.value.filter(|_| self.desc.outputs.loss) {
             assert_scalar(&format!("{what}: loss"), out.value.unwrap(), value, tol);
@@ -173,10 +185,12 @@ fn hard_cases() {
 fn many_chunks_and_large_vocabularies() {
     // D = 4097: three class tiles a dispatch, so many chunks and row-tile chunks; odd D.
     Case::new(30, 70, 4097, 300).check("D = 4097");
-    // V = 128,000 in one dispatch chunk sequence, few rows.
-    let mut case = Case::new(31, 3, 8, 128_000);
-    case.desc = case.desc.bias(true).lse(true);
-    case.check("V = 128000");
+    // V = 128,000 and 256,001: many class chunks, few rows.
+    for v in [128_000, 256_001] {
+        let mut case = Case::new(31, 3, 8, v);
+        case.desc = case.desc.bias(true).lse(true);
+        case.check(&format!("V = {v}"));
+    }
 }
 
 #[test]
