@@ -16,6 +16,9 @@
 //                   grad -y (LOG_TARGET: -exp(y))
 //   7 classic cross-entropy on probabilities x, targets y, p0 = eps:
 //                   -y log(x + p0)                              grad -y / (x + p0)
+//   8 custom (CUSTOM): the caller's WGSL expressions in x and y, CUSTOM_LOSS and CUSTOM_GRAD
+//                   (checked on the host: only x, y, numbers, operators and WGSL's built-in
+//                   functions), spliced into custom_loss and custom_grad below
 // times the weight w[i % weight_len] (bce, bce_logits), pw = pos_weight[i % pos_weight_len].
 // Losses on probabilities (4, 7) report x outside [0, 1] (or NaN).
 //
@@ -162,6 +165,28 @@ struct Elem {
     grad: vec4<f32>,
 }
 
+#ifdef CUSTOM
+fn custom_loss(x: f32, y: f32) -> f32 {
+    return (
+#expr CUSTOM_LOSS
+    );
+}
+
+fn custom_grad(x: f32, y: f32) -> f32 {
+    return (
+#expr CUSTOM_GRAD
+    );
+}
+#else
+fn custom_loss(x: f32, y: f32) -> f32 {
+    return 0.0;
+}
+
+fn custom_grad(x: f32, y: f32) -> f32 {
+    return 0.0;
+}
+#endif
+
 fn elem(e: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
     var o: Elem;
     let d = xv - yv;
@@ -212,6 +237,12 @@ fn elem(e: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
             // The classic cross-entropy's term; log(x + eps) exact for subnormal sums.
             o.loss = -yv * log_sum_exact4(xv, p0);
             o.grad = -yv / (xv + p0);
+        }
+        case 8u: {
+            for (var i = 0u; i < 4u; i++) {
+                o.loss[i] = custom_loss(xv[i], yv[i]);
+                o.grad[i] = custom_grad(xv[i], yv[i]);
+            }
         }
         default: {
             if (LOG_TARGET) {

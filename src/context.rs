@@ -53,6 +53,13 @@ impl PipelineKey {
         self
     }
 
+    /// `NAME=text` for the preprocessor's `#expr NAME` (a custom loss's expression).
+    pub fn text(mut self, name: &'static str, text: &str) -> Self {
+        self.defines.push(format!("{name}={text}"));
+        self.defines.sort_unstable();
+        self
+    }
+
     pub fn constant(mut self, name: &'static str, value: impl Into<f64>) -> Self {
         self.constants.retain(|(n, _)| *n != name);
         self.constants.push((name, value.into().to_bits()));

@@ -53,6 +53,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A custom loss's expression that is not one WGSL `f32` expression in `x` and `y`: the
+    /// host's check, or the WGSL compiler's message.
+    #[error("custom {which} expression {expr:?}: {message}")]
+    CustomLoss {
+        /// `"loss"` or `"grad"`.
+        which: &'static str,
+        /// The expression as given.
+        expr: String,
+        /// Why it is refused.
+        message: String,
+    },
+
     /// A class index outside `[0, C)` that is not the `ignore_index`, found on the host.
     #[error("target {value} at row {row} is outside [0, {classes})")]
     TargetOutOfRange {

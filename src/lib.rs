@@ -52,6 +52,7 @@ mod class_targets;
 mod context;
 pub mod cpu;
 mod cross_entropy;
+mod custom;
 mod dtype;
 mod error;
 mod linear_cross_entropy;
@@ -67,6 +68,7 @@ pub use context::{Context, ContextOptions, DeviceGuard, Tuning};
 pub use cross_entropy::{
     CombinedShards, CrossEntropyDesc, Shard, ShardStep, Targets, combine_shards,
 };
+pub use custom::CustomLossDesc;
 pub use dtype::{DType, Values, bf16, f16};
 pub use error::{Error, Result};
 pub use linear_cross_entropy::{LinearCrossEntropyDesc, MAX_DIM};

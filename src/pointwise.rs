@@ -274,6 +274,7 @@ impl Family for PointwiseDesc {
             den: self.denominator()?,
             dtype: self.dtype,
             grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
+            custom: None,
         }
         .plan(b)
     }
@@ -412,6 +413,7 @@ impl Family for ClassicCrossEntropyDesc {
             den: self.rows as f64,
             dtype: self.dtype,
             grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
+            custom: None,
         }
         .plan(b)
     }
@@ -447,12 +449,13 @@ impl Family for ClassicCrossEntropyDesc {
     }
 }
 
-/// The kernel's `LOSS` of the classic cross-entropy.
+/// The kernel's `LOSS` of the classic cross-entropy, and of a custom loss.
 const CLASSIC: u32 = 7;
+const CUSTOM: u32 = 8;
 
 /// One streaming problem, as the kernel sees it.
 #[derive(Clone, Copy)]
-struct Stream {
+pub(crate) struct Stream<'e> {
     /// `LOSS`, its parameter `p0`, and KL's `LOG_TARGET`.
     code: u32,
     p0: f32,
@@ -473,13 +476,52 @@ struct Stream {
     /// The dtypes of the input and target, and of the gradient.
     dtype: DType,
     grad_dtype: DType,
+    /// A custom loss's WGSL expressions (loss, gradient), checked (`LOSS` 8).
+    custom: Option<(&'e str, &'e str)>,
 }
 
-impl Stream {
+impl Stream<'_> {
+    /// A custom loss (`crate::custom`): `code` 8 with the checked expressions `custom`, over
+    /// `len` elements.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn custom<'e>(
+        custom: (&'e str, &'e str),
+        len: u64,
+        weight: Option<usize>,
+        reduction: Reduction,
+        outputs: Outputs,
+        den: f64,
+        dtype: DType,
+        grad_dtype: DType,
+    ) -> Stream<'e> {
+        Stream {
+            code: CUSTOM,
+            p0: 0.0,
+            log_target: false,
+            names: ["pred", "target"],
+            len,
+            rows: None,
+            weight,
+            pos_weight: None,
+            reduction,
+            outputs,
+            den,
+            dtype,
+            grad_dtype,
+            custom: Some(custom),
+        }
+    }
+
     fn key(&self, b: &Builder<'_>, entry: &'static str, vec4: bool) -> PipelineKey {
         let tuning = b.ctx().tuning();
-        PipelineKey::new(Shader::Pointwise, entry)
-            .define("VEC4", vec4)
+        let mut key = PipelineKey::new(Shader::Pointwise, entry);
+        if let Some((loss, grad)) = self.custom {
+            key = key
+                .define("CUSTOM", true)
+                .text("CUSTOM_LOSS", loss)
+                .text("CUSTOM_GRAD", grad);
+        }
+        key.define("VEC4", vec4)
             .define("ROWS", entry == "rows")
             .value("DTYPE_x", self.dtype.code())
             .value("DTYPE_y", self.dtype.code())
@@ -534,7 +576,7 @@ impl Stream {
         ]
     }
 
-    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+    pub(crate) fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
         let m = self.len;
         let want_loss = self.outputs.loss;
         let reduced = want_loss && self.reduction.is_reduced();

@@ -401,7 +401,12 @@ pub struct Builder<'a> {
     dispatches: Vec<Dispatch<PipelineKey>>,
     uniforms: Vec<u8>,
     scratch_words: u64,
+    /// WGSL to compile alone before the pipelines, and the error to make of a failure.
+    checks: Vec<WgslCheck>,
 }
+
+/// WGSL a family has [`Builder::check_wgsl`] compile first, and its error maker.
+type WgslCheck = (String, Box<dyn FnOnce(String) -> Error + Send>);
 
 impl<'a> Builder<'a> {
     pub fn new(ctx: &'a Context) -> Self {
@@ -413,7 +418,18 @@ impl<'a> Builder<'a> {
             dispatches: Vec::new(),
             uniforms: Vec::new(),
             scratch_words: RESERVED_WORDS,
+            checks: Vec::new(),
         }
+    }
+
+    /// Has [`Builder::finish`] compile `source` alone before the pipelines: a failure is the
+    /// error `error` makes of the compiler's message (a custom loss's expression, named).
+    pub fn check_wgsl(
+        &mut self,
+        source: String,
+        error: impl FnOnce(String) -> Error + Send + 'static,
+    ) {
+        self.checks.push((source, Box::new(error)));
     }
 
     pub fn ctx(&self) -> &'a Context {
@@ -649,6 +665,22 @@ impl<'a> Builder<'a> {
     /// Compiles the pipelines (each on its first use by the context) and creates the plan's
     /// parameter and scratch buffers. Running out of memory is an error, not a panic.
     pub async fn finish(self) -> Result<Program> {
+        for (source, error) in self.checks {
+            let scope = {
+                let _guard = self.ctx.lock();
+                let device = self.ctx.device();
+                let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+                // Dropped here, under the device lock.
+                let _module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some("wgpu-loss.check"),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+                scope.pop()
+            };
+            if let Some(e) = scope.await {
+                return Err(error(e.to_string()));
+            }
+        }
         let mut dispatches = Vec::with_capacity(self.dispatches.len());
         for d in self.dispatches {
             dispatches.push(Dispatch {

@@ -177,6 +177,7 @@ impl Shader {
         match self {
             Shader::CrossEntropy => &["K=3"],
             Shader::LinearCrossEntropy => &["TK=16"],
+            Shader::Pointwise => &["CUSTOM_LOSS=log(cosh(x - y))", "CUSTOM_GRAD=tanh(x - y)"],
             Shader::Matmul => &["TK=16", "LOADS=4"],
             _ => &[],
         }
@@ -186,7 +187,7 @@ impl Shader {
     /// for (the shader validation test walks them all).
     pub fn defines(self) -> &'static [&'static str] {
         match self {
-            Shader::Pointwise => &["VEC4", "ROWS", "SUBGROUPS"],
+            Shader::Pointwise => &["VEC4", "ROWS", "CUSTOM", "SUBGROUPS"],
             Shader::Nll => &["VEC4", "SUBGROUPS"],
             Shader::CrossEntropy => &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
             Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
@@ -236,7 +237,8 @@ fn text(file: &str, built_in: &'static str) -> Result<std::borrow::Cow<'static, 
 /// the value `DTYPE_NAME`, from shaders/common/tensor.wgsl); `#enable name` (a WGSL enable
 /// directive, emitted once at the top); `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif`; `#params` (the kernel's
 /// `struct Params` from its Rust twin, and `params` at binding 0); `#const NAME` (declares
-/// `const NAME: u32 = value;`); `#unroll var NAME` ... `#endunroll` (the body `value` times, each
+/// `const NAME: u32 = value;`); `#expr NAME` (the text of the define `NAME=text`, a line of its
+/// own); `#unroll var NAME` ... `#endunroll` (the body `value` times, each
 /// copy in its own block with `const var: u32 = i;`: drivers keep arrays indexed by `var` in
 /// registers, which a loop would leave in memory on some, lavapipe among them).
 pub fn preprocess(shader: Shader, defines: &[&str]) -> Result<String> {
@@ -382,6 +384,18 @@ fn expand(
             if live {
                 out.push_str(src.params);
                 out.push_str("@group(0) @binding(0) var<uniform> params: Params;\n");
+            }
+        } else if let Some(name) = trimmed.strip_prefix("#expr ") {
+            // `#expr NAME`: the text of the define `NAME=text` (a custom loss's expression,
+            // checked by the host before it gets here), as a line of its own.
+            let name = name.trim();
+            if live {
+                let text = defines
+                    .iter()
+                    .find_map(|d| d.strip_prefix(name).and_then(|t| t.strip_prefix('=')))
+                    .ok_or_else(|| bad(n, "#expr of a name with no text"))?;
+                out.push_str(text);
+                out.push('\n');
             }
         } else if let Some(name) = trimmed.strip_prefix("#const ") {
             let name = name.trim();

@@ -1121,3 +1121,73 @@ fn linear_cross_entropy_files() {
         "b5.npy",
     );
 }
+
+#[test]
+fn custom_loss_from_expressions() {
+    let d = dir("custom");
+    let mut rng = Rng::new(12);
+    let (pred, target) = (rng.vec(301, -2.0, 2.0), rng.vec(301, -2.0, 2.0));
+    write(&d.join("p.npy"), &[7, 43], &pred);
+    write(&d.join("t.npy"), &[7, 43], &target);
+    let file = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let out = run(&[
+        "eval",
+        "custom",
+        "--loss",
+        "log(cosh(x - y))",
+        "--grad",
+        "tanh(x - y)",
+        "--pred",
+        &file("p.npy"),
+        "--target",
+        &file("t.npy"),
+        "--check-grad",
+        "--json",
+        "--grad-out",
+        &file("g.npy"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = cpu::pointwise::custom(
+        &pred,
+        &target,
+        None,
+        Reduction::Mean,
+        |x, y| (x - y).cosh().ln(),
+        |x, y| (x - y).tanh(),
+    )
+    .unwrap();
+    assert_scalar(
+        "custom loss",
+        v["value"].as_f64().unwrap() as f32,
+        r.value.unwrap(),
+        TOL,
+    );
+    let worst = v["gradient_check_worst_relative_error"].as_f64().unwrap();
+    assert!(worst < 1e-2, "gradient check {worst}");
+    let (shape, grad) = read_npy(&d.join("g.npy"));
+    assert_eq!(shape, [7, 43]);
+    assert_close("custom grad", &grad, &r.grad, TOL);
+    // Refused expressions: one line each, quoting the expression.
+    for (loss, needle) in [("x; y", "';'"), ("x +", "expected expression")] {
+        fails_with(
+            &[
+                "eval",
+                "custom",
+                "--loss",
+                loss,
+                "--grad",
+                "1.0",
+                "--pred",
+                &file("p.npy"),
+                "--target",
+                &file("t.npy"),
+            ],
+            needle,
+        );
+    }
+}

@@ -86,11 +86,57 @@ pub fn pointwise(
     if reduction == Reduction::BatchMean && batch == Some(0) {
         return Err(Error::option("batch", "batchmean divides by a batch of 0"));
     }
-    let mut losses = Vec::with_capacity(n);
-    let mut grad = Vec::with_capacity(n);
-    for i in 0..n {
+    let den = match reduction {
+        Reduction::BatchMean => batch.unwrap_or(n) as f64,
+        _ => n as f64,
+    };
+    Ok(stream(pred, target, weight, reduction, den, |i, x, y| {
         let pw = pos_weight.map_or(1.0, |p| p[i % p.len()] as f64);
-        let (mut l, mut g) = element(loss, pred[i] as f64, target[i] as f64, pw);
+        element(loss, x, y, pw)
+    }))
+}
+
+/// A custom pointwise loss (the CPU side of [`crate::CustomLossDesc`], whose WGSL no CPU code
+/// evaluates): `loss(x, y)` and its derivative `grad(x, y)` given as closures of the same
+/// formula, with a broadcast `weight`, reduced like the GPU plan (`mean` divides by the element
+/// count).
+pub fn custom(
+    pred: &[f32],
+    target: &[f32],
+    weight: Option<&[f32]>,
+    reduction: Reduction,
+    loss: impl Fn(f64, f64) -> f64,
+    grad: impl Fn(f64, f64) -> f64,
+) -> Result<Reference> {
+    let n = pred.len();
+    super::check_len("target (must match pred)", n, Some(target.len()))?;
+    if weight.is_some_and(<[f32]>::is_empty) {
+        return Err(Error::Empty("weight"));
+    }
+    Ok(stream(
+        pred,
+        target,
+        weight,
+        reduction,
+        n as f64,
+        |_, x, y| (loss(x, y), grad(x, y)),
+    ))
+}
+
+/// Each element's loss and derivative (`f(i, x, y)`), times the broadcast weight, reduced;
+/// the gradient of a mean divided by `den`.
+fn stream(
+    pred: &[f32],
+    target: &[f32],
+    weight: Option<&[f32]>,
+    reduction: Reduction,
+    den: f64,
+    f: impl Fn(usize, f64, f64) -> (f64, f64),
+) -> Reference {
+    let mut losses = Vec::with_capacity(pred.len());
+    let mut grad = Vec::with_capacity(pred.len());
+    for i in 0..pred.len() {
+        let (mut l, mut g) = f(i, pred[i] as f64, target[i] as f64);
         if let Some(w) = weight {
             let w = w[i % w.len()] as f64;
             l *= w;
@@ -99,16 +145,12 @@ pub fn pointwise(
         losses.push(l);
         grad.push(g);
     }
-    let den = match reduction {
-        Reduction::BatchMean => batch.unwrap_or(n) as f64,
-        _ => n as f64,
-    };
     if matches!(reduction, Reduction::Mean | Reduction::BatchMean) {
         for g in &mut grad {
             *g /= den;
         }
     }
-    Ok(reduce(reduction, losses, grad, den))
+    reduce(reduction, losses, grad, den)
 }
 
 /// Mean squared error: `(x - y)^2`, gradient `2 (x - y)`; `mean` divides by the element count.

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, DType, Inputs,
-    LinearCrossEntropyDesc, LossOutput, NllDesc, Outputs, Pointwise, PointwiseDesc,
+    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, CustomLossDesc, DType,
+    Inputs, LinearCrossEntropyDesc, LossOutput, NllDesc, Outputs, Pointwise, PointwiseDesc,
     Targets as TargetKind,
 };
 
@@ -40,6 +40,28 @@ pub enum LossArgs {
     /// layer's weight [V, D] and bias [V], class indices [N]; the [N, V] logits are never
     /// made.
     LinearCrossEntropy(LinearArgs),
+    /// A custom pointwise loss: --loss and --grad are WGSL f32 expressions in x (the
+    /// prediction) and y (the target), e.g. --loss 'log(cosh(x - y))' --grad 'tanh(x - y)'.
+    Custom(CustomArgs),
+}
+
+#[derive(Args)]
+pub struct CustomArgs {
+    /// The per-element loss, a WGSL f32 expression in x and y.
+    #[arg(long = "loss", allow_hyphen_values = true)]
+    loss_expr: String,
+    /// Its derivative with respect to x, likewise.
+    #[arg(long = "grad", allow_hyphen_values = true)]
+    grad_expr: String,
+    /// Weights broadcast over the trailing dimensions of --pred (float32 .npy).
+    #[arg(long)]
+    weight: Option<PathBuf>,
+    /// Also hold --grad to central differences of --loss on the GPU and report the worst
+    /// relative error.
+    #[arg(long)]
+    check_grad: bool,
+    #[command(flatten)]
+    pair: Pair,
 }
 
 #[derive(Args)]
@@ -227,6 +249,9 @@ struct Evaluated {
     /// Cross-entropy with --argmax-out and class targets: the share of rows (not ignored) whose
     /// argmax is their target.
     accuracy: Option<f64>,
+    /// A custom loss with --check-grad: the worst relative error of its derivative against
+    /// central differences.
+    gradient_check: Option<f64>,
     seconds: f64,
 }
 
@@ -243,6 +268,7 @@ impl LossArgs {
             LossArgs::CrossEntropyProbs(a) => &a.common,
             LossArgs::Nll(a) => &a.common,
             LossArgs::LinearCrossEntropy(a) => &a.common,
+            LossArgs::Custom(a) => &a.pair.common,
         }
     }
 }
@@ -281,6 +307,7 @@ pub fn run(args: LossArgs) -> Result<(), String> {
         LossArgs::CrossEntropyProbs(a) => (cross_entropy_probs(&ctx, &a)?, a.common),
         LossArgs::Nll(a) => (nll(&ctx, &a)?, a.common),
         LossArgs::LinearCrossEntropy(a) => (linear_cross_entropy(&ctx, &a)?, a.common),
+        LossArgs::Custom(a) => (custom(&ctx, &a)?, a.pair.common),
     };
     report(&ctx, &evaluated, &common)
 }
@@ -387,6 +414,50 @@ fn pointwise(
     Ok(Evaluated {
         name: loss.name(),
         accuracy: None,
+        gradient_check: None,
+        out,
+        loss_shape: pred.shape.clone(),
+        grad_shape: pred.shape,
+        grad_dtype,
+        seconds,
+    })
+}
+
+fn custom(ctx: &Context, a: &CustomArgs) -> Result<Evaluated, String> {
+    let p = &a.pair;
+    let pred = npy::read_floats(&p.pred, p.common.bf16)?;
+    let target = npy::read_floats(&p.target, p.common.bf16)?;
+    same_shape(&pred.shape, &target.shape, &p.target)?;
+    let (dtype, grad_dtype) = dtypes(&pred.data, &p.common);
+    let weight = a
+        .weight
+        .as_deref()
+        .map(|w| broadcast_weight(w, &pred.shape, false))
+        .transpose()?;
+    let mut desc = CustomLossDesc::new(a.loss_expr.as_str(), a.grad_expr.as_str(), pred.data.len())
+        .reduction(p.common.reduction)
+        .outputs(outputs(&p.common))
+        .dtype(dtype)
+        .grad_dtype(grad_dtype);
+    let mut inputs = Inputs::new(pred.data.values(), target.data.values());
+    if let Some(w) = &weight {
+        inputs = inputs.weight(w);
+        desc = desc.weight(w.len());
+    }
+    let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
+    let gradient_check = if a.check_grad {
+        let (x, y) = (pred.data.values().to_f32(), target.data.values().to_f32());
+        Some(
+            ctx.check_gradient(&desc, &x, &y)
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    Ok(Evaluated {
+        name: "custom",
+        accuracy: None,
+        gradient_check,
         out,
         loss_shape: pred.shape.clone(),
         grad_shape: pred.shape,
@@ -440,6 +511,7 @@ fn nll(ctx: &Context, a: &NllArgs) -> Result<Evaluated, String> {
     Ok(Evaluated {
         name: "nll",
         accuracy: None,
+        gradient_check: None,
         out,
         loss_shape: vec![n],
         grad_shape: x.shape,
@@ -501,6 +573,7 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
     Ok(Evaluated {
         name: "cross-entropy",
         accuracy,
+        gradient_check: None,
         out,
         loss_shape: vec![n],
         grad_shape: logits.shape,
@@ -572,6 +645,7 @@ fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, Stri
     Ok(Evaluated {
         name: "linear-cross-entropy",
         accuracy: None,
+        gradient_check: None,
         out,
         loss_shape: vec![n],
         grad_shape: vec![n, d],
@@ -597,6 +671,7 @@ fn cross_entropy_probs(ctx: &Context, a: &ProbsArgs) -> Result<Evaluated, String
     Ok(Evaluated {
         name: "cross-entropy-probs",
         accuracy: None,
+        gradient_check: None,
         out,
         loss_shape: vec![n],
         grad_shape: probs.shape,
@@ -631,6 +706,9 @@ fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
             v["accuracy"] = serde_json::json!(accuracy);
             v["correct"] = e.out.correct.into();
         }
+        if let Some(worst) = e.gradient_check {
+            v["gradient_check_worst_relative_error"] = json_f64(worst);
+        }
         if let Some(values) = &e.out.per_element {
             v["shape"] = e.loss_shape.clone().into();
             if common.loss_out.is_none() {
@@ -659,7 +737,19 @@ fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
         }
         (None, None) => {}
     }
+    if let Some(worst) = e.gradient_check {
+        println!("gradient check: worst relative error {worst:e}");
+    }
     Ok(())
+}
+
+/// [`json_f32`] of an f64.
+fn json_f64(x: f64) -> serde_json::Value {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        serde_json::json!(x.to_string())
+    }
 }
 
 /// JSON has no NaN or infinity: those become strings, as Python's json module reads them back
