@@ -39,7 +39,8 @@
 //! Map of the crate: `plan` (the public shape above) over `program` (the engine every family
 //! shares: slots, dispatches, scratch, fixed-order reductions) and `context` (device, pipeline
 //! and plan caches); one file per loss family beside `shaders/<family>.wgsl` (`pointwise`,
-//! `cross_entropy`, `nll`, `class_targets`, `linear_cross_entropy`); [`cpu`] (the f64 twins);
+//! `cross_entropy`, `nll`, `class_targets`, `linear_cross_entropy`; `custom`, WGSL expressions in
+//! the pointwise kernel); `optim` ([`Optim`]: the update step); [`cpu`] (the f64 twins);
 //! `shader` (WGSL assembly and the host/shader contracts; `shaders/common/tensor.wgsl` reads
 //! and writes every caller's tensor in its dtype); `dtype` ([`DType`]: f32, f16, bf16, and the
 //! host [`Values`] of each); `transfer` (uploads and readbacks of the convenience level);
@@ -57,6 +58,7 @@ mod dtype;
 mod error;
 mod linear_cross_entropy;
 mod nll;
+mod optim;
 mod plan;
 mod pointwise;
 mod program;
@@ -73,6 +75,7 @@ pub use dtype::{DType, Values, bf16, f16};
 pub use error::{Error, Result};
 pub use linear_cross_entropy::{LinearCrossEntropyDesc, MAX_DIM};
 pub use nll::NllDesc;
+pub use optim::{Optim, Optimizer};
 pub use plan::{Bindings, Buffers, Inputs, IntoBinding, LossDesc, Plan, Target};
 pub use pointwise::{ClassicCrossEntropyDesc, Pointwise, PointwiseDesc};
 pub use program::Status;

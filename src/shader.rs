@@ -60,11 +60,13 @@ pub enum Shader {
     /// `shaders/matmul.wgsl`: the matrix products `bench` measures fused linear +
     /// cross-entropy against.
     Matmul,
+    /// `shaders/optim.wgsl`: the update step (SGD, Adam).
+    Optim,
 }
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 8] = [
+    pub const ALL: [Shader; 9] = [
         Shader::Pointwise,
         Shader::CrossEntropy,
         Shader::ClassTargets,
@@ -73,6 +75,7 @@ impl Shader {
         Shader::Ceiling,
         Shader::LinearCrossEntropy,
         Shader::Matmul,
+        Shader::Optim,
     ];
 
     /// The file name under `shaders/`.
@@ -86,6 +89,7 @@ impl Shader {
             Shader::Ceiling => "ceiling.wgsl",
             Shader::LinearCrossEntropy => "linear_cross_entropy.wgsl",
             Shader::Matmul => "matmul.wgsl",
+            Shader::Optim => "optim.wgsl",
         }
     }
 
@@ -99,6 +103,7 @@ impl Shader {
             Shader::Ceiling => include_str!("../shaders/ceiling.wgsl"),
             Shader::LinearCrossEntropy => include_str!("../shaders/linear_cross_entropy.wgsl"),
             Shader::Matmul => include_str!("../shaders/matmul.wgsl"),
+            Shader::Optim => include_str!("../shaders/optim.wgsl"),
         }
     }
 
@@ -113,6 +118,7 @@ impl Shader {
             Shader::Ceiling => crate::bench::CeilingParams::WGSL,
             Shader::LinearCrossEntropy => crate::linear_cross_entropy::LinearParams::WGSL,
             Shader::Matmul => crate::bench::MatmulParams::WGSL,
+            Shader::Optim => crate::optim::OptimParams::WGSL,
         }
     }
 
@@ -141,6 +147,7 @@ impl Shader {
                 of::<linear_cross_entropy::LinearParams>(LinearParams::FIELDS)
             }
             Shader::Matmul => of::<bench::MatmulParams>(bench::MatmulParams::FIELDS),
+            Shader::Optim => of::<crate::optim::OptimParams>(crate::optim::OptimParams::FIELDS),
         }
     }
 
@@ -169,6 +176,8 @@ impl Shader {
             Shader::LinearCrossEntropy => &[U, R, R, R, R, W, W, W],
             // a, b, bias, c.
             Shader::Matmul => &[U, R, R, R, W],
+            // p, g, m, v.
+            Shader::Optim => &[U, W, R, W, W],
         }
     }
 
@@ -192,7 +201,7 @@ impl Shader {
             Shader::CrossEntropy => &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
             Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
             Shader::LinearCrossEntropy => &["SUBGROUPS"],
-            Shader::Matmul => &["SUBGROUPS"],
+            Shader::Matmul | Shader::Optim => &["SUBGROUPS"],
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod cross_entropy;
 pub mod linear_cross_entropy;
 pub mod nll;
+pub mod optim;
 pub mod pointwise;
 
 use crate::{Inputs, LossDesc};
