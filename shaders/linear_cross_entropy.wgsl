@@ -320,6 +320,51 @@ fn finish(inv: Invocation) {
     }
 }
 
+// Stages TK rows of W (`of_w`) or of h, from row `row0` (rows from `rows` on read as zeros),
+// columns d0 .. d0 + 63, into ws[k][column]: consecutive invocations along a row.
+fn stage_rows(lid: u32, of_w: bool, row0: u32, rows: u32, d0: u32) {
+    let d = params.dim;
+    for (var i = lid; i < TK * 64u; i += 256u) {
+        let r = row0 + i / 64u;
+        let e = d0 + i % 64u;
+        var val = 0.0;
+        if (r < rows && e < d) {
+            if (of_w) {
+                val = lw_get(r * d + e - params.w_base);
+            } else {
+                val = x_get(r * d + e - params.h_base);
+            }
+        }
+        ws[i / 4u][i % 4u] = val;
+    }
+}
+
+// Adds `val` to row `row` of gw (`of_w`) or of gh, columns e0 .. e0 + 3 (those below D): the
+// first dispatch of a pass writes instead (`fresh`).
+fn add4(of_w: bool, row: u32, e0: u32, val: vec4<f32>, fresh: bool) {
+    let d = params.dim;
+    for (var i = 0u; i < 4u; i++) {
+        let e = e0 + i;
+        if (e >= d) {
+            break;
+        }
+        var old = 0.0;
+        if (of_w) {
+            let at = row * d + e - params.w_base;
+            if (!fresh) {
+                old = gw[at];
+            }
+            gw[at] = old + val[i];
+        } else {
+            let at = row * d + e - params.h_base;
+            if (!fresh) {
+                old = gh[at];
+            }
+            gh[at] = old + val[i];
+        }
+    }
+}
+
 // gh[rows] += dz W[tile], 64 columns of D at a time: the tile's dz (rows x classes, in zt)
 // times W[classes, columns] staged TK classes at a time; invocation (ty, tx) computes rows
 // 2 ty + {0, 1}, columns 4 tx + {0..3}.
@@ -343,16 +388,7 @@ fn grad_hidden(inv: Invocation) {
             var acc0 = vec4<f32>(0.0);
             var acc1 = vec4<f32>(0.0);
             for (var k0 = 0u; k0 < TV; k0 += TK) {
-                // W[v0 + k0 + kk, d0 + n]: consecutive invocations along a row of W.
-                for (var i = lid; i < TK * 64u; i += 256u) {
-                    let v = v0 + k0 + i / 64u;
-                    let e = d0 + i % 64u;
-                    var val = 0.0;
-                    if (v < params.vocab && e < d) {
-                        val = lw_get(v * d + e - params.w_base);
-                    }
-                    ws[i / 4u][i % 4u] = val;
-                }
+                stage_rows(lid, true, v0 + k0, params.vocab, d0);
                 workgroupBarrier();
 #unroll kk TK
                 {
@@ -369,17 +405,7 @@ fn grad_hidden(inv: Invocation) {
                 if (row >= params.rows) {
                     break;
                 }
-                for (var i = 0u; i < 4u; i++) {
-                    let e = d0 + 4u * tx + i;
-                    if (e < d) {
-                        let at = row * d + e - params.h_base;
-                        var old = 0.0;
-                        if (!fresh) {
-                            old = gh[at];
-                        }
-                        gh[at] = old + acc[j][i];
-                    }
-                }
+                add4(false, row, d0 + 4u * tx, acc[j], fresh);
             }
         }
         workgroupBarrier();
@@ -408,16 +434,7 @@ fn grad_weight(inv: Invocation) {
         for (var d0 = 0u; d0 < d; d0 += 64u) {
             var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
             for (var k0 = 0u; k0 < TR; k0 += TK) {
-                // h[r0 + k0 + kk, d0 + n]: consecutive invocations along a row of h.
-                for (var i = lid; i < TK * 64u; i += 256u) {
-                    let r = r0 + k0 + i / 64u;
-                    let e = d0 + i % 64u;
-                    var val = 0.0;
-                    if (r < params.rows && e < d) {
-                        val = x_get(r * d + e - params.h_base);
-                    }
-                    ws[i / 4u][i % 4u] = val;
-                }
+                stage_rows(lid, false, r0 + k0, params.rows, d0);
                 workgroupBarrier();
 #unroll kk TK
                 {
@@ -436,17 +453,7 @@ fn grad_weight(inv: Invocation) {
                 if (v >= params.vocab) {
                     break;
                 }
-                for (var i = 0u; i < 4u; i++) {
-                    let e = d0 + 4u * tx + i;
-                    if (e < d) {
-                        let at = v * d + e - params.w_base;
-                        var old = 0.0;
-                        if (!fresh) {
-                            old = gw[at];
-                        }
-                        gw[at] = old + acc[j][i];
-                    }
-                }
+                add4(true, v, d0 + 4u * tx, acc[j], fresh);
             }
         }
         if (HAS_BIAS && lid < TV && v0 + lid < params.vocab) {

@@ -1,7 +1,7 @@
 // A tiled matrix product, for `bench` alone: the trivial matmul whose rate is the ceiling of
 // fused linear + cross-entropy's arithmetic, and the matmuls of the unfused path it is measured
-// against (logits = h W^T + b, then the gradients dh = dz W, dW = dz^T h, db = dz^T 1).
-//   c[m, n] (+)= sum_k a(m, k) b(k, n) (+ bias[n])
+// against (logits = h W^T, then the gradients dh = dz W and dW = dz^T h).
+//   c[m, n] (+)= sum_k a(m, k) b(k, n)
 // with a(m, k) = a[m * a_rs + k * a_cs] and b(k, n) = b[k * b_rs + n * b_cs] (the strides give
 // the transposes) and c[m * n_ld + n]; the host binds windows of larger tensors so that each
 // product's indices start at 0.
@@ -12,13 +12,12 @@
 //
 // CPU twin: none of its own; the unfused path built on it (src/bench/linear.rs) is held to
 // src/cpu/linear_cross_entropy.rs by tests/linear_cross_entropy.rs.
-// Bindings: 0 params, 1 a, 2 b, 3 bias, 4 c.
+// Bindings: 0 params, 1 a, 2 b, 3 c.
 
 #import segment
 
 #const TK
 
-override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
 
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
@@ -26,12 +25,20 @@ override ACCUMULATE: bool = false;
 
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 // k-major tiles, 4 rows (columns) a vector: sa[k * 16 + m / 4][m % 4], sb likewise with n.
 var<workgroup> sa: array<vec4<f32>, 256>;
 var<workgroup> sb: array<vec4<f32>, 256>;
+
+// Where staging value `idx` of an operand lands in its tile: (row or column, k), consecutive
+// values along k where the operand is contiguous in k (`k_fast`), else along the other.
+fn place(idx: u32, k_fast: bool) -> vec2<u32> {
+    if (k_fast) {
+        return vec2<u32>(idx / TK, idx % TK);
+    }
+    return vec2<u32>(idx % 64u, idx / 64u);
+}
 
 @compute @workgroup_size(256)
 fn main(inv: Invocation) {
@@ -48,28 +55,18 @@ fn main(inv: Invocation) {
 #unroll j LOADS
         {
             let idx = lid + 256u * j;
-            var r = idx / TK;
-            var kk = idx % TK;
-            if (params.a_cs != 1u) {
-                r = idx % 64u;
-                kk = idx / 64u;
-            }
+            let pa = place(idx, params.a_cs == 1u);
             var x = 0.0;
-            if (m0 + r < params.m && k0 + kk < params.k) {
-                x = a[(m0 + r) * params.a_rs + (k0 + kk) * params.a_cs];
+            if (m0 + pa.x < params.m && k0 + pa.y < params.k) {
+                x = a[(m0 + pa.x) * params.a_rs + (k0 + pa.y) * params.a_cs];
             }
-            sa[kk * 16u + r / 4u][r % 4u] = x;
-            r = idx / TK;
-            kk = idx % TK;
-            if (params.b_rs != 1u) {
-                r = idx % 64u;
-                kk = idx / 64u;
-            }
+            sa[pa.y * 16u + pa.x / 4u][pa.x % 4u] = x;
+            let pb = place(idx, params.b_rs == 1u);
             var z = 0.0;
-            if (n0 + r < params.n && k0 + kk < params.k) {
-                z = b[(k0 + kk) * params.b_rs + (n0 + r) * params.b_cs];
+            if (n0 + pb.x < params.n && k0 + pb.y < params.k) {
+                z = b[(k0 + pb.y) * params.b_rs + (n0 + pb.x) * params.b_cs];
             }
-            sb[kk * 16u + r / 4u][r % 4u] = z;
+            sb[pb.y * 16u + pb.x / 4u][pb.x % 4u] = z;
         }
 #endunroll
         workgroupBarrier();
@@ -94,9 +91,6 @@ fn main(inv: Invocation) {
             let n = n0 + 4u * tx + i;
             if (n < params.n) {
                 var v = acc[j][i];
-                if (HAS_BIAS) {
-                    v += bias[n];
-                }
                 let e = m * params.n_ld + n;
                 if (ACCUMULATE) {
                     v += c[e];

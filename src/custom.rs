@@ -255,18 +255,7 @@ impl Family for CustomLossDesc {
     fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
         self.check()?;
         compile_first(b, self);
-        let mean = self.reduction == Reduction::Mean;
-        Stream::custom(
-            (&self.loss, &self.grad),
-            self.len as u64,
-            self.weight,
-            self.reduction,
-            self.outputs,
-            if mean { self.len as f64 } else { 1.0 },
-            self.dtype,
-            self.grad_dtype.unwrap_or(self.dtype),
-        )
-        .plan(b)
+        Stream::custom(self).plan(b)
     }
 
     fn results(&self) -> (Reduction, &'static str) {

@@ -15,7 +15,9 @@ use crate::cpu::{self, Reference};
 use crate::dtype::DType;
 use crate::plan::sealed::Family;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
-use crate::program::{Access, Builder, Finish, Res, Slot, View, Windowing, elem_align, elements};
+use crate::program::{
+    Access, Builder, Finish, Res, Slot, Span, View, Windowing, elem_align, elements,
+};
 use crate::reduction::{LossOutput, Outputs, Reduction};
 use crate::shader::{Shader, params};
 use crate::{Context, CrossEntropyDesc, Error, Result};
@@ -308,27 +310,56 @@ impl Family for LinearCrossEntropyDesc {
             softcap: self.softcap.unwrap_or(1.0),
             ..Default::default()
         };
-        // Bindings 1..=7: h and W windows (or none; first element and element count), targets,
-        // class weight, gh and gw windows (f32, or none), scratch.
-        let entries = |hw: Option<(u64, u64)>, ww: Option<(u64, u64)>, grads: bool| {
+        // Bindings 1..=7: h and W windows (each its first element and element count, or none),
+        // targets, class weight, gh and gw (f32, over the same windows, where `writes` says the
+        // pass writes them), scratch.
+        let entries = |windows: Option<((u64, u64), (u64, u64))>, writes: (bool, bool)| {
             let window = |slot, w: Option<(u64, u64)>, dtype: DType, writable| match w {
                 Some((at, elems)) => {
                     Res::Window(slot, at * dtype.size(), View::Scalar(dtype.bytes(elems)))
                 }
                 None => Res::Dummy(writable),
             };
+            let (hw, ww) = (windows.map(|w| w.0), windows.map(|w| w.1));
             vec![
                 window(Slot::Input, hw, dtype, false),
                 window(Slot::Linear, ww, dtype, false),
                 Res::User(Slot::Target, View::Scalar(4 * n)),
                 Res::user_if(shape.weighted, Slot::Weight, View::Scalar(4 * v), false),
-                window(Slot::Grad, hw.filter(|_| grads), DType::F32, true),
-                window(Slot::GradLinear, ww.filter(|_| grads), DType::F32, true),
+                window(Slot::Grad, hw.filter(|_| writes.0), DType::F32, true),
+                window(Slot::GradLinear, ww.filter(|_| writes.1), DType::F32, true),
                 Res::Scratch,
             ]
         };
         // The windowed tensors' element sizes: the inputs', and the gradients' (f32).
         let sizes = [dtype.size(), 4];
+        // The window of a span of whole tiles: its first element and element count.
+        let window_of = |span: &Span| (span.base, (span.first + span.units) * d - span.base);
+        // One dispatch of a tile pass over row tiles [r0, r1) and class tiles [t0, t1) with h
+        // and W bound to the windows `hw`, `ww`, one workgroup a tile of `along` (rows or
+        // classes); `first` starts the pass's accumulation.
+        let tiles = |b: &mut Builder<'_>,
+                     entry: &'static str,
+                     (r0, r1, hw): (u64, u64, (u64, u64)),
+                     (t0, t1, ww): (u64, u64, (u64, u64)),
+                     first: bool| {
+            let along_rows = entry != "grad_weight";
+            let (x, y) = b.fold(if along_rows { r1 - r0 } else { t1 - t0 })?;
+            let p = LinearParams {
+                wg_x: x,
+                row_tile0: r0 as u32,
+                row_tile_end: r1 as u32,
+                vocab_tile0: t0 as u32,
+                vocab_tile_end: t1 as u32,
+                first: first as u32,
+                h_base: hw.0 as u32,
+                w_base: ww.0 as u32,
+                ..base
+            };
+            let writes = (entry == "grad_hidden", entry == "grad_weight");
+            b.dispatch(&key(entry), &p, entries(Some((hw, ww)), writes), (x, y));
+            Ok::<(), Error>(())
+        };
 
         // The row-tile passes (stats, grad_hidden): chunks of class tiles in order, each over
         // windows of whole row tiles.
@@ -344,31 +375,19 @@ impl Family for LinearCrossEntropyDesc {
             what: "a tile of hidden states",
         }
         .spans(ctx)?;
-        let by_classes = |b: &mut Builder<'_>, entry: &'static str, grads: bool| {
+        let by_classes = |b: &mut Builder<'_>, entry: &'static str| {
             for (j, t0) in (0..vocab_tiles).step_by(chunk as usize).enumerate() {
                 let t1 = (t0 + chunk).min(vocab_tiles);
                 let ww = rows_window(ctx, &sizes, t0 * TV, (t1 * TV).min(v), d);
                 for span in &row_spans {
-                    let (r0, r1) = (span.first / TR, (span.first + span.units).div_ceil(TR));
-                    let hw = (span.base, (span.first + span.units) * d - span.base);
-                    let (x, y) = b.fold(r1 - r0)?;
-                    let p = LinearParams {
-                        wg_x: x,
-                        row_tile0: r0 as u32,
-                        row_tile_end: r1 as u32,
-                        vocab_tile0: t0 as u32,
-                        vocab_tile_end: t1 as u32,
-                        first: (j == 0) as u32,
-                        h_base: hw.0 as u32,
-                        w_base: ww.0 as u32,
-                        ..base
-                    };
-                    b.dispatch(&key(entry), &p, entries(Some(hw), Some(ww), grads), (x, y));
+                    let rows = (span.first / TR, (span.first + span.units).div_ceil(TR));
+                    let classes = (t0, t1, ww);
+                    tiles(b, entry, (rows.0, rows.1, window_of(span)), classes, j == 0)?;
                 }
             }
             Ok::<(), Error>(())
         };
-        by_classes(b, "stats", false)?;
+        by_classes(b, "stats")?;
 
         // Each row's loss, log-sum-exp and gradient coefficients (scaled by the weighted
         // mean's denominator, found first when the gradient needs it), then the reduction.
@@ -377,7 +396,7 @@ impl Family for LinearCrossEntropyDesc {
         }
         let (x, y) = b.fold(n.div_ceil(256))?;
         let p = LinearParams { wg_x: x, ..base };
-        b.dispatch(&key("finish"), &p, entries(None, None, false), (x, y));
+        b.dispatch(&key("finish"), &p, entries(None, (false, false)), (x, y));
         if reduced {
             let finish = if mean {
                 Finish::WeightedMean
@@ -389,7 +408,7 @@ impl Family for LinearCrossEntropyDesc {
         if !want_grad {
             return Ok(());
         }
-        by_classes(b, "grad_hidden", true)?;
+        by_classes(b, "grad_hidden")?;
 
         // The weight's (and bias's) gradient: chunks of row tiles in order, each over windows of
         // whole class tiles.
@@ -407,24 +426,15 @@ impl Family for LinearCrossEntropyDesc {
             let r1 = (r0 + chunk).min(row_tiles);
             let hw = rows_window(ctx, &sizes, r0 * TR, (r1 * TR).min(n), d);
             for span in &class_spans {
-                let (t0, t1) = (span.first / TV, (span.first + span.units).div_ceil(TV));
-                let ww = (span.base, (span.first + span.units) * d - span.base);
-                let (x, y) = b.fold(t1 - t0)?;
-                let p = LinearParams {
-                    wg_x: x,
-                    row_tile0: r0 as u32,
-                    row_tile_end: r1 as u32,
-                    vocab_tile0: t0 as u32,
-                    vocab_tile_end: t1 as u32,
-                    first: (i == 0) as u32,
-                    h_base: hw.0 as u32,
-                    w_base: ww.0 as u32,
-                    ..base
-                };
-                let mut e = entries(Some(hw), Some(ww), true);
-                // This pass writes gw, not gh.
-                e[4] = Res::Dummy(true);
-                b.dispatch(&key("grad_weight"), &p, e, (x, y));
+                let classes = (span.first / TV, (span.first + span.units).div_ceil(TV));
+                let ww = window_of(span);
+                tiles(
+                    b,
+                    "grad_weight",
+                    (r0, r1, hw),
+                    (classes.0, classes.1, ww),
+                    i == 0,
+                )?;
             }
         }
         Ok(())

@@ -481,34 +481,24 @@ pub(crate) struct Stream<'e> {
 }
 
 impl Stream<'_> {
-    /// A custom loss (`crate::custom`): `code` 8 with the checked expressions `custom`, over
-    /// `len` elements.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn custom<'e>(
-        custom: (&'e str, &'e str),
-        len: u64,
-        weight: Option<usize>,
-        reduction: Reduction,
-        outputs: Outputs,
-        den: f64,
-        dtype: DType,
-        grad_dtype: DType,
-    ) -> Stream<'e> {
+    /// A custom loss (`crate::custom`, its expressions checked): `LOSS` 8.
+    pub(crate) fn custom(d: &crate::CustomLossDesc) -> Stream<'_> {
+        let mean = d.reduction == Reduction::Mean;
         Stream {
             code: CUSTOM,
             p0: 0.0,
             log_target: false,
             names: ["pred", "target"],
-            len,
+            len: d.len as u64,
             rows: None,
-            weight,
+            weight: d.weight,
             pos_weight: None,
-            reduction,
-            outputs,
-            den,
-            dtype,
-            grad_dtype,
-            custom: Some(custom),
+            reduction: d.reduction,
+            outputs: d.outputs,
+            den: if mean { d.len as f64 } else { 1.0 },
+            dtype: d.dtype,
+            grad_dtype: d.grad_dtype.unwrap_or(d.dtype),
+            custom: Some((&d.loss, &d.grad)),
         }
     }
 

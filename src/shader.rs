@@ -171,11 +171,9 @@ impl Shader {
             // scratch, loss.
             Shader::Reduce => &[U, W, W],
             // a, b, c.
-            Shader::Ceiling => &[U, R, R, W],
+            Shader::Ceiling | Shader::Matmul => &[U, R, R, W],
             // h, W, y, class weight, gh, gw, scratch.
             Shader::LinearCrossEntropy => &[U, R, R, R, R, W, W, W],
-            // a, b, bias, c.
-            Shader::Matmul => &[U, R, R, R, W],
             // p, g, m, v.
             Shader::Optim => &[U, W, R, W, W],
         }

@@ -51,31 +51,19 @@ fn same_bits<D: LossDesc>(what: &str, whole: &Context, windowed: &Context, desc:
         b.value.map(f32::to_bits),
         "{what} loss"
     );
-    assert_eq!(
-        a.per_element.as_deref().map(bits),
-        b.per_element.as_deref().map(bits),
-        "{what} row losses"
-    );
-    assert_eq!(
-        a.grad.as_deref().map(bits),
-        b.grad.as_deref().map(bits),
-        "{what} grad"
-    );
-    assert_eq!(
-        a.lse.as_deref().map(bits),
-        b.lse.as_deref().map(bits),
-        "{what} lse"
-    );
-    assert_eq!(
-        a.grad_linear.as_deref().map(bits),
-        b.grad_linear.as_deref().map(bits),
-        "{what} grad_linear"
-    );
-    assert_eq!(
-        a.grad_bias.as_deref().map(bits),
-        b.grad_bias.as_deref().map(bits),
-        "{what} grad_bias"
-    );
+    for (part, x, y) in [
+        ("row losses", &a.per_element, &b.per_element),
+        ("grad", &a.grad, &b.grad),
+        ("lse", &a.lse, &b.lse),
+        ("grad_linear", &a.grad_linear, &b.grad_linear),
+        ("grad_bias", &a.grad_bias, &b.grad_bias),
+    ] {
+        assert_eq!(
+            x.as_deref().map(bits),
+            y.as_deref().map(bits),
+            "{what} {part}"
+        );
+    }
 }
 
 #[test]

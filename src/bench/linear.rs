@@ -7,7 +7,7 @@
 
 use wgpu::util::DeviceExt;
 
-use super::{Timing, check_reps, wall_clock};
+use super::{Timing, wall_clock};
 use crate::context::{Pipeline, PipelineKey};
 use crate::shader::{Shader, params};
 use crate::{
@@ -74,6 +74,14 @@ impl LinearShape {
     pub fn fused_flops(&self) -> f64 {
         self.flops() / 6.0 * 10.0
     }
+}
+
+/// What [`LinearBench`] runs: the fused loss, the unfused path, or its logits' matmul alone.
+#[derive(Clone, Copy)]
+enum Path {
+    Fused,
+    Unfused,
+    Matmul,
 }
 
 /// Both paths on one shape, ready to time.
@@ -224,10 +232,6 @@ impl LinearBench {
                     },
                     wgpu::BindGroupEntry {
                         binding: 3,
-                        resource: ctx.dummy(false).as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 4,
                         resource: binding(c),
                     },
                 ],
@@ -286,7 +290,6 @@ impl LinearBench {
         }
         let uniform_bytes = uniforms.iter().map(wgpu::Buffer::size).sum();
         drop(_guard);
-        check_reps(1)?;
         Ok(LinearBench {
             ctx: ctx.clone(),
             shape,
@@ -337,20 +340,19 @@ impl LinearBench {
         }
     }
 
-    /// Records, submits and waits for one path (0 fused, 1 unfused, 2 the logits' matmul
-    /// alone).
-    fn run(&self, path: usize) -> Result<()> {
+    /// Records, submits and waits for one path.
+    fn run(&self, path: Path) -> Result<()> {
         let ctx = &self.ctx;
         let _guard = ctx.lock();
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
         match path {
-            0 => self.fused.record(&mut encoder, &self.fused_bindings)?,
-            1 => {
+            Path::Fused => self.fused.record(&mut encoder, &self.fused_bindings)?,
+            Path::Unfused => {
                 self.record_products(&mut encoder, &self.to_logits);
                 self.ce.record(&mut encoder, &self.ce_bindings)?;
                 self.record_products(&mut encoder, &self.to_grads);
             }
-            _ => self.record_products(&mut encoder, &self.to_logits),
+            Path::Matmul => self.record_products(&mut encoder, &self.to_logits),
         }
         ctx.queue().submit([encoder.finish()]);
         super::wait(ctx)
@@ -359,25 +361,25 @@ impl LinearBench {
     /// Times the fused path (by the wall clock around submit and wait: the unfused path is
     /// several passes, and both are timed alike).
     pub fn time_fused(&self, warmup: usize, reps: usize) -> Result<Timing> {
-        wall_clock(warmup, reps, || self.run(0))
+        wall_clock(warmup, reps, || self.run(Path::Fused))
     }
 
     /// Times the unfused path.
     pub fn time_unfused(&self, warmup: usize, reps: usize) -> Result<Timing> {
-        wall_clock(warmup, reps, || self.run(1))
+        wall_clock(warmup, reps, || self.run(Path::Unfused))
     }
 
     /// Times the logits' matmul alone: `2 N D V` FLOPs, the trivial kernel of the fused
     /// kernels' arithmetic.
     pub fn time_matmul(&self, warmup: usize, reps: usize) -> Result<Timing> {
-        wall_clock(warmup, reps, || self.run(2))
+        wall_clock(warmup, reps, || self.run(Path::Matmul))
     }
 
     /// Runs both paths once and reads back each one's loss and gradients (hidden states,
     /// layer): `[fused, unfused]`.
     pub fn results(&self) -> Result<[LinearResults; 2]> {
-        self.run(0)?;
-        self.run(1)?;
+        self.run(Path::Fused)?;
+        self.run(Path::Unfused)?;
         let s = self.shape;
         let read = |b: &wgpu::Buffer, len: usize| -> Result<Vec<f32>> {
             let bytes = crate::transfer::read_back(&self.ctx, b, 4 * len as u64)?;

@@ -81,21 +81,8 @@ pub struct LinearArgs {
     /// Class weights [V], float32 .npy.
     #[arg(long)]
     class_weight: Option<PathBuf>,
-    /// Rows whose target is this class index weigh nothing.
-    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
-    ignore_index: i64,
-    /// Mix targets with the uniform distribution: (1 - ls) y + ls / V.
-    #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f32,
-    /// Add z * logsumexp^2 per row (PaLM's z-loss).
-    #[arg(long, default_value_t = 0.0)]
-    z_loss: f32,
-    /// Cap logits at cap * tanh(x / cap) before the softmax (Gemma 2).
-    #[arg(long)]
-    softcap: Option<f32>,
-    /// Write each row's log-sum-exp to this .npy file (float32 [N]).
-    #[arg(long)]
-    lse_out: Option<PathBuf>,
+    #[command(flatten)]
+    ce: ClassOptions,
     /// Write the hidden states' gradient to this .npy file (float32 [N, D]).
     #[arg(long)]
     grad_hidden_out: Option<PathBuf>,
@@ -199,21 +186,8 @@ pub struct CrossEntropyArgs {
     /// Class weights [C], float32 .npy.
     #[arg(long)]
     weight: Option<PathBuf>,
-    /// Rows whose target is this class index weigh nothing (class targets).
-    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
-    ignore_index: i64,
-    /// Mix targets with the uniform distribution: (1 - ls) y + ls / C.
-    #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f32,
-    /// Add z * logsumexp^2 per row (PaLM's z-loss).
-    #[arg(long, default_value_t = 0.0)]
-    z_loss: f32,
-    /// Cap logits at cap * tanh(x / cap) before the softmax (Gemma 2).
-    #[arg(long)]
-    softcap: Option<f32>,
-    /// Write each row's log-sum-exp to this .npy file (float32 [N]).
-    #[arg(long)]
-    lse_out: Option<PathBuf>,
+    #[command(flatten)]
+    ce: ClassOptions,
     /// Write each row's argmax to this .npy file (int64 [N]); --json then gives the accuracy
     /// (class targets: the share of rows not ignored whose argmax is their target).
     #[arg(long)]
@@ -235,6 +209,26 @@ pub struct ProbsArgs {
     eps: f32,
     #[command(flatten)]
     common: Common,
+}
+
+/// The cross-entropy options `cross-entropy` and `linear-cross-entropy` share.
+#[derive(Args)]
+pub struct ClassOptions {
+    /// Rows whose target is this class index weigh nothing (class targets).
+    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
+    ignore_index: i64,
+    /// Mix targets with the uniform distribution over the C classes: (1 - ls) y + ls / C.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Add z * logsumexp^2 per row (PaLM's z-loss).
+    #[arg(long, default_value_t = 0.0)]
+    z_loss: f32,
+    /// Cap logits at cap * tanh(x / cap) before the softmax (Gemma 2).
+    #[arg(long)]
+    softcap: Option<f32>,
+    /// Write each row's log-sum-exp to this .npy file (float32 [N]).
+    #[arg(long)]
+    lse_out: Option<PathBuf>,
 }
 
 /// One evaluation, ready to report.
@@ -530,11 +524,11 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
         .grad_dtype(grad_dtype)
         .reduction(a.common.reduction)
         .outputs(outputs(&a.common))
-        .ignore_index(a.ignore_index)
-        .label_smoothing(a.label_smoothing)
-        .z_loss(a.z_loss)
-        .softcap(a.softcap)
-        .lse(a.lse_out.is_some())
+        .ignore_index(a.ce.ignore_index)
+        .label_smoothing(a.ce.label_smoothing)
+        .z_loss(a.ce.z_loss)
+        .softcap(a.ce.softcap)
+        .lse(a.ce.lse_out.is_some())
         .argmax(a.argmax_out.is_some());
     if let Some(w) = &weight {
         desc = desc.weight(w.len());
@@ -555,7 +549,7 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
         inputs = inputs.weight(w);
     }
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
-    if let (Some(path), Some(lse)) = (&a.lse_out, &out.lse) {
+    if let (Some(path), Some(lse)) = (&a.ce.lse_out, &out.lse) {
         npy::write(path, &[n], lse)?;
     }
     if let (Some(path), Some(argmax)) = (&a.argmax_out, &out.argmax) {
@@ -565,7 +559,7 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
     // Token accuracy: over the rows that are not ignored.
     let accuracy = match (&targets, out.correct) {
         (Targets::Classes(t), Some(correct)) => {
-            let counted = t.data.iter().filter(|&&y| y != a.ignore_index).count();
+            let counted = t.data.iter().filter(|&&y| y != a.ce.ignore_index).count();
             Some(correct as f64 / counted as f64)
         }
         _ => None,
@@ -617,11 +611,11 @@ fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, Stri
             loss: true,
             grad: grads.iter().any(|g| g.is_some()),
         })
-        .ignore_index(a.ignore_index)
-        .label_smoothing(a.label_smoothing)
-        .z_loss(a.z_loss)
-        .lse(a.lse_out.is_some());
-    desc.softcap = a.softcap;
+        .ignore_index(a.ce.ignore_index)
+        .label_smoothing(a.ce.label_smoothing)
+        .z_loss(a.ce.z_loss)
+        .lse(a.ce.lse_out.is_some());
+    desc.softcap = a.ce.softcap;
     let mut inputs = Inputs::classes(&hidden.data, &targets).linear(&weight.data);
     if let Some(b) = &bias {
         inputs = inputs.bias(b);
@@ -632,7 +626,7 @@ fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, Stri
     }
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
     let writes = [
-        (&a.lse_out, vec![n], &out.lse),
+        (&a.ce.lse_out, vec![n], &out.lse),
         (&a.grad_hidden_out, vec![n, d], &out.grad),
         (&a.grad_weight_out, vec![v, d], &out.grad_linear),
         (&a.grad_bias_out, vec![v], &out.grad_bias),
@@ -707,7 +701,7 @@ fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
             v["correct"] = e.out.correct.into();
         }
         if let Some(worst) = e.gradient_check {
-            v["gradient_check_worst_relative_error"] = json_f64(worst);
+            v["gradient_check_worst_relative_error"] = json_f64(worst, serde_json::json!(worst));
         }
         if let Some(values) = &e.out.per_element {
             v["shape"] = e.loss_shape.clone().into();
@@ -743,20 +737,16 @@ fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
     Ok(())
 }
 
-/// [`json_f32`] of an f64.
-fn json_f64(x: f64) -> serde_json::Value {
-    if x.is_finite() {
-        serde_json::json!(x)
-    } else {
-        serde_json::json!(x.to_string())
-    }
-}
-
 /// JSON has no NaN or infinity: those become strings, as Python's json module reads them back
 /// with `float()`.
 fn json_f32(x: f32) -> serde_json::Value {
+    json_f64(x as f64, serde_json::json!(x))
+}
+
+/// An f64 for JSON: `finite` where `x` is finite, else `x` as a string.
+fn json_f64(x: f64, finite: serde_json::Value) -> serde_json::Value {
     if x.is_finite() {
-        serde_json::json!(x)
+        finite
     } else {
         serde_json::json!(x.to_string())
     }
