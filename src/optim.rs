@@ -9,7 +9,7 @@ use wgpu::util::DeviceExt;
 
 use crate::context::{Pipeline, PipelineKey};
 use crate::plan::IntoBinding;
-use crate::program::{WG, elements};
+use crate::program::{WG, elements, fold};
 use crate::shader::{Shader, params};
 use crate::{Context, Error, Result};
 
@@ -329,17 +329,13 @@ impl Optim {
         if p.buffer == g.buffer {
             return Err(Error::Binding("grad", "aliases params"));
         }
-        let workgroups = self.len.div_ceil(256 * K as u64);
-        let per_dim =
-            (self.ctx.limits().max_compute_workgroups_per_dimension as u64).clamp(1, 65_535);
-        let x = workgroups.min(per_dim);
-        let y = workgroups.div_ceil(x);
+        let (x, y) = fold(&self.ctx, self.len.div_ceil(256 * K as u64))?;
         let t = self.steps + 1;
         let _guard = self.ctx.lock();
         let device = self.ctx.device();
         let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("wgpu-loss.optim.params"),
-            contents: bytemuck::bytes_of(&self.params(t, x as u32)),
+            contents: bytemuck::bytes_of(&self.params(t, x)),
             usage: wgpu::BufferUsages::UNIFORM,
         });
         let bytes = wgpu::BufferSize::new(4 * self.len);
@@ -387,7 +383,7 @@ impl Optim {
         });
         pass.set_pipeline(&self.pipeline.pipeline);
         pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(x as u32, y as u32, 1);
+        pass.dispatch_workgroups(x, y, 1);
         drop(pass);
         self.steps = t;
         Ok(())

@@ -335,7 +335,7 @@ impl<'a> Buffers<'a> {
     );
 
     /// The ranges in slot order ([`Slot`]).
-    fn slots(&self) -> UserBindings<'a> {
+    pub(crate) fn slots(&self) -> UserBindings<'a> {
         [
             Some(self.input.clone()),
             Some(self.target.clone()),

@@ -338,6 +338,23 @@ fn lcm(a: u64, b: u64) -> u64 {
     a / gcd(a, b) * b
 }
 
+/// Splits `workgroups` into a two-dimensional dispatch (x * y >= workgroups); kernels number
+/// their workgroup `wid.x + wid.y * x` and return when it is past the end.
+pub fn fold(ctx: &Context, workgroups: u64) -> Result<(u32, u32)> {
+    let per_dim = (ctx.limits().max_compute_workgroups_per_dimension as u64).clamp(1, MAX_PER_DIM);
+    let x = workgroups.clamp(1, per_dim);
+    let y = workgroups.div_ceil(x).max(1);
+    if y > per_dim {
+        return Err(Error::TooLarge {
+            what: "dispatch (workgroups)",
+            bytes: workgroups,
+            limit: per_dim * per_dim,
+            which: "workgroups per dispatch",
+        });
+    }
+    Ok((x as u32, y as u32))
+}
+
 /// The bytes of the loss slot: none, one reduced value, or `per_item` (one f32 a row or
 /// element, for `Reduction::None`).
 pub fn loss_bytes(want_loss: bool, reduced: bool, items: u64) -> u64 {
@@ -549,22 +566,9 @@ impl<'a> Builder<'a> {
         Ok(base as u32)
     }
 
-    /// Splits `workgroups` into a two-dimensional dispatch (x * y >= workgroups); kernels
-    /// number their workgroup `wid.x + wid.y * x` and return when it is past the end.
+    /// [`fold`] on this builder's device.
     pub fn fold(&self, workgroups: u64) -> Result<(u32, u32)> {
-        let per_dim =
-            (self.ctx.limits().max_compute_workgroups_per_dimension as u64).clamp(1, MAX_PER_DIM);
-        let x = workgroups.clamp(1, per_dim);
-        let y = workgroups.div_ceil(x).max(1);
-        if y > per_dim {
-            return Err(Error::TooLarge {
-                what: "dispatch (workgroups)",
-                bytes: workgroups,
-                limit: per_dim * per_dim,
-                which: "workgroups per dispatch",
-            });
-        }
-        Ok((x as u32, y as u32))
+        fold(self.ctx, workgroups)
     }
 
     /// Appends a dispatch. Binding 0 is the uniform `params`; `entries` are bindings 1...

@@ -62,11 +62,13 @@ pub enum Shader {
     Matmul,
     /// `shaders/optim.wgsl`: the update step (SGD, Adam).
     Optim,
+    /// `shaders/mix.wgsl`: a weighted sum of losses' outputs.
+    Mix,
 }
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Pointwise,
         Shader::CrossEntropy,
         Shader::ClassTargets,
@@ -76,6 +78,7 @@ impl Shader {
         Shader::LinearCrossEntropy,
         Shader::Matmul,
         Shader::Optim,
+        Shader::Mix,
     ];
 
     /// The file name under `shaders/`.
@@ -90,6 +93,7 @@ impl Shader {
             Shader::LinearCrossEntropy => "linear_cross_entropy.wgsl",
             Shader::Matmul => "matmul.wgsl",
             Shader::Optim => "optim.wgsl",
+            Shader::Mix => "mix.wgsl",
         }
     }
 
@@ -104,6 +108,7 @@ impl Shader {
             Shader::LinearCrossEntropy => include_str!("../shaders/linear_cross_entropy.wgsl"),
             Shader::Matmul => include_str!("../shaders/matmul.wgsl"),
             Shader::Optim => include_str!("../shaders/optim.wgsl"),
+            Shader::Mix => include_str!("../shaders/mix.wgsl"),
         }
     }
 
@@ -119,6 +124,7 @@ impl Shader {
             Shader::LinearCrossEntropy => crate::linear_cross_entropy::LinearParams::WGSL,
             Shader::Matmul => crate::bench::MatmulParams::WGSL,
             Shader::Optim => crate::optim::OptimParams::WGSL,
+            Shader::Mix => crate::mix::MixParams::WGSL,
         }
     }
 
@@ -148,6 +154,7 @@ impl Shader {
             }
             Shader::Matmul => of::<bench::MatmulParams>(bench::MatmulParams::FIELDS),
             Shader::Optim => of::<crate::optim::OptimParams>(crate::optim::OptimParams::FIELDS),
+            Shader::Mix => of::<crate::mix::MixParams>(crate::mix::MixParams::FIELDS),
         }
     }
 
@@ -176,6 +183,8 @@ impl Shader {
             Shader::LinearCrossEntropy => &[U, R, R, R, R, W, W, W],
             // p, g, m, v.
             Shader::Optim => &[U, W, R, W, W],
+            // dst, src.
+            Shader::Mix => &[U, W, R],
         }
     }
 
@@ -199,7 +208,7 @@ impl Shader {
             Shader::CrossEntropy => &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
             Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
             Shader::LinearCrossEntropy => &["SUBGROUPS"],
-            Shader::Matmul | Shader::Optim => &["SUBGROUPS"],
+            Shader::Matmul | Shader::Optim | Shader::Mix => &["SUBGROUPS"],
         }
     }
 }

@@ -38,6 +38,22 @@ pub(crate) fn output(ctx: &Context, label: &str, bytes: u64) -> wgpu::Buffer {
     })
 }
 
+/// Runs `f` under the device lock inside error scopes: running out of memory, or a validation
+/// error, is the error returned (before `f`'s own), not a panic at a later call.
+pub(crate) fn scoped<T>(ctx: &Context, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let _guard = ctx.lock();
+    let device = ctx.device();
+    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let result = f();
+    let validation = pollster::block_on(validation.pop());
+    let oom = pollster::block_on(oom.pop());
+    match oom.or(validation) {
+        Some(e) => Err(Error::from_wgpu(e)),
+        None => result,
+    }
+}
+
 /// Runs `program` once on buffers created from `host` (inside error scopes, so that running out
 /// of memory is an error, not a panic): uploads the inputs, creates the outputs the program
 /// writes, reads back its loss and gradient (`grad` may land in the input: in place), and turns
@@ -67,10 +83,7 @@ pub(crate) fn run_host(
     .into_iter()
     .filter(|&s| program.slot_bytes(s) > 0)
     .collect();
-    let _guard = ctx.lock();
-    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let result = (|| {
+    let (out, status) = scoped(ctx, || {
         let buffers: Vec<Option<wgpu::Buffer>> = Slot::ALL
             .iter()
             .map(|&slot| match host_index(slot) {
@@ -145,19 +158,13 @@ pub(crate) fn run_host(
             }
         }
         Ok((out, status))
-    })();
-    let validation = pollster::block_on(validation.pop());
-    let oom = pollster::block_on(oom.pop());
-    if let Some(e) = oom.or(validation) {
-        return Err(Error::from_wgpu(e));
-    }
-    let (out, status) = result?;
+    })?;
     status.check(what)?;
     Ok(out)
 }
 
 /// The index in [`HostData`] of an input slot; None for the outputs.
-fn host_index(slot: Slot) -> Option<usize> {
+pub(crate) fn host_index(slot: Slot) -> Option<usize> {
     match slot {
         Slot::Input => Some(0),
         Slot::Target => Some(1),
@@ -199,10 +206,7 @@ pub(crate) fn map_read(ctx: &Context, staging: &wgpu::Buffer) -> Result<Vec<u8>>
 pub(crate) fn run_resident(program: &Program, groups: &Bound) -> Result<Status> {
     let ctx = program.ctx();
     let device = ctx.device();
-    let _guard = ctx.lock();
-    let oom = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let result = (|| {
+    scoped(ctx, || {
         let staging = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgpu-loss.status"),
             size: 16,
@@ -217,13 +221,7 @@ pub(crate) fn run_resident(program: &Program, groups: &Bound) -> Result<Status> 
         ctx.queue().submit([encoder.finish()]);
         let data = map_read(ctx, &staging)?;
         Ok(Status::from_words(&bytemuck::pod_collect_to_vec(&data)))
-    })();
-    let validation = pollster::block_on(validation.pop());
-    let oom = pollster::block_on(oom.pop());
-    if let Some(e) = oom.or(validation) {
-        return Err(Error::from_wgpu(e));
-    }
-    result
+    })
 }
 
 /// Reads the status words of the program's last run (blocking).

@@ -1191,3 +1191,67 @@ fn custom_loss_from_expressions() {
         );
     }
 }
+
+#[test]
+fn mix_of_weighted_terms() {
+    let d = dir("mix");
+    let mut rng = Rng::new(13);
+    let (pred, target) = (rng.vec(303, -3.0, 3.0), rng.vec(303, -3.0, 3.0));
+    write(&d.join("p.npy"), &[3, 101], &pred);
+    write(&d.join("t.npy"), &[3, 101], &target);
+    let file = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let out = run(&[
+        "eval",
+        "mix",
+        "--pred",
+        &file("p.npy"),
+        "--target",
+        &file("t.npy"),
+        "--term",
+        "0.8:l1",
+        "--term",
+        "0.2:huber",
+        "--delta",
+        "0.5",
+        "--reduction",
+        "sum",
+        "--json",
+        "--grad-out",
+        &file("g.npy"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["loss"], "mix");
+    assert_eq!(v["terms"][1]["loss"], "huber");
+    let inputs = wgpu_loss::Inputs::new(&pred[..], &target[..]);
+    let term = |loss| wgpu_loss::PointwiseDesc::new(loss, 303).reduction(Reduction::Sum);
+    let mix = wgpu_loss::MixDesc::new()
+        .term(0.8, term(wgpu_loss::Pointwise::L1))
+        .term(0.2, term(wgpu_loss::Pointwise::Huber { delta: 0.5 }));
+    let r = cpu::mix::reference(&mix, &[inputs, inputs]).unwrap();
+    assert_scalar(
+        "mix loss",
+        v["value"].as_f64().unwrap() as f32,
+        r.value.unwrap(),
+        TOL,
+    );
+    let (shape, grad) = read_npy(&d.join("g.npy"));
+    assert_eq!(shape, [3, 101]);
+    assert_close("mix grad", &grad, &r.grads[0], TOL);
+    let args = |term: &'static str| {
+        [
+            "eval", "mix", "--pred", "p.npy", "--target", "t.npy", "--term", term,
+        ]
+    };
+    fails_with(&args("0.8"), "WEIGHT:LOSS");
+    fails_with(&args("x:l1"), "not a number");
+    let mut unknown = args("1:nope").map(String::from).to_vec();
+    unknown[3] = file("p.npy");
+    unknown[5] = file("t.npy");
+    let unknown: Vec<&str> = unknown.iter().map(String::as_str).collect();
+    fails_with(&unknown, "unknown loss");
+}

@@ -6,6 +6,7 @@
 
 pub mod cross_entropy;
 pub mod linear_cross_entropy;
+pub mod mix;
 pub mod nll;
 pub mod optim;
 pub mod pointwise;

@@ -6,8 +6,8 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use wgpu_loss::{
     ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, CustomLossDesc, DType,
-    Inputs, LinearCrossEntropyDesc, LossOutput, NllDesc, Outputs, Pointwise, PointwiseDesc,
-    Targets as TargetKind,
+    Inputs, LinearCrossEntropyDesc, LossOutput, MixDesc, NllDesc, Outputs, Pointwise,
+    PointwiseDesc, Targets as TargetKind,
 };
 
 use super::npy::{self, Floats, Targets};
@@ -43,6 +43,44 @@ pub enum LossArgs {
     /// A custom pointwise loss: --loss and --grad are WGSL f32 expressions in x (the
     /// prediction) and y (the target), e.g. --loss 'log(cosh(x - y))' --grad 'tanh(x - y)'.
     Custom(CustomArgs),
+    /// A weighted sum of pointwise losses over one prediction and target, e.g. --term 0.8:l1
+    /// --term 0.2:mse: the sum of the weighted losses and of their weighted gradients, in one
+    /// submission.
+    Mix(MixArgs),
+}
+
+#[derive(Args)]
+pub struct MixArgs {
+    /// A term WEIGHT:LOSS (LOSS one of mse, l1, huber, smooth-l1, bce, bce-with-logits,
+    /// kl-div); repeat for each term.
+    #[arg(long = "term", required = true, value_parser = parse_term, allow_hyphen_values = true)]
+    terms: Vec<(f32, String)>,
+    /// huber's delta.
+    #[arg(long, default_value_t = 1.0)]
+    delta: f32,
+    /// smooth-l1's beta.
+    #[arg(long, default_value_t = 1.0)]
+    beta: f32,
+    /// kl-div's --target holds log-probabilities.
+    #[arg(long)]
+    log_target: bool,
+    /// Weights broadcast over the trailing dimensions of --pred (float32 .npy), for bce and
+    /// bce-with-logits terms.
+    #[arg(long)]
+    weight: Option<PathBuf>,
+    #[command(flatten)]
+    pair: Pair,
+}
+
+/// `WEIGHT:LOSS`.
+fn parse_term(s: &str) -> Result<(f32, String), String> {
+    let (w, loss) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: a term is WEIGHT:LOSS, e.g. 0.8:l1"))?;
+    let w: f32 = w
+        .parse()
+        .map_err(|_| format!("{s:?}: the weight {w:?} is not a number"))?;
+    Ok((w, loss.to_string()))
 }
 
 #[derive(Args)]
@@ -246,6 +284,8 @@ struct Evaluated {
     /// A custom loss with --check-grad: the worst relative error of its derivative against
     /// central differences.
     gradient_check: Option<f64>,
+    /// A mix's terms: weight and loss.
+    terms: Vec<(f32, &'static str)>,
     seconds: f64,
 }
 
@@ -263,6 +303,7 @@ impl LossArgs {
             LossArgs::Nll(a) => &a.common,
             LossArgs::LinearCrossEntropy(a) => &a.common,
             LossArgs::Custom(a) => &a.pair.common,
+            LossArgs::Mix(a) => &a.pair.common,
         }
     }
 }
@@ -302,6 +343,7 @@ pub fn run(args: LossArgs) -> Result<(), String> {
         LossArgs::Nll(a) => (nll(&ctx, &a)?, a.common),
         LossArgs::LinearCrossEntropy(a) => (linear_cross_entropy(&ctx, &a)?, a.common),
         LossArgs::Custom(a) => (custom(&ctx, &a)?, a.pair.common),
+        LossArgs::Mix(a) => (mix(&ctx, &a)?, a.pair.common),
     };
     report(&ctx, &evaluated, &common)
 }
@@ -372,6 +414,33 @@ fn broadcast_weight(path: &Path, shape: &[usize], last_only: bool) -> Result<Vec
     }
 }
 
+/// A pair's prediction and target (of one shape), a weight that broadcasts over them, and the
+/// input's and gradient's dtypes.
+struct PairData {
+    pred: npy::FloatArray,
+    target: npy::FloatArray,
+    weight: Option<Vec<f32>>,
+    dtype: DType,
+    grad_dtype: DType,
+}
+
+fn read_pair(p: &Pair, weight: Option<&Path>) -> Result<PairData, String> {
+    let pred = npy::read_floats(&p.pred, p.common.bf16)?;
+    let target = npy::read_floats(&p.target, p.common.bf16)?;
+    same_shape(&pred.shape, &target.shape, &p.target)?;
+    let (dtype, grad_dtype) = dtypes(&pred.data, &p.common);
+    let weight = weight
+        .map(|w| broadcast_weight(w, &pred.shape, false))
+        .transpose()?;
+    Ok(PairData {
+        pred,
+        target,
+        weight,
+        dtype,
+        grad_dtype,
+    })
+}
+
 fn pointwise(
     ctx: &Context,
     loss: Pointwise,
@@ -379,13 +448,13 @@ fn pointwise(
     weight: Option<&Path>,
     pos_weight: Option<&Path>,
 ) -> Result<Evaluated, String> {
-    let pred = npy::read_floats(&a.pred, a.common.bf16)?;
-    let target = npy::read_floats(&a.target, a.common.bf16)?;
-    same_shape(&pred.shape, &target.shape, &a.target)?;
-    let (dtype, grad_dtype) = dtypes(&pred.data, &a.common);
-    let weight = weight
-        .map(|p| broadcast_weight(p, &pred.shape, false))
-        .transpose()?;
+    let PairData {
+        pred,
+        target,
+        weight,
+        dtype,
+        grad_dtype,
+    } = read_pair(a, weight)?;
     let pos_weight = pos_weight
         .map(|p| broadcast_weight(p, &pred.shape, true))
         .transpose()?;
@@ -409,6 +478,7 @@ fn pointwise(
         name: loss.name(),
         accuracy: None,
         gradient_check: None,
+        terms: Vec::new(),
         out,
         loss_shape: pred.shape.clone(),
         grad_shape: pred.shape,
@@ -419,15 +489,13 @@ fn pointwise(
 
 fn custom(ctx: &Context, a: &CustomArgs) -> Result<Evaluated, String> {
     let p = &a.pair;
-    let pred = npy::read_floats(&p.pred, p.common.bf16)?;
-    let target = npy::read_floats(&p.target, p.common.bf16)?;
-    same_shape(&pred.shape, &target.shape, &p.target)?;
-    let (dtype, grad_dtype) = dtypes(&pred.data, &p.common);
-    let weight = a
-        .weight
-        .as_deref()
-        .map(|w| broadcast_weight(w, &pred.shape, false))
-        .transpose()?;
+    let PairData {
+        pred,
+        target,
+        weight,
+        dtype,
+        grad_dtype,
+    } = read_pair(p, a.weight.as_deref())?;
     let mut desc = CustomLossDesc::new(a.loss_expr.as_str(), a.grad_expr.as_str(), pred.data.len())
         .reduction(p.common.reduction)
         .outputs(outputs(&p.common))
@@ -452,6 +520,80 @@ fn custom(ctx: &Context, a: &CustomArgs) -> Result<Evaluated, String> {
         name: "custom",
         accuracy: None,
         gradient_check,
+        terms: Vec::new(),
+        out,
+        loss_shape: pred.shape.clone(),
+        grad_shape: pred.shape,
+        grad_dtype,
+        seconds,
+    })
+}
+
+fn mix(ctx: &Context, a: &MixArgs) -> Result<Evaluated, String> {
+    let p = &a.pair;
+    let PairData {
+        pred,
+        target,
+        weight,
+        dtype,
+        grad_dtype,
+    } = read_pair(p, a.weight.as_deref())?;
+    let mut desc = MixDesc::new();
+    let mut terms = Vec::new();
+    for (w, name) in &a.terms {
+        let loss = match name.as_str() {
+            "mse" => Pointwise::Mse,
+            "l1" => Pointwise::L1,
+            "huber" => Pointwise::Huber { delta: a.delta },
+            "smooth-l1" => Pointwise::SmoothL1 { beta: a.beta },
+            "bce" => Pointwise::Bce,
+            "bce-with-logits" => Pointwise::BceWithLogits,
+            "kl-div" => Pointwise::KlDiv {
+                log_target: a.log_target,
+            },
+            other => {
+                return Err(format!(
+                    "--term {w}:{other}: unknown loss (mse, l1, huber, smooth-l1, bce, \
+                     bce-with-logits, kl-div)"
+                ));
+            }
+        };
+        // The mix adds gradients in f32; --grad-dtype applies when the sum is written.
+        let mut term = PointwiseDesc::new(loss, pred.data.len())
+            .reduction(p.common.reduction)
+            .outputs(outputs(&p.common))
+            .dtype(dtype)
+            .grad_dtype(DType::F32);
+        term.batch = pred.shape.first().copied();
+        if let (Some(w), Pointwise::Bce | Pointwise::BceWithLogits) = (&weight, loss) {
+            term = term.weight(w.len());
+        }
+        desc = desc.term(*w, term);
+        terms.push((*w, loss.name()));
+    }
+    if weight.is_some() && !terms.iter().any(|t| t.1.starts_with("bce")) {
+        return Err("--weight: no bce or bce-with-logits term takes it".into());
+    }
+    let plain = Inputs::new(pred.data.values(), target.data.values());
+    let inputs: Vec<Inputs> = terms
+        .iter()
+        .map(|t| match &weight {
+            Some(w) if t.1.starts_with("bce") => plain.weight(w),
+            _ => plain,
+        })
+        .collect();
+    let (out, seconds) = timed(|| ctx.mix(&desc, &inputs))?;
+    let out = LossOutput {
+        value: out.value,
+        per_element: out.per_element,
+        grad: out.grads.into_iter().next().flatten(),
+        ..Default::default()
+    };
+    Ok(Evaluated {
+        name: "mix",
+        accuracy: None,
+        gradient_check: None,
+        terms,
         out,
         loss_shape: pred.shape.clone(),
         grad_shape: pred.shape,
@@ -506,6 +648,7 @@ fn nll(ctx: &Context, a: &NllArgs) -> Result<Evaluated, String> {
         name: "nll",
         accuracy: None,
         gradient_check: None,
+        terms: Vec::new(),
         out,
         loss_shape: vec![n],
         grad_shape: x.shape,
@@ -568,6 +711,7 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
         name: "cross-entropy",
         accuracy,
         gradient_check: None,
+        terms: Vec::new(),
         out,
         loss_shape: vec![n],
         grad_shape: logits.shape,
@@ -640,6 +784,7 @@ fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, Stri
         name: "linear-cross-entropy",
         accuracy: None,
         gradient_check: None,
+        terms: Vec::new(),
         out,
         loss_shape: vec![n],
         grad_shape: vec![n, d],
@@ -666,6 +811,7 @@ fn cross_entropy_probs(ctx: &Context, a: &ProbsArgs) -> Result<Evaluated, String
         name: "cross-entropy-probs",
         accuracy: None,
         gradient_check: None,
+        terms: Vec::new(),
         out,
         loss_shape: vec![n],
         grad_shape: probs.shape,
@@ -699,6 +845,11 @@ fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
         if let Some(accuracy) = e.accuracy {
             v["accuracy"] = serde_json::json!(accuracy);
             v["correct"] = e.out.correct.into();
+        }
+        if !e.terms.is_empty() {
+            v["terms"] = (e.terms.iter())
+                .map(|&(w, loss)| serde_json::json!({"weight": w, "loss": loss}))
+                .collect();
         }
         if let Some(worst) = e.gradient_check {
             v["gradient_check_worst_relative_error"] = json_f64(worst, serde_json::json!(worst));

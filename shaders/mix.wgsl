@@ -1,0 +1,37 @@
+// A weighted sum of losses, one term at a time: each term's plan writes its loss and gradient
+// into the mix's scratch, then this kernel adds them, scaled by the term's weight, into the
+// mix's outputs: dst = w src for the first term of an output (FIRST), dst = dst + w src for the
+// next ones, in the terms' order. One element an invocation at a time, each element
+// independent: the same bits on every run.
+//
+// CPU twin: src/cpu/mix.rs. Host side: src/mix.rs.
+// Layout: workgroup w takes elements [w * 256 * K, (w + 1) * 256 * K) of the window bound,
+// invocation i elements i, i + 256, ... (K of them). Bindings: 0 params, 1 dst, 2 src.
+// Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
+
+#import segment
+
+override K: u32 = 4u;
+
+// The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
+#params
+
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<storage, read> src: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
+    for (var k = 0u; k < K; k++) {
+        let i = wg * 256u * K + k * 256u + inv.lid;
+        if (i >= params.len) {
+            return;
+        }
+        let v = params.weight * src[i];
+        if (params.first != 0u) {
+            dst[i] = v;
+        } else {
+            dst[i] = dst[i] + v;
+        }
+    }
+}

@@ -1,0 +1,874 @@
+//! Weighted sums of losses: `sum_k w_k L_k` over terms that are any of the crate's losses, each
+//! with its own inputs, options and reduction, and each term's gradient, scaled by its weight,
+//! added into the gradient output it names (terms over the same prediction add into the same
+//! one), in the terms' order: the same bits on every run. Recorded into the caller's encoder
+//! like one loss; nothing is read back in the middle.
+//!
+//! How: each term is planned as usual ([`Plan`]'s engine), with its loss and gradient bound to
+//! the mix's scratch (one loss and one gradient, reused by every term in turn); after each
+//! term, `shaders/mix.wgsl` adds the scratch, times the weight, into the mix's outputs (the
+//! first term of an output writes it). The cost beside the terms' own: one read of each term's
+//! loss and gradient and one read-write of the outputs, and a scratch gradient of the largest
+//! term's size. CPU twin: [`crate::cpu::mix`].
+
+use std::mem::ManuallyDrop;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wgpu::util::DeviceExt;
+
+use crate::context::{Pipeline, PipelineKey};
+use crate::cpu::Reference;
+use crate::dtype::DType;
+use crate::plan::{Buffers, HostData, Inputs, IntoBinding, LossDesc};
+use crate::program::{Bound, Builder, Program, Slot, Status, UserBindings, WG, fold};
+use crate::reduction::Reduction;
+use crate::shader::{Shader, params};
+use crate::{Context, Error, Result, transfer};
+
+/// Elements an invocation adds.
+const K: u32 = 4;
+
+params! {
+    /// The parameters of mix.wgsl: one window of one output of one term.
+    MixParams {
+        len: u32,
+        wg_x: u32,
+        /// 1 for an output's first term (which writes it rather than adding to it).
+        first: u32,
+        weight: f32,
+    }
+}
+
+/// A term's loss description, its family erased (any [`LossDesc`]).
+pub(crate) trait Term: std::fmt::Debug + Send + Sync {
+    fn program(&self, ctx: &Context) -> Result<Program>;
+    fn term_results(&self) -> (Reduction, &'static str);
+    fn term_host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>>;
+    fn term_reference(&self, inputs: &Inputs<'_>) -> Result<Reference>;
+}
+
+impl<D: LossDesc> Term for D {
+    fn program(&self, ctx: &Context) -> Result<Program> {
+        let mut b = Builder::new(ctx);
+        self.plan(&mut b)?;
+        pollster::block_on(b.finish())
+    }
+
+    fn term_results(&self) -> (Reduction, &'static str) {
+        self.results()
+    }
+
+    fn term_host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>> {
+        self.host(inputs)
+    }
+
+    fn term_reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        self.reference(inputs)
+    }
+}
+
+/// One weighted term of a [`MixDesc`].
+#[derive(Clone, Debug)]
+struct MixTerm {
+    weight: f32,
+    loss: Arc<dyn Term>,
+    grad: usize,
+}
+
+/// A weighted sum of losses: terms added with [`MixDesc::term`] (gradient into the mix's
+/// gradient output 0) or [`MixDesc::term_into`] (into output `grad`). Every term writes the loss
+/// (all reduced, or all per element of one length) or none does; the terms of one gradient
+/// output all write a gradient of one length (in f32) or none does.
+///
+/// ```no_run
+/// use wgpu_loss::{Context, Inputs, MixDesc, Pointwise, PointwiseDesc};
+///
+/// let ctx = Context::new()?;
+/// let (pred, target) = ([0.5f32, -1.0, 2.0], [0.0f32, 0.0, 1.0]);
+/// let mix = MixDesc::new()
+///     .term(0.8, PointwiseDesc::new(Pointwise::L1, 3))
+///     .term(0.2, PointwiseDesc::new(Pointwise::Mse, 3));
+/// let inputs = Inputs::new(&pred[..], &target[..]);
+/// let out = ctx.mix(&mix, &[inputs, inputs])?;
+/// println!("loss {:?}, grad {:?}", out.value, out.grads[0]);
+/// # Ok::<(), wgpu_loss::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MixDesc {
+    terms: Vec<MixTerm>,
+}
+
+impl MixDesc {
+    /// No terms yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `weight` times `loss`, its gradient into the mix's gradient output 0.
+    pub fn term(self, weight: f32, loss: impl LossDesc) -> Self {
+        self.term_into(weight, loss, 0)
+    }
+
+    /// Adds `weight` times `loss`, its gradient into the mix's gradient output `grad` (one per
+    /// prediction the terms differentiate; outputs are numbered from 0, each with a term).
+    pub fn term_into(mut self, weight: f32, loss: impl LossDesc, grad: usize) -> Self {
+        self.terms.push(MixTerm {
+            weight,
+            loss: Arc::new(loss),
+            grad,
+        });
+        self
+    }
+
+    /// How many terms.
+    pub fn len(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// Whether there are no terms.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// The terms' weights, in order.
+    pub fn weights(&self) -> Vec<f32> {
+        self.terms.iter().map(|t| t.weight).collect()
+    }
+
+    /// The gradient output of each term, in order.
+    pub fn grad_outputs(&self) -> Vec<usize> {
+        self.terms.iter().map(|t| t.grad).collect()
+    }
+
+    /// Checks the terms' weights and gradient outputs; returns how many gradient outputs.
+    fn check(&self) -> Result<usize> {
+        if self.terms.is_empty() {
+            return Err(Error::Empty("mix terms"));
+        }
+        if let Some(t) = self.terms.iter().find(|t| !t.weight.is_finite()) {
+            return Err(Error::option(
+                "weight",
+                format!("{} is not finite", t.weight),
+            ));
+        }
+        let outputs = self.terms.iter().map(|t| t.grad).max().unwrap_or(0) + 1;
+        if let Some(g) = (0..outputs).find(|&g| self.terms.iter().all(|t| t.grad != g)) {
+            return Err(Error::option(
+                "grad",
+                format!("gradient output {g} has no term (outputs are numbered from 0)"),
+            ));
+        }
+        Ok(outputs)
+    }
+
+    /// The checks of the terms' inputs, and their bytes.
+    fn host<'a>(&self, inputs: &[Inputs<'a>]) -> Result<Vec<HostData<'a>>> {
+        crate::plan::check_count("mix inputs (one a term)", self.len() as u64, inputs.len())?;
+        self.terms
+            .iter()
+            .zip(inputs)
+            .map(|(t, i)| t.loss.term_host(i))
+            .collect()
+    }
+
+    /// Each term's CPU twin on its inputs, with its weight (for [`crate::cpu::mix`]).
+    pub(crate) fn references(&self, inputs: &[Inputs<'_>]) -> Result<Vec<(f64, usize, Reference)>> {
+        self.check()?;
+        self.host(inputs)?;
+        self.terms
+            .iter()
+            .zip(inputs)
+            .map(|(t, i)| Ok((t.weight as f64, t.grad, t.loss.term_reference(i)?)))
+            .collect()
+    }
+}
+
+/// Where a step of the mix kernel adds: the loss output, or a gradient output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dst {
+    Loss,
+    Grad(usize),
+}
+
+/// One dispatch of the mix kernel: a window of one output, its uniforms at `uniform`.
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    dst: Dst,
+    /// The window's first element and length.
+    first: u64,
+    len: u64,
+    uniform: u64,
+    workgroups: (u32, u32),
+}
+
+/// A term planned: its program (loss and gradient into the mix's scratch), and the steps that
+/// add them into the outputs.
+struct TermPlan {
+    program: Program,
+    invalid: &'static str,
+    /// Elements of its loss and gradient (0: not written).
+    loss: u64,
+    grad: u64,
+    steps: Vec<Step>,
+}
+
+/// A [`MixDesc`] planned on a context: each term's program, the mix kernel's dispatches, and
+/// the scratch the terms write into. Bind buffers to it ([`Mix::bind`]) and record it as often as
+/// needed, like a [`crate::Plan`].
+pub struct Mix {
+    ctx: Context,
+    terms: Vec<TermPlan>,
+    /// Elements of the loss output (0: no loss), and whether it is a reduced value.
+    loss: u64,
+    reduced: bool,
+    /// Elements of each gradient output (0: none written).
+    grads: Vec<u64>,
+    /// Byte offset of the terms' gradient in the scratch (their loss is at 0).
+    grad_at: u64,
+    pipeline: Pipeline,
+    /// Dropped under the device lock (see `Drop`).
+    scratch: ManuallyDrop<wgpu::Buffer>,
+    uniforms: ManuallyDrop<wgpu::Buffer>,
+    id: u64,
+}
+
+impl std::fmt::Debug for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mix")
+            .field("terms", &self.terms.len())
+            .field("loss", &self.loss)
+            .field("grads", &self.grads)
+            .finish()
+    }
+}
+
+/// The caller's buffers for a [`Mix`]: each term's inputs (a [`Buffers`] without `loss` and
+/// `grad`, which the mix binds to its scratch; a term's side outputs, such as cross-entropy's
+/// `lse`, are the term's own), and the mix's outputs: the loss (f32: one value when the terms
+/// are reduced, else one a term's element) and one gradient (f32) a gradient output. Outputs need
+/// `STORAGE` and offsets that are multiples of `min_storage_buffer_offset_alignment`.
+#[derive(Clone, Debug)]
+pub struct MixBuffers<'a> {
+    /// The inputs of each term, in order.
+    pub terms: Vec<Buffers<'a>>,
+    /// Where the weighted sum of the losses goes.
+    pub loss: Option<wgpu::BufferBinding<'a>>,
+    /// Where each gradient output goes.
+    pub grads: Vec<Option<wgpu::BufferBinding<'a>>>,
+}
+
+impl<'a> MixBuffers<'a> {
+    /// The terms' inputs; add the outputs with the setters.
+    pub fn new(terms: Vec<Buffers<'a>>) -> Self {
+        MixBuffers {
+            terms,
+            loss: None,
+            grads: Vec::new(),
+        }
+    }
+
+    /// Sets the loss output.
+    pub fn loss(mut self, loss: impl IntoBinding<'a>) -> Self {
+        self.loss = Some(loss.into_binding());
+        self
+    }
+
+    /// Sets the next gradient output (0, 1, ... in the order of the calls).
+    pub fn grad(mut self, grad: impl IntoBinding<'a>) -> Self {
+        self.grads.push(Some(grad.into_binding()));
+        self
+    }
+}
+
+/// The caller's buffers bound to one [`Mix`].
+#[derive(Debug)]
+pub struct MixBindings {
+    mix: u64,
+    terms: Vec<Bound>,
+    /// The bind group of each term's steps.
+    steps: Vec<Vec<wgpu::BindGroup>>,
+}
+
+/// What [`Context::mix`] returns: the weighted sum of the losses (reduced, or per element) and
+/// each gradient output.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MixOutput {
+    /// The reduced sum, when the terms are reduced.
+    pub value: Option<f32>,
+    /// The per-element sum, when the terms are not reduced.
+    pub per_element: Option<Vec<f32>>,
+    /// Each gradient output (None where its terms write no gradient).
+    pub grads: Vec<Option<Vec<f32>>>,
+}
+
+/// Numbers mixes, so that bindings know which mix made them.
+static MIXES: AtomicU64 = AtomicU64::new(0);
+
+/// The windows of an output of `elements` f32: runs of whole workgroups' elements that fit one
+/// binding, each starting at an offset the device allows.
+fn windows(ctx: &Context, elements: u64) -> Result<Vec<(u64, u64)>> {
+    let align = (ctx.limits().min_storage_buffer_offset_alignment as u64).max(4);
+    let unit = lcm(align, 4 * (WG * K) as u64);
+    let limit = ctx.max_binding_bytes();
+    let per = limit / unit * unit / 4;
+    if per == 0 {
+        return Err(Error::TooLarge {
+            what: "mix output window",
+            bytes: unit,
+            limit,
+            which: "storage binding",
+        });
+    }
+    Ok((0..elements)
+        .step_by(per as usize)
+        .map(|first| (first, per.min(elements - first)))
+        .collect())
+}
+
+fn lcm(a: u64, b: u64) -> u64 {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
+}
+
+/// The bytes a binding range spans.
+fn range_len(b: &wgpu::BufferBinding<'_>) -> u64 {
+    b.size
+        .map_or(b.buffer.size().saturating_sub(b.offset), |s| s.get())
+}
+
+impl Mix {
+    /// Plans every term and the kernel that adds them (blocking: pipeline compilation).
+    pub fn new(ctx: &Context, desc: &MixDesc) -> Result<Self> {
+        let outputs = desc.check()?;
+        let mut terms = Vec::with_capacity(desc.len());
+        for t in &desc.terms {
+            let program = t.loss.program(ctx)?;
+            if program.grad_slot() == Slot::Input {
+                return Err(Error::option(
+                    "in_place",
+                    "a mix's term writes its gradient into the mix's scratch, not over its input",
+                ));
+            }
+            if program.slot_bytes(Slot::GradLinear) > 0 {
+                return Err(Error::option(
+                    "terms",
+                    "fused linear + cross-entropy writes three gradients; a mix's term writes one",
+                ));
+            }
+            let grad_bytes = program.slot_bytes(Slot::Grad);
+            if grad_bytes > 0 && program.grad_dtype().0 != DType::F32 {
+                return Err(Error::option(
+                    "grad_dtype",
+                    format!(
+                        "{} in a term: a mix adds its terms' gradients in f32",
+                        program.grad_dtype().0
+                    ),
+                ));
+            }
+            let (_, invalid) = t.loss.term_results();
+            terms.push(TermPlan {
+                loss: program.slot_bytes(Slot::Loss) / 4,
+                grad: grad_bytes / 4,
+                program,
+                invalid,
+                steps: Vec::new(),
+            });
+        }
+        // One loss length (or none) over every term, one reduction shape.
+        let loss = terms[0].loss;
+        let reduced = desc.terms[0].loss.term_results().0.is_reduced();
+        for (t, d) in terms.iter().zip(&desc.terms) {
+            if t.loss != loss || (loss > 0 && d.loss.term_results().0.is_reduced() != reduced) {
+                return Err(Error::option(
+                    "reduction",
+                    "a mix's terms all write their loss (all reduced, or all per element of one \
+                     length) or none does",
+                ));
+            }
+        }
+        // One gradient length (or none) over the terms of each output.
+        let mut grads = vec![None; outputs];
+        for (t, d) in terms.iter().zip(&desc.terms) {
+            match grads[d.grad] {
+                None => grads[d.grad] = Some(t.grad),
+                Some(n) if n == t.grad => {}
+                Some(_) => {
+                    return Err(Error::option(
+                        "grad",
+                        format!(
+                            "the terms of gradient output {} write gradients of different \
+                             lengths (or some none)",
+                            d.grad
+                        ),
+                    ));
+                }
+            }
+        }
+        let grads: Vec<u64> = grads.into_iter().map(|g| g.unwrap_or(0)).collect();
+        // The steps, and their uniforms at offsets a uniform binding allows.
+        let stride = (ctx.limits().min_uniform_buffer_offset_alignment as u64)
+            .max(std::mem::size_of::<MixParams>() as u64);
+        let mut uniforms: Vec<u8> = Vec::new();
+        let mut seen_loss = false;
+        let mut seen_grad = vec![false; outputs];
+        for (t, d) in terms.iter_mut().zip(&desc.terms) {
+            let mut outs = Vec::new();
+            if t.loss > 0 {
+                outs.push((Dst::Loss, t.loss, !std::mem::replace(&mut seen_loss, true)));
+            }
+            if t.grad > 0 {
+                let first = !std::mem::replace(&mut seen_grad[d.grad], true);
+                outs.push((Dst::Grad(d.grad), t.grad, first));
+            }
+            for (dst, elements, first) in outs {
+                for (start, len) in windows(ctx, elements)? {
+                    let workgroups = fold(ctx, len.div_ceil((WG * K) as u64))?;
+                    let params = MixParams {
+                        len: len as u32,
+                        wg_x: workgroups.0,
+                        first: first as u32,
+                        weight: d.weight,
+                    };
+                    let uniform = uniforms.len() as u64;
+                    uniforms.extend_from_slice(bytemuck::bytes_of(&params));
+                    uniforms.resize((uniform + stride) as usize, 0);
+                    t.steps.push(Step {
+                        dst,
+                        first: start,
+                        len,
+                        uniform,
+                        workgroups,
+                    });
+                }
+            }
+        }
+        let key = PipelineKey::new(Shader::Mix, "main")
+            .constant("WG", WG)
+            .constant("SEG", WG)
+            .constant("K", K);
+        let pipeline = pollster::block_on(ctx.pipeline(&key))?;
+        let align = (ctx.limits().min_storage_buffer_offset_alignment as u64).max(4);
+        let grad_at = (4 * loss).next_multiple_of(align);
+        let scratch_bytes = grad_at + 4 * terms.iter().map(|t| t.grad).max().unwrap_or(0);
+        let (scratch, uniforms, popped) = {
+            let _guard = ctx.lock();
+            let device = ctx.device();
+            let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let scratch = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-loss.mix.scratch"),
+                size: scratch_bytes.max(4),
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            let uniforms = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("wgpu-loss.mix.params"),
+                contents: if uniforms.is_empty() {
+                    &[0; 16]
+                } else {
+                    &uniforms
+                },
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            (scratch, uniforms, scope.pop())
+        };
+        if let Some(e) = pollster::block_on(popped) {
+            return Err(Error::from_wgpu(e));
+        }
+        Ok(Mix {
+            ctx: ctx.clone(),
+            terms,
+            loss,
+            reduced,
+            grads,
+            grad_at,
+            pipeline,
+            scratch: ManuallyDrop::new(scratch),
+            uniforms: ManuallyDrop::new(uniforms),
+            id: MIXES.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// How many compute dispatches one run records (the terms' and the mix kernel's).
+    pub fn dispatch_count(&self) -> usize {
+        self.terms
+            .iter()
+            .map(|t| t.program.dispatch_count() + t.steps.len())
+            .sum()
+    }
+
+    /// The bytes of device memory the mix allocates beside the caller's buffers (its terms'
+    /// plans, its scratch and parameters).
+    pub fn device_bytes(&self) -> u64 {
+        self.scratch.size()
+            + self.uniforms.size()
+            + self
+                .terms
+                .iter()
+                .map(|t| t.program.device_bytes())
+                .sum::<u64>()
+    }
+
+    /// Elements of the loss output (0: none), and of each gradient output (0: none).
+    pub fn output_elements(&self) -> (u64, &[u64]) {
+        (self.loss, &self.grads)
+    }
+
+    /// Checks `buffers` against the mix (each term's inputs as its plan does, the outputs present
+    /// exactly where written, large enough, overlapping no other range) and creates their bind
+    /// groups.
+    pub fn bind(&self, buffers: &MixBuffers<'_>) -> Result<MixBindings> {
+        for b in &buffers.terms {
+            for (given, name) in [(&b.loss, "loss"), (&b.grad, "grad")] {
+                if given.is_some() {
+                    return Err(Error::Binding(
+                        name,
+                        "a mix's term writes into the mix: set MixBuffers' outputs instead",
+                    ));
+                }
+            }
+        }
+        let slots: Vec<UserBindings<'_>> = buffers.terms.iter().map(Buffers::slots).collect();
+        self.bind_slots(&slots, buffers.loss.clone(), &buffers.grads)
+    }
+
+    /// [`Mix::bind`] on each term's ranges in slot order.
+    fn bind_slots(
+        &self,
+        terms: &[UserBindings<'_>],
+        loss: Option<wgpu::BufferBinding<'_>>,
+        grads: &[Option<wgpu::BufferBinding<'_>>],
+    ) -> Result<MixBindings> {
+        crate::plan::check_count(
+            "mix term buffers (one a term)",
+            self.terms.len() as u64,
+            terms.len(),
+        )?;
+        if grads.len() > self.grads.len() {
+            return Err(Error::Binding(
+                "grads",
+                "more gradient outputs than the mix has",
+            ));
+        }
+        let align = (self.ctx.limits().min_storage_buffer_offset_alignment as u64).max(4);
+        let mut outputs: Vec<(&'static str, Dst, &wgpu::BufferBinding<'_>)> = Vec::new();
+        let wanted = std::iter::once(("loss", Dst::Loss, self.loss, loss.as_ref())).chain(
+            self.grads.iter().enumerate().map(|(g, &n)| {
+                let given = grads.get(g).and_then(|b| b.as_ref());
+                ("grad", Dst::Grad(g), n, given)
+            }),
+        );
+        for (name, dst, elements, given) in wanted {
+            match (elements, given) {
+                (0, None) => {}
+                (0, Some(_)) => return Err(Error::Binding(name, "not written by this mix")),
+                (_, None) => return Err(Error::Binding(name, "written by this mix, not given")),
+                (n, Some(b)) => {
+                    let usage = b.buffer.usage();
+                    if !usage.contains(wgpu::BufferUsages::STORAGE) {
+                        return Err(Error::MissingUsage {
+                            binding: name,
+                            needed: wgpu::BufferUsages::STORAGE,
+                            actual: usage,
+                        });
+                    }
+                    if !b.offset.is_multiple_of(align) {
+                        return Err(Error::Misaligned {
+                            binding: name,
+                            offset: b.offset,
+                            alignment: align,
+                        });
+                    }
+                    if b.offset.saturating_add(range_len(b)) > b.buffer.size() {
+                        return Err(Error::Binding(
+                            name,
+                            "range runs past the end of its buffer",
+                        ));
+                    }
+                    if range_len(b) < 4 * n {
+                        return Err(Error::BufferTooSmall {
+                            binding: name,
+                            needed: 4 * n,
+                            actual: range_len(b),
+                        });
+                    }
+                    outputs.push((name, dst, b));
+                }
+            }
+        }
+        // An output may overlap no other output, and no range a term reads or writes (a later
+        // term would read what the mix wrote).
+        let elements = |dst: Dst| match dst {
+            Dst::Loss => self.loss,
+            Dst::Grad(g) => self.grads[g],
+        };
+        let overlap =
+            |a: &wgpu::BufferBinding<'_>, an: u64, b: &wgpu::BufferBinding<'_>, bn: u64| {
+                a.buffer == b.buffer && a.offset < b.offset + bn && b.offset < a.offset + an
+            };
+        for (i, &(name, dst, b)) in outputs.iter().enumerate() {
+            for &(other, odst, o) in &outputs[i + 1..] {
+                if overlap(b, 4 * elements(dst), o, 4 * elements(odst)) {
+                    return Err(Error::Aliased { a: name, b: other });
+                }
+            }
+            for term in terms {
+                for (r, role) in term.iter().zip(Slot::ALL) {
+                    if let Some(r) = r
+                        && overlap(b, 4 * elements(dst), r, range_len(r))
+                    {
+                        return Err(Error::Aliased {
+                            a: name,
+                            b: role.name(),
+                        });
+                    }
+                }
+            }
+        }
+        let scratch_range = |at: u64, elements: u64| wgpu::BufferBinding {
+            buffer: &self.scratch,
+            offset: at,
+            size: NonZeroU64::new(4 * elements),
+        };
+        let mut bound = Vec::with_capacity(self.terms.len());
+        for (t, b) in self.terms.iter().zip(terms) {
+            let mut slots = b.clone();
+            if t.loss > 0 {
+                slots[Slot::Loss as usize] = Some(scratch_range(0, t.loss));
+            }
+            if t.grad > 0 {
+                slots[Slot::Grad as usize] = Some(scratch_range(self.grad_at, t.grad));
+            }
+            bound.push(t.program.bind(&slots)?);
+        }
+        let output = |dst: Dst| {
+            outputs
+                .iter()
+                .find(|o| o.1 == dst)
+                .map(|o| o.2)
+                .expect("checked above")
+        };
+        let _guard = self.ctx.lock();
+        let device = self.ctx.device();
+        let steps = self
+            .terms
+            .iter()
+            .map(|t| {
+                t.steps
+                    .iter()
+                    .map(|s| {
+                        let (dst, src_at) = match s.dst {
+                            Dst::Loss => (output(Dst::Loss), 0),
+                            Dst::Grad(g) => (output(Dst::Grad(g)), self.grad_at),
+                        };
+                        let window = |buffer, offset| {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer,
+                                offset,
+                                size: NonZeroU64::new(4 * s.len),
+                            })
+                        };
+                        device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("wgpu-loss.mix"),
+                            layout: &self.pipeline.layout,
+                            entries: &[
+                                wgpu::BindGroupEntry {
+                                    binding: 0,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: &self.uniforms,
+                                        offset: s.uniform,
+                                        size: NonZeroU64::new(
+                                            std::mem::size_of::<MixParams>() as u64
+                                        ),
+                                    }),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 1,
+                                    resource: window(dst.buffer, dst.offset + 4 * s.first),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 2,
+                                    resource: window(&self.scratch, src_at + 4 * s.first),
+                                },
+                            ],
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(MixBindings {
+            mix: self.id,
+            terms: bound,
+            steps,
+        })
+    }
+
+    /// Records the mix into `encoder`: each term's passes, then its weighted addition into the
+    /// outputs, in the terms' order. Nothing is submitted; the results stay on the GPU.
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, bindings: &MixBindings) -> Result<()> {
+        if bindings.mix != self.id {
+            return Err(Error::Binding("bindings", "made by another mix"));
+        }
+        for ((t, bound), groups) in self.terms.iter().zip(&bindings.terms).zip(&bindings.steps) {
+            t.program.record(encoder, bound, None);
+            let _guard = self.ctx.lock();
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("wgpu-loss.mix"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&self.pipeline.pipeline);
+            for (s, group) in t.steps.iter().zip(groups) {
+                pass.set_bind_group(0, group, &[]);
+                pass.dispatch_workgroups(s.workgroups.0, s.workgroups.1, 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records into an encoder of its own, submits, waits, and turns invalid inputs the terms'
+    /// kernels counted into [`Error::InvalidOnGpu`]. The results are in the bound outputs.
+    pub fn run(&self, bindings: &MixBindings) -> Result<()> {
+        self.submit(bindings, &[]).map(drop)
+    }
+
+    /// Records the mix, then copies of the terms' status words and of `reads` (the first
+    /// `bytes` of each buffer) into one staging buffer; submits, waits, checks the statuses and
+    /// returns the bytes of `reads`, each at a multiple of 4. Within error scopes, so that
+    /// running out of memory is an error.
+    fn submit(&self, bindings: &MixBindings, reads: &[(&wgpu::Buffer, u64)]) -> Result<Vec<u8>> {
+        let ctx = &self.ctx;
+        let device = ctx.device();
+        let data = transfer::scoped(ctx, || {
+            let statuses = 16 * self.terms.len() as u64;
+            let total = statuses + reads.iter().map(|r| r.1.next_multiple_of(4)).sum::<u64>();
+            let staging = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("wgpu-loss.mix.readback"),
+                size: total,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgpu-loss.mix"),
+            });
+            self.record(&mut encoder, bindings)?;
+            for (k, t) in self.terms.iter().enumerate() {
+                encoder.copy_buffer_to_buffer(t.program.scratch(), 0, &staging, 16 * k as u64, 16);
+            }
+            let mut at = statuses;
+            for &(buffer, bytes) in reads {
+                let bytes = bytes.next_multiple_of(4);
+                encoder.copy_buffer_to_buffer(buffer, 0, &staging, at, bytes);
+                at += bytes;
+            }
+            ctx.queue().submit([encoder.finish()]);
+            transfer::map_read(ctx, &staging)
+        })?;
+        for (k, t) in self.terms.iter().enumerate() {
+            let words = bytemuck::pod_collect_to_vec(&data[16 * k..16 * (k + 1)]);
+            Status::from_words(&words).check(t.invalid)?;
+        }
+        Ok(data[16 * self.terms.len()..].to_vec())
+    }
+}
+
+impl Context {
+    /// Computes a weighted sum of losses on host data, one [`Inputs`] a term (terms over the same
+    /// prediction take the same slices): checks them against the terms, uploads them, runs the
+    /// mix in one submission, and reads the sum and the gradients back.
+    pub fn mix(&self, desc: &MixDesc, inputs: &[Inputs<'_>]) -> Result<MixOutput> {
+        let host = desc.host(inputs)?;
+        for (i, h) in inputs.iter().zip(&host) {
+            if i.linear.is_some() && h[6].is_none() || i.bias.is_some() && h[7].is_none() {
+                return Err(Error::Binding("linear", "given, not taken by this term"));
+            }
+        }
+        let mix = Mix::new(self, desc)?;
+        let made = transfer::scoped(self, || {
+            // Each term's inputs, and buffers for the side outputs a term writes (unread).
+            let terms: Vec<Vec<Option<wgpu::Buffer>>> = mix
+                .terms
+                .iter()
+                .zip(&host)
+                .map(|(t, h)| {
+                    Slot::ALL
+                        .iter()
+                        .map(|&slot| match transfer::host_index(slot) {
+                            Some(i) => h[i]
+                                .as_ref()
+                                .map(|d| transfer::upload(self, slot.label(), d)),
+                            None if matches!(slot, Slot::Loss | Slot::Grad) => None,
+                            None => Some(t.program.slot_bytes(slot))
+                                .filter(|&b| b > 0)
+                                .map(|b| transfer::output(self, slot.label(), b)),
+                        })
+                        .collect()
+                })
+                .collect();
+            let loss =
+                (mix.loss > 0).then(|| transfer::output(self, "wgpu-loss.mix.loss", 4 * mix.loss));
+            let grads: Vec<Option<wgpu::Buffer>> = mix
+                .grads
+                .iter()
+                .map(|&n| (n > 0).then(|| transfer::output(self, "wgpu-loss.mix.grad", 4 * n)))
+                .collect();
+            let slots: Vec<UserBindings<'_>> = terms
+                .iter()
+                .map(|b| {
+                    std::array::from_fn(|i| b[i].as_ref().map(|b| b.as_entire_buffer_binding()))
+                })
+                .collect();
+            let bindings = mix.bind_slots(
+                &slots,
+                loss.as_ref().map(|b| b.as_entire_buffer_binding()),
+                &grads
+                    .iter()
+                    .map(|g| g.as_ref().map(|b| b.as_entire_buffer_binding()))
+                    .collect::<Vec<_>>(),
+            )?;
+            let mut reads = Vec::new();
+            if let Some(l) = &loss {
+                reads.push((l, 4 * mix.loss));
+            }
+            for (g, &n) in grads.iter().zip(&mix.grads) {
+                if let Some(g) = g {
+                    reads.push((g, 4 * n));
+                }
+            }
+            mix.submit(&bindings, &reads)
+        })?;
+        let data: Vec<f32> = bytemuck::pod_collect_to_vec(&made);
+        let (mut out, mut at) = (MixOutput::default(), 0);
+        if mix.loss > 0 {
+            let losses = data[..mix.loss as usize].to_vec();
+            at = mix.loss as usize;
+            if mix.reduced {
+                out.value = losses.first().copied();
+            } else {
+                out.per_element = Some(losses);
+            }
+        }
+        for &n in &mix.grads {
+            out.grads.push((n > 0).then(|| {
+                at += n as usize;
+                data[at - n as usize..at].to_vec()
+            }));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Mix {
+    fn drop(&mut self) {
+        // On GL, freeing GPU memory takes the GL context: release under the device lock.
+        let _guard = self.ctx.lock();
+        // SAFETY: each is dropped once, here, and never used again.
+        unsafe {
+            ManuallyDrop::drop(&mut self.scratch);
+            ManuallyDrop::drop(&mut self.uniforms);
+        }
+    }
+}
