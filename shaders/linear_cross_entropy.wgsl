@@ -10,12 +10,14 @@
 // on every run):
 //   stats          workgroup = a tile of TR rows; a dispatch takes a chunk of class tiles
 //                  [vocab_tile0, vocab_tile_end) and folds them, in class order, into each
-//                  row's running statistics in scratch (5 a row at stats_base: the max m, the
+//                  row's running statistics in scratch (6 a row at stats_base: the max m, the
 //                  sum s of exp(z - m), sum w (m - z) and sum w over the classes seen (label
-//                  smoothing), and the target's z). Chunks go in order, one dispatch each (per
+//                  smoothing), the target's z, and the argmax: the first class of the max, as an f32,
+//                  exact below 2^24 classes). Chunks go in order, one dispatch each (per
 //                  window of rows), so a row's statistics see the classes in order 0..V.
-//   finish         one invocation a row: the loss, the log-sum-exp, and the coefficients of
-//                  the logits' gradient (4 a row at coef_base: lse, A, B, E, scaled) so that
+//   finish         one invocation a row: the loss, the log-sum-exp, the count of rows whose
+//                  argmax is their target (status word 3, an integer atomic), and the
+//                  coefficients of the logits' gradient (4 a row at coef_base: lse, A, B, E, scaled) so that
 //                  dz_v = (A exp(z_v - lse) - B [v = y] - E w_v) times the softcap's slope.
 //   grad_hidden    workgroup = a tile of rows; per class tile of the dispatch's chunk: the
 //                  tile's dz into workgroup memory, then gh[rows] += dz W[tile], a tiled
@@ -204,8 +206,9 @@ fn stats(inv: Invocation) {
     var u = 0.0;
     var wsum = 0.0;
     var zy = 0.0;
+    var am = 0u;
     var tgt = -1;
-    let at = params.stats_base + 5u * row;
+    let at = params.stats_base + 6u * row;
     if (owner) {
         tgt = y[row];
         if (params.first == 0u) {
@@ -214,6 +217,7 @@ fn stats(inv: Invocation) {
             u = scratch.data[at + 2u];
             wsum = scratch.data[at + 3u];
             zy = scratch.data[at + 4u];
+            am = u32(scratch.data[at + 5u]);
         }
     }
     for (var t = params.vocab_tile0; t < params.vocab_tile_end; t++) {
@@ -234,6 +238,7 @@ fn stats(inv: Invocation) {
                         u += wsum * (z - m);
                     }
                     m = z;
+                    am = v;
                 } else {
                     s += exp(z - m);
                     if (SMOOTH) {
@@ -256,6 +261,7 @@ fn stats(inv: Invocation) {
         scratch.data[at + 2u] = u;
         scratch.data[at + 3u] = wsum;
         scratch.data[at + 4u] = zy;
+        scratch.data[at + 5u] = f32(am);
     }
 }
 
@@ -268,7 +274,7 @@ fn finish(inv: Invocation) {
     if (row >= params.rows) {
         return;
     }
-    let at = params.stats_base + 5u * row;
+    let at = params.stats_base + 6u * row;
     let m = scratch.data[at];
     let log_s = log(scratch.data[at + 1u]);
     let u = scratch.data[at + 2u];
@@ -288,6 +294,9 @@ fn finish(inv: Invocation) {
             coef = vec3<f32>(loss);
         } else {
             wy = class_weight(u32(t));
+            if (u32(scratch.data[at + 5u]) == u32(t)) {
+                atomicAdd(&scratch.status[3], 1u);
+            }
             loss = (1.0 - ls) * wy * ((m - zy) + log_s) + params.z_loss * wy * lse * lse;
             coef = vec3<f32>((1.0 - ls) * wy + 2.0 * params.z_loss * wy * lse, (1.0 - ls) * wy, 0.0);
             if (SMOOTH) {

@@ -65,6 +65,7 @@ mod pointwise;
 mod program;
 mod reduction;
 mod shader;
+mod train;
 mod transfer;
 
 pub use context::{Context, ContextOptions, DeviceGuard, Tuning};
@@ -82,3 +83,4 @@ pub use plan::{Bindings, Buffers, Inputs, IntoBinding, LossDesc, Plan, Target};
 pub use pointwise::{ClassicCrossEntropyDesc, Pointwise, PointwiseDesc};
 pub use program::Status;
 pub use reduction::{LossOutput, Outputs, Reduction};
+pub use train::{EpochStats, SoftmaxRegression, TrainDesc, blobs};

@@ -69,6 +69,9 @@ pub struct LinearCrossEntropyDesc {
     pub outputs: Outputs,
     /// Also write each row's log-sum-exp (f32 `[N]`).
     pub lse: bool,
+    /// Also count the rows (not ignored) whose argmax, the first class of the largest logit, is
+    /// their target (`Buffers::correct`, one u32; [`crate::LossOutput::correct`]).
+    pub correct: bool,
     /// The dtype of the hidden states and the layer's weight (default f32); products and sums
     /// are f32 whatever it is, and the gradients are written in f32.
     pub dtype: DType,
@@ -90,6 +93,8 @@ setters! {
         outputs: Outputs,
         /// Asks for each row's log-sum-exp.
         lse: bool,
+        /// Asks for the count of rows whose argmax is their target.
+        correct: bool,
         /// Sets the dtype of the hidden states and the layer's weight.
         dtype: DType,
     }
@@ -118,6 +123,7 @@ impl LinearCrossEntropyDesc {
             reduction: Reduction::Mean,
             outputs: Outputs::BOTH,
             lse: false,
+            correct: false,
             dtype: DType::F32,
         }
     }
@@ -148,6 +154,12 @@ impl LinearCrossEntropyDesc {
         }
         elements("hidden (N x D)", &[self.rows, self.dim])?;
         elements("linear (V x D)", &[self.vocab, self.dim])?;
+        if self.correct && self.vocab > 1 << 24 {
+            return Err(Error::option(
+                "correct",
+                "the argmax is kept as an f32, exact for at most 2^24 classes",
+            ));
+        }
         // The options on one row of logits (N x V may be more than a tensor's elements).
         let one_row = CrossEntropyDesc {
             rows: 1,
@@ -270,7 +282,10 @@ impl Family for LinearCrossEntropyDesc {
             }
         }
         b.grad_dtype(DType::F32, n * d);
-        let stats_base = b.scratch(5 * n)?;
+        if self.correct {
+            b.status_output(Slot::Correct, "correct", 3);
+        }
+        let stats_base = b.scratch(6 * n)?;
         let coef_base = if want_grad { b.scratch(4 * n)? } else { 0 };
 
         let key = |entry: &'static str| {

@@ -391,3 +391,47 @@ fn half_precision_hidden_states_and_layer() {
         );
     }
 }
+
+/// The count of rows whose argmax (the first class of the largest logit) is their target,
+/// against the argmax of the f64 logits; ignored rows never count; with a zero layer every logit
+/// ties and the argmax is class 0, as torch.argmax says.
+#[test]
+fn correct_counts_rows_whose_argmax_is_the_target() {
+    // Several class chunks a row (V past one tile of 64, odd), rows past one tile of 32.
+    let (n, d, v) = (45, 19, 203);
+    let mut case = Case::new(131, n, d, v);
+    case.desc = case.desc.bias(true).correct(true);
+    // Half the targets are the row's argmax, so that the count is far from 0 and from N.
+    let logits = |c: &Case, r: usize, k: usize| {
+        (0..d).fold(c.bias[k] as f64, |a, j| {
+            a + c.hidden[r * d + j] as f64 * c.linear[k * d + j] as f64
+        })
+    };
+    let argmax = |c: &Case, r: usize| {
+        (0..v).fold(0, |best, k| {
+            if logits(c, r, k) > logits(c, r, best) {
+                k
+            } else {
+                best
+            }
+        })
+    };
+    for r in (0..n).step_by(2) {
+        case.targets[r] = argmax(&case, r) as i64;
+    }
+    // Ignored rows: one whose target would be its argmax.
+    case.targets[1] = -100;
+    case.targets[2] = -100;
+    let expected = (0..n)
+        .filter(|&r| case.targets[r] == argmax(&case, r) as i64)
+        .count();
+    assert!(expected > n / 3 && expected < n, "{expected}");
+    let correct = |c: &Case| ctx().loss(&c.desc, &c.inputs()).unwrap().correct.unwrap();
+    assert_eq!(correct(&case) as usize, expected);
+    // A zero layer: every logit 0, the argmax class 0.
+    case.linear.iter_mut().for_each(|w| *w = 0.0);
+    case.bias.iter_mut().for_each(|b| *b = 0.0);
+    case.targets[5] = 0;
+    let zeros = case.targets.iter().filter(|&&t| t == 0).count();
+    assert_eq!(correct(&case) as usize, zeros);
+}

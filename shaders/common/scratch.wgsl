@@ -4,7 +4,8 @@
 //   status[0]  number of invalid inputs seen (class index out of range, probability outside [0, 1])
 //   status[1]  0xffffffff - index of the first invalid row or element (0: none); atomicMax keeps the first
 //   status[2]  the first invalid value, as bits (written by whoever holds the first index; advisory)
-//   status[3]  rows whose argmax is their class target (cross-entropy's `correct`, WANT_ARGMAX)
+//   status[3]  rows whose argmax is their class target (cross-entropy's `correct`, WANT_ARGMAX; fused
+//              linear + cross-entropy's)
 //   data[0]    the data-dependent denominator of a weighted mean (written by reduce.wgsl)
 //   data[1..]  partial sums (vec2: loss, weight) and per-(row, chunk) statistics, at offsets the
 //              host computes for each plan.

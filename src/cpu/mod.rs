@@ -10,6 +10,7 @@ pub mod mix;
 pub mod nll;
 pub mod optim;
 pub mod pointwise;
+pub mod train;
 
 use crate::{Inputs, LossDesc};
 
