@@ -67,7 +67,7 @@ impl TrainDesc {
                 return Err(Error::Empty(what));
             }
         }
-        let elements = self.rows.checked_mul(self.features).unwrap_or(usize::MAX);
+        let elements = self.rows.saturating_mul(self.features);
         crate::plan::check_count(
             "features (rows x features)",
             elements as u64,

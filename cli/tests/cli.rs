@@ -1255,3 +1255,114 @@ fn mix_of_weighted_terms() {
     let unknown: Vec<&str> = unknown.iter().map(String::as_str).collect();
     fails_with(&unknown, "unknown loss");
 }
+
+#[test]
+fn train_softmax_regression() {
+    let d = dir("train");
+    let file = |name: &str| d.join(name).to_str().unwrap().to_string();
+    // Generated blobs, against the f64 twin of the same gradient descent.
+    let out = run(&[
+        "train",
+        "--synthetic",
+        "blobs",
+        "--samples",
+        "250",
+        "--dims",
+        "3",
+        "--classes",
+        "4",
+        "--seed",
+        "9",
+        "--epochs",
+        "12",
+        "--json",
+        "--weights-out",
+        &file("w.npy"),
+        "--bias-out",
+        &file("b.npy"),
+        "--plot",
+        &file("loss.svg"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (x, y) = wgpu_loss::blobs(250, 3, 4, 9);
+    let desc = wgpu_loss::TrainDesc::new(250, 3, 4);
+    let twin = cpu::train::softmax_regression(&desc, &x, &y, 12).unwrap();
+    let epochs = v["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 12);
+    for (e, &(loss, _)) in epochs.iter().zip(&twin.epochs) {
+        assert_scalar(
+            "train loss",
+            e["loss"].as_f64().unwrap() as f32,
+            loss,
+            Tol::new(1e-4, 1e-6),
+        );
+    }
+    let (shape, w) = read_npy(&d.join("w.npy"));
+    assert_eq!(shape, [4, 3]);
+    assert_close("trained weight", &w, &twin.weight, Tol::new(1e-4, 1e-6));
+    let (shape, b) = read_npy(&d.join("b.npy"));
+    assert_eq!(shape, [4]);
+    assert_close("trained bias", &b, &twin.bias, Tol::new(1e-4, 1e-6));
+    let svg = std::fs::read_to_string(d.join("loss.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("accuracy"));
+    // Files, in mini-batches with momentum; the same epochs printed twice.
+    write(&d.join("x.npy"), &[250, 3], &x);
+    write(&d.join("y.npy"), &[250], &y);
+    let args = [
+        "train",
+        "--features",
+        &file("x.npy"),
+        "--labels",
+        &file("y.npy"),
+        "--batch-size",
+        "64",
+        "--optimizer",
+        "momentum",
+        "--lr",
+        "0.05",
+        "--epochs",
+        "5",
+        "--json",
+    ];
+    let (a, b) = (run(&args), run(&args));
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let epochs = |o: &Output| {
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["epochs"].clone()
+    };
+    assert_eq!(epochs(&a), epochs(&b));
+    let twin = cpu::train::softmax_regression(
+        &desc
+            .batch_size(64)
+            .optimizer(wgpu_loss::Optimizer::momentum(0.05, 0.9, false)),
+        &x,
+        &y,
+        5,
+    )
+    .unwrap();
+    for (e, &(loss, _)) in epochs(&a).as_array().unwrap().iter().zip(&twin.epochs) {
+        assert_scalar(
+            "mini-batch loss",
+            e["loss"].as_f64().unwrap() as f32,
+            loss,
+            Tol::new(1e-4, 1e-6),
+        );
+    }
+    // Labels outside [0, C): one line.
+    fails_with(
+        &[
+            "train",
+            "--features",
+            &file("x.npy"),
+            "--labels",
+            &file("y.npy"),
+            "--classes",
+            "3",
+        ],
+        "outside [0, 3)",
+    );
+}

@@ -613,7 +613,7 @@ fn class_weight(path: &Option<PathBuf>, classes: usize) -> Result<Option<Vec<f32
     }
 }
 
-fn class_targets(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
+pub(super) fn class_targets(path: &Path, rows: usize) -> Result<Vec<i64>, String> {
     match npy::read_targets(path, false)? {
         Targets::Classes(t) => {
             same_shape(&[rows], &t.shape, path)?;
@@ -890,7 +890,7 @@ fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
 
 /// JSON has no NaN or infinity: those become strings, as Python's json module reads them back
 /// with `float()`.
-fn json_f32(x: f32) -> serde_json::Value {
+pub(super) fn json_f32(x: f32) -> serde_json::Value {
     json_f64(x as f64, serde_json::json!(x))
 }
 

@@ -1,4 +1,4 @@
-//! The `wgpu-loss` command line: `info`, `eval`, `demo`.
+//! The `wgpu-loss` command line: `info`, `eval`, `demo`, `bench`, `train`.
 
 mod bench;
 mod demo;
@@ -6,6 +6,7 @@ mod eval;
 mod info;
 mod npy;
 mod plot;
+mod train;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,9 @@ enum Cmd {
     /// Measure every kernel on this adapter against its ceilings (a buffer copy and a trivial
     /// kernel of the same access pattern, measured in the same run).
     Bench(bench::BenchArgs),
+    /// Train softmax regression (a linear layer with bias, then cross-entropy) on the GPU:
+    /// the fused linear + cross-entropy kernel and the update step, from zero parameters.
+    Train(train::TrainArgs),
 }
 
 /// Options every `eval` loss takes.
@@ -88,6 +92,7 @@ impl Cli {
             Cmd::Eval { loss } => eval::run(loss),
             Cmd::Demo(args) => demo::run(&args),
             Cmd::Bench(args) => bench::run(&args),
+            Cmd::Train(args) => train::run(&args),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The `bench --plot` figure: GB/s against bytes moved, one line per kernel, with the adapter's
+//! The `train --plot` figure (below), and the `bench --plot` figure: GB/s against bytes moved, one line per kernel, with the adapter's
 //! two ceilings measured in the same run. Forward passes on the left, forward + gradient on the
 //! right (their trivial ceilings differ: a sum and a copy).
 
@@ -112,6 +112,59 @@ pub fn draw(path: &Path, adapter: &str, rows: &[Row]) -> Result<(), String> {
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()
+            .map_err(|e| fail(&e))?;
+    }
+    root.present().map_err(|e| fail(&e))
+}
+
+/// The `train --plot` figure: the loss (left) and the accuracy (right) of each epoch.
+pub fn training(
+    path: &Path,
+    adapter: &str,
+    epochs: &[wgpu_loss::EpochStats],
+) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let root = SVGBackend::new(path, (1100, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let (left, right) = root.split_horizontally(550);
+    let last = epochs.len().max(2) as f64;
+    let loss_max = epochs
+        .iter()
+        .map(|e| e.loss as f64)
+        .fold(0.0, f64::max)
+        .max(1e-9)
+        * 1.05;
+    let loss = |e: &wgpu_loss::EpochStats| e.loss as f64;
+    let accuracy = |e: &wgpu_loss::EpochStats| e.accuracy;
+    for (area, name, y_max, value, color) in [
+        (
+            left,
+            "loss (mean cross-entropy)",
+            loss_max,
+            &loss as &dyn Fn(_) -> f64,
+            RED,
+        ),
+        (right, "accuracy", 1.0, &accuracy, BLUE),
+    ] {
+        let mut chart = ChartBuilder::on(&area)
+            .caption(
+                format!("{name}, softmax regression on {adapter}"),
+                ("sans-serif", 15),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(1.0..last, 0.0..y_max)
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(name)
+            .draw()
+            .map_err(|e| fail(&e))?;
+        let points = epochs.iter().map(|e| (e.epoch as f64, value(e)));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| fail(&e))?;
     }
     root.present().map_err(|e| fail(&e))
