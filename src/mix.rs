@@ -22,7 +22,9 @@ use crate::context::{Pipeline, PipelineKey};
 use crate::cpu::Reference;
 use crate::dtype::DType;
 use crate::plan::{Buffers, HostData, Inputs, IntoBinding, LossDesc};
-use crate::program::{Bound, Builder, Program, Slot, Status, UserBindings, WG, fold};
+use crate::program::{
+    Bound, Builder, Program, Slot, Status, UserBindings, WG, Windowing, fold, range_len,
+};
 use crate::reduction::Reduction;
 use crate::shader::{Shader, params};
 use crate::{Context, Error, Result, transfer};
@@ -306,39 +308,20 @@ pub struct MixOutput {
 /// Numbers mixes, so that bindings know which mix made them.
 static MIXES: AtomicU64 = AtomicU64::new(0);
 
-/// The windows of an output of `elements` f32: runs of whole workgroups' elements that fit one
-/// binding, each starting at an offset the device allows.
+/// The windows of an output of `elements` f32 (first element, length): the engine's windows of
+/// whole workgroups' elements, each bound from its first element.
 fn windows(ctx: &Context, elements: u64) -> Result<Vec<(u64, u64)>> {
-    let align = (ctx.limits().min_storage_buffer_offset_alignment as u64).max(4);
-    let unit = lcm(align, 4 * (WG * K) as u64);
-    let limit = ctx.max_binding_bytes();
-    let per = limit / unit * unit / 4;
-    if per == 0 {
-        return Err(Error::TooLarge {
-            what: "mix output window",
-            bytes: unit,
-            limit,
-            which: "storage binding",
-        });
+    let spans = Windowing {
+        units: elements,
+        unit_elems: 1,
+        per_wg: (WG * K) as u64,
+        tail_elems: 0,
+        sizes: &[4],
+        what: "mix output",
     }
-    Ok((0..elements)
-        .step_by(per as usize)
-        .map(|first| (first, per.min(elements - first)))
-        .collect())
-}
-
-fn lcm(a: u64, b: u64) -> u64 {
-    let (mut x, mut y) = (a, b);
-    while y != 0 {
-        (x, y) = (y, x % y);
-    }
-    a / x * b
-}
-
-/// The bytes a binding range spans.
-fn range_len(b: &wgpu::BufferBinding<'_>) -> u64 {
-    b.size
-        .map_or(b.buffer.size().saturating_sub(b.offset), |s| s.get())
+    .spans(ctx)?;
+    debug_assert!(spans.iter().all(|s| s.base == s.first));
+    Ok(spans.iter().map(|s| (s.first, s.units)).collect())
 }
 
 impl Mix {

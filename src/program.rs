@@ -766,7 +766,7 @@ pub struct Program {
 }
 
 /// The bytes a binding range spans: its size, or the rest of its buffer.
-fn range_len(b: &wgpu::BufferBinding<'_>) -> u64 {
+pub fn range_len(b: &wgpu::BufferBinding<'_>) -> u64 {
     match b.size {
         Some(s) => s.get(),
         None => b.buffer.size().saturating_sub(b.offset),

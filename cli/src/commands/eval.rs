@@ -289,6 +289,30 @@ struct Evaluated {
     seconds: f64,
 }
 
+impl Evaluated {
+    /// An evaluation with no accuracy, gradient check or terms.
+    fn new(
+        name: &'static str,
+        out: LossOutput,
+        loss_shape: Vec<usize>,
+        grad_shape: Vec<usize>,
+        grad_dtype: DType,
+        seconds: f64,
+    ) -> Self {
+        Evaluated {
+            name,
+            out,
+            loss_shape,
+            grad_shape,
+            grad_dtype,
+            accuracy: None,
+            gradient_check: None,
+            terms: Vec::new(),
+            seconds,
+        }
+    }
+}
+
 impl LossArgs {
     fn common(&self) -> &Common {
         match self {
@@ -474,17 +498,14 @@ fn pointwise(
         desc = desc.pos_weight(w.len());
     }
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
-    Ok(Evaluated {
-        name: loss.name(),
-        accuracy: None,
-        gradient_check: None,
-        terms: Vec::new(),
+    Ok(Evaluated::new(
+        loss.name(),
         out,
-        loss_shape: pred.shape.clone(),
-        grad_shape: pred.shape,
+        pred.shape.clone(),
+        pred.shape,
         grad_dtype,
         seconds,
-    })
+    ))
 }
 
 fn custom(ctx: &Context, a: &CustomArgs) -> Result<Evaluated, String> {
@@ -517,15 +538,15 @@ fn custom(ctx: &Context, a: &CustomArgs) -> Result<Evaluated, String> {
         None
     };
     Ok(Evaluated {
-        name: "custom",
-        accuracy: None,
         gradient_check,
-        terms: Vec::new(),
-        out,
-        loss_shape: pred.shape.clone(),
-        grad_shape: pred.shape,
-        grad_dtype,
-        seconds,
+        ..Evaluated::new(
+            "custom",
+            out,
+            pred.shape.clone(),
+            pred.shape,
+            grad_dtype,
+            seconds,
+        )
     })
 }
 
@@ -541,22 +562,23 @@ fn mix(ctx: &Context, a: &MixArgs) -> Result<Evaluated, String> {
     let mut desc = MixDesc::new();
     let mut terms = Vec::new();
     for (w, name) in &a.terms {
-        let loss = match name.as_str() {
-            "mse" => Pointwise::Mse,
-            "l1" => Pointwise::L1,
-            "huber" => Pointwise::Huber { delta: a.delta },
-            "smooth-l1" => Pointwise::SmoothL1 { beta: a.beta },
-            "bce" => Pointwise::Bce,
-            "bce-with-logits" => Pointwise::BceWithLogits,
-            "kl-div" => Pointwise::KlDiv {
+        let catalogue = [
+            Pointwise::Mse,
+            Pointwise::L1,
+            Pointwise::Huber { delta: a.delta },
+            Pointwise::SmoothL1 { beta: a.beta },
+            Pointwise::Bce,
+            Pointwise::BceWithLogits,
+            Pointwise::KlDiv {
                 log_target: a.log_target,
             },
-            other => {
-                return Err(format!(
-                    "--term {w}:{other}: unknown loss (mse, l1, huber, smooth-l1, bce, \
-                     bce-with-logits, kl-div)"
-                ));
-            }
+        ];
+        let Some(loss) = catalogue.into_iter().find(|l| l.name() == name) else {
+            let names: Vec<&str> = catalogue.iter().map(Pointwise::name).collect();
+            return Err(format!(
+                "--term {w}:{name}: unknown loss ({})",
+                names.join(", ")
+            ));
         };
         // The mix adds gradients in f32; --grad-dtype applies when the sum is written.
         let mut term = PointwiseDesc::new(loss, pred.data.len())
@@ -590,15 +612,15 @@ fn mix(ctx: &Context, a: &MixArgs) -> Result<Evaluated, String> {
         ..Default::default()
     };
     Ok(Evaluated {
-        name: "mix",
-        accuracy: None,
-        gradient_check: None,
         terms,
-        out,
-        loss_shape: pred.shape.clone(),
-        grad_shape: pred.shape,
-        grad_dtype,
-        seconds,
+        ..Evaluated::new(
+            "mix",
+            out,
+            pred.shape.clone(),
+            pred.shape,
+            grad_dtype,
+            seconds,
+        )
     })
 }
 
@@ -644,17 +666,14 @@ fn nll(ctx: &Context, a: &NllArgs) -> Result<Evaluated, String> {
         inputs = inputs.weight(w);
     }
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
-    Ok(Evaluated {
-        name: "nll",
-        accuracy: None,
-        gradient_check: None,
-        terms: Vec::new(),
+    Ok(Evaluated::new(
+        "nll",
         out,
-        loss_shape: vec![n],
-        grad_shape: x.shape,
+        vec![n],
+        x.shape,
         grad_dtype,
         seconds,
-    })
+    ))
 }
 
 fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, String> {
@@ -708,15 +727,15 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
         _ => None,
     };
     Ok(Evaluated {
-        name: "cross-entropy",
         accuracy,
-        gradient_check: None,
-        terms: Vec::new(),
-        out,
-        loss_shape: vec![n],
-        grad_shape: logits.shape,
-        grad_dtype,
-        seconds,
+        ..Evaluated::new(
+            "cross-entropy",
+            out,
+            vec![n],
+            logits.shape,
+            grad_dtype,
+            seconds,
+        )
     })
 }
 
@@ -780,17 +799,14 @@ fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, Stri
             npy::write(path, &shape, data)?;
         }
     }
-    Ok(Evaluated {
-        name: "linear-cross-entropy",
-        accuracy: None,
-        gradient_check: None,
-        terms: Vec::new(),
+    Ok(Evaluated::new(
+        "linear-cross-entropy",
         out,
-        loss_shape: vec![n],
-        grad_shape: vec![n, d],
-        grad_dtype: DType::F32,
+        vec![n],
+        vec![n, d],
+        DType::F32,
         seconds,
-    })
+    ))
 }
 
 fn cross_entropy_probs(ctx: &Context, a: &ProbsArgs) -> Result<Evaluated, String> {
@@ -807,17 +823,14 @@ fn cross_entropy_probs(ctx: &Context, a: &ProbsArgs) -> Result<Evaluated, String
         .grad_dtype(grad_dtype);
     let inputs = Inputs::new(probs.data.values(), targets.data.values());
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
-    Ok(Evaluated {
-        name: "cross-entropy-probs",
-        accuracy: None,
-        gradient_check: None,
-        terms: Vec::new(),
+    Ok(Evaluated::new(
+        "cross-entropy-probs",
         out,
-        loss_shape: vec![n],
-        grad_shape: probs.shape,
+        vec![n],
+        probs.shape,
         grad_dtype,
         seconds,
-    })
+    ))
 }
 
 fn report(ctx: &Context, e: &Evaluated, common: &Common) -> Result<(), String> {
