@@ -14,6 +14,10 @@ pub enum Binding {
     Uniform,
     Read,
     ReadWrite,
+    /// A 2-D float texture read with `textureLoad` (any float format: unfilterable).
+    Texture,
+    /// A 2-D write-only storage texture of this format.
+    StorageTexture(wgpu::TextureFormat),
 }
 
 /// What identifies a compiled pipeline: the shader, its variant, its entry point and its
@@ -643,17 +647,7 @@ impl Context {
                 .map(|(i, b)| wgpu::BindGroupLayoutEntry {
                     binding: i as u32,
                     visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: match b {
-                            Binding::Uniform => wgpu::BufferBindingType::Uniform,
-                            Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                            Binding::ReadWrite => {
-                                wgpu::BufferBindingType::Storage { read_only: false }
-                            }
-                        },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
+                    ty: binding_type(*b),
                     count: None,
                 })
                 .collect();
@@ -727,6 +721,30 @@ impl Context {
         drop(plans);
         drop(evicted);
         Ok(plan)
+    }
+}
+
+/// The bind group layout entry's type of a kernel's binding.
+fn binding_type(b: Binding) -> wgpu::BindingType {
+    let buffer = |ty| wgpu::BindingType::Buffer {
+        ty,
+        has_dynamic_offset: false,
+        min_binding_size: None,
+    };
+    match b {
+        Binding::Uniform => buffer(wgpu::BufferBindingType::Uniform),
+        Binding::Read => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
+        Binding::ReadWrite => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
+        Binding::Texture => wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        Binding::StorageTexture(format) => wgpu::BindingType::StorageTexture {
+            access: wgpu::StorageTextureAccess::WriteOnly,
+            format,
+            view_dimension: wgpu::TextureViewDimension::D2,
+        },
     }
 }
 

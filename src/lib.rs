@@ -56,6 +56,7 @@ mod cross_entropy;
 mod custom;
 mod dtype;
 mod error;
+mod image;
 mod linear_cross_entropy;
 mod mix;
 mod nll;
@@ -75,6 +76,10 @@ pub use cross_entropy::{
 pub use custom::CustomLossDesc;
 pub use dtype::{DType, Values, bf16, f16};
 pub use error::{Error, Result};
+pub use image::{
+    GradTarget, ImageBindings, ImageBuffers, ImageDesc, ImageInput, ImageLoss, ImageMask,
+    ImagePlan, ImageSource, Padding,
+};
 pub use linear_cross_entropy::{LinearCrossEntropyDesc, MAX_DIM};
 pub use mix::{Mix, MixBindings, MixBuffers, MixDesc, MixOutput};
 pub use nll::NllDesc;

@@ -77,6 +77,8 @@ pub enum Finish {
     WeightedMean,
     /// scratch.data[0] gets the sum of weights (for a gradient's scale).
     Denominator,
+    /// The (loss, weight) total stays in scratch, at this index of `scratch.data`.
+    Keep(u32),
 }
 
 impl Finish {
@@ -86,6 +88,7 @@ impl Finish {
             Finish::Mean(d) => (2, d as f32),
             Finish::WeightedMean => (3, 1.0),
             Finish::Denominator => (4, 1.0),
+            Finish::Keep(_) => (0, 1.0),
         }
     }
 }
@@ -203,6 +206,11 @@ pub enum Res {
     Scratch,
     /// A small buffer of the context's that the kernel never touches in this configuration.
     Dummy(bool),
+    /// A buffer the plan owns (an intermediate of its own, [`Builder::owned`]), by index.
+    Owned(usize),
+    /// The caller's texture for a slot, sampled (`textureLoad`) or written as a storage
+    /// texture: a view of its first mip level and layer ([`Program::bind_textures`]).
+    Texture(Slot),
 }
 
 impl Res {
@@ -246,7 +254,7 @@ impl After {
             Some(Finish::Sum) => 0,
             Some(Finish::Mean(_)) => 1,
             Some(Finish::WeightedMean) => 2,
-            Some(Finish::Denominator) | None => 3,
+            Some(Finish::Denominator | Finish::Keep(_)) | None => 3,
         }
     }
 }
@@ -420,6 +428,8 @@ pub struct Builder<'a> {
     scratch_words: u64,
     /// WGSL to compile alone before the pipelines, and the error to make of a failure.
     checks: Vec<WgslCheck>,
+    /// The sizes of the buffers the plan owns ([`Res::Owned`]).
+    owned: Vec<u64>,
 }
 
 /// WGSL a family has [`Builder::check_wgsl`] compile first, and its error maker.
@@ -436,6 +446,7 @@ impl<'a> Builder<'a> {
             uniforms: Vec::new(),
             scratch_words: RESERVED_WORDS,
             checks: Vec::new(),
+            owned: Vec::new(),
         }
     }
 
@@ -566,6 +577,22 @@ impl<'a> Builder<'a> {
         Ok(base as u32)
     }
 
+    /// A buffer of `bytes` the plan owns and binds as [`Res::Owned`] (an intermediate too large
+    /// for scratch, at most one binding); its contents persist between runs, unset at first.
+    pub fn owned(&mut self, what: &'static str, bytes: u64) -> Result<usize> {
+        let limit = self.ctx.max_binding_bytes();
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what,
+                bytes,
+                limit,
+                which: "storage binding",
+            });
+        }
+        self.owned.push(bytes.max(4).next_multiple_of(4));
+        Ok(self.owned.len() - 1)
+    }
+
     /// [`fold`] on this builder's device.
     pub fn fold(&self, workgroups: u64) -> Result<(u32, u32)> {
         fold(self.ctx, workgroups)
@@ -618,6 +645,14 @@ impl<'a> Builder<'a> {
         self.reduce_groups(1, count, base, finish, loss)
     }
 
+    /// [`Builder::reduce`] that leaves the total (loss, weight) pair in scratch for a later
+    /// dispatch of the family's own to finish: returns its index in `scratch.data`.
+    pub fn reduce_keep(&mut self, count: u64, base: u32) -> Result<u32> {
+        let total = self.scratch(2)?;
+        self.reduce_groups(1, count, base, Finish::Keep(total), None)?;
+        Ok(total)
+    }
+
     /// [`Builder::reduce`] of each of `groups` groups of `count` consecutive partials, group g
     /// finishing into element g of `loss` (one f32 a group): per-row sums of rows that several
     /// workgroups share.
@@ -631,7 +666,7 @@ impl<'a> Builder<'a> {
     ) -> Result<()> {
         let per_wg = (WG * REDUCE_K) as u64;
         let out = match (finish, loss) {
-            (Finish::Denominator, _) | (_, None) => Res::Dummy(true),
+            (Finish::Denominator | Finish::Keep(_), _) | (_, None) => Res::Dummy(true),
             (_, Some(slot)) => Res::User(slot, View::Scalar(4 * groups)),
         };
         let key = PipelineKey::new(Shader::Reduce, "main")
@@ -643,7 +678,11 @@ impl<'a> Builder<'a> {
             let (wg_x, wg_y) = self.fold(groups * group_wgs)?;
             let (mode, mean_den, out_base) = if group_wgs == 1 {
                 let (mode, den) = finish.mode();
-                (mode, den, 0)
+                let out_base = match finish {
+                    Finish::Keep(at) => at,
+                    _ => 0,
+                };
+                (mode, den, out_base)
             } else {
                 (0, 1.0, self.scratch(2 * groups * group_wgs)?)
             };
@@ -695,7 +734,7 @@ impl<'a> Builder<'a> {
                 workgroups: d.workgroups,
             });
         }
-        let (uniforms, scratch, popped) = {
+        let (uniforms, scratch, owned, popped) = {
             let _guard = self.ctx.lock();
             let device = self.ctx.device();
             let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -712,7 +751,19 @@ impl<'a> Builder<'a> {
                     | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             });
-            (uniforms, scratch, scope.pop())
+            let owned = self
+                .owned
+                .iter()
+                .map(|&size| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("wgpu-loss.owned"),
+                        size,
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    })
+                })
+                .collect();
+            (uniforms, scratch, owned, scope.pop())
         };
         let program = Program {
             ctx: self.ctx.without_cache(),
@@ -722,6 +773,7 @@ impl<'a> Builder<'a> {
             dispatches,
             uniforms: ManuallyDrop::new(uniforms),
             scratch: ManuallyDrop::new(scratch),
+            owned: ManuallyDrop::new(owned),
         };
         match popped.await {
             Some(e) => Err(Error::from_wgpu(e)),
@@ -763,7 +815,12 @@ pub struct Program {
     /// Dropped under the device lock (see `Drop`).
     uniforms: ManuallyDrop<wgpu::Buffer>,
     scratch: ManuallyDrop<wgpu::Buffer>,
+    owned: ManuallyDrop<Vec<wgpu::Buffer>>,
 }
+
+/// The caller's textures, one optional view a slot, in [`Slot`] order (for the dispatches'
+/// [`Res::Texture`] bindings).
+pub type UserTextures<'a> = [Option<&'a wgpu::TextureView>; SLOTS];
 
 /// The bytes a binding range spans: its size, or the rest of its buffer.
 pub fn range_len(b: &wgpu::BufferBinding<'_>) -> u64 {
@@ -880,7 +937,26 @@ impl Program {
     /// Checks `user` and creates the bind group of each dispatch, and the copies of its side
     /// slots.
     pub fn bind(&self, user: &UserBindings<'_>) -> Result<Bound> {
+        self.bind_textures(user, &[None; SLOTS])
+    }
+
+    /// [`Program::bind`] with the caller's textures for the dispatches' [`Res::Texture`]
+    /// bindings (checked by the family: format, size, usage).
+    pub fn bind_textures(
+        &self,
+        user: &UserBindings<'_>,
+        textures: &UserTextures<'_>,
+    ) -> Result<Bound> {
         self.check(user)?;
+        for d in &self.dispatches {
+            for res in &d.entries {
+                if let Res::Texture(slot) = *res
+                    && textures[slot as usize].is_none()
+                {
+                    return Err(Error::Binding(slot.name(), "needs a texture in this plan"));
+                }
+            }
+        }
         let copies = self
             .slots
             .iter()
@@ -912,6 +988,16 @@ impl Program {
                 }];
                 for (i, res) in d.entries.iter().enumerate() {
                     let binding = match *res {
+                        Res::Texture(slot) => {
+                            entries.push(wgpu::BindGroupEntry {
+                                binding: i as u32 + 1,
+                                resource: wgpu::BindingResource::TextureView(
+                                    textures[slot as usize].expect("checked above"),
+                                ),
+                            });
+                            continue;
+                        }
+                        Res::Owned(k) => self.owned[k].as_entire_buffer_binding(),
                         Res::Scratch => self.scratch.as_entire_buffer_binding(),
                         Res::Dummy(w) => self.ctx.dummy(w).as_entire_buffer_binding(),
                         Res::User(slot, view) | Res::Window(slot, _, view) => {
@@ -979,7 +1065,9 @@ impl Program {
 
     /// The bytes of device memory the program owns: its scratch and its parameters.
     pub fn device_bytes(&self) -> u64 {
-        self.scratch.size() + self.uniforms.size()
+        self.scratch.size()
+            + self.uniforms.size()
+            + self.owned.iter().map(|b| b.size()).sum::<u64>()
     }
 }
 
@@ -993,6 +1081,7 @@ impl Drop for Program {
         unsafe {
             ManuallyDrop::drop(&mut self.uniforms);
             ManuallyDrop::drop(&mut self.scratch);
+            ManuallyDrop::drop(&mut self.owned);
         }
     }
 }

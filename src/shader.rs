@@ -6,6 +6,8 @@
 //! `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif` on the names the host defines; numeric
 //! choices are WGSL `override` constants, given at pipeline creation.
 
+use std::borrow::Cow;
+
 use crate::context::Binding;
 use crate::{Error, Result};
 
@@ -64,11 +66,13 @@ pub enum Shader {
     Optim,
     /// `shaders/mix.wgsl`: a weighted sum of losses' outputs.
     Mix,
+    /// `shaders/image.wgsl`: image losses (L1, MSE, PSNR, SSIM, the photometric loss).
+    Image,
 }
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Pointwise,
         Shader::CrossEntropy,
         Shader::ClassTargets,
@@ -79,6 +83,7 @@ impl Shader {
         Shader::Matmul,
         Shader::Optim,
         Shader::Mix,
+        Shader::Image,
     ];
 
     /// The file name under `shaders/`.
@@ -94,6 +99,7 @@ impl Shader {
             Shader::Matmul => "matmul.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Mix => "mix.wgsl",
+            Shader::Image => "image.wgsl",
         }
     }
 
@@ -109,6 +115,7 @@ impl Shader {
             Shader::Matmul => include_str!("../shaders/matmul.wgsl"),
             Shader::Optim => include_str!("../shaders/optim.wgsl"),
             Shader::Mix => include_str!("../shaders/mix.wgsl"),
+            Shader::Image => include_str!("../shaders/image.wgsl"),
         }
     }
 
@@ -125,6 +132,7 @@ impl Shader {
             Shader::Matmul => crate::bench::MatmulParams::WGSL,
             Shader::Optim => crate::optim::OptimParams::WGSL,
             Shader::Mix => crate::mix::MixParams::WGSL,
+            Shader::Image => crate::image::ImageParams::WGSL,
         }
     }
 
@@ -155,14 +163,41 @@ impl Shader {
             Shader::Matmul => of::<bench::MatmulParams>(bench::MatmulParams::FIELDS),
             Shader::Optim => of::<crate::optim::OptimParams>(crate::optim::OptimParams::FIELDS),
             Shader::Mix => of::<crate::mix::MixParams>(crate::mix::MixParams::FIELDS),
+            Shader::Image => of::<crate::image::ImageParams>(crate::image::ImageParams::FIELDS),
         }
     }
 
     /// The kernel's bindings, in binding order from 0, for the given defines: the one
     /// description of them on the host (the contract test checks it against every variant).
-    pub fn layout(self, defines: &[String]) -> &'static [Binding] {
+    pub fn layout(self, defines: &[String]) -> Cow<'static, [Binding]> {
         use Binding::{Read as R, ReadWrite as W, Uniform as U};
-        match self {
+        let on = |name: &str| defines.iter().any(|d| d == name);
+        Cow::Borrowed(match self {
+            // x, y, mask (buffers or textures), dst, scratch, maps A, B, C, the gradient
+            // texture.
+            Shader::Image => {
+                let input = |tex| if on(tex) { Binding::Texture } else { R };
+                let mut layout = vec![
+                    U,
+                    input("PRED_TEX"),
+                    input("TARGET_TEX"),
+                    input("MASK_TEX"),
+                    W,
+                    W,
+                    W,
+                    W,
+                    W,
+                ];
+                if on("GRAD_TEX") {
+                    let format = defines
+                        .iter()
+                        .find_map(|d| d.strip_prefix("GRAD_FORMAT="))
+                        .and_then(crate::image::storage_format)
+                        .unwrap_or(wgpu::TextureFormat::Rgba32Float);
+                    layout.push(Binding::StorageTexture(format));
+                }
+                return Cow::Owned(layout);
+            }
             // pred, target, weight, pos_weight, grad, loss, scratch.
             Shader::Pointwise => &[U, R, R, R, R, W, W, W],
             // In place, x (binding 1) is written with the gradient and binding 5 is unused.
@@ -185,7 +220,7 @@ impl Shader {
             Shader::Optim => &[U, W, R, W, W],
             // dst, src.
             Shader::Mix => &[U, W, R],
-        }
+        })
     }
 
     /// The values this file needs (`#const`, `#unroll`), with sample values for validation.
@@ -195,6 +230,7 @@ impl Shader {
             Shader::LinearCrossEntropy => &["TK=16"],
             Shader::Pointwise => &["CUSTOM_LOSS=log(cosh(x - y))", "CUSTOM_GRAD=tanh(x - y)"],
             Shader::Matmul => &["TK=16", "LOADS=4"],
+            Shader::Image => &["GRAD_FORMAT=rgba32float"],
             _ => &[],
         }
     }
@@ -209,6 +245,13 @@ impl Shader {
             Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
             Shader::LinearCrossEntropy => &["SUBGROUPS"],
             Shader::Matmul | Shader::Optim | Shader::Mix => &["SUBGROUPS"],
+            Shader::Image => &[
+                "PRED_TEX",
+                "TARGET_TEX",
+                "MASK_TEX",
+                "GRAD_TEX",
+                "SUBGROUPS",
+            ],
         }
     }
 }

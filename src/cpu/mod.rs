@@ -5,6 +5,7 @@
 //! the GPU API (f32 data) and return f64 results.
 
 pub mod cross_entropy;
+pub mod image;
 pub mod linear_cross_entropy;
 pub mod mix;
 pub mod nll;

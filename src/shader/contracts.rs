@@ -153,6 +153,24 @@ fn bindings_match_the_host_layouts() {
                         Binding::ReadWrite
                     }
                     naga::AddressSpace::Storage { .. } => Binding::Read,
+                    naga::AddressSpace::Handle => match module.types[var.ty].inner {
+                        naga::TypeInner::Image {
+                            class: naga::ImageClass::Sampled { .. },
+                            dim: naga::ImageDimension::D2,
+                            arrayed: false,
+                        } => Binding::Texture,
+                        naga::TypeInner::Image {
+                            class: naga::ImageClass::Storage { format, .. },
+                            dim: naga::ImageDimension::D2,
+                            arrayed: false,
+                        } => Binding::StorageTexture(match format {
+                            naga::StorageFormat::Rgba32Float => wgpu::TextureFormat::Rgba32Float,
+                            naga::StorageFormat::Rgba16Float => wgpu::TextureFormat::Rgba16Float,
+                            naga::StorageFormat::R32Float => wgpu::TextureFormat::R32Float,
+                            other => panic!("{what}: `{name}` is a storage texture of {other:?}"),
+                        }),
+                        ref other => panic!("{what}: `{name}` is a {other:?}"),
+                    },
                     other => panic!("{what}: `{name}` is bound in {other:?}"),
                 };
                 assert_eq!(actual, *expected, "{what}: binding {i} (`{name}`)");

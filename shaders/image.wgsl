@@ -1,0 +1,450 @@
+// Image losses for renderers: L1, MSE and PSNR over pixels and channels, and SSIM (D-SSIM, and the
+// photometric loss (1 - lambda) L1 + lambda (1 - SSIM)) with an 11 x 11 Gaussian window, forward
+// and gradient with respect to the prediction x, against the target y.
+//
+// CPU twin: src/cpu/image.rs. Host side: src/image.rs.
+//
+// Images are [N, H, W, C] f32 buffers (channels last, C <= 4) or 2-D textures (N = 1), read with
+// textureLoad (PRED_TEX, TARGET_TEX; an sRGB texture arrives linear, and is encoded back to its
+// stored values when params.encode asks). An optional mask m (a [N, H, W] buffer, the red channel
+// of a texture with MASK_TEX, or the target's alpha) weights each pixel: reduced losses are
+// sum(m v) / (C sum(m)), per-element ones m v, and the gradient is that of the weighted loss.
+//
+// SSIM at pixel p of channel c, with G the normalised 11 x 11 Gaussian (sigma 1.5) and the image
+// zero outside its bounds:
+//   mx = G*x, my = G*y, sxx = G*(x x) - mx^2, syy = G*(y y) - my^2, sxy = G*(x y) - mx my
+//   S = (2 mx my + C1)(2 sxy + C2) / ((mx^2 + my^2 + C1)(sxx + syy + C2))
+// at every pixel (padding "same", the 3DGS reference's convention) or only where the window lies
+// inside the image (padding "valid": centres 5 <= py < H - 5, 5 <= px < W - 5).
+// Its gradient (the loss L = sum_p k m_p S_p):
+//   dL/dx_q = k sum_p G(p - q) (A_p + 2 x_q B_p + y_q C_p)  =  k (G*A + 2 x G*B + y G*C)(q)
+//   A = m (dS/dmx - 2 mx dS/dsxx - my dS/dsxy), B = m dS/dsxx, C = m dS/dsxy
+// (G symmetric), so the forward pass writes the maps A, B, C (full size, zero where no window
+// counts) and the backward pass filters them with the same window: the only full-size
+// intermediates, 3 floats a pixel and channel. Recomputing them in the backward pass instead
+// would need the statistics of a 21-pixel halo per tile, past WebGPU's 16 KiB of workgroup
+// memory.
+//
+// Passes (entry points), each workgroup one tile of TX x TY pixels of one image, all channels:
+//   forward   per channel: the tile and its 5-pixel halo of x and y into workgroup memory, the
+//             window's horizontal sums of x, y, xx, yy, xy (HY rows x TX columns), then the
+//             vertical sums at each pixel. Writes per-element losses (reduction none), the maps
+//             (with a gradient), and two (value, weight) partials a workgroup: the SSIM sum
+//             (m S over the counted windows, m once a pixel) and the pixel term (m |x - y| or
+//             m (x - y)^2 over the image).
+//   finish    one invocation: the reduced totals (reduce.wgsl, a fixed-order tree) become the
+//             loss, and the gradient's two scales k_pix and k_ssim (into scratch).
+//   backward  the maps filtered as in forward (3 sums), then each pixel's gradient:
+//             k_ssim (G*A + 2 x G*B + y G*C) + k_pix m d(pixel term)/dx.
+// No invocation's loops grow with the image: at most 4 channels x (4 loads + 3 horizontal
+// entries x 11 taps + 11 taps). Every sum has a fixed order: the same bits on every run.
+// Bindings: 0 params, 1 x, 2 y, 3 mask, 4 dst (the loss, or the gradient buffer in backward),
+// 5 scratch, 6-8 maps A, B, C, 9 the gradient texture (GRAD_TEX).
+
+#import scratch
+#import segment
+
+#params
+
+#ifdef PRED_TEX
+@group(0) @binding(1) var x_tex: texture_2d<f32>;
+#else
+@group(0) @binding(1) var<storage, read> x_buf: array<f32>;
+#endif
+#ifdef TARGET_TEX
+@group(0) @binding(2) var y_tex: texture_2d<f32>;
+#else
+@group(0) @binding(2) var<storage, read> y_buf: array<f32>;
+#endif
+#ifdef MASK_TEX
+@group(0) @binding(3) var m_tex: texture_2d<f32>;
+#else
+@group(0) @binding(3) var<storage, read> m_buf: array<f32>;
+#endif
+@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(5) var<storage, read_write> scratch: Scratch;
+@group(0) @binding(6) var<storage, read_write> map_a: array<f32>;
+@group(0) @binding(7) var<storage, read_write> map_b: array<f32>;
+@group(0) @binding(8) var<storage, read_write> map_c: array<f32>;
+#ifdef GRAD_TEX
+@group(0) @binding(9) var grad_tex: texture_storage_2d<
+#expr GRAD_FORMAT
+, write>;
+#endif
+
+const TX: u32 = 16u;
+const TY: u32 = 8u;
+const R: u32 = 5u;
+const HX: u32 = 26u;
+const HY: u32 = 18u;
+const HALO: u32 = 468u;
+const HROWS: u32 = 288u;
+// forward: x halo [0, 468), y halo [468, 936), 5 horizontal sums of 288 from 936;
+// backward: A, B, C halos [0, 1404), 3 horizontal sums of 288 from 1404.
+var<workgroup> tile: array<f32, 2376>;
+
+// The sRGB transfer function, encoding a linear value back to the 8-bit value it was stored as.
+fn srgb_encode(v: f32) -> f32 {
+    let e = select(1.055 * pow(max(v, 0.0), 1.0 / 2.4) - 0.055, 12.92 * v, v <= 0.0031308);
+    return round(clamp(e, 0.0, 1.0) * 255.0) / 255.0;
+}
+
+fn inside(py: i32, px: i32) -> bool {
+    return py >= 0 && px >= 0 && py < i32(params.h) && px < i32(params.w);
+}
+
+fn elem(n: u32, py: u32, px: u32, c: u32) -> u32 {
+    return ((n * params.h + py) * params.w + px) * params.c + c;
+}
+
+// x and y at a pixel and channel, zero outside the image.
+fn load_x(n: u32, py: i32, px: i32, c: u32) -> f32 {
+    if (!inside(py, px)) {
+        return 0.0;
+    }
+#ifdef PRED_TEX
+    let v = textureLoad(x_tex, vec2<i32>(px, py), 0)[c];
+    return select(v, srgb_encode(v), (params.encode & 1u) != 0u);
+#else
+    return x_buf[elem(n, u32(py), u32(px), c)];
+#endif
+}
+
+fn load_y(n: u32, py: i32, px: i32, c: u32) -> f32 {
+    if (!inside(py, px)) {
+        return 0.0;
+    }
+#ifdef TARGET_TEX
+    let v = textureLoad(y_tex, vec2<i32>(px, py), 0)[c];
+    return select(v, srgb_encode(v), (params.encode & 2u) != 0u);
+#else
+    return y_buf[elem(n, u32(py), u32(px), c)];
+#endif
+}
+
+// The pixel's weight: params.mask_mode 0 none, 1 the mask (buffer or texture), 2 the target's
+// alpha.
+fn load_m(n: u32, py: u32, px: u32) -> f32 {
+    switch params.mask_mode {
+        case 1u: {
+#ifdef MASK_TEX
+            return textureLoad(m_tex, vec2<u32>(px, py), 0).r;
+#else
+            return m_buf[(n * params.h + py) * params.w + px];
+#endif
+        }
+        case 2u: {
+#ifdef TARGET_TEX
+            return textureLoad(y_tex, vec2<u32>(px, py), 0).a;
+#else
+            return 1.0;
+#endif
+        }
+        default: {
+            return 1.0;
+        }
+    }
+}
+
+fn gauss(k: u32) -> f32 {
+    var g = array<f32, 11>(params.g0, params.g1, params.g2, params.g3, params.g4, params.g5,
+        params.g6, params.g7, params.g8, params.g9, params.g10);
+    return g[k];
+}
+
+// Whether pixel (py, px) is the centre of a window that counts.
+fn counted(py: u32, px: u32) -> bool {
+    if (params.valid == 0u) {
+        return true;
+    }
+    return py >= R && px >= R && py + R < params.h && px + R < params.w;
+}
+
+struct Tile {
+    n: u32,
+    y0: u32,
+    x0: u32,
+    py: u32,
+    px: u32,
+    live: bool,
+}
+
+fn tile_of(inv: Invocation) -> Tile {
+    let w = wg_index(inv, params.wg_x);
+    let per_image = params.tiles_x * params.tiles_y;
+    let t = w % per_image;
+    var s: Tile;
+    s.n = w / per_image;
+    s.y0 = (t / params.tiles_x) * TY;
+    s.x0 = (t % params.tiles_x) * TX;
+    s.py = s.y0 + inv.lid / TX;
+    s.px = s.x0 + inv.lid % TX;
+    s.live = s.py < params.h && s.px < params.w;
+    return s;
+}
+
+// The pixel term's value and derivative at d = x - y: params.pix 1 |d|, 2 d^2, 0 none.
+fn pix_value(d: f32) -> f32 {
+    return select(d * d, abs(d), params.pix == 1u);
+}
+
+fn pix_grad(d: f32) -> f32 {
+    return select(2.0 * d, sign(d), params.pix == 1u);
+}
+
+@compute @workgroup_size(WG)
+fn forward(inv: Invocation) {
+    if (wg_index(inv, params.wg_x) >= params.tiles) {
+        return;
+    }
+    let s = tile_of(inv);
+    let lid = inv.lid;
+    let lx = lid % TX;
+    let ly = lid / TX;
+    var m = 0.0;
+    if (s.live) {
+        m = load_m(s.n, s.py, s.px);
+    }
+    let is_counted = s.live && counted(s.py, s.px);
+    var ssim_acc = 0.0;
+    var pix_acc = 0.0;
+    for (var c = 0u; c < params.c; c++) {
+        var value = 0.0;
+        var d = 0.0;
+        if (s.live) {
+            d = load_x(s.n, i32(s.py), i32(s.px), c) - load_y(s.n, i32(s.py), i32(s.px), c);
+            if (params.pix != 0u) {
+                pix_acc += m * pix_value(d);
+            }
+        }
+        if (params.ssim != 0u) {
+            // The tile and its halo, zero outside the image.
+            workgroupBarrier();
+            for (var i = lid; i < HALO; i += WG) {
+                let hy = i32(s.y0) - i32(R) + i32(i / HX);
+                let hx = i32(s.x0) - i32(R) + i32(i % HX);
+                tile[i] = load_x(s.n, hy, hx, c);
+                tile[HALO + i] = load_y(s.n, hy, hx, c);
+            }
+            workgroupBarrier();
+            // The window's horizontal sums for each halo row and tile column.
+            for (var i = lid; i < HROWS; i += WG) {
+                let row = i / TX;
+                let col = i % TX;
+                var h = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
+                for (var k = 0u; k < 11u; k++) {
+                    let a = tile[row * HX + col + k];
+                    let b = tile[HALO + row * HX + col + k];
+                    let g = gauss(k);
+                    h[0] += g * a;
+                    h[1] += g * b;
+                    h[2] += g * a * a;
+                    h[3] += g * b * b;
+                    h[4] += g * a * b;
+                }
+                for (var j = 0u; j < 5u; j++) {
+                    tile[2u * HALO + j * HROWS + i] = h[j];
+                }
+            }
+            workgroupBarrier();
+            if (is_counted) {
+                var v = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
+                for (var k = 0u; k < 11u; k++) {
+                    let g = gauss(k);
+                    for (var j = 0u; j < 5u; j++) {
+                        v[j] += g * tile[2u * HALO + j * HROWS + (ly + k) * TX + lx];
+                    }
+                }
+                let mx = v[0];
+                let my = v[1];
+                let sxx = v[2] - mx * mx;
+                let syy = v[3] - my * my;
+                let sxy = v[4] - mx * my;
+                let n1 = 2.0 * mx * my + params.c1;
+                let n2 = 2.0 * sxy + params.c2;
+                let d1 = mx * mx + my * my + params.c1;
+                let d2 = sxx + syy + params.c2;
+                let ssim = (n1 * n2) / (d1 * d2);
+                ssim_acc += m * ssim;
+                value = ssim;
+                if (params.grad != 0u) {
+                    let ds_dmx = 2.0 * my * n2 / (d1 * d2) - 2.0 * mx * ssim / d1;
+                    let ds_dsxx = -ssim / d2;
+                    let ds_dsxy = 2.0 * n1 / (d1 * d2);
+                    let e = elem(s.n, s.py, s.px, c);
+                    map_a[e] = m * (ds_dmx - 2.0 * mx * ds_dsxx - my * ds_dsxy);
+                    map_b[e] = m * ds_dsxx;
+                    map_c[e] = m * ds_dsxy;
+                }
+            } else if (s.live && params.grad != 0u) {
+                let e = elem(s.n, s.py, s.px, c);
+                map_a[e] = 0.0;
+                map_b[e] = 0.0;
+                map_c[e] = 0.0;
+            }
+        }
+        // Per-element losses (reduction none): params.out_kind 1 S, 2 1 - S, 3 the pixel term,
+        // 4 the photometric element; over the counted windows' centres.
+        if (params.out_kind != 0u && is_counted) {
+            var e = 0.0;
+            switch params.out_kind {
+                case 1u: { e = value; }
+                case 2u: { e = 1.0 - value; }
+                case 3u: { e = pix_value(d); }
+                default: { e = (1.0 - params.lambda) * abs(d) + params.lambda * (1.0 - value); }
+            }
+            let oy = s.py - params.valid * R;
+            let ox = s.px - params.valid * R;
+            dst[((s.n * params.out_h + oy) * params.out_w + ox) * params.c + c] = m * e;
+        }
+    }
+    if (params.partials != 0u) {
+        let counted_m = select(0.0, m, is_counted);
+        let ssim_total = group_sum(vec2<f32>(ssim_acc, counted_m), 1u, WG, lid);
+        let pix_total = group_sum(vec2<f32>(pix_acc, m), 1u, WG, lid);
+        let w = wg_index(inv, params.wg_x);
+        if (lid == 0u) {
+            store_partial(params.ssim_base, w, ssim_total);
+            store_partial(params.pix_base, w, pix_total);
+        }
+    }
+}
+
+// The loss from the reduced totals, and the gradient's scales. params.loss: 0 L1, 1 MSE, 2 PSNR,
+// 3 SSIM, 4 D-SSIM, 5 photometric; params.mean 1 for the mean, 0 for the sum (and for none, whose
+// totals are not reduced: its gradient is the sum's).
+@compute @workgroup_size(WG)
+fn finish(inv: Invocation) {
+    if (inv.lid != 0u || wg_index(inv, params.wg_x) != 0u) {
+        return;
+    }
+    let c = f32(params.c);
+    var ts = vec2<f32>(0.0);
+    var tp = vec2<f32>(0.0);
+    if (params.partials != 0u) {
+        ts = load_partial(params.ssim_total, 0u);
+        tp = load_partial(params.pix_total, 0u);
+    }
+    let lam = params.lambda;
+    var pix_mean = tp.x / (c * tp.y);
+    var ssim_mean = ts.x / (c * ts.y);
+    var k_pix = 1.0 / (c * tp.y);
+    var k_ssim = 1.0 / (c * ts.y);
+    if (params.mean == 0u) {
+        pix_mean = tp.x;
+        // sum over the counted elements of m (1 - S) = C sum(m) - sum(m S)
+        ssim_mean = ts.x;
+        k_pix = 1.0;
+        k_ssim = 1.0;
+    }
+    let one = select(c * ts.y, 1.0, params.mean != 0u);
+    var loss = 0.0;
+    switch params.loss {
+        case 0u, 1u: {
+            loss = pix_mean;
+        }
+        case 2u: {
+            loss = 10.0 * log2(params.range2 / pix_mean) * 0.30102999566398120;
+            // d/dx 10 log10(L^2 / mse) = -10 / (ln 10 mse) dmse/dx
+            k_pix = -4.3429448190325183 / pix_mean * k_pix;
+        }
+        case 3u: {
+            loss = ssim_mean;
+        }
+        case 4u: {
+            loss = one - ssim_mean;
+            k_ssim = -k_ssim;
+        }
+        default: {
+            loss = (1.0 - lam) * pix_mean + lam * (one - ssim_mean);
+            k_pix = (1.0 - lam) * k_pix;
+            k_ssim = -lam * k_ssim;
+        }
+    }
+    if (params.write_loss != 0u) {
+        dst[0] = loss;
+    }
+    scratch.data[params.k_base] = k_pix;
+    scratch.data[params.k_base + 1u] = k_ssim;
+}
+
+@compute @workgroup_size(WG)
+fn backward(inv: Invocation) {
+    if (wg_index(inv, params.wg_x) >= params.tiles) {
+        return;
+    }
+    let s = tile_of(inv);
+    let lid = inv.lid;
+    let lx = lid % TX;
+    let ly = lid / TX;
+    let k_pix = scratch.data[params.k_base];
+    let k_ssim = scratch.data[params.k_base + 1u];
+    var m = 0.0;
+    if (s.live) {
+        m = load_m(s.n, s.py, s.px);
+    }
+    var g = vec4<f32>(0.0);
+    for (var c = 0u; c < params.c; c++) {
+        var x = 0.0;
+        var y = 0.0;
+        if (s.live) {
+            x = load_x(s.n, i32(s.py), i32(s.px), c);
+            y = load_y(s.n, i32(s.py), i32(s.px), c);
+        }
+        var gc = 0.0;
+        if (params.pix != 0u) {
+            gc = k_pix * m * pix_grad(x - y);
+        }
+        if (params.ssim != 0u) {
+            workgroupBarrier();
+            for (var i = lid; i < HALO; i += WG) {
+                let hy = i32(s.y0) - i32(R) + i32(i / HX);
+                let hx = i32(s.x0) - i32(R) + i32(i % HX);
+                var a = 0.0;
+                var b = 0.0;
+                var cc = 0.0;
+                if (inside(hy, hx)) {
+                    let e = elem(s.n, u32(hy), u32(hx), c);
+                    a = map_a[e];
+                    b = map_b[e];
+                    cc = map_c[e];
+                }
+                tile[i] = a;
+                tile[HALO + i] = b;
+                tile[2u * HALO + i] = cc;
+            }
+            workgroupBarrier();
+            for (var i = lid; i < HROWS; i += WG) {
+                let row = i / TX;
+                let col = i % TX;
+                var h = vec3<f32>(0.0);
+                for (var k = 0u; k < 11u; k++) {
+                    let at = row * HX + col + k;
+                    h += gauss(k) * vec3<f32>(tile[at], tile[HALO + at], tile[2u * HALO + at]);
+                }
+                tile[3u * HALO + i] = h.x;
+                tile[3u * HALO + HROWS + i] = h.y;
+                tile[3u * HALO + 2u * HROWS + i] = h.z;
+            }
+            workgroupBarrier();
+            var v = vec3<f32>(0.0);
+            for (var k = 0u; k < 11u; k++) {
+                let at = (ly + k) * TX + lx;
+                v += gauss(k) * vec3<f32>(tile[3u * HALO + at], tile[3u * HALO + HROWS + at],
+                    tile[3u * HALO + 2u * HROWS + at]);
+            }
+            gc += k_ssim * (v.x + 2.0 * x * v.y + y * v.z);
+        }
+        g[c] = gc;
+#ifndef GRAD_TEX
+        if (s.live) {
+            dst[elem(s.n, s.py, s.px, c)] = gc;
+        }
+#endif
+    }
+#ifdef GRAD_TEX
+    if (s.live) {
+        textureStore(grad_tex, vec2<u32>(s.px, s.py), g);
+    }
+#endif
+}

@@ -1,0 +1,1010 @@
+//! Image losses for renderers: L1, MSE, PSNR, SSIM, D-SSIM and the photometric loss
+//! `(1 - λ) L1 + λ (1 - SSIM)` of a rendered image against a target, with the gradient with
+//! respect to the rendered image. Images are `[N, H, W, C]` f32 storage buffers (channels last,
+//! C <= 4) or 2-D textures read directly by the kernels; the gradient goes to a buffer or to a
+//! storage texture; an optional mask weights each pixel.
+//!
+//! Kernel: `shaders/image.wgsl` (its header has the formulas and the passes). CPU twin:
+//! [`crate::cpu::image`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::context::PipelineKey;
+use crate::plan::{HostData, IntoBinding};
+use crate::program::{Access, Bound, Builder, Program, Res, SLOTS, Slot, UserBindings, View};
+use crate::reduction::{LossOutput, Outputs};
+use crate::shader::{Shader, params};
+use crate::{Context, Error, Reduction, Result};
+
+/// Invocations of an image kernel's workgroup: one tile of 16 x 8 pixels.
+const IMAGE_WG: u32 = 128;
+const TILE_X: usize = 16;
+const TILE_Y: usize = 8;
+/// The SSIM window's side.
+pub const SSIM_WINDOW: usize = 11;
+
+/// Which image loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ImageLoss {
+    /// Mean absolute error over pixels and channels.
+    L1,
+    /// Mean squared error over pixels and channels.
+    Mse,
+    /// `10 log10(data_range² / MSE)` (a metric; its gradient is that of this expression).
+    Psnr,
+    /// Mean SSIM over pixels and channels.
+    Ssim,
+    /// `1 - SSIM`.
+    Dssim,
+    /// `(1 - λ) L1 + λ (1 - SSIM)`, the 3D Gaussian splatting photometric loss.
+    Photometric,
+}
+
+impl ImageLoss {
+    /// Every image loss.
+    pub const ALL: [ImageLoss; 6] = [
+        ImageLoss::L1,
+        ImageLoss::Mse,
+        ImageLoss::Psnr,
+        ImageLoss::Ssim,
+        ImageLoss::Dssim,
+        ImageLoss::Photometric,
+    ];
+
+    /// Its name (the CLI's).
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageLoss::L1 => "l1",
+            ImageLoss::Mse => "mse",
+            ImageLoss::Psnr => "psnr",
+            ImageLoss::Ssim => "ssim",
+            ImageLoss::Dssim => "dssim",
+            ImageLoss::Photometric => "photometric",
+        }
+    }
+
+    fn uses_ssim(self) -> bool {
+        matches!(
+            self,
+            ImageLoss::Ssim | ImageLoss::Dssim | ImageLoss::Photometric
+        )
+    }
+
+    /// The pixel term: 0 none, 1 |d|, 2 d².
+    fn pix(self) -> u32 {
+        match self {
+            ImageLoss::L1 | ImageLoss::Photometric => 1,
+            ImageLoss::Mse | ImageLoss::Psnr => 2,
+            ImageLoss::Ssim | ImageLoss::Dssim => 0,
+        }
+    }
+}
+
+impl fmt::Display for ImageLoss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ImageLoss {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        ImageLoss::ALL
+            .into_iter()
+            .find(|l| l.name() == s)
+            .ok_or_else(|| Error::option("loss", format!("{s:?} is not an image loss")))
+    }
+}
+
+/// Where SSIM's windows are: at every pixel with the image zero outside its bounds (`Same`,
+/// the 3DGS reference's `conv2d(padding=5)`), or only where the window lies inside the image
+/// (`Valid`: an `(H - 10) x (W - 10)` map, gsplat's and fused-ssim's convention).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Padding {
+    #[default]
+    Same,
+    Valid,
+}
+
+impl FromStr for Padding {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "same" => Ok(Padding::Same),
+            "valid" => Ok(Padding::Valid),
+            other => Err(Error::option(
+                "padding",
+                format!("{other:?} is not same or valid"),
+            )),
+        }
+    }
+}
+
+/// What an image input is: a `[N, H, W, C]` f32 buffer, or a 2-D texture of this format (one
+/// image: `rgba8unorm`, `rgba8unorm-srgb`, `rgba16float`, `rgba32float`, `r32float`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ImageSource {
+    #[default]
+    Buffer,
+    Texture(wgpu::TextureFormat),
+}
+
+/// A per-pixel weight in [0, 1] (0 excludes the pixel from the loss and its gradient).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ImageMask {
+    #[default]
+    None,
+    /// A `[N, H, W]` f32 buffer.
+    Buffer,
+    /// The red channel of a texture of this format, the images' size.
+    Texture(wgpu::TextureFormat),
+    /// The target texture's alpha (a 4-channel texture; the loss then takes at most 3 channels).
+    TargetAlpha,
+}
+
+/// Where the gradient goes: a `[N, H, W, C]` f32 buffer, or a storage texture of this format
+/// (`rgba32float`, `rgba16float`, or `r32float` for one channel; channels past C are zero).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GradTarget {
+    #[default]
+    Buffer,
+    Texture(wgpu::TextureFormat),
+}
+
+/// The texture formats the kernels read.
+const READ_FORMATS: [wgpu::TextureFormat; 5] = [
+    wgpu::TextureFormat::Rgba8Unorm,
+    wgpu::TextureFormat::Rgba8UnormSrgb,
+    wgpu::TextureFormat::Rgba16Float,
+    wgpu::TextureFormat::Rgba32Float,
+    wgpu::TextureFormat::R32Float,
+];
+
+/// The WGSL name of a gradient texture's format, and back.
+fn storage_name(format: wgpu::TextureFormat) -> Option<&'static str> {
+    match format {
+        wgpu::TextureFormat::Rgba32Float => Some("rgba32float"),
+        wgpu::TextureFormat::Rgba16Float => Some("rgba16float"),
+        wgpu::TextureFormat::R32Float => Some("r32float"),
+        _ => None,
+    }
+}
+
+pub(crate) fn storage_format(name: &str) -> Option<wgpu::TextureFormat> {
+    [
+        wgpu::TextureFormat::Rgba32Float,
+        wgpu::TextureFormat::Rgba16Float,
+        wgpu::TextureFormat::R32Float,
+    ]
+    .into_iter()
+    .find(|&f| storage_name(f) == Some(name))
+}
+
+fn channels_of(format: wgpu::TextureFormat) -> usize {
+    if format == wgpu::TextureFormat::R32Float {
+        1
+    } else {
+        4
+    }
+}
+
+/// An image loss for one shape: `[N, H, W, C]` images (N = 1 for textures), the loss and its
+/// options, the kinds of its inputs and outputs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ImageDesc {
+    loss: ImageLoss,
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    padding: Padding,
+    data_range: f32,
+    lambda: f32,
+    reduction: Reduction,
+    outputs: Outputs,
+    pred: ImageSource,
+    target: ImageSource,
+    mask: ImageMask,
+    grad_to: GradTarget,
+    /// Read sRGB textures as their stored (encoded) values rather than linear.
+    srgb_encoded: bool,
+}
+
+impl ImageDesc {
+    /// `loss` over one `h x w` image of `c` channels; loss and gradient, the mean, padding
+    /// `same`, data range 1, λ = 0.2, buffers in and out.
+    pub fn new(loss: ImageLoss, h: usize, w: usize, c: usize) -> Self {
+        ImageDesc {
+            loss,
+            n: 1,
+            h,
+            w,
+            c,
+            padding: Padding::Same,
+            data_range: 1.0,
+            lambda: 0.2,
+            reduction: Reduction::Mean,
+            outputs: Outputs::BOTH,
+            pred: ImageSource::Buffer,
+            target: ImageSource::Buffer,
+            mask: ImageMask::None,
+            grad_to: GradTarget::Buffer,
+            srgb_encoded: false,
+        }
+    }
+
+    /// `n` images (buffers only).
+    pub fn batch(mut self, n: usize) -> Self {
+        self.n = n;
+        self
+    }
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+    /// `L` of PSNR and of SSIM's constants `C1 = (0.01 L)²`, `C2 = (0.03 L)²`.
+    pub fn data_range(mut self, range: f32) -> Self {
+        self.data_range = range;
+        self
+    }
+    /// The photometric loss's weight of D-SSIM.
+    pub fn lambda(mut self, lambda: f32) -> Self {
+        self.lambda = lambda;
+        self
+    }
+    /// Mean (default), sum, or none (per-element losses `[N, H', W', C]`, the SSIM map).
+    pub fn reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+    pub fn outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
+    }
+    pub fn pred(mut self, source: ImageSource) -> Self {
+        self.pred = source;
+        self
+    }
+    pub fn target(mut self, source: ImageSource) -> Self {
+        self.target = source;
+        self
+    }
+    pub fn mask(mut self, mask: ImageMask) -> Self {
+        self.mask = mask;
+        self
+    }
+    pub fn grad_to(mut self, grad: GradTarget) -> Self {
+        self.grad_to = grad;
+        self
+    }
+    /// Read `rgba8unorm-srgb` textures as their stored, encoded values (`true`), or linear as
+    /// `textureLoad` decodes them (`false`, the default).
+    pub fn srgb_encoded(mut self, encoded: bool) -> Self {
+        self.srgb_encoded = encoded;
+        self
+    }
+
+    pub fn loss(&self) -> ImageLoss {
+        self.loss
+    }
+    /// `(N, H, W, C)`.
+    pub fn shape(&self) -> (usize, usize, usize, usize) {
+        (self.n, self.h, self.w, self.c)
+    }
+    pub fn padding_value(&self) -> Padding {
+        self.padding
+    }
+    pub fn data_range_value(&self) -> f32 {
+        self.data_range
+    }
+    pub fn lambda_value(&self) -> f32 {
+        self.lambda
+    }
+    pub fn reduction_value(&self) -> Reduction {
+        self.reduction
+    }
+    pub fn outputs_value(&self) -> Outputs {
+        self.outputs
+    }
+
+    /// The per-element map's height and width: the image's, or with `Padding::Valid` and an
+    /// SSIM loss, 10 less.
+    pub fn out_dims(&self) -> (usize, usize) {
+        match (self.loss.uses_ssim(), self.padding) {
+            (true, Padding::Valid) => (
+                self.h.saturating_sub(SSIM_WINDOW - 1),
+                self.w.saturating_sub(SSIM_WINDOW - 1),
+            ),
+            _ => (self.h, self.w),
+        }
+    }
+
+    /// Elements of one image tensor.
+    pub fn len(&self) -> usize {
+        self.n * self.h * self.w * self.c
+    }
+
+    /// Whether an image has no elements (refused by [`ImageDesc::check`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The checks every plan makes: shapes, options, and the kinds of inputs and outputs.
+    pub fn check(&self) -> Result<()> {
+        self.outputs.check()?;
+        crate::program::elements("image", &[self.n, self.h, self.w, self.c])?;
+        if self.is_empty() {
+            return Err(Error::Empty("image"));
+        }
+        if self.c > 4 {
+            return Err(Error::option("channels", format!("{} > 4", self.c)));
+        }
+        if !(self.data_range.is_finite() && self.data_range > 0.0) {
+            return Err(Error::option(
+                "data_range",
+                format!("{} is not a positive number", self.data_range),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.lambda) {
+            return Err(Error::option(
+                "lambda",
+                format!("{} is outside [0, 1]", self.lambda),
+            ));
+        }
+        if self.loss.uses_ssim()
+            && self.padding == Padding::Valid
+            && (self.h < SSIM_WINDOW || self.w < SSIM_WINDOW)
+        {
+            return Err(Error::option(
+                "padding",
+                format!(
+                    "valid needs images of at least 11 x 11 pixels, not {} x {}",
+                    self.h, self.w
+                ),
+            ));
+        }
+        match (self.loss, self.reduction) {
+            (ImageLoss::Psnr, r) if r != Reduction::Mean => {
+                return Err(Error::option("reduction", "PSNR is over the mean only"));
+            }
+            (ImageLoss::Photometric, Reduction::None) if self.padding == Padding::Valid => {
+                return Err(Error::option(
+                    "reduction",
+                    "per-element photometric losses need padding same (L1 and SSIM cover \
+                     different pixels with valid)",
+                ));
+            }
+            (_, Reduction::BatchMean) => {
+                return Err(Error::option("reduction", "image losses have no batchmean"));
+            }
+            _ => {}
+        }
+        let textures = [self.pred, self.target]
+            .iter()
+            .any(|s| matches!(s, ImageSource::Texture(_)))
+            || matches!(self.mask, ImageMask::Texture(_))
+            || matches!(self.grad_to, GradTarget::Texture(_));
+        if textures && self.n != 1 {
+            return Err(Error::option(
+                "batch",
+                "a texture holds one image: batches of N > 1 go through buffers",
+            ));
+        }
+        for (what, source) in [("pred", self.pred), ("target", self.target)] {
+            if let ImageSource::Texture(f) = source {
+                if !READ_FORMATS.contains(&f) {
+                    return Err(Error::option(
+                        what,
+                        format!("texture format {f:?} is not one of {READ_FORMATS:?}"),
+                    ));
+                }
+                if self.c > channels_of(f) {
+                    return Err(Error::option(
+                        what,
+                        format!("{f:?} has fewer than {} channels", self.c),
+                    ));
+                }
+            }
+        }
+        match self.mask {
+            ImageMask::Texture(f) if !READ_FORMATS.contains(&f) => {
+                return Err(Error::option(
+                    "mask",
+                    format!("texture format {f:?} is not one of {READ_FORMATS:?}"),
+                ));
+            }
+            ImageMask::TargetAlpha => match self.target {
+                ImageSource::Texture(f) if channels_of(f) == 4 && self.c <= 3 => {}
+                _ => {
+                    return Err(Error::option(
+                        "mask",
+                        "the target's alpha needs a 4-channel target texture and at most 3 \
+                         channels in the loss",
+                    ));
+                }
+            },
+            _ => {}
+        }
+        if let GradTarget::Texture(f) = self.grad_to {
+            let Some(_) = storage_name(f) else {
+                return Err(Error::option(
+                    "grad",
+                    format!(
+                        "storage texture format {f:?} is not rgba32float, rgba16float or r32float"
+                    ),
+                ));
+            };
+            if self.c > channels_of(f) {
+                return Err(Error::option(
+                    "grad",
+                    format!("{f:?} has fewer than {} channels", self.c),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+params! {
+    /// The parameters of image.wgsl.
+    ImageParams {
+        h: u32,
+        w: u32,
+        c: u32,
+        tiles_x: u32,
+        tiles_y: u32,
+        tiles: u32,
+        wg_x: u32,
+        valid: u32,
+        out_h: u32,
+        out_w: u32,
+        encode: u32,
+        mask_mode: u32,
+        pix: u32,
+        ssim: u32,
+        grad: u32,
+        out_kind: u32,
+        partials: u32,
+        ssim_base: u32,
+        pix_base: u32,
+        ssim_total: u32,
+        pix_total: u32,
+        k_base: u32,
+        loss: u32,
+        mean: u32,
+        write_loss: u32,
+        c1: f32,
+        c2: f32,
+        lambda: f32,
+        range2: f32,
+        g0: f32,
+        g1: f32,
+        g2: f32,
+        g3: f32,
+        g4: f32,
+        g5: f32,
+        g6: f32,
+        g7: f32,
+        g8: f32,
+        g9: f32,
+        g10: f32,
+    }
+}
+
+/// An image input the caller binds: a buffer range, or a texture.
+#[derive(Clone, Debug)]
+pub enum ImageInput<'a> {
+    Buffer(wgpu::BufferBinding<'a>),
+    Texture(&'a wgpu::Texture),
+}
+
+impl<'a> ImageInput<'a> {
+    /// A buffer range (or a whole `&wgpu::Buffer`).
+    pub fn buffer(b: impl IntoBinding<'a>) -> Self {
+        ImageInput::Buffer(b.into_binding())
+    }
+}
+
+impl<'a> From<&'a wgpu::Texture> for ImageInput<'a> {
+    fn from(t: &'a wgpu::Texture) -> Self {
+        ImageInput::Texture(t)
+    }
+}
+
+/// The caller's images and outputs for an [`ImagePlan`]: the prediction and target, the mask
+/// when the plan has one, the loss (f32: one value, or the per-element map) and the gradient (a
+/// buffer or a storage texture, as the plan says).
+#[derive(Clone, Debug)]
+pub struct ImageBuffers<'a> {
+    pub pred: ImageInput<'a>,
+    pub target: ImageInput<'a>,
+    pub mask: Option<ImageInput<'a>>,
+    pub loss: Option<wgpu::BufferBinding<'a>>,
+    pub grad: Option<ImageInput<'a>>,
+}
+
+impl<'a> ImageBuffers<'a> {
+    pub fn new(pred: impl Into<ImageInput<'a>>, target: impl Into<ImageInput<'a>>) -> Self {
+        ImageBuffers {
+            pred: pred.into(),
+            target: target.into(),
+            mask: None,
+            loss: None,
+            grad: None,
+        }
+    }
+    pub fn mask(mut self, mask: impl Into<ImageInput<'a>>) -> Self {
+        self.mask = Some(mask.into());
+        self
+    }
+    pub fn loss(mut self, loss: impl IntoBinding<'a>) -> Self {
+        self.loss = Some(loss.into_binding());
+        self
+    }
+    pub fn grad(mut self, grad: impl Into<ImageInput<'a>>) -> Self {
+        self.grad = Some(grad.into());
+        self
+    }
+}
+
+impl<'a> From<&'a wgpu::Buffer> for ImageInput<'a> {
+    fn from(b: &'a wgpu::Buffer) -> Self {
+        ImageInput::Buffer(b.as_entire_buffer_binding())
+    }
+}
+
+/// An [`ImagePlan`] bound to the caller's images: what [`ImagePlan::record`] records.
+#[derive(Debug)]
+pub struct ImageBindings {
+    bound: Bound,
+}
+
+/// An image loss planned on a context: its passes (forward, the fixed-order reductions, the
+/// finish, backward), its scratch, and with an SSIM gradient the maps A, B, C it owns (three f32
+/// a pixel and channel). Build once per shape; bind and record every step.
+pub struct ImagePlan {
+    desc: ImageDesc,
+    program: Program,
+}
+
+impl fmt::Debug for ImagePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImagePlan")
+            .field("desc", &self.desc)
+            .finish()
+    }
+}
+
+impl ImagePlan {
+    /// Plans `desc` (blocking: pipeline compilation on first use).
+    pub fn new(ctx: &Context, desc: &ImageDesc) -> Result<Self> {
+        desc.check()?;
+        // Eight storage buffers in the forward and backward passes (WebGPU's default).
+        let limit = ctx.limits().max_storage_buffers_per_shader_stage;
+        if limit < 8 {
+            return Err(Error::DeviceLimit {
+                limit: "max_storage_buffers_per_shader_stage",
+                needed: 8,
+                actual: limit as u64,
+            });
+        }
+        let program = pollster::block_on(plan(ctx, desc))?;
+        Ok(ImagePlan {
+            desc: *desc,
+            program,
+        })
+    }
+
+    pub fn desc(&self) -> &ImageDesc {
+        &self.desc
+    }
+
+    /// The bytes of device memory the plan owns (scratch, parameters, and the SSIM gradient's
+    /// maps).
+    pub fn device_bytes(&self) -> u64 {
+        self.program.device_bytes()
+    }
+
+    /// How many compute dispatches one run records.
+    pub fn dispatch_count(&self) -> usize {
+        self.program.dispatch_count()
+    }
+
+    /// The loss buffer's bytes: 4, or the per-element map's (`Reduction::None`).
+    pub fn loss_bytes(&self) -> u64 {
+        self.program.slot_bytes(Slot::Loss)
+    }
+
+    /// Checks the caller's images against the plan and creates the bind groups. Buffers as for
+    /// [`crate::Plan::bind`]; textures 2-D, of the plan's format and the images' size, with
+    /// `TEXTURE_BINDING` (inputs) or `STORAGE_BINDING` (the gradient), one sample; the
+    /// gradient texture none of the inputs.
+    pub fn bind(&self, b: &ImageBuffers<'_>) -> Result<ImageBindings> {
+        let d = &self.desc;
+        let mut user: UserBindings<'_> = [const { None }; SLOTS];
+        let mut views: [Option<wgpu::TextureView>; SLOTS] = [const { None }; SLOTS];
+        let want_grad = d.outputs.grad;
+        let mask_kind = match d.mask {
+            ImageMask::Buffer => Some(ImageSource::Buffer),
+            ImageMask::Texture(f) => Some(ImageSource::Texture(f)),
+            ImageMask::None | ImageMask::TargetAlpha => None,
+        };
+        let grad_kind = want_grad.then_some(match d.grad_to {
+            GradTarget::Buffer => ImageSource::Buffer,
+            GradTarget::Texture(f) => ImageSource::Texture(f),
+        });
+        let slots = [
+            (
+                Slot::Input,
+                "pred",
+                Some(d.pred),
+                Some(b.pred.clone()),
+                false,
+            ),
+            (
+                Slot::Target,
+                "target",
+                Some(d.target),
+                Some(b.target.clone()),
+                false,
+            ),
+            (Slot::Weight, "mask", mask_kind, b.mask.clone(), false),
+            (Slot::Grad, "grad", grad_kind, b.grad.clone(), true),
+        ];
+        let mut textures: Vec<&wgpu::Texture> = Vec::new();
+        for (slot, name, kind, given, storage) in slots {
+            match (kind, given) {
+                (None, None) => {}
+                (None, Some(_)) => return Err(Error::Binding(name, "not used by this plan")),
+                (Some(_), None) => return Err(Error::Binding(name, "needed by this plan")),
+                (Some(ImageSource::Buffer), Some(ImageInput::Buffer(r))) => {
+                    user[slot as usize] = Some(r)
+                }
+                (Some(ImageSource::Texture(format)), Some(ImageInput::Texture(t))) => {
+                    self.check_texture(name, t, format, storage)?;
+                    if storage && textures.iter().any(|&u| u == t) {
+                        return Err(Error::Aliased { a: name, b: "pred" });
+                    }
+                    textures.push(t);
+                    views[slot as usize] = Some(t.create_view(&wgpu::TextureViewDescriptor {
+                        label: Some("wgpu-loss.image"),
+                        dimension: Some(wgpu::TextureViewDimension::D2),
+                        base_mip_level: 0,
+                        mip_level_count: Some(1),
+                        base_array_layer: 0,
+                        array_layer_count: Some(1),
+                        ..Default::default()
+                    }));
+                }
+                (Some(ImageSource::Buffer), Some(ImageInput::Texture(_))) => {
+                    return Err(Error::Binding(
+                        name,
+                        "the plan takes a buffer, not a texture",
+                    ));
+                }
+                (Some(ImageSource::Texture(_)), Some(ImageInput::Buffer(_))) => {
+                    return Err(Error::Binding(
+                        name,
+                        "the plan takes a texture, not a buffer",
+                    ));
+                }
+            }
+        }
+        match (self.program.slot_bytes(Slot::Loss) > 0, b.loss.clone()) {
+            (true, Some(l)) => user[Slot::Loss as usize] = Some(l),
+            (true, None) => return Err(Error::Binding("loss", "needed by this plan")),
+            (false, Some(_)) => return Err(Error::Binding("loss", "not used by this plan")),
+            (false, None) => {}
+        }
+        let refs: [Option<&wgpu::TextureView>; SLOTS] = std::array::from_fn(|i| views[i].as_ref());
+        let bound = crate::transfer::scoped(self.program.ctx(), || {
+            self.program.bind_textures(&user, &refs)
+        })?;
+        Ok(ImageBindings { bound })
+    }
+
+    fn check_texture(
+        &self,
+        name: &'static str,
+        t: &wgpu::Texture,
+        format: wgpu::TextureFormat,
+        storage: bool,
+    ) -> Result<()> {
+        let bad = |reason: String| Err(Error::option(name, reason));
+        if t.format() != format {
+            return bad(format!(
+                "texture format {:?}, the plan's is {format:?}",
+                t.format()
+            ));
+        }
+        if t.dimension() != wgpu::TextureDimension::D2 || t.sample_count() != 1 {
+            return bad("not a single-sampled 2-D texture".into());
+        }
+        if (t.width() as usize, t.height() as usize) != (self.desc.w, self.desc.h) {
+            return bad(format!(
+                "texture of {} x {}, the plan's images are {} x {} (W x H)",
+                t.width(),
+                t.height(),
+                self.desc.w,
+                self.desc.h
+            ));
+        }
+        let needed = if storage {
+            wgpu::TextureUsages::STORAGE_BINDING
+        } else {
+            wgpu::TextureUsages::TEXTURE_BINDING
+        };
+        if !t.usage().contains(needed) {
+            return bad(format!(
+                "texture lacks usage {needed:?} (it has {:?})",
+                t.usage()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records the passes into `encoder`: nothing is submitted, results stay on the GPU.
+    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, bindings: &ImageBindings) {
+        self.program.record(encoder, &bindings.bound, None);
+    }
+}
+
+/// The program of `desc`: forward; with a reduced loss, the two fixed-order reductions of its
+/// partials; finish; with a gradient, backward.
+async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
+    let d = desc;
+    let mut b = Builder::new(ctx);
+    let (n, h, w, c) = (d.n as u64, d.h as u64, d.w as u64, d.c as u64);
+    let len = n * h * w * c;
+    let (oh, ow) = d.out_dims();
+    let reduced = d.reduction.is_reduced();
+    let want_loss = d.outputs.loss;
+    let want_grad = d.outputs.grad;
+    let ssim = d.loss.uses_ssim();
+    b.slot(Slot::Input, "pred", input_bytes(d.pred, len), Access::Read)?;
+    b.slot(
+        Slot::Target,
+        "target",
+        input_bytes(d.target, len),
+        Access::Read,
+    )?;
+    if d.mask == ImageMask::Buffer {
+        b.slot(Slot::Weight, "mask", 4 * n * h * w, Access::Read)?;
+    }
+    let loss_bytes = match (want_loss, reduced) {
+        (false, _) => 0,
+        (true, true) => 4,
+        (true, false) => 4 * n * (oh * ow) as u64 * c,
+    };
+    b.slot(Slot::Loss, "loss", loss_bytes, Access::Write)?;
+    if want_grad && d.grad_to == GradTarget::Buffer {
+        b.slot(Slot::Grad, "grad", 4 * len, Access::Write)?;
+    }
+    let maps = if want_grad && ssim {
+        let mut m = [0; 3];
+        for slot in &mut m {
+            *slot = b.owned("SSIM gradient map", 4 * len)?;
+        }
+        Some(m)
+    } else {
+        None
+    };
+    let tiles_x = d.w.div_ceil(TILE_X) as u64;
+    let tiles_y = d.h.div_ceil(TILE_Y) as u64;
+    let tiles = n * tiles_x * tiles_y;
+    let (wg_x, wg_y) = b.fold(tiles)?;
+    let partials = reduced && (want_loss || want_grad);
+    let (ssim_base, pix_base) = if partials {
+        (b.scratch(2 * tiles)?, b.scratch(2 * tiles)?)
+    } else {
+        (0, 0)
+    };
+    let k_base = b.scratch(2)?;
+    let g = crate::cpu::image::gaussian().map(|v| v as f32);
+    let range = d.data_range;
+    let encode = |s: ImageSource| {
+        (d.srgb_encoded && s == ImageSource::Texture(wgpu::TextureFormat::Rgba8UnormSrgb)) as u32
+    };
+    let mut params = ImageParams {
+        h: d.h as u32,
+        w: d.w as u32,
+        c: d.c as u32,
+        tiles_x: tiles_x as u32,
+        tiles_y: tiles_y as u32,
+        tiles: tiles as u32,
+        wg_x,
+        valid: (ssim && d.padding == Padding::Valid) as u32,
+        out_h: oh as u32,
+        out_w: ow as u32,
+        encode: encode(d.pred) | encode(d.target) << 1,
+        mask_mode: match d.mask {
+            ImageMask::None => 0,
+            ImageMask::Buffer | ImageMask::Texture(_) => 1,
+            ImageMask::TargetAlpha => 2,
+        },
+        pix: d.loss.pix(),
+        ssim: ssim as u32,
+        grad: want_grad as u32,
+        out_kind: 0,
+        partials: partials as u32,
+        ssim_base,
+        pix_base,
+        ssim_total: 0,
+        pix_total: 0,
+        k_base,
+        loss: ImageLoss::ALL
+            .iter()
+            .position(|&l| l == d.loss)
+            .unwrap_or(0) as u32,
+        mean: (d.reduction == Reduction::Mean) as u32,
+        write_loss: 0,
+        c1: (0.01 * range).powi(2),
+        c2: (0.03 * range).powi(2),
+        lambda: d.lambda,
+        range2: range * range,
+        g0: g[0],
+        g1: g[1],
+        g2: g[2],
+        g3: g[3],
+        g4: g[4],
+        g5: g[5],
+        g6: g[6],
+        g7: g[7],
+        g8: g[8],
+        g9: g[9],
+        g10: g[10],
+    };
+    let grad_format = match d.grad_to {
+        GradTarget::Texture(f) if want_grad => storage_name(f),
+        _ => None,
+    };
+    let key = |entry: &'static str| {
+        let mut k = PipelineKey::new(Shader::Image, entry)
+            .constant("WG", IMAGE_WG)
+            .constant("SEG", IMAGE_WG)
+            .define("PRED_TEX", matches!(d.pred, ImageSource::Texture(_)))
+            .define("TARGET_TEX", matches!(d.target, ImageSource::Texture(_)))
+            .define("MASK_TEX", matches!(d.mask, ImageMask::Texture(_)));
+        if let Some(f) = grad_format {
+            k = k.define("GRAD_TEX", true).text("GRAD_FORMAT", f);
+        }
+        k
+    };
+    let (a, bm, cm) = match maps {
+        Some([a, bb, cc]) => (Res::Owned(a), Res::Owned(bb), Res::Owned(cc)),
+        None => (Res::Dummy(true), Res::Dummy(true), Res::Dummy(true)),
+    };
+    let input = |slot: Slot, source: ImageSource| match source {
+        ImageSource::Buffer => Res::User(slot, View::Scalar(4 * len)),
+        ImageSource::Texture(_) => Res::Texture(slot),
+    };
+    let mask_res = match d.mask {
+        ImageMask::Buffer => Res::User(Slot::Weight, View::Scalar(4 * n * h * w)),
+        ImageMask::Texture(_) => Res::Texture(Slot::Weight),
+        _ => Res::Dummy(false),
+    };
+    let entries = |dst: Res| {
+        let mut e = vec![
+            input(Slot::Input, d.pred),
+            input(Slot::Target, d.target),
+            mask_res,
+            dst,
+            Res::Scratch,
+            a,
+            bm,
+            cm,
+        ];
+        if grad_format.is_some() {
+            e.push(Res::Texture(Slot::Grad));
+        }
+        e
+    };
+    // Forward: per-element losses into the loss buffer, or nothing there.
+    if want_loss && !reduced {
+        params.out_kind = match d.loss {
+            ImageLoss::Ssim => 1,
+            ImageLoss::Dssim => 2,
+            ImageLoss::L1 | ImageLoss::Mse | ImageLoss::Psnr => 3,
+            ImageLoss::Photometric => 4,
+        };
+    }
+    let loss_dst = if want_loss && !reduced {
+        Res::User(Slot::Loss, View::Scalar(loss_bytes))
+    } else {
+        Res::Dummy(true)
+    };
+    b.dispatch(&key("forward"), &params, entries(loss_dst), (wg_x, wg_y));
+    params.out_kind = 0;
+    if partials {
+        params.ssim_total = b.reduce_keep(tiles, ssim_base)?;
+        params.pix_total = b.reduce_keep(tiles, pix_base)?;
+    }
+    let scalar_dst = if want_loss && reduced {
+        params.write_loss = 1;
+        Res::User(Slot::Loss, View::Scalar(4))
+    } else {
+        Res::Dummy(true)
+    };
+    b.dispatch(&key("finish"), &params, entries(scalar_dst), (1, 1));
+    params.write_loss = 0;
+    if want_grad {
+        let dst = match d.grad_to {
+            GradTarget::Buffer => Res::User(Slot::Grad, View::Scalar(4 * len)),
+            GradTarget::Texture(_) => Res::Dummy(true),
+        };
+        b.dispatch(&key("backward"), &params, entries(dst), (wg_x, wg_y));
+    }
+    b.finish().await
+}
+
+/// The bytes an input slot declares: its tensor's, or none for a texture (bound as a view).
+fn input_bytes(source: ImageSource, len: u64) -> u64 {
+    match source {
+        ImageSource::Buffer => 4 * len,
+        ImageSource::Texture(_) => 0,
+    }
+}
+
+impl Context {
+    /// `desc` on host images (`[N, H, W, C]` f32; the mask `[N, H, W]` when `desc` has a
+    /// buffer mask): uploads them, runs, and reads back the loss (or per-element losses) and
+    /// the gradient. `desc`'s inputs and outputs must be buffers; for textures use
+    /// [`ImagePlan`].
+    pub fn image_loss(
+        &self,
+        desc: &ImageDesc,
+        pred: &[f32],
+        target: &[f32],
+        mask: Option<&[f32]>,
+    ) -> Result<LossOutput> {
+        desc.check()?;
+        let texture = !matches!(desc.pred, ImageSource::Buffer)
+            || !matches!(desc.target, ImageSource::Buffer)
+            || matches!(desc.mask, ImageMask::Texture(_) | ImageMask::TargetAlpha)
+            || (desc.outputs.grad && desc.grad_to != GradTarget::Buffer);
+        if texture {
+            return Err(Error::option(
+                "image_loss",
+                "takes host data in buffers: plan textures with ImagePlan",
+            ));
+        }
+        let len = desc.len();
+        let (n, h, w, _) = desc.shape();
+        for (what, data, expected) in [
+            ("prediction", Some(pred), len),
+            ("target", Some(target), len),
+        ] {
+            if let Some(d) = data
+                && d.len() != expected
+            {
+                return Err(Error::LengthMismatch {
+                    what,
+                    expected,
+                    actual: d.len(),
+                });
+            }
+        }
+        match (desc.mask, mask) {
+            (ImageMask::Buffer, Some(m)) if m.len() != n * h * w => {
+                return Err(Error::LengthMismatch {
+                    what: "mask",
+                    expected: n * h * w,
+                    actual: m.len(),
+                });
+            }
+            (ImageMask::Buffer, None) => return Err(Error::Binding("mask", "needed by this plan")),
+            (ImageMask::None, Some(_)) => {
+                return Err(Error::Binding("mask", "not used by this plan"));
+            }
+            _ => {}
+        }
+        let plan = ImagePlan::new(self, desc)?;
+        let bytes = |v: &[f32]| std::borrow::Cow::Owned(bytemuck::cast_slice(v).to_vec());
+        let mut host: HostData<'_> = Default::default();
+        host[0] = Some(bytes(pred));
+        host[1] = Some(bytes(target));
+        host[2] = mask.map(bytes);
+        crate::transfer::run_host(&plan.program, &host, desc.reduction, "image")
+    }
+}
