@@ -26,7 +26,9 @@
 // memory.
 //
 // Passes (entry points), each workgroup one tile of TX x TY pixels of one image, all channels:
-//   forward   per channel: the tile and its 5-pixel halo of x and y into workgroup memory, the
+//   forward   per channel: the tile and its 5-pixel halo of x and y (less a shift, the value of
+//             one pixel of the tile: the statistics of flat regions without cancellation) into
+//             workgroup memory, the
 //             window's horizontal sums of x, y, xx, yy, xy (HY rows x TX columns), then the
 //             vertical sums at each pixel. Writes per-element losses (reduction none), the maps
 //             (with a gradient), and two (value, weight) partials a workgroup: the SSIM sum
@@ -218,13 +220,20 @@ fn forward(inv: Invocation) {
             }
         }
         if (params.ssim != 0u) {
-            // The tile and its halo, zero outside the image.
+            // The tile and its halo, zero outside the image, less a shift per tile (a pixel
+            // of it): variances are shift-invariant, and E[(x - s)^2] - (G*(x - s))^2 loses far
+            // less to cancellation in flat regions than E[x^2] - mx^2. The window's taps sum to
+            // 1 with the zero border shifted too, so the means are G*(x - s) + s exactly.
+            let cy = i32(min(s.y0 + TY / 2u, params.h - 1u));
+            let cx = i32(min(s.x0 + TX / 2u, params.w - 1u));
+            let shift_x = load_x(s.n, cy, cx, c);
+            let shift_y = load_y(s.n, cy, cx, c);
             workgroupBarrier();
             for (var i = lid; i < HALO; i += WG) {
                 let hy = i32(s.y0) - i32(R) + i32(i / HX);
                 let hx = i32(s.x0) - i32(R) + i32(i % HX);
-                tile[i] = load_x(s.n, hy, hx, c);
-                tile[HALO + i] = load_y(s.n, hy, hx, c);
+                tile[i] = load_x(s.n, hy, hx, c) - shift_x;
+                tile[HALO + i] = load_y(s.n, hy, hx, c) - shift_y;
             }
             workgroupBarrier();
             // The window's horizontal sums for each halo row and tile column.
@@ -255,11 +264,11 @@ fn forward(inv: Invocation) {
                         v[j] += g * tile[2u * HALO + j * HROWS + (ly + k) * TX + lx];
                     }
                 }
-                let mx = v[0];
-                let my = v[1];
-                let sxx = v[2] - mx * mx;
-                let syy = v[3] - my * my;
-                let sxy = v[4] - mx * my;
+                let mx = v[0] + shift_x;
+                let my = v[1] + shift_y;
+                let sxx = v[2] - v[0] * v[0];
+                let syy = v[3] - v[1] * v[1];
+                let sxy = v[4] - v[0] * v[1];
                 let n1 = 2.0 * mx * my + params.c1;
                 let n2 = 2.0 * sxy + params.c2;
                 let d1 = mx * mx + my * my + params.c1;

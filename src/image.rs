@@ -663,7 +663,7 @@ impl ImagePlan {
                 }
                 (Some(ImageSource::Texture(format)), Some(ImageInput::Texture(t))) => {
                     self.check_texture(name, t, format, storage)?;
-                    if storage && textures.iter().any(|&u| u == t) {
+                    if storage && textures.contains(&t) {
                         return Err(Error::Aliased { a: name, b: "pred" });
                     }
                     textures.push(t);

@@ -80,29 +80,37 @@ fn check(desc: &ImageDesc, x: &[f32], y: &[f32], mask: Option<&[f32]>) -> (f64, 
     (value_err, grad_err)
 }
 
+/// Every loss, padding and reduction the crate accepts for `[n, h, w, c]` images.
+fn every_desc(n: usize, h: usize, w: usize, c: usize, mask: ImageMask) -> Vec<ImageDesc> {
+    let mut out = Vec::new();
+    for loss in ImageLoss::ALL {
+        for padding in [Padding::Same, Padding::Valid] {
+            for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+                let desc = ImageDesc::new(loss, h, w, c)
+                    .batch(n)
+                    .padding(padding)
+                    .reduction(reduction)
+                    .mask(mask);
+                if desc.check().is_ok() {
+                    out.push(desc);
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn every_loss_and_padding_matches_the_twin() {
     let mut rng = Rng::new(11);
     // Shapes that are not multiples of the 16 x 8 tile, a batch, one channel to four.
     for &(n, h, w, c) in &[(1, 37, 23, 3), (2, 19, 29, 1), (1, 12, 40, 4)] {
         let (x, y) = images(&mut rng, n, h, w, c);
-        for loss in ImageLoss::ALL {
-            for padding in [Padding::Same, Padding::Valid] {
-                for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-                    let desc = ImageDesc::new(loss, h, w, c)
-                        .batch(n)
-                        .padding(padding)
-                        .reduction(reduction);
-                    if desc.check().is_err() {
-                        continue;
-                    }
-                    let (v, g) = check(&desc, &x, &y, None);
-                    if reduction == Reduction::Mean {
-                        println!(
-                            "{loss} {padding:?} [{n}, {h}, {w}, {c}]: loss {v:.1e}, grad {g:.1e}"
-                        );
-                    }
-                }
+        for desc in every_desc(n, h, w, c, ImageMask::None) {
+            let (v, g) = check(&desc, &x, &y, None);
+            if desc.reduction_value() == Reduction::Mean {
+                let (loss, padding) = (desc.loss(), desc.padding_value());
+                println!("{loss} {padding:?} [{n}, {h}, {w}, {c}]: loss {v:.1e}, grad {g:.1e}");
             }
         }
     }
@@ -141,10 +149,10 @@ fn twin_gradients_match_central_differences() {
                     let analytic = reference.grad[i];
                     let scale = largest(&reference.grad);
                     // L1's kink: skip elements within eps of the target.
-                    if loss == ImageLoss::L1 || loss == ImageLoss::Photometric {
-                        if (x[i] - y[i]).abs() < 2.0 * eps {
-                            continue;
-                        }
+                    if matches!(loss, ImageLoss::L1 | ImageLoss::Photometric)
+                        && (x[i] - y[i]).abs() < 2.0 * eps
+                    {
+                        continue;
                     }
                     assert!(
                         (numeric - analytic).abs() <= 1e-3 * scale + 1e-4 * analytic.abs(),
@@ -155,4 +163,494 @@ fn twin_gradients_match_central_differences() {
             }
         }
     }
+}
+
+/// A texture of `format` holding `values` (`[H, W, 4]`, or `[H, W]` for r32float, in [0, 1]),
+/// and the values the kernels read from it (decoded as `textureLoad` does, or as stored when
+/// `encoded`).
+fn texture(
+    format: wgpu::TextureFormat,
+    w: usize,
+    h: usize,
+    values: &[f32],
+    usage: wgpu::TextureUsages,
+) -> (wgpu::Texture, Vec<f32>) {
+    use wgpu::TextureFormat as F;
+    let ctx = ctx();
+    let (bytes, seen): (Vec<u8>, Vec<f32>) = match format {
+        F::Rgba8Unorm | F::Rgba8UnormSrgb => {
+            let q: Vec<u8> = values.iter().map(|v| (v * 255.0).round() as u8).collect();
+            let seen = q
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| {
+                    let v = b as f32 / 255.0;
+                    // The sRGB decode of the colour channels (alpha is linear).
+                    if format == F::Rgba8UnormSrgb && i % 4 != 3 {
+                        srgb_decode(v)
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            (q, seen)
+        }
+        F::Rgba16Float => {
+            let q: Vec<wgpu_loss::f16> = values
+                .iter()
+                .map(|&v| wgpu_loss::f16::from_f32(v))
+                .collect();
+            (
+                bytemuck::cast_slice(&q).to_vec(),
+                q.iter().map(|v| v.to_f32()).collect(),
+            )
+        }
+        _ => (bytemuck::cast_slice(values).to_vec(), values.to_vec()),
+    };
+    let _guard = ctx.lock();
+    let t = ctx.device().create_texture(&wgpu::TextureDescriptor {
+        label: Some("test image"),
+        size: wgpu::Extent3d {
+            width: w as u32,
+            height: h as u32,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format,
+        usage: usage | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    let row = bytes.len() / h;
+    ctx.queue().write_texture(
+        t.as_image_copy(),
+        &bytes,
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(row as u32),
+            rows_per_image: None,
+        },
+        t.size(),
+    );
+    (t, seen)
+}
+
+fn srgb_decode(v: f32) -> f32 {
+    let v = v as f64;
+    (if v <= 0.04045 {
+        v / 12.92
+    } else {
+        ((v + 0.055) / 1.055).powf(2.4)
+    }) as f32
+}
+
+/// Reads a storage texture of 4 f32 (rgba32float) or 1 (r32float) a texel back, `[H, W, ch]`.
+fn read_texture(t: &wgpu::Texture, ch: usize) -> Vec<f32> {
+    let ctx = ctx();
+    let (w, h) = (t.width() as usize, t.height() as usize);
+    let row = (w * ch * 4).next_multiple_of(256);
+    let buffer = common::create(
+        ctx,
+        &wgpu::BufferDescriptor {
+            label: Some("texture readback"),
+            size: (row * h) as u64,
+            usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        },
+    );
+    submit(ctx, |e| {
+        e.copy_texture_to_buffer(
+            t.as_image_copy(),
+            wgpu::TexelCopyBufferInfo {
+                buffer: &buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(row as u32),
+                    rows_per_image: None,
+                },
+            },
+            t.size(),
+        )
+    });
+    let all = read(ctx, &buffer, row * h / 4);
+    (0..h)
+        .flat_map(|y| all[y * row / 4..y * row / 4 + w * ch].to_vec())
+        .collect()
+}
+
+/// What the kernels read from a 4-channel texture: its per-element L1 distance from a zero
+/// buffer, checked within 2e-3 of `expected` (the formula's decode).
+fn as_read(t: &wgpu::Texture, format: wgpu::TextureFormat, expected: &[f32]) -> Vec<f32> {
+    let ctx = ctx();
+    let (w, h) = (t.width() as usize, t.height() as usize);
+    let desc = ImageDesc::new(ImageLoss::L1, h, w, 4)
+        .pred(ImageSource::Texture(format))
+        .reduction(Reduction::None)
+        .outputs(Outputs::LOSS);
+    let plan = ImagePlan::new(ctx, &desc).unwrap();
+    let zero = upload(ctx, &vec![0.0f32; h * w * 4]);
+    let out = poisoned(ctx, h * w * 4);
+    let b = ImageBuffers::new(t, ImageInput::buffer(&*zero)).loss(&*out);
+    let bound = plan.bind(&b).unwrap();
+    submit(ctx, |e| plan.record(e, &bound));
+    let seen = read(ctx, &out, h * w * 4);
+    let worst = seen
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    // Lavapipe's decode is 1.2e-3 off the formula at 218/255 (0.7011): within half an 8-bit
+    // step of the value decoded.
+    assert!(
+        worst <= 2e-3,
+        "{format:?}: decode differs from the formula by {worst}"
+    );
+    seen
+}
+
+/// The first `c` of every `stride` values.
+fn channels(v: &[f32], stride: usize, c: usize) -> Vec<f32> {
+    v.chunks(stride).flat_map(|p| p[..c].to_vec()).collect()
+}
+
+/// Prediction and target as textures of every format the kernels read, the mask as the target's
+/// alpha or as a texture, the gradient into a storage texture or a buffer: the same numbers as
+/// the twin on the values the kernels read.
+#[test]
+fn textures_of_every_format() {
+    use wgpu::TextureFormat as F;
+    use wgpu::TextureUsages as U;
+    let ctx = ctx();
+    let mut rng = Rng::new(21);
+    let (h, w) = (21, 27);
+    let (x4, y4) = images(&mut rng, 1, h, w, 4);
+    // The target's alpha: a mask of 0 and 1 and fractions.
+    let y4: Vec<f32> = y4
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if i % 4 == 3 {
+                [0.0, 1.0, 0.5][(i / 4) % 3]
+            } else {
+                v
+            }
+        })
+        .collect();
+    let mask_values: Vec<f32> = (0..h * w)
+        .map(|i| if i % 5 == 0 { 0.0 } else { 1.0 })
+        .collect();
+    let formats = [
+        F::Rgba8Unorm,
+        F::Rgba8UnormSrgb,
+        F::Rgba16Float,
+        F::Rgba32Float,
+        F::R32Float,
+    ];
+    for format in formats {
+        for (loss, mask) in [
+            (ImageLoss::Photometric, ImageMask::None),
+            (ImageLoss::Ssim, ImageMask::TargetAlpha),
+            (ImageLoss::Mse, ImageMask::Texture(F::R32Float)),
+        ] {
+            for encoded in [false, true] {
+                if encoded && format != F::Rgba8UnormSrgb {
+                    continue;
+                }
+                let one = format == F::R32Float;
+                if one && mask == ImageMask::TargetAlpha {
+                    continue;
+                }
+                let (c, stride) = if one { (1, 1) } else { (3, 4) };
+                let (xs, ys) = if one {
+                    (channels(&x4, 4, 1), channels(&y4, 4, 1))
+                } else {
+                    (x4.clone(), y4.clone())
+                };
+                let (xt, xseen) = texture(format, w, h, &xs, U::TEXTURE_BINDING);
+                let (yt, yseen) = texture(format, w, h, &ys, U::TEXTURE_BINDING);
+                let (mt, _) = texture(F::R32Float, w, h, &mask_values, U::TEXTURE_BINDING);
+                let grad_format = if one { F::R32Float } else { F::Rgba32Float };
+                let gt = ctx.device().create_texture(&wgpu::TextureDescriptor {
+                    label: Some("grad"),
+                    size: xt.size(),
+                    mip_level_count: 1,
+                    sample_count: 1,
+                    dimension: wgpu::TextureDimension::D2,
+                    format: grad_format,
+                    usage: U::STORAGE_BINDING | U::COPY_SRC,
+                    view_formats: &[],
+                });
+                let desc = ImageDesc::new(loss, h, w, c)
+                    .pred(ImageSource::Texture(format))
+                    .target(ImageSource::Texture(format))
+                    .mask(mask)
+                    .grad_to(GradTarget::Texture(grad_format))
+                    .srgb_encoded(encoded);
+                let plan = ImagePlan::new(ctx, &desc).unwrap();
+                let loss_buf = poisoned(ctx, 1);
+                let mut b = ImageBuffers::new(&xt, &yt).loss(&*loss_buf).grad(&gt);
+                if let ImageMask::Texture(_) = mask {
+                    b = b.mask(&mt);
+                }
+                let bound = plan.bind(&b).unwrap();
+                submit(ctx, |e| plan.record(e, &bound));
+                // What the kernels read: sRGB decoded, or the stored values when encoded.
+                let (xv, yv) = if encoded {
+                    let q = |v: &[f32]| {
+                        v.iter()
+                            .map(|v| (v * 255.0).round() / 255.0)
+                            .collect::<Vec<f32>>()
+                    };
+                    (q(&xs), q(&ys))
+                } else {
+                    (xseen, yseen)
+                };
+                // The device's sRGB decode may differ from the formula by Vulkan's allowance:
+                // take what the kernels read from the L1 map against zero, after checking it.
+                let (xv, yv) = if format == F::Rgba8UnormSrgb && !encoded {
+                    (as_read(&xt, format, &xv), as_read(&yt, format, &yv))
+                } else {
+                    (xv, yv)
+                };
+                let m: Option<Vec<f32>> = match mask {
+                    ImageMask::TargetAlpha => Some(yv.chunks(4).map(|p| p[3]).collect()),
+                    ImageMask::Texture(_) => Some(mask_values.clone()),
+                    _ => None,
+                };
+                let twin_desc = ImageDesc::new(loss, h, w, c).mask(if m.is_some() {
+                    ImageMask::Buffer
+                } else {
+                    ImageMask::None
+                });
+                let reference = image_loss(
+                    &twin_desc,
+                    &channels(&xv, stride, c),
+                    &channels(&yv, stride, c),
+                    m.as_deref(),
+                )
+                .unwrap();
+                let what = format!("{loss} {format:?} {mask:?} encoded {encoded}");
+                let value = read(ctx, &loss_buf, 1)[0];
+                assert_scalar(&what, value, reference.value.unwrap(), VALUE);
+                let g = read_texture(&gt, if one { 1 } else { 4 });
+                assert_close(
+                    &format!("{what} grad"),
+                    &channels(&g, stride, c),
+                    &reference.grad,
+                    grad_tol(&reference.grad),
+                );
+                if !one {
+                    assert!(
+                        g.chunks(4).all(|p| p[3] == 0.0),
+                        "{what}: channel past C written"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// 1 x 1 and 11 x 11 images, constant images (SSIM 1 where x = y), fractional masks, a mask
+/// of zeros (the mean of nothing: NaN, as PyTorch's mean of an empty tensor).
+#[test]
+fn small_constant_and_masked_images() {
+    let mut rng = Rng::new(3);
+    // One pixel (same padding: its window is the zero border but for its centre), one window.
+    for &(h, w, c, padding) in &[
+        (1, 1, 3, Padding::Same),
+        (11, 11, 2, Padding::Valid),
+        (11, 11, 1, Padding::Same),
+    ] {
+        let (x, y) = images(&mut rng, 1, h, w, c);
+        for loss in ImageLoss::ALL {
+            check(
+                &ImageDesc::new(loss, h, w, c).padding(padding),
+                &x,
+                &y,
+                None,
+            );
+        }
+    }
+    // Constant images: where x = y, S = 1 at every pixel (variances 0 inside, the same zero
+    // border on both), D-SSIM 0 and the SSIM gradient 0.
+    let (h, w, c) = (13, 18, 3);
+    let flat = vec![0.4f32; h * w * c];
+    for padding in [Padding::Same, Padding::Valid] {
+        let out = ctx()
+            .image_loss(
+                &ImageDesc::new(ImageLoss::Ssim, h, w, c).padding(padding),
+                &flat,
+                &flat,
+                None,
+            )
+            .unwrap();
+        assert!(
+            (out.value.unwrap() - 1.0).abs() <= 1e-6,
+            "{padding:?}: {:?}",
+            out.value
+        );
+        assert!(out.grad.unwrap().iter().all(|g| g.abs() <= 1e-6));
+        let other = vec![0.7f32; h * w * c];
+        check(
+            &ImageDesc::new(ImageLoss::Dssim, h, w, c).padding(padding),
+            &flat,
+            &other,
+            None,
+        );
+    }
+    // Masks: fractions and zeros, every loss and both paddings, a batch of two.
+    let (n, h, w, c) = (2, 17, 22, 3);
+    let (x, y) = images(&mut rng, n, h, w, c);
+    let mask: Vec<f32> = (0..n * h * w)
+        .map(|i| [0.0, 1.0, 0.25, 1.0, 0.6][i % 5])
+        .collect();
+    for desc in every_desc(n, h, w, c, ImageMask::Buffer) {
+        check(&desc, &x, &y, Some(&mask));
+    }
+    let zeros = vec![0.0f32; n * h * w];
+    let desc = ImageDesc::new(ImageLoss::Photometric, h, w, c)
+        .batch(n)
+        .mask(ImageMask::Buffer);
+    let out = ctx().image_loss(&desc, &x, &y, Some(&zeros)).unwrap();
+    assert!(out.value.unwrap().is_nan());
+}
+
+/// An image past lavapipe's loop cap (every invocation's loops are bounded by the tile, not the
+/// image: 1,500 tiles here), the photometric loss and its gradient against the twin.
+#[test]
+fn large_image() {
+    let mut rng = Rng::new(8);
+    let (h, w, c) = (241, 397, 3);
+    let (x, y) = images(&mut rng, 1, h, w, c);
+    for padding in [Padding::Same, Padding::Valid] {
+        let (v, g) = check(
+            &ImageDesc::new(ImageLoss::Photometric, h, w, c).padding(padding),
+            &x,
+            &y,
+            None,
+        );
+        println!("photometric {padding:?} {h} x {w} x {c}: loss {v:.1e}, grad {g:.1e}");
+    }
+}
+
+/// The recording API on the caller's buffers, poisoned before each run: the same bits twice,
+/// the inputs untouched.
+#[test]
+fn recording_on_buffers_is_deterministic() {
+    let ctx = ctx();
+    let mut rng = Rng::new(13);
+    let (n, h, w, c) = (2, 30, 35, 3);
+    let (x, y) = images(&mut rng, n, h, w, c);
+    let desc = ImageDesc::new(ImageLoss::Photometric, h, w, c).batch(n);
+    let plan = ImagePlan::new(ctx, &desc).unwrap();
+    let (xb, yb) = (upload(ctx, &x), upload(ctx, &y));
+    let (loss, grad) = (poisoned(ctx, 1), poisoned(ctx, x.len()));
+    let b = ImageBuffers::new(&*xb, &*yb).loss(&*loss).grad(&*grad);
+    let bound = plan.bind(&b).unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        common::poison(ctx, &loss);
+        common::poison(ctx, &grad);
+        submit(ctx, |e| plan.record(e, &bound));
+        runs.push((read(ctx, &loss, 1), read(ctx, &grad, x.len())));
+    }
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&runs[0].0), bits(&runs[1].0));
+    assert_eq!(bits(&runs[0].1), bits(&runs[1].1));
+    let reference = image_loss(&desc, &x, &y, None).unwrap();
+    assert_scalar("photometric", runs[0].0[0], reference.value.unwrap(), VALUE);
+    assert_close(
+        "photometric grad",
+        &runs[0].1,
+        &reference.grad,
+        grad_tol(&reference.grad),
+    );
+    assert_eq!(read(ctx, &xb, x.len()), x, "the prediction was modified");
+}
+
+/// Bad descriptions and bindings are typed errors, never panics.
+#[test]
+fn refused() {
+    use wgpu::TextureFormat as F;
+    use wgpu::TextureUsages as U;
+    let ctx = ctx();
+    let bad = [
+        ImageDesc::new(ImageLoss::Ssim, 0, 5, 3),
+        ImageDesc::new(ImageLoss::Ssim, 5, 5, 5),
+        ImageDesc::new(ImageLoss::Ssim, 10, 30, 1).padding(Padding::Valid),
+        ImageDesc::new(ImageLoss::Psnr, 5, 5, 1).reduction(Reduction::Sum),
+        ImageDesc::new(ImageLoss::Photometric, 20, 20, 1)
+            .padding(Padding::Valid)
+            .reduction(Reduction::None),
+        ImageDesc::new(ImageLoss::Photometric, 5, 5, 1).lambda(1.5),
+        ImageDesc::new(ImageLoss::Ssim, 5, 5, 1).data_range(0.0),
+        ImageDesc::new(ImageLoss::Ssim, 5, 5, 1)
+            .batch(2)
+            .pred(ImageSource::Texture(F::Rgba8Unorm)),
+        ImageDesc::new(ImageLoss::Ssim, 5, 5, 2).pred(ImageSource::Texture(F::R32Float)),
+        ImageDesc::new(ImageLoss::Ssim, 5, 5, 1).pred(ImageSource::Texture(F::Bgra8Unorm)),
+        ImageDesc::new(ImageLoss::Ssim, 5, 5, 4).mask(ImageMask::TargetAlpha),
+        ImageDesc::new(ImageLoss::Ssim, 5, 5, 1).grad_to(GradTarget::Texture(F::Rgba8Unorm)),
+    ];
+    for desc in bad {
+        let err = ImagePlan::new(ctx, &desc).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                wgpu_loss::Error::InvalidOption { .. } | wgpu_loss::Error::Empty(_)
+            ),
+            "{desc:?}: {err}"
+        );
+    }
+    let (h, w) = (9, 10);
+    let x = vec![0.5f32; h * w * 4];
+    // Wrong lengths through the convenience call.
+    let desc = ImageDesc::new(ImageLoss::L1, h, w, 4);
+    assert!(ctx.image_loss(&desc, &x[1..], &x, None).is_err());
+    assert!(ctx.image_loss(&desc, &x, &x, Some(&x)).is_err());
+    // Textures of the wrong format, size or usage; a buffer for a texture; the gradient texture
+    // also an input.
+    let desc = ImageDesc::new(ImageLoss::Ssim, h, w, 3)
+        .pred(ImageSource::Texture(F::Rgba32Float))
+        .grad_to(GradTarget::Texture(F::Rgba32Float));
+    let plan = ImagePlan::new(ctx, &desc).unwrap();
+    let (good, _) = texture(
+        F::Rgba32Float,
+        w,
+        h,
+        &x,
+        U::TEXTURE_BINDING | U::STORAGE_BINDING,
+    );
+    let (small, _) = texture(
+        F::Rgba32Float,
+        w - 1,
+        h,
+        &x[..(w - 1) * h * 4],
+        U::TEXTURE_BINDING,
+    );
+    let (other, _) = texture(F::Rgba16Float, w, h, &x, U::TEXTURE_BINDING);
+    let (no_storage, _) = texture(F::Rgba32Float, w, h, &x, U::TEXTURE_BINDING);
+    let (grad_tex, _) = texture(F::Rgba32Float, w, h, &x, U::STORAGE_BINDING);
+    let yb = upload(ctx, &x[..h * w * 3]);
+    let loss = poisoned(ctx, 1);
+    let attempts: Vec<ImageBuffers<'_>> = vec![
+        ImageBuffers::new(&small, &*yb).loss(&*loss).grad(&grad_tex),
+        ImageBuffers::new(&other, &*yb).loss(&*loss).grad(&grad_tex),
+        ImageBuffers::new(&good, &*yb)
+            .loss(&*loss)
+            .grad(&no_storage),
+        ImageBuffers::new(&good, &*yb).loss(&*loss).grad(&good),
+        ImageBuffers::new(&*yb, &*yb).loss(&*loss).grad(&grad_tex),
+        ImageBuffers::new(&good, &*yb).grad(&grad_tex),
+        ImageBuffers::new(&good, &*yb).loss(&*loss),
+        ImageBuffers::new(&good, &good).loss(&*loss).grad(&grad_tex),
+    ];
+    for b in &attempts {
+        assert!(plan.bind(b).is_err(), "{b:?} was accepted");
+    }
+    assert!(
+        plan.bind(&ImageBuffers::new(&good, &*yb).loss(&*loss).grad(&grad_tex))
+            .is_ok()
+    );
 }
