@@ -1366,3 +1366,187 @@ fn train_softmax_regression() {
         "outside [0, 3)",
     );
 }
+
+/// `eval ssim|dssim|psnr|photometric` on .npy images and PNG files: the values, the gradient
+/// and the SSIM map against the f64 twin; a mask; one-line errors.
+#[test]
+fn image_losses() {
+    use wgpu_loss::{ImageDesc, ImageLoss, ImageMask, Padding};
+    let d = dir("image");
+    let mut rng = Rng::new(31);
+    let (h, w, c) = (23, 30, 3);
+    let pred = rng.vec(h * w * c, 0.0, 1.0);
+    let target: Vec<f32> = pred
+        .iter()
+        .map(|v| (v + rng.uniform(-0.2, 0.2)).clamp(0.0, 1.0))
+        .collect();
+    write(&d.join("p.npy"), &[h as u64, w as u64, c as u64], &pred);
+    write(&d.join("t.npy"), &[h as u64, w as u64, c as u64], &target);
+    let mask: Vec<f32> = (0..h * w).map(|i| [1.0, 0.0, 0.5][i % 3]).collect();
+    write(&d.join("m.npy"), &[h as u64, w as u64], &mask);
+    let file = |name: &str| d.join(name).to_str().unwrap().to_string();
+    let eval = |loss: &str, extra: &[&str]| {
+        let mut args = vec!["eval", loss, "--json"];
+        let (p, t) = (file("p.npy"), file("t.npy"));
+        args.extend(["--pred", &p, "--target", &t]);
+        args.extend(extra);
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let twin = |desc: ImageDesc, m: Option<&[f32]>| {
+        cpu::image::image_loss(&desc, &pred, &target, m).unwrap()
+    };
+    for (name, loss) in [
+        ("ssim", ImageLoss::Ssim),
+        ("dssim", ImageLoss::Dssim),
+        ("psnr", ImageLoss::Psnr),
+        ("photometric", ImageLoss::Photometric),
+    ] {
+        let g = file(&format!("{name}-g.npy"));
+        let v = eval(
+            name,
+            &["--padding", "valid", "--lambda", "0.3", "--grad-out", &g],
+        );
+        assert_eq!(v["loss"], name);
+        let desc = ImageDesc::new(loss, h, w, c)
+            .padding(Padding::Valid)
+            .lambda(0.3);
+        let r = twin(desc, None);
+        assert_scalar(
+            name,
+            v["value"].as_f64().unwrap() as f32,
+            r.value.unwrap(),
+            TOL,
+        );
+        let (shape, grad) = read_npy(Path::new(&g));
+        assert_eq!(shape, [h as u64, w as u64, c as u64]);
+        assert_close(
+            name,
+            &grad,
+            &r.grad,
+            Tol::new(2e-3, 2e-4 * largest(&r.grad)),
+        );
+    }
+    // The SSIM map, with valid padding: [H - 10, W - 10, C].
+    let map = file("map.npy");
+    eval(
+        "ssim",
+        &[
+            "--padding",
+            "valid",
+            "--reduction",
+            "none",
+            "--loss-out",
+            &map,
+        ],
+    );
+    let (shape, values) = read_npy(Path::new(&map));
+    assert_eq!(shape, [h as u64 - 10, w as u64 - 10, c as u64]);
+    let desc = ImageDesc::new(ImageLoss::Ssim, h, w, c)
+        .padding(Padding::Valid)
+        .reduction(Reduction::None);
+    assert_close(
+        "ssim map",
+        &values,
+        &twin(desc, None).per_element.unwrap(),
+        Tol::new(1e-4, 1e-5),
+    );
+    // A mask.
+    let m = file("m.npy");
+    let v = eval("photometric", &["--mask", &m]);
+    let desc = ImageDesc::new(ImageLoss::Photometric, h, w, c).mask(ImageMask::Buffer);
+    assert_scalar(
+        "masked",
+        v["value"].as_f64().unwrap() as f32,
+        twin(desc, Some(&mask)).value.unwrap(),
+        TOL,
+    );
+    // PNG files (8-bit RGB, scaled to [0, 1]) give the twin's value on the quantised images.
+    let q = |v: &[f32]| -> Vec<u8> { v.iter().map(|x| (x * 255.0).round() as u8).collect() };
+    let (pq, tq) = (q(&pred), q(&target));
+    image::save_buffer(
+        d.join("p.png"),
+        &pq,
+        w as u32,
+        h as u32,
+        image::ColorType::Rgb8,
+    )
+    .unwrap();
+    image::save_buffer(
+        d.join("t.png"),
+        &tq,
+        w as u32,
+        h as u32,
+        image::ColorType::Rgb8,
+    )
+    .unwrap();
+    let out = run(&[
+        "eval",
+        "ssim",
+        "--pred",
+        &file("p.png"),
+        "--target",
+        &file("t.png"),
+    ]);
+    let f = |v: &[u8]| -> Vec<f32> { v.iter().map(|&b| b as f32 / 255.0).collect() };
+    let desc = ImageDesc::new(ImageLoss::Ssim, h, w, c);
+    let r = cpu::image::image_loss(&desc, &f(&pq), &f(&tq), None).unwrap();
+    assert_scalar("png", stdout_value(&out) as f32, r.value.unwrap(), TOL);
+    // One-line errors.
+    write(&d.join("small.npy"), &[5, 5], &[0.5f32; 25]);
+    fails_with(
+        &[
+            "eval",
+            "ssim",
+            "--pred",
+            &file("p.npy"),
+            "--target",
+            &file("small.npy"),
+        ],
+        "does not match",
+    );
+    fails_with(
+        &[
+            "eval",
+            "ssim",
+            "--pred",
+            &file("small.npy"),
+            "--target",
+            &file("small.npy"),
+            "--padding",
+            "valid",
+        ],
+        "at least 11 x 11",
+    );
+    fails_with(
+        &[
+            "eval",
+            "ssim",
+            "--pred",
+            &file("p.npy"),
+            "--target",
+            &file("t.npy"),
+            "--mask",
+            &file("small.npy"),
+        ],
+        "the mask must be",
+    );
+    fails_with(
+        &[
+            "eval",
+            "psnr",
+            "--pred",
+            &file("p.npy"),
+            "--target",
+            &file("t.npy"),
+            "--reduction",
+            "sum",
+        ],
+        "PSNR",
+    );
+}

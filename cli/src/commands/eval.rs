@@ -6,10 +6,11 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use wgpu_loss::{
     ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, CustomLossDesc, DType,
-    Inputs, LinearCrossEntropyDesc, LossOutput, MixDesc, NllDesc, Outputs, Pointwise,
+    ImageLoss, Inputs, LinearCrossEntropyDesc, LossOutput, MixDesc, NllDesc, Outputs, Pointwise,
     PointwiseDesc, Targets as TargetKind,
 };
 
+use super::images::{self, ImageArgs};
 use super::npy::{self, Floats, Targets};
 use super::{Common, adapter_json, context_with};
 
@@ -47,6 +48,15 @@ pub enum LossArgs {
     /// --term 0.2:mse: the sum of the weighted losses and of their weighted gradients, in one
     /// submission.
     Mix(MixArgs),
+    /// SSIM of images (.npy [H, W], [H, W, C], [N, H, W, C], or PNG) with an 11 x 11 Gaussian
+    /// window (sigma 1.5), averaged over pixels and channels; --reduction none gives the map.
+    Ssim(ImageArgs),
+    /// D-SSIM: 1 - SSIM.
+    Dssim(ImageArgs),
+    /// PSNR: 10 log10(data_range^2 / MSE).
+    Psnr(ImageArgs),
+    /// The photometric loss of Gaussian splatting: (1 - lambda) L1 + lambda (1 - SSIM).
+    Photometric(ImageArgs),
 }
 
 #[derive(Args)]
@@ -270,7 +280,7 @@ pub struct ClassOptions {
 }
 
 /// One evaluation, ready to report.
-struct Evaluated {
+pub(super) struct Evaluated {
     name: &'static str,
     out: LossOutput,
     /// Shape of the per-element losses for --reduction none.
@@ -291,7 +301,7 @@ struct Evaluated {
 
 impl Evaluated {
     /// An evaluation with no accuracy, gradient check or terms.
-    fn new(
+    pub(super) fn new(
         name: &'static str,
         out: LossOutput,
         loss_shape: Vec<usize>,
@@ -328,6 +338,10 @@ impl LossArgs {
             LossArgs::LinearCrossEntropy(a) => &a.common,
             LossArgs::Custom(a) => &a.pair.common,
             LossArgs::Mix(a) => &a.pair.common,
+            LossArgs::Ssim(a)
+            | LossArgs::Dssim(a)
+            | LossArgs::Psnr(a)
+            | LossArgs::Photometric(a) => &a.common,
         }
     }
 }
@@ -368,6 +382,13 @@ pub fn run(args: LossArgs) -> Result<(), String> {
         LossArgs::LinearCrossEntropy(a) => (linear_cross_entropy(&ctx, &a)?, a.common),
         LossArgs::Custom(a) => (custom(&ctx, &a)?, a.pair.common),
         LossArgs::Mix(a) => (mix(&ctx, &a)?, a.pair.common),
+        LossArgs::Ssim(a) => (images::evaluate(&ctx, ImageLoss::Ssim, &a)?, a.common),
+        LossArgs::Dssim(a) => (images::evaluate(&ctx, ImageLoss::Dssim, &a)?, a.common),
+        LossArgs::Psnr(a) => (images::evaluate(&ctx, ImageLoss::Psnr, &a)?, a.common),
+        LossArgs::Photometric(a) => (
+            images::evaluate(&ctx, ImageLoss::Photometric, &a)?,
+            a.common,
+        ),
     };
     report(&ctx, &evaluated, &common)
 }
@@ -407,7 +428,7 @@ fn rank2(shape: &[usize], what: &Path) -> Result<(usize, usize), String> {
     }
 }
 
-fn timed<T>(f: impl FnOnce() -> wgpu_loss::Result<T>) -> Result<(T, f64), String> {
+pub(super) fn timed<T>(f: impl FnOnce() -> wgpu_loss::Result<T>) -> Result<(T, f64), String> {
     let start = Instant::now();
     let v = f().map_err(|e| e.to_string())?;
     Ok((v, start.elapsed().as_secs_f64()))

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod eval;
+mod images;
 mod info;
 mod npy;
 mod plot;
@@ -29,7 +30,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Compute a loss (and its gradient) on .npy files.
+    /// Compute a loss (and its gradient) on .npy files (images also as PNG).
     Eval {
         #[command(subcommand)]
         loss: eval::LossArgs,

@@ -1,0 +1,166 @@
+//! `wgpu-loss eval ssim|dssim|psnr|photometric`: image losses on .npy arrays or PNG files.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use wgpu_loss::{Context, DType, ImageDesc, ImageLoss, ImageMask, Outputs, Padding};
+
+use super::Common;
+use super::npy;
+
+#[derive(Args)]
+pub struct ImageArgs {
+    /// The prediction (the rendered image): a float32 .npy array [H, W], [H, W, C] or
+    /// [N, H, W, C] (C <= 4), or a PNG file (8 or 16 bits, scaled to [0, 1]).
+    #[arg(long)]
+    pred: PathBuf,
+    /// The target image, the same shape.
+    #[arg(long)]
+    target: PathBuf,
+    /// SSIM's windows: same (every pixel, zero padding: the 3DGS reference) or valid (only
+    /// windows inside the image: gsplat, fused-ssim).
+    #[arg(long, default_value = "same", value_parser = parse_padding)]
+    padding: Padding,
+    /// The data range L: PSNR's 10 log10(L^2 / MSE), SSIM's C1 = (0.01 L)^2, C2 = (0.03 L)^2.
+    #[arg(long, default_value_t = 1.0)]
+    data_range: f32,
+    /// photometric: (1 - lambda) L1 + lambda (1 - SSIM).
+    #[arg(long, default_value_t = 0.2)]
+    lambda: f32,
+    /// Per-pixel weights in [0, 1] (0 excludes a pixel): a float32 .npy [H, W] or [N, H, W], or
+    /// a PNG (its first channel).
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+fn parse_padding(s: &str) -> Result<Padding, String> {
+    s.parse().map_err(|e: wgpu_loss::Error| e.to_string())
+}
+
+/// An image read from a file: `[N, H, W, C]` values and the shape as the file had it.
+struct Image {
+    data: Vec<f32>,
+    nhwc: (usize, usize, usize, usize),
+    shape: Vec<usize>,
+}
+
+fn is_png(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+}
+
+/// Reads a PNG (scaled to [0, 1]) or a float32 .npy image of rank 2 to 4.
+fn read_image(path: &Path) -> Result<Image, String> {
+    if is_png(path) {
+        let img = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let c = img.color().channel_count() as usize;
+        // 16-bit PNGs keep their precision; 8-bit ones are exact in f32 either way.
+        let data: Vec<f32> = match c {
+            1 => img.to_luma32f().into_raw(),
+            2 => img.to_luma_alpha32f().into_raw(),
+            3 => img.into_rgb32f().into_raw(),
+            _ => img.into_rgba32f().into_raw(),
+        };
+        return Ok(Image {
+            data,
+            nhwc: (1, h, w, c),
+            shape: vec![h, w, c],
+        });
+    }
+    let a = npy::read_f32(path)?;
+    let nhwc = match a.shape[..] {
+        [h, w] => (1, h, w, 1),
+        [h, w, c] => (1, h, w, c),
+        [n, h, w, c] => (n, h, w, c),
+        _ => {
+            return Err(format!(
+                "{}: shape {:?}, an image [H, W], [H, W, C] or [N, H, W, C] is needed",
+                path.display(),
+                a.shape
+            ));
+        }
+    };
+    Ok(Image {
+        data: a.data,
+        nhwc,
+        shape: a.shape,
+    })
+}
+
+/// The mask as `[N, H, W]` weights, for images of `nhwc`: a PNG's first channel, or an .npy
+/// array `[H, W]` (one image) or `[N, H, W]`.
+fn read_mask(path: &Path, (n, h, w, _): (usize, usize, usize, usize)) -> Result<Vec<f32>, String> {
+    let m = read_image(path)?;
+    let (fits, stride) = if is_png(path) {
+        (n == 1 && m.shape[..2] == [h, w], m.nhwc.3)
+    } else {
+        ((n == 1 && m.shape == [h, w]) || m.shape == [n, h, w], 1)
+    };
+    if !fits {
+        return Err(format!(
+            "{}: shape {:?}, the mask must be [H, W] = [{h}, {w}] (or [N, H, W] = [{n}, {h}, {w}])",
+            path.display(),
+            m.shape
+        ));
+    }
+    Ok(m.data.iter().step_by(stride).copied().collect())
+}
+
+/// The evaluation of `loss` on the files of `a`.
+pub fn evaluate(
+    ctx: &Context,
+    loss: ImageLoss,
+    a: &ImageArgs,
+) -> Result<super::eval::Evaluated, String> {
+    let pred = read_image(&a.pred)?;
+    let target = read_image(&a.target)?;
+    if pred.nhwc != target.nhwc {
+        return Err(format!(
+            "{}: shape {:?} does not match {:?}",
+            a.target.display(),
+            target.shape,
+            pred.shape
+        ));
+    }
+    let (n, h, w, c) = pred.nhwc;
+    let mask = a
+        .mask
+        .as_deref()
+        .map(|m| read_mask(m, pred.nhwc))
+        .transpose()?;
+    let common = &a.common;
+    let desc = ImageDesc::new(loss, h, w, c)
+        .batch(n)
+        .padding(a.padding)
+        .data_range(a.data_range)
+        .lambda(a.lambda)
+        .reduction(common.reduction)
+        .outputs(Outputs {
+            loss: true,
+            grad: common.grad_out.is_some(),
+        })
+        .mask(if mask.is_some() {
+            ImageMask::Buffer
+        } else {
+            ImageMask::None
+        });
+    let (out, seconds) =
+        super::eval::timed(|| ctx.image_loss(&desc, &pred.data, &target.data, mask.as_deref()))?;
+    // The per-element map: the prediction's shape with H and W of the counted windows.
+    let (oh, ow) = desc.out_dims();
+    let mut loss_shape = pred.shape.clone();
+    let at = if pred.shape.len() == 4 { 1 } else { 0 };
+    loss_shape[at] = oh;
+    loss_shape[at + 1] = ow;
+    Ok(super::eval::Evaluated::new(
+        loss.name(),
+        out,
+        loss_shape,
+        pred.shape,
+        common.grad_dtype.unwrap_or(DType::F32),
+        seconds,
+    ))
+}
