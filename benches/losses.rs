@@ -3,13 +3,13 @@
 //! `wgpu-loss bench` (`wgpu_loss::bench`): criterion gets the GPU time of each run (timestamp
 //! queries where the adapter has them), not the time to submit it.
 //!
-//! `cargo bench`; `cargo bench -- cross-entropy` for one group.
+//! `cargo bench`; `cargo bench -- cross-entropy` for one group (`image` for the image losses).
 
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wgpu_loss::bench::{Bench, Case};
-use wgpu_loss::{Context, DType};
+use wgpu_loss::bench::{Bench, Case, ImageBench, ImageShape};
+use wgpu_loss::{Context, DType, ImageLoss};
 
 fn context() -> Context {
     let ctx = Context::new().expect("the benchmarks need a GPU adapter (or lavapipe)");
@@ -80,5 +80,48 @@ fn losses(c: &mut Criterion) {
     run(c, &ctx, "small", Case::mse(320, true));
 }
 
-criterion_group!(benches, losses);
+/// SSIM and the photometric loss at 1080p RGB, fused, and SSIM's five-convolution form (the
+/// `bench --loss image` table holds them against the ceilings as well).
+fn images(c: &mut Criterion) {
+    let ctx = context();
+    let shape = ImageShape {
+        h: 1080,
+        w: 1920,
+        c: 3,
+    };
+    let bench = ImageBench::new(&ctx, shape, 1).expect("upload the images");
+    let mut g = c.benchmark_group("image");
+    g.throughput(Throughput::Bytes(shape.bytes(false)));
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(5));
+    for grad in [false, true] {
+        let pass = if grad { "fwd+grad" } else { "fwd" };
+        for loss in [ImageLoss::Ssim, ImageLoss::Photometric] {
+            g.bench_function(
+                BenchmarkId::new(format!("{loss} {pass}"), "1920x1080x3"),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let t = bench.fused(loss, grad, 0, iters.max(1) as usize);
+                        Duration::from_secs_f64(t.expect("the kernels run").samples.iter().sum())
+                    })
+                },
+            );
+        }
+        g.bench_function(
+            BenchmarkId::new(format!("five convolutions {pass}"), "1920x1080x3"),
+            |b| {
+                b.iter_custom(|iters| {
+                    let (t, _, _) = bench
+                        .unfused(grad, 0, iters.max(1) as usize)
+                        .expect("the kernels run");
+                    Duration::from_secs_f64(t.samples.iter().sum())
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, losses, images);
 criterion_main!(benches);

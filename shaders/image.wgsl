@@ -81,9 +81,15 @@ const HX: u32 = 26u;
 const HY: u32 = 18u;
 const HALO: u32 = 468u;
 const HROWS: u32 = 288u;
-// forward: x halo [0, 468), y halo [468, 936), 5 horizontal sums of 288 from 936;
-// backward: A, B, C halos [0, 1404), 3 horizontal sums of 288 from 1404.
-var<workgroup> tile: array<f32, 2376>;
+// forward: the halo of (x, y), and the horizontal sums of (x, y, x x, y y) and of x y
+// (9.5 KiB, with the reduction's 4 KiB); backward: the halo of (A, B, C) and their horizontal
+// sums (12 KiB). WebGPU's default is 16 KiB.
+var<workgroup> halo_xy: array<vec2<f32>, HALO>;
+var<workgroup> sums4: array<vec4<f32>, HROWS>;
+var<workgroup> sums1: array<f32, HROWS>;
+var<workgroup> halo_abc: array<vec4<f32>, HALO>;
+var<workgroup> sums_abc: array<vec4<f32>, HROWS>;
+#const TAPS
 
 // The sRGB transfer function, encoding a linear value back to the 8-bit value it was stored as.
 fn srgb_encode(v: f32) -> f32 {
@@ -232,43 +238,40 @@ fn forward(inv: Invocation) {
             for (var i = lid; i < HALO; i += WG) {
                 let hy = i32(s.y0) - i32(R) + i32(i / HX);
                 let hx = i32(s.x0) - i32(R) + i32(i % HX);
-                tile[i] = load_x(s.n, hy, hx, c) - shift_x;
-                tile[HALO + i] = load_y(s.n, hy, hx, c) - shift_y;
+                halo_xy[i] = vec2<f32>(load_x(s.n, hy, hx, c) - shift_x,
+                    load_y(s.n, hy, hx, c) - shift_y);
             }
             workgroupBarrier();
-            // The window's horizontal sums for each halo row and tile column.
+            // The window's horizontal sums for each halo row and tile column (taps unrolled:
+            // constant indices keep everything in registers).
             for (var i = lid; i < HROWS; i += WG) {
-                let row = i / TX;
-                let col = i % TX;
-                var h = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
-                for (var k = 0u; k < 11u; k++) {
-                    let a = tile[row * HX + col + k];
-                    let b = tile[HALO + row * HX + col + k];
-                    let g = gauss(k);
-                    h[0] += g * a;
-                    h[1] += g * b;
-                    h[2] += g * a * a;
-                    h[3] += g * b * b;
-                    h[4] += g * a * b;
-                }
-                for (var j = 0u; j < 5u; j++) {
-                    tile[2u * HALO + j * HROWS + i] = h[j];
-                }
+                let base = (i / TX) * HX + i % TX;
+                var h4 = vec4<f32>(0.0);
+                var h1 = 0.0;
+#unroll k TAPS
+                let p = halo_xy[base + k];
+                let g = gauss(k);
+                h4 += g * vec4<f32>(p.x, p.y, p.x * p.x, p.y * p.y);
+                h1 += g * (p.x * p.y);
+#endunroll
+                sums4[i] = h4;
+                sums1[i] = h1;
             }
             workgroupBarrier();
             if (is_counted) {
-                var v = array<f32, 5>(0.0, 0.0, 0.0, 0.0, 0.0);
-                for (var k = 0u; k < 11u; k++) {
-                    let g = gauss(k);
-                    for (var j = 0u; j < 5u; j++) {
-                        v[j] += g * tile[2u * HALO + j * HROWS + (ly + k) * TX + lx];
-                    }
-                }
-                let mx = v[0] + shift_x;
-                let my = v[1] + shift_y;
-                let sxx = v[2] - v[0] * v[0];
-                let syy = v[3] - v[1] * v[1];
-                let sxy = v[4] - v[0] * v[1];
+                var v4 = vec4<f32>(0.0);
+                var v1 = 0.0;
+#unroll k TAPS
+                let at = (ly + k) * TX + lx;
+                let g = gauss(k);
+                v4 += g * sums4[at];
+                v1 += g * sums1[at];
+#endunroll
+                let mx = v4.x + shift_x;
+                let my = v4.y + shift_y;
+                let sxx = v4.z - v4.x * v4.x;
+                let syy = v4.w - v4.y * v4.y;
+                let sxy = v1 - v4.x * v4.y;
                 let n1 = 2.0 * mx * my + params.c1;
                 let n2 = 2.0 * sxy + params.c2;
                 let d1 = mx * mx + my * my + params.c1;
@@ -409,39 +412,27 @@ fn backward(inv: Invocation) {
             for (var i = lid; i < HALO; i += WG) {
                 let hy = i32(s.y0) - i32(R) + i32(i / HX);
                 let hx = i32(s.x0) - i32(R) + i32(i % HX);
-                var a = 0.0;
-                var b = 0.0;
-                var cc = 0.0;
+                var abc = vec4<f32>(0.0);
                 if (inside(hy, hx)) {
                     let e = elem(s.n, u32(hy), u32(hx), c);
-                    a = map_a[e];
-                    b = map_b[e];
-                    cc = map_c[e];
+                    abc = vec4<f32>(map_a[e], map_b[e], map_c[e], 0.0);
                 }
-                tile[i] = a;
-                tile[HALO + i] = b;
-                tile[2u * HALO + i] = cc;
+                halo_abc[i] = abc;
             }
             workgroupBarrier();
             for (var i = lid; i < HROWS; i += WG) {
-                let row = i / TX;
-                let col = i % TX;
-                var h = vec3<f32>(0.0);
-                for (var k = 0u; k < 11u; k++) {
-                    let at = row * HX + col + k;
-                    h += gauss(k) * vec3<f32>(tile[at], tile[HALO + at], tile[2u * HALO + at]);
-                }
-                tile[3u * HALO + i] = h.x;
-                tile[3u * HALO + HROWS + i] = h.y;
-                tile[3u * HALO + 2u * HROWS + i] = h.z;
+                let base = (i / TX) * HX + i % TX;
+                var h = vec4<f32>(0.0);
+#unroll k TAPS
+                h += gauss(k) * halo_abc[base + k];
+#endunroll
+                sums_abc[i] = h;
             }
             workgroupBarrier();
-            var v = vec3<f32>(0.0);
-            for (var k = 0u; k < 11u; k++) {
-                let at = (ly + k) * TX + lx;
-                v += gauss(k) * vec3<f32>(tile[3u * HALO + at], tile[3u * HALO + HROWS + at],
-                    tile[3u * HALO + 2u * HROWS + at]);
-            }
+            var v = vec4<f32>(0.0);
+#unroll k TAPS
+            v += gauss(k) * sums_abc[(ly + k) * TX + lx];
+#endunroll
             gc += k_ssim * (v.x + 2.0 * x * v.y + y * v.z);
         }
         g[c] = gc;

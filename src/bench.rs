@@ -11,8 +11,10 @@ use std::time::Instant;
 
 use wgpu::util::DeviceExt;
 
+mod image;
 mod linear;
 
+pub use image::{ImageBench, ImageShape, UnfusedParams};
 pub use linear::{LinearBench, LinearResults, LinearShape, MatmulParams};
 
 use crate::context::PipelineKey;

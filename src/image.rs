@@ -748,6 +748,16 @@ impl ImagePlan {
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder, bindings: &ImageBindings) {
         self.program.record(encoder, &bindings.bound, None);
     }
+
+    /// [`ImagePlan::record`] with timestamps around its compute pass (for `bench`).
+    pub(crate) fn record_timed(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        bindings: &ImageBindings,
+        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) {
+        self.program.record(encoder, &bindings.bound, timestamps);
+    }
 }
 
 /// The program of `desc`: forward; with a reduced loss, the two fixed-order reductions of its
@@ -863,6 +873,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         let mut k = PipelineKey::new(Shader::Image, entry)
             .constant("WG", IMAGE_WG)
             .constant("SEG", IMAGE_WG)
+            .value("TAPS", SSIM_WINDOW as u32)
             .define("PRED_TEX", matches!(d.pred, ImageSource::Texture(_)))
             .define("TARGET_TEX", matches!(d.target, ImageSource::Texture(_)))
             .define("MASK_TEX", matches!(d.mask, ImageMask::Texture(_)));

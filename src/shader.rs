@@ -68,11 +68,14 @@ pub enum Shader {
     Mix,
     /// `shaders/image.wgsl`: image losses (L1, MSE, PSNR, SSIM, the photometric loss).
     Image,
+    /// `shaders/ssim_unfused.wgsl`: the five-convolution form of SSIM `bench` measures the
+    /// fused kernel against.
+    SsimUnfused,
 }
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 12] = [
         Shader::Pointwise,
         Shader::CrossEntropy,
         Shader::ClassTargets,
@@ -84,6 +87,7 @@ impl Shader {
         Shader::Optim,
         Shader::Mix,
         Shader::Image,
+        Shader::SsimUnfused,
     ];
 
     /// The file name under `shaders/`.
@@ -100,6 +104,7 @@ impl Shader {
             Shader::Optim => "optim.wgsl",
             Shader::Mix => "mix.wgsl",
             Shader::Image => "image.wgsl",
+            Shader::SsimUnfused => "ssim_unfused.wgsl",
         }
     }
 
@@ -116,6 +121,7 @@ impl Shader {
             Shader::Optim => include_str!("../shaders/optim.wgsl"),
             Shader::Mix => include_str!("../shaders/mix.wgsl"),
             Shader::Image => include_str!("../shaders/image.wgsl"),
+            Shader::SsimUnfused => include_str!("../shaders/ssim_unfused.wgsl"),
         }
     }
 
@@ -133,6 +139,7 @@ impl Shader {
             Shader::Optim => crate::optim::OptimParams::WGSL,
             Shader::Mix => crate::mix::MixParams::WGSL,
             Shader::Image => crate::image::ImageParams::WGSL,
+            Shader::SsimUnfused => crate::bench::UnfusedParams::WGSL,
         }
     }
 
@@ -164,6 +171,7 @@ impl Shader {
             Shader::Optim => of::<crate::optim::OptimParams>(crate::optim::OptimParams::FIELDS),
             Shader::Mix => of::<crate::mix::MixParams>(crate::mix::MixParams::FIELDS),
             Shader::Image => of::<crate::image::ImageParams>(crate::image::ImageParams::FIELDS),
+            Shader::SsimUnfused => of::<bench::UnfusedParams>(bench::UnfusedParams::FIELDS),
         }
     }
 
@@ -220,6 +228,8 @@ impl Shader {
             Shader::Optim => &[U, W, R, W, W],
             // dst, src.
             Shader::Mix => &[U, W, R],
+            // m0..m4, dst, partials.
+            Shader::SsimUnfused => &[U, R, R, R, R, R, W, W],
         })
     }
 
@@ -230,7 +240,7 @@ impl Shader {
             Shader::LinearCrossEntropy => &["TK=16"],
             Shader::Pointwise => &["CUSTOM_LOSS=log(cosh(x - y))", "CUSTOM_GRAD=tanh(x - y)"],
             Shader::Matmul => &["TK=16", "LOADS=4"],
-            Shader::Image => &["GRAD_FORMAT=rgba32float"],
+            Shader::Image => &["GRAD_FORMAT=rgba32float", "TAPS=11"],
             _ => &[],
         }
     }
@@ -244,7 +254,7 @@ impl Shader {
             Shader::CrossEntropy => &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
             Shader::ClassTargets | Shader::Reduce | Shader::Ceiling => &["SUBGROUPS"],
             Shader::LinearCrossEntropy => &["SUBGROUPS"],
-            Shader::Matmul | Shader::Optim | Shader::Mix => &["SUBGROUPS"],
+            Shader::Matmul | Shader::Optim | Shader::Mix | Shader::SsimUnfused => &["SUBGROUPS"],
             Shader::Image => &[
                 "PRED_TEX",
                 "TARGET_TEX",

@@ -1550,3 +1550,53 @@ fn image_losses() {
         "PSNR",
     );
 }
+
+/// `bench --loss image`: the fused kernels, the five-convolution form and the ceilings on a
+/// small image; both paths give the same mean SSIM and gradient.
+#[test]
+fn bench_image() {
+    let d = dir("bench-image");
+    let json = d.join("bench.json");
+    let out = run(&[
+        "bench",
+        "--loss",
+        "image",
+        "--image-sizes",
+        "45x37",
+        "--image-reps",
+        "2",
+        "--warmup",
+        "0",
+        "--json",
+        s(&json),
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("bench.image.json")).unwrap())
+            .unwrap();
+    let rows = v["image"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        let (fused, unfused) = (
+            r["ssim_fused"].as_f64().unwrap(),
+            r["ssim_five_convolutions"].as_f64().unwrap(),
+        );
+        assert!((fused - unfused).abs() <= 1e-5, "{r}");
+        for path in [
+            "ssim",
+            "photometric",
+            "five_convolutions",
+            "trivial",
+            "copy_buffer",
+        ] {
+            assert!(r[path]["median_s"].as_f64().unwrap() > 0.0, "{path}: {r}");
+        }
+    }
+    assert!(rows[0]["grad_difference"].is_null());
+    let diff = rows[1]["grad_difference"].as_f64().unwrap();
+    assert!(diff <= 1e-4, "gradients differ by {diff} of the largest");
+}

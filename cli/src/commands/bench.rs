@@ -13,12 +13,14 @@ use wgpu_loss::bench::{Bench, Case, Ceilings, EndToEnd, Family, Method, Timing};
 
 use super::{adapter_json, npy};
 
+mod image;
 mod linear;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Losses to measure (comma-separated): mse, cross-entropy, cross-entropy-probs, and
-    /// linear-cross-entropy (fused, against the unfused path: see --linear-shapes).
+    /// Losses to measure (comma-separated): mse, cross-entropy, cross-entropy-probs,
+    /// linear-cross-entropy (fused, against the unfused path: see --linear-shapes), and image
+    /// (SSIM and the photometric loss against the five-convolution form: see --image-sizes).
     #[arg(
         long,
         value_delimiter = ',',
@@ -84,6 +86,12 @@ pub struct BenchArgs {
     /// Timed repetitions of each linear-cross-entropy path (each runs seconds on a CPU driver).
     #[arg(long, default_value_t = 5)]
     linear_reps: usize,
+    /// RGB image sizes of `--loss image`, WxH, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1920x1080,3840x2160")]
+    image_sizes: Vec<String>,
+    /// Timed repetitions of each image path.
+    #[arg(long, default_value_t = 5)]
+    image_reps: usize,
 }
 
 /// What a caller waits for on one case (`--end-to-end`).
@@ -152,8 +160,8 @@ fn cases(a: &BenchArgs, max_elements: usize) -> Result<Vec<Case>, String> {
             "mse" => Family::Mse,
             "cross-entropy" => Family::CrossEntropy,
             "cross-entropy-probs" => Family::CrossEntropyProbs,
-            // Measured by its own table (bench/linear.rs).
-            "linear-cross-entropy" => continue,
+            // Measured by their own tables (bench/linear.rs, bench/image.rs).
+            "linear-cross-entropy" | "image" => continue,
             other => return Err(format!("--loss: unknown loss {other:?}")),
         };
         for &grad in passes {
@@ -187,7 +195,7 @@ fn cases(a: &BenchArgs, max_elements: usize) -> Result<Vec<Case>, String> {
         .flat_map(|&d| out.iter().map(move |c| c.in_dtype(d)))
         .filter(|c| c.elements() <= max_elements)
         .collect();
-    if out.is_empty() && !only_linear(a) {
+    if out.is_empty() && !only_separate(a) {
         return Err("no case to run (sizes above the adapter's binding limit?)".into());
     }
     Ok(out)
@@ -207,13 +215,20 @@ pub fn check(a: &BenchArgs) -> Result<(), String> {
     if a.linear_reps == 0 {
         return Err("--linear-reps 0: at least one repetition".into());
     }
+    if a.image_reps == 0 {
+        return Err("--image-reps 0: at least one repetition".into());
+    }
     linear::shapes(a)?;
+    image::shapes(a)?;
     cases(a, usize::MAX).map(|_| ())
 }
 
-/// Whether linear-cross-entropy is the only loss asked for.
-fn only_linear(a: &BenchArgs) -> bool {
-    a.loss.iter().all(|l| l == "linear-cross-entropy")
+/// Whether only the losses with tables of their own (linear-cross-entropy, image) are asked
+/// for.
+fn only_separate(a: &BenchArgs) -> bool {
+    a.loss
+        .iter()
+        .all(|l| l == "linear-cross-entropy" || l == "image")
 }
 
 pub fn run(a: &BenchArgs) -> Result<(), String> {
@@ -236,9 +251,12 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     let ctx = wgpu_loss::Context::with_options(options).map_err(|e| e.to_string())?;
     if a.loss.iter().any(|l| l == "linear-cross-entropy") {
         linear::run(&ctx, a)?;
-        if only_linear(a) {
-            return Ok(());
-        }
+    }
+    if a.loss.iter().any(|l| l == "image") {
+        image::run(&ctx, a)?;
+    }
+    if only_separate(a) {
+        return Ok(());
     }
     let cases = cases(a, (ctx.max_binding_bytes() / 4) as usize)?;
     let progress = ProgressBar::new(cases.len() as u64).with_style(
