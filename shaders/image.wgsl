@@ -74,20 +74,25 @@
 , write>;
 #endif
 
+// Invocations a partial sum covers (the host's `partial_group`).
+override PG: u32 = 128u;
+
 const TX: u32 = 16u;
-const TY: u32 = 8u;
+const TY: u32 = 16u;
 const R: u32 = 5u;
 const HX: u32 = 26u;
-const HY: u32 = 18u;
-const HALO: u32 = 468u;
-const HROWS: u32 = 288u;
-// forward: the halo of (x, y), and the horizontal sums of (x, y, x x, y y) and of x y
-// (9.5 KiB, with the reduction's 4 KiB); backward: the halo of (A, B, C) and their horizontal
-// sums (12 KiB). WebGPU's default is 16 KiB.
+const HY: u32 = 26u;
+const HALO: u32 = 676u;
+const HROWS: u32 = 416u;
+// forward: the halo of (x, y) and the horizontal sums of (x, y, x x + y y, x y): SSIM needs only
+// the sum of the variances (5.3 + 6.5 KiB, with the reduction's 4 KiB: 15.8 KiB); backward: the
+// halos of A, B and C and their horizontal sums (14.4 KiB). WebGPU's default is 16 KiB.
+// Barriers are what a CPU driver pays most for here (lavapipe: half the time): tiles of 16 x 16
+// and three a channel (two for the first).
 var<workgroup> halo_xy: array<vec2<f32>, HALO>;
 var<workgroup> sums4: array<vec4<f32>, HROWS>;
-var<workgroup> sums1: array<f32, HROWS>;
-var<workgroup> halo_abc: array<vec4<f32>, HALO>;
+var<workgroup> halo_ab: array<vec2<f32>, HALO>;
+var<workgroup> halo_c: array<f32, HALO>;
 var<workgroup> sums_abc: array<vec4<f32>, HROWS>;
 #const TAPS
 
@@ -234,48 +239,44 @@ fn forward(inv: Invocation) {
             let cx = i32(min(s.x0 + TX / 2u, params.w - 1u));
             let shift_x = load_x(s.n, cy, cx, c);
             let shift_y = load_y(s.n, cy, cx, c);
-            workgroupBarrier();
+            // The previous channel's horizontal sums have read the halo.
+            if (c > 0u) {
+                workgroupBarrier();
+            }
             for (var i = lid; i < HALO; i += WG) {
                 let hy = i32(s.y0) - i32(R) + i32(i / HX);
                 let hx = i32(s.x0) - i32(R) + i32(i % HX);
                 halo_xy[i] = vec2<f32>(load_x(s.n, hy, hx, c) - shift_x,
                     load_y(s.n, hy, hx, c) - shift_y);
             }
+            // Also: channel c - 1's vertical sums have read sums4.
             workgroupBarrier();
             // The window's horizontal sums for each halo row and tile column (taps unrolled:
             // constant indices keep everything in registers).
             for (var i = lid; i < HROWS; i += WG) {
                 let base = (i / TX) * HX + i % TX;
                 var h4 = vec4<f32>(0.0);
-                var h1 = 0.0;
 #unroll k TAPS
                 let p = halo_xy[base + k];
-                let g = gauss(k);
-                h4 += g * vec4<f32>(p.x, p.y, p.x * p.x, p.y * p.y);
-                h1 += g * (p.x * p.y);
+                h4 += gauss(k) * vec4<f32>(p.x, p.y, p.x * p.x + p.y * p.y, p.x * p.y);
 #endunroll
                 sums4[i] = h4;
-                sums1[i] = h1;
             }
             workgroupBarrier();
             if (is_counted) {
                 var v4 = vec4<f32>(0.0);
-                var v1 = 0.0;
 #unroll k TAPS
-                let at = (ly + k) * TX + lx;
-                let g = gauss(k);
-                v4 += g * sums4[at];
-                v1 += g * sums1[at];
+                v4 += gauss(k) * sums4[(ly + k) * TX + lx];
 #endunroll
                 let mx = v4.x + shift_x;
                 let my = v4.y + shift_y;
-                let sxx = v4.z - v4.x * v4.x;
-                let syy = v4.w - v4.y * v4.y;
-                let sxy = v1 - v4.x * v4.y;
+                // sxx + syy and sxy, from the shifted values.
+                let sxx_syy = v4.z - v4.x * v4.x - v4.y * v4.y;
+                let sxy = v4.w - v4.x * v4.y;
                 let n1 = 2.0 * mx * my + params.c1;
                 let n2 = 2.0 * sxy + params.c2;
                 let d1 = mx * mx + my * my + params.c1;
-                let d2 = sxx + syy + params.c2;
+                let d2 = sxx_syy + params.c2;
                 let ssim = (n1 * n2) / (d1 * d2);
                 ssim_acc += m * ssim;
                 value = ssim;
@@ -311,14 +312,13 @@ fn forward(inv: Invocation) {
         }
     }
     if (params.partials != 0u) {
+        // One partial of each sum a group of PG invocations (a lane group: no barrier where
+        // subgroups span it), both sums in one tree.
         let counted_m = select(0.0, m, is_counted);
-        let ssim_total = group_sum(vec2<f32>(ssim_acc, counted_m), 1u, WG, lid);
-        let pix_total = group_sum(vec2<f32>(pix_acc, m), 1u, WG, lid);
+        let t = tree_reduce(vec4<f32>(ssim_acc, counted_m, pix_acc, m), false, lid, 1u, PG);
         let w = wg_index(inv, params.wg_x);
-        if (lid == 0u) {
-            store_partial(params.ssim_base, w, ssim_total);
-            store_partial(params.pix_base, w, pix_total);
-        }
+        store_group_partial(params.ssim_base, w, lid, PG, t.xy);
+        store_group_partial(params.pix_base, w, lid, PG, t.zw);
     }
 }
 
@@ -408,23 +408,28 @@ fn backward(inv: Invocation) {
             gc = k_pix * m * pix_grad(x - y);
         }
         if (params.ssim != 0u) {
-            workgroupBarrier();
+            // The previous channel's horizontal sums have read the halos.
+            if (c > 0u) {
+                workgroupBarrier();
+            }
             for (var i = lid; i < HALO; i += WG) {
                 let hy = i32(s.y0) - i32(R) + i32(i / HX);
                 let hx = i32(s.x0) - i32(R) + i32(i % HX);
-                var abc = vec4<f32>(0.0);
+                var abc = vec3<f32>(0.0);
                 if (inside(hy, hx)) {
                     let e = elem(s.n, u32(hy), u32(hx), c);
-                    abc = vec4<f32>(map_a[e], map_b[e], map_c[e], 0.0);
+                    abc = vec3<f32>(map_a[e], map_b[e], map_c[e]);
                 }
-                halo_abc[i] = abc;
+                halo_ab[i] = abc.xy;
+                halo_c[i] = abc.z;
             }
             workgroupBarrier();
             for (var i = lid; i < HROWS; i += WG) {
                 let base = (i / TX) * HX + i % TX;
                 var h = vec4<f32>(0.0);
 #unroll k TAPS
-                h += gauss(k) * halo_abc[base + k];
+                let at = base + k;
+                h += gauss(k) * vec4<f32>(halo_ab[at], halo_c[at], 0.0);
 #endunroll
                 sums_abc[i] = h;
             }

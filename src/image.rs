@@ -17,10 +17,10 @@ use crate::reduction::{LossOutput, Outputs};
 use crate::shader::{Shader, params};
 use crate::{Context, Error, Reduction, Result};
 
-/// Invocations of an image kernel's workgroup: one tile of 16 x 8 pixels.
-const IMAGE_WG: u32 = 128;
+/// Invocations of an image kernel's workgroup: one tile of 16 x 16 pixels.
+const IMAGE_WG: u32 = 256;
 const TILE_X: usize = 16;
-const TILE_Y: usize = 8;
+const TILE_Y: usize = 16;
 /// The SSIM window's side.
 pub const SSIM_WINDOW: usize = 11;
 
@@ -805,8 +805,11 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     let tiles = n * tiles_x * tiles_y;
     let (wg_x, wg_y) = b.fold(tiles)?;
     let partials = reduced && (want_loss || want_grad);
+    // Partial sums: one a lane group of each workgroup.
+    let pg = ctx.tuning().lanes.clamp(1, IMAGE_WG);
+    let count = tiles * (IMAGE_WG / pg) as u64;
     let (ssim_base, pix_base) = if partials {
-        (b.scratch(2 * tiles)?, b.scratch(2 * tiles)?)
+        (b.scratch(2 * count)?, b.scratch(2 * count)?)
     } else {
         (0, 0)
     };
@@ -873,6 +876,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         let mut k = PipelineKey::new(Shader::Image, entry)
             .constant("WG", IMAGE_WG)
             .constant("SEG", IMAGE_WG)
+            .constant("PG", pg)
             .value("TAPS", SSIM_WINDOW as u32)
             .define("PRED_TEX", matches!(d.pred, ImageSource::Texture(_)))
             .define("TARGET_TEX", matches!(d.target, ImageSource::Texture(_)))
@@ -928,8 +932,8 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     b.dispatch(&key("forward"), &params, entries(loss_dst), (wg_x, wg_y));
     params.out_kind = 0;
     if partials {
-        params.ssim_total = b.reduce_keep(tiles, ssim_base)?;
-        params.pix_total = b.reduce_keep(tiles, pix_base)?;
+        params.ssim_total = b.reduce_keep(count, ssim_base)?;
+        params.pix_total = b.reduce_keep(count, pix_base)?;
     }
     let scalar_dst = if want_loss && reduced {
         params.write_loss = 1;

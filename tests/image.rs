@@ -45,8 +45,18 @@ fn images(rng: &mut Rng, n: usize, h: usize, w: usize, c: usize) -> (Vec<f32>, V
 /// Runs `desc` through the convenience call and checks loss (or per-element losses) and
 /// gradient against the twin.
 fn check(desc: &ImageDesc, x: &[f32], y: &[f32], mask: Option<&[f32]>) -> (f64, f64) {
+    check_on(ctx(), desc, x, y, mask)
+}
+
+fn check_on(
+    ctx: &wgpu_loss::Context,
+    desc: &ImageDesc,
+    x: &[f32],
+    y: &[f32],
+    mask: Option<&[f32]>,
+) -> (f64, f64) {
     let what = format!("{desc:?}");
-    let out = ctx().image_loss(desc, x, y, mask).unwrap();
+    let out = ctx.image_loss(desc, x, y, mask).unwrap();
     let reference = image_loss(desc, x, y, mask).unwrap();
     let mut value_err = 0.0;
     match (reference.value, &reference.per_element) {
@@ -736,5 +746,32 @@ fn reference_implementations() {
                 );
             }
         }
+    }
+}
+
+/// On a device with WebGPU's default limits (16 KiB of workgroup memory, 8 storage buffers a
+/// stage), without subgroups, and with at most 5 workgroups a dimension (every dispatch folded):
+/// the same numbers.
+#[test]
+fn webgpu_default_limits() {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: wgpu::Limits {
+            max_compute_workgroups_per_dimension: 5,
+            ..wgpu::Limits::default()
+        },
+        ..Default::default()
+    }))
+    .unwrap();
+    let ctx = wgpu_loss::Context::from_device(device, queue).unwrap();
+    assert!(!ctx.uses_subgroups());
+    let mut rng = Rng::new(41);
+    let (n, h, w, c) = (2, 45, 38, 3);
+    let (x, y) = images(&mut rng, n, h, w, c);
+    let mask: Vec<f32> = (0..n * h * w).map(|i| [1.0, 0.3][i % 2]).collect();
+    for desc in every_desc(n, h, w, c, ImageMask::Buffer) {
+        check_on(&ctx, &desc, &x, &y, Some(&mask));
     }
 }
