@@ -25,20 +25,20 @@
 // would need the statistics of a 21-pixel halo per tile, past WebGPU's 16 KiB of workgroup
 // memory.
 //
-// Passes (entry points), each workgroup one tile of TX x TY pixels of one image, all channels:
+// Passes (entry points), each workgroup one tile of 16 x 16 pixels of one image, all channels:
 //   forward   per channel: the tile and its 5-pixel halo of x and y (less a shift, the value of
 //             one pixel of the tile: the statistics of flat regions without cancellation) into
-//             workgroup memory, the
-//             window's horizontal sums of x, y, xx, yy, xy (HY rows x TX columns), then the
-//             vertical sums at each pixel. Writes per-element losses (reduction none), the maps
-//             (with a gradient), and two (value, weight) partials a workgroup: the SSIM sum
-//             (m S over the counted windows, m once a pixel) and the pixel term (m |x - y| or
-//             m (x - y)^2 over the image).
+//             workgroup memory, the window's horizontal sums of (x, y, x x + y y, x y) for the
+//             halo's 26 rows and the tile's 16 columns, then the vertical sums at each pixel.
+//             Writes per-element losses (reduction none), the maps (with a gradient), and two
+//             (value, weight) partials a lane group: the SSIM sum (m S over the counted
+//             windows, m once a pixel) and the pixel term (m |x - y| or m (x - y)^2 over the
+//             image).
 //   finish    one invocation: the reduced totals (reduce.wgsl, a fixed-order tree) become the
 //             loss, and the gradient's two scales k_pix and k_ssim (into scratch).
 //   backward  the maps filtered as in forward (3 sums), then each pixel's gradient:
 //             k_ssim (G*A + 2 x G*B + y G*C) + k_pix m d(pixel term)/dx.
-// No invocation's loops grow with the image: at most 4 channels x (4 loads + 3 horizontal
+// No invocation's loops grow with the image: at most 4 channels x (3 loads + 2 horizontal
 // entries x 11 taps + 11 taps). Every sum has a fixed order: the same bits on every run.
 // Bindings: 0 params, 1 x, 2 y, 3 mask, 4 dst (the loss, or the gradient buffer in backward),
 // 5 scratch, 6-8 maps A, B, C, 9 the gradient texture (GRAD_TEX).
