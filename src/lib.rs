@@ -10,7 +10,10 @@
 //! loss and argmax, the count of correct rows; an upstream gradient folded in), and splits a
 //! vocabulary over devices ([`Shard`], [`combine_shards`]). Fused linear + cross-entropy
 //! ([`LinearCrossEntropyDesc`]) computes a language model's loss and the gradients of its hidden
-//! states and output layer without the `[N, V]` logits.
+//! states and output layer without the `[N, V]` logits. Image losses for renderers
+//! ([`ImageDesc`], [`ImagePlan`]: L1, MSE, PSNR, SSIM, D-SSIM and the photometric loss of
+//! Gaussian splatting) read the caller's textures or `[N, H, W, C]` buffers and write the
+//! gradient to a buffer or a storage texture.
 //!
 //! Every loss has the same shape. A description ([`LossDesc`]: [`PointwiseDesc`],
 //! [`CrossEntropyDesc`], [`NllDesc`], [`ClassicCrossEntropyDesc`], [`LinearCrossEntropyDesc`])
@@ -39,8 +42,8 @@
 //! Map of the crate: `plan` (the public shape above) over `program` (the engine every family
 //! shares: slots, dispatches, scratch, fixed-order reductions) and `context` (device, pipeline
 //! and plan caches); one file per loss family beside `shaders/<family>.wgsl` (`pointwise`,
-//! `cross_entropy`, `nll`, `class_targets`, `linear_cross_entropy`; `custom`, WGSL expressions in
-//! the pointwise kernel); `optim` ([`Optim`]: the update step); [`cpu`] (the f64 twins);
+//! `cross_entropy`, `nll`, `class_targets`, `linear_cross_entropy`, `image`; `custom`, WGSL
+//! expressions in the pointwise kernel); `optim` ([`Optim`]: the update step); [`cpu`] (the f64 twins);
 //! `shader` (WGSL assembly and the host/shader contracts; `shaders/common/tensor.wgsl` reads
 //! and writes every caller's tensor in its dtype); `dtype` ([`DType`]: f32, f16, bf16, and the
 //! host [`Values`] of each); `transfer` (uploads and readbacks of the convenience level);

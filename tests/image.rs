@@ -775,3 +775,55 @@ fn webgpu_default_limits() {
         check_on(&ctx, &desc, &x, &y, Some(&mask));
     }
 }
+
+/// The GPU's gradients against central differences of the GPU's own loss (f32: steps of 1e-2
+/// on values in [0, 1], where the loss moves 1e-4 and its rounding 1e-8), on a small image so
+/// that each element's share of the loss is large; L1's kink avoided.
+#[test]
+fn gpu_gradients_match_central_differences() {
+    let mut rng = Rng::new(17);
+    let (h, w, c) = (9, 8, 2);
+    let (x, y) = images(&mut rng, 1, h, w, c);
+    for loss in [
+        ImageLoss::Mse,
+        ImageLoss::Psnr,
+        ImageLoss::Ssim,
+        ImageLoss::Dssim,
+        ImageLoss::Photometric,
+    ] {
+        for padding in [Padding::Same, Padding::Valid] {
+            let (h, w) = if padding == Padding::Valid {
+                (12, 13)
+            } else {
+                (h, w)
+            };
+            let (x, y) = if padding == Padding::Valid {
+                images(&mut rng, 1, h, w, c)
+            } else {
+                (x.clone(), y.clone())
+            };
+            let desc = ImageDesc::new(loss, h, w, c).padding(padding);
+            let grad = ctx().image_loss(&desc, &x, &y, None).unwrap().grad.unwrap();
+            let value = |v: &[f32]| {
+                let d = desc.outputs(Outputs::LOSS);
+                ctx().image_loss(&d, v, &y, None).unwrap().value.unwrap() as f64
+            };
+            let scale = grad.iter().fold(0.0f32, |m, g| m.max(g.abs())) as f64;
+            for i in (0..x.len()).step_by(7) {
+                let eps = 1e-2f32;
+                if (x[i] - y[i]).abs() < 2.0 * eps {
+                    continue;
+                }
+                let (mut lo, mut hi) = (x.clone(), x.clone());
+                lo[i] -= eps;
+                hi[i] += eps;
+                let numeric = (value(&hi) - value(&lo)) / (hi[i] as f64 - lo[i] as f64);
+                let analytic = grad[i] as f64;
+                assert!(
+                    (numeric - analytic).abs() <= 2e-2 * scale,
+                    "{loss} {padding:?} element {i}: gpu {analytic} central differences {numeric} (largest {scale})"
+                );
+            }
+        }
+    }
+}

@@ -129,7 +129,7 @@ fn table(ctx: &Context, rows: &[Measured], reps: usize) -> String {
         let bytes = r.shape.bytes(r.grad);
         let ms = |t: &Timing| 1e3 * t.median();
         t.push_str(&format!(
-            "| {} × {} × 3 | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0}% | {:.2}× | {:.6} / {:.6} |\n",
+            "| {} × {} × 3 | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {:.1}% | {:.2}× | {:.6} / {:.6} |\n",
             r.shape.w,
             r.shape.h,
             if r.grad { "fwd+grad" } else { "fwd" },
