@@ -653,6 +653,8 @@ impl ImagePlan {
             (Slot::Grad, "grad", grad_kind, b.grad.clone(), true),
         ];
         let mut textures: Vec<&wgpu::Texture> = Vec::new();
+        // Views are made under the device lock, as every use of the device (GL).
+        let _guard = self.program.ctx().lock();
         for (slot, name, kind, given, storage) in slots {
             match (kind, given) {
                 (None, None) => {}

@@ -149,6 +149,16 @@ fn jobs() -> Vec<Job> {
         }
         out
     }));
+
+    // The photometric loss and its gradient (SSIM's tiles, the plan's own maps, the finish
+    // pass).
+    let (h, w, c) = (70, 90, 3);
+    let x = rng.vec(h * w * c, 0.0, 1.0);
+    let y = rng.vec(h * w * c, 0.0, 1.0);
+    jobs.push(Arc::new(move |ctx: &Context| {
+        let desc = wgpu_loss::ImageDesc::new(wgpu_loss::ImageLoss::Photometric, h, w, c);
+        bits(ctx.image_loss(&desc, &x, &y, None).unwrap())
+    }));
     jobs
 }
 
