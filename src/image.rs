@@ -652,7 +652,7 @@ impl ImagePlan {
             (Slot::Weight, "mask", mask_kind, b.mask.clone(), false),
             (Slot::Grad, "grad", grad_kind, b.grad.clone(), true),
         ];
-        let mut textures: Vec<&wgpu::Texture> = Vec::new();
+        let mut textures: Vec<(&'static str, &wgpu::Texture)> = Vec::new();
         // Views are made under the device lock, as every use of the device (GL).
         let _guard = self.program.ctx().lock();
         for (slot, name, kind, given, storage) in slots {
@@ -665,10 +665,12 @@ impl ImagePlan {
                 }
                 (Some(ImageSource::Texture(format)), Some(ImageInput::Texture(t))) => {
                     self.check_texture(name, t, format, storage)?;
-                    if storage && textures.contains(&t) {
-                        return Err(Error::Aliased { a: name, b: "pred" });
+                    // A texture bound for writing may be no input (wgpu refuses a texture
+                    // used both ways in one dispatch).
+                    if let Some(&(input, _)) = textures.iter().find(|(_, u)| storage && *u == t) {
+                        return Err(Error::Aliased { a: name, b: input });
                     }
-                    textures.push(t);
+                    textures.push((name, t));
                     views[slot as usize] = Some(t.create_view(&wgpu::TextureViewDescriptor {
                         label: Some("wgpu-loss.image"),
                         dimension: Some(wgpu::TextureViewDimension::D2),

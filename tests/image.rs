@@ -659,6 +659,19 @@ fn refused() {
     for b in &attempts {
         assert!(plan.bind(b).is_err(), "{b:?} was accepted");
     }
+    let err = plan
+        .bind(&ImageBuffers::new(&good, &*yb).loss(&*loss).grad(&good))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            wgpu_loss::Error::Aliased {
+                a: "grad",
+                b: "pred"
+            }
+        ),
+        "{err}"
+    );
     assert!(
         plan.bind(&ImageBuffers::new(&good, &*yb).loss(&*loss).grad(&grad_tex))
             .is_ok()
