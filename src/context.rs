@@ -697,22 +697,31 @@ impl Context {
     /// The plan for `desc` from the convenience calls' cache, planned on a miss. The cache
     /// holds the [`PLAN_CACHE`] plans used last.
     pub(crate) fn cached_plan<D: LossDesc>(&self, desc: &D) -> Result<Arc<Plan<D>>> {
+        self.cached(|p: &Plan<D>| p.desc() == desc, |ctx| Plan::new(ctx, desc))
+    }
+
+    /// The cached plan of any family (`P`) that `hit` accepts, made by `make` on a miss (the
+    /// plans of every family share one cache, most recently used first).
+    pub(crate) fn cached<P: std::any::Any + Send + Sync>(
+        &self,
+        hit: impl Fn(&P) -> bool,
+        make: impl FnOnce(&Context) -> Result<P>,
+    ) -> Result<Arc<P>> {
         let Some(cache) = &self.plans else {
-            return Plan::new(self, desc).map(Arc::new);
+            return make(self).map(Arc::new);
         };
         {
             let mut plans = lock(cache);
-            let hit = plans.iter().position(|p| {
-                p.downcast_ref::<Plan<D>>()
-                    .is_some_and(|p| p.desc() == desc)
-            });
-            if let Some(i) = hit {
+            let found = plans
+                .iter()
+                .position(|p| p.downcast_ref::<P>().is_some_and(&hit));
+            if let Some(i) = found {
                 let p = plans.remove(i);
                 plans.insert(0, p.clone());
-                return Ok(p.downcast::<Plan<D>>().expect("checked above"));
+                return Ok(p.downcast::<P>().expect("checked above"));
             }
         }
-        let plan = Arc::new(Plan::new(self, desc)?);
+        let plan = Arc::new(make(self)?);
         let mut plans = lock(cache);
         plans.insert(0, plan.clone());
         let keep = plans.len().min(PLAN_CACHE);

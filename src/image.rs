@@ -968,7 +968,7 @@ fn input_bytes(source: ImageSource, len: u64) -> u64 {
 impl Context {
     /// `desc` on host images (`[N, H, W, C]` f32; the mask `[N, H, W]` when `desc` has a
     /// buffer mask): uploads them, runs, and reads back the loss (or per-element losses) and
-    /// the gradient. `desc`'s inputs and outputs must be buffers; for textures use
+    /// the gradient. The plan is cached per description, with the other convenience calls'. `desc`'s inputs and outputs must be buffers; for textures use
     /// [`ImagePlan`].
     pub fn image_loss(
         &self,
@@ -1018,12 +1018,41 @@ impl Context {
             }
             _ => {}
         }
-        let plan = ImagePlan::new(self, desc)?;
+        let plan = self.cached(
+            |p: &ImagePlan| p.desc == *desc,
+            |ctx| ImagePlan::new(ctx, desc),
+        )?;
         let bytes = |v: &[f32]| std::borrow::Cow::Owned(bytemuck::cast_slice(v).to_vec());
         let mut host: HostData<'_> = Default::default();
         host[0] = Some(bytes(pred));
         host[1] = Some(bytes(target));
         host[2] = mask.map(bytes);
         crate::transfer::run_host(&plan.program, &host, desc.reduction, "image")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convenience call plans once per description: a second call, and the cache itself,
+    /// find the first call's plan.
+    #[test]
+    fn convenience_calls_reuse_their_plan() {
+        let ctx = Context::new().expect("an adapter (CI installs lavapipe)");
+        let desc = ImageDesc::new(ImageLoss::Photometric, 9, 13, 3);
+        let x: Vec<f32> = (0..desc.len())
+            .map(|i| (i as f32 * 0.37).sin().abs())
+            .collect();
+        let y: Vec<f32> = x.iter().map(|v| 1.0 - v).collect();
+        let first = ctx.image_loss(&desc, &x, &y, None).unwrap();
+        let plan = ctx
+            .cached(|p: &ImagePlan| p.desc == desc, |_| panic!("planned twice"))
+            .unwrap();
+        assert_eq!(ctx.image_loss(&desc, &x, &y, None).unwrap(), first);
+        let again = ctx
+            .cached(|p: &ImagePlan| p.desc == desc, |_| panic!("planned twice"))
+            .unwrap();
+        assert!(std::sync::Arc::ptr_eq(&plan, &again));
     }
 }
