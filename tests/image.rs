@@ -840,3 +840,38 @@ fn gpu_gradients_match_central_differences() {
         }
     }
 }
+
+/// Values far from [0, 1]: images of ±1e4 with a data range of 2e4 (HDR renders, unnormalised
+/// data) against the twin, subnormal values (the shift keeps their statistics), and a NaN pixel,
+/// which makes the loss NaN (as PyTorch's).
+#[test]
+fn extreme_values() {
+    let mut rng = Rng::new(23);
+    let (h, w, c) = (21, 19, 3);
+    let (x, y) = images(&mut rng, 1, h, w, c);
+    let scale = |v: &[f32], s: f32| v.iter().map(|a| (a - 0.5) * s).collect::<Vec<f32>>();
+    let (xb, yb) = (scale(&x, 2e4), scale(&y, 2e4));
+    for loss in ImageLoss::ALL {
+        check(
+            &ImageDesc::new(loss, h, w, c).data_range(2e4),
+            &xb,
+            &yb,
+            None,
+        );
+    }
+    // Subnormal images (values of about 1e-38): finite losses.
+    let (xs, ys) = (scale(&x, 1e-38), scale(&y, 1e-38));
+    for loss in [ImageLoss::Ssim, ImageLoss::L1] {
+        let desc = ImageDesc::new(loss, h, w, c).outputs(Outputs::LOSS);
+        let out = ctx().image_loss(&desc, &xs, &ys, None).unwrap();
+        assert!(out.value.unwrap().is_finite(), "{loss}: {:?}", out.value);
+    }
+    let mut xn = x.clone();
+    xn[5 * w * c + 7] = f32::NAN;
+    for loss in ImageLoss::ALL {
+        let out = ctx()
+            .image_loss(&ImageDesc::new(loss, h, w, c), &xn, &y, None)
+            .unwrap();
+        assert!(out.value.unwrap().is_nan(), "{loss}: {:?}", out.value);
+    }
+}
