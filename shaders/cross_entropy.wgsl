@@ -881,7 +881,7 @@ fn fused(inv: Invocation) {
             sh_scale = 1.0 / total.y;
         }
     }
-    if (WANT_GRAD && params.scale_mode == 2u) {
+    if (WANT_GRAD && single() && params.scale_mode == 2u) {
         // A weighted mean's denominator is this workgroup's whole weight sum.
         workgroupBarrier();
         write_grad(blk, o, pf, sh_scale, gv0, at.x, at.y, bv);

@@ -136,7 +136,7 @@ fn main(inv: Invocation) {
     if (!WANT_GRAD) {
         return;
     }
-    if (params.scale_mode == 2u) {
+    if (single() && params.scale_mode == 2u) {
         workgroupBarrier();
         scale = sh_scale;
     }

@@ -895,18 +895,19 @@ impl<'s> Planner<'s> {
         let want_grad = self.s.outputs.grad;
         let scale_in_kernel = want_grad && self.weighted_mean;
         let single = self.reduced || scale_in_kernel;
-        let key = self.key("fused", false, t, want_grad);
+        let after = After {
+            single,
+            scale_mode: if scale_in_kernel { 2 } else { 0 },
+            final_mode: After::final_mode(self.finish),
+            ..Default::default()
+        };
+        let key = after.key(self.key("fused", false, t, want_grad));
         let p = CeParams {
             blocks: self.blocks as u32,
             wg_x: 1,
             chunks: 1,
             wg_chunks: 1,
-            ..self.params(After {
-                single,
-                scale_mode: if scale_in_kernel { 2 } else { 0 },
-                final_mode: After::final_mode(self.finish),
-                ..Default::default()
-            })
+            ..self.params(after)
         };
         b.dispatch(&key, &p, self.entries(false, single), (1, 1));
         Ok(())

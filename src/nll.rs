@@ -231,21 +231,22 @@ impl Family for NllDesc {
             // included, in one dispatch.
             let scale_in_kernel = want_grad && mean;
             let is_single = reduced || scale_in_kernel;
+            let single_after = After {
+                single: is_single,
+                scale_mode: if scale_in_kernel { 2 } else { 0 },
+                final_mode: After::final_mode(finish),
+                ..Default::default()
+            };
             let p = NllParams {
                 loss_rows: n as u32,
                 vecs: grad_vecs as u32,
                 wg_x: 1,
-                ..after(After {
-                    single: is_single,
-                    scale_mode: if scale_in_kernel { 2 } else { 0 },
-                    final_mode: After::final_mode(finish),
-                    ..Default::default()
-                })
+                ..after(single_after)
             };
             let loss = loss_res(want_loss, reduced, is_single, View::Scalar(4 * n));
             let grad = want_grad.then_some((0, View::Scalar(grad_dtype.bytes(total))));
             b.dispatch(
-                &key(false),
+                &single_after.key(key(false)),
                 &p,
                 entries(Some((0, total)), grad, loss),
                 (1, 1),

@@ -691,7 +691,7 @@ impl Stream<'_> {
             };
             let k = m.div_ceil(4 * WG as u64).max(1) as u32;
             b.dispatch(
-                &self.key(b, "main", false).constant("K", k),
+                &after.key(self.key(b, "main", false).constant("K", k)),
                 &params(m.div_ceil(4), 0, 1, 0, after),
                 entries(false, reduced, 0, m),
                 (1, 1),

@@ -232,7 +232,8 @@ pub struct After {
     pub row_loss: bool,
     /// Write partial sums to scratch.
     pub partial: bool,
-    /// One workgroup holds the whole problem and writes the reduced value itself.
+    /// One workgroup holds the whole problem and writes the reduced value itself: the kernel's
+    /// `SINGLE` override constant, set on the dispatch's pipeline by [`After::key`].
     pub single: bool,
     /// The gradient's scale: 0 the host's, 1 from the denominator an earlier pass reduced, 2 from
     /// the weight sum this dispatch reduces (single only).
@@ -245,7 +246,17 @@ pub struct After {
 impl After {
     /// `params.flags`.
     pub fn flags(&self) -> u32 {
-        self.row_loss as u32 | (self.partial as u32) << 1 | (self.single as u32) << 2
+        self.row_loss as u32 | (self.partial as u32) << 1
+    }
+
+    /// The pipeline of a dispatch that does this: `key` with `SINGLE` set when one workgroup
+    /// reduces everything (a pipeline of its own: see shaders/common/outputs.wgsl).
+    pub fn key(&self, key: PipelineKey) -> PipelineKey {
+        if self.single {
+            key.constant("SINGLE", 1u32)
+        } else {
+            key
+        }
     }
 
     /// A single dispatch's `final_mode` for `finish`, or 3 when the loss is not reduced.

@@ -1,11 +1,14 @@
-// What a loss kernel does with its losses after its loops, chosen per dispatch by uniforms (not
-// override constants: it is outside the hot loops, and one pipeline then serves every reduction
-// and every dispatch of a plan). The host fills them from one place, `After` in
-// src/program.rs; the includer's Params has `flags`, `scale_mode`, `final_mode`, `mean_den`,
-// `grad_scale` and `partial_base`.
+// What a loss kernel does with its losses after its loops, chosen per dispatch by uniforms (it
+// is outside the hot loops, and one pipeline then serves every reduction and every dispatch of a
+// plan), except SINGLE. The host fills them from one place, `After` in src/program.rs; the
+// includer's Params has `flags`, `scale_mode`, `final_mode`, `mean_den`, `grad_scale` and
+// `partial_base`.
 //   flags bit 0 (ROW_LOSS): write per-row (per-element) losses; bit 1 (PARTIAL): write partial
-//   sums to scratch; bit 2 (SINGLE): one workgroup holds the whole problem and writes the reduced
-//   value itself.
+//   sums to scratch.
+//   SINGLE, an override constant (`After::key` sets it on the pipeline of a plan's one-workgroup
+//   dispatch): one workgroup holds the whole problem and writes the reduced value itself. Its
+//   workgroup-wide sum and barrier exist only in those pipelines: lavapipe pays for a barrier
+//   that is compiled in even where it never runs (12-17% of a forward pass: PERFORMANCE.md).
 //   scale_mode (gradient scale): 0 params.grad_scale; 1 1 / scratch.data[0] (a weighted mean's
 //   denominator reduced by an earlier pass); 2 (SINGLE) 1 / the weight sum it reduces itself.
 //   final_mode (SINGLE): 0 sum; 1 sum / params.mean_den; 2 sum / weight sum; 3 none.
@@ -21,8 +24,10 @@ fn want_partial() -> bool {
     return (params.flags & 2u) != 0u;
 }
 
+override SINGLE: bool = false;
+
 fn single() -> bool {
-    return (params.flags & 4u) != 0u;
+    return SINGLE;
 }
 
 // The gradient's scale, unless the dispatch reduces the weight sum itself (scale_mode 2).
