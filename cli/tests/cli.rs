@@ -1599,4 +1599,17 @@ fn bench_image() {
     assert!(rows[0]["grad_difference"].is_null());
     let diff = rows[1]["grad_difference"].as_f64().unwrap();
     assert!(diff <= 1e-4, "gradients differ by {diff} of the largest");
+    // An image past one binding is a one-line error before anything is allocated.
+    fails_with(
+        &["bench", "--loss", "image", "--image-sizes", "30000x30000"],
+        "bench image",
+    );
+    fails_with(
+        &["bench", "--loss", "image", "--image-sizes", "100000x100000"],
+        "more than 4294967295 elements",
+    );
+    fails_with(
+        &["bench", "--loss", "image", "--image-sizes", "64xx"],
+        "--image-sizes",
+    );
 }

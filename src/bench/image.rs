@@ -11,7 +11,7 @@ use crate::context::{Pipeline, PipelineKey};
 use crate::image::{ImageBindings, ImageBuffers, ImageDesc, ImageLoss, ImagePlan};
 use crate::program::{WG, fold};
 use crate::shader::{Shader, params};
-use crate::{Context, Result};
+use crate::{Context, Error, Result};
 
 params! {
     /// The parameters of ssim_unfused.wgsl.
@@ -84,7 +84,18 @@ struct Step {
 impl ImageBench {
     /// Uploads a prediction and target of `shape` (a smooth field plus noise in [0, 1]).
     pub fn new(ctx: &Context, shape: ImageShape, seed: u64) -> Result<Self> {
-        let len = shape.len();
+        // Refused before anything is allocated on the host: past one binding, no plan takes it.
+        let len = crate::program::elements("image", &[shape.h, shape.w, shape.c])?;
+        let limit = ctx.max_binding_bytes();
+        if len == 0 || 4 * len > limit {
+            return Err(Error::TooLarge {
+                what: "bench image",
+                bytes: 4 * len,
+                limit,
+                which: "storage binding",
+            });
+        }
+        let len = len as usize;
         let mut s = seed | 1;
         let mut noise = move || {
             s ^= s << 13;
