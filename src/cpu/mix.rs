@@ -4,7 +4,7 @@
 
 use crate::{Inputs, MixDesc, Result};
 
-/// What [`reference`] returns: the weighted sum of the losses (reduced, or per element) and each
+/// What [`reference()`] returns: the weighted sum of the losses (reduced, or per element) and each
 /// gradient output (empty where its terms write none).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MixReference {
