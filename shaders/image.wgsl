@@ -159,9 +159,11 @@ fn load_m(n: u32, py: u32, px: u32) -> f32 {
     }
 }
 
+// The window's 1-D taps (the host's `gaussian_wgsl`: the twin's values in f32).
+#expr GAUSS
+
 fn gauss(k: u32) -> f32 {
-    var g = array<f32, 11>(params.g0, params.g1, params.g2, params.g3, params.g4, params.g5,
-        params.g6, params.g7, params.g8, params.g9, params.g10);
+    var g = G;
     return g[k];
 }
 

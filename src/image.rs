@@ -330,6 +330,33 @@ impl ImageDesc {
         self.len() == 0
     }
 
+    /// The host data of a run on this description (the convenience call's, the twin's): the
+    /// prediction's and target's lengths `[N, H, W, C]`, and a mask `[N, H, W]` exactly when
+    /// the description takes a buffer mask.
+    pub(crate) fn check_host(&self, pred: usize, target: usize, mask: Option<usize>) -> Result<()> {
+        let (n, h, w, _) = self.shape();
+        for (what, actual, expected) in [
+            ("prediction", Some(pred), self.len()),
+            ("target", Some(target), self.len()),
+            ("mask", mask, n * h * w),
+        ] {
+            if let Some(actual) = actual
+                && actual != expected
+            {
+                return Err(Error::LengthMismatch {
+                    what,
+                    expected,
+                    actual,
+                });
+            }
+        }
+        match (self.mask, mask) {
+            (ImageMask::Buffer, None) => Err(Error::Binding("mask", "needed by this plan")),
+            (ImageMask::Buffer, Some(_)) | (_, None) => Ok(()),
+            (_, Some(_)) => Err(Error::Binding("mask", "not used by this plan")),
+        }
+    }
+
     /// The checks every plan makes: shapes, options, and the kinds of inputs and outputs.
     pub fn check(&self) -> Result<()> {
         self.outputs.check()?;
@@ -478,17 +505,9 @@ params! {
         c2: f32,
         lambda: f32,
         range2: f32,
-        g0: f32,
-        g1: f32,
-        g2: f32,
-        g3: f32,
-        g4: f32,
-        g5: f32,
-        g6: f32,
-        g7: f32,
-        g8: f32,
-        g9: f32,
-        g10: f32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
 }
 
@@ -818,7 +837,6 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         (0, 0)
     };
     let k_base = b.scratch(2)?;
-    let g = crate::cpu::image::gaussian().map(|v| v as f32);
     let range = d.data_range;
     let encode = |s: ImageSource| {
         (d.srgb_encoded && s == ImageSource::Texture(wgpu::TextureFormat::Rgba8UnormSrgb)) as u32
@@ -860,17 +878,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         c2: (0.03 * range).powi(2),
         lambda: d.lambda,
         range2: range * range,
-        g0: g[0],
-        g1: g[1],
-        g2: g[2],
-        g3: g[3],
-        g4: g[4],
-        g5: g[5],
-        g6: g[6],
-        g7: g[7],
-        g8: g[8],
-        g9: g[9],
-        g10: g[10],
+        ..Default::default()
     };
     let grad_format = match d.grad_to {
         GradTarget::Texture(f) if want_grad => storage_name(f),
@@ -882,6 +890,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
             .constant("SEG", IMAGE_WG)
             .constant("PG", pg)
             .value("TAPS", SSIM_WINDOW as u32)
+            .text("GAUSS", &gaussian_wgsl())
             .define("PRED_TEX", matches!(d.pred, ImageSource::Texture(_)))
             .define("TARGET_TEX", matches!(d.target, ImageSource::Texture(_)))
             .define("MASK_TEX", matches!(d.mask, ImageMask::Texture(_)));
@@ -957,6 +966,16 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     b.finish().await
 }
 
+/// The SSIM window's 1-D taps as the WGSL constant `G` (`#expr GAUSS`): the f32 values of the
+/// twin's [`crate::cpu::image::gaussian`], printed so that they parse back to the same bits.
+pub(crate) fn gaussian_wgsl() -> String {
+    let taps: Vec<String> = crate::cpu::image::gaussian()
+        .iter()
+        .map(|&v| format!("{:?}", v as f32))
+        .collect();
+    format!("const G = array<f32, {SSIM_WINDOW}>({});", taps.join(", "))
+}
+
 /// The bytes an input slot declares: its tensor's, or none for a texture (bound as a view).
 fn input_bytes(source: ImageSource, len: u64) -> u64 {
     match source {
@@ -968,8 +987,8 @@ fn input_bytes(source: ImageSource, len: u64) -> u64 {
 impl Context {
     /// `desc` on host images (`[N, H, W, C]` f32; the mask `[N, H, W]` when `desc` has a
     /// buffer mask): uploads them, runs, and reads back the loss (or per-element losses) and
-    /// the gradient. The plan is cached per description, with the other convenience calls'. `desc`'s inputs and outputs must be buffers; for textures use
-    /// [`ImagePlan`].
+    /// the gradient. The plan is cached per description, with the other convenience calls'.
+    /// `desc`'s inputs and outputs must be buffers; for textures use [`ImagePlan`].
     pub fn image_loss(
         &self,
         desc: &ImageDesc,
@@ -988,36 +1007,7 @@ impl Context {
                 "takes host data in buffers: plan textures with ImagePlan",
             ));
         }
-        let len = desc.len();
-        let (n, h, w, _) = desc.shape();
-        for (what, data, expected) in [
-            ("prediction", Some(pred), len),
-            ("target", Some(target), len),
-        ] {
-            if let Some(d) = data
-                && d.len() != expected
-            {
-                return Err(Error::LengthMismatch {
-                    what,
-                    expected,
-                    actual: d.len(),
-                });
-            }
-        }
-        match (desc.mask, mask) {
-            (ImageMask::Buffer, Some(m)) if m.len() != n * h * w => {
-                return Err(Error::LengthMismatch {
-                    what: "mask",
-                    expected: n * h * w,
-                    actual: m.len(),
-                });
-            }
-            (ImageMask::Buffer, None) => return Err(Error::Binding("mask", "needed by this plan")),
-            (ImageMask::None, Some(_)) => {
-                return Err(Error::Binding("mask", "not used by this plan"));
-            }
-            _ => {}
-        }
+        desc.check_host(pred.len(), target.len(), mask.map(<[f32]>::len))?;
         let plan = self.cached(
             |p: &ImagePlan| p.desc == *desc,
             |ctx| ImagePlan::new(ctx, desc),

@@ -240,7 +240,8 @@ impl Shader {
             Shader::LinearCrossEntropy => &["TK=16"],
             Shader::Pointwise => &["CUSTOM_LOSS=log(cosh(x - y))", "CUSTOM_GRAD=tanh(x - y)"],
             Shader::Matmul => &["TK=16", "LOADS=4"],
-            Shader::Image => &["GRAD_FORMAT=rgba32float", "TAPS=11"],
+            Shader::Image => &["GRAD_FORMAT=rgba32float", "TAPS=11", GAUSS_SAMPLE],
+            Shader::SsimUnfused => &[GAUSS_SAMPLE],
             _ => &[],
         }
     }
@@ -265,6 +266,10 @@ impl Shader {
         }
     }
 }
+
+/// A sample of the SSIM window's `#expr GAUSS` (the host makes the real one from the twin's taps),
+/// for validation.
+const GAUSS_SAMPLE: &str = "GAUSS=const G = array<f32, 11>(0.001, 0.008, 0.038, 0.109, 0.213, 0.264, 0.213, 0.109, 0.038, 0.008, 0.001);";
 
 /// The files of `shaders/common/`, spliced in by `#import name`.
 fn common(name: &str) -> Option<&'static str> {

@@ -24,18 +24,6 @@ params! {
         mode: u32,
         c1: f32,
         c2: f32,
-        g0: f32,
-        g1: f32,
-        g2: f32,
-        g3: f32,
-        g4: f32,
-        g5: f32,
-        g6: f32,
-        g7: f32,
-        g8: f32,
-        g9: f32,
-        g10: f32,
-        _pad: u32,
     }
 }
 
@@ -201,7 +189,6 @@ impl ImageBench {
             Vec::new()
         };
         let partials = super::empty(ctx, 4 * workgroups);
-        let g = crate::cpu::image::gaussian().map(|v| v as f32);
         let params_of = |mode: u32| UnfusedParams {
             h: s.h as u32,
             w: s.w as u32,
@@ -211,18 +198,6 @@ impl ImageBench {
             mode,
             c1: 1e-4,
             c2: 9e-4,
-            g0: g[0],
-            g1: g[1],
-            g2: g[2],
-            g3: g[3],
-            g4: g[4],
-            g5: g[5],
-            g6: g[6],
-            g7: g[7],
-            g8: g[8],
-            g9: g[9],
-            g10: g[10],
-            _pad: 0,
         };
         let mut uniforms = Vec::new();
         let mut steps = Vec::new();
@@ -233,7 +208,8 @@ impl ImageBench {
          -> Result<()> {
             let key = PipelineKey::new(Shader::SsimUnfused, entry)
                 .constant("WG", WG)
-                .constant("SEG", WG);
+                .constant("SEG", WG)
+                .text("GAUSS", &crate::image::gaussian_wgsl());
             let pipeline = pollster::block_on(ctx.pipeline(&key))?;
             let uniform = ctx
                 .device()

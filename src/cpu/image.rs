@@ -5,7 +5,7 @@
 //! central differences of [`image_loss`] in the tests).
 
 use crate::image::{ImageDesc, ImageLoss, Padding};
-use crate::{Error, Reduction, Result};
+use crate::{Reduction, Result};
 
 use super::Reference;
 
@@ -107,23 +107,9 @@ pub fn image_loss(
     y: &[f32],
     mask: Option<&[f32]>,
 ) -> Result<Reference> {
+    desc.check_host(x.len(), y.len(), mask.map(<[f32]>::len))?;
     let (n, h, w, c) = desc.shape();
     let len = n * h * w * c;
-    for (what, data, expected) in [
-        ("prediction", Some(x), len),
-        ("target", Some(y), len),
-        ("mask", mask, n * h * w),
-    ] {
-        if let Some(d) = data
-            && d.len() != expected
-        {
-            return Err(Error::LengthMismatch {
-                what,
-                expected,
-                actual: d.len(),
-            });
-        }
-    }
     let range = desc.data_range_value() as f64;
     let lambda = desc.lambda_value() as f64;
     let loss = desc.loss();

@@ -280,11 +280,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     }
     if let Some(path) = &a.json {
         let v = json(&ctx, &rows, a);
-        std::fs::write(
-            path,
-            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        write_json(path, &v)?;
     }
     if let Some(path) = &a.plot {
         super::plot::draw(path, &ctx.adapter_info().name, &rows)?;
@@ -344,6 +340,12 @@ fn write_readme(path: &Path, ctx: &Context, rows: &[Row], a: &BenchArgs) -> Resu
         replace_block(path, E2E_START, E2E_END, &waits_markdown(ctx, rows, a))?;
     }
     Ok(())
+}
+
+/// Writes `v` to `path`, pretty-printed.
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Replaces what lies between the `start` and `end` marker lines of the file at `path` by `md`

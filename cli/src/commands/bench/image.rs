@@ -96,12 +96,7 @@ pub fn run(ctx: &Context, a: &BenchArgs) -> Result<(), String> {
                 })
             }).collect::<Vec<_>>(),
         });
-        let path = path.with_extension("image.json");
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        super::write_json(&path.with_extension("image.json"), &v)?;
     }
     if let Some(path) = &a.readme {
         write_readme(path, &table)?;
