@@ -868,10 +868,8 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         ssim_total: 0,
         pix_total: 0,
         k_base,
-        loss: ImageLoss::ALL
-            .iter()
-            .position(|&l| l == d.loss)
-            .unwrap_or(0) as u32,
+        // The shader's codes are the enum's order (0 L1 ... 5 photometric).
+        loss: d.loss as u32,
         mean: (d.reduction == Reduction::Mean) as u32,
         write_loss: 0,
         c1: (0.01 * range).powi(2),
