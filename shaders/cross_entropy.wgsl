@@ -25,8 +25,11 @@
 //   stats:  rows too long for a segment that needs no barrier (forward only), or for one
 //           workgroup: one segment per (block, chunk of SEG * K vec4s) writes the chunk's per-row
 //           statistics (max, sum of exp, a, b, ws) to scratch.
-//   finish: one segment per (block, chunk): merges the block's chunk statistics in chunk order,
-//           writes row losses and its partial, and the gradient of its chunk (a second read).
+//   finish: one segment per block: merges the block's chunk statistics in chunk order, writes
+//           row losses and its partial; with the gradient, the merged statistics over the
+//           block's chunk 0 records.
+//   gradient: one segment per (block, chunk): the block's merged statistics, then the chunk
+//           read again, and its gradient written. No merging of records per chunk.
 // Statistics: every invocation first summarises its own elements (Stats: max, sum of exp
 // relative to that max, ...), from registers; a segment then merges the summaries in a fixed
 // order (`seg_merge`, one reduction site). Only exp(x' - own max) stays live across it.
@@ -911,6 +914,27 @@ fn chunk_of(wg: u32, lid: u32, per_block: u32) -> Chunk {
     return Chunk(rec / per_block, chunk, chunk * SEG * K + at.x, at.y);
 }
 
+// A chunk's statistics record of row r of the block (`index` within the dispatch), 8 floats.
+fn read_record(index: u32, chunk: u32, rec: ptr<function, Stats>, r: u32) {
+    let i = stats_index(index, chunk, r);
+    (*rec).m[r] = scratch.data[i];
+    (*rec).s[r] = scratch.data[i + 1u];
+    (*rec).a[r] = scratch.data[i + 2u];
+    (*rec).b[r] = scratch.data[i + 3u];
+    (*rec).ws[r] = scratch.data[i + 4u];
+    (*rec).i[r] = bitcast<u32>(scratch.data[i + 5u]);
+}
+
+fn write_record(index: u32, chunk: u32, st: Stats, r: u32) {
+    let i = stats_index(index, chunk, r);
+    scratch.data[i] = st.m[r];
+    scratch.data[i + 1u] = st.s[r];
+    scratch.data[i + 2u] = st.a[r];
+    scratch.data[i + 3u] = st.b[r];
+    scratch.data[i + 4u] = st.ws[r];
+    scratch.data[i + 5u] = bitcast<f32>(st.i[r]);
+}
+
 // Rows too long for one segment: each segment (SEG invocations; the host picks SEG no wider than
 // a subgroup where there are subgroups, so that no barrier is compiled in) summarises one chunk
 // of SEG * K vec4s of a block, and its first invocation writes the record.
@@ -932,28 +956,22 @@ fn stats(inv: Invocation) {
     let st = seg_merge(own, inv.lid, sg_size_of(inv));
     if (inv.lid % SEG == 0u && blk.nrows != 0u) {
         for (var r = 0u; r < ROWS; r++) {
-            let i = stats_index(ch.b_index, ch.chunk, r);
-            scratch.data[i] = st.m[r];
-            scratch.data[i + 1u] = st.s[r];
-            scratch.data[i + 2u] = st.a[r];
-            scratch.data[i + 3u] = st.b[r];
-            scratch.data[i + 4u] = st.ws[r];
-            scratch.data[i + 5u] = bitcast<f32>(st.i[r]);
+            write_record(ch.b_index, ch.chunk, st, r);
         }
     }
 }
 
-// One segment per (block, chunk of the gradient; one chunk without it): merges all the block's
-// chunk records in chunk order, writes the row losses and its partial, and the gradient of its
-// chunk (a second read).
+// One segment per block: merges the block's chunk records in chunk order, writes the row losses
+// and its partial; with WANT_GRAD its first invocation then writes the merged statistics over
+// chunk 0's records (which only it reads) for the gradient pass.
 @compute @workgroup_size(WG)
 fn finish(inv: Invocation) {
     let wg = wg_index(inv, params.wg_x);
-    if (wg * (WG / SEG) >= params.blocks * params.wg_chunks) {
+    if (wg * (WG / SEG) >= params.blocks) {
         return;
     }
-    let ch = chunk_of(wg, inv.lid, params.wg_chunks);
-    let blk = block_of(ch.b_index);
+    let index = wg * (WG / SEG) + inv.lid / SEG;
+    let blk = block_of(index);
 
     // Invocation j of the segment takes records j, j + SEG, ... in order, then the segment merges
     // its invocations in index order.
@@ -962,18 +980,50 @@ fn finish(inv: Invocation) {
         for (var c = inv.lid % SEG; c < params.chunks; c += SEG) {
             var rec = no_stats();
             for (var r = 0u; r < ROWS; r++) {
-                let i = stats_index(ch.b_index, c, r);
-                rec.m[r] = scratch.data[i];
-                rec.s[r] = scratch.data[i + 1u];
-                rec.a[r] = scratch.data[i + 2u];
-                rec.b[r] = scratch.data[i + 3u];
-                rec.ws[r] = scratch.data[i + 4u];
-                rec.i[r] = bitcast<u32>(scratch.data[i + 5u]);
+                read_record(index, c, &rec, r);
             }
             own = merge(own, rec);
         }
     }
     let st = seg_merge(own, inv.lid, sg_size_of(inv));
+    let o = finish_rows(blk, st);
+
+    var part = vec2<f32>(0.0);
+    if (inv.lid % SEG == 0u) {
+        if (SHARD == 1u) {
+            emit_shard_stats(blk, st);
+        } else if (SHARD == 0u) {
+            part = emit_rows(blk, o);
+        }
+        if (WANT_GRAD && blk.nrows != 0u) {
+            for (var r = 0u; r < ROWS; r++) {
+                write_record(index, 0u, st, r);
+            }
+        }
+    }
+    if (want_partial()) {
+        store_group_partial(params.partial_base, wg, inv.lid, PG, group_sum(part, SEG, PG, inv.lid));
+    }
+}
+
+// The gradient of rows read in chunks: one segment per (block, chunk) takes the block's merged
+// statistics (chunk 0's records after `finish`), reads its chunk again and writes its gradient.
+// No barrier and no partials: segments of rows that do not exist leave at once.
+@compute @workgroup_size(WG)
+fn gradient(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
+    if (wg * (WG / SEG) >= params.blocks * params.chunks) {
+        return;
+    }
+    let ch = chunk_of(wg, inv.lid, params.chunks);
+    let blk = block_of(ch.b_index);
+    if (blk.nrows == 0u) {
+        return;
+    }
+    var st = no_stats();
+    for (var r = 0u; r < ROWS; r++) {
+        read_record(ch.b_index, 0u, &st, r);
+    }
     var o = finish_rows(blk, st);
     // p = exp(x' - row max) / s, or over the whole vocabulary with SHARD 2.
     var pf = o.inv_s;
@@ -981,25 +1031,10 @@ fn finish(inv: Invocation) {
         o = shard_rows(blk);
         pf = exp(st.m - o.lse);
     }
-
-    var part = vec2<f32>(0.0);
-    if (inv.lid % SEG == 0u && ch.chunk == 0u) {
-        if (SHARD == 1u) {
-            emit_shard_stats(blk, st);
-        } else if (SHARD == 0u) {
-            part = emit_rows(blk, o);
-        }
-    }
-    if (want_partial()) {
-        store_group_partial(params.partial_base, wg, inv.lid, PG, group_sum(part, SEG, PG, inv.lid));
-    }
-    if (WANT_GRAD) {
-        let bv = block_vecs();
-        let gv0 = block_start(blk.row0);
-        // The second read: x' again, then exp(x' - row max), so p = es / s.
-        var unused = no_stats();
-        load_and_scan(blk, &unused, gv0, ch.v0, ch.stride, bv);
-        exps(blk, &unused, st.m, ch.v0, ch.stride, bv, false);
-        write_grad(blk, o, pf, grad_scale(), gv0, ch.v0, ch.stride, bv);
-    }
+    let bv = block_vecs();
+    let gv0 = block_start(blk.row0);
+    var unused = no_stats();
+    load_and_scan(blk, &unused, gv0, ch.v0, ch.stride, bv);
+    exps(blk, &unused, st.m, ch.v0, ch.stride, bv, false);
+    write_grad(blk, o, pf, grad_scale(), gv0, ch.v0, ch.stride, bv);
 }

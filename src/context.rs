@@ -95,6 +95,12 @@ pub struct Tuning {
     /// The most vec4s an invocation holds in registers (cross-entropy rows), at most 32. A
     /// row block of up to 256 times this many vec4s is read once; longer rows are read twice.
     pub register_vecs: u32,
+    /// Cross-entropy forward + gradient on rows longer than one lane group holds
+    /// (`lanes * register_vecs` vec4s): `true` reads them in lane-group chunks, statistics
+    /// first, then the logits again for the gradient (no barrier in any kernel); `false` reads
+    /// them once, by segments of several lane groups that merge through workgroup memory. A
+    /// forward pass always takes the chunks (its second pass reads only their statistics).
+    pub chunk_wide_rows: bool,
 }
 
 impl Tuning {
@@ -112,6 +118,9 @@ impl Tuning {
                 },
                 stream_vecs: 32,
                 register_vecs: 32,
+                // A barrier makes llvmpipe run a whole kernel as coroutines: a second read
+                // costs less (PERFORMANCE.md, "Long rows with the gradient").
+                chunk_wide_rows: true,
             }
         } else {
             Tuning {
@@ -122,6 +131,9 @@ impl Tuning {
                 },
                 stream_vecs: 8,
                 register_vecs: 8,
+                // Barriers are cheap on GPUs and memory is what bounds the loss there: read
+                // once (not yet measured on a GPU in this project).
+                chunk_wide_rows: false,
             }
         }
     }

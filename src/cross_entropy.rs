@@ -405,9 +405,8 @@ params! {
         /// Blocks this dispatch covers, and the first of them.
         blocks: u32,
         block_base: u32,
-        /// Chunks of a block's row (chunked layout), and chunks a workgroup index spans.
+        /// Chunks of a block's rows (chunked layout).
         chunks: u32,
-        wg_chunks: u32,
         wg_x: u32,
         partial_base: u32,
         stats_base: u32,
@@ -437,6 +436,7 @@ params! {
         shard_base: u32,
         /// The first element of the window of x, t and grad this dispatch binds.
         bind_base: u32,
+        _pad0: u32,
     }
 }
 
@@ -509,6 +509,13 @@ struct Tiling {
     k: u32,
 }
 
+impl Tiling {
+    /// Blocks a workgroup covers.
+    fn per_wg(self) -> u64 {
+        (WG / self.seg) as u64
+    }
+}
+
 /// Rows per block: the fewest whose elements fill whole vec4s.
 fn rows_per_block(classes: usize) -> usize {
     match classes % 4 {
@@ -561,11 +568,15 @@ impl<'s> Planner<'s> {
         let c = s.shape.classes as u64;
         // Blocks of 2 or 4 rows keep every block on a vec4 boundary; when such a block is too
         // long for one workgroup but a single row is not, rows go one a block, unaligned, and
-        // are still read once.
+        // are still read once by the fused kernel. Where rows that long are read in lane-group
+        // chunks anyway (see `plan`), the aligned blocks are, in vec4s.
         let aligned_rows = rows_per_block(s.shape.classes) as u64;
+        let chunked_anyway =
+            b.ctx().uses_subgroups() && (!s.outputs.grad || tuning.chunk_wide_rows);
         // (Half-precision rows share 32-bit words at their ends: never unaligned.)
         let all_f32 = s.dtype == DType::F32 && s.grad_dtype == DType::F32;
         let unaligned = all_f32
+            && !chunked_anyway
             && aligned_rows > 1
             && fused_tiling(aligned_rows * c / 4, kmax).is_none()
             && fused_tiling(c.div_ceil(4), kmax).is_some();
@@ -655,35 +666,29 @@ impl<'s> Planner<'s> {
         // A segment of one lane group merges by shuffles alone where subgroups are as wide
         // (Tuning::for_adapter makes them so), and a kernel with no barrier compiled in runs
         // faster on lavapipe (PERFORMANCE.md): a forward pass whose rows need wider segments
-        // reads them in such chunks instead (its second pass reads only their statistics).
-        // The tuning, not the subgroup size, picks the layout, so the bits never depend on the
-        // latter. Without subgroups every merge has barriers anyway.
+        // reads them in such chunks instead (its second pass reads only their statistics), and
+        // so does forward + gradient where the tuning says so (`Tuning::chunk_wide_rows`: the
+        // gradient then costs a second read of the logits). The tuning, not the subgroup size,
+        // picks the layout, so the bits never depend on the latter. Without subgroups every
+        // merge has barriers anyway.
         //
-        // The merge pass folds a block's chunk records, chunks / SEG a lane, in each of its
-        // segments: once a block for a forward pass (bounded for lavapipe's loop cap), once a
-        // chunk with the gradient, where it must stay within the K vec4s a lane reads, or the
-        // merges would outgrow the row's own work; longer rows take workgroup-wide chunks.
+        // The merge pass folds each block's chunk records once, chunks / SEG a lane: bounded
+        // for lavapipe's loop cap.
         let ctx = b.ctx();
-        let most_records = if self.s.outputs.grad {
-            self.kmax as u64
-        } else {
-            MAX_RECORDS_PER_LANE
-        };
         let narrow = ctx
             .uses_subgroups()
             .then(|| ctx.tuning().lanes.min(WG))
             .filter(|&seg| {
                 let chunks = self.bv.div_ceil((seg * self.kmax) as u64);
-                chunks.div_ceil(seg as u64) <= most_records
+                chunks.div_ceil(seg as u64) <= MAX_RECORDS_PER_LANE
             })
             // Rows so long that a workgroup's worth of them exceeds one binding cannot be
             // bound a window at a time in narrow chunks: those take workgroup-wide ones.
             .filter(|&seg| self.windows(b, (WG / seg) as u64).is_ok());
+        let split = !self.s.outputs.grad || ctx.tuning().chunk_wide_rows;
         match (fused_tiling(self.bv, self.kmax), narrow) {
-            (Some(t), _) if self.blocks.div_ceil((WG / t.seg) as u64) == 1 => self.single(b, t),
-            (Some(t), Some(seg)) if t.seg > seg && !self.s.outputs.grad && !self.unaligned => {
-                self.chunked(b, seg)
-            }
+            (Some(t), _) if t.per_wg() >= self.blocks => self.single(b, t),
+            (Some(t), Some(seg)) if t.seg > seg && split && !self.unaligned => self.chunked(b, seg),
             (Some(t), _) => self.fused(b, t),
             (None, narrow) => self.chunked(b, narrow.unwrap_or(WG)),
         }
@@ -859,11 +864,17 @@ impl<'s> Planner<'s> {
     }
 
     /// Where the partials of a pass go: `main` segments of `seg` invocations over the full
-    /// blocks, then `tail` over the partial block, WG / seg a workgroup and each pass's
+    /// blocks, then `tail` over the partial block, `per_wg` a workgroup and each pass's
     /// workgroups starting afresh, one partial per group of `pg` invocations (scratch only
     /// when the loss is reduced).
-    fn partials(&self, b: &mut Builder<'_>, seg: u32, main: u64, tail: u64) -> Result<Partials> {
-        let per_wg = (WG / seg) as u64;
+    fn partials(
+        &self,
+        b: &mut Builder<'_>,
+        seg: u32,
+        per_wg: u64,
+        main: u64,
+        tail: u64,
+    ) -> Result<Partials> {
         let pg = partial_group(b.ctx(), seg);
         let parts_per_wg = (WG / pg) as u64;
         let main_wgs = main.div_ceil(per_wg);
@@ -906,7 +917,6 @@ impl<'s> Planner<'s> {
             blocks: self.blocks as u32,
             wg_x: 1,
             chunks: 1,
-            wg_chunks: 1,
             ..self.params(after)
         };
         b.dispatch(&key, &p, self.entries(false, single), (1, 1));
@@ -923,7 +933,7 @@ impl<'s> Planner<'s> {
             base: partial_base,
             tail_base,
             ..
-        } = self.partials(b, t.seg, self.full_blocks, self.tail as u64)?;
+        } = self.partials(b, t.seg, t.per_wg(), self.full_blocks, self.tail as u64)?;
         let key = |vec4| {
             self.key("fused", vec4, t, self.s.outputs.grad)
                 .constant("PG", pg)
@@ -933,7 +943,7 @@ impl<'s> Planner<'s> {
             scale_mode,
             ..Default::default()
         });
-        let per_wg = (WG / t.seg) as u64;
+        let per_wg = t.per_wg();
         let parts_per_wg = (WG / pg) as u64;
         let windows = self.windows(b, per_wg)?;
         for w in &windows {
@@ -943,7 +953,6 @@ impl<'s> Planner<'s> {
                 block_base: w.first_block as u32,
                 wg_x: x,
                 chunks: 1,
-                wg_chunks: 1,
                 partial_base: partial_base + 2 * (w.first_block / per_wg * parts_per_wg) as u32,
                 bind_base: w.base as u32,
                 total: w.elems as u32,
@@ -958,7 +967,6 @@ impl<'s> Planner<'s> {
                 block_base: self.full_blocks as u32,
                 wg_x: 1,
                 chunks: 1,
-                wg_chunks: 1,
                 partial_base: tail_base,
                 bind_base: w.base as u32,
                 total: w.elems as u32,
@@ -969,24 +977,23 @@ impl<'s> Planner<'s> {
         self.reduce(b, parts, partial_base)
     }
 
-    /// Rows longer than a segment of `seg` invocations holds: per-chunk statistics, then a pass
-    /// that merges them and writes the gradient from a second read.
+    /// Rows read in chunks of `seg` invocations: per-chunk statistics, a pass that merges each
+    /// block's and writes its losses and partial, then, for the gradient, a pass that reads
+    /// every chunk again with its block's merged statistics.
     fn chunked(&self, b: &mut Builder<'_>, seg: u32) -> Result<()> {
         let s = self.s;
         let t = Tiling { seg, k: self.kmax };
-        let per_wg = (WG / seg) as u64;
+        let per_wg = t.per_wg();
         let chunks = self.bv.div_ceil((seg * self.kmax) as u64);
         let scale_mode = self.scale_mode(b)?;
         let stats_base = b.scratch(self.blocks * chunks * self.rb * 8)?;
-        let finish_chunks = if s.outputs.grad { chunks } else { 1 };
-        let tail_chunks = if self.tail { finish_chunks } else { 0 };
         let Partials {
             pg,
             parts,
             base: partial_base,
             tail_base,
             ..
-        } = self.partials(b, seg, self.full_blocks * finish_chunks, tail_chunks)?;
+        } = self.partials(b, seg, per_wg, self.full_blocks, self.tail as u64)?;
         let key = |entry, vec4, grad| self.key(entry, vec4, t, grad).constant("PG", pg);
         let base = CeParams {
             chunks: chunks as u32,
@@ -1006,7 +1013,7 @@ impl<'s> Planner<'s> {
             Vec::new()
         };
         for w in &windows {
-            let first_wg = w.first_block * finish_chunks / per_wg;
+            let first_wg = w.first_block / per_wg;
             passes.push((
                 true,
                 *w,
@@ -1023,26 +1030,35 @@ impl<'s> Planner<'s> {
             total: w.elems as u32,
             ..base
         };
+        let grad = s.outputs.grad;
         for (vec4, w, _) in &passes {
             let (x, y) = b.fold((w.blocks * chunks).div_ceil(per_wg))?;
-            let p = CeParams {
-                wg_chunks: chunks as u32,
-                wg_x: x,
-                ..at(w)
-            };
+            let p = CeParams { wg_x: x, ..at(w) };
             let key = key("stats", *vec4, false);
             b.dispatch(&key, &p, self.entries_at(*vec4, false, *w), (x, y));
         }
         for (vec4, w, pbase) in &passes {
-            let (x, y) = b.fold((w.blocks * finish_chunks).div_ceil(per_wg))?;
+            let (x, y) = b.fold(w.blocks.div_ceil(per_wg))?;
             let p = CeParams {
-                wg_chunks: finish_chunks as u32,
                 wg_x: x,
                 partial_base: *pbase,
                 ..at(w)
             };
-            let key = key("finish", *vec4, s.outputs.grad);
+            let key = key("finish", *vec4, grad);
             b.dispatch(&key, &p, self.entries_at(*vec4, false, *w), (x, y));
+        }
+        if grad {
+            for (vec4, w, _) in &passes {
+                let (x, y) = b.fold((w.blocks * chunks).div_ceil(per_wg))?;
+                // Neither row losses nor partials: the finish pass wrote them.
+                let p = CeParams {
+                    wg_x: x,
+                    flags: 0,
+                    ..at(w)
+                };
+                let key = key("gradient", *vec4, true);
+                b.dispatch(&key, &p, self.entries_at(*vec4, false, *w), (x, y));
+            }
         }
         self.reduce(b, parts, partial_base)
     }

@@ -64,7 +64,8 @@ pub struct BenchArgs {
     /// between `<!-- bench:start -->` and `<!-- bench:end -->`.
     #[arg(long)]
     readme: Option<PathBuf>,
-    /// Override the adapter's tuning: lanes,stream_vecs,register_vecs (see `Tuning`).
+    /// Override the adapter's tuning: lanes,stream_vecs,register_vecs[,chunk_wide_rows] (see
+    /// `Tuning`; chunk_wide_rows 0 or 1, the adapter's own choice when left out).
     #[arg(long, value_delimiter = ',')]
     tuning: Vec<u32>,
     /// Also time what a caller waits for, by the wall clock: the convenience call on host data
@@ -202,6 +203,9 @@ fn cases(a: &BenchArgs, max_elements: usize) -> Result<Vec<Case>, String> {
 }
 
 /// Checks the arguments without a device: repetitions, the tuning's shape, the cases.
+const TUNING_USAGE: &str =
+    "--tuning takes three or four numbers: lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1]";
+
 pub fn check(a: &BenchArgs) -> Result<(), String> {
     if a.reps < 10 {
         return Err(format!("--reps {}: at least 10 repetitions", a.reps));
@@ -209,8 +213,8 @@ pub fn check(a: &BenchArgs) -> Result<(), String> {
     if a.eval_reps == 0 {
         return Err("--eval-reps 0: at least one run".into());
     }
-    if !matches!(a.tuning.len(), 0 | 3) {
-        return Err("--tuning takes three numbers: lanes,stream_vecs,register_vecs".into());
+    if !matches!(a.tuning.len(), 0 | 3 | 4) || a.tuning.get(3).is_some_and(|&c| c > 1) {
+        return Err(TUNING_USAGE.into());
     }
     if a.linear_reps == 0 {
         return Err("--linear-reps 0: at least one repetition".into());
@@ -234,19 +238,26 @@ fn only_separate(a: &BenchArgs) -> bool {
 pub fn run(a: &BenchArgs) -> Result<(), String> {
     check(a)?;
     let mut options = wgpu_loss::ContextOptions::default();
-    match a.tuning[..] {
-        [lanes, stream_vecs, register_vecs] => {
-            options = options.tuning(wgpu_loss::Tuning {
-                lanes,
-                stream_vecs,
-                register_vecs,
-            })
-        }
-        [] => {}
-        _ => return Err("--tuning takes three numbers: lanes,stream_vecs,register_vecs".into()),
-    }
     if let Some(on) = a.native_f16 {
         options = options.native_f16(on);
+    }
+    if let [lanes, stream_vecs, register_vecs, ..] = a.tuning[..] {
+        let chunk_wide_rows = match a.tuning.get(3) {
+            Some(&c) => c == 1,
+            // The adapter's own choice: ask a context made without the override.
+            None => {
+                wgpu_loss::Context::with_options(options.clone())
+                    .map_err(|e| e.to_string())?
+                    .tuning()
+                    .chunk_wide_rows
+            }
+        };
+        options = options.tuning(wgpu_loss::Tuning {
+            lanes,
+            stream_vecs,
+            register_vecs,
+            chunk_wide_rows,
+        });
     }
     let ctx = wgpu_loss::Context::with_options(options).map_err(|e| e.to_string())?;
     if a.loss.iter().any(|l| l == "linear-cross-entropy") {
