@@ -864,17 +864,11 @@ impl<'s> Planner<'s> {
     }
 
     /// Where the partials of a pass go: `main` segments of `seg` invocations over the full
-    /// blocks, then `tail` over the partial block, `per_wg` a workgroup and each pass's
+    /// blocks, then `tail` over the partial block, WG / seg a workgroup and each pass's
     /// workgroups starting afresh, one partial per group of `pg` invocations (scratch only
     /// when the loss is reduced).
-    fn partials(
-        &self,
-        b: &mut Builder<'_>,
-        seg: u32,
-        per_wg: u64,
-        main: u64,
-        tail: u64,
-    ) -> Result<Partials> {
+    fn partials(&self, b: &mut Builder<'_>, seg: u32, main: u64, tail: u64) -> Result<Partials> {
+        let per_wg = (WG / seg) as u64;
         let pg = partial_group(b.ctx(), seg);
         let parts_per_wg = (WG / pg) as u64;
         let main_wgs = main.div_ceil(per_wg);
@@ -933,7 +927,7 @@ impl<'s> Planner<'s> {
             base: partial_base,
             tail_base,
             ..
-        } = self.partials(b, t.seg, t.per_wg(), self.full_blocks, self.tail as u64)?;
+        } = self.partials(b, t.seg, self.full_blocks, self.tail as u64)?;
         let key = |vec4| {
             self.key("fused", vec4, t, self.s.outputs.grad)
                 .constant("PG", pg)
@@ -993,7 +987,7 @@ impl<'s> Planner<'s> {
             base: partial_base,
             tail_base,
             ..
-        } = self.partials(b, seg, per_wg, self.full_blocks, self.tail as u64)?;
+        } = self.partials(b, seg, self.full_blocks, self.tail as u64)?;
         let key = |entry, vec4, grad| self.key(entry, vec4, t, grad).constant("PG", pg);
         let base = CeParams {
             chunks: chunks as u32,
