@@ -71,8 +71,13 @@ override WANT_ARGMAX: bool = false;
 // A shard of a vocabulary (classes [class_offset, class_offset + CLASSES) of params.vocab): 1
 // writes each row's statistics, 2 the gradient from the combined statistics of all shards.
 override SHARD: u32 = 0u;
+// Side outputs and inputs: bit 0 the log-sum-exp, 1 row losses beside a reduced loss (both into
+// scratch), 2 one upstream gradient, 3 one a row (from scratch). A constant of the pipeline,
+// like ROW_LOSS (common/outputs.wgsl): lavapipe pays for uniform-conditional stores even where
+// they never run.
+override SIDE: u32 = 0u;
 // What happens after the statistics (row losses, partials, a single workgroup's reduced value,
-// the gradient's scale) is chosen by uniforms: see common/outputs.wgsl.
+// the gradient's scale): see common/outputs.wgsl.
 const KMAX: u32 = 32u;
 // Identity of max. Finite, so that rows or chunks whose entries are all -inf give a zero sum of
 // exponentials instead of exp(-inf - -inf) = NaN; the row's loss still comes out as PyTorch's.
@@ -772,14 +777,14 @@ fn write_grad(blk: Block, o: RowOut, pf: vec4<f32>, scale: f32, gv0: u32, v0: u3
 #endunroll
 }
 
-// The upstream gradient of each row of a block (params.side bit 2: one value for all, in
+// The upstream gradient of each row of a block (SIDE bit 2: one value for all, in
 // scratch at go_base; bit 3: one a row), 1 without one.
 fn upstream(blk: Block) -> vec4<f32> {
-    if ((params.side & 4u) != 0u) {
+    if ((SIDE & 4u) != 0u) {
         return vec4<f32>(scratch.data[params.go_base]);
     }
     var up = vec4<f32>(1.0);
-    if ((params.side & 8u) != 0u) {
+    if ((SIDE & 8u) != 0u) {
         for (var r = 0u; r < ROWS; r++) {
             if (r < blk.nrows) {
                 up[r] = scratch.data[params.go_base + blk.row0 + r];
@@ -789,7 +794,7 @@ fn upstream(blk: Block) -> vec4<f32> {
     return up;
 }
 
-// Per-row outputs of a finished block: row losses, the side outputs (params.side bit 0: the
+// Per-row outputs of a finished block: row losses, the side outputs (SIDE bit 0: the
 // log-sum-exp, bit 1: row losses beside a reduced loss, into scratch, copied out after the
 // pass), invalid targets, and the block's partial.
 fn emit_rows(blk: Block, o: RowOut) -> vec2<f32> {
@@ -801,10 +806,10 @@ fn emit_rows(blk: Block, o: RowOut) -> vec2<f32> {
         if (want_row_loss()) {
             loss[blk.row0 + r] = o.loss[r];
         }
-        if ((params.side & 1u) != 0u) {
+        if ((SIDE & 1u) != 0u) {
             scratch.data[params.lse_base + blk.row0 + r] = o.lse[r];
         }
-        if ((params.side & 2u) != 0u) {
+        if ((SIDE & 2u) != 0u) {
             scratch.data[params.rows_base + blk.row0 + r] = o.loss[r];
         }
         if (WANT_ARGMAX) {

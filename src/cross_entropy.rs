@@ -421,9 +421,7 @@ params! {
         flags: u32,
         scale_mode: u32,
         final_mode: u32,
-        /// Side outputs and inputs (bit 0 lse, 1 row losses, 2 one upstream gradient, 3 one a
-        /// row) and where they live in scratch.
-        side: u32,
+        /// Where the side outputs and inputs live in scratch (which ones: the `SIDE` constant).
         lse_base: u32,
         rows_base: u32,
         go_base: u32,
@@ -437,6 +435,7 @@ params! {
         /// The first element of the window of x, t and grad this dispatch binds.
         bind_base: u32,
         _pad0: u32,
+        _pad1: u32,
     }
 }
 
@@ -557,6 +556,9 @@ struct Planner<'s> {
     finish: Option<Finish>,
     /// The mean divides by a sum of class weights that only the data knows.
     weighted_mean: bool,
+    /// Side outputs and inputs, the shader's `SIDE` constant (bit 0 lse, 1 row losses beside a
+    /// reduced loss, 2 one upstream gradient, 3 one a row).
+    side: u32,
     base: CeParams,
 }
 
@@ -607,6 +609,7 @@ impl<'s> Planner<'s> {
             reduced,
             finish,
             weighted_mean,
+            side: 0,
             base: CeParams {
                 rows: n as u32,
                 classes: c as u32,
@@ -629,16 +632,16 @@ impl<'s> Planner<'s> {
         let p = &mut self.base;
         if d.lse {
             p.lse_base = b.side(Slot::Lse, "lse", 4 * n, Access::Write)?;
-            p.side |= 1;
+            self.side |= 1;
         }
         if d.row_losses {
             p.rows_base = b.side(Slot::RowLoss, "row_loss", 4 * n, Access::Write)?;
-            p.side |= 2;
+            self.side |= 2;
         }
         if d.grad_output {
             let len = d.grad_output_len() as u64;
             p.go_base = b.side(Slot::GradOutput, "grad_output", 4 * len, Access::Read)?;
-            p.side |= if d.reduction.is_reduced() { 4 } else { 8 };
+            self.side |= if d.reduction.is_reduced() { 4 } else { 8 };
         }
         if let Some(sh) = d.shard {
             p.class_offset = sh.offset as u32;
@@ -728,10 +731,18 @@ impl<'s> Planner<'s> {
         Ok(())
     }
 
-    /// The pipeline of `entry` for this plan, with the variant's constants.
-    fn key(&self, entry: &'static str, vec4: bool, t: Tiling, grad: bool) -> PipelineKey {
+    /// The pipeline of `entry` for this plan, with the variant's constants, for a dispatch that
+    /// does `after` after its statistics.
+    fn key(
+        &self,
+        entry: &'static str,
+        vec4: bool,
+        t: Tiling,
+        grad: bool,
+        after: After,
+    ) -> PipelineKey {
         let s = self.s;
-        PipelineKey::new(Shader::CrossEntropy, entry)
+        let key = PipelineKey::new(Shader::CrossEntropy, entry)
             .define("VEC4", vec4 && !self.unaligned)
             .define("UNALIGNED", self.unaligned)
             .define("INPLACE", s.in_place)
@@ -759,16 +770,22 @@ impl<'s> Planner<'s> {
                     Some(ShardStep::Gradient) => 2,
                 },
             )
+            .constant("SIDE", self.side);
+        after.key(key)
+    }
+
+    /// `a`, writing row losses where the plan has them (every dispatch that finishes rows).
+    fn after(&self, a: After) -> After {
+        After {
+            row_loss: self.s.outputs.loss && !self.reduced,
+            ..a
+        }
     }
 
     /// The parameters of a dispatch that does `after` after its loops.
     fn params(&self, after: After) -> CeParams {
         CeParams {
-            flags: After {
-                row_loss: self.s.outputs.loss && !self.reduced,
-                ..after
-            }
-            .flags(),
+            flags: after.flags(),
             scale_mode: after.scale_mode,
             final_mode: after.final_mode,
             ..self.base
@@ -900,13 +917,13 @@ impl<'s> Planner<'s> {
         let want_grad = self.s.outputs.grad;
         let scale_in_kernel = want_grad && self.weighted_mean;
         let single = self.reduced || scale_in_kernel;
-        let after = After {
+        let after = self.after(After {
             single,
             scale_mode: if scale_in_kernel { 2 } else { 0 },
             final_mode: After::final_mode(self.finish),
             ..Default::default()
-        };
-        let key = after.key(self.key("fused", false, t, want_grad));
+        });
+        let key = self.key("fused", false, t, want_grad, after);
         let p = CeParams {
             blocks: self.blocks as u32,
             wg_x: 1,
@@ -928,15 +945,16 @@ impl<'s> Planner<'s> {
             tail_base,
             ..
         } = self.partials(b, t.seg, self.full_blocks, self.tail as u64)?;
-        let key = |vec4| {
-            self.key("fused", vec4, t, self.s.outputs.grad)
-                .constant("PG", pg)
-        };
-        let base = self.params(After {
+        let after = self.after(After {
             partial: self.reduced,
             scale_mode,
             ..Default::default()
         });
+        let key = |vec4| {
+            self.key("fused", vec4, t, self.s.outputs.grad, after)
+                .constant("PG", pg)
+        };
+        let base = self.params(after);
         let per_wg = t.per_wg();
         let parts_per_wg = (WG / pg) as u64;
         let windows = self.windows(b, per_wg)?;
@@ -988,15 +1006,23 @@ impl<'s> Planner<'s> {
             tail_base,
             ..
         } = self.partials(b, seg, self.full_blocks, self.tail as u64)?;
-        let key = |entry, vec4, grad| self.key(entry, vec4, t, grad).constant("PG", pg);
+        // The statistics and gradient passes write neither row losses nor partials: the
+        // finish pass does.
+        let after = self.after(After {
+            partial: self.reduced,
+            scale_mode,
+            ..Default::default()
+        });
+        let quiet = After {
+            scale_mode,
+            ..Default::default()
+        };
+        let key =
+            |entry, vec4, grad, after| self.key(entry, vec4, t, grad, after).constant("PG", pg);
         let base = CeParams {
             chunks: chunks as u32,
             stats_base,
-            ..self.params(After {
-                partial: self.reduced,
-                scale_mode,
-                ..Default::default()
-            })
+            ..self.params(after)
         };
         // (vec4, window, first partial) of the full blocks' windows and of the tail.
         let parts_per_wg = (WG / pg) as u64;
@@ -1028,7 +1054,7 @@ impl<'s> Planner<'s> {
         for (vec4, w, _) in &passes {
             let (x, y) = b.fold((w.blocks * chunks).div_ceil(per_wg))?;
             let p = CeParams { wg_x: x, ..at(w) };
-            let key = key("stats", *vec4, false);
+            let key = key("stats", *vec4, false, quiet);
             b.dispatch(&key, &p, self.entries_at(*vec4, false, *w), (x, y));
         }
         for (vec4, w, pbase) in &passes {
@@ -1038,19 +1064,18 @@ impl<'s> Planner<'s> {
                 partial_base: *pbase,
                 ..at(w)
             };
-            let key = key("finish", *vec4, grad);
+            let key = key("finish", *vec4, grad, after);
             b.dispatch(&key, &p, self.entries_at(*vec4, false, *w), (x, y));
         }
         if grad {
             for (vec4, w, _) in &passes {
                 let (x, y) = b.fold((w.blocks * chunks).div_ceil(per_wg))?;
-                // Neither row losses nor partials: the finish pass wrote them.
                 let p = CeParams {
                     wg_x: x,
-                    flags: 0,
+                    flags: quiet.flags(),
                     ..at(w)
                 };
-                let key = key("gradient", *vec4, true);
+                let key = key("gradient", *vec4, true, quiet);
                 b.dispatch(&key, &p, self.entries_at(*vec4, false, *w), (x, y));
             }
         }

@@ -200,17 +200,18 @@ impl Family for NllDesc {
         } else {
             Finish::Sum
         });
+        // `a`, writing row losses where the plan has them (every dispatch of the loss).
+        let with_rows = |a: After| After {
+            row_loss: want_loss && !reduced,
+            ..a
+        };
         // The parameters of a dispatch that does `a` after its loops.
         let after = |a: After| NllParams {
             rows: n as u32,
             total: total as u32,
             ignore_index,
             grad_scale: 1.0,
-            flags: After {
-                row_loss: want_loss && !reduced,
-                ..a
-            }
-            .flags(),
+            flags: a.flags(),
             scale_mode: a.scale_mode,
             final_mode: a.final_mode,
             ..Default::default()
@@ -231,12 +232,12 @@ impl Family for NllDesc {
             // included, in one dispatch.
             let scale_in_kernel = want_grad && mean;
             let is_single = reduced || scale_in_kernel;
-            let single_after = After {
+            let single_after = with_rows(After {
                 single: is_single,
                 scale_mode: if scale_in_kernel { 2 } else { 0 },
                 final_mode: After::final_mode(finish),
                 ..Default::default()
-            };
+            });
             let p = NllParams {
                 loss_rows: n as u32,
                 vecs: grad_vecs as u32,
@@ -259,11 +260,12 @@ impl Family for NllDesc {
         } else {
             0
         };
-        let base = after(After {
+        let base_after = with_rows(After {
             partial: reduced,
             scale_mode,
             ..Default::default()
         });
+        let base = after(base_after);
         let loss = loss_res(want_loss, reduced, false, View::Scalar(4 * n));
         // The loss: windows of whole rows of x, each row's (loss, weight) to scratch when
         // reduced, then their reduction over rows.
@@ -288,7 +290,7 @@ impl Family for NllDesc {
                     bind_base: w.base as u32,
                     ..base
                 };
-                let key = key(false).constant("WANT_GRAD", 0u32);
+                let key = base_after.key(key(false).constant("WANT_GRAD", 0u32));
                 b.dispatch(
                     &key,
                     &p,

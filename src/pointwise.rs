@@ -664,11 +664,7 @@ impl Stream<'_> {
                 vec_base: vec_base as u32,
                 wg_x,
                 partial_base,
-                flags: After {
-                    row_loss: want_loss && !reduced,
-                    ..after
-                }
-                .flags(),
+                flags: after.flags(),
                 final_mode: 1,
                 ..self.params()
             }
@@ -687,6 +683,7 @@ impl Stream<'_> {
             // no more vec4s per invocation than the problem needs.
             let after = After {
                 single: reduced,
+                row_loss: per_element,
                 ..Default::default()
             };
             let k = m.div_ceil(4 * WG as u64).max(1) as u32;
@@ -707,6 +704,7 @@ impl Stream<'_> {
         let partial_base = if reduced { b.scratch(2 * parts)? } else { 0 };
         let after = After {
             partial: reduced,
+            row_loss: per_element,
             ..Default::default()
         };
         // Each window's workgroups write the partials they would with one binding.
@@ -724,7 +722,7 @@ impl Stream<'_> {
                 )
             };
             let e = entries(true, false, w.base, 4 * (w.first + w.units) - w.base);
-            b.dispatch(&self.key(b, "main", true), &p, e, (x, y));
+            b.dispatch(&after.key(self.key(b, "main", true)), &p, e, (x, y));
         }
         if tail > 0 {
             // The tail is bound in the last window, from its first element to the end.
@@ -735,7 +733,7 @@ impl Stream<'_> {
                 ..params(1, full, 1, tail_base, after)
             };
             let e = entries(false, false, base, m - base);
-            b.dispatch(&self.key(b, "main", false), &p, e, (1, 1));
+            b.dispatch(&after.key(self.key(b, "main", false)), &p, e, (1, 1));
         }
         if reduced {
             let finish = if mean {

@@ -225,10 +225,12 @@ impl Res {
 }
 
 /// What a loss kernel does after its loops (shaders/common/outputs.wgsl): the one place its
-/// uniforms `flags`, `scale_mode` and `final_mode` are chosen.
+/// uniforms `flags`, `scale_mode` and `final_mode`, and its constants `ROW_LOSS` and `SINGLE`,
+/// are chosen.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct After {
-    /// Write per-row (per-element) losses.
+    /// Write per-row (per-element) losses: the kernel's `ROW_LOSS` override constant, set on the
+    /// dispatch's pipeline by [`After::key`].
     pub row_loss: bool,
     /// Write partial sums to scratch.
     pub partial: bool,
@@ -246,12 +248,18 @@ pub struct After {
 impl After {
     /// `params.flags`.
     pub fn flags(&self) -> u32 {
-        self.row_loss as u32 | (self.partial as u32) << 1
+        self.partial as u32
     }
 
-    /// The pipeline of a dispatch that does this: `key` with `SINGLE` set when one workgroup
-    /// reduces everything (a pipeline of its own: see shaders/common/outputs.wgsl).
+    /// The pipeline of a dispatch that does this: `key` with `ROW_LOSS` set when it writes row
+    /// losses and `SINGLE` when one workgroup reduces everything (pipelines of their own: see
+    /// shaders/common/outputs.wgsl).
     pub fn key(&self, key: PipelineKey) -> PipelineKey {
+        let key = if self.row_loss {
+            key.constant("ROW_LOSS", 1u32)
+        } else {
+            key
+        };
         if self.single {
             key.constant("SINGLE", 1u32)
         } else {

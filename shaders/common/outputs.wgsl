@@ -1,10 +1,11 @@
-// What a loss kernel does with its losses after its loops, chosen per dispatch by uniforms (it
-// is outside the hot loops, and one pipeline then serves every reduction and every dispatch of a
-// plan), except SINGLE. The host fills them from one place, `After` in src/program.rs; the
-// includer's Params has `flags`, `scale_mode`, `final_mode`, `mean_den`, `grad_scale` and
-// `partial_base`.
-//   flags bit 0 (ROW_LOSS): write per-row (per-element) losses; bit 1 (PARTIAL): write partial
-//   sums to scratch.
+// What a loss kernel does with its losses after its loops, chosen per dispatch by uniforms (one
+// pipeline then serves every reduction and every dispatch of a plan), except ROW_LOSS and
+// SINGLE. The host fills them from one place, `After` in src/program.rs; the includer's Params
+// has `flags`, `scale_mode`, `final_mode`, `mean_den`, `grad_scale` and `partial_base`.
+//   flags bit 0 (PARTIAL): write partial sums to scratch.
+//   ROW_LOSS, an override constant (`After::key`): write per-row (per-element) losses. A
+//   constant, not a flag: lavapipe runs a store under a uniform condition as a loop over the
+//   lanes, paid even where the condition is false (PERFORMANCE.md).
 //   SINGLE, an override constant (`After::key` sets it on the pipeline of a plan's one-workgroup
 //   dispatch): one workgroup holds the whole problem and writes the reduced value itself. Its
 //   workgroup-wide sum and barrier exist only in those pipelines: lavapipe pays for a barrier
@@ -16,12 +17,14 @@
 #import scratch
 #import segment
 
+override ROW_LOSS: bool = false;
+
 fn want_row_loss() -> bool {
-    return (params.flags & 1u) != 0u;
+    return ROW_LOSS;
 }
 
 fn want_partial() -> bool {
-    return (params.flags & 2u) != 0u;
+    return (params.flags & 1u) != 0u;
 }
 
 override SINGLE: bool = false;
