@@ -106,7 +106,11 @@ pub struct Tuning {
 impl Tuning {
     /// The tuning measured best for this kind of adapter. CPU drivers (lavapipe) run a lane
     /// group of their SIMD width (the subgroup size) as one instruction and want long
-    /// contiguous runs per invocation; GPUs want warp-wide lane groups and few registers.
+    /// contiguous runs per invocation; GPUs want warp-wide lane groups and few registers. The
+    /// same adapter can want another tuning on another host (on lavapipe, `chunk_wide_rows`
+    /// depends on the CPU): `wgpu-loss tune` measures the neighbours of this choice on the
+    /// machine, for a caller to pin with [`ContextOptions::tuning`]. Nothing here measures:
+    /// the layout, and so the bits, of a plan never depend on a timing.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         let sg = info.subgroup_min_size;
         if info.device_type == wgpu::DeviceType::Cpu {
@@ -119,7 +123,9 @@ impl Tuning {
                 stream_vecs: 32,
                 register_vecs: 32,
                 // A barrier makes llvmpipe run a whole kernel as coroutines: a second read
-                // costs less (PERFORMANCE.md, "Long rows with the gradient").
+                // cost less on the host where this was chosen, and more on another measured
+                // since (PERFORMANCE.md, "Long rows with the gradient" and "A tuning measured
+                // on the machine").
                 chunk_wide_rows: true,
             }
         } else {

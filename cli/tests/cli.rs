@@ -724,6 +724,116 @@ fn bench_end_to_end() {
     );
 }
 
+/// `tune` measures each parameter's candidates and prints a tuning to pin; `eval` takes it, and
+/// its loss and gradient under that tuning (and under another layout of the same rows) match
+/// the reference. What wins is the machine's to say: only the shape of the answer is checked.
+#[test]
+fn tune_prints_a_tuning_that_eval_takes() {
+    let out = run(&[
+        "tune",
+        "--size",
+        "2^15",
+        "--classes",
+        "10,2000",
+        "--rounds",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for table in ["register_vecs", "chunk_wide_rows", "stream_vecs"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{table} = "))),
+            "{table}: {text}"
+        );
+    }
+    assert!(text.contains("cross-entropy C=2000 fwd+grad"), "{text}");
+    assert!(text.contains("mse fwd+grad"), "{text}");
+    let pinned = text
+        .lines()
+        .find_map(|l| l.strip_prefix("pin it: `--tuning "))
+        .and_then(|l| l.split('`').next())
+        .unwrap_or_else(|| panic!("no tuning to pin: {text}"));
+    let numbers: Vec<u32> = pinned.split(',').map(|n| n.parse().unwrap()).collect();
+    assert_eq!(numbers.len(), 4, "{pinned}");
+    assert!(numbers[3] <= 1, "{pinned}");
+
+    // Rows of 2000 classes: with chunk_wide_rows 1 read in lane-group chunks where there are
+    // subgroups, with 0 read once; the register tile halved as well.
+    let d = dir("tune");
+    let mut rng = Rng::new(7);
+    let (n, c) = (5, 2000);
+    let logits = rng.vec(n * c, -4.0, 4.0);
+    let targets = rng.classes(n, c);
+    write(&d.join("x.npy"), &[n as u64, c as u64], &logits);
+    write(&d.join("y.npy"), &[n as u64], &targets);
+    let reference = cpu_ce(&logits, &targets, c, None, &CeOptions::default()).unwrap();
+    for tuning in [pinned, "8,32,32,1", "8,32,16,0"] {
+        let g = d.join("g.npy");
+        let out = run(&[
+            "eval",
+            "cross-entropy",
+            "--logits",
+            s(&d.join("x.npy")),
+            "--targets",
+            s(&d.join("y.npy")),
+            "--grad-out",
+            s(&g),
+            "--tuning",
+            tuning,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t = &v["adapter"]["tuning"];
+        let used: Vec<u32> = ["lanes", "stream_vecs", "register_vecs"]
+            .iter()
+            .map(|k| t[k].as_u64().unwrap() as u32)
+            .chain([t["chunk_wide_rows"].as_bool().unwrap() as u32])
+            .collect();
+        let asked: Vec<u32> = tuning.split(',').map(|n| n.parse().unwrap()).collect();
+        assert_eq!(used, asked, "the tuning eval planned with");
+        assert_scalar(
+            &format!("loss under --tuning {tuning}"),
+            v["value"].as_f64().unwrap() as f32,
+            reference.value.unwrap(),
+            TOL,
+        );
+        let (_, grad) = read_npy(&g);
+        assert_close(
+            &format!("grad under --tuning {tuning}"),
+            &grad,
+            &reference.grad,
+            TOL,
+        );
+    }
+    fails_with(&["tune", "--rounds", "0"], "--rounds");
+    fails_with(&["tune", "--classes", "0"], "--classes");
+    fails_with(&["tune", "--tuning", "8,32"], "--tuning");
+    fails_with(
+        &[
+            "eval",
+            "cross-entropy",
+            "--logits",
+            s(&d.join("x.npy")),
+            "--targets",
+            s(&d.join("y.npy")),
+            "--tuning",
+            "8,32,32,2",
+        ],
+        "--tuning",
+    );
+}
+
 #[test]
 fn half_precision_files() {
     use wgpu_loss::{CrossEntropyDesc, DType, Inputs, bf16, f16};

@@ -128,7 +128,7 @@ impl Row {
     }
 }
 
-fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();
     let bad = || format!("--sizes: {s:?} is not a count (e.g. 1048576 or 2^20)");
     match s.split_once('^') {
@@ -203,9 +203,6 @@ fn cases(a: &BenchArgs, max_elements: usize) -> Result<Vec<Case>, String> {
 }
 
 /// Checks the arguments without a device: repetitions, the tuning's shape, the cases.
-const TUNING_USAGE: &str =
-    "--tuning takes three or four numbers: lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1]";
-
 pub fn check(a: &BenchArgs) -> Result<(), String> {
     if a.reps < 10 {
         return Err(format!("--reps {}: at least 10 repetitions", a.reps));
@@ -213,9 +210,7 @@ pub fn check(a: &BenchArgs) -> Result<(), String> {
     if a.eval_reps == 0 {
         return Err("--eval-reps 0: at least one run".into());
     }
-    if !matches!(a.tuning.len(), 0 | 3 | 4) || a.tuning.get(3).is_some_and(|&c| c > 1) {
-        return Err(TUNING_USAGE.into());
-    }
+    super::check_tuning(&a.tuning)?;
     if a.linear_reps == 0 {
         return Err("--linear-reps 0: at least one repetition".into());
     }
@@ -241,24 +236,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
     if let Some(on) = a.native_f16 {
         options = options.native_f16(on);
     }
-    if let [lanes, stream_vecs, register_vecs, ..] = a.tuning[..] {
-        let chunk_wide_rows = match a.tuning.get(3) {
-            Some(&c) => c == 1,
-            // The adapter's own choice: ask a context made without the override.
-            None => {
-                wgpu_loss::Context::with_options(options.clone())
-                    .map_err(|e| e.to_string())?
-                    .tuning()
-                    .chunk_wide_rows
-            }
-        };
-        options = options.tuning(wgpu_loss::Tuning {
-            lanes,
-            stream_vecs,
-            register_vecs,
-            chunk_wide_rows,
-        });
-    }
+    options = super::with_tuning(options, &a.tuning)?;
     let ctx = wgpu_loss::Context::with_options(options).map_err(|e| e.to_string())?;
     if a.loss.iter().any(|l| l == "linear-cross-entropy") {
         linear::run(&ctx, a)?;

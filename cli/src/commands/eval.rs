@@ -12,7 +12,7 @@ use wgpu_loss::{
 
 use super::images::{self, ImageArgs};
 use super::npy::{self, Floats, Targets};
-use super::{Common, adapter_json, context_with};
+use super::{Common, adapter_json, context_with, with_tuning};
 
 #[derive(Subcommand)]
 pub enum LossArgs {
@@ -349,6 +349,7 @@ impl LossArgs {
 pub fn run(args: LossArgs) -> Result<(), String> {
     let mut options = ContextOptions::default();
     options.max_binding = args.common().max_binding;
+    let options = with_tuning(options, &args.common().tuning)?;
     let ctx = context_with(options)?;
     let (evaluated, common) = match args {
         LossArgs::Mse(a) => (pointwise(&ctx, Pointwise::Mse, &a, None, None)?, a.common),

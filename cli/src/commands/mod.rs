@@ -1,4 +1,4 @@
-//! The `wgpu-loss` command line: `info`, `eval`, `demo`, `bench`, `train`.
+//! The `wgpu-loss` command line: `info`, `eval`, `demo`, `bench`, `tune`, `train`.
 
 mod bench;
 mod demo;
@@ -8,6 +8,7 @@ mod info;
 mod npy;
 mod plot;
 mod train;
+mod tune;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,10 @@ enum Cmd {
     /// Measure every kernel on this adapter against its ceilings (a buffer copy and a trivial
     /// kernel of the same access pattern, measured in the same run).
     Bench(bench::BenchArgs),
+    /// Measure the adapter's tuning against its neighbours (the layout of cross-entropy's long
+    /// rows, the register tile, the vec4s a streaming invocation takes) and print the fastest,
+    /// to pin with --tuning or ContextOptions::tuning.
+    Tune(tune::TuneArgs),
     /// Train softmax regression (a linear layer with bias, then cross-entropy) on the GPU:
     /// the fused linear + cross-entropy kernel and the update step, from zero parameters.
     Train(train::TrainArgs),
@@ -74,6 +79,11 @@ pub struct Common {
     /// cheaply, or what WebGPU's default of 134217728 (128 MiB) would do. At least 1048576.
     #[arg(long, value_name = "BYTES")]
     max_binding: Option<u64>,
+    /// Override the adapter's tuning: lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1]
+    /// (see `Tuning`, and `wgpu-loss tune` for the fastest on this machine). The layout, and
+    /// so the last bits of a result, depends on it.
+    #[arg(long, value_delimiter = ',')]
+    tuning: Vec<u32>,
 }
 
 impl Cli {
@@ -82,6 +92,7 @@ impl Cli {
     pub fn check(&self) -> Result<(), String> {
         match &self.cmd {
             Cmd::Bench(args) => bench::check(args),
+            Cmd::Tune(args) => tune::check(args),
             _ => Ok(()),
         }
     }
@@ -93,21 +104,72 @@ impl Cli {
             Cmd::Eval { loss } => eval::run(loss),
             Cmd::Demo(args) => demo::run(&args),
             Cmd::Bench(args) => bench::run(&args),
+            Cmd::Tune(args) => tune::run(&args),
             Cmd::Train(args) => train::run(&args),
         }
     }
 }
 
-/// The adapter, as JSON.
+/// The adapter, and the tuning the context plans with (a result's layout depends on it), as
+/// JSON.
 pub fn adapter_json(ctx: &wgpu_loss::Context) -> serde_json::Value {
     let info = ctx.adapter_info();
+    let t = ctx.tuning();
     serde_json::json!({
         "name": info.name,
         "backend": info.backend.to_string(),
         "device_type": format!("{:?}", info.device_type),
         "driver": info.driver,
         "driver_info": info.driver_info,
+        "tuning": {
+            "lanes": t.lanes,
+            "stream_vecs": t.stream_vecs,
+            "register_vecs": t.register_vecs,
+            "chunk_wide_rows": t.chunk_wide_rows,
+        },
     })
+}
+
+const TUNING_USAGE: &str =
+    "--tuning takes three or four numbers: lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1]";
+
+/// Checks the shape of a `--tuning` argument (its values are the library's to check).
+pub fn check_tuning(t: &[u32]) -> Result<(), String> {
+    if !matches!(t.len(), 0 | 3 | 4) || t.get(3).is_some_and(|&c| c > 1) {
+        return Err(TUNING_USAGE.into());
+    }
+    Ok(())
+}
+
+/// `options` with the tuning of a `--tuning` argument (empty: unchanged). Without its fourth
+/// number, chunk_wide_rows is the adapter's own choice.
+pub fn with_tuning(
+    options: wgpu_loss::ContextOptions,
+    t: &[u32],
+) -> Result<wgpu_loss::ContextOptions, String> {
+    check_tuning(t)?;
+    let [lanes, stream_vecs, register_vecs, ..] = t[..] else {
+        return Ok(options);
+    };
+    let chunk_wide_rows = match t.get(3) {
+        Some(&c) => c == 1,
+        // Ask a context made without the override.
+        None => context_with(options.clone())?.tuning().chunk_wide_rows,
+    };
+    Ok(options.tuning(wgpu_loss::Tuning {
+        lanes,
+        stream_vecs,
+        register_vecs,
+        chunk_wide_rows,
+    }))
+}
+
+/// A tuning as the `--tuning` argument that pins it.
+pub fn tuning_arg(t: wgpu_loss::Tuning) -> String {
+    format!(
+        "{},{},{},{}",
+        t.lanes, t.stream_vecs, t.register_vecs, t.chunk_wide_rows as u32
+    )
 }
 
 /// Creates the context, as a one-line error when there is no adapter.
