@@ -1043,3 +1043,62 @@ fn gradient(inv: Invocation) {
     exps(blk, &unused, st.m, ch.v0, ch.stride, bv, false);
     write_grad(blk, o, pf, grad_scale(), gv0, ch.v0, ch.stride, bv);
 }
+
+// Rows longer than a workgroup holds, with the gradient, read from memory once where a cache
+// holds a row (Tuning::chunk_wide_rows false: GPUs): one workgroup a block (SEG = WG), sweeping
+// it twice in params.chunks chunks of WG * K vec4s, each invocation holding K vec4s of a chunk
+// at a time. The first sweep folds each chunk's statistics into the invocation's own, in chunk
+// order; the segment merges them; the second sweep reads each chunk again and writes its
+// gradient, while the first sweep's reads of the row are recent. Loops run params.chunks times,
+// a bound set by the row's length, never by the number of rows.
+@compute @workgroup_size(WG)
+fn sweep(inv: Invocation) {
+    let wg = wg_index(inv, params.wg_x);
+    if (wg >= params.blocks) {
+        return;
+    }
+    let blk = block_of(wg);
+    let bv = block_vecs();
+    let gv0 = block_start(blk.row0);
+    let at = first_vec(inv.lid, SEG);
+
+    var own = no_stats();
+    for (var c = 0u; c < params.chunks; c++) {
+        let v0 = c * SEG * K + at.x;
+        var part = no_stats();
+        load_and_scan(blk, &part, gv0, v0, at.y, bv);
+        own_stats(blk, &part, v0, at.y, bv);
+        own = merge(own, part);
+    }
+    let st = seg_merge(own, inv.lid, sg_size_of(inv));
+    var o = finish_rows(blk, st);
+    // p = exp(x' - row max) / s, or over the whole vocabulary with SHARD 2.
+    var pf = o.inv_s;
+    if (SHARD == 2u) {
+        o = shard_rows(blk);
+        pf = exp(st.m - o.lse);
+    }
+
+    var out = vec2<f32>(0.0);
+    if (inv.lid == 0u) {
+        if (SHARD == 1u) {
+            emit_shard_stats(blk, st);
+        } else if (SHARD == 0u) {
+            out = emit_rows(blk, o);
+        }
+    }
+    // (A weighted mean's denominator comes from its own pass: this path is never SINGLE.)
+    if (WANT_GRAD) {
+        let scale = grad_scale();
+        for (var c = 0u; c < params.chunks; c++) {
+            let v0 = c * SEG * K + at.x;
+            var unused = no_stats();
+            load_and_scan(blk, &unused, gv0, v0, at.y, bv);
+            exps(blk, &unused, st.m, v0, at.y, bv, false);
+            write_grad(blk, o, pf, scale, gv0, v0, at.y, bv);
+        }
+    }
+    if (want_partial()) {
+        store_group_partial(params.partial_base, wg, inv.lid, PG, group_sum(out, SEG, PG, inv.lid));
+    }
+}

@@ -98,8 +98,11 @@ pub struct Tuning {
     /// Cross-entropy forward + gradient on rows longer than one lane group holds
     /// (`lanes * register_vecs` vec4s): `true` reads them in lane-group chunks, statistics
     /// first, then the logits again for the gradient (no barrier in any kernel); `false` reads
-    /// them once, by segments of several lane groups that merge through workgroup memory. A
-    /// forward pass always takes the chunks (its second pass reads only their statistics).
+    /// them once, by segments of several lane groups that merge through workgroup memory, and
+    /// rows longer than a workgroup holds by one workgroup a block that sweeps it twice in one
+    /// dispatch (the second read right after the first, from cache where the cache holds the
+    /// rows in flight). A forward pass always takes the chunks (its second pass reads only
+    /// their statistics).
     pub chunk_wide_rows: bool,
 }
 

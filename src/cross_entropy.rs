@@ -538,7 +538,7 @@ fn fused_tiling(bv: u64, kmax: u32) -> Option<Tiling> {
 }
 
 /// Plans one shape of the kernel family: the layout (blocks of rows, vec4 or unaligned), the
-/// slots, and the dispatches of one of three paths (`single`, `fused`, `chunked`).
+/// slots, and the dispatches of one of four paths (`single`, `fused`, `sweep`, `chunked`).
 struct Planner<'s> {
     s: &'s RowsSpec,
     kmax: u32,
@@ -673,7 +673,9 @@ impl<'s> Planner<'s> {
         // so does forward + gradient where the tuning says so (`Tuning::chunk_wide_rows`: the
         // gradient then costs a second read of the logits). The tuning, not the subgroup size,
         // picks the layout, so the bits never depend on the latter. Without subgroups every
-        // merge has barriers anyway.
+        // merge has barriers anyway. Where the tuning reads wide rows once, rows longer than a
+        // workgroup holds are swept (a workgroup a block, both reads in one dispatch) rather
+        // than chunked over passes.
         //
         // The merge pass folds each block's chunk records once, chunks / SEG a lane: bounded
         // for lavapipe's loop cap.
@@ -693,6 +695,7 @@ impl<'s> Planner<'s> {
             (Some(t), _) if t.per_wg() >= self.blocks => self.single(b, t),
             (Some(t), Some(seg)) if t.seg > seg && split && !self.unaligned => self.chunked(b, seg),
             (Some(t), _) => self.fused(b, t),
+            (None, _) if !split => self.sweep(b),
             (None, narrow) => self.chunked(b, narrow.unwrap_or(WG)),
         }
     }
@@ -937,6 +940,31 @@ impl<'s> Planner<'s> {
     /// Blocks of rows, each read once by SEG invocations: the full blocks in vec4s, a tail
     /// block (rows that do not fill one) in scalars, then the reduction of the partials.
     fn fused(&self, b: &mut Builder<'_>, t: Tiling) -> Result<()> {
+        self.read_once(b, t, "fused", 1)
+    }
+
+    /// Blocks longer than a workgroup holds, with the gradient, read once from memory where a
+    /// cache holds a block (`Tuning::chunk_wide_rows` false): one workgroup a block sweeps it
+    /// twice, `chunks` chunks of WG × K vec4s, the statistics first, then the gradient.
+    fn sweep(&self, b: &mut Builder<'_>) -> Result<()> {
+        let t = Tiling {
+            seg: WG,
+            k: self.kmax,
+        };
+        // (bv < 2^30: shapes index at most 2^32 - 1 elements.)
+        let chunks = self.bv.div_ceil((WG * self.kmax) as u64) as u32;
+        self.read_once(b, t, "sweep", chunks)
+    }
+
+    /// The dispatches of `fused` (`chunks` 1) and `sweep`: windows of full blocks, the scalar
+    /// variant for a partial last block, then the reduction of the partials.
+    fn read_once(
+        &self,
+        b: &mut Builder<'_>,
+        t: Tiling,
+        entry: &'static str,
+        chunks: u32,
+    ) -> Result<()> {
         let scale_mode = self.scale_mode(b)?;
         let Partials {
             pg,
@@ -951,7 +979,7 @@ impl<'s> Planner<'s> {
             ..Default::default()
         });
         let key = |vec4| {
-            self.key("fused", vec4, t, self.s.outputs.grad, after)
+            self.key(entry, vec4, t, self.s.outputs.grad, after)
                 .constant("PG", pg)
         };
         let base = self.params(after);
@@ -964,7 +992,7 @@ impl<'s> Planner<'s> {
                 blocks: w.blocks as u32,
                 block_base: w.first_block as u32,
                 wg_x: x,
-                chunks: 1,
+                chunks,
                 partial_base: partial_base + 2 * (w.first_block / per_wg * parts_per_wg) as u32,
                 bind_base: w.base as u32,
                 total: w.elems as u32,
@@ -978,7 +1006,7 @@ impl<'s> Planner<'s> {
                 blocks: 1,
                 block_base: self.full_blocks as u32,
                 wg_x: 1,
-                chunks: 1,
+                chunks,
                 partial_base: tail_base,
                 bind_base: w.base as u32,
                 total: w.elems as u32,

@@ -273,6 +273,65 @@ fn split_rows() {
     }
 }
 
+/// Rows longer than a workgroup holds, with the gradient, under a tuning that reads them once
+/// (`chunk_wide_rows: false`, the GPU's): one workgroup a block sweeps it twice, chunk by chunk
+/// (statistics, then the gradient). A register tile of 4 vec4s makes a workgroup hold 4,096
+/// classes, so these rows take 2 to 128 chunks: blocks of 4, 2 and 1 rows, a partial last block
+/// (the scalar variant), chunks that end inside a row, ignored rows, then class weights (a
+/// weighted mean), label smoothing, z-loss and softcap, and the gradient in place. The plan has
+/// fewer dispatches than the chunked layout of the same rows: the sweep is what ran.
+#[test]
+fn long_rows_swept_once() {
+    let tuning = Tuning {
+        register_vecs: 4,
+        chunk_wide_rows: false,
+        ..ctx().tuning()
+    };
+    let swept = Context::with_options(ContextOptions::default().tuning(tuning)).unwrap();
+    let chunked = Context::with_options(ContextOptions::default().tuning(Tuning {
+        chunk_wide_rows: true,
+        ..tuning
+    }))
+    .unwrap();
+    let shapes = [
+        (3, 4_099),
+        (5, 10_002),
+        (4, 32_000),
+        (2, 130_001),
+        (9, 8_200),
+    ];
+    for (i, (n, c)) in shapes.into_iter().enumerate() {
+        let mut case = Case::random(n, c, 1200 + i as u64);
+        case.check_on(&swept, "swept");
+        let count = |ctx: &Context| {
+            let desc = case.options.desc(n, c);
+            Plan::new(ctx, &desc).unwrap().dispatch_count()
+        };
+        assert!(
+            count(&swept) < count(&chunked),
+            "C = {c}: {} dispatches swept, {} chunked",
+            count(&swept),
+            count(&chunked)
+        );
+        if i % 2 == 1 {
+            case.weight = Some(Rng::new(i as u64).vec(c, 0.1, 3.0));
+            case.options.label_smoothing = 0.1;
+            case.options.z_loss = 1e-3;
+            case.options.softcap = Some(5.0);
+            case.check_on(&swept, "swept, weighted, smoothed, z-loss, softcap");
+        }
+        let reference = case.reference(Reduction::Mean);
+        let (loss, grad) = case.record_on(&swept, Reduction::Mean, true);
+        assert_scalar("swept in place", loss[0], reference.value.unwrap(), VALUE);
+        assert_close(
+            "swept in place grad",
+            &grad,
+            &reference.grad,
+            grad_tol(&reference.grad),
+        );
+    }
+}
+
 #[test]
 fn a_million_classes() {
     Case::random(2, 1_000_000, 300).check("C = 1e6");

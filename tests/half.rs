@@ -102,9 +102,22 @@ const SHAPES: [(usize, usize); 6] = [(1, 1), (5, 3), (33, 10), (7, 1003), (6, 90
 
 #[test]
 fn cross_entropy_in_every_dtype() {
-    let ctx = ctx();
-    let mut rng = Rng::new(16);
-    for (i, &(n, c)) in SHAPES.iter().enumerate() {
+    every_dtype(ctx(), &SHAPES, 16);
+}
+
+/// Rows longer than a workgroup holds, read once with the gradient (the sweep), in f16 and
+/// bf16: an odd C (2 rows in a partial block of 4, the scalar variant), with class weights,
+/// softcap, and an f32 gradient too.
+#[test]
+fn swept_rows_in_every_dtype() {
+    every_dtype(&swept(None), &[(2, 40_001)], 17);
+}
+
+/// Cross-entropy from class and probability targets in f16 and bf16, with the options cycling
+/// over `shapes`.
+fn every_dtype(ctx: &Context, shapes: &[(usize, usize)], seed: u64) {
+    let mut rng = Rng::new(seed);
+    for (i, &(n, c)) in shapes.iter().enumerate() {
         let logits = rng.vec(n * c, -8.0, 8.0);
         let targets = rng.classes(n, c);
         let probs = rng.distributions(n, c);

@@ -135,6 +135,14 @@ fn two_devices_each_with_half_the_vocabulary() {
     check_split(&contexts, 3, 80_001, &[40_000], 42);
 }
 
+/// Shards whose rows are longer than a workgroup holds, under a tuning that reads them once
+/// with the gradient (the sweep, its gradient step over the whole vocabulary's statistics).
+#[test]
+fn shards_of_rows_swept_once() {
+    let contexts = [swept(None), swept(None)];
+    check_split(&contexts, 3, 80_001, &[40_000], 44);
+}
+
 #[test]
 fn three_uneven_shards() {
     let contexts = [

@@ -133,9 +133,21 @@ const SHAPES: [(usize, usize); 7] = [
 
 #[test]
 fn class_targets_with_every_side_output() {
-    let ctx = ctx();
-    let mut rng = Rng::new(31);
-    for (i, &(n, c)) in SHAPES.iter().enumerate() {
+    every_side_output(ctx(), &SHAPES, 31);
+}
+
+/// Rows longer than a workgroup holds, read once with the gradient (the sweep): 2 rows of an
+/// odd length (a partial block, the scalar variant), with class weights.
+#[test]
+fn swept_rows_with_every_side_output() {
+    every_side_output(&swept(None), &[(2, 50_001)], 32);
+}
+
+/// Every side output with class targets, reduced and per row, with an upstream gradient, and
+/// forward only, on `shapes`.
+fn every_side_output(ctx: &Context, shapes: &[(usize, usize)], seed: u64) {
+    let mut rng = Rng::new(seed);
+    for (i, &(n, c)) in shapes.iter().enumerate() {
         let logits = hard_logits(&mut rng, n, c);
         let mut targets = rng.classes(n, c);
         if n > 4 {

@@ -68,7 +68,6 @@ fn same_bits<D: LossDesc>(what: &str, whole: &Context, windowed: &Context, desc:
 
 #[test]
 fn windows_give_the_bits_of_one_binding() {
-    let whole = ctx();
     let mut rng = Rng::new(51);
     // (N, C, binding limit): fused blocks of 4 rows; rows chunked over workgroups (with the
     // gradient, and forward only, 32 rows a workgroup with subgroups of 8); odd rows read
@@ -78,54 +77,77 @@ fn windows_give_the_bits_of_one_binding() {
         (120, 40_000, 8 << 20),
         (500, 10_001, 8 << 20),
     ] {
-        let windowed = lowered(limit);
-        assert!((n * c * 4) as u64 > 2 * limit as u64, "several windows");
-        let logits = rng.vec(n * c, -8.0, 8.0);
-        let mut targets = rng.classes(n, c);
-        targets[3] = -100;
-        let weight = rng.vec(c, 0.5, 2.0);
-        for reduction in [Reduction::Mean, Reduction::None] {
-            let desc = CrossEntropyDesc::new(n, c)
-                .reduction(reduction)
-                .label_smoothing(0.1)
-                .weight(c)
-                .lse(true);
-            let inputs = Inputs::classes(&logits, &targets).weight(&weight);
-            let what = format!("[{n}, {c}] {reduction} in {limit}-byte bindings");
-            same_bits(&what, whole, &windowed, &desc, &inputs);
-            let forward = desc.clone().outputs(Outputs::LOSS);
-            same_bits(
-                &format!("{what}, forward"),
-                whole,
-                &windowed,
-                &forward,
-                &inputs,
-            );
-        }
-        // Probability targets, windowed like the logits; bf16 logits with an f32 gradient.
-        let probs = rng.distributions(n, c);
-        let desc = CrossEntropyDesc::new(n, c).targets(wgpu_loss::Targets::Probabilities);
-        let what = format!("[{n}, {c}] soft in {limit}-byte bindings");
-        same_bits(
-            &what,
-            whole,
-            &windowed,
-            &desc,
-            &Inputs::new(&logits, &probs),
-        );
-        let half: Vec<wgpu_loss::bf16> = logits.iter().map(|&x| bf16::from_f32(x)).collect();
-        let desc = CrossEntropyDesc::new(n, c)
-            .dtype(DType::BF16)
-            .grad_dtype(DType::F32);
-        let what = format!("[{n}, {c}] bf16 in {limit}-byte bindings");
-        same_bits(
-            &what,
-            whole,
-            &windowed,
-            &desc,
-            &Inputs::classes(&half, &targets),
-        );
+        ce_in_windows(ctx(), &lowered(limit), (n, c), limit, true, &mut rng);
     }
+}
+
+/// Rows longer than a workgroup holds, read once with the gradient (the sweep: a workgroup a
+/// block), bound a window at a time: the bits of one binding.
+#[test]
+fn swept_rows_in_windows_give_the_bits_of_one_binding() {
+    let limit = 2 << 20;
+    let (whole, windowed) = (swept(None), swept(Some(limit as u64)));
+    // Blocks of 4 rows (640 KB): 3 a window; 7 blocks, then a partial one. Not forward only:
+    // a workgroup's worth of these rows in narrow chunks exceeds 2 MiB, so a forward pass
+    // takes workgroup-wide chunks there (other bits, as the README says).
+    ce_in_windows(
+        &whole,
+        &windowed,
+        (29, 40_001),
+        limit,
+        false,
+        &mut Rng::new(53),
+    );
+}
+
+/// Cross-entropy of `[n, c]` random logits on `whole` and on `windowed` (which binds at most
+/// `limit` bytes at a time), bit for bit: class targets with ignored rows, label smoothing,
+/// class weights and the log-sum-exp, reduced and per row, with the gradient (and with
+/// `forward`, without); probability targets; bf16 logits with an f32 gradient.
+fn ce_in_windows(
+    whole: &Context,
+    windowed: &Context,
+    (n, c): (usize, usize),
+    limit: u32,
+    forward: bool,
+    rng: &mut Rng,
+) {
+    assert!((n * c * 4) as u64 > 2 * limit as u64, "several windows");
+    let logits = rng.vec(n * c, -8.0, 8.0);
+    let mut targets = rng.classes(n, c);
+    targets[3] = -100;
+    let weight = rng.vec(c, 0.5, 2.0);
+    for reduction in [Reduction::Mean, Reduction::None] {
+        let desc = CrossEntropyDesc::new(n, c)
+            .reduction(reduction)
+            .label_smoothing(0.1)
+            .weight(c)
+            .lse(true);
+        let inputs = Inputs::classes(&logits, &targets).weight(&weight);
+        let what = format!("[{n}, {c}] {reduction} in {limit}-byte bindings");
+        same_bits(&what, whole, windowed, &desc, &inputs);
+        if forward {
+            let desc = desc.clone().outputs(Outputs::LOSS);
+            same_bits(&format!("{what}, forward"), whole, windowed, &desc, &inputs);
+        }
+    }
+    // Probability targets, windowed like the logits; bf16 logits with an f32 gradient.
+    let probs = rng.distributions(n, c);
+    let desc = CrossEntropyDesc::new(n, c).targets(wgpu_loss::Targets::Probabilities);
+    let what = format!("[{n}, {c}] soft in {limit}-byte bindings");
+    same_bits(&what, whole, windowed, &desc, &Inputs::new(&logits, &probs));
+    let half: Vec<wgpu_loss::bf16> = logits.iter().map(|&x| bf16::from_f32(x)).collect();
+    let desc = CrossEntropyDesc::new(n, c)
+        .dtype(DType::BF16)
+        .grad_dtype(DType::F32);
+    let what = format!("[{n}, {c}] bf16 in {limit}-byte bindings");
+    same_bits(
+        &what,
+        whole,
+        windowed,
+        &desc,
+        &Inputs::classes(&half, &targets),
+    );
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use wgpu::util::DeviceExt;
 use wgpu_loss::{
-    Buffers, ClassicCrossEntropyDesc, Context, CrossEntropyDesc, Inputs, LossDesc, NllDesc,
-    Outputs, Plan, Pointwise, PointwiseDesc, Reduction, Targets,
+    Buffers, ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, Inputs, LossDesc,
+    NllDesc, Outputs, Plan, Pointwise, PointwiseDesc, Reduction, Targets, Tuning,
 };
 
 /// The context every GPU test uses. No adapter is a failure, never a skip: CI installs lavapipe.
@@ -21,6 +21,20 @@ pub fn ctx() -> &'static Context {
             )
         })
     })
+}
+
+/// A context on the same adapter whose tuning reads rows longer than a workgroup holds, with
+/// the gradient, once (`chunk_wide_rows: false`, the GPUs' choice: cross-entropy's sweep), and
+/// binds at most `max_binding` bytes at a time when given.
+pub fn swept(max_binding: Option<u64>) -> Context {
+    let mut options = ContextOptions::default().tuning(Tuning {
+        chunk_wide_rows: false,
+        ..ctx().tuning()
+    });
+    if let Some(bytes) = max_binding {
+        options = options.max_binding(bytes);
+    }
+    Context::with_options(options).unwrap()
 }
 
 /// SplitMix64: seeded, reproducible, and enough for test data.
