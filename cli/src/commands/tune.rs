@@ -18,7 +18,7 @@ pub struct TuneArgs {
     #[arg(long, default_value = "2^24")]
     size: String,
     /// Class counts of the cross-entropy cases (comma-separated); rows = size / classes.
-    #[arg(long, value_delimiter = ',', default_value = "1000,8000,32000")]
+    #[arg(long, value_delimiter = ',', default_value = "1000,8000,32000,128000")]
     classes: Vec<usize>,
     /// Timed repetitions of each case, each round (at least 10).
     #[arg(long, default_value_t = 10)]
