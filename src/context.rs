@@ -93,7 +93,8 @@ pub struct Tuning {
     /// vec4s each invocation of a streaming kernel (pointwise losses) handles.
     pub stream_vecs: u32,
     /// The most vec4s an invocation holds in registers (cross-entropy rows), at most 32. A
-    /// row block of up to 256 times this many vec4s is read once; longer rows are read twice.
+    /// row block of up to 256 times this many vec4s is read once; longer rows are read twice
+    /// (see `chunk_wide_rows`).
     pub register_vecs: u32,
     /// Cross-entropy forward + gradient on rows longer than one lane group holds
     /// (`lanes * register_vecs` vec4s): `true` reads them in lane-group chunks, statistics
