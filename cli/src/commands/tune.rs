@@ -100,32 +100,26 @@ impl Param {
     /// The current tuning first, then its neighbours: half and twice the vec4 counts (within
     /// what `Tuning` allows), the other layout of long rows.
     fn candidates(self, t: Tuning) -> Vec<Tuning> {
+        // Half and twice `v`, where they lie in 1..=max.
+        let halve_double = |v: u32, max: u32| {
+            [v / 2, v * 2]
+                .into_iter()
+                .filter(move |n| (1..=max).contains(n))
+        };
         let mut out = vec![t];
         match self {
-            Param::RegisterVecs => {
-                for r in [t.register_vecs / 2, t.register_vecs * 2] {
-                    if (1..=32).contains(&r) {
-                        out.push(Tuning {
-                            register_vecs: r,
-                            ..t
-                        });
-                    }
-                }
-            }
+            Param::RegisterVecs => out.extend(halve_double(t.register_vecs, 32).map(|r| Tuning {
+                register_vecs: r,
+                ..t
+            })),
             Param::ChunkWideRows => out.push(Tuning {
                 chunk_wide_rows: !t.chunk_wide_rows,
                 ..t
             }),
-            Param::StreamVecs => {
-                for s in [t.stream_vecs / 2, t.stream_vecs * 2] {
-                    if (1..=64).contains(&s) {
-                        out.push(Tuning {
-                            stream_vecs: s,
-                            ..t
-                        });
-                    }
-                }
-            }
+            Param::StreamVecs => out.extend(halve_double(t.stream_vecs, 64).map(|s| Tuning {
+                stream_vecs: s,
+                ..t
+            })),
         }
         out
     }
@@ -222,18 +216,20 @@ fn step(
     // ms[candidate][case]
     let mut ms = vec![vec![f64::INFINITY; cases.len()]; candidates.len()];
     for (j, case) in cases.iter().enumerate() {
-        let what = |e: wgpu_loss::Error| format!("{} {}: {e}", case.kernel(), case.shape());
+        let what = |e: String| format!("{} {}: {e}", case.kernel(), case.shape());
         // The same inputs under every candidate; the benches of one case only, at a time.
         let benches = contexts
             .iter()
-            .map(|ctx| Bench::new(ctx, *case, 1).map_err(what))
+            .map(|ctx| Bench::new(ctx, *case, 1).map_err(|e| what(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         for (ctx, bench) in contexts.iter().zip(&benches) {
-            verify(ctx, bench).map_err(|e| format!("{} {}: {e}", case.kernel(), case.shape()))?;
+            verify(ctx, bench).map_err(what)?;
         }
         for _ in 0..a.rounds {
             for (i, bench) in benches.iter().enumerate() {
-                let t = bench.time(a.warmup, a.reps).map_err(what)?;
+                let t = bench
+                    .time(a.warmup, a.reps)
+                    .map_err(|e| what(e.to_string()))?;
                 ms[i][j] = ms[i][j].min(t.median() * 1e3);
             }
         }
