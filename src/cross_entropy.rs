@@ -466,6 +466,11 @@ struct RowsSpec {
 /// length: far below lavapipe's loop cap.
 const MAX_RECORDS_PER_LANE: u64 = 4096;
 
+/// The most chunks the sweep reads a block in (each invocation loops over them twice): far
+/// below lavapipe's loop cap. Longer blocks (over 4,096 × 256 × `register_vecs` vec4s) are
+/// chunked over passes instead.
+const MAX_SWEEP_CHUNKS: u64 = 4096;
+
 /// The partials layout of a pass (`Planner::partials`).
 struct Partials {
     /// Invocations a partial.
@@ -695,7 +700,7 @@ impl<'s> Planner<'s> {
             (Some(t), _) if t.per_wg() >= self.blocks => self.single(b, t),
             (Some(t), Some(seg)) if t.seg > seg && split && !self.unaligned => self.chunked(b, seg),
             (Some(t), _) => self.fused(b, t),
-            (None, _) if !split => self.sweep(b),
+            (None, _) if !split && self.sweep_chunks() <= MAX_SWEEP_CHUNKS => self.sweep(b),
             (None, narrow) => self.chunked(b, narrow.unwrap_or(WG)),
         }
     }
@@ -951,9 +956,12 @@ impl<'s> Planner<'s> {
             seg: WG,
             k: self.kmax,
         };
-        // (bv < 2^30: shapes index at most 2^32 - 1 elements.)
-        let chunks = self.bv.div_ceil((WG * self.kmax) as u64) as u32;
-        self.read_once(b, t, "sweep", chunks)
+        self.read_once(b, t, "sweep", self.sweep_chunks() as u32)
+    }
+
+    /// The chunks of WG × K vec4s the sweep reads a block in.
+    fn sweep_chunks(&self) -> u64 {
+        self.bv.div_ceil((WG * self.kmax) as u64)
     }
 
     /// The dispatches of `fused` (`chunks` 1) and `sweep`: windows of full blocks, the scalar

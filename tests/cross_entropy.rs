@@ -332,6 +332,48 @@ fn long_rows_swept_once() {
     }
 }
 
+/// The sweep's loops run twice per chunk in every invocation: blocks of more than 4,096 chunks
+/// take the chunked passes instead, so that no invocation nears lavapipe's loop cap. With a
+/// register tile of 1 vec4 a chunk is 1,024 classes: a row of 4,194,304 is swept (4,096
+/// chunks), one of 4,194,308 (4,097) is chunked, and is right.
+#[test]
+fn the_sweep_stays_below_the_loop_cap() {
+    let tuning = Tuning {
+        register_vecs: 1,
+        chunk_wide_rows: false,
+        ..ctx().tuning()
+    };
+    let swept = Context::with_options(ContextOptions::default().tuning(tuning)).unwrap();
+    let chunked = Context::with_options(ContextOptions::default().tuning(Tuning {
+        chunk_wide_rows: true,
+        ..tuning
+    }))
+    .unwrap();
+    let count = |ctx: &Context, c: usize| {
+        Plan::new(ctx, &CeOptions::default().desc(1, c))
+            .unwrap()
+            .dispatch_count()
+    };
+    assert!(count(&swept, 4_194_304) < count(&chunked, 4_194_304));
+    let c = 4_194_308;
+    assert_eq!(count(&swept, c), count(&chunked, c));
+    let case = Case::random(1, c, 1300);
+    let reference = case.reference(Reduction::Mean);
+    let (loss, grad) = case.record_on(&swept, Reduction::Mean, false);
+    assert_scalar(
+        "past the sweep's chunks",
+        loss[0],
+        reference.value.unwrap(),
+        VALUE,
+    );
+    assert_close(
+        "past the sweep's chunks, grad",
+        &grad,
+        &reference.grad,
+        grad_tol(&reference.grad),
+    );
+}
+
 #[test]
 fn a_million_classes() {
     Case::random(2, 1_000_000, 300).check("C = 1e6");
