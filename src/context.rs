@@ -94,17 +94,21 @@ pub struct Tuning {
     pub stream_vecs: u32,
     /// The most vec4s an invocation holds in registers (cross-entropy rows), at most 32. A
     /// row block of up to 256 times this many vec4s is read once; longer rows are read twice
-    /// (see `chunk_wide_rows`).
+    /// (see `chunk_wide_rows` and `sweep_long_rows`).
     pub register_vecs: u32,
     /// Cross-entropy forward + gradient on rows longer than one lane group holds
-    /// (`lanes * register_vecs` vec4s): `true` reads them in lane-group chunks, statistics
-    /// first, then the logits again for the gradient (no barrier in any kernel); `false` reads
-    /// them once, by segments of several lane groups that merge through workgroup memory, and
-    /// rows longer than a workgroup holds by one workgroup a block that sweeps it twice in one
-    /// dispatch (the second read right after the first, from cache where the cache holds the
-    /// rows in flight). A forward pass always takes the chunks (its second pass reads only
-    /// their statistics).
+    /// (`lanes * register_vecs` vec4s) and no longer than a workgroup holds (256 times
+    /// `register_vecs` vec4s): `true` reads them in lane-group chunks, statistics first, then
+    /// the logits again for the gradient (no barrier in any kernel); `false` reads them once,
+    /// by segments of several lane groups that merge through workgroup memory. A forward pass
+    /// always takes the chunks (its second pass reads only their statistics).
     pub chunk_wide_rows: bool,
+    /// Cross-entropy forward + gradient on rows longer than a workgroup holds: `true` sweeps
+    /// each block with one workgroup, twice in one dispatch (statistics, then the gradient;
+    /// the second read right after the first, from cache where the cache holds the rows in
+    /// flight, and barriers in the kernel); `false` reads them in chunks over passes, the
+    /// logits twice from memory. Blocks of more than 4,096 chunks are chunked either way.
+    pub sweep_long_rows: bool,
 }
 
 impl Tuning {
@@ -112,7 +116,7 @@ impl Tuning {
     /// group of their SIMD width (the subgroup size) as one instruction and want long
     /// contiguous runs per invocation; GPUs want warp-wide lane groups and few registers. The
     /// same adapter can want another tuning on another host (on lavapipe, `chunk_wide_rows`
-    /// depends on the CPU): `wgpu-loss tune` measures the neighbours of this choice on the
+    /// and `sweep_long_rows` depend on the CPU): `wgpu-loss tune` measures the neighbours of this choice on the
     /// machine, for a caller to pin with [`ContextOptions::tuning`]. Nothing here measures:
     /// the layout, and so the bits, of a plan never depend on a timing.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
@@ -131,6 +135,9 @@ impl Tuning {
                 // since (PERFORMANCE.md, "Long rows with the gradient" and "A tuning measured
                 // on the machine").
                 chunk_wide_rows: true,
+                // The sweep's barriers too: it lost to the chunks on both hosts measured
+                // ("Rows longer than a workgroup, swept once", "Two knobs for long rows").
+                sweep_long_rows: false,
             }
         } else {
             Tuning {
@@ -144,6 +151,7 @@ impl Tuning {
                 // Barriers are cheap on GPUs and memory is what bounds the loss there: read
                 // once (not yet measured on a GPU in this project).
                 chunk_wide_rows: false,
+                sweep_long_rows: true,
             }
         }
     }

@@ -678,9 +678,9 @@ impl<'s> Planner<'s> {
         // so does forward + gradient where the tuning says so (`Tuning::chunk_wide_rows`: the
         // gradient then costs a second read of the logits). The tuning, not the subgroup size,
         // picks the layout, so the bits never depend on the latter. Without subgroups every
-        // merge has barriers anyway. Where the tuning reads wide rows once, rows longer than a
-        // workgroup holds are swept (a workgroup a block, both reads in one dispatch) rather
-        // than chunked over passes.
+        // merge has barriers anyway. Rows longer than a workgroup holds are, with the gradient,
+        // swept (a workgroup a block, both reads in one dispatch) where the tuning says so
+        // (`Tuning::sweep_long_rows`), and chunked over passes otherwise.
         //
         // The merge pass folds each block's chunk records once, chunks / SEG a lane: bounded
         // for lavapipe's loop cap.
@@ -695,12 +695,14 @@ impl<'s> Planner<'s> {
             // Rows so long that a workgroup's worth of them exceeds one binding cannot be
             // bound a window at a time in narrow chunks: those take workgroup-wide ones.
             .filter(|&seg| self.windows(b, (WG / seg) as u64).is_ok());
-        let split = !self.s.outputs.grad || ctx.tuning().chunk_wide_rows;
+        let grad = self.s.outputs.grad;
+        let split = !grad || ctx.tuning().chunk_wide_rows;
+        let sweep = grad && ctx.tuning().sweep_long_rows;
         match (fused_tiling(self.bv, self.kmax), narrow) {
             (Some(t), _) if t.per_wg() >= self.blocks => self.single(b, t),
             (Some(t), Some(seg)) if t.seg > seg && split && !self.unaligned => self.chunked(b, seg),
             (Some(t), _) => self.fused(b, t),
-            (None, _) if !split && self.sweep_chunks() <= MAX_SWEEP_CHUNKS => self.sweep(b),
+            (None, _) if sweep && self.sweep_chunks() <= MAX_SWEEP_CHUNKS => self.sweep(b),
             (None, narrow) => self.chunked(b, narrow.unwrap_or(WG)),
         }
     }
@@ -949,7 +951,7 @@ impl<'s> Planner<'s> {
     }
 
     /// Blocks longer than a workgroup holds, with the gradient, read once from memory where a
-    /// cache holds a block (`Tuning::chunk_wide_rows` false): one workgroup a block sweeps it
+    /// cache holds a block (`Tuning::sweep_long_rows`): one workgroup a block sweeps it
     /// twice, `chunks` chunks of WG × K vec4s, the statistics first, then the gradient.
     fn sweep(&self, b: &mut Builder<'_>) -> Result<()> {
         let t = Tiling {

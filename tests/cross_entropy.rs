@@ -274,25 +274,33 @@ fn split_rows() {
 }
 
 /// Rows longer than a workgroup holds, with the gradient, under a tuning that reads them once
-/// (`chunk_wide_rows: false`, the GPU's): one workgroup a block sweeps it twice, chunk by chunk
+/// (`sweep_long_rows: true`, the GPU's): one workgroup a block sweeps it twice, chunk by chunk
 /// (statistics, then the gradient). A register tile of 4 vec4s makes a workgroup hold 4,096
 /// classes, so these rows take 2 to 128 chunks: blocks of 4, 2 and 1 rows, a partial last block
 /// (the scalar variant), chunks that end inside a row, ignored rows, then class weights (a
 /// weighted mean), label smoothing, z-loss and softcap, and the gradient in place. The plan has
-/// fewer dispatches than the chunked layout of the same rows: the sweep is what ran.
+/// fewer dispatches than the chunked layout of the same rows: the sweep is what ran, whichever
+/// way rows within a workgroup are read (`chunk_wide_rows`).
 #[test]
 fn long_rows_swept_once() {
     let tuning = Tuning {
         register_vecs: 4,
         chunk_wide_rows: false,
+        sweep_long_rows: true,
         ..ctx().tuning()
     };
-    let swept = Context::with_options(ContextOptions::default().tuning(tuning)).unwrap();
-    let chunked = Context::with_options(ContextOptions::default().tuning(Tuning {
-        chunk_wide_rows: true,
-        ..tuning
-    }))
-    .unwrap();
+    let with = |chunk_wide_rows, sweep_long_rows| {
+        let t = Tuning {
+            chunk_wide_rows,
+            sweep_long_rows,
+            ..tuning
+        };
+        Context::with_options(ContextOptions::default().tuning(t)).unwrap()
+    };
+    let swept = with(false, true);
+    let also_swept = with(true, true);
+    let chunked = with(false, false);
+    let also_chunked = with(true, false);
     let shapes = [
         (3, 4_099),
         (5, 10_002),
@@ -313,6 +321,8 @@ fn long_rows_swept_once() {
             count(&swept),
             count(&chunked)
         );
+        assert_eq!(count(&also_swept), count(&swept), "C = {c}");
+        assert_eq!(count(&also_chunked), count(&chunked), "C = {c}");
         if i % 2 == 1 {
             case.weight = Some(Rng::new(i as u64).vec(c, 0.1, 3.0));
             case.options.label_smoothing = 0.1;
@@ -340,12 +350,12 @@ fn long_rows_swept_once() {
 fn the_sweep_stays_below_the_loop_cap() {
     let tuning = Tuning {
         register_vecs: 1,
-        chunk_wide_rows: false,
+        sweep_long_rows: true,
         ..ctx().tuning()
     };
     let swept = Context::with_options(ContextOptions::default().tuning(tuning)).unwrap();
     let chunked = Context::with_options(ContextOptions::default().tuning(Tuning {
-        chunk_wide_rows: true,
+        sweep_long_rows: false,
         ..tuning
     }))
     .unwrap();

@@ -137,6 +137,7 @@ const FORCED: Tuning = Tuning {
     stream_vecs: 32,
     register_vecs: 32,
     chunk_wide_rows: true,
+    sweep_long_rows: false,
 };
 
 /// Run as a child by `same_bits_whatever_the_subgroup_size` (and on its own as a test of the
@@ -207,26 +208,29 @@ fn same_bits_whatever_the_subgroup_size() {
 #[test]
 fn other_tunings_and_no_subgroups_against_twins() {
     // The GPU tuning that Tuning::for_adapter picks for discrete GPUs, a narrow one, and one
-    // with the fewest registers (both ways of reading wide rows with the gradient); each with
-    // and without subgroups.
+    // with the fewest registers (both ways of reading wide rows with the gradient, and long rows
+    // swept or chunked); each with and without subgroups.
     let tunings = [
         Tuning {
             lanes: 32,
             stream_vecs: 8,
             register_vecs: 8,
             chunk_wide_rows: false,
+            sweep_long_rows: true,
         },
         Tuning {
             lanes: 4,
             stream_vecs: 3,
             register_vecs: 5,
             chunk_wide_rows: true,
+            sweep_long_rows: false,
         },
         Tuning {
             lanes: 16,
             stream_vecs: 64,
             register_vecs: 1,
-            chunk_wide_rows: false,
+            chunk_wide_rows: true,
+            sweep_long_rows: true,
         },
     ];
     for tuning in tunings {

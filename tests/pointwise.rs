@@ -495,6 +495,7 @@ fn rows_of_many_chunks() {
         stream_vecs: 1,
         register_vecs: 32,
         chunk_wide_rows: true,
+        sweep_long_rows: false,
     };
     let ctx = Context::with_options(ContextOptions::default().tuning(tuning)).unwrap();
     classic_against_reference(&ctx, &[(2, 4_194_311), (5, 3000)], 1650);

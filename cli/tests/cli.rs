@@ -732,13 +732,17 @@ fn tune_prints_a_tuning_that_eval_takes() {
     let out = run(&[
         "tune",
         "--size",
-        "2^15",
+        "2^16",
         "--classes",
-        "10,2000",
+        "10,2000,20000",
         "--rounds",
         "1",
         "--warmup",
         "0",
+        // A workgroup holds 4,096 to 8,192 classes whatever register_vecs wins (4 or a
+        // neighbour), so that 2,000 is a wide row and 20,000 a long one.
+        "--tuning",
+        "8,32,4",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -746,13 +750,19 @@ fn tune_prints_a_tuning_that_eval_takes() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for table in ["register_vecs", "chunk_wide_rows", "stream_vecs"] {
+    for table in [
+        "register_vecs",
+        "chunk_wide_rows",
+        "sweep_long_rows",
+        "stream_vecs",
+    ] {
         assert!(
             text.lines().any(|l| l.starts_with(&format!("{table} = "))),
             "{table}: {text}"
         );
     }
     assert!(text.contains("cross-entropy C=2000 fwd+grad"), "{text}");
+    assert!(text.contains("cross-entropy C=20000 fwd+grad"), "{text}");
     assert!(text.contains("mse fwd+grad"), "{text}");
     let pinned = text
         .lines()
@@ -760,11 +770,13 @@ fn tune_prints_a_tuning_that_eval_takes() {
         .and_then(|l| l.split('`').next())
         .unwrap_or_else(|| panic!("no tuning to pin: {text}"));
     let numbers: Vec<u32> = pinned.split(',').map(|n| n.parse().unwrap()).collect();
-    assert_eq!(numbers.len(), 4, "{pinned}");
-    assert!(numbers[3] <= 1, "{pinned}");
+    assert_eq!(numbers.len(), 5, "{pinned}");
+    assert!(numbers[3] <= 1 && numbers[4] <= 1, "{pinned}");
 
     // Rows of 2000 classes: with chunk_wide_rows 1 read in lane-group chunks where there are
-    // subgroups, with 0 read once; the register tile halved as well.
+    // subgroups, with 0 read once; the register tile halved as well; with a register tile of
+    // one vec4, longer than a workgroup holds: swept with sweep_long_rows 1, chunked with 0.
+    // Left out, the last two numbers are the adapter's own.
     let d = dir("tune");
     let mut rng = Rng::new(7);
     let (n, c) = (5, 2000);
@@ -773,7 +785,18 @@ fn tune_prints_a_tuning_that_eval_takes() {
     write(&d.join("x.npy"), &[n as u64, c as u64], &logits);
     write(&d.join("y.npy"), &[n as u64], &targets);
     let reference = cpu_ce(&logits, &targets, c, None, &CeOptions::default()).unwrap();
-    for tuning in [pinned, "8,32,32,1", "8,32,16,0"] {
+    let own = run(&["info", "--json"]);
+    let own: serde_json::Value = serde_json::from_slice(&own.stdout).unwrap();
+    let own =
+        ["chunk_wide_rows", "sweep_long_rows"].map(|k| own["tuning"][k].as_bool().unwrap() as u32);
+    for tuning in [
+        pinned,
+        "8,32,32,1",
+        "8,32,16,0,1",
+        "8,32,1,1,1",
+        "8,32,1,0,0",
+        "8,32,16",
+    ] {
         let g = d.join("g.npy");
         let out = run(&[
             "eval",
@@ -798,9 +821,10 @@ fn tune_prints_a_tuning_that_eval_takes() {
         let used: Vec<u32> = ["lanes", "stream_vecs", "register_vecs"]
             .iter()
             .map(|k| t[k].as_u64().unwrap() as u32)
-            .chain([t["chunk_wide_rows"].as_bool().unwrap() as u32])
+            .chain(["chunk_wide_rows", "sweep_long_rows"].map(|k| t[k].as_bool().unwrap() as u32))
             .collect();
-        let asked: Vec<u32> = tuning.split(',').map(|n| n.parse().unwrap()).collect();
+        let mut asked: Vec<u32> = tuning.split(',').map(|n| n.parse().unwrap()).collect();
+        asked.extend_from_slice(&own[asked.len() - 3..]);
         assert_eq!(used, asked, "the tuning eval planned with");
         assert_scalar(
             &format!("loss under --tuning {tuning}"),
@@ -832,6 +856,8 @@ fn tune_prints_a_tuning_that_eval_takes() {
         ],
         "--tuning",
     );
+    fails_with(&["tune", "--tuning", "8,32,32,1,2"], "--tuning");
+    fails_with(&["tune", "--tuning", "8,32,32,1,1,1"], "--tuning");
 }
 
 #[test]

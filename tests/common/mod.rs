@@ -24,11 +24,11 @@ pub fn ctx() -> &'static Context {
 }
 
 /// A context on the same adapter whose tuning reads rows longer than a workgroup holds, with
-/// the gradient, once (`chunk_wide_rows: false`, the GPUs' choice: cross-entropy's sweep), and
+/// the gradient, once (`sweep_long_rows: true`, the GPUs' choice: cross-entropy's sweep), and
 /// binds at most `max_binding` bytes at a time when given.
 pub fn swept(max_binding: Option<u64>) -> Context {
     let mut options = ContextOptions::default().tuning(Tuning {
-        chunk_wide_rows: false,
+        sweep_long_rows: true,
         ..ctx().tuning()
     });
     if let Some(bytes) = max_binding {

@@ -64,8 +64,9 @@ pub struct BenchArgs {
     /// between `<!-- bench:start -->` and `<!-- bench:end -->`.
     #[arg(long)]
     readme: Option<PathBuf>,
-    /// Override the adapter's tuning: lanes,stream_vecs,register_vecs[,chunk_wide_rows] (see
-    /// `Tuning`; chunk_wide_rows 0 or 1, the adapter's own choice when left out).
+    /// Override the adapter's tuning:
+    /// lanes,stream_vecs,register_vecs[,chunk_wide_rows[,sweep_long_rows]] (see `Tuning`; the
+    /// last two 0 or 1, the adapter's own choice when left out).
     #[arg(long, value_delimiter = ',')]
     tuning: Vec<u32>,
     /// Also time what a caller waits for, by the wall clock: the convenience call on host data

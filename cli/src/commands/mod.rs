@@ -79,7 +79,8 @@ pub struct Common {
     /// cheaply, or what WebGPU's default of 134217728 (128 MiB) would do. At least 1048576.
     #[arg(long, value_name = "BYTES")]
     max_binding: Option<u64>,
-    /// Override the adapter's tuning: lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1]
+    /// Override the adapter's tuning:
+    /// lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1[,sweep_long_rows 0|1]]
     /// (see `Tuning`, and `wgpu-loss tune` for the fastest on this machine). The layout, and
     /// so the last bits of a result, depends on it.
     #[arg(long, value_delimiter = ',')]
@@ -126,23 +127,24 @@ pub fn adapter_json(ctx: &wgpu_loss::Context) -> serde_json::Value {
             "stream_vecs": t.stream_vecs,
             "register_vecs": t.register_vecs,
             "chunk_wide_rows": t.chunk_wide_rows,
+            "sweep_long_rows": t.sweep_long_rows,
         },
     })
 }
 
-const TUNING_USAGE: &str =
-    "--tuning takes three or four numbers: lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1]";
+const TUNING_USAGE: &str = "--tuning takes three to five numbers: \
+     lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1[,sweep_long_rows 0|1]]";
 
 /// Checks the shape of a `--tuning` argument (its values are the library's to check).
 pub fn check_tuning(t: &[u32]) -> Result<(), String> {
-    if !matches!(t.len(), 0 | 3 | 4) || t.get(3).is_some_and(|&c| c > 1) {
+    if !matches!(t.len(), 0 | 3 | 4 | 5) || t.iter().skip(3).any(|&b| b > 1) {
         return Err(TUNING_USAGE.into());
     }
     Ok(())
 }
 
 /// `options` with the tuning of a `--tuning` argument (empty: unchanged). Without its fourth
-/// number, chunk_wide_rows is the adapter's own choice.
+/// or fifth number, chunk_wide_rows or sweep_long_rows is the adapter's own choice.
 pub fn with_tuning(
     options: wgpu_loss::ContextOptions,
     t: &[u32],
@@ -151,24 +153,29 @@ pub fn with_tuning(
     let [lanes, stream_vecs, register_vecs, ..] = t[..] else {
         return Ok(options);
     };
-    let chunk_wide_rows = match t.get(3) {
-        Some(&c) => c == 1,
-        // Ask a context made without the override.
-        None => context_with(options.clone())?.tuning().chunk_wide_rows,
+    // For what is left out, ask a context made without the override.
+    let own = if t.len() < 5 {
+        Some(context_with(options.clone())?.tuning())
+    } else {
+        None
+    };
+    let flag = |i: usize, pick: fn(wgpu_loss::Tuning) -> bool| {
+        t.get(i).map_or_else(|| own.is_some_and(pick), |&b| b == 1)
     };
     Ok(options.tuning(wgpu_loss::Tuning {
         lanes,
         stream_vecs,
         register_vecs,
-        chunk_wide_rows,
+        chunk_wide_rows: flag(3, |t| t.chunk_wide_rows),
+        sweep_long_rows: flag(4, |t| t.sweep_long_rows),
     }))
 }
 
 /// A tuning as the `--tuning` argument that pins it.
 pub fn tuning_arg(t: wgpu_loss::Tuning) -> String {
     format!(
-        "{},{},{},{}",
-        t.lanes, t.stream_vecs, t.register_vecs, t.chunk_wide_rows as u32
+        "{},{},{},{},{}",
+        t.lanes, t.stream_vecs, t.register_vecs, t.chunk_wide_rows as u32, t.sweep_long_rows as u32
     )
 }
 

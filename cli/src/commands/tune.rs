@@ -35,7 +35,7 @@ pub struct TuneArgs {
     #[arg(long, default_value_t = 3.0)]
     margin: f64,
     /// Start from this tuning instead of the adapter's own:
-    /// lanes,stream_vecs,register_vecs[,chunk_wide_rows].
+    /// lanes,stream_vecs,register_vecs[,chunk_wide_rows[,sweep_long_rows]].
     #[arg(long, value_delimiter = ',')]
     tuning: Vec<u32>,
 }
@@ -77,6 +77,7 @@ fn size(a: &TuneArgs) -> Result<usize, String> {
 enum Param {
     RegisterVecs,
     ChunkWideRows,
+    SweepLongRows,
     StreamVecs,
 }
 
@@ -85,6 +86,7 @@ impl Param {
         match self {
             Param::RegisterVecs => "register_vecs",
             Param::ChunkWideRows => "chunk_wide_rows",
+            Param::SweepLongRows => "sweep_long_rows",
             Param::StreamVecs => "stream_vecs",
         }
     }
@@ -93,6 +95,7 @@ impl Param {
         match self {
             Param::RegisterVecs => t.register_vecs.to_string(),
             Param::ChunkWideRows => t.chunk_wide_rows.to_string(),
+            Param::SweepLongRows => t.sweep_long_rows.to_string(),
             Param::StreamVecs => t.stream_vecs.to_string(),
         }
     }
@@ -116,6 +119,10 @@ impl Param {
                 chunk_wide_rows: !t.chunk_wide_rows,
                 ..t
             }),
+            Param::SweepLongRows => out.push(Tuning {
+                sweep_long_rows: !t.sweep_long_rows,
+                ..t
+            }),
             Param::StreamVecs => out.extend(halve_double(t.stream_vecs, 64).map(|s| Tuning {
                 stream_vecs: s,
                 ..t
@@ -125,20 +132,24 @@ impl Param {
     }
 
     /// The cases whose plans the parameter changes: cross-entropy rows for the register tile;
-    /// forward + gradient of rows longer than one lane group holds for the layout of long rows;
-    /// the streaming (pointwise) kernels for `stream_vecs`.
+    /// forward + gradient of rows longer than one lane group holds and no longer than a
+    /// workgroup holds for `chunk_wide_rows`, of longer rows for `sweep_long_rows`; the
+    /// streaming (pointwise) kernels for `stream_vecs`.
     fn cases(self, t: Tuning, size: usize, classes: &[usize]) -> Vec<Case> {
         let ce = |grad| {
             classes
                 .iter()
                 .map(move |&c| Case::cross_entropy(size / c, c, grad))
         };
+        // Classes a lane group and a workgroup (256 invocations) hold.
+        let lane_group = (t.lanes * t.register_vecs * 4) as usize;
+        let workgroup = (256 * t.register_vecs * 4) as usize;
         match self {
             Param::RegisterVecs => ce(false).chain(ce(true)).collect(),
-            Param::ChunkWideRows => {
-                let lane_group = (t.lanes * t.register_vecs * 4) as usize;
-                ce(true).filter(|c| c.classes > lane_group).collect()
-            }
+            Param::ChunkWideRows => ce(true)
+                .filter(|c| (lane_group + 1..=workgroup).contains(&c.classes))
+                .collect(),
+            Param::SweepLongRows => ce(true).filter(|c| c.classes > workgroup).collect(),
             Param::StreamVecs => vec![Case::mse(size, false), Case::mse(size, true)],
         }
     }
@@ -172,14 +183,19 @@ pub fn run(a: &TuneArgs) -> Result<(), String> {
     );
     let mut best = start.tuning();
     drop(start);
-    for param in [Param::RegisterVecs, Param::ChunkWideRows, Param::StreamVecs] {
+    let params = [
+        Param::RegisterVecs,
+        Param::ChunkWideRows,
+        Param::SweepLongRows,
+        Param::StreamVecs,
+    ];
+    for param in params {
         let cases = param.cases(best, size, &a.classes);
         println!();
         if cases.is_empty() {
             println!(
-                "{}: no case it changes (no row longer than one lane group, {} classes)",
-                param.name(),
-                best.lanes * best.register_vecs * 4
+                "{}: no case it changes (no class count in its range)",
+                param.name()
             );
             continue;
         }
@@ -189,12 +205,13 @@ pub fn run(a: &TuneArgs) -> Result<(), String> {
     println!("fastest here: {best:?}");
     println!(
         "pin it: `--tuning {}` (bench, eval), or ContextOptions::default().tuning(Tuning {{ \
-         lanes: {}, stream_vecs: {}, register_vecs: {}, chunk_wide_rows: {} }})",
+         lanes: {}, stream_vecs: {}, register_vecs: {}, chunk_wide_rows: {}, sweep_long_rows: {} }})",
         super::tuning_arg(best),
         best.lanes,
         best.stream_vecs,
         best.register_vecs,
-        best.chunk_wide_rows
+        best.chunk_wide_rows,
+        best.sweep_long_rows
     );
     Ok(())
 }
