@@ -112,13 +112,25 @@ pub struct Tuning {
 }
 
 impl Tuning {
+    /// The classes of a cross-entropy row (a multiple of 4) that one lane group holds in
+    /// registers: longer rows, with the gradient, take `chunk_wide_rows`' layout.
+    pub fn lane_group_classes(self) -> usize {
+        (self.lanes * self.register_vecs * 4) as usize
+    }
+
+    /// The classes of a cross-entropy row (a multiple of 4) that one workgroup holds in
+    /// registers: longer rows, with the gradient, take `sweep_long_rows`' layout.
+    pub fn workgroup_classes(self) -> usize {
+        (crate::program::WG * self.register_vecs * 4) as usize
+    }
+
     /// The tuning measured best for this kind of adapter. CPU drivers (lavapipe) run a lane
     /// group of their SIMD width (the subgroup size) as one instruction and want long
     /// contiguous runs per invocation; GPUs want warp-wide lane groups and few registers. The
     /// same adapter can want another tuning on another host (on lavapipe, `chunk_wide_rows`
-    /// and `sweep_long_rows` depend on the CPU): `wgpu-loss tune` measures the neighbours of this choice on the
-    /// machine, for a caller to pin with [`ContextOptions::tuning`]. Nothing here measures:
-    /// the layout, and so the bits, of a plan never depend on a timing.
+    /// and `sweep_long_rows` depend on the CPU): `wgpu-loss tune` measures the neighbours of
+    /// this choice on the machine, for a caller to pin with [`ContextOptions::tuning`]. Nothing
+    /// here measures: the layout, and so the bits, of a plan never depend on a timing.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         let sg = info.subgroup_min_size;
         if info.device_type == wgpu::DeviceType::Cpu {

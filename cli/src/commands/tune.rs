@@ -141,9 +141,7 @@ impl Param {
                 .iter()
                 .map(move |&c| Case::cross_entropy(size / c, c, grad))
         };
-        // Classes a lane group and a workgroup (256 invocations) hold.
-        let lane_group = (t.lanes * t.register_vecs * 4) as usize;
-        let workgroup = (256 * t.register_vecs * 4) as usize;
+        let (lane_group, workgroup) = (t.lane_group_classes(), t.workgroup_classes());
         match self {
             Param::RegisterVecs => ce(false).chain(ce(true)).collect(),
             Param::ChunkWideRows => ce(true)
