@@ -78,7 +78,7 @@ override SHARD: u32 = 0u;
 override SIDE: u32 = 0u;
 // What happens after the statistics (row losses, partials, a single workgroup's reduced value,
 // the gradient's scale): see common/outputs.wgsl.
-const KMAX: u32 = 32u;
+const KMAX: u32 = 128u;
 // Identity of max. Finite, so that rows or chunks whose entries are all -inf give a zero sum of
 // exponentials instead of exp(-inf - -inf) = NaN; the row's loss still comes out as PyTorch's.
 const LOWEST: f32 = -3.40282347e38;
@@ -197,10 +197,10 @@ fn store_grad(gv0: u32, v: u32, g: vec4<f32>) {
 @group(0) @binding(6) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(7) var<storage, read_write> scratch: Scratch;
 
-// This invocation's x' (capped logits), exp(x' - m), and targets.
-var<private> xs: array<vec4<f32>, KMAX>;
-var<private> es: array<vec4<f32>, KMAX>;
-var<private> ts: array<vec4<f32>, KMAX>;
+// This invocation's x' (capped logits), exp(x' - m), and targets (K of each, at most KMAX).
+var<private> xs: array<vec4<f32>, K>;
+var<private> es: array<vec4<f32>, K>;
+var<private> ts: array<vec4<f32>, K>;
 var<workgroup> sh_scale: f32;
 
 // The rows of one block.

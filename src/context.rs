@@ -92,13 +92,20 @@ pub struct Tuning {
     pub lanes: u32,
     /// vec4s each invocation of a streaming kernel (pointwise losses) handles.
     pub stream_vecs: u32,
-    /// The most vec4s an invocation holds in registers (cross-entropy rows), at most 32. A
-    /// row block of up to 256 times this many vec4s is read once; longer rows are read twice
-    /// (see `chunk_wide_rows` and `sweep_long_rows`).
+    /// The most vec4s an invocation holds in registers (cross-entropy rows), at most 32: the
+    /// tile of row blocks that one lane group holds this way (`lanes * register_vecs` vec4s
+    /// or fewer), and of the chunks and sweeps of longer rows.
     pub register_vecs: u32,
+    /// The most vec4s an invocation holds of a row block longer than `lanes * register_vecs`
+    /// vec4s that is read once (`register_vecs` to 128): such a block takes the fewest
+    /// invocations that hold it in this many each, so that longer rows fit a lane group or a
+    /// workgroup (256 times `wide_vecs` vec4s), and a segment's merge has fewer levels. Rows
+    /// longer than a workgroup holds are read twice (see `chunk_wide_rows` and
+    /// `sweep_long_rows`).
+    pub wide_vecs: u32,
     /// Cross-entropy forward + gradient on rows longer than one lane group holds
-    /// (`lanes * register_vecs` vec4s) and no longer than a workgroup holds (256 times
-    /// `register_vecs` vec4s): `true` reads them in lane-group chunks, statistics first, then
+    /// (`lanes * wide_vecs` vec4s) and no longer than a workgroup holds (256 times
+    /// `wide_vecs` vec4s): `true` reads them in lane-group chunks, statistics first, then
     /// the logits again for the gradient (no barrier in any kernel); `false` reads them once,
     /// by segments of several lane groups that merge through workgroup memory. A forward pass
     /// always takes the chunks (its second pass reads only their statistics).
@@ -115,13 +122,13 @@ impl Tuning {
     /// The classes of a cross-entropy row (a multiple of 4) that one lane group holds in
     /// registers: longer rows, with the gradient, take `chunk_wide_rows`' layout.
     pub fn lane_group_classes(self) -> usize {
-        (self.lanes * self.register_vecs * 4) as usize
+        (self.lanes * self.wide_vecs * 4) as usize
     }
 
     /// The classes of a cross-entropy row (a multiple of 4) that one workgroup holds in
     /// registers: longer rows, with the gradient, take `sweep_long_rows`' layout.
     pub fn workgroup_classes(self) -> usize {
-        (crate::program::WG * self.register_vecs * 4) as usize
+        (crate::program::WG * self.wide_vecs * 4) as usize
     }
 
     /// The tuning measured best for this kind of adapter. CPU drivers (lavapipe) run a lane
@@ -142,6 +149,11 @@ impl Tuning {
                 },
                 stream_vecs: 32,
                 register_vecs: 32,
+                // The wide tile is off (no larger than the register tile): on the host of
+                // "Wide tiles for long rows" (PERFORMANCE.md) 128 with one read of wide rows
+                // took 0.55-0.65 of the time of these choices, but its pipelines take lavapipe
+                // far longer to compile, and the other hosts are unmeasured; `tune` measures it.
+                wide_vecs: 32,
                 // A barrier makes llvmpipe run a whole kernel as coroutines: a second read
                 // cost less on the host where this was chosen, and more on another measured
                 // since (PERFORMANCE.md, "Long rows with the gradient" and "A tuning measured
@@ -160,6 +172,8 @@ impl Tuning {
                 },
                 stream_vecs: 8,
                 register_vecs: 8,
+                // Few registers a thread: longer rows are swept.
+                wide_vecs: 8,
                 // Barriers are cheap on GPUs and memory is what bounds the loss there: read
                 // once (not yet measured on a GPU in this project).
                 chunk_wide_rows: false,
@@ -172,14 +186,15 @@ impl Tuning {
         let ok = self.lanes.is_power_of_two()
             && self.lanes <= 256
             && (1..=64).contains(&self.stream_vecs)
-            && (1..=32).contains(&self.register_vecs);
+            && (1..=32).contains(&self.register_vecs)
+            && (self.register_vecs..=128).contains(&self.wide_vecs);
         if ok {
             Ok(self)
         } else {
             Err(Error::option(
                 "tuning",
                 format!(
-                    "{self:?}: lanes a power of two <= 256, stream_vecs 1..=64, register_vecs 1..=32"
+                    "{self:?}: lanes a power of two <= 256, stream_vecs 1..=64, register_vecs 1..=32, wide_vecs register_vecs..=128"
                 ),
             ))
         }

@@ -509,7 +509,7 @@ impl Window {
 struct Tiling {
     /// Invocations per block (a power of two up to WG), fused layout.
     seg: u32,
-    /// vec4s per invocation, at most `Tuning::register_vecs` (KMAX = 32 in the shader).
+    /// vec4s per invocation, at most `Tuning::wide_vecs` (KMAX = 128 in the shader).
     k: u32,
 }
 
@@ -529,9 +529,15 @@ fn rows_per_block(classes: usize) -> usize {
     }
 }
 
-/// The fused layout's tiling for a block of `bv` vec4s (the fewest invocations per block that
-/// hold it in at most `kmax` vec4s each), or None when a block is too long for one workgroup.
-fn fused_tiling(bv: u64, kmax: u32) -> Option<Tiling> {
+/// The fused layout's tiling for a block of `bv` vec4s: the fewest invocations per block that
+/// hold it in at most `register_vecs` vec4s each where one lane group does, otherwise in at most
+/// `wide_vecs` each (see `Tuning`); None when a block is too long for one workgroup.
+fn fused_tiling(bv: u64, t: crate::Tuning) -> Option<Tiling> {
+    let kmax = if bv <= (t.lanes * t.register_vecs) as u64 {
+        t.register_vecs
+    } else {
+        t.wide_vecs
+    };
     if bv > (WG * kmax) as u64 {
         return None;
     }
@@ -585,8 +591,8 @@ impl<'s> Planner<'s> {
         let unaligned = all_f32
             && !chunked_anyway
             && aligned_rows > 1
-            && fused_tiling(aligned_rows * c / 4, kmax).is_none()
-            && fused_tiling(c.div_ceil(4), kmax).is_some();
+            && fused_tiling(aligned_rows * c / 4, tuning).is_none()
+            && fused_tiling(c.div_ceil(4), tuning).is_some();
         let rb = if unaligned { 1 } else { aligned_rows };
         let reduced = s.outputs.loss && s.reduction.is_reduced();
         let mean = s.reduction == Reduction::Mean;
@@ -698,7 +704,7 @@ impl<'s> Planner<'s> {
         let grad = self.s.outputs.grad;
         let split = !grad || ctx.tuning().chunk_wide_rows;
         let sweep = grad && ctx.tuning().sweep_long_rows;
-        match (fused_tiling(self.bv, self.kmax), narrow) {
+        match (fused_tiling(self.bv, ctx.tuning()), narrow) {
             (Some(t), _) if t.per_wg() >= self.blocks => self.single(b, t),
             (Some(t), Some(seg)) if t.seg > seg && split && !self.unaligned => self.chunked(b, seg),
             (Some(t), _) => self.fused(b, t),

@@ -157,9 +157,13 @@ impl Case {
 
     /// The loss of a forward pass alone (no gradient asked for) against the reference.
     fn check_forward(&self, what: &str) {
+        self.check_forward_on(ctx(), what);
+    }
+
+    fn check_forward_on(&self, ctx: &Context, what: &str) {
         for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean] {
             let reference = self.reference(reduction);
-            let (loss, _) = self.record_outputs(ctx(), reduction, false, Outputs::LOSS);
+            let (loss, _) = self.record_outputs(ctx, reduction, false, Outputs::LOSS);
             let what = format!("{what} n={} c={} {reduction}", self.rows, self.classes);
             assert_loss(&what, &loss, &reference, ROW, VALUE);
         }
@@ -215,6 +219,7 @@ fn fused_layouts() {
 fn unaligned_rows_are_read_once() {
     let fused = Context::with_options(ContextOptions::default().tuning(Tuning {
         chunk_wide_rows: false,
+        wide_vecs: ctx().tuning().register_vecs,
         ..ctx().tuning()
     }))
     .unwrap();
@@ -281,6 +286,7 @@ fn split_rows() {
 fn long_rows_swept_once() {
     let tuning = Tuning {
         register_vecs: 4,
+        wide_vecs: 4,
         chunk_wide_rows: false,
         sweep_long_rows: true,
         ..ctx().tuning()
@@ -338,6 +344,7 @@ fn long_rows_swept_once() {
 fn the_sweep_stays_below_the_loop_cap() {
     let tuning = Tuning {
         register_vecs: 1,
+        wide_vecs: 1,
         sweep_long_rows: true,
         ..ctx().tuning()
     };
@@ -370,12 +377,14 @@ fn the_sweep_stays_below_the_loop_cap() {
 fn the_sweep_at_its_bound() {
     let swept = Context::with_options(ContextOptions::default().tuning(Tuning {
         register_vecs: 4,
+        wide_vecs: 4,
         sweep_long_rows: true,
         ..ctx().tuning()
     }))
     .unwrap();
     let chunked = Context::with_options(ContextOptions::default().tuning(Tuning {
         register_vecs: 4,
+        wide_vecs: 4,
         sweep_long_rows: false,
         ..ctx().tuning()
     }))
@@ -389,6 +398,57 @@ fn the_sweep_at_its_bound() {
     assert!(count(&swept) < count(&chunked), "C = {c} is swept");
     let case = Case::random(1, c, 1310);
     case.check_mean_on(&swept, "4,096 chunks swept", false);
+}
+
+/// The wide tile (`Tuning::wide_vecs`): a row block longer than one lane group holds in
+/// `register_vecs` vec4s an invocation is read once by the fewest invocations that hold it in
+/// `wide_vecs` each: one lane group or less (no barrier) up to `lanes * wide_vecs` vec4s, more
+/// (merging through workgroup memory) up to a workgroup's 256 times as many. Under lavapipe's
+/// own tile of 128 vec4s (a lane group holds 4,096 classes, a workgroup 131,072) and a tile of 40
+/// with a register tile of 8, against the twin: rows past the register tile's lane group and
+/// past its workgroup (32,768 classes), blocks of 1, 2 and 4 rows, a partial last block (the
+/// scalar variant), unaligned rows of one a block, a row of exactly a workgroup's 131,072
+/// classes; with the gradient (every reduction, or the mean; in place) and forward only. The
+/// gradient's plan is the fused one, with fewer dispatches than the chunked passes that rows as
+/// long take when `wide_vecs` is no larger than `register_vecs`.
+#[test]
+fn wide_tiles_read_rows_once() {
+    let with = |register_vecs, wide_vecs| {
+        let t = Tuning {
+            register_vecs,
+            wide_vecs,
+            chunk_wide_rows: false,
+            sweep_long_rows: false,
+            ..ctx().tuning()
+        };
+        Context::with_options(ContextOptions::default().tuning(t)).unwrap()
+    };
+    let (wide, odd) = (with(32, 128), with(8, 40));
+    let narrow = with(32, 32);
+    let count = |ctx: &Context, case: &Case| {
+        let desc = case.options.desc(case.rows, case.classes);
+        Plan::new(ctx, &desc).unwrap().dispatch_count()
+    };
+    // Each shape a path (the tile's pipelines are slow to compile on lavapipe: few shapes).
+    let one_group = Case::random(3, 2_000, 1400);
+    one_group.check_on(&wide, "wide tile, one lane group");
+    one_group.check_forward_on(&wide, "wide tile, one lane group, forward");
+    Case::random(7, 9_999, 1401).check_mean_on(&wide, "wide tile, 4-row blocks", false);
+    Case::random(3, 50_001, 1402).check_mean_on(&wide, "wide tile, unaligned, in place", true);
+    Case::random(5, 4_098, 1403).check_mean_on(&odd, "wide tile of 40, 2-row blocks", false);
+    for (case, ctx) in [
+        (Case::random(2, 131_072, 1404), &wide),
+        (Case::random(4, 40_000, 1405), &odd),
+    ] {
+        let what = format!("wide tile, C = {}", case.classes);
+        case.check_mean_on(ctx, &what, false);
+        assert!(
+            count(ctx, &case) < count(&narrow, &case),
+            "{what}: {} dispatches, {} without the wide tile",
+            count(ctx, &case),
+            count(&narrow, &case)
+        );
+    }
 }
 
 #[test]

@@ -494,6 +494,7 @@ fn rows_of_many_chunks() {
         lanes: 8,
         stream_vecs: 1,
         register_vecs: 32,
+        wide_vecs: 32,
         chunk_wide_rows: true,
         sweep_long_rows: false,
     };

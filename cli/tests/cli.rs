@@ -739,10 +739,10 @@ fn tune_prints_a_tuning_that_eval_takes() {
         "1",
         "--warmup",
         "0",
-        // A workgroup holds 4,096 to 8,192 classes whatever register_vecs wins (4 or a
-        // neighbour), so that 2,000 is a wide row and 20,000 a long one.
+        // A workgroup holds 4,096 to 8,192 classes whatever register_vecs and wide_vecs win (4
+        // or a neighbour, wide_vecs 4 or 8), so that 2,000 is a wide row and 20,000 a long one.
         "--tuning",
-        "8,32,4",
+        "8,32,4,1,0,4",
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -752,6 +752,7 @@ fn tune_prints_a_tuning_that_eval_takes() {
     );
     for table in [
         "register_vecs",
+        "wide_vecs",
         "chunk_wide_rows",
         "sweep_long_rows",
         "stream_vecs",
@@ -770,13 +771,17 @@ fn tune_prints_a_tuning_that_eval_takes() {
         .and_then(|l| l.split('`').next())
         .unwrap_or_else(|| panic!("no tuning to pin: {text}"));
     let numbers: Vec<u32> = pinned.split(',').map(|n| n.parse().unwrap()).collect();
-    assert_eq!(numbers.len(), 5, "{pinned}");
+    assert_eq!(numbers.len(), 6, "{pinned}");
+    assert!(numbers[5] >= numbers[2], "{pinned}");
     assert!(numbers[3] <= 1 && numbers[4] <= 1, "{pinned}");
 
-    // Rows of 2000 classes: with chunk_wide_rows 1 read in lane-group chunks where there are
-    // subgroups, with 0 read once; the register tile halved as well; with a register tile of
-    // one vec4, longer than a workgroup holds: swept with sweep_long_rows 1, chunked with 0.
-    // Left out, the last two numbers are the adapter's own.
+    // Rows of 2000 classes (500 vec4s) in every layout: with wide_vecs as small as
+    // register_vecs, chunk_wide_rows 1 reads them in lane-group chunks where there are
+    // subgroups and 0 once, by segments merging through workgroup memory; a register tile of
+    // one vec4 makes them longer than a workgroup holds: swept with sweep_long_rows 1, chunked
+    // with 0; a wide tile of 64 vec4s reads them once in one lane group, of 16 in four. Left
+    // out, the two flags are the adapter's own, and wide_vecs the adapter's own or
+    // register_vecs if larger.
     let d = dir("tune");
     let mut rng = Rng::new(7);
     let (n, c) = (5, 2000);
@@ -787,15 +792,20 @@ fn tune_prints_a_tuning_that_eval_takes() {
     let reference = cpu_ce(&logits, &targets, c, None, &CeOptions::default()).unwrap();
     let own = run(&["info", "--json"]);
     let own: serde_json::Value = serde_json::from_slice(&own.stdout).unwrap();
+    let own_wide = own["tuning"]["wide_vecs"].as_u64().unwrap() as u32;
     let own =
         ["chunk_wide_rows", "sweep_long_rows"].map(|k| own["tuning"][k].as_bool().unwrap() as u32);
     for tuning in [
         pinned,
         "8,32,32,1",
-        "8,32,16,0,1",
-        "8,32,1,1,1",
-        "8,32,1,0,0",
+        "8,32,32,1,0,32",
+        "8,32,16,0,1,16",
+        "8,32,1,1,1,1",
+        "8,32,1,0,0,1",
         "8,32,16",
+        "8,32,16,0,0,64",
+        "8,32,4,1,0,16",
+        "8,32,4,0,1,16",
     ] {
         let g = d.join("g.npy");
         let out = run(&[
@@ -822,9 +832,15 @@ fn tune_prints_a_tuning_that_eval_takes() {
             .iter()
             .map(|k| t[k].as_u64().unwrap() as u32)
             .chain(["chunk_wide_rows", "sweep_long_rows"].map(|k| t[k].as_bool().unwrap() as u32))
+            .chain([t["wide_vecs"].as_u64().unwrap() as u32])
             .collect();
         let mut asked: Vec<u32> = tuning.split(',').map(|n| n.parse().unwrap()).collect();
-        asked.extend_from_slice(&own[asked.len() - 3..]);
+        if asked.len() < 5 {
+            asked.extend_from_slice(&own[asked.len() - 3..]);
+        }
+        if asked.len() < 6 {
+            asked.push(own_wide.max(asked[2]));
+        }
         assert_eq!(used, asked, "the tuning eval planned with");
         assert_scalar(
             &format!("loss under --tuning {tuning}"),
@@ -857,7 +873,9 @@ fn tune_prints_a_tuning_that_eval_takes() {
         "--tuning",
     );
     fails_with(&["tune", "--tuning", "8,32,32,1,2"], "--tuning");
-    fails_with(&["tune", "--tuning", "8,32,32,1,1,1"], "--tuning");
+    fails_with(&["tune", "--tuning", "8,32,32,1,1,32,1"], "--tuning");
+    // wide_vecs below register_vecs: the library's error.
+    fails_with(&["tune", "--tuning", "8,32,32,1,1,16"], "wide_vecs");
 }
 
 #[test]

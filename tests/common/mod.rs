@@ -24,12 +24,16 @@ pub fn ctx() -> &'static Context {
 }
 
 /// A context on the same adapter whose tuning reads rows longer than a workgroup holds, with
-/// the gradient, once (`sweep_long_rows: true`, the GPUs' choice: cross-entropy's sweep), and
-/// binds at most `max_binding` bytes at a time when given.
+/// the gradient, once (`sweep_long_rows: true`, the GPUs' choice: cross-entropy's sweep), a
+/// workgroup holding `register_vecs` vec4s an invocation (`wide_vecs` no larger, as on GPUs, so
+/// that rows past 32,768 classes are swept on lavapipe), and binds at most `max_binding` bytes
+/// at a time when given.
 pub fn swept(max_binding: Option<u64>) -> Context {
+    let own = ctx().tuning();
     let mut options = ContextOptions::default().tuning(Tuning {
         sweep_long_rows: true,
-        ..ctx().tuning()
+        wide_vecs: own.register_vecs,
+        ..own
     });
     if let Some(bytes) = max_binding {
         options = options.max_binding(bytes);

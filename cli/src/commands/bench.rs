@@ -65,8 +65,8 @@ pub struct BenchArgs {
     #[arg(long)]
     readme: Option<PathBuf>,
     /// Override the adapter's tuning:
-    /// lanes,stream_vecs,register_vecs[,chunk_wide_rows[,sweep_long_rows]] (see `Tuning`; the
-    /// last two 0 or 1, the adapter's own choice when left out).
+    /// lanes,stream_vecs,register_vecs[,chunk_wide_rows[,sweep_long_rows[,wide_vecs]]] (see
+    /// `Tuning`; the two flags 0 or 1; what is left out, the adapter's own choice).
     #[arg(long, value_delimiter = ',')]
     tuning: Vec<u32>,
     /// Also time what a caller waits for, by the wall clock: the convenience call on host data

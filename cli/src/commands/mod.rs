@@ -80,7 +80,7 @@ pub struct Common {
     #[arg(long, value_name = "BYTES")]
     max_binding: Option<u64>,
     /// Override the adapter's tuning:
-    /// lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1[,sweep_long_rows 0|1]]
+    /// lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1[,sweep_long_rows 0|1[,wide_vecs]]]
     /// (see `Tuning`, and `wgpu-loss tune` for the fastest on this machine). The layout, and
     /// so the last bits of a result, depends on it.
     #[arg(long, value_delimiter = ',')]
@@ -126,25 +126,27 @@ pub fn adapter_json(ctx: &wgpu_loss::Context) -> serde_json::Value {
             "lanes": t.lanes,
             "stream_vecs": t.stream_vecs,
             "register_vecs": t.register_vecs,
+            "wide_vecs": t.wide_vecs,
             "chunk_wide_rows": t.chunk_wide_rows,
             "sweep_long_rows": t.sweep_long_rows,
         },
     })
 }
 
-const TUNING_USAGE: &str = "--tuning takes three to five numbers: \
-     lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1[,sweep_long_rows 0|1]]";
+const TUNING_USAGE: &str = "--tuning takes three to six numbers: \
+     lanes,stream_vecs,register_vecs[,chunk_wide_rows 0|1[,sweep_long_rows 0|1[,wide_vecs]]]";
 
 /// Checks the shape of a `--tuning` argument (its values are the library's to check).
 pub fn check_tuning(t: &[u32]) -> Result<(), String> {
-    if !matches!(t.len(), 0 | 3 | 4 | 5) || t.iter().skip(3).any(|&b| b > 1) {
+    if !matches!(t.len(), 0 | 3..=6) || t.iter().skip(3).take(2).any(|&b| b > 1) {
         return Err(TUNING_USAGE.into());
     }
     Ok(())
 }
 
 /// `options` with the tuning of a `--tuning` argument (empty: unchanged). Without its fourth
-/// or fifth number, chunk_wide_rows or sweep_long_rows is the adapter's own choice.
+/// or fifth number, chunk_wide_rows or sweep_long_rows is the adapter's own choice; without its
+/// sixth, wide_vecs is the adapter's own, at least register_vecs.
 pub fn with_tuning(
     options: wgpu_loss::ContextOptions,
     t: &[u32],
@@ -154,7 +156,7 @@ pub fn with_tuning(
         return Ok(options);
     };
     // For what is left out, ask a context made without the override.
-    let own = if t.len() < 5 {
+    let own = if t.len() < 6 {
         Some(context_with(options.clone())?.tuning())
     } else {
         None
@@ -166,6 +168,10 @@ pub fn with_tuning(
         lanes,
         stream_vecs,
         register_vecs,
+        wide_vecs: t
+            .get(5)
+            .copied()
+            .unwrap_or_else(|| own.map_or(register_vecs, |o| o.wide_vecs.max(register_vecs))),
         chunk_wide_rows: flag(3, |t| t.chunk_wide_rows),
         sweep_long_rows: flag(4, |t| t.sweep_long_rows),
     }))
@@ -174,8 +180,13 @@ pub fn with_tuning(
 /// A tuning as the `--tuning` argument that pins it.
 pub fn tuning_arg(t: wgpu_loss::Tuning) -> String {
     format!(
-        "{},{},{},{},{}",
-        t.lanes, t.stream_vecs, t.register_vecs, t.chunk_wide_rows as u32, t.sweep_long_rows as u32
+        "{},{},{},{},{},{}",
+        t.lanes,
+        t.stream_vecs,
+        t.register_vecs,
+        t.chunk_wide_rows as u32,
+        t.sweep_long_rows as u32,
+        t.wide_vecs
     )
 }
 

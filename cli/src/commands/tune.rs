@@ -35,7 +35,7 @@ pub struct TuneArgs {
     #[arg(long, default_value_t = 3.0)]
     margin: f64,
     /// Start from this tuning instead of the adapter's own:
-    /// lanes,stream_vecs,register_vecs[,chunk_wide_rows[,sweep_long_rows]].
+    /// lanes,stream_vecs,register_vecs[,chunk_wide_rows[,sweep_long_rows[,wide_vecs]]].
     #[arg(long, value_delimiter = ',')]
     tuning: Vec<u32>,
 }
@@ -76,6 +76,7 @@ fn size(a: &TuneArgs) -> Result<usize, String> {
 #[derive(Clone, Copy)]
 enum Param {
     RegisterVecs,
+    WideVecs,
     ChunkWideRows,
     SweepLongRows,
     StreamVecs,
@@ -85,6 +86,7 @@ impl Param {
     fn name(self) -> &'static str {
         match self {
             Param::RegisterVecs => "register_vecs",
+            Param::WideVecs => "wide_vecs",
             Param::ChunkWideRows => "chunk_wide_rows",
             Param::SweepLongRows => "sweep_long_rows",
             Param::StreamVecs => "stream_vecs",
@@ -94,6 +96,7 @@ impl Param {
     fn value(self, t: Tuning) -> String {
         match self {
             Param::RegisterVecs => t.register_vecs.to_string(),
+            Param::WideVecs => t.wide_vecs.to_string(),
             Param::ChunkWideRows => t.chunk_wide_rows.to_string(),
             Param::SweepLongRows => t.sweep_long_rows.to_string(),
             Param::StreamVecs => t.stream_vecs.to_string(),
@@ -111,10 +114,17 @@ impl Param {
         };
         let mut out = vec![t];
         match self {
+            // wide_vecs is never below register_vecs.
             Param::RegisterVecs => out.extend(halve_double(t.register_vecs, 32).map(|r| Tuning {
                 register_vecs: r,
+                wide_vecs: t.wide_vecs.max(r),
                 ..t
             })),
+            Param::WideVecs => out.extend(
+                halve_double(t.wide_vecs, 128)
+                    .filter(|&w| w >= t.register_vecs)
+                    .map(|w| Tuning { wide_vecs: w, ..t }),
+            ),
             Param::ChunkWideRows => out.push(Tuning {
                 chunk_wide_rows: !t.chunk_wide_rows,
                 ..t
@@ -131,8 +141,8 @@ impl Param {
         out
     }
 
-    /// The cases whose plans the parameter changes: cross-entropy rows for the register tile;
-    /// forward + gradient of rows longer than one lane group holds and no longer than a
+    /// The cases whose plans the parameter changes: cross-entropy rows for the register tile,
+    /// those longer than one lane group holds in it for the wide tile; forward + gradient of rows longer than one lane group holds and no longer than a
     /// workgroup holds for `chunk_wide_rows`, of longer rows for `sweep_long_rows`; the
     /// streaming (pointwise) kernels for `stream_vecs`.
     fn cases(self, t: Tuning, size: usize, classes: &[usize]) -> Vec<Case> {
@@ -144,6 +154,10 @@ impl Param {
         let (lane_group, workgroup) = (t.lane_group_classes(), t.workgroup_classes());
         match self {
             Param::RegisterVecs => ce(false).chain(ce(true)).collect(),
+            Param::WideVecs => ce(false)
+                .chain(ce(true))
+                .filter(|c| c.classes > (t.lanes * t.register_vecs * 4) as usize)
+                .collect(),
             Param::ChunkWideRows => ce(true)
                 .filter(|c| (lane_group + 1..=workgroup).contains(&c.classes))
                 .collect(),
@@ -183,6 +197,7 @@ pub fn run(a: &TuneArgs) -> Result<(), String> {
     drop(start);
     let params = [
         Param::RegisterVecs,
+        Param::WideVecs,
         Param::ChunkWideRows,
         Param::SweepLongRows,
         Param::StreamVecs,
@@ -203,11 +218,13 @@ pub fn run(a: &TuneArgs) -> Result<(), String> {
     println!("fastest here: {best:?}");
     println!(
         "pin it: `--tuning {}` (bench, eval), or ContextOptions::default().tuning(Tuning {{ \
-         lanes: {}, stream_vecs: {}, register_vecs: {}, chunk_wide_rows: {}, sweep_long_rows: {} }})",
+         lanes: {}, stream_vecs: {}, register_vecs: {}, wide_vecs: {}, chunk_wide_rows: {}, \
+         sweep_long_rows: {} }})",
         super::tuning_arg(best),
         best.lanes,
         best.stream_vecs,
         best.register_vecs,
+        best.wide_vecs,
         best.chunk_wide_rows,
         best.sweep_long_rows
     );
