@@ -120,6 +120,12 @@ pub struct Tuning {
 
 impl Tuning {
     /// The classes of a cross-entropy row (a multiple of 4) that one lane group holds in
+    /// `register_vecs` vec4s an invocation: longer rows take the wide tile (`wide_vecs`).
+    pub fn register_tile_classes(self) -> usize {
+        (self.lanes * self.register_vecs * 4) as usize
+    }
+
+    /// The classes of a cross-entropy row (a multiple of 4) that one lane group holds in
     /// registers: longer rows, with the gradient, take `chunk_wide_rows`' layout.
     pub fn lane_group_classes(self) -> usize {
         (self.lanes * self.wide_vecs * 4) as usize
@@ -151,7 +157,7 @@ impl Tuning {
                 register_vecs: 32,
                 // The wide tile is off (no larger than the register tile): on the host of
                 // "Wide tiles for long rows" (PERFORMANCE.md) 128 with one read of wide rows
-                // took 0.55-0.65 of the time of these choices, but its pipelines take lavapipe
+                // took 0.55-0.72 of the time of these choices, but its pipelines take lavapipe
                 // far longer to compile, and the other hosts are unmeasured; `tune` measures it.
                 wide_vecs: 32,
                 // A barrier makes llvmpipe run a whole kernel as coroutines: a second read

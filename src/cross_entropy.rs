@@ -533,7 +533,7 @@ fn rows_per_block(classes: usize) -> usize {
 /// hold it in at most `register_vecs` vec4s each where one lane group does, otherwise in at most
 /// `wide_vecs` each (see `Tuning`); None when a block is too long for one workgroup.
 fn fused_tiling(bv: u64, t: crate::Tuning) -> Option<Tiling> {
-    let kmax = if bv <= (t.lanes * t.register_vecs) as u64 {
+    let kmax = if 4 * bv <= t.register_tile_classes() as u64 {
         t.register_vecs
     } else {
         t.wide_vecs

@@ -142,9 +142,10 @@ impl Param {
     }
 
     /// The cases whose plans the parameter changes: cross-entropy rows for the register tile,
-    /// those longer than one lane group holds in it for the wide tile; forward + gradient of rows longer than one lane group holds and no longer than a
-    /// workgroup holds for `chunk_wide_rows`, of longer rows for `sweep_long_rows`; the
-    /// streaming (pointwise) kernels for `stream_vecs`.
+    /// those longer than one lane group holds in it for the wide tile; forward + gradient of
+    /// rows longer than one lane group holds and no longer than a workgroup holds for
+    /// `chunk_wide_rows`, of longer rows for `sweep_long_rows`; the streaming (pointwise)
+    /// kernels for `stream_vecs`.
     fn cases(self, t: Tuning, size: usize, classes: &[usize]) -> Vec<Case> {
         let ce = |grad| {
             classes
@@ -156,7 +157,7 @@ impl Param {
             Param::RegisterVecs => ce(false).chain(ce(true)).collect(),
             Param::WideVecs => ce(false)
                 .chain(ce(true))
-                .filter(|c| c.classes > (t.lanes * t.register_vecs * 4) as usize)
+                .filter(|c| c.classes > t.register_tile_classes())
                 .collect(),
             Param::ChunkWideRows => ce(true)
                 .filter(|c| (lane_group + 1..=workgroup).contains(&c.classes))
