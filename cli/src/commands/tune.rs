@@ -196,11 +196,14 @@ pub fn run(a: &TuneArgs) -> Result<(), String> {
     );
     let mut best = start.tuning();
     drop(start);
+    // The wide tile after the two layouts of long rows: it pays where rows are read once
+    // (a lane group or a workgroup holds more of them), so measured under chunks it would
+    // lose the hosts where one read wins (PERFORMANCE.md, "Wide tiles for long rows").
     let params = [
         Param::RegisterVecs,
-        Param::WideVecs,
         Param::ChunkWideRows,
         Param::SweepLongRows,
+        Param::WideVecs,
         Param::StreamVecs,
     ];
     for param in params {
