@@ -873,7 +873,7 @@ fn fused(inv: Invocation) {
     }
     // The gradient goes out before the workgroup's barrier when its scale is known, so that
     // nothing but the partial is live across it.
-    if (WANT_GRAD && params.scale_mode != 2u) {
+    if (WANT_GRAD && params.scale_mode != SCALE_OWN) {
         write_grad(blk, o, pf, grad_scale(), gv0, at.x, at.y, bv);
     }
     if (want_partial() && !single()) {
@@ -883,13 +883,13 @@ fn fused(inv: Invocation) {
     if (single()) {
         let total = wg_sum_segments(part, inv.lid);
         if (inv.lid == 0u) {
-            if (params.final_mode != 3u) {
+            if (params.final_mode != FINAL_NONE) {
                 loss[0] = final_value(total);
             }
             sh_scale = 1.0 / total.y;
         }
     }
-    if (WANT_GRAD && single() && params.scale_mode == 2u) {
+    if (WANT_GRAD && single() && params.scale_mode == SCALE_OWN) {
         // A weighted mean's denominator is this workgroup's whole weight sum.
         workgroupBarrier();
         write_grad(blk, o, pf, sh_scale, gv0, at.x, at.y, bv);

@@ -135,18 +135,18 @@ fn load_y(n: u32, py: i32, px: i32, c: u32) -> f32 {
 #endif
 }
 
-// The pixel's weight: params.mask_mode 0 none, 1 the mask (buffer or texture), 2 the target's
+// The pixel's weight (params.mask_mode): none, the mask (buffer or texture), or the target's
 // alpha.
 fn load_m(n: u32, py: u32, px: u32) -> f32 {
     switch params.mask_mode {
-        case 1u: {
+        case MASK_MASK: {
 #ifdef MASK_TEX
             return textureLoad(m_tex, vec2<u32>(px, py), 0).r;
 #else
             return m_buf[(n * params.h + py) * params.w + px];
 #endif
         }
-        case 2u: {
+        case MASK_TARGET_ALPHA: {
 #ifdef TARGET_TEX
             return textureLoad(y_tex, vec2<u32>(px, py), 0).a;
 #else
@@ -198,13 +198,13 @@ fn tile_of(inv: Invocation) -> Tile {
     return s;
 }
 
-// The pixel term's value and derivative at d = x - y: params.pix 1 |d|, 2 d^2, 0 none.
+// The pixel term's value and derivative at d = x - y: params.pix PIX_ABS |d|, PIX_SQUARE d^2.
 fn pix_value(d: f32) -> f32 {
-    return select(d * d, abs(d), params.pix == 1u);
+    return select(d * d, abs(d), params.pix == PIX_ABS);
 }
 
 fn pix_grad(d: f32) -> f32 {
-    return select(2.0 * d, sign(d), params.pix == 1u);
+    return select(2.0 * d, sign(d), params.pix == PIX_ABS);
 }
 
 @compute @workgroup_size(WG)
@@ -298,15 +298,15 @@ fn forward(inv: Invocation) {
                 map_c[e] = 0.0;
             }
         }
-        // Per-element losses (reduction none): params.out_kind 1 S, 2 1 - S, 3 the pixel term,
-        // 4 the photometric element; over the counted windows' centres.
-        if (params.out_kind != 0u && is_counted) {
+        // Per-element losses (reduction none): params.out_kind S, 1 - S, the pixel term, or the
+        // photometric element; over the counted windows' centres.
+        if (params.out_kind != ELEMENT_NONE && is_counted) {
             var e = 0.0;
             switch params.out_kind {
-                case 1u: { e = value; }
-                case 2u: { e = 1.0 - value; }
-                case 3u: { e = pix_value(d); }
-                default: { e = (1.0 - params.lambda) * abs(d) + params.lambda * (1.0 - value); }
+                case ELEMENT_SSIM: { e = value; }
+                case ELEMENT_DSSIM: { e = 1.0 - value; }
+                case ELEMENT_PIXEL: { e = pix_value(d); }
+                case ELEMENT_PHOTOMETRIC, default: { e = (1.0 - params.lambda) * abs(d) + params.lambda * (1.0 - value); }
             }
             let oy = s.py - params.valid * R;
             let ox = s.px - params.valid * R;
@@ -324,8 +324,8 @@ fn forward(inv: Invocation) {
     }
 }
 
-// The loss from the reduced totals, and the gradient's scales. params.loss: 0 L1, 1 MSE, 2 PSNR,
-// 3 SSIM, 4 D-SSIM, 5 photometric; params.mean 1 for the mean, 0 for the sum (and for none, whose
+// The loss from the reduced totals, and the gradient's scales. params.loss: IMAGE_L1 ...
+// IMAGE_PHOTOMETRIC (the host's `ImageCode`); params.mean 1 for the mean, 0 for the sum (and for none, whose
 // totals are not reduced: its gradient is the sum's).
 @compute @workgroup_size(WG)
 fn finish(inv: Invocation) {
@@ -354,22 +354,22 @@ fn finish(inv: Invocation) {
     let one = select(c * ts.y, 1.0, params.mean != 0u);
     var loss = 0.0;
     switch params.loss {
-        case 0u, 1u: {
+        case IMAGE_L1, IMAGE_MSE: {
             loss = pix_mean;
         }
-        case 2u: {
+        case IMAGE_PSNR: {
             loss = 10.0 * log2(params.range2 / pix_mean) * 0.30102999566398120;
             // d/dx 10 log10(L^2 / mse) = -10 / (ln 10 mse) dmse/dx
             k_pix = -4.3429448190325183 / pix_mean * k_pix;
         }
-        case 3u: {
+        case IMAGE_SSIM: {
             loss = ssim_mean;
         }
-        case 4u: {
+        case IMAGE_DSSIM: {
             loss = one - ssim_mean;
             k_ssim = -k_ssim;
         }
-        default: {
+        case IMAGE_PHOTOMETRIC, default: {
             loss = (1.0 - lam) * pix_mean + lam * (one - ssim_mean);
             k_pix = (1.0 - lam) * k_pix;
             k_ssim = -lam * k_ssim;

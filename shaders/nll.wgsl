@@ -96,7 +96,7 @@ fn main(inv: Invocation) {
     }
     // Loss: one logit per row.
     var part = vec2<f32>(0.0);
-    if (WANT_LOSS || params.scale_mode == 2u) {
+    if (WANT_LOSS || params.scale_mode == SCALE_OWN) {
         for (var k = 0u; k < KR; k++) {
             let n = first_row + k * WG + inv.lid;
             if (n < params.loss_rows) {
@@ -127,7 +127,7 @@ fn main(inv: Invocation) {
     if (single()) {
         let total = seg_sum(vec4<f32>(part, 0.0, 0.0), inv.lid, sg_size_of(inv)).xy;
         if (inv.lid == 0u) {
-            if (params.final_mode != 3u) {
+            if (params.final_mode != FINAL_NONE) {
                 loss[0] = final_value(total);
             }
             sh_scale = 1.0 / total.y;
@@ -136,7 +136,7 @@ fn main(inv: Invocation) {
     if (!WANT_GRAD) {
         return;
     }
-    if (single() && params.scale_mode == 2u) {
+    if (single() && params.scale_mode == SCALE_OWN) {
         workgroupBarrier();
         scale = sh_scale;
     }

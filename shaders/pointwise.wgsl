@@ -2,9 +2,10 @@
 // Per-element loss, loss partials (or per-row sums: ROWS) and the gradient with respect to x, in
 // one pass that keeps nothing in registers.
 //
-// CPU twin: src/cpu/pointwise.rs. Host side: src/pointwise.rs.
+// CPU twin: src/cpu/pointwise.rs. Host side: src/families/pointwise.rs.
 //
-// LOSS (override), with d = x - y:
+// LOSS (override; the codes are the host's `LossCode`, src/families/pointwise.rs, spliced in as
+// the constants LOSS_MSE ... LOSS_CUSTOM), with d = x - y:
 //   0 mse           d^2                                         grad 2 d
 //   1 l1            |d|                                         grad sign(d) (0 at 0)
 //   2 huber         |d| < p0 ? d^2 / 2 : p0 (|d| - p0 / 2)       grad clamp(d, -p0, p0)
@@ -20,7 +21,7 @@
 //                   (checked on the host: only x, y, numbers, operators and WGSL's built-in
 //                   functions), spliced into custom_loss and custom_grad below
 // times the weight w[i % weight_len] (bce, bce_logits), pw = pos_weight[i % pos_weight_len].
-// Losses on probabilities (4, 7) report x outside [0, 1] (or NaN).
+// Losses on probabilities (bce, classic) report x outside [0, 1] (or NaN).
 //
 // Layout (main): workgroup w takes vec4s [w * WG * K, (w + 1) * WG * K) of this dispatch. Its
 // invocations form lane groups of LANES; each group streams a contiguous run of LANES * K vec4s,
@@ -192,20 +193,20 @@ fn elem(e: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
     let d = xv - yv;
     let p0 = params.p0;
     switch LOSS {
-        case 0u: {
+        case LOSS_MSE: {
             o.loss = d * d;
             o.grad = 2.0 * d;
         }
-        case 1u: {
+        case LOSS_L1: {
             o.loss = abs(d);
             o.grad = sign(d);
         }
-        case 2u: {
+        case LOSS_HUBER: {
             let a = abs(d);
             o.loss = select(p0 * (a - 0.5 * p0), 0.5 * d * d, a < vec4<f32>(p0));
             o.grad = clamp(d, vec4<f32>(-p0), vec4<f32>(p0));
         }
-        case 3u: {
+        case LOSS_SMOOTH_L1: {
             let a = abs(d);
             if (p0 == 0.0) {
                 o.loss = a;
@@ -215,13 +216,13 @@ fn elem(e: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
                 o.grad = clamp(d / p0, vec4<f32>(-1.0), vec4<f32>(1.0));
             }
         }
-        case 4u: {
+        case LOSS_BCE: {
             let lx = max(log_exact4(xv), vec4<f32>(-100.0));
             let l1x = max(log(1.0 - xv), vec4<f32>(-100.0));
             o.loss = -(yv * lx + (1.0 - yv) * l1x);
             o.grad = d / max(xv * (1.0 - xv), vec4<f32>(1e-12));
         }
-        case 5u: {
+        case LOSS_BCE_LOGITS: {
             var lw = vec4<f32>(1.0);
             var pw = vec4<f32>(1.0);
             if (HAS_POS_WEIGHT) {
@@ -233,18 +234,18 @@ fn elem(e: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
             o.loss = (1.0 - yv) * xv + lw * sp;
             o.grad = lw * sigmoid(xv) - pw * yv;
         }
-        case 7u: {
+        case LOSS_CLASSIC: {
             // The classic cross-entropy's term; log(x + eps) exact for subnormal sums.
             o.loss = -yv * log_sum_exact4(xv, p0);
             o.grad = -yv / (xv + p0);
         }
-        case 8u: {
+        case LOSS_CUSTOM: {
             for (var i = 0u; i < 4u; i++) {
                 o.loss[i] = custom_loss(xv[i], yv[i]);
                 o.grad[i] = custom_grad(xv[i], yv[i]);
             }
         }
-        default: {
+        case LOSS_KL_DIV, default: {
             if (LOG_TARGET) {
                 let ey = exp(yv);
                 o.loss = ey * (yv - xv);
@@ -268,7 +269,7 @@ fn elem(e: u32, xv: vec4<f32>, yv: vec4<f32>) -> Elem {
 // Losses on probabilities (bce, the classic cross-entropy) count inputs outside [0, 1], NaN
 // included, from e on (those below lim).
 fn check_probabilities(e: u32, lim: u32, xv: vec4<f32>) {
-    if (LOSS == 4u || LOSS == 7u) {
+    if (LOSS == LOSS_BCE || LOSS == LOSS_CLASSIC) {
         for (var i = 0u; i < 4u; i++) {
             if (e + i < lim && !(xv[i] >= 0.0 && xv[i] <= 1.0)) {
                 report_invalid(e + i);

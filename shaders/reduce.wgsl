@@ -3,16 +3,19 @@
 // params.groups consecutive groups (per-row sums of rows cut into chunks).
 //
 // CPU twin: the f64 sums of src/cpu/*.rs (a sum is a sum; the tree order is what the GPU adds).
-// Host side: src/program.rs plans the levels so that no invocation adds more than K partials.
+// Host side: src/engine/program.rs plans the levels so that no invocation adds more than K partials.
 //
 // A group is params.count partials, params.group_wgs workgroups; workgroup w takes group
 // g = w / group_wgs and sums its partials [j * WG * K, (j + 1) * WG * K), j = w % group_wgs,
-// invocation i taking i, i + WG, ... (K of them), then the workgroup in index order. mode:
-//   0  write the sum as partial w of the next level, at params.out_base (a group's stay together)
-//   1  final: loss[g] = sum of losses
-//   2  final: loss[g] = sum of losses / params.mean_den
-//   3  final: loss[g] = sum of losses / sum of weights (a weighted mean)
-//   4  final: scratch.data[0] = sum of weights (a weighted mean's denominator, for the gradient)
+// invocation i taking i, i + WG, ... (K of them), then the workgroup in index order. mode (the
+// host's `ReduceMode`, src/engine/program.rs, as constants):
+//   REDUCE_PARTIAL        write the sum as partial w of the next level, at params.out_base (a
+//                         group's stay together)
+//   REDUCE_SUM            final: loss[g] = sum of losses
+//   REDUCE_MEAN           final: loss[g] = sum of losses / params.mean_den
+//   REDUCE_WEIGHTED_MEAN  final: loss[g] = sum of losses / sum of weights (a weighted mean)
+//   REDUCE_DENOMINATOR    final: scratch.data[0] = sum of weights (a weighted mean's
+//                         denominator, for the gradient)
 // Bindings: 0 params, 1 scratch, 2 loss. Dispatch folded: w = wid.x + wid.y * params.wg_x.
 
 #import scratch
@@ -45,19 +48,19 @@ fn main(inv: Invocation) {
         return;
     }
     switch params.mode {
-        case 0u: {
+        case REDUCE_PARTIAL: {
             store_partial(params.out_base, wg, total);
         }
-        case 1u: {
+        case REDUCE_SUM: {
             loss[g] = total.x;
         }
-        case 2u: {
+        case REDUCE_MEAN: {
             loss[g] = total.x / params.mean_den;
         }
-        case 3u: {
+        case REDUCE_WEIGHTED_MEAN: {
             loss[g] = total.x / total.y;
         }
-        default: {
+        case REDUCE_DENOMINATOR, default: {
             scratch.data[0] = total.y;
         }
     }

@@ -11,15 +11,15 @@ use std::time::Instant;
 
 use wgpu::util::DeviceExt;
 
-mod image;
-mod linear;
+pub(crate) mod image;
+pub(crate) mod linear;
 
 pub use image::{ImageBench, ImageShape, UnfusedParams};
 pub use linear::{LinearBench, LinearResults, LinearShape, MatmulParams};
 
-use crate::context::PipelineKey;
-use crate::program::{WG, partial_group};
-use crate::shader::{Shader, params};
+use crate::engine::context::PipelineKey;
+use crate::engine::kernel::{Kernel, fixed_layout, params};
+use crate::engine::program::{WG, partial_group};
 use crate::{
     Bindings, Buffers, ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs,
     LossOutput, Outputs, Plan, Pointwise, PointwiseDesc, Result, Values, cpu,
@@ -591,7 +591,7 @@ impl Bench {
         );
         let upload = wall_clock(warmup, reps, || {
             let _guard = self.ctx.lock();
-            let upload = |data| crate::transfer::upload(&self.ctx, "wgpu-loss.bench", data);
+            let upload = |data| crate::engine::transfer::upload(&self.ctx, "wgpu-loss.bench", data);
             let buffers = [upload(a), upload(&b)];
             self.ctx.queue().submit([]);
             wait(&self.ctx)?;
@@ -600,10 +600,10 @@ impl Bench {
         })?;
         let set = &self.sets[0];
         let read_back = wall_clock(warmup, reps, || {
-            crate::transfer::read_back(&self.ctx, &set.loss, 4)?;
+            crate::engine::transfer::read_back(&self.ctx, &set.loss, 4)?;
             if let Some(g) = &set.grad {
                 let bytes = self.case.dtype.bytes(self.case.elements() as u64);
-                crate::transfer::read_back(&self.ctx, g, bytes)?;
+                crate::engine::transfer::read_back(&self.ctx, g, bytes)?;
             }
             Ok(())
         })?;
@@ -644,7 +644,7 @@ impl Bench {
 }
 
 fn read_f32(ctx: &Context, buffer: &wgpu::Buffer) -> Result<f32> {
-    let bytes = crate::transfer::read_back(ctx, buffer, 4)?;
+    let bytes = crate::engine::transfer::read_back(ctx, buffer, 4)?;
     Ok(f32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
@@ -791,7 +791,7 @@ impl Queries {
     }
 
     fn read(&self, ctx: &Context) -> Result<Vec<f64>> {
-        let bytes = crate::transfer::map_read(ctx, &self.staging)?;
+        let bytes = crate::engine::transfer::map_read(ctx, &self.staging)?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let period = ctx.queue().get_timestamp_period() as f64 * 1e-9;
         Ok(ticks
@@ -815,6 +815,17 @@ pub struct Ceilings {
     /// softmax (or the classic form's log) needs.
     pub with_exp: Timing,
 }
+
+/// `shaders/ceiling.wgsl`: the trivial kernels `bench` measures as ceilings. Bindings: a, b, c.
+pub(crate) static CEILING: Kernel = Kernel {
+    file: "ceiling.wgsl",
+    source: include_str!("../shaders/ceiling.wgsl"),
+    params: CeilingParams::INFO,
+    consts: &[],
+    layout: fixed_layout!(U, R, R, W),
+    defines: &["SUBGROUPS"],
+    values: &[],
+};
 
 params! {
     /// The parameters of ceiling.wgsl.
@@ -886,7 +897,7 @@ fn measure_ceilings(ctx: &Context, case: &Case, warmup: usize, reps: usize) -> R
     let mut best = [None::<Timing>, None::<Timing>];
     for (e, with_exp) in [false, true].into_iter().enumerate() {
         for k in CEILING_K {
-            let key = PipelineKey::new(Shader::Ceiling, entry)
+            let key = PipelineKey::new(&CEILING, entry)
                 .constant("WG", WG)
                 .constant("SEG", WG)
                 .constant("K", k)

@@ -52,43 +52,34 @@
 
 #[doc(hidden)]
 pub mod bench;
-mod class_targets;
-mod context;
+#[cfg(test)]
+mod contracts;
 pub mod cpu;
-mod cross_entropy;
-mod custom;
 mod dtype;
+mod engine;
 mod error;
-mod image;
-mod linear_cross_entropy;
-mod mix;
-mod nll;
-mod optim;
+mod families;
 mod plan;
-mod pointwise;
-mod program;
 mod reduction;
-mod shader;
 mod train;
-mod transfer;
 
-pub use context::{Context, ContextOptions, DeviceGuard, Tuning};
-pub use cross_entropy::{
+pub use dtype::{DType, Values, bf16, f16};
+pub use engine::context::{Context, ContextOptions, DeviceGuard, Tuning};
+pub use engine::program::Status;
+pub use error::{Error, Result};
+pub use families::cross_entropy::{
     CombinedShards, CrossEntropyDesc, Shard, ShardStep, Targets, combine_shards,
 };
-pub use custom::CustomLossDesc;
-pub use dtype::{DType, Values, bf16, f16};
-pub use error::{Error, Result};
-pub use image::{
+pub use families::custom::CustomLossDesc;
+pub use families::image::{
     GradTarget, ImageBindings, ImageBuffers, ImageDesc, ImageInput, ImageLoss, ImageMask,
     ImagePlan, ImageSource, Padding,
 };
-pub use linear_cross_entropy::{LinearCrossEntropyDesc, MAX_DIM};
-pub use mix::{Mix, MixBindings, MixBuffers, MixDesc, MixOutput};
-pub use nll::NllDesc;
-pub use optim::{Optim, Optimizer};
+pub use families::linear_cross_entropy::{LinearCrossEntropyDesc, MAX_DIM};
+pub use families::mix::{Mix, MixBindings, MixBuffers, MixDesc, MixOutput};
+pub use families::nll::NllDesc;
+pub use families::optim::{Optim, Optimizer};
+pub use families::pointwise::{ClassicCrossEntropyDesc, Pointwise, PointwiseDesc};
 pub use plan::{Bindings, Buffers, Inputs, IntoBinding, LossDesc, Plan, Target};
-pub use pointwise::{ClassicCrossEntropyDesc, Pointwise, PointwiseDesc};
-pub use program::Status;
 pub use reduction::{LossOutput, Outputs, Reduction};
 pub use train::{EpochStats, SoftmaxRegression, TrainDesc, blobs};

@@ -7,11 +7,13 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cpu::Reference;
 use crate::dtype::{DType, Values};
-use crate::program::{Bound, Builder, Program, Status, UserBindings};
+pub(crate) use crate::engine::program::HostData;
+use crate::engine::program::{Bound, Builder, Program, Status, UserBindings};
+use crate::engine::transfer;
+use crate::reduction::Reference;
 use crate::reduction::{LossOutput, Reduction};
-use crate::{Context, Error, Result, transfer};
+use crate::{Context, Error, Result};
 
 /// What a loss family's description does for the engine; sealed: the families are this crate's.
 pub(crate) mod sealed {
@@ -26,7 +28,12 @@ pub(crate) mod sealed {
         fn results(&self) -> (Reduction, &'static str);
         /// Checks host inputs against the description; returns the bytes of each input slot.
         fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>>;
-        /// The f64 CPU twin of the plan on host inputs.
+    }
+
+    /// The f64 CPU twin of a family's plan on host inputs, implemented beside the twin in
+    /// `cpu/` (so that no family depends on its twin).
+    pub trait Twin {
+        /// The twin's result on `inputs`.
         fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference>;
     }
 }
@@ -71,21 +78,17 @@ macro_rules! binding_setters {
     };
 }
 
-/// The bytes of each input slot (input, target, weight, pos_weight, grad_output, shard_scale,
-/// linear, bias) of a run on host data.
-pub(crate) type HostData<'a> = [Option<Cow<'a, [u8]>>; 8];
-
 /// A loss description: what to compute for one shape ([`crate::PointwiseDesc`],
 /// [`crate::CrossEntropyDesc`], [`crate::NllDesc`], [`crate::ClassicCrossEntropyDesc`]).
 /// Every description has the same builder methods for what every loss shares: `reduction`,
 /// `outputs` and `weight`.
 pub trait LossDesc:
-    sealed::Family + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
+    sealed::Family + sealed::Twin + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
 {
 }
 
-impl<D: sealed::Family + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static> LossDesc
-    for D
+impl<D: sealed::Family + sealed::Twin + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static>
+    LossDesc for D
 {
 }
 
@@ -492,6 +495,14 @@ impl Context {
     }
 }
 
+impl Context {
+    /// The plan for `desc` from the convenience calls' cache, planned on a miss. The cache
+    /// holds the plans used last.
+    pub(crate) fn cached_plan<D: LossDesc>(&self, desc: &D) -> Result<std::sync::Arc<Plan<D>>> {
+        self.cached(|p: &Plan<D>| p.desc() == desc, |ctx| Plan::new(ctx, desc))
+    }
+}
+
 /// The bytes of an optional f32 slice.
 pub(crate) fn bytes(data: Option<&[f32]>) -> Option<Cow<'_, [u8]>> {
     data.map(|d| Cow::Borrowed(bytemuck::cast_slice(d)))
@@ -549,5 +560,44 @@ pub(crate) fn check_declared(
             "given, not declared by the description",
         )),
         (Some(n), Some(d)) => check_count(what, n as u64, d.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::context::PLAN_CACHE;
+    use crate::{Pointwise, PointwiseDesc};
+    use std::sync::Arc;
+
+    /// The convenience calls plan once per description, keep the last few plans, and the cache
+    /// keeps nothing alive once the context's handles are gone.
+    #[test]
+    fn convenience_calls_reuse_a_bounded_cache_of_plans() {
+        let ctx = Context::new().expect("an adapter (CI installs lavapipe)");
+        let desc = |len| PointwiseDesc::new(Pointwise::Mse, len);
+        let first = ctx.cached_plan(&desc(10)).unwrap();
+        assert!(Arc::ptr_eq(&first, &ctx.cached_plan(&desc(10)).unwrap()));
+        let other = ctx.cached_plan(&desc(11)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        // `loss` goes through the cache, and a clone of the context shares it.
+        let (x, y) = ([0.5f32; 10], [0.25f32; 10]);
+        let out = ctx.clone().loss(&desc(10), &Inputs::new(&x, &y)).unwrap();
+        assert_eq!(out.value, Some(0.0625));
+        assert!(Arc::ptr_eq(&first, &ctx.cached_plan(&desc(10)).unwrap()));
+        // Bounded: PLAN_CACHE other descriptions push the first one out.
+        for len in 100..100 + PLAN_CACHE {
+            ctx.cached_plan(&desc(len)).unwrap();
+        }
+        assert_eq!(ctx.cached_count(), PLAN_CACHE);
+        assert!(!Arc::ptr_eq(&first, &ctx.cached_plan(&desc(10)).unwrap()));
+        // Cached plans hold the device, not the cache: no cycle keeps the device alive.
+        let device = ctx.weak();
+        drop((first, other));
+        drop(ctx);
+        assert!(
+            device.upgrade().is_none(),
+            "the device outlived its last context"
+        );
     }
 }

@@ -8,8 +8,9 @@
 
 use std::mem::ManuallyDrop;
 
+use crate::engine::transfer;
 use crate::plan::{Bindings, Buffers, Plan};
-use crate::{Context, Error, LinearCrossEntropyDesc, Optim, Optimizer, Result, transfer};
+use crate::{Context, Error, LinearCrossEntropyDesc, Optim, Optimizer, Result};
 
 /// What to train: `rows` examples of `features` each, `classes` classes, mini-batches of
 /// `batch_size` rows in the data's order (the last one shorter when it does not divide), and

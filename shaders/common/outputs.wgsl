@@ -1,6 +1,6 @@
 // What a loss kernel does with its losses after its loops, chosen per dispatch by uniforms (one
 // pipeline then serves every reduction and every dispatch of a plan), except ROW_LOSS and
-// SINGLE. The host fills them from one place, `After` in src/program.rs; the includer's Params
+// SINGLE. The host fills them from one place, `After` in src/engine/program.rs; the includer's Params
 // has `flags`, `scale_mode`, `final_mode`, `mean_den`, `grad_scale` and `partial_base`.
 //   flags bit 0 (PARTIAL): write partial sums to scratch.
 //   ROW_LOSS, an override constant (`After::key`): write per-row (per-element) losses. A
@@ -10,9 +10,13 @@
 //   dispatch): one workgroup holds the whole problem and writes the reduced value itself. Its
 //   workgroup-wide sum and barrier exist only in those pipelines: lavapipe pays for a barrier
 //   that is compiled in even where it never runs (12-17% of a forward pass: PERFORMANCE.md).
-//   scale_mode (gradient scale): 0 params.grad_scale; 1 1 / scratch.data[0] (a weighted mean's
-//   denominator reduced by an earlier pass); 2 (SINGLE) 1 / the weight sum it reduces itself.
-//   final_mode (SINGLE): 0 sum; 1 sum / params.mean_den; 2 sum / weight sum; 3 none.
+//   scale_mode (gradient scale): SCALE_HOST params.grad_scale; SCALE_REDUCED 1 / scratch.data[0]
+//   (a weighted mean's denominator reduced by an earlier pass); SCALE_OWN (SINGLE) 1 / the
+//   weight sum it reduces itself.
+//   final_mode (SINGLE): FINAL_SUM sum; FINAL_MEAN sum / params.mean_den; FINAL_WEIGHTED sum /
+//   weight sum; FINAL_NONE none.
+// The codes are constants the host generates from its own (`ScaleMode`, `FinalMode` in
+// src/engine/kernel.rs) and splices in with this file.
 
 #import scratch
 #import segment
@@ -33,9 +37,9 @@ fn single() -> bool {
     return SINGLE;
 }
 
-// The gradient's scale, unless the dispatch reduces the weight sum itself (scale_mode 2).
+// The gradient's scale, unless the dispatch reduces the weight sum itself (SCALE_OWN).
 fn grad_scale() -> f32 {
-    if (params.scale_mode == 1u) {
+    if (params.scale_mode == SCALE_REDUCED) {
         return 1.0 / scratch.data[0];
     }
     return params.grad_scale;
@@ -43,10 +47,10 @@ fn grad_scale() -> f32 {
 
 // The reduced value of a SINGLE dispatch, from the workgroup's (loss, weight) total.
 fn final_value(total: vec2<f32>) -> f32 {
-    if (params.final_mode == 1u) {
+    if (params.final_mode == FINAL_MEAN) {
         return total.x / params.mean_den;
     }
-    if (params.final_mode == 2u) {
+    if (params.final_mode == FINAL_WEIGHTED) {
         return total.x / total.y;
     }
     return total.x;

@@ -7,11 +7,23 @@
 use wgpu::util::DeviceExt;
 
 use super::{Ceilings, Timing, ceilings, time_passes};
-use crate::context::{Pipeline, PipelineKey};
-use crate::image::{ImageBindings, ImageBuffers, ImageDesc, ImageLoss, ImagePlan};
-use crate::program::{WG, fold};
-use crate::shader::{Shader, params};
+use crate::engine::context::{Pipeline, PipelineKey};
+use crate::engine::kernel::{Kernel, fixed_layout, params};
+use crate::engine::program::{WG, fold};
+use crate::families::image::{ImageBindings, ImageBuffers, ImageDesc, ImageLoss, ImagePlan};
 use crate::{Context, Error, Result};
+
+/// `shaders/ssim_unfused.wgsl`: the five-convolution form of SSIM `bench` measures the fused
+/// kernel against. Bindings: maps m0..m4, dst, partials.
+pub(crate) static SSIM_UNFUSED: Kernel = Kernel {
+    file: "ssim_unfused.wgsl",
+    source: include_str!("../../shaders/ssim_unfused.wgsl"),
+    params: UnfusedParams::INFO,
+    consts: &[],
+    layout: fixed_layout!(U, R, R, R, R, R, W, W),
+    defines: &["SUBGROUPS"],
+    values: &[crate::families::image::GAUSS_SAMPLE],
+};
 
 params! {
     /// The parameters of ssim_unfused.wgsl.
@@ -73,7 +85,7 @@ impl ImageBench {
     /// Uploads a prediction and target of `shape` (a smooth field plus noise in [0, 1]).
     pub fn new(ctx: &Context, shape: ImageShape, seed: u64) -> Result<Self> {
         // Refused before anything is allocated on the host: past one binding, no plan takes it.
-        let len = crate::program::elements("image", &[shape.h, shape.w, shape.c])?;
+        let len = crate::engine::program::elements("image", &[shape.h, shape.w, shape.c])?;
         let limit = ctx.max_binding_bytes();
         if len == 0 || 4 * len > limit {
             return Err(Error::TooLarge {
@@ -206,10 +218,10 @@ impl ImageBench {
                         inputs: [&wgpu::Buffer; 5],
                         out: &wgpu::Buffer|
          -> Result<()> {
-            let key = PipelineKey::new(Shader::SsimUnfused, entry)
+            let key = PipelineKey::new(&SSIM_UNFUSED, entry)
                 .constant("WG", WG)
                 .constant("SEG", WG)
-                .text("GAUSS", &crate::image::gaussian_wgsl());
+                .text("GAUSS", &crate::families::image::gaussian_wgsl());
             let pipeline = pollster::block_on(ctx.pipeline(&key))?;
             let uniform = ctx
                 .device()
@@ -271,16 +283,14 @@ impl ImageBench {
             }
             Ok(())
         })?;
-        let sums = crate::transfer::read_back(ctx, &partials, 4 * workgroups)?;
+        let sums = crate::engine::transfer::read_back(ctx, &partials, 4 * workgroups)?;
         let sums: Vec<f32> = bytemuck::pod_collect_to_vec(&sums);
         let mean = sums.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
         let difference = if grad {
             let read = |b| -> Result<Vec<f32>> {
-                Ok(bytemuck::pod_collect_to_vec(&crate::transfer::read_back(
-                    ctx,
-                    b,
-                    4 * len,
-                )?))
+                Ok(bytemuck::pod_collect_to_vec(
+                    &crate::engine::transfer::read_back(ctx, b, 4 * len)?,
+                ))
             };
             let unfused = read(&self.grad)?;
             let (plan, bindings) = self.plan(ImageLoss::Ssim, true)?;

@@ -8,10 +8,22 @@
 use wgpu::util::DeviceExt;
 
 use super::{Timing, wall_clock};
-use crate::context::{Pipeline, PipelineKey};
-use crate::shader::{Shader, params};
+use crate::engine::context::{Pipeline, PipelineKey};
+use crate::engine::kernel::{Kernel, fixed_layout, params};
 use crate::{
     Bindings, Buffers, Context, CrossEntropyDesc, Error, LinearCrossEntropyDesc, Plan, Result,
+};
+
+/// `shaders/matmul.wgsl`: the matrix products `bench` measures fused linear + cross-entropy
+/// against. Bindings: a, b, c.
+pub(crate) static MATMUL: Kernel = Kernel {
+    file: "matmul.wgsl",
+    source: include_str!("../../shaders/matmul.wgsl"),
+    params: MatmulParams::INFO,
+    consts: &[],
+    layout: fixed_layout!(U, R, R, W),
+    defines: &["SUBGROUPS"],
+    values: &["TK=16", "LOADS=4"],
 };
 
 params! {
@@ -194,7 +206,7 @@ impl LinearBench {
                            c: Window<'_>,
                            accumulate: bool|
          -> Result<Product> {
-            let key = PipelineKey::new(Shader::Matmul, "main")
+            let key = PipelineKey::new(&MATMUL, "main")
                 .value("TK", TK)
                 .value("LOADS", 4)
                 .constant("ACCUMULATE", accumulate as u32);
@@ -382,7 +394,7 @@ impl LinearBench {
         self.run(Path::Unfused)?;
         let s = self.shape;
         let read = |b: &wgpu::Buffer, len: usize| -> Result<Vec<f32>> {
-            let bytes = crate::transfer::read_back(&self.ctx, b, 4 * len as u64)?;
+            let bytes = crate::engine::transfer::read_back(&self.ctx, b, 4 * len as u64)?;
             Ok(bytemuck::pod_collect_to_vec(&bytes))
         };
         let one = |i: usize| -> Result<LinearResults> {

@@ -1,7 +1,9 @@
 //! CPU twin of `shaders/cross_entropy.wgsl` and `shaders/class_targets.wgsl`.
 
 use super::{Reference, check_len, check_rows, reduce};
-use crate::{CrossEntropyDesc, Inputs, Reduction, Result};
+use crate::plan::check_count;
+use crate::plan::sealed::Twin;
+use crate::{CrossEntropyDesc, Error, Inputs, Reduction, Result, ShardStep, Targets};
 
 /// `cap * tanh(x / cap)`, or x.
 fn capped(x: impl Into<f64>, softcap: Option<f32>) -> f64 {
@@ -334,4 +336,43 @@ pub fn shard_gradient(
         }
     }
     Ok(grad)
+}
+
+impl Twin for CrossEntropyDesc {
+    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        // A shard's statistics come back as its "per-element" values (8 a row); its gradient
+        // step as the gradient.
+        match self.shard.map(|sh| sh.step) {
+            Some(ShardStep::Statistics) => {
+                return Ok(Reference {
+                    per_element: Some(shard_statistics(self, inputs)?),
+                    ..Default::default()
+                });
+            }
+            Some(ShardStep::Gradient) => {
+                let scale = inputs
+                    .shard_scale
+                    .ok_or(Error::Binding("shard_scale", "needed by this plan"))?;
+                return Ok(Reference {
+                    grad: shard_gradient(self, inputs, scale)?,
+                    ..Default::default()
+                });
+            }
+            None => {}
+        }
+        let mut r = match self.targets {
+            Targets::Classes => cross_entropy(self, inputs)?,
+            Targets::Probabilities => cross_entropy_soft(self, inputs)?,
+        };
+        if let Some(go) = inputs.grad_output {
+            let len = if self.grad_output {
+                self.grad_output_len()
+            } else {
+                0
+            };
+            check_count("grad_output", len as u64, go.len())?;
+            scale_by_upstream(&mut r, go, self.classes);
+        }
+        Ok(r)
+    }
 }

@@ -4,27 +4,11 @@
 //! the maps A, B, C of the shader's header, filtered with the same window (checked against
 //! central differences of [`image_loss`] in the tests).
 
-use crate::image::{ImageDesc, ImageLoss, Padding};
+use crate::families::image::{ImageDesc, ImageLoss, Padding};
+pub use crate::families::image::{RADIUS, WINDOW, gaussian};
 use crate::{Reduction, Result};
 
 use super::Reference;
-
-/// Taps of the window: 11, sigma 1.5.
-pub const WINDOW: usize = 11;
-/// The window's radius.
-pub const RADIUS: usize = 5;
-
-/// The normalised 1-D Gaussian of 11 taps, sigma 1.5 (the 2-D window is its outer product).
-pub fn gaussian() -> [f64; WINDOW] {
-    let sigma = 1.5f64;
-    let mut g = [0.0; WINDOW];
-    for (k, v) in g.iter_mut().enumerate() {
-        let d = k as f64 - RADIUS as f64;
-        *v = (-(d * d) / (2.0 * sigma * sigma)).exp();
-    }
-    let total: f64 = g.iter().sum();
-    g.map(|v| v / total)
-}
 
 /// `plane` (H x W) filtered with the 2-D window, zero outside the image: the value at every
 /// pixel.

@@ -4,6 +4,7 @@
 
 use super::Reference;
 use super::cross_entropy::{class_targets, lse_of};
+use crate::plan::sealed::Twin;
 use crate::{Error, Inputs, LinearCrossEntropyDesc, Result};
 
 /// The loss, the per-row log-sum-exp, and the gradients of the hidden states `[N, D]`, the
@@ -63,4 +64,10 @@ pub fn linear_cross_entropy(o: &LinearCrossEntropyDesc, inputs: &Inputs<'_>) -> 
         lse: Some(lse),
         ..r
     })
+}
+
+impl Twin for LinearCrossEntropyDesc {
+    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        linear_cross_entropy(self, inputs)
+    }
 }

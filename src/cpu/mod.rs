@@ -13,31 +13,13 @@ pub mod optim;
 pub mod pointwise;
 pub mod train;
 
+pub use crate::reduction::Reference;
 use crate::{Inputs, LossDesc};
 
 /// The CPU twin of `desc` on `inputs`: what [`crate::Context::loss`] computes on the GPU, in
 /// f64.
 pub fn reference<D: LossDesc>(desc: &D, inputs: &Inputs<'_>) -> crate::Result<Reference> {
     desc.reference(inputs)
-}
-
-/// A reference result: the loss (reduced or per element) and the gradient.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Reference {
-    /// The reduced loss (sum, mean, batchmean).
-    pub value: Option<f64>,
-    /// Per-element (per-row for class losses) losses, for `Reduction::None`.
-    pub per_element: Option<Vec<f64>>,
-    /// The gradient of the reduced loss (of the sum, for `Reduction::None`).
-    pub grad: Vec<f64>,
-    /// Fused linear + cross-entropy (whose `grad` is the hidden states'): the gradient of the
-    /// layer's weight `[V, D]` (empty for the other losses).
-    pub grad_linear: Vec<f64>,
-    /// Fused linear + cross-entropy: the gradient of the layer's bias `[V]` (empty for the
-    /// other losses, and without a bias).
-    pub grad_bias: Vec<f64>,
-    /// Each row's log-sum-exp, where the twin gives it (fused linear + cross-entropy).
-    pub lse: Option<Vec<f64>>,
 }
 
 /// Checks the shape of row data: `classes` > 0, `data` holds whole rows (`rows` of them when

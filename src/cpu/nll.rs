@@ -1,7 +1,8 @@
 //! CPU twin of `shaders/nll.wgsl`.
 
 use super::{Reference, check_rows, reduce};
-use crate::{Reduction, Result};
+use crate::plan::sealed::Twin;
+use crate::{Inputs, NllDesc, Reduction, Result};
 
 /// Negative log-likelihood of `log_probs` `[N, C]` and class `targets` `[N]`: per row
 /// `-w_y x[n, y]`, 0 for rows whose target is `ignore_index`; `mean` divides by the sum of the
@@ -43,4 +44,17 @@ pub fn nll(
         }
     }
     Ok(reduce(reduction, losses, grad, den))
+}
+
+impl Twin for NllDesc {
+    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        nll(
+            &inputs.input.to_f32(),
+            inputs.class_indices()?,
+            self.classes,
+            inputs.weight,
+            self.ignore_index,
+            self.reduction,
+        )
+    }
 }

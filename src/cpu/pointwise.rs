@@ -1,7 +1,11 @@
 //! CPU twin of `shaders/pointwise.wgsl`: the pointwise catalogue and the classic cross-entropy.
 
 use super::{Reference, check_rows, reduce};
-use crate::{ClassicCrossEntropyDesc, Error, Inputs, Pointwise, Reduction, Result};
+use crate::plan::sealed::Twin;
+use crate::{
+    ClassicCrossEntropyDesc, CustomLossDesc, Error, Inputs, Pointwise, PointwiseDesc, Reduction,
+    Result,
+};
 
 /// The loss and its derivative with respect to `x` at one element, before weights.
 /// `pw` is BCE-with-logits' positive weight (1 without one).
@@ -158,19 +162,7 @@ pub fn mse(pred: &[f32], target: &[f32], reduction: Reduction) -> Result<Referen
     pointwise(Pointwise::Mse, pred, target, None, None, reduction, None)
 }
 
-/// Binary cross-entropy needs probabilities: every element in [0, 1] (NaN is not), as
-/// PyTorch checks.
-pub fn check_probabilities(what: &'static str, pred: &[f32]) -> Result<()> {
-    match pred.iter().position(|p| !(0.0..=1.0).contains(p)) {
-        Some(index) => Err(Error::ValueOutOfRange {
-            what,
-            index,
-            value: pred[index] as f64,
-            domain: "[0, 1]",
-        }),
-        None => Ok(()),
-    }
-}
+pub use crate::families::pointwise::check_probabilities;
 
 /// The classic cross-entropy on probabilities: per row `-sum_c t_c log(p_c + eps)`, gradient
 /// `-t / (p + eps)`; `mean` divides by the row count N.
@@ -201,4 +193,34 @@ pub fn classic_cross_entropy(
         }
     }
     Ok(reduce(reduction, losses, grad, rows as f64))
+}
+
+impl Twin for PointwiseDesc {
+    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        pointwise(
+            self.loss,
+            &inputs.input.to_f32(),
+            &inputs.values()?.to_f32(),
+            inputs.weight,
+            inputs.pos_weight,
+            self.reduction,
+            self.batch,
+        )
+    }
+}
+
+impl Twin for ClassicCrossEntropyDesc {
+    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
+        classic_cross_entropy(self, inputs)
+    }
+}
+
+impl Twin for CustomLossDesc {
+    fn reference(&self, _inputs: &Inputs<'_>) -> Result<Reference> {
+        Err(Error::option(
+            "reference",
+            "a custom loss's WGSL has no CPU twin: give the formula as closures to \
+             custom",
+        ))
+    }
 }

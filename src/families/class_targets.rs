@@ -6,10 +6,10 @@
 
 use std::borrow::Cow;
 
-use crate::context::PipelineKey;
+use crate::engine::context::PipelineKey;
+use crate::engine::kernel::{Kernel, fixed_layout, params};
+use crate::engine::program::{Builder, Finish, Res, Slot, View, WG, elements};
 use crate::plan::Inputs;
-use crate::program::{Builder, Finish, Res, Slot, View, WG, elements};
-use crate::shader::{Shader, params};
 use crate::{Error, Result};
 
 /// Rows one invocation of class_targets.wgsl adds (its `K`).
@@ -17,6 +17,18 @@ const TARGETS_K: u32 = 16;
 
 /// What the kernels count as invalid class targets, in [`Error::InvalidOnGpu`].
 pub(crate) const CLASS_INVALID: &str = "class targets (outside [0, C))";
+
+/// `shaders/class_targets.wgsl`: checks class targets and sums a weighted mean's denominator.
+/// Bindings: targets, class weight, scratch.
+pub(crate) static CLASS_TARGETS: Kernel = Kernel {
+    file: "class_targets.wgsl",
+    source: include_str!("../../shaders/class_targets.wgsl"),
+    params: TargetParams::INFO,
+    consts: &[],
+    layout: fixed_layout!(U, R, R, W),
+    defines: &["SUBGROUPS"],
+    values: &[],
+};
 
 params! {
     /// The parameters of class_targets.wgsl.
@@ -100,7 +112,7 @@ impl ClassTargets {
         let wgs = (self.rows as u64).div_ceil((WG * TARGETS_K) as u64);
         let (wg_x, wg_y) = b.fold(wgs)?;
         let partial_base = b.scratch(2 * wgs)?;
-        let key = PipelineKey::new(Shader::ClassTargets, "main")
+        let key = PipelineKey::new(&CLASS_TARGETS, "main")
             .constant("WG", WG)
             .constant("SEG", WG)
             .constant("K", TARGETS_K)

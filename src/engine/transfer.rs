@@ -2,9 +2,8 @@
 
 use wgpu::util::DeviceExt;
 
+use super::program::{Bound, HostData, Program, Slot, Status, UserBindings};
 use crate::dtype::DType;
-use crate::plan::HostData;
-use crate::program::{Bound, Program, Slot, Status, UserBindings};
 use crate::reduction::{LossOutput, Reduction};
 use crate::{Context, Error, Result};
 

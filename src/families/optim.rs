@@ -7,14 +7,26 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::context::{Pipeline, PipelineKey};
+use crate::engine::context::{Pipeline, PipelineKey};
+use crate::engine::kernel::{Kernel, fixed_layout, params};
+use crate::engine::program::{WG, elements, fold};
 use crate::plan::IntoBinding;
-use crate::program::{WG, elements, fold};
-use crate::shader::{Shader, params};
 use crate::{Context, Error, Result};
 
 /// Elements an invocation updates.
 const K: u32 = 4;
+
+/// `shaders/optim.wgsl`: the update step. Bindings: parameters, gradient, first and second
+/// moments.
+pub(crate) static OPTIM: Kernel = Kernel {
+    file: "optim.wgsl",
+    source: include_str!("../../shaders/optim.wgsl"),
+    params: OptimParams::INFO,
+    consts: &[],
+    layout: fixed_layout!(U, W, R, W, W),
+    defines: &["SUBGROUPS"],
+    values: &[],
+};
 
 /// An optimizer and its hyperparameters (PyTorch's defaults in [`Optimizer::sgd`] and
 /// [`Optimizer::adam`]).
@@ -205,7 +217,7 @@ impl Optim {
             } => (false, false, momentum != 0.0, nesterov),
             Optimizer::Adam { decoupled, .. } => (true, decoupled, false, false),
         };
-        let key = PipelineKey::new(Shader::Optim, "main")
+        let key = PipelineKey::new(&OPTIM, "main")
             .constant("WG", WG)
             .constant("SEG", WG)
             .constant("K", K)
@@ -396,8 +408,13 @@ impl Optim {
             crate::plan::check_count(what, self.len, len)?;
         }
         let ctx = self.ctx.clone();
-        let p = crate::transfer::upload(&ctx, "wgpu-loss.optim.p", bytemuck::cast_slice(params));
-        let g = crate::transfer::upload(&ctx, "wgpu-loss.optim.g", bytemuck::cast_slice(grad));
+        let p = crate::engine::transfer::upload(
+            &ctx,
+            "wgpu-loss.optim.p",
+            bytemuck::cast_slice(params),
+        );
+        let g =
+            crate::engine::transfer::upload(&ctx, "wgpu-loss.optim.g", bytemuck::cast_slice(grad));
         let mut encoder = {
             let _guard = ctx.lock();
             ctx.device().create_command_encoder(&Default::default())
@@ -407,7 +424,7 @@ impl Optim {
             let _guard = ctx.lock();
             ctx.queue().submit([encoder.finish()]);
         }
-        let bytes = crate::transfer::read_back(&ctx, &p, 4 * self.len)?;
+        let bytes = crate::engine::transfer::read_back(&ctx, &p, 4 * self.len)?;
         params.copy_from_slice(&bytemuck::pod_collect_to_vec::<u8, f32>(&bytes));
         Ok(())
     }

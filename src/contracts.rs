@@ -1,11 +1,33 @@
 //! The contracts between the host and the kernels, checked with naga (the WGSL front end wgpu
 //! uses), without a GPU: every shader, in every variant the host can ask for, parses and
 //! validates; every binding it declares has the kind the host's layout gives it
-//! ([`Shader::layout`]); and its `Params` lies in memory exactly as the Rust struct the host
-//! fills ([`params!`](super::params)).
+//! ([`Kernel::layout`]); its `Params` lies in memory exactly as the Rust struct the host
+//! fills (`params!`); and the mode codes it compares against are the host's (`modes!`: a name
+//! the host does not define fails to parse).
+//!
+//! [`KERNELS`] is the one list that names every family's kernel.
 
-use super::{Shader, preprocess};
-use crate::context::Binding;
+use crate::engine::kernel::{Binding, Kernel};
+use crate::engine::wgsl::preprocess;
+use crate::families::{
+    class_targets, cross_entropy, image, linear_cross_entropy, mix, nll, optim, pointwise,
+};
+
+/// Every kernel of the library.
+const KERNELS: [&Kernel; 12] = [
+    &pointwise::POINTWISE,
+    &cross_entropy::CROSS_ENTROPY,
+    &class_targets::CLASS_TARGETS,
+    &nll::NLL,
+    &crate::engine::program::REDUCE,
+    &crate::bench::CEILING,
+    &linear_cross_entropy::LINEAR_CROSS_ENTROPY,
+    &crate::bench::linear::MATMUL,
+    &optim::OPTIM,
+    &mix::MIX,
+    &image::IMAGE,
+    &crate::bench::image::SSIM_UNFUSED,
+];
 
 /// Every subset of `defines`.
 fn variants(defines: &[&'static str]) -> Vec<Vec<&'static str>> {
@@ -68,13 +90,13 @@ const DTYPES: [&[&str]; 6] = [
     ],
 ];
 
-/// Every variant of `shader` (defines, dtypes and preprocessor values), parsed.
-fn modules(shader: Shader) -> Vec<(Vec<&'static str>, String, naga::Module)> {
+/// Every variant of `kernel` (defines, dtypes and preprocessor values), parsed.
+fn modules(kernel: &Kernel) -> Vec<(Vec<&'static str>, String, naga::Module)> {
     let mut out = Vec::new();
-    for defines in variants(shader.defines()) {
+    for defines in variants(kernel.defines) {
         // K (cross-entropy's registers) in every size the host asks for; the values of another
         // file as given, together.
-        let values: Vec<Vec<String>> = match shader.values() {
+        let values: Vec<Vec<String>> = match kernel.values {
             ["K=3"] => TILES.iter().map(|k| vec![format!("K={k}")]).collect(),
             given => vec![given.iter().map(|v| v.to_string()).collect()],
         };
@@ -82,12 +104,12 @@ fn modules(shader: Shader) -> Vec<(Vec<&'static str>, String, naga::Module)> {
             let mut names: Vec<&str> = defines.clone();
             names.extend(dtypes);
             names.extend(value.iter().map(String::as_str));
-            let source = preprocess(shader, &names)
-                .unwrap_or_else(|e| panic!("shaders/{} {names:?}: {e}", shader.file()));
+            let source = preprocess(kernel, &names)
+                .unwrap_or_else(|e| panic!("shaders/{} {names:?}: {e}", kernel.file));
             let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
                 panic!(
                     "shaders/{} {names:?} does not parse:\n{}",
-                    shader.file(),
+                    kernel.file,
                     e.emit_to_string(&source)
                 )
             });
@@ -102,8 +124,8 @@ fn modules(shader: Shader) -> Vec<(Vec<&'static str>, String, naga::Module)> {
 #[test]
 fn every_shader_variant_validates() {
     let mut checked = 0;
-    for shader in Shader::ALL {
-        for (defines, source, module) in modules(shader) {
+    for kernel in KERNELS {
+        for (defines, source, module) in modules(kernel) {
             // Without SUBGROUPS (NATIVE_F16) a variant must validate on a device without
             // subgroups (f16).
             let mut caps = naga::valid::Capabilities::all();
@@ -119,23 +141,23 @@ fn every_shader_variant_validates() {
                 .unwrap_or_else(|e| {
                     panic!(
                         "shaders/{} {defines:?} does not validate:\n{}",
-                        shader.file(),
+                        kernel.file,
                         e.emit_to_string(&source)
                     )
                 });
             checked += 1;
         }
     }
-    assert!(checked >= Shader::ALL.len() * 2);
+    assert!(checked >= KERNELS.len() * 2);
 }
 
 #[test]
 fn bindings_match_the_host_layouts() {
-    for shader in Shader::ALL {
-        for (defines, _, module) in modules(shader) {
+    for kernel in KERNELS {
+        for (defines, _, module) in modules(kernel) {
             let names: Vec<String> = defines.iter().map(|d| d.to_string()).collect();
-            let layout = shader.layout(&names);
-            let what = format!("shaders/{} {defines:?}", shader.file());
+            let layout = (kernel.layout)(&names);
+            let what = format!("shaders/{} {defines:?}", kernel.file);
             let mut seen = vec![false; layout.len()];
             for (_, var) in module.global_variables.iter() {
                 let Some(rb) = &var.binding else { continue };
@@ -185,10 +207,10 @@ fn bindings_match_the_host_layouts() {
 
 #[test]
 fn params_match_the_host_structs() {
-    for shader in Shader::ALL {
-        let (fields, size) = shader.params_layout();
-        for (defines, _, module) in modules(shader) {
-            let what = format!("shaders/{} {defines:?}", shader.file());
+    for kernel in KERNELS {
+        let (fields, size) = (kernel.params.fields.to_vec(), kernel.params.size);
+        for (defines, _, module) in modules(kernel) {
+            let what = format!("shaders/{} {defines:?}", kernel.file);
             let (_, params) = module
                 .global_variables
                 .iter()
@@ -214,8 +236,8 @@ fn params_match_the_host_structs() {
 
 #[test]
 fn every_shader_names_its_cpu_twin() {
-    for shader in Shader::ALL {
-        let source = preprocess(shader, shader.values()).unwrap();
+    for kernel in KERNELS {
+        let source = preprocess(kernel, kernel.values).unwrap();
         // The leading comment block.
         let head: String = source
             .lines()
@@ -225,7 +247,7 @@ fn every_shader_names_its_cpu_twin() {
         assert!(
             head.contains("CPU twin") && head.contains("src/"),
             "shaders/{} must say in its header which CPU twin it has",
-            shader.file()
+            kernel.file
         );
     }
 }

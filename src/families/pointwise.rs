@@ -8,18 +8,17 @@
 //! Mean denominators: the element count M for `mean`; the batch size for KL's `batchmean`; the
 //! row count N for the classic cross-entropy.
 
-use crate::class_targets::check_shape;
-use crate::context::PipelineKey;
-use crate::cpu::{self, Reference};
 use crate::dtype::DType;
-use crate::plan::sealed::Family;
-use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
-use crate::program::{
+use crate::engine::context::PipelineKey;
+use crate::engine::kernel::{FinalMode, Kernel, fixed_layout, modes, params};
+use crate::engine::program::{
     Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
     partial_group,
 };
+use crate::families::class_targets::check_shape;
+use crate::plan::sealed::Family;
+use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{Outputs, Reduction};
-use crate::shader::{Shader, params};
 use crate::{Error, Result};
 
 /// A pointwise loss with its scalar options. `d = pred - target`.
@@ -75,13 +74,13 @@ impl Pointwise {
 
     fn code(&self) -> u32 {
         match self {
-            Pointwise::Mse => 0,
-            Pointwise::L1 => 1,
-            Pointwise::Huber { .. } => 2,
-            Pointwise::SmoothL1 { .. } => 3,
-            Pointwise::Bce => 4,
-            Pointwise::BceWithLogits => 5,
-            Pointwise::KlDiv { .. } => 6,
+            Pointwise::Mse => LossCode::MSE,
+            Pointwise::L1 => LossCode::L1,
+            Pointwise::Huber { .. } => LossCode::HUBER,
+            Pointwise::SmoothL1 { .. } => LossCode::SMOOTH_L1,
+            Pointwise::Bce => LossCode::BCE,
+            Pointwise::BceWithLogits => LossCode::BCE_LOGITS,
+            Pointwise::KlDiv { .. } => LossCode::KL_DIV,
         }
     }
 
@@ -199,7 +198,7 @@ impl PointwiseDesc {
         if self.len == 0 {
             return Err(Error::Empty("pred"));
         }
-        crate::program::elements("pred", &[self.len])?;
+        crate::engine::program::elements("pred", &[self.len])?;
         let broadcast = |name: &'static str, len: Option<usize>, allowed: bool| match len {
             None => Ok(()),
             Some(_) if !allowed => Err(Error::option(
@@ -293,10 +292,7 @@ impl Family for PointwiseDesc {
         check_declared("shard_scale", None, inputs.shard_scale)?;
         self.check()?;
         if self.loss == Pointwise::Bce {
-            cpu::pointwise::check_probabilities(
-                "pred (bce probabilities)",
-                &inputs.input.to_f32(),
-            )?;
+            check_probabilities("pred (bce probabilities)", &inputs.input.to_f32())?;
         }
         Ok([
             value_bytes("pred", inputs.input, self.dtype)?,
@@ -309,17 +305,19 @@ impl Family for PointwiseDesc {
             None,
         ])
     }
+}
 
-    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
-        cpu::pointwise::pointwise(
-            self.loss,
-            &inputs.input.to_f32(),
-            &inputs.values()?.to_f32(),
-            inputs.weight,
-            inputs.pos_weight,
-            self.reduction,
-            self.batch,
-        )
+/// Binary cross-entropy needs probabilities: every element in [0, 1] (NaN is not), as
+/// PyTorch checks.
+pub fn check_probabilities(what: &'static str, pred: &[f32]) -> Result<()> {
+    match pred.iter().position(|p| !(0.0..=1.0).contains(p)) {
+        Some(index) => Err(Error::ValueOutOfRange {
+            what,
+            index,
+            value: pred[index] as f64,
+            domain: "[0, 1]",
+        }),
+        None => Ok(()),
     }
 }
 
@@ -400,7 +398,7 @@ impl ClassicCrossEntropyDesc {
 impl Family for ClassicCrossEntropyDesc {
     fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
         Stream {
-            code: CLASSIC,
+            code: LossCode::CLASSIC,
             p0: self.eps,
             log_target: false,
             names: ["probs", "targets"],
@@ -431,7 +429,7 @@ impl Family for ClassicCrossEntropyDesc {
         check_declared("pos_weight", None, inputs.pos_weight)?;
         check_declared("grad_output", None, inputs.grad_output)?;
         check_declared("shard_scale", None, inputs.shard_scale)?;
-        cpu::pointwise::check_probabilities("probs", &inputs.input.to_f32())?;
+        check_probabilities("probs", &inputs.input.to_f32())?;
         Ok([
             value_bytes("probs", inputs.input, self.dtype)?,
             value_bytes("targets", t, self.dtype)?,
@@ -443,15 +441,37 @@ impl Family for ClassicCrossEntropyDesc {
             None,
         ])
     }
+}
 
-    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
-        cpu::pointwise::classic_cross_entropy(self, inputs)
+modes! {
+    /// The pointwise kernel's loss (its `LOSS` override constant).
+    LossCode "LOSS" {
+        MSE = 0,
+        L1 = 1,
+        HUBER = 2,
+        SMOOTH_L1 = 3,
+        BCE = 4,
+        BCE_LOGITS = 5,
+        KL_DIV = 6,
+        /// The classic cross-entropy's term on probabilities.
+        CLASSIC = 7,
+        /// A custom loss's WGSL expressions.
+        CUSTOM = 8,
     }
 }
 
-/// The kernel's `LOSS` of the classic cross-entropy, and of a custom loss.
-const CLASSIC: u32 = 7;
-const CUSTOM: u32 = 8;
+/// `shaders/pointwise.wgsl`: every streaming loss, MSE to KL divergence, the classic
+/// cross-entropy's terms and custom losses. Bindings: pred, target, weight, pos_weight, grad,
+/// loss, scratch.
+pub(crate) static POINTWISE: Kernel = Kernel {
+    file: "pointwise.wgsl",
+    source: include_str!("../../shaders/pointwise.wgsl"),
+    params: PointwiseParams::INFO,
+    consts: &[LossCode::WGSL],
+    layout: fixed_layout!(U, R, R, R, R, W, W, W),
+    defines: &["VEC4", "ROWS", "CUSTOM", "SUBGROUPS"],
+    values: &["CUSTOM_LOSS=log(cosh(x - y))", "CUSTOM_GRAD=tanh(x - y)"],
+};
 
 /// One streaming problem, as the kernel sees it.
 #[derive(Clone, Copy)]
@@ -481,11 +501,11 @@ pub(crate) struct Stream<'e> {
 }
 
 impl Stream<'_> {
-    /// A custom loss (`crate::custom`, its expressions checked): `LOSS` 8.
+    /// A custom loss (`crate::families::custom`, its expressions checked): `LOSS` 8.
     pub(crate) fn custom(d: &crate::CustomLossDesc) -> Stream<'_> {
         let mean = d.reduction == Reduction::Mean;
         Stream {
-            code: CUSTOM,
+            code: LossCode::CUSTOM,
             p0: 0.0,
             log_target: false,
             names: ["pred", "target"],
@@ -504,7 +524,7 @@ impl Stream<'_> {
 
     fn key(&self, b: &Builder<'_>, entry: &'static str, vec4: bool) -> PipelineKey {
         let tuning = b.ctx().tuning();
-        let mut key = PipelineKey::new(Shader::Pointwise, entry);
+        let mut key = PipelineKey::new(&POINTWISE, entry);
         if let Some((loss, grad)) = self.custom {
             key = key
                 .define("CUSTOM", true)
@@ -665,7 +685,7 @@ impl Stream<'_> {
                 wg_x,
                 partial_base,
                 flags: after.flags(),
-                final_mode: 1,
+                final_mode: FinalMode::MEAN,
                 ..self.params()
             }
         };

@@ -4,27 +4,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::ThreadId;
 
-use crate::plan::{LossDesc, Plan};
-use crate::shader::{self, Shader};
+use super::kernel::{Binding, Kernel, WG};
+use super::wgsl;
 use crate::{Error, Result};
 
-/// The role of one binding of a kernel, in binding order from 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Binding {
-    Uniform,
-    Read,
-    ReadWrite,
-    /// A 2-D float texture read with `textureLoad` (any float format: unfilterable).
-    Texture,
-    /// A 2-D write-only storage texture of this format.
-    StorageTexture(wgpu::TextureFormat),
-}
-
-/// What identifies a compiled pipeline: the shader, its variant, its entry point and its
-/// override constants. Its bindings follow from the shader and variant ([`Shader::layout`]).
+/// What identifies a compiled pipeline: the kernel, its variant, its entry point and its
+/// override constants. Its bindings follow from the kernel and variant ([`Kernel::layout`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PipelineKey {
-    pub shader: Shader,
+    pub kernel: &'static Kernel,
     pub entry: &'static str,
     /// Preprocessor names and `NAME=value`s, sorted (the context adds `SUBGROUPS` itself).
     pub defines: Vec<String>,
@@ -33,9 +21,9 @@ pub struct PipelineKey {
 }
 
 impl PipelineKey {
-    pub fn new(shader: Shader, entry: &'static str) -> Self {
+    pub fn new(kernel: &'static Kernel, entry: &'static str) -> Self {
         PipelineKey {
-            shader,
+            kernel,
             entry,
             defines: Vec::new(),
             constants: Vec::new(),
@@ -134,7 +122,7 @@ impl Tuning {
     /// The classes of a cross-entropy row (a multiple of 4) that one workgroup holds in
     /// registers: longer rows, with the gradient, take `sweep_long_rows`' layout.
     pub fn workgroup_classes(self) -> usize {
-        (crate::program::WG * self.wide_vecs * 4) as usize
+        (WG * self.wide_vecs * 4) as usize
     }
 
     /// The tuning measured best for this kind of adapter. CPU drivers (lavapipe) run a lane
@@ -325,7 +313,7 @@ struct Inner {
     /// f16 tensors go through WGSL's `f16` (the device has `SHADER_F16`).
     native_f16: bool,
     tuning: Tuning,
-    modules: Mutex<HashMap<(Shader, Vec<String>), wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(&'static str, Vec<String>), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Pipeline>>,
     dummy_read: wgpu::Buffer,
     dummy_write: wgpu::Buffer,
@@ -678,7 +666,7 @@ impl Context {
         if self.inner.native_f16 {
             defines.push("NATIVE_F16".to_string());
         }
-        let label = format!("wgpu-loss.{}.{}", key.shader.file(), key.entry);
+        let label = format!("wgpu-loss.{}.{}", key.kernel.file, key.entry);
         let (p, popped) = {
             let _guard = self.lock();
             if let Some(p) = lock(&self.inner.pipelines).get(key) {
@@ -688,23 +676,21 @@ impl Context {
             let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = {
                 let mut modules = lock(&self.inner.modules);
-                match modules.get(&(key.shader, defines.clone())) {
+                match modules.get(&(key.kernel.file, defines.clone())) {
                     Some(m) => m.clone(),
                     None => {
                         let names: Vec<&str> = defines.iter().map(String::as_str).collect();
-                        let source = shader::preprocess(key.shader, &names)?;
+                        let source = wgsl::preprocess(key.kernel, &names)?;
                         let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(key.shader.file()),
+                            label: Some(key.kernel.file),
                             source: wgpu::ShaderSource::Wgsl(source.into()),
                         });
-                        modules.insert((key.shader, defines.clone()), m.clone());
+                        modules.insert((key.kernel.file, defines.clone()), m.clone());
                         m
                     }
                 }
             };
-            let entries: Vec<wgpu::BindGroupLayoutEntry> = key
-                .shader
-                .layout(&key.defines)
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = (key.kernel.layout)(&key.defines)
                 .iter()
                 .enumerate()
                 .map(|(i, b)| wgpu::BindGroupLayoutEntry {
@@ -738,7 +724,7 @@ impl Context {
             (Pipeline { pipeline, layout }, scope.pop())
         };
         if let Some(e) = popped.await {
-            lock(&self.inner.modules).remove(&(key.shader, defines));
+            lock(&self.inner.modules).remove(&(key.kernel.file, defines));
             return Err(Error::Wgpu(format!(
                 "{label} {defines:?} {constants:?}: {e}",
                 defines = key.defines
@@ -757,10 +743,17 @@ impl Context {
         }
     }
 
-    /// The plan for `desc` from the convenience calls' cache, planned on a miss. The cache
-    /// holds the [`PLAN_CACHE`] plans used last.
-    pub(crate) fn cached_plan<D: LossDesc>(&self, desc: &D) -> Result<Arc<Plan<D>>> {
-        self.cached(|p: &Plan<D>| p.desc() == desc, |ctx| Plan::new(ctx, desc))
+    /// How many plans the convenience calls' cache holds.
+    #[cfg(test)]
+    pub(crate) fn cached_count(&self) -> usize {
+        self.plans.as_ref().map_or(0, |c| lock(c).len())
+    }
+
+    /// A weak handle on what every clone of this context shares (the device, the pipelines):
+    /// dead once the last context and plan are dropped.
+    #[cfg(test)]
+    pub(crate) fn weak(&self) -> std::sync::Weak<impl Send + Sync + use<>> {
+        Arc::downgrade(&self.inner)
     }
 
     /// The cached plan of any family (`P`) that `hit` accepts, made by `make` on a miss (the
@@ -824,41 +817,4 @@ fn binding_type(b: Binding) -> wgpu::BindingType {
 /// invariant a panic could break).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{Inputs, Pointwise, PointwiseDesc};
-
-    /// The convenience calls plan once per description, keep the last few plans, and the cache
-    /// keeps nothing alive once the context's handles are gone.
-    #[test]
-    fn convenience_calls_reuse_a_bounded_cache_of_plans() {
-        let ctx = Context::new().expect("an adapter (CI installs lavapipe)");
-        let desc = |len| PointwiseDesc::new(Pointwise::Mse, len);
-        let first = ctx.cached_plan(&desc(10)).unwrap();
-        assert!(Arc::ptr_eq(&first, &ctx.cached_plan(&desc(10)).unwrap()));
-        let other = ctx.cached_plan(&desc(11)).unwrap();
-        assert!(!Arc::ptr_eq(&first, &other));
-        // `loss` goes through the cache, and a clone of the context shares it.
-        let (x, y) = ([0.5f32; 10], [0.25f32; 10]);
-        let out = ctx.clone().loss(&desc(10), &Inputs::new(&x, &y)).unwrap();
-        assert_eq!(out.value, Some(0.0625));
-        assert!(Arc::ptr_eq(&first, &ctx.cached_plan(&desc(10)).unwrap()));
-        // Bounded: PLAN_CACHE other descriptions push the first one out.
-        for len in 100..100 + PLAN_CACHE {
-            ctx.cached_plan(&desc(len)).unwrap();
-        }
-        assert_eq!(lock(ctx.plans.as_ref().unwrap()).len(), PLAN_CACHE);
-        assert!(!Arc::ptr_eq(&first, &ctx.cached_plan(&desc(10)).unwrap()));
-        // Cached plans hold the device, not the cache: no cycle keeps the device alive.
-        let device = Arc::downgrade(&ctx.inner);
-        drop((first, other));
-        drop(ctx);
-        assert!(
-            device.upgrade().is_none(),
-            "the device outlived its last context"
-        );
-    }
 }

@@ -13,12 +13,11 @@
 //! same formula as Rust closures. [`Context::check_gradient`] holds the derivative to central
 //! differences of the loss on the GPU.
 
-use crate::cpu::Reference;
 use crate::dtype::DType;
+use crate::engine::program::Builder;
+use crate::families::pointwise::Stream;
 use crate::plan::sealed::Family;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
-use crate::pointwise::Stream;
-use crate::program::Builder;
 use crate::reduction::{Outputs, Reduction};
 use crate::{Context, Error, Result};
 
@@ -141,7 +140,7 @@ impl CustomLossDesc {
         if self.len == 0 {
             return Err(Error::Empty("pred"));
         }
-        crate::program::elements("pred", &[self.len])?;
+        crate::engine::program::elements("pred", &[self.len])?;
         if self.reduction == Reduction::BatchMean {
             return Err(Error::option("reduction", "batchmean is for kl-div only"));
         }
@@ -281,14 +280,6 @@ impl Family for CustomLossDesc {
             None,
             None,
         ])
-    }
-
-    fn reference(&self, _inputs: &Inputs<'_>) -> Result<Reference> {
-        Err(Error::option(
-            "reference",
-            "a custom loss's WGSL has no CPU twin: give the formula as closures to \
-             cpu::pointwise::custom",
-        ))
     }
 }
 

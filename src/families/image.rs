@@ -10,19 +10,141 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::context::PipelineKey;
+use crate::engine::context::PipelineKey;
+use crate::engine::kernel::{Binding, Kernel, modes, params};
+use crate::engine::program::{
+    Access, Bound, Builder, Program, Res, SLOTS, Slot, UserBindings, View,
+};
 use crate::plan::{HostData, IntoBinding};
-use crate::program::{Access, Bound, Builder, Program, Res, SLOTS, Slot, UserBindings, View};
 use crate::reduction::{LossOutput, Outputs};
-use crate::shader::{Shader, params};
 use crate::{Context, Error, Reduction, Result};
 
 /// Invocations of an image kernel's workgroup: one tile of 16 x 16 pixels.
 const IMAGE_WG: u32 = 256;
+
+modes! {
+    /// The image loss a kernel computes (`params.loss`).
+    ImageCode "IMAGE" {
+        L1 = 0,
+        MSE = 1,
+        PSNR = 2,
+        SSIM = 3,
+        DSSIM = 4,
+        PHOTOMETRIC = 5,
+    }
+}
+
+modes! {
+    /// The pixel term (`params.pix`).
+    PixTerm "PIX" {
+        NONE = 0,
+        /// |d|.
+        ABS = 1,
+        /// d².
+        SQUARE = 2,
+    }
+}
+
+modes! {
+    /// Where a pixel's weight comes from (`params.mask_mode`).
+    MaskMode "MASK" {
+        NONE = 0,
+        /// The mask buffer or texture.
+        MASK = 1,
+        /// The target texture's alpha.
+        TARGET_ALPHA = 2,
+    }
+}
+
+modes! {
+    /// What the forward pass writes as per-element losses (`params.out_kind`).
+    ElementKind "ELEMENT" {
+        /// None (a reduced loss, or no loss).
+        NONE = 0,
+        /// S.
+        SSIM = 1,
+        /// 1 - S.
+        DSSIM = 2,
+        /// The pixel term.
+        PIXEL = 3,
+        /// (1 - λ) |d| + λ (1 - S).
+        PHOTOMETRIC = 4,
+    }
+}
+
+/// A sample of the SSIM window's `#expr GAUSS` (the host makes the real one from the twin's
+/// taps), for validation.
+pub(crate) const GAUSS_SAMPLE: &str = "GAUSS=const G = array<f32, 11>(0.001, 0.008, 0.038, 0.109, 0.213, 0.264, 0.213, 0.109, 0.038, 0.008, 0.001);";
+
+/// `shaders/image.wgsl`: image losses (L1, MSE, PSNR, SSIM, the photometric loss). Bindings:
+/// pred, target, mask (buffers or textures), dst, scratch, maps A, B, C, and the gradient
+/// texture when the gradient goes to one.
+pub(crate) static IMAGE: Kernel = Kernel {
+    file: "image.wgsl",
+    source: include_str!("../../shaders/image.wgsl"),
+    params: ImageParams::INFO,
+    consts: &[
+        ImageCode::WGSL,
+        PixTerm::WGSL,
+        MaskMode::WGSL,
+        ElementKind::WGSL,
+    ],
+    layout: |defines| {
+        use Binding::{Read as R, ReadWrite as W, Uniform as U};
+        let on = |name: &str| defines.iter().any(|d| d == name);
+        let input = |tex| if on(tex) { Binding::Texture } else { R };
+        let mut layout = vec![
+            U,
+            input("PRED_TEX"),
+            input("TARGET_TEX"),
+            input("MASK_TEX"),
+            W,
+            W,
+            W,
+            W,
+            W,
+        ];
+        if on("GRAD_TEX") {
+            let format = defines
+                .iter()
+                .find_map(|d| d.strip_prefix("GRAD_FORMAT="))
+                .and_then(storage_format)
+                .unwrap_or(wgpu::TextureFormat::Rgba32Float);
+            layout.push(Binding::StorageTexture(format));
+        }
+        std::borrow::Cow::Owned(layout)
+    },
+    defines: &[
+        "PRED_TEX",
+        "TARGET_TEX",
+        "MASK_TEX",
+        "GRAD_TEX",
+        "SUBGROUPS",
+    ],
+    values: &["GRAD_FORMAT=rgba32float", "TAPS=11", GAUSS_SAMPLE],
+};
 const TILE_X: usize = 16;
 const TILE_Y: usize = 16;
 /// The SSIM window's side.
 pub const SSIM_WINDOW: usize = 11;
+
+/// Taps of the window: 11, sigma 1.5.
+pub const WINDOW: usize = SSIM_WINDOW;
+/// The window's radius.
+pub const RADIUS: usize = 5;
+
+/// The normalised 1-D Gaussian of 11 taps, sigma 1.5 (the 2-D window is its outer product):
+/// the kernel's taps (printed into its WGSL) and the twin's.
+pub fn gaussian() -> [f64; WINDOW] {
+    let sigma = 1.5f64;
+    let mut g = [0.0; WINDOW];
+    for (k, v) in g.iter_mut().enumerate() {
+        let d = k as f64 - RADIUS as f64;
+        *v = (-(d * d) / (2.0 * sigma * sigma)).exp();
+    }
+    let total: f64 = g.iter().sum();
+    g.map(|v| v / total)
+}
 
 /// Which image loss.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,12 +193,34 @@ impl ImageLoss {
         )
     }
 
-    /// The pixel term: 0 none, 1 |d|, 2 d².
+    /// The pixel term (`params.pix`).
     fn pix(self) -> u32 {
         match self {
-            ImageLoss::L1 | ImageLoss::Photometric => 1,
-            ImageLoss::Mse | ImageLoss::Psnr => 2,
-            ImageLoss::Ssim | ImageLoss::Dssim => 0,
+            ImageLoss::L1 | ImageLoss::Photometric => PixTerm::ABS,
+            ImageLoss::Mse | ImageLoss::Psnr => PixTerm::SQUARE,
+            ImageLoss::Ssim | ImageLoss::Dssim => PixTerm::NONE,
+        }
+    }
+
+    /// The loss's code in the kernel (`params.loss`).
+    fn code(self) -> u32 {
+        match self {
+            ImageLoss::L1 => ImageCode::L1,
+            ImageLoss::Mse => ImageCode::MSE,
+            ImageLoss::Psnr => ImageCode::PSNR,
+            ImageLoss::Ssim => ImageCode::SSIM,
+            ImageLoss::Dssim => ImageCode::DSSIM,
+            ImageLoss::Photometric => ImageCode::PHOTOMETRIC,
+        }
+    }
+
+    /// What a per-element loss of it is (`params.out_kind`).
+    fn element(self) -> u32 {
+        match self {
+            ImageLoss::Ssim => ElementKind::SSIM,
+            ImageLoss::Dssim => ElementKind::DSSIM,
+            ImageLoss::L1 | ImageLoss::Mse | ImageLoss::Psnr => ElementKind::PIXEL,
+            ImageLoss::Photometric => ElementKind::PHOTOMETRIC,
         }
     }
 }
@@ -360,7 +504,7 @@ impl ImageDesc {
     /// The checks every plan makes: shapes, options, and the kinds of inputs and outputs.
     pub fn check(&self) -> Result<()> {
         self.outputs.check()?;
-        crate::program::elements("image", &[self.n, self.h, self.w, self.c])?;
+        crate::engine::program::elements("image", &[self.n, self.h, self.w, self.c])?;
         if self.is_empty() {
             return Err(Error::Empty("image"));
         }
@@ -721,7 +865,7 @@ impl ImagePlan {
             (false, None) => {}
         }
         let refs: [Option<&wgpu::TextureView>; SLOTS] = std::array::from_fn(|i| views[i].as_ref());
-        let bound = crate::transfer::scoped(self.program.ctx(), || {
+        let bound = crate::engine::transfer::scoped(self.program.ctx(), || {
             self.program.bind_textures(&user, &refs)
         })?;
         Ok(ImageBindings { bound })
@@ -854,22 +998,21 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         out_w: ow as u32,
         encode: encode(d.pred) | encode(d.target) << 1,
         mask_mode: match d.mask {
-            ImageMask::None => 0,
-            ImageMask::Buffer | ImageMask::Texture(_) => 1,
-            ImageMask::TargetAlpha => 2,
+            ImageMask::None => MaskMode::NONE,
+            ImageMask::Buffer | ImageMask::Texture(_) => MaskMode::MASK,
+            ImageMask::TargetAlpha => MaskMode::TARGET_ALPHA,
         },
         pix: d.loss.pix(),
         ssim: ssim as u32,
         grad: want_grad as u32,
-        out_kind: 0,
+        out_kind: ElementKind::NONE,
         partials: partials as u32,
         ssim_base,
         pix_base,
         ssim_total: 0,
         pix_total: 0,
         k_base,
-        // The shader's codes are the enum's order (0 L1 ... 5 photometric).
-        loss: d.loss as u32,
+        loss: d.loss.code(),
         mean: (d.reduction == Reduction::Mean) as u32,
         write_loss: 0,
         c1: (0.01 * range).powi(2),
@@ -883,7 +1026,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         _ => None,
     };
     let key = |entry: &'static str| {
-        let mut k = PipelineKey::new(Shader::Image, entry)
+        let mut k = PipelineKey::new(&IMAGE, entry)
             .constant("WG", IMAGE_WG)
             .constant("SEG", IMAGE_WG)
             .constant("PG", pg)
@@ -928,12 +1071,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     };
     // Forward: per-element losses into the loss buffer, or nothing there.
     if want_loss && !reduced {
-        params.out_kind = match d.loss {
-            ImageLoss::Ssim => 1,
-            ImageLoss::Dssim => 2,
-            ImageLoss::L1 | ImageLoss::Mse | ImageLoss::Psnr => 3,
-            ImageLoss::Photometric => 4,
-        };
+        params.out_kind = d.loss.element();
     }
     let loss_dst = if want_loss && !reduced {
         Res::User(Slot::Loss, View::Scalar(loss_bytes))
@@ -941,7 +1079,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         Res::Dummy(true)
     };
     b.dispatch(&key("forward"), &params, entries(loss_dst), (wg_x, wg_y));
-    params.out_kind = 0;
+    params.out_kind = ElementKind::NONE;
     if partials {
         params.ssim_total = b.reduce_keep(count, ssim_base)?;
         params.pix_total = b.reduce_keep(count, pix_base)?;
@@ -967,7 +1105,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
 /// The SSIM window's 1-D taps as the WGSL constant `G` (`#expr GAUSS`): the f32 values of the
 /// twin's [`crate::cpu::image::gaussian`], printed so that they parse back to the same bits.
 pub(crate) fn gaussian_wgsl() -> String {
-    let taps: Vec<String> = crate::cpu::image::gaussian()
+    let taps: Vec<String> = gaussian()
         .iter()
         .map(|&v| format!("{:?}", v as f32))
         .collect();
@@ -1015,7 +1153,7 @@ impl Context {
         host[0] = Some(bytes(pred));
         host[1] = Some(bytes(target));
         host[2] = mask.map(bytes);
-        crate::transfer::run_host(&plan.program, &host, desc.reduction, "image")
+        crate::engine::transfer::run_host(&plan.program, &host, desc.reduction, "image")
     }
 }
 

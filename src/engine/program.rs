@@ -11,13 +11,11 @@ use std::num::NonZeroU64;
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
-use crate::context::{Pipeline, PipelineKey};
+use super::context::{Pipeline, PipelineKey};
+pub(crate) use super::kernel::WG;
+use super::kernel::{FinalMode, Kernel, fixed_layout, modes, params};
 use crate::dtype::DType;
-use crate::shader::{Shader, params};
 use crate::{Context, Error, Result};
-
-/// Invocations per workgroup of every kernel.
-pub(crate) const WG: u32 = 256;
 
 /// How many invocations of a workgroup share one partial sum, for segments of `seg`
 /// invocations: a lane group of the tuning, or one segment. It depends on the plan alone, never
@@ -36,6 +34,33 @@ const STATUS_BYTES: u64 = 16;
 const RESERVED_WORDS: u64 = 4;
 /// The most workgroups along one dimension of a dispatch (WebGPU's and most adapters' limit).
 const MAX_PER_DIM: u64 = 65_535;
+
+modes! {
+    /// What a level of reduce.wgsl does with its sums (`params.mode`).
+    ReduceMode "REDUCE" {
+        /// Writes them as the next level's partials.
+        PARTIAL = 0,
+        /// loss[g] = the sum of losses.
+        SUM = 1,
+        /// loss[g] = the sum of losses over `params.mean_den`.
+        MEAN = 2,
+        /// loss[g] = the sum of losses over the sum of weights.
+        WEIGHTED_MEAN = 3,
+        /// scratch.data[0] = the sum of weights (a weighted mean's denominator).
+        DENOMINATOR = 4,
+    }
+}
+
+/// `shaders/reduce.wgsl`: fixed-order sums of partials. Bindings: scratch, loss.
+pub(crate) static REDUCE: Kernel = Kernel {
+    file: "reduce.wgsl",
+    source: include_str!("../../shaders/reduce.wgsl"),
+    params: ReduceParams::INFO,
+    consts: &[ReduceMode::WGSL],
+    layout: fixed_layout!(U, W, W),
+    defines: &["SUBGROUPS"],
+    values: &[],
+};
 
 params! {
     /// The parameters of reduce.wgsl.
@@ -84,11 +109,11 @@ pub enum Finish {
 impl Finish {
     fn mode(self) -> (u32, f32) {
         match self {
-            Finish::Sum => (1, 1.0),
-            Finish::Mean(d) => (2, d as f32),
-            Finish::WeightedMean => (3, 1.0),
-            Finish::Denominator => (4, 1.0),
-            Finish::Keep(_) => (0, 1.0),
+            Finish::Sum => (ReduceMode::SUM, 1.0),
+            Finish::Mean(d) => (ReduceMode::MEAN, d as f32),
+            Finish::WeightedMean => (ReduceMode::WEIGHTED_MEAN, 1.0),
+            Finish::Denominator => (ReduceMode::DENOMINATOR, 1.0),
+            Finish::Keep(_) => (ReduceMode::PARTIAL, 1.0),
         }
     }
 }
@@ -172,6 +197,10 @@ impl Slot {
         }
     }
 }
+
+/// The bytes of each input slot (input, target, weight, pos_weight, grad_output, shard_scale,
+/// linear, bias) of a run on host data.
+pub(crate) type HostData<'a> = [Option<std::borrow::Cow<'a, [u8]>>; 8];
 
 /// How one user buffer is bound: its first `bytes`.
 #[derive(Clone, Copy, Debug)]
@@ -270,10 +299,10 @@ impl After {
     /// A single dispatch's `final_mode` for `finish`, or 3 when the loss is not reduced.
     pub fn final_mode(finish: Option<Finish>) -> u32 {
         match finish {
-            Some(Finish::Sum) => 0,
-            Some(Finish::Mean(_)) => 1,
-            Some(Finish::WeightedMean) => 2,
-            Some(Finish::Denominator | Finish::Keep(_)) | None => 3,
+            Some(Finish::Sum) => FinalMode::SUM,
+            Some(Finish::Mean(_)) => FinalMode::MEAN,
+            Some(Finish::WeightedMean) => FinalMode::WEIGHTED,
+            Some(Finish::Denominator | Finish::Keep(_)) | None => FinalMode::NONE,
         }
     }
 }
@@ -627,7 +656,7 @@ impl<'a> Builder<'a> {
     ) {
         // The shader's bindings after the params, one entry each (a bug of this crate's
         // planner otherwise; the contract test checks the layouts against the shaders).
-        let layout = key.shader.layout(&key.defines);
+        let layout = (key.kernel.layout)(&key.defines);
         assert_eq!(
             entries.len() + 1,
             layout.len(),
@@ -688,7 +717,7 @@ impl<'a> Builder<'a> {
             (Finish::Denominator | Finish::Keep(_), _) | (_, None) => Res::Dummy(true),
             (_, Some(slot)) => Res::User(slot, View::Scalar(4 * groups)),
         };
-        let key = PipelineKey::new(Shader::Reduce, "main")
+        let key = PipelineKey::new(&REDUCE, "main")
             .constant("WG", WG)
             .constant("SEG", WG)
             .constant("K", REDUCE_K);

@@ -18,19 +18,31 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use wgpu::util::DeviceExt;
 
-use crate::context::{Pipeline, PipelineKey};
-use crate::cpu::Reference;
 use crate::dtype::DType;
-use crate::plan::{Buffers, HostData, Inputs, IntoBinding, LossDesc};
-use crate::program::{
+use crate::engine::context::{Pipeline, PipelineKey};
+use crate::engine::kernel::{Kernel, fixed_layout, params};
+use crate::engine::program::{
     Bound, Builder, Program, Slot, Status, UserBindings, WG, Windowing, fold, range_len,
 };
+use crate::engine::transfer;
+use crate::plan::{Buffers, HostData, Inputs, IntoBinding, LossDesc};
 use crate::reduction::Reduction;
-use crate::shader::{Shader, params};
-use crate::{Context, Error, Result, transfer};
+use crate::reduction::Reference;
+use crate::{Context, Error, Result};
 
 /// Elements an invocation adds.
 const K: u32 = 4;
+
+/// `shaders/mix.wgsl`: adds a weighted output into another. Bindings: dst, src.
+pub(crate) static MIX: Kernel = Kernel {
+    file: "mix.wgsl",
+    source: include_str!("../../shaders/mix.wgsl"),
+    params: MixParams::INFO,
+    consts: &[],
+    layout: fixed_layout!(U, W, R),
+    defines: &["SUBGROUPS"],
+    values: &[],
+};
 
 params! {
     /// The parameters of mix.wgsl: one window of one output of one term.
@@ -430,7 +442,7 @@ impl Mix {
                 }
             }
         }
-        let key = PipelineKey::new(Shader::Mix, "main")
+        let key = PipelineKey::new(&MIX, "main")
             .constant("WG", WG)
             .constant("SEG", WG)
             .constant("K", K);

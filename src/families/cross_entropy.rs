@@ -5,9 +5,9 @@
 //! - with probability targets ([`Targets::Probabilities`]), PyTorch's `cross_entropy(x, p)`.
 //!
 //! (The classic form on probability *inputs*, `-sum y_true log(y_pred + eps)`, needs no softmax:
-//! it is a streaming loss, [`crate::ClassicCrossEntropyDesc`] in [`crate::pointwise`].)
+//! it is a streaming loss, [`crate::ClassicCrossEntropyDesc`] in [`crate::families::pointwise`].)
 //!
-//! Kernel: `shaders/cross_entropy.wgsl` (and [`crate::class_targets`]' passes for a weighted
+//! Kernel: `shaders/cross_entropy.wgsl` (and [`crate::families::class_targets`]' passes for a weighted
 //! mean's denominator when the gradient needs it first). CPU twin: [`crate::cpu::cross_entropy`].
 //!
 //! Mean denominators, as PyTorch: class targets divide by the sum of the target classes'
@@ -19,20 +19,19 @@
 //! whole problem, fused blocks of rows (each read once), or rows chunked over workgroups
 //! (statistics, then a second read that writes the gradient).
 
-use crate::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
-use crate::context::PipelineKey;
-use crate::cpu::{self, Reference};
 use crate::dtype::DType;
+use crate::engine::context::PipelineKey;
+use crate::engine::kernel::{Binding, Kernel, ScaleMode, params};
+use crate::engine::program::{
+    Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
+    partial_group,
+};
+use crate::families::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
 use crate::plan::sealed::Family;
 use crate::plan::{
     HostData, Inputs, bytes, check_count, check_declared, check_grad_dtype, setters, value_bytes,
 };
-use crate::program::{
-    Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
-    partial_group,
-};
 use crate::reduction::{Outputs, Reduction};
-use crate::shader::{Shader, params};
 use crate::{Error, Result};
 
 /// What the targets of cross-entropy from logits are.
@@ -200,7 +199,7 @@ impl CrossEntropyDesc {
     }
 
     /// The upstream gradient's length: one value, or one a row with `Reduction::None`.
-    fn grad_output_len(&self) -> usize {
+    pub(crate) fn grad_output_len(&self) -> usize {
         if self.reduction.is_reduced() {
             1
         } else {
@@ -358,43 +357,6 @@ impl Family for CrossEntropyDesc {
             None,
         ])
     }
-
-    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
-        // A shard's statistics come back as its "per-element" values (8 a row); its gradient
-        // step as the gradient.
-        match self.shard.map(|sh| sh.step) {
-            Some(ShardStep::Statistics) => {
-                return Ok(Reference {
-                    per_element: Some(cpu::cross_entropy::shard_statistics(self, inputs)?),
-                    ..Default::default()
-                });
-            }
-            Some(ShardStep::Gradient) => {
-                let scale = inputs
-                    .shard_scale
-                    .ok_or(Error::Binding("shard_scale", "needed by this plan"))?;
-                return Ok(Reference {
-                    grad: cpu::cross_entropy::shard_gradient(self, inputs, scale)?,
-                    ..Default::default()
-                });
-            }
-            None => {}
-        }
-        let mut r = match self.targets {
-            Targets::Classes => cpu::cross_entropy::cross_entropy(self, inputs)?,
-            Targets::Probabilities => cpu::cross_entropy::cross_entropy_soft(self, inputs)?,
-        };
-        if let Some(go) = inputs.grad_output {
-            let len = if self.grad_output {
-                self.grad_output_len()
-            } else {
-                0
-            };
-            check_count("grad_output", len as u64, go.len())?;
-            cpu::cross_entropy::scale_by_upstream(&mut r, go, self.classes);
-        }
-        Ok(r)
-    }
 }
 
 params! {
@@ -470,6 +432,26 @@ const MAX_RECORDS_PER_LANE: u64 = 4096;
 /// below lavapipe's loop cap. Longer blocks (over 4,096 × 256 × `register_vecs` vec4s) are
 /// chunked over passes instead.
 const MAX_SWEEP_CHUNKS: u64 = 4096;
+
+/// `shaders/cross_entropy.wgsl`: cross-entropy from logits (class or probability targets).
+/// Bindings: logits, class targets, probability targets, class weight, grad, loss, scratch; in
+/// place (`INPLACE`) the logits are written with the gradient and the grad binding is unused.
+pub(crate) static CROSS_ENTROPY: Kernel = Kernel {
+    file: "cross_entropy.wgsl",
+    source: include_str!("../../shaders/cross_entropy.wgsl"),
+    params: CeParams::INFO,
+    consts: &[],
+    layout: |defines| {
+        use Binding::{Read as R, ReadWrite as W, Uniform as U};
+        std::borrow::Cow::Borrowed(if defines.iter().any(|d| d == "INPLACE") {
+            &[U, W, R, R, R, W, W, W]
+        } else {
+            &[U, R, R, R, R, W, W, W]
+        })
+    },
+    defines: &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
+    values: &["K=3"],
+};
 
 /// The partials layout of a pass (`Planner::partials`).
 struct Partials {
@@ -758,7 +740,7 @@ impl<'s> Planner<'s> {
         after: After,
     ) -> PipelineKey {
         let s = self.s;
-        let key = PipelineKey::new(Shader::CrossEntropy, entry)
+        let key = PipelineKey::new(&CROSS_ENTROPY, entry)
             .define("VEC4", vec4 && !self.unaligned)
             .define("UNALIGNED", self.unaligned)
             .define("INPLACE", s.in_place)
@@ -848,9 +830,9 @@ impl<'s> Planner<'s> {
     fn scale_mode(&self, b: &mut Builder<'_>) -> Result<u32> {
         if self.s.outputs.grad && self.weighted_mean {
             self.s.shape.denominator(b)?;
-            Ok(1)
+            Ok(ScaleMode::REDUCED)
         } else {
-            Ok(0)
+            Ok(ScaleMode::HOST)
         }
     }
 
@@ -935,7 +917,11 @@ impl<'s> Planner<'s> {
         let single = self.reduced || scale_in_kernel;
         let after = self.after(After {
             single,
-            scale_mode: if scale_in_kernel { 2 } else { 0 },
+            scale_mode: if scale_in_kernel {
+                ScaleMode::OWN
+            } else {
+                ScaleMode::HOST
+            },
             final_mode: After::final_mode(self.finish),
             ..Default::default()
         });

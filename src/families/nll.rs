@@ -9,21 +9,31 @@
 //! all-zero gradient. The forward pass reads one log-probability per row; the gradient is
 //! written from the targets alone.
 
-use crate::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
-use crate::context::PipelineKey;
-use crate::cpu::{self, Reference};
 use crate::dtype::DType;
-use crate::plan::sealed::Family;
-use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
-use crate::program::{
+use crate::engine::context::PipelineKey;
+use crate::engine::kernel::{Kernel, ScaleMode, fixed_layout, params};
+use crate::engine::program::{
     Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
 };
+use crate::families::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
+use crate::plan::sealed::Family;
+use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{Outputs, Reduction};
-use crate::shader::{Shader, params};
 use crate::{Error, Result};
 
 /// Rows per invocation of the loss part.
 const KR: u32 = 4;
+
+/// `shaders/nll.wgsl`. Bindings: log-probabilities, targets, class weight, grad, loss, scratch.
+pub(crate) static NLL: Kernel = Kernel {
+    file: "nll.wgsl",
+    source: include_str!("../../shaders/nll.wgsl"),
+    params: NllParams::INFO,
+    consts: &[],
+    layout: fixed_layout!(U, R, R, R, W, W, W),
+    defines: &["VEC4", "SUBGROUPS"],
+    values: &[],
+};
 
 /// What negative log-likelihood computes, with PyTorch's defaults. Plan it with
 /// [`Plan::new`](crate::Plan::new), or run it on host data with
@@ -159,7 +169,7 @@ impl Family for NllDesc {
         b.grad_dtype(grad_dtype, total);
 
         let key = |vec4: bool| {
-            PipelineKey::new(Shader::Nll, "main")
+            PipelineKey::new(&NLL, "main")
                 .define("VEC4", vec4)
                 .value("DTYPE_x", dtype.code())
                 .value("DTYPE_grad", grad_dtype.code())
@@ -234,7 +244,11 @@ impl Family for NllDesc {
             let is_single = reduced || scale_in_kernel;
             let single_after = with_rows(After {
                 single: is_single,
-                scale_mode: if scale_in_kernel { 2 } else { 0 },
+                scale_mode: if scale_in_kernel {
+                    ScaleMode::OWN
+                } else {
+                    ScaleMode::HOST
+                },
                 final_mode: After::final_mode(finish),
                 ..Default::default()
             });
@@ -256,9 +270,9 @@ impl Family for NllDesc {
         }
         let scale_mode = if want_grad && mean {
             classes.denominator(b)?;
-            1u32
+            ScaleMode::REDUCED
         } else {
-            0
+            ScaleMode::HOST
         };
         let base_after = with_rows(After {
             partial: reduced,
@@ -351,16 +365,5 @@ impl Family for NllDesc {
         check_declared("grad_output", None, inputs.grad_output)?;
         check_declared("shard_scale", None, inputs.shard_scale)?;
         Ok([x, y, bytes(inputs.weight), None, None, None, None, None])
-    }
-
-    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
-        cpu::nll::nll(
-            &inputs.input.to_f32(),
-            inputs.class_indices()?,
-            self.classes,
-            inputs.weight,
-            self.ignore_index,
-            self.reduction,
-        )
     }
 }

@@ -9,17 +9,16 @@
 //! Extra memory: 5 floats a row of statistics, 4 a row of gradient coefficients, 2 a row for a
 //! reduced loss, and `[V]` for the bias and its gradient: `O(N + V)`, never `N × V`.
 
-use crate::class_targets::{CLASS_INVALID, ClassTargets, class_targets_i32};
-use crate::context::PipelineKey;
-use crate::cpu::{self, Reference};
 use crate::dtype::DType;
-use crate::plan::sealed::Family;
-use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
-use crate::program::{
+use crate::engine::context::PipelineKey;
+use crate::engine::kernel::{Kernel, fixed_layout, params};
+use crate::engine::program::{
     Access, Builder, Finish, Res, Slot, Span, View, Windowing, elem_align, elements,
 };
+use crate::families::class_targets::{CLASS_INVALID, ClassTargets, class_targets_i32};
+use crate::plan::sealed::Family;
+use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{LossOutput, Outputs, Reduction};
-use crate::shader::{Shader, params};
 use crate::{Context, CrossEntropyDesc, Error, Result};
 
 /// Rows and classes of a tile of logits (the shader's `TR`, `TV`), and the depth of `D` staged
@@ -36,6 +35,18 @@ pub const MAX_DIM: usize = 32_768;
 /// The loop iterations one invocation may run in a dispatch: a dispatch takes as many tiles as
 /// fit (lavapipe stops counting, silently, at about 65,535).
 const LOOP_BUDGET: u64 = 48_000;
+
+/// `shaders/linear_cross_entropy.wgsl`: fused linear + cross-entropy. Bindings: hidden states,
+/// layer weight, targets, class weight, their gradients, scratch.
+pub(crate) static LINEAR_CROSS_ENTROPY: Kernel = Kernel {
+    file: "linear_cross_entropy.wgsl",
+    source: include_str!("../../shaders/linear_cross_entropy.wgsl"),
+    params: LinearParams::INFO,
+    consts: &[],
+    layout: fixed_layout!(U, R, R, R, R, W, W, W),
+    defines: &["SUBGROUPS"],
+    values: &["TK=16"],
+};
 
 /// What fused linear + cross-entropy computes, with PyTorch's cross-entropy options over the
 /// logits `hidden @ linear^T + bias`. Plan it with [`Plan::new`](crate::Plan::new) and the
@@ -289,7 +300,7 @@ impl Family for LinearCrossEntropyDesc {
         let coef_base = if want_grad { b.scratch(4 * n)? } else { 0 };
 
         let key = |entry: &'static str| {
-            PipelineKey::new(Shader::LinearCrossEntropy, entry)
+            PipelineKey::new(&LINEAR_CROSS_ENTROPY, entry)
                 .value("TK", TK)
                 .value("DTYPE_x", dtype.code())
                 .value("DTYPE_lw", dtype.code())
@@ -483,10 +494,6 @@ impl Family for LinearCrossEntropyDesc {
             value_bytes("linear", linear, self.dtype)?,
             bytes(inputs.bias),
         ])
-    }
-
-    fn reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
-        cpu::linear_cross_entropy::linear_cross_entropy(self, inputs)
     }
 }
 

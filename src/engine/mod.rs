@@ -1,0 +1,10 @@
+//! The engine every loss family shares, naming none of them: kernels and their WGSL assembly
+//! (`kernel`, `wgsl`), the device with its pipeline and plan caches (`context`), programs of
+//! dispatches over the caller's buffers with fixed-order reductions (`program`), and the
+//! uploads and read-backs of the convenience level (`transfer`).
+
+pub(crate) mod context;
+pub(crate) mod kernel;
+pub(crate) mod program;
+pub(crate) mod transfer;
+pub(crate) mod wgsl;
