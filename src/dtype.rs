@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 pub use half::{bf16, f16};
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The element type of an input, target or gradient.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

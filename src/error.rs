@@ -203,14 +203,17 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn option(option: &'static str, reason: impl Into<String>) -> Self {
+    /// [`Error::InvalidOption`]: `option` is refused for `reason`.
+    pub fn option(option: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidOption {
             option,
             reason: reason.into(),
         }
     }
 
-    pub(crate) fn from_wgpu(e: wgpu::Error) -> Self {
+    /// The error of an error scope: [`Error::OutOfMemory`] when wgpu ran out of memory, else
+    /// [`Error::Wgpu`].
+    pub fn from_wgpu(e: wgpu::Error) -> Self {
         match e {
             wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory(e.to_string()),
             other => Error::Wgpu(other.to_string()),

@@ -39,19 +39,17 @@
 //! callers that make wgpu calls of their own on a shared device hold [`Context::lock`] around
 //! them (see its docs).
 //!
-//! Map of the crate: `plan` (the public shape above) over `program` (the engine every family
-//! shares: slots, dispatches, scratch, fixed-order reductions) and `context` (device, pipeline
-//! and plan caches); one file per loss family beside `shaders/<family>.wgsl` (`pointwise`,
-//! `cross_entropy`, `nll`, `class_targets`, `linear_cross_entropy`, `image`; `custom`, WGSL
-//! expressions in the pointwise kernel); `optim` ([`Optim`]: the update step); [`cpu`] (the f64 twins);
-//! `shader` (WGSL assembly and the host/shader contracts; `shaders/common/tensor.wgsl` reads
-//! and writes every caller's tensor in its dtype); `dtype` ([`DType`]: f32, f16, bf16, and the
-//! host [`Values`] of each); `transfer` (uploads and readbacks of the convenience level);
-//! `bench` (what `wgpu-loss bench` measures, with `shaders/ceiling.wgsl` and
-//! `shaders/matmul.wgsl`).
+//! Map of the crate, from the bottom up: `error`, `dtype` ([`DType`], [`Values`]) and
+//! `reduction` ([`Reduction`], [`Outputs`], [`LossOutput`]) are the vocabulary; `engine`
+//! names no loss family (a kernel's declaration, the WGSL preprocessor, the device and its
+//! pipeline and plan caches, programs of dispatches with fixed-order reductions, uploads and
+//! read-backs), and [`kernel`] opens it to kernels of your own; `plan` is the one public shape
+//! ([`LossDesc`], [`Plan`], [`Buffers`], [`Inputs`], [`Context::loss`]); `families` holds one
+//! file per loss family beside `shaders/<family>.wgsl` (`pointwise`, `custom`,
+//! `class_targets`, `cross_entropy`, `nll`, `linear_cross_entropy`, `image`, `mix`, `optim`);
+//! [`cpu`] the f64 twins; `train` ([`SoftmaxRegression`]) trains on top of them all. The
+//! benchmark harness is the `wgpu-loss-bench` package of this workspace.
 
-#[doc(hidden)]
-pub mod bench;
 #[cfg(test)]
 mod contracts;
 pub mod cpu;
@@ -59,6 +57,7 @@ mod dtype;
 mod engine;
 mod error;
 mod families;
+pub mod kernel;
 mod plan;
 mod reduction;
 mod train;

@@ -8,12 +8,13 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dtype::{DType, Values};
+use crate::engine::context::Context;
 pub(crate) use crate::engine::program::HostData;
 use crate::engine::program::{Bound, Builder, Program, Status, UserBindings};
 use crate::engine::transfer;
+use crate::error::{Error, Result};
 use crate::reduction::Reference;
 use crate::reduction::{LossOutput, Reduction};
-use crate::{Context, Error, Result};
 
 /// What a loss family's description does for the engine; sealed: the families are this crate's.
 pub(crate) mod sealed {
@@ -567,7 +568,7 @@ pub(crate) fn check_declared(
 mod tests {
     use super::*;
     use crate::engine::context::PLAN_CACHE;
-    use crate::{Pointwise, PointwiseDesc};
+    use crate::families::pointwise::{Pointwise, PointwiseDesc};
     use std::sync::Arc;
 
     /// The convenience calls plan once per description, keep the last few plans, and the cache

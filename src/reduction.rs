@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// How per-element (or per-row) losses are reduced, as in PyTorch's `reduction=`.
 ///

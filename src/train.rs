@@ -8,9 +8,12 @@
 
 use std::mem::ManuallyDrop;
 
+use crate::engine::context::Context;
 use crate::engine::transfer;
+use crate::error::{Error, Result};
+use crate::families::linear_cross_entropy::LinearCrossEntropyDesc;
+use crate::families::optim::{Optim, Optimizer};
 use crate::plan::{Bindings, Buffers, Plan};
-use crate::{Context, Error, LinearCrossEntropyDesc, Optim, Optimizer, Result};
 
 /// What to train: `rows` examples of `features` each, `classes` classes, mini-batches of
 /// `batch_size` rows in the data's order (the last one shorter when it does not divide), and

@@ -276,47 +276,6 @@ fn recorded_into_the_callers_encoder_with_its_buffers() {
 }
 
 #[test]
-fn the_benchmarks_unfused_path_agrees() {
-    // The bench's baseline (matmul to logits, the cross-entropy kernel, the gradients'
-    // matmuls), with its logits in windows of 64 rows on a 1 MiB-binding context, and the fused
-    // path beside it: both against the twin.
-    use wgpu_loss::bench::{LinearBench, LinearShape};
-    let ctx =
-        wgpu_loss::Context::with_options(wgpu_loss::ContextOptions::default().max_binding(1 << 20))
-            .unwrap();
-    let shape = LinearShape {
-        rows: 200,
-        dim: 37,
-        vocab: 3001,
-    };
-    let bench = LinearBench::new(&ctx, shape, 7).unwrap();
-    let (hidden, linear, targets) = bench.inputs();
-    let desc = LinearCrossEntropyDesc::new(shape.rows, shape.dim, shape.vocab);
-    let inputs = Inputs::classes(hidden, targets).linear(linear);
-    let r = cpu::reference(&desc, &inputs).unwrap();
-    let tol = Tol::new(2e-4, 2e-6);
-    for (path, out) in ["fused", "unfused"].iter().zip(bench.results().unwrap()) {
-        assert_scalar(&format!("{path} loss"), out.loss, r.value.unwrap(), tol);
-        let gtol = |g: &[f64]| Tol::new(2e-4, 1e-5 * largest(g));
-        assert_close(
-            &format!("{path} grad hidden"),
-            &out.grad_hidden,
-            &r.grad,
-            gtol(&r.grad),
-        );
-        let what = format!("{path} grad linear");
-        assert_close(
-            &what,
-            &out.grad_linear,
-            &r.grad_linear,
-            gtol(&r.grad_linear),
-        );
-    }
-    assert!(bench.unfused_bytes() > 4 * 200 * 3001);
-    assert!(bench.fused_bytes() < bench.unfused_bytes() / 10);
-}
-
-#[test]
 fn half_precision_hidden_states_and_layer() {
     // f16 and bf16 inputs, f32 products, sums and gradients: against the twin of the upcast
     // inputs, with the tolerance of f32 arithmetic (the inputs are exact in both).

@@ -1,9 +1,12 @@
 //! CPU twin of `shaders/cross_entropy.wgsl` and `shaders/class_targets.wgsl`.
 
 use super::{Reference, check_len, check_rows, reduce};
+use crate::error::{Error, Result};
+use crate::families::cross_entropy::{CrossEntropyDesc, ShardStep, Targets};
+use crate::plan::Inputs;
 use crate::plan::check_count;
 use crate::plan::sealed::Twin;
-use crate::{CrossEntropyDesc, Error, Inputs, Reduction, Result, ShardStep, Targets};
+use crate::reduction::Reduction;
 
 /// `cap * tanh(x / cap)`, or x.
 fn capped(x: impl Into<f64>, softcap: Option<f32>) -> f64 {

@@ -4,9 +4,10 @@
 //! the maps A, B, C of the shader's header, filtered with the same window (checked against
 //! central differences of [`image_loss`] in the tests).
 
+use crate::error::Result;
 use crate::families::image::{ImageDesc, ImageLoss, Padding};
-pub use crate::families::image::{RADIUS, WINDOW, gaussian};
-use crate::{Reduction, Result};
+pub use crate::families::image::{RADIUS, WINDOW, gaussian, gaussian_wgsl};
+use crate::reduction::Reduction;
 
 use super::Reference;
 

@@ -4,8 +4,10 @@
 
 use super::Reference;
 use super::cross_entropy::{class_targets, lse_of};
+use crate::error::{Error, Result};
+use crate::families::linear_cross_entropy::LinearCrossEntropyDesc;
+use crate::plan::Inputs;
 use crate::plan::sealed::Twin;
-use crate::{Error, Inputs, LinearCrossEntropyDesc, Result};
 
 /// The loss, the per-row log-sum-exp, and the gradients of the hidden states `[N, D]`, the
 /// layer's weight `[V, D]` and its bias `[V]` (when it has one), in f64.

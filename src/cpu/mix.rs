@@ -2,7 +2,9 @@
 //! terms' order, of each term's twin times its weight, and each gradient output the weighted sum
 //! of its terms' gradients.
 
-use crate::{Inputs, MixDesc, Result};
+use crate::error::Result;
+use crate::families::mix::MixDesc;
+use crate::plan::Inputs;
 
 /// What [`reference()`] returns: the weighted sum of the losses (reduced, or per element) and each
 /// gradient output (empty where its terms write none).

@@ -13,12 +13,12 @@ pub mod optim;
 pub mod pointwise;
 pub mod train;
 
+use crate::plan::{Inputs, LossDesc};
 pub use crate::reduction::Reference;
-use crate::{Inputs, LossDesc};
 
 /// The CPU twin of `desc` on `inputs`: what [`crate::Context::loss`] computes on the GPU, in
 /// f64.
-pub fn reference<D: LossDesc>(desc: &D, inputs: &Inputs<'_>) -> crate::Result<Reference> {
+pub fn reference<D: LossDesc>(desc: &D, inputs: &Inputs<'_>) -> crate::error::Result<Reference> {
     desc.reference(inputs)
 }
 
@@ -30,8 +30,8 @@ pub(crate) fn check_rows(
     rows: Option<usize>,
     classes: usize,
     weight: Option<&[f32]>,
-) -> crate::Result<usize> {
-    use crate::Error;
+) -> crate::error::Result<usize> {
+    use crate::error::Error;
     if classes == 0 {
         return Err(Error::Empty("classes (C)"));
     }
@@ -52,9 +52,9 @@ pub(crate) fn check_len(
     what: &'static str,
     expected: usize,
     len: Option<usize>,
-) -> crate::Result<()> {
+) -> crate::error::Result<()> {
     match len {
-        Some(actual) if actual != expected => Err(crate::Error::LengthMismatch {
+        Some(actual) if actual != expected => Err(crate::error::Error::LengthMismatch {
             what,
             expected,
             actual,
@@ -66,12 +66,12 @@ pub(crate) fn check_len(
 /// Reduces per-element (per-row) losses as the kernels do: `sum` adds, `mean` and `batchmean`
 /// divide the sum by `den`, `none` keeps them. The gradient comes already scaled.
 pub(crate) fn reduce(
-    reduction: crate::Reduction,
+    reduction: crate::reduction::Reduction,
     losses: Vec<f64>,
     grad: Vec<f64>,
     den: f64,
 ) -> Reference {
-    use crate::Reduction;
+    use crate::reduction::Reduction;
     let sum: f64 = losses.iter().sum();
     let (value, per_element) = match reduction {
         Reduction::None => (None, Some(losses)),

@@ -1,8 +1,11 @@
 //! CPU twin of `shaders/nll.wgsl`.
 
 use super::{Reference, check_rows, reduce};
+use crate::error::Result;
+use crate::families::nll::NllDesc;
+use crate::plan::Inputs;
 use crate::plan::sealed::Twin;
-use crate::{Inputs, NllDesc, Reduction, Result};
+use crate::reduction::Reduction;
 
 /// Negative log-likelihood of `log_probs` `[N, C]` and class `targets` `[N]`: per row
 /// `-w_y x[n, y]`, 0 for rows whose target is `ignore_index`; `mean` divides by the sum of the

@@ -1,6 +1,6 @@
 //! CPU twin of `shaders/optim.wgsl`: the same update in f64, state kept by the caller.
 
-use crate::Optimizer;
+use crate::families::optim::Optimizer;
 
 /// An optimizer's state on the host: momentum or first moment, second moment, steps taken.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -1,11 +1,12 @@
 //! CPU twin of `shaders/pointwise.wgsl`: the pointwise catalogue and the classic cross-entropy.
 
 use super::{Reference, check_rows, reduce};
+use crate::error::{Error, Result};
+use crate::families::custom::CustomLossDesc;
+use crate::families::pointwise::{ClassicCrossEntropyDesc, Pointwise, PointwiseDesc};
+use crate::plan::Inputs;
 use crate::plan::sealed::Twin;
-use crate::{
-    ClassicCrossEntropyDesc, CustomLossDesc, Error, Inputs, Pointwise, PointwiseDesc, Reduction,
-    Result,
-};
+use crate::reduction::Reduction;
 
 /// The loss and its derivative with respect to `x` at one element, before weights.
 /// `pw` is BCE-with-logits' positive weight (1 without one).

@@ -3,7 +3,7 @@
 //! argmax of each row, the gradients `dz = (softmax(z) - onehot) / B`, `dW = dz^T x`,
 //! `db = sum_rows dz`, then the optimizer's step ([`crate::cpu::optim::step`]) on W and b.
 
-use crate::Result;
+use crate::error::Result;
 use crate::train::TrainDesc;
 
 /// The parameters after training, and each epoch's figures (of its first batch, before its

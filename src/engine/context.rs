@@ -6,7 +6,7 @@ use std::thread::ThreadId;
 
 use super::kernel::{Binding, Kernel, WG};
 use super::wgsl;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// What identifies a compiled pipeline: the kernel, its variant, its entry point and its
 /// override constants. Its bindings follow from the kernel and variant ([`Kernel::layout`]).
@@ -649,7 +649,7 @@ impl Context {
     /// The pipeline for `key`, compiled on first use. Shader errors (bugs of this crate, or a
     /// driver's) come back as [`Error::Wgpu`] naming the shader. The device lock is held while
     /// the device is used, not while the error scope's result is awaited.
-    pub(crate) async fn pipeline(&self, key: &PipelineKey) -> Result<Pipeline> {
+    pub async fn pipeline(&self, key: &PipelineKey) -> Result<Pipeline> {
         let mut defines = key.defines.clone();
         let mut constants: Vec<(&str, f64)> = key
             .constants

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 /// Invocations per workgroup of every kernel.
-pub(crate) const WG: u32 = 256;
+pub const WG: u32 = 256;
 
 /// The role of one binding of a kernel, in binding order from 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,8 +80,11 @@ impl std::fmt::Debug for Kernel {
 /// the host fills, and (as `INFO`) the `struct Params` that `#params` splices into the shader
 /// (with its binding, `params` at binding 0).
 /// Fields are `u32`, `i32` or `f32`, named the same in both; the contract test checks that
-/// naga lays the WGSL struct out as Rust does.
-macro_rules! params {
+/// naga lays the WGSL struct out as Rust does. The struct derives `bytemuck::Pod`: the crate
+/// that uses the macro depends on bytemuck.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __params {
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident: $ty:ident),* $(,)? }) => {
         $(#[$m])*
         #[repr(C)]
@@ -92,7 +95,7 @@ macro_rules! params {
 
         impl $name {
             /// The WGSL declaration and the Rust layout.
-            pub const INFO: $crate::engine::kernel::ParamsInfo = $crate::engine::kernel::ParamsInfo {
+            pub const INFO: $crate::kernel::ParamsInfo = $crate::kernel::ParamsInfo {
                 wgsl: concat!(
                     "struct Params {\n",
                     $("    ", stringify!($field), ": ", stringify!($ty), ",\n",)*
@@ -104,14 +107,16 @@ macro_rules! params {
         }
     };
 }
-pub(crate) use params;
+pub(crate) use crate::__params as params;
 
 /// Declares mode codes once, for both sides: `u32` constants on a Rust type that the host
 /// writes (into `Params`, or as override constants), and (as `WGSL`) the same constants,
 /// prefixed, that the shader compares against by name. A kernel lists the `WGSL` in
 /// [`Kernel::consts`], so that a shader naming a code the host does not define fails the
 /// contract test.
-macro_rules! modes {
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __modes {
     ($(#[$m:meta])* $name:ident $prefix:literal { $($(#[$vm:meta])* $code:ident = $val:literal),* $(,)? }) => {
         $(#[$m])*
         #[derive(Clone, Copy, Debug)]
@@ -127,7 +132,7 @@ macro_rules! modes {
         }
     };
 }
-pub(crate) use modes;
+pub(crate) use crate::__modes as modes;
 
 modes! {
     /// How a loss kernel scales its gradient (`params.scale_mode`,
@@ -159,11 +164,13 @@ modes! {
 
 /// A [`Kernel::layout`] that does not depend on the defines: `U` the params, `R` read, `W`
 /// read-write.
-macro_rules! fixed_layout {
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __fixed_layout {
     ($($b:ident),* $(,)?) => {{
         #[allow(unused_imports)]
-        use $crate::engine::kernel::Binding::{Read as R, ReadWrite as W, Uniform as U};
+        use $crate::kernel::Binding::{Read as R, ReadWrite as W, Uniform as U};
         |_: &[String]| std::borrow::Cow::Borrowed(&[$($b),*][..])
     }};
 }
-pub(crate) use fixed_layout;
+pub(crate) use crate::__fixed_layout as fixed_layout;

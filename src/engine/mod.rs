@@ -4,6 +4,8 @@
 //! uploads and read-backs of the convenience level (`transfer`).
 
 pub(crate) mod context;
+#[cfg(any(test, feature = "contracts"))]
+pub(crate) mod contracts;
 pub(crate) mod kernel;
 pub(crate) mod program;
 pub(crate) mod transfer;

@@ -15,14 +15,15 @@ use super::context::{Pipeline, PipelineKey};
 pub(crate) use super::kernel::WG;
 use super::kernel::{FinalMode, Kernel, fixed_layout, modes, params};
 use crate::dtype::DType;
-use crate::{Context, Error, Result};
+use crate::engine::context::Context;
+use crate::error::{Error, Result};
 
 /// How many invocations of a workgroup share one partial sum, for segments of `seg`
 /// invocations: a lane group of the tuning, or one segment. It depends on the plan alone, never
 /// on the subgroup size, so that sums are added in the same order on every adapter with the
 /// same tuning. `group_sum` (shaders/common/segment.wgsl) and `store_group_partial`
 /// (shaders/common/scratch.wgsl) take it as their `group`.
-pub(crate) fn partial_group(ctx: &Context, seg: u32) -> u32 {
+pub fn partial_group(ctx: &Context, seg: u32) -> u32 {
     seg.max(ctx.tuning().lanes).min(WG)
 }
 /// Partials one invocation of reduce.wgsl adds (its `K`).

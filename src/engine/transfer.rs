@@ -4,11 +4,12 @@ use wgpu::util::DeviceExt;
 
 use super::program::{Bound, HostData, Program, Slot, Status, UserBindings};
 use crate::dtype::DType;
+use crate::engine::context::Context;
+use crate::error::{Error, Result};
 use crate::reduction::{LossOutput, Reduction};
-use crate::{Context, Error, Result};
 
 /// Creates a storage buffer holding `data` (at least 4 bytes, so that it can be bound).
-pub(crate) fn upload(ctx: &Context, label: &str, data: &[u8]) -> wgpu::Buffer {
+pub fn upload(ctx: &Context, label: &str, data: &[u8]) -> wgpu::Buffer {
     let mut padded;
     let contents = if data.len() < 4 || !data.len().is_multiple_of(4) {
         padded = data.to_vec();
@@ -177,8 +178,12 @@ pub(crate) fn host_index(slot: Slot) -> Option<usize> {
     }
 }
 
-/// Maps a `MAP_READ` buffer, waits for it, and copies its contents out.
-pub(crate) fn map_read(ctx: &Context, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+/// Maps a `MAP_READ` buffer, waits for it, and copies its contents out (blocking). A buffer
+/// without `MAP_READ` usage is [`Error::Binding`].
+pub fn map_read(ctx: &Context, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+    if !staging.usage().contains(wgpu::BufferUsages::MAP_READ) {
+        return Err(Error::Binding("staging", "lacks MAP_READ usage"));
+    }
     let _guard = ctx.lock();
     let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
     staging.map_async(wgpu::MapMode::Read, .., move |r| {
@@ -230,8 +235,21 @@ pub(crate) fn read_status(program: &Program) -> Result<Status> {
 }
 
 /// Copies the first `bytes` of `buffer` (a multiple of 4) to a staging buffer, submits, and
-/// reads them back (blocking).
-pub(crate) fn read_back(ctx: &Context, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+/// reads them back (blocking). `bytes` not a multiple of 4 or past the buffer's end, or a
+/// buffer without `COPY_SRC` usage, is [`Error::Binding`].
+pub fn read_back(ctx: &Context, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    if !bytes.is_multiple_of(4) || bytes > buffer.size() {
+        return Err(Error::Binding(
+            "read_back",
+            "bytes must be a multiple of 4 within the buffer",
+        ));
+    }
+    if !buffer.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+        return Err(Error::Binding(
+            "read_back",
+            "the buffer lacks COPY_SRC usage",
+        ));
+    }
     let _guard = ctx.lock();
     let staging = ctx.device().create_buffer(&wgpu::BufferDescriptor {
         label: Some("wgpu-loss.readback"),

@@ -7,7 +7,7 @@
 //! choices are WGSL `override` constants, given at pipeline creation.
 
 use super::kernel::{FinalMode, Kernel, ScaleMode};
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The files of `shaders/common/`, spliced in by `#import name`.
 fn common(name: &str) -> Option<&'static str> {

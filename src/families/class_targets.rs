@@ -9,8 +9,8 @@ use std::borrow::Cow;
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{Kernel, fixed_layout, params};
 use crate::engine::program::{Builder, Finish, Res, Slot, View, WG, elements};
+use crate::error::{Error, Result};
 use crate::plan::Inputs;
-use crate::{Error, Result};
 
 /// Rows one invocation of class_targets.wgsl adds (its `K`).
 const TARGETS_K: u32 = 16;

@@ -26,13 +26,13 @@ use crate::engine::program::{
     Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
     partial_group,
 };
+use crate::error::{Error, Result};
 use crate::families::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
 use crate::plan::sealed::Family;
 use crate::plan::{
     HostData, Inputs, bytes, check_count, check_declared, check_grad_dtype, setters, value_bytes,
 };
 use crate::reduction::{Outputs, Reduction};
-use crate::{Error, Result};
 
 /// What the targets of cross-entropy from logits are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -450,7 +450,9 @@ pub(crate) static CROSS_ENTROPY: Kernel = Kernel {
         })
     },
     defines: &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
-    values: &["K=3"],
+    // K, the register tile: every size the host asks for is 1..=32 vec4s (the tunings' 8 and
+    // 32 among them); the contract test takes these in turn.
+    values: &["K=1|3|8|17|32"],
 };
 
 /// The partials layout of a pass (`Planner::partials`).
@@ -514,7 +516,7 @@ fn rows_per_block(classes: usize) -> usize {
 /// The fused layout's tiling for a block of `bv` vec4s: the fewest invocations per block that
 /// hold it in at most `register_vecs` vec4s each where one lane group does, otherwise in at most
 /// `wide_vecs` each (see `Tuning`); None when a block is too long for one workgroup.
-fn fused_tiling(bv: u64, t: crate::Tuning) -> Option<Tiling> {
+fn fused_tiling(bv: u64, t: crate::engine::context::Tuning) -> Option<Tiling> {
     let kmax = if 4 * bv <= t.register_tile_classes() as u64 {
         t.register_vecs
     } else {

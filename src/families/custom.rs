@@ -14,12 +14,13 @@
 //! differences of the loss on the GPU.
 
 use crate::dtype::DType;
+use crate::engine::context::Context;
 use crate::engine::program::Builder;
-use crate::families::pointwise::Stream;
+use crate::error::{Error, Result};
+use crate::families::pointwise::{LossCode, Stream};
 use crate::plan::sealed::Family;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{Outputs, Reduction};
-use crate::{Context, Error, Result};
 
 /// WGSL's built-in functions a custom expression may call (those of scalars in f32).
 const BUILTINS: &[&str] = &[
@@ -254,7 +255,24 @@ impl Family for CustomLossDesc {
     fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
         self.check()?;
         compile_first(b, self);
-        Stream::custom(self).plan(b)
+        let mean = self.reduction == Reduction::Mean;
+        Stream {
+            code: LossCode::CUSTOM,
+            p0: 0.0,
+            log_target: false,
+            names: ["pred", "target"],
+            len: self.len as u64,
+            rows: None,
+            weight: self.weight,
+            pos_weight: None,
+            reduction: self.reduction,
+            outputs: self.outputs,
+            den: if mean { self.len as f64 } else { 1.0 },
+            dtype: self.dtype,
+            grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
+            custom: Some((&self.loss, &self.grad)),
+        }
+        .plan(b)
     }
 
     fn results(&self) -> (Reduction, &'static str) {

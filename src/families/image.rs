@@ -10,14 +10,16 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::engine::context::Context;
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{Binding, Kernel, modes, params};
 use crate::engine::program::{
     Access, Bound, Builder, Program, Res, SLOTS, Slot, UserBindings, View,
 };
+use crate::error::{Error, Result};
 use crate::plan::{HostData, IntoBinding};
+use crate::reduction::Reduction;
 use crate::reduction::{LossOutput, Outputs};
-use crate::{Context, Error, Reduction, Result};
 
 /// Invocations of an image kernel's workgroup: one tile of 16 x 16 pixels.
 const IMAGE_WG: u32 = 256;
@@ -916,8 +918,8 @@ impl ImagePlan {
         self.program.record(encoder, &bindings.bound, None);
     }
 
-    /// [`ImagePlan::record`] with timestamps around its compute pass (for `bench`).
-    pub(crate) fn record_timed(
+    /// [`ImagePlan::record`] with timestamp writes around its compute pass.
+    pub fn record_timed(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         bindings: &ImageBindings,
@@ -1104,7 +1106,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
 
 /// The SSIM window's 1-D taps as the WGSL constant `G` (`#expr GAUSS`): the f32 values of the
 /// twin's [`crate::cpu::image::gaussian`], printed so that they parse back to the same bits.
-pub(crate) fn gaussian_wgsl() -> String {
+pub fn gaussian_wgsl() -> String {
     let taps: Vec<String> = gaussian()
         .iter()
         .map(|&v| format!("{:?}", v as f32))

@@ -10,16 +10,18 @@
 //! reduced loss, and `[V]` for the bias and its gradient: `O(N + V)`, never `N × V`.
 
 use crate::dtype::DType;
+use crate::engine::context::Context;
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{Kernel, fixed_layout, params};
 use crate::engine::program::{
     Access, Builder, Finish, Res, Slot, Span, View, Windowing, elem_align, elements,
 };
+use crate::error::{Error, Result};
 use crate::families::class_targets::{CLASS_INVALID, ClassTargets, class_targets_i32};
+use crate::families::cross_entropy::CrossEntropyDesc;
 use crate::plan::sealed::Family;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{LossOutput, Outputs, Reduction};
-use crate::{Context, CrossEntropyDesc, Error, Result};
 
 /// Rows and classes of a tile of logits (the shader's `TR`, `TV`), and the depth of `D` staged
 /// in workgroup memory at a time (`TK`).

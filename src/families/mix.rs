@@ -19,16 +19,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use wgpu::util::DeviceExt;
 
 use crate::dtype::DType;
+use crate::engine::context::Context;
 use crate::engine::context::{Pipeline, PipelineKey};
 use crate::engine::kernel::{Kernel, fixed_layout, params};
 use crate::engine::program::{
     Bound, Builder, Program, Slot, Status, UserBindings, WG, Windowing, fold, range_len,
 };
 use crate::engine::transfer;
+use crate::error::{Error, Result};
 use crate::plan::{Buffers, HostData, Inputs, IntoBinding, LossDesc};
 use crate::reduction::Reduction;
 use crate::reduction::Reference;
-use crate::{Context, Error, Result};
 
 /// Elements an invocation adds.
 const K: u32 = 4;

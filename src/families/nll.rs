@@ -15,11 +15,11 @@ use crate::engine::kernel::{Kernel, ScaleMode, fixed_layout, params};
 use crate::engine::program::{
     Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
 };
+use crate::error::{Error, Result};
 use crate::families::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
 use crate::plan::sealed::Family;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{Outputs, Reduction};
-use crate::{Error, Result};
 
 /// Rows per invocation of the loss part.
 const KR: u32 = 4;

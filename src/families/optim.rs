@@ -7,11 +7,12 @@
 
 use wgpu::util::DeviceExt;
 
+use crate::engine::context::Context;
 use crate::engine::context::{Pipeline, PipelineKey};
 use crate::engine::kernel::{Kernel, fixed_layout, params};
 use crate::engine::program::{WG, elements, fold};
+use crate::error::{Error, Result};
 use crate::plan::IntoBinding;
-use crate::{Context, Error, Result};
 
 /// Elements an invocation updates.
 const K: u32 = 4;

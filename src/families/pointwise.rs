@@ -15,11 +15,11 @@ use crate::engine::program::{
     Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
     partial_group,
 };
+use crate::error::{Error, Result};
 use crate::families::class_targets::check_shape;
 use crate::plan::sealed::Family;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{Outputs, Reduction};
-use crate::{Error, Result};
 
 /// A pointwise loss with its scalar options. `d = pred - target`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -477,51 +477,31 @@ pub(crate) static POINTWISE: Kernel = Kernel {
 #[derive(Clone, Copy)]
 pub(crate) struct Stream<'e> {
     /// `LOSS`, its parameter `p0`, and KL's `LOG_TARGET`.
-    code: u32,
-    p0: f32,
-    log_target: bool,
+    pub(crate) code: u32,
+    pub(crate) p0: f32,
+    pub(crate) log_target: bool,
     /// The input's and the target's names in errors.
-    names: [&'static str; 2],
+    pub(crate) names: [&'static str; 2],
     /// Elements M.
-    len: u64,
+    pub(crate) len: u64,
     /// Rows and elements a row, when the losses of a row add up to its loss (`Reduction::None`
     /// then gives one a row, not one an element).
-    rows: Option<(u64, u64)>,
-    weight: Option<usize>,
-    pos_weight: Option<usize>,
-    reduction: Reduction,
-    outputs: Outputs,
+    pub(crate) rows: Option<(u64, u64)>,
+    pub(crate) weight: Option<usize>,
+    pub(crate) pos_weight: Option<usize>,
+    pub(crate) reduction: Reduction,
+    pub(crate) outputs: Outputs,
     /// The mean's denominator.
-    den: f64,
+    pub(crate) den: f64,
     /// The dtypes of the input and target, and of the gradient.
-    dtype: DType,
-    grad_dtype: DType,
+    pub(crate) dtype: DType,
+    pub(crate) grad_dtype: DType,
     /// A custom loss's WGSL expressions (loss, gradient), checked (`LOSS` 8).
-    custom: Option<(&'e str, &'e str)>,
+    pub(crate) custom: Option<(&'e str, &'e str)>,
 }
 
 impl Stream<'_> {
     /// A custom loss (`crate::families::custom`, its expressions checked): `LOSS` 8.
-    pub(crate) fn custom(d: &crate::CustomLossDesc) -> Stream<'_> {
-        let mean = d.reduction == Reduction::Mean;
-        Stream {
-            code: LossCode::CUSTOM,
-            p0: 0.0,
-            log_target: false,
-            names: ["pred", "target"],
-            len: d.len as u64,
-            rows: None,
-            weight: d.weight,
-            pos_weight: None,
-            reduction: d.reduction,
-            outputs: d.outputs,
-            den: if mean { d.len as f64 } else { 1.0 },
-            dtype: d.dtype,
-            grad_dtype: d.grad_dtype.unwrap_or(d.dtype),
-            custom: Some((&d.loss, &d.grad)),
-        }
-    }
-
     fn key(&self, b: &Builder<'_>, entry: &'static str, vec4: bool) -> PipelineKey {
         let tuning = b.ctx().tuning();
         let mut key = PipelineKey::new(&POINTWISE, entry);

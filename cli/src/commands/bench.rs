@@ -9,12 +9,15 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use wgpu_loss::Context;
 use wgpu_loss::Target;
-use wgpu_loss::bench::{Bench, Case, Ceilings, EndToEnd, Family, Method, Timing};
+use wgpu_loss_bench::{Bench, Case, Ceilings, Family, Method, Timing};
 
 use super::{adapter_json, npy};
 
 mod image;
 mod linear;
+pub(super) mod row;
+
+use row::{Row, Waits};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -94,39 +97,6 @@ pub struct BenchArgs {
     /// Timed repetitions of each image path.
     #[arg(long, default_value_t = 5)]
     image_reps: usize,
-}
-
-/// What a caller waits for on one case (`--end-to-end`).
-pub struct Waits {
-    pub parts: EndToEnd,
-    /// `wgpu-loss eval` on .npy files of the case: a process, from its start to its exit.
-    pub eval: Timing,
-}
-
-/// One measured case.
-pub struct Row {
-    pub case: Case,
-    pub kernel: Timing,
-    pub ceilings: Ceilings,
-    pub cpu: Option<f64>,
-    pub loss_gpu: f32,
-    pub loss_cpu: f64,
-    pub waits: Option<Waits>,
-}
-
-impl Row {
-    pub fn gbps(&self) -> f64 {
-        self.kernel.gbps(self.case.bytes())
-    }
-    pub fn copy_gbps(&self) -> f64 {
-        self.ceilings.copy.gbps(self.case.bytes())
-    }
-    pub fn trivial_gbps(&self) -> f64 {
-        self.ceilings.trivial.gbps(self.case.bytes())
-    }
-    pub fn exp_gbps(&self) -> f64 {
-        self.ceilings.with_exp.gbps(self.case.bytes())
-    }
 }
 
 pub fn parse_size(s: &str) -> Result<usize, String> {

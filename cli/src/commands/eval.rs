@@ -1,7 +1,6 @@
 //! `wgpu-loss eval <loss>`: a loss and its gradient on .npy files.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use wgpu_loss::{
@@ -12,7 +11,7 @@ use wgpu_loss::{
 
 use super::images::{self, ImageArgs};
 use super::npy::{self, Floats, Targets};
-use super::{Common, adapter_json, context_with, with_tuning};
+use super::{Common, adapter_json, context_with, timed, with_tuning};
 
 #[derive(Subcommand)]
 pub enum LossArgs {
@@ -299,6 +298,19 @@ pub(super) struct Evaluated {
     seconds: f64,
 }
 
+/// An image loss on the files of `a`.
+fn image(ctx: &Context, loss: ImageLoss, a: &ImageArgs) -> Result<Evaluated, String> {
+    let e = images::evaluate(ctx, loss, a)?;
+    Ok(Evaluated::new(
+        loss.name(),
+        e.out,
+        e.loss_shape,
+        e.grad_shape,
+        e.grad_dtype,
+        e.seconds,
+    ))
+}
+
 impl Evaluated {
     /// An evaluation with no accuracy, gradient check or terms.
     pub(super) fn new(
@@ -383,13 +395,10 @@ pub fn run(args: LossArgs) -> Result<(), String> {
         LossArgs::LinearCrossEntropy(a) => (linear_cross_entropy(&ctx, &a)?, a.common),
         LossArgs::Custom(a) => (custom(&ctx, &a)?, a.pair.common),
         LossArgs::Mix(a) => (mix(&ctx, &a)?, a.pair.common),
-        LossArgs::Ssim(a) => (images::evaluate(&ctx, ImageLoss::Ssim, &a)?, a.common),
-        LossArgs::Dssim(a) => (images::evaluate(&ctx, ImageLoss::Dssim, &a)?, a.common),
-        LossArgs::Psnr(a) => (images::evaluate(&ctx, ImageLoss::Psnr, &a)?, a.common),
-        LossArgs::Photometric(a) => (
-            images::evaluate(&ctx, ImageLoss::Photometric, &a)?,
-            a.common,
-        ),
+        LossArgs::Ssim(a) => (image(&ctx, ImageLoss::Ssim, &a)?, a.common),
+        LossArgs::Dssim(a) => (image(&ctx, ImageLoss::Dssim, &a)?, a.common),
+        LossArgs::Psnr(a) => (image(&ctx, ImageLoss::Psnr, &a)?, a.common),
+        LossArgs::Photometric(a) => (image(&ctx, ImageLoss::Photometric, &a)?, a.common),
     };
     report(&ctx, &evaluated, &common)
 }
@@ -427,12 +436,6 @@ fn rank2(shape: &[usize], what: &Path) -> Result<(usize, usize), String> {
             shape
         )),
     }
-}
-
-pub(super) fn timed<T>(f: impl FnOnce() -> wgpu_loss::Result<T>) -> Result<(T, f64), String> {
-    let start = Instant::now();
-    let v = f().map_err(|e| e.to_string())?;
-    Ok((v, start.elapsed().as_secs_f64()))
 }
 
 /// Reads a weight that broadcasts over the trailing dimensions of `shape` (numpy's rule for a

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use wgpu_loss::{Context, DType, ImageDesc, ImageLoss, ImageMask, Outputs, Padding};
+use wgpu_loss::{Context, DType, ImageDesc, ImageLoss, ImageMask, LossOutput, Outputs, Padding};
 
 use super::Common;
 use super::npy;
@@ -110,11 +110,17 @@ fn read_mask(path: &Path, (n, h, w, _): (usize, usize, usize, usize)) -> Result<
 }
 
 /// The evaluation of `loss` on the files of `a`.
-pub fn evaluate(
-    ctx: &Context,
-    loss: ImageLoss,
-    a: &ImageArgs,
-) -> Result<super::eval::Evaluated, String> {
+pub struct Evaluation {
+    pub out: LossOutput,
+    /// The per-element map's shape, the gradient's shape and dtype.
+    pub loss_shape: Vec<usize>,
+    pub grad_shape: Vec<usize>,
+    pub grad_dtype: DType,
+    pub seconds: f64,
+}
+
+/// Evaluates `loss` on the files of `a`.
+pub fn evaluate(ctx: &Context, loss: ImageLoss, a: &ImageArgs) -> Result<Evaluation, String> {
     let pred = read_image(&a.pred)?;
     let target = read_image(&a.target)?;
     if pred.nhwc != target.nhwc {
@@ -148,19 +154,18 @@ pub fn evaluate(
             ImageMask::None
         });
     let (out, seconds) =
-        super::eval::timed(|| ctx.image_loss(&desc, &pred.data, &target.data, mask.as_deref()))?;
+        super::timed(|| ctx.image_loss(&desc, &pred.data, &target.data, mask.as_deref()))?;
     // The per-element map: the prediction's shape with H and W of the counted windows.
     let (oh, ow) = desc.out_dims();
     let mut loss_shape = pred.shape.clone();
     let at = if pred.shape.len() == 4 { 1 } else { 0 };
     loss_shape[at] = oh;
     loss_shape[at + 1] = ow;
-    Ok(super::eval::Evaluated::new(
-        loss.name(),
+    Ok(Evaluation {
         out,
         loss_shape,
-        pred.shape,
-        common.grad_dtype.unwrap_or(DType::F32),
+        grad_shape: pred.shape,
+        grad_dtype: common.grad_dtype.unwrap_or(DType::F32),
         seconds,
-    ))
+    })
 }

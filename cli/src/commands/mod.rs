@@ -199,3 +199,10 @@ pub fn context() -> Result<wgpu_loss::Context, String> {
 pub fn context_with(options: wgpu_loss::ContextOptions) -> Result<wgpu_loss::Context, String> {
     wgpu_loss::Context::with_options(options).map_err(|e| e.to_string())
 }
+
+/// Runs `f`, timing it; its error as a message.
+pub(crate) fn timed<T>(f: impl FnOnce() -> wgpu_loss::Result<T>) -> Result<(T, f64), String> {
+    let start = std::time::Instant::now();
+    let v = f().map_err(|e| e.to_string())?;
+    Ok((v, start.elapsed().as_secs_f64()))
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::bench::Row;
+use super::bench::row::Row;
 
 pub fn draw(path: &Path, adapter: &str, rows: &[Row]) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());

@@ -9,8 +9,8 @@
 //! plan's layout, and so its bits, never depend on a measurement.
 
 use clap::Args;
-use wgpu_loss::bench::{Bench, Case};
 use wgpu_loss::{Context, ContextOptions, Tuning};
+use wgpu_loss_bench::{Bench, Case};
 
 #[derive(Args)]
 pub struct TuneArgs {

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use wgpu_loss::bench::{Ceilings, ImageBench, ImageShape, Timing};
 use wgpu_loss::{Context, ImageLoss};
+use wgpu_loss_bench::{Ceilings, ImageBench, ImageShape, Timing};
 
 use super::{BenchArgs, adapter_json, timing_json};
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use wgpu_loss::Context;
-use wgpu_loss::bench::{LinearBench, LinearShape, Timing};
+use wgpu_loss_bench::{LinearBench, LinearShape, Timing};
 
 use super::{BenchArgs, adapter_json, timing_json};
 

@@ -11,16 +11,19 @@ use std::time::Instant;
 
 use wgpu::util::DeviceExt;
 
-pub(crate) mod image;
-pub(crate) mod linear;
+mod image;
+mod linear;
 
 pub use image::{ImageBench, ImageShape, UnfusedParams};
 pub use linear::{LinearBench, LinearResults, LinearShape, MatmulParams};
 
-use crate::engine::context::PipelineKey;
-use crate::engine::kernel::{Kernel, fixed_layout, params};
-use crate::engine::program::{WG, partial_group};
-use crate::{
+/// The harness's own kernels: the ceilings, the unfused SSIM and the matrix products.
+pub const KERNELS: [&Kernel; 3] = [&CEILING, &linear::MATMUL, &image::SSIM_UNFUSED];
+
+use wgpu_loss::kernel::PipelineKey;
+use wgpu_loss::kernel::{Kernel, fixed_layout, params};
+use wgpu_loss::kernel::{WG, partial_group};
+use wgpu_loss::{
     Bindings, Buffers, ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs,
     LossOutput, Outputs, Plan, Pointwise, PointwiseDesc, Result, Values, cpu,
 };
@@ -316,7 +319,7 @@ fn narrow(v: &mut [f32], dtype: DType) -> Vec<u16> {
         DType::F16 => v
             .iter_mut()
             .map(|x| {
-                let h = half::f16::from_f32(*x);
+                let h = wgpu_loss::f16::from_f32(*x);
                 *x = h.to_f32();
                 h.to_bits()
             })
@@ -324,7 +327,7 @@ fn narrow(v: &mut [f32], dtype: DType) -> Vec<u16> {
         DType::BF16 => v
             .iter_mut()
             .map(|x| {
-                let h = half::bf16::from_f32(*x);
+                let h = wgpu_loss::bf16::from_f32(*x);
                 *x = h.to_f32();
                 h.to_bits()
             })
@@ -591,7 +594,7 @@ impl Bench {
         );
         let upload = wall_clock(warmup, reps, || {
             let _guard = self.ctx.lock();
-            let upload = |data| crate::engine::transfer::upload(&self.ctx, "wgpu-loss.bench", data);
+            let upload = |data| wgpu_loss::kernel::upload(&self.ctx, "wgpu-loss.bench", data);
             let buffers = [upload(a), upload(&b)];
             self.ctx.queue().submit([]);
             wait(&self.ctx)?;
@@ -600,10 +603,10 @@ impl Bench {
         })?;
         let set = &self.sets[0];
         let read_back = wall_clock(warmup, reps, || {
-            crate::engine::transfer::read_back(&self.ctx, &set.loss, 4)?;
+            wgpu_loss::kernel::read_back(&self.ctx, &set.loss, 4)?;
             if let Some(g) = &set.grad {
                 let bytes = self.case.dtype.bytes(self.case.elements() as u64);
-                crate::engine::transfer::read_back(&self.ctx, g, bytes)?;
+                wgpu_loss::kernel::read_back(&self.ctx, g, bytes)?;
             }
             Ok(())
         })?;
@@ -644,7 +647,7 @@ impl Bench {
 }
 
 fn read_f32(ctx: &Context, buffer: &wgpu::Buffer) -> Result<f32> {
-    let bytes = crate::engine::transfer::read_back(ctx, buffer, 4)?;
+    let bytes = wgpu_loss::kernel::read_back(ctx, buffer, 4)?;
     Ok(f32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
@@ -791,7 +794,7 @@ impl Queries {
     }
 
     fn read(&self, ctx: &Context) -> Result<Vec<f64>> {
-        let bytes = crate::engine::transfer::map_read(ctx, &self.staging)?;
+        let bytes = wgpu_loss::kernel::map_read(ctx, &self.staging)?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let period = ctx.queue().get_timestamp_period() as f64 * 1e-9;
         Ok(ticks
@@ -817,7 +820,7 @@ pub struct Ceilings {
 }
 
 /// `shaders/ceiling.wgsl`: the trivial kernels `bench` measures as ceilings. Bindings: a, b, c.
-pub(crate) static CEILING: Kernel = Kernel {
+pub static CEILING: Kernel = Kernel {
     file: "ceiling.wgsl",
     source: include_str!("../shaders/ceiling.wgsl"),
     params: CeilingParams::INFO,

@@ -8,17 +8,17 @@
 use wgpu::util::DeviceExt;
 
 use super::{Timing, wall_clock};
-use crate::engine::context::{Pipeline, PipelineKey};
-use crate::engine::kernel::{Kernel, fixed_layout, params};
-use crate::{
+use wgpu_loss::kernel::{Kernel, fixed_layout, params};
+use wgpu_loss::kernel::{Pipeline, PipelineKey};
+use wgpu_loss::{
     Bindings, Buffers, Context, CrossEntropyDesc, Error, LinearCrossEntropyDesc, Plan, Result,
 };
 
 /// `shaders/matmul.wgsl`: the matrix products `bench` measures fused linear + cross-entropy
 /// against. Bindings: a, b, c.
-pub(crate) static MATMUL: Kernel = Kernel {
+pub static MATMUL: Kernel = Kernel {
     file: "matmul.wgsl",
-    source: include_str!("../../shaders/matmul.wgsl"),
+    source: include_str!("../shaders/matmul.wgsl"),
     params: MatmulParams::INFO,
     consts: &[],
     layout: fixed_layout!(U, R, R, W),
@@ -394,7 +394,7 @@ impl LinearBench {
         self.run(Path::Unfused)?;
         let s = self.shape;
         let read = |b: &wgpu::Buffer, len: usize| -> Result<Vec<f32>> {
-            let bytes = crate::engine::transfer::read_back(&self.ctx, b, 4 * len as u64)?;
+            let bytes = wgpu_loss::kernel::read_back(&self.ctx, b, 4 * len as u64)?;
             Ok(bytemuck::pod_collect_to_vec(&bytes))
         };
         let one = |i: usize| -> Result<LinearResults> {

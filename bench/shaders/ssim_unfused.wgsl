@@ -12,7 +12,7 @@
 //             (4 + 6 dispatches)
 //
 // CPU twin: none of its own (it computes what src/cpu/image.rs does; bench checks its value
-// against the fused kernel's). Host side: src/bench/image.rs.
+// against the fused kernel's). Host side: bench/src/image.rs.
 // Bindings: 0 params, 1-5 inputs m0..m4, 6 out, 7 partials.
 // Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
 

@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the loss kernels, on the default adapter (`WGPU_ADAPTER_NAME` and
 //! `WGPU_BACKEND` pick another). The cases, their inputs and the GPU timing are those of
-//! `wgpu-loss bench` (`wgpu_loss::bench`): criterion gets the GPU time of each run (timestamp
+//! `wgpu-loss bench` (the `wgpu-loss-bench` package): criterion gets the GPU time of each run (timestamp
 //! queries where the adapter has them), not the time to submit it.
 //!
 //! `cargo bench`; `cargo bench -- cross-entropy` for one group (`image` for the image losses).
@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wgpu_loss::bench::{Bench, Case, ImageBench, ImageShape};
 use wgpu_loss::{Context, DType, ImageLoss};
+use wgpu_loss_bench::{Bench, Case, ImageBench, ImageShape};
 
 fn context() -> Context {
     let ctx = Context::new().expect("the benchmarks need a GPU adapter (or lavapipe)");

@@ -10,7 +10,7 @@
 // staging loops unrolled: an invocation loops k / TK times, below lavapipe's loop cap for k up
 // to about a million). With ACCUMULATE, c gets c + the product (a product split over k).
 //
-// CPU twin: none of its own; the unfused path built on it (src/bench/linear.rs) is held to
+// CPU twin: none of its own; the unfused path built on it (bench/src/linear.rs) is held to
 // src/cpu/linear_cross_entropy.rs by tests/linear_cross_entropy.rs.
 // Bindings: 0 params, 1 a, 2 b, 3 c.
 

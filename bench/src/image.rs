@@ -7,22 +7,39 @@
 use wgpu::util::DeviceExt;
 
 use super::{Ceilings, Timing, ceilings, time_passes};
-use crate::engine::context::{Pipeline, PipelineKey};
-use crate::engine::kernel::{Kernel, fixed_layout, params};
-use crate::engine::program::{WG, fold};
-use crate::families::image::{ImageBindings, ImageBuffers, ImageDesc, ImageLoss, ImagePlan};
-use crate::{Context, Error, Result};
+use wgpu_loss::kernel::{Kernel, fixed_layout, params};
+use wgpu_loss::kernel::{Pipeline, PipelineKey};
+use wgpu_loss::kernel::{WG, fold};
+use wgpu_loss::{Context, Error, Result};
+use wgpu_loss::{ImageBindings, ImageBuffers, ImageDesc, ImageLoss, ImagePlan};
 
 /// `shaders/ssim_unfused.wgsl`: the five-convolution form of SSIM `bench` measures the fused
 /// kernel against. Bindings: maps m0..m4, dst, partials.
-pub(crate) static SSIM_UNFUSED: Kernel = Kernel {
+/// A sample of the window's `#expr GAUSS` (the real one is the library's taps), for the
+/// contract test.
+const GAUSS_SAMPLE: &str = "GAUSS=const G = array<f32, 11>(0.001, 0.008, 0.038, 0.109, 0.213, 0.264, 0.213, 0.109, 0.038, 0.008, 0.001);";
+
+/// The element count of `dims`, refused past the kernels' u32 element index.
+fn elements(what: &'static str, dims: &[usize]) -> Result<u64> {
+    let limit = u32::MAX as u64;
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&n| n <= limit)
+        .ok_or_else(|| Error::ShapeTooLarge {
+            what,
+            dims: dims.to_vec(),
+            limit,
+        })
+}
+
+pub static SSIM_UNFUSED: Kernel = Kernel {
     file: "ssim_unfused.wgsl",
-    source: include_str!("../../shaders/ssim_unfused.wgsl"),
+    source: include_str!("../shaders/ssim_unfused.wgsl"),
     params: UnfusedParams::INFO,
     consts: &[],
     layout: fixed_layout!(U, R, R, R, R, R, W, W),
     defines: &["SUBGROUPS"],
-    values: &[crate::families::image::GAUSS_SAMPLE],
+    values: &[GAUSS_SAMPLE],
 };
 
 params! {
@@ -85,7 +102,7 @@ impl ImageBench {
     /// Uploads a prediction and target of `shape` (a smooth field plus noise in [0, 1]).
     pub fn new(ctx: &Context, shape: ImageShape, seed: u64) -> Result<Self> {
         // Refused before anything is allocated on the host: past one binding, no plan takes it.
-        let len = crate::engine::program::elements("image", &[shape.h, shape.w, shape.c])?;
+        let len = elements("image", &[shape.h, shape.w, shape.c])?;
         let limit = ctx.max_binding_bytes();
         if len == 0 || 4 * len > limit {
             return Err(Error::TooLarge {
@@ -139,7 +156,8 @@ impl ImageBench {
 
     fn plan(&self, loss: ImageLoss, grad: bool) -> Result<(ImagePlan, ImageBindings)> {
         let s = self.shape;
-        let desc = ImageDesc::new(loss, s.h, s.w, s.c).outputs(crate::Outputs { loss: true, grad });
+        let desc =
+            ImageDesc::new(loss, s.h, s.w, s.c).outputs(wgpu_loss::Outputs { loss: true, grad });
         let plan = ImagePlan::new(&self.ctx, &desc)?;
         let mut b = ImageBuffers::new(&self.x, &self.y).loss(&self.loss);
         if grad {
@@ -221,7 +239,7 @@ impl ImageBench {
             let key = PipelineKey::new(&SSIM_UNFUSED, entry)
                 .constant("WG", WG)
                 .constant("SEG", WG)
-                .text("GAUSS", &crate::families::image::gaussian_wgsl());
+                .text("GAUSS", &wgpu_loss::cpu::image::gaussian_wgsl());
             let pipeline = pollster::block_on(ctx.pipeline(&key))?;
             let uniform = ctx
                 .device()
@@ -254,7 +272,7 @@ impl ImageBench {
             Ok(())
         };
         let (x, y) = (&self.x, &self.y);
-        let dummy = ctx.dummy(false);
+        let dummy = &super::empty(ctx, 16);
         for (mode, stat) in stats.iter().enumerate() {
             step("blur_h", mode as u32, [x, y, dummy, dummy, dummy], &temp)?;
             step("blur_v", 0, [&temp, dummy, dummy, dummy, dummy], stat)?;
@@ -283,14 +301,16 @@ impl ImageBench {
             }
             Ok(())
         })?;
-        let sums = crate::engine::transfer::read_back(ctx, &partials, 4 * workgroups)?;
+        let sums = wgpu_loss::kernel::read_back(ctx, &partials, 4 * workgroups)?;
         let sums: Vec<f32> = bytemuck::pod_collect_to_vec(&sums);
         let mean = sums.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
         let difference = if grad {
             let read = |b| -> Result<Vec<f32>> {
-                Ok(bytemuck::pod_collect_to_vec(
-                    &crate::engine::transfer::read_back(ctx, b, 4 * len)?,
-                ))
+                Ok(bytemuck::pod_collect_to_vec(&wgpu_loss::kernel::read_back(
+                    ctx,
+                    b,
+                    4 * len,
+                )?))
             };
             let unfused = read(&self.grad)?;
             let (plan, bindings) = self.plan(ImageLoss::Ssim, true)?;

@@ -7,10 +7,10 @@
 // softmax (or a log) needs, which bounds the loss kernels where arithmetic, not memory, limits
 // them (CPU drivers such as lavapipe).
 // Written like the loss kernels (vec4 loads, lane groups streaming contiguous runs of K vec4s
-// per invocation, subgroup reductions where there are subgroups), and src/bench.rs keeps the
+// per invocation, subgroup reductions where there are subgroups), and bench/src/lib.rs keeps the
 // fastest of several K, so that the ceiling is a good kernel, not a straw man.
 //
-// CPU twin: none (it computes nothing a loss needs); src/bench.rs only times it.
+// CPU twin: none (it computes nothing a loss needs); bench/src/lib.rs only times it.
 // Bindings: 0 params, 1 a, 2 b, 3 c (copy output, or partials for sum).
 // Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
 
