@@ -9,7 +9,7 @@
 //! `cargo run --release --example render_loss`
 
 use wgpu::util::DeviceExt;
-use wgpu_loss::{Context, GradTarget, ImageBuffers, ImageDesc, ImageLoss, ImagePlan, ImageSource};
+use wgpu_loss::{Context, GradTarget, ImageBuffers, ImageDesc, ImageLoss, ImageSource, Plan};
 
 /// The image's side, in pixels.
 pub const SIDE: u32 = 64;
@@ -202,7 +202,7 @@ pub fn run(
         .pred(ImageSource::Texture(FORMAT))
         .target(ImageSource::Texture(FORMAT))
         .grad_to(GradTarget::Buffer);
-    let plan = ImagePlan::new(&ctx, &desc)?;
+    let plan = Plan::new(&ctx, &desc)?;
     let storage = |label, bytes: u64| {
         device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -263,7 +263,7 @@ pub fn run(
     render(&mut encoder, &target, &scene_target);
     for step in 0..steps {
         render(&mut encoder, &rendered, &scene_colour);
-        plan.record(&mut encoder, &bindings);
+        plan.record(&mut encoder, &bindings)?;
         let mut pass = encoder.begin_compute_pass(&Default::default());
         pass.set_pipeline(&backward);
         pass.set_bind_group(0, &backward_group, &[]);

@@ -71,14 +71,14 @@ pub use families::cross_entropy::{
 };
 pub use families::custom::CustomLossDesc;
 pub use families::image::{
-    GradTarget, ImageBindings, ImageBuffers, ImageDesc, ImageInput, ImageLoss, ImageMask,
-    ImagePlan, ImageSource, Padding,
+    GradTarget, ImageBuffers, ImageDesc, ImageInput, ImageInputs, ImageLoss, ImageMask,
+    ImageSource, Padding,
 };
 pub use families::linear_cross_entropy::{LinearCrossEntropyDesc, MAX_DIM};
-pub use families::mix::{Mix, MixBindings, MixBuffers, MixDesc, MixOutput};
+pub use families::mix::{MixBuffers, MixDesc, MixOutput};
 pub use families::nll::NllDesc;
 pub use families::optim::{Optim, Optimizer};
 pub use families::pointwise::{ClassicCrossEntropyDesc, Pointwise, PointwiseDesc};
-pub use plan::{Bindings, Buffers, Inputs, IntoBinding, LossDesc, Plan, Target};
+pub use plan::{Bindings, Buffers, Inputs, IntoBinding, LossDesc, Plan, Target, TensorLoss};
 pub use reduction::{LossOutput, Outputs, Reduction};
 pub use train::{EpochStats, SoftmaxRegression, TrainDesc, blobs};

@@ -15,20 +15,148 @@ use crate::engine::transfer;
 use crate::error::{Error, Result};
 use crate::reduction::Reference;
 use crate::reduction::{LossOutput, Reduction};
+use sealed::Passes;
 
 /// What a loss family's description does for the engine; sealed: the families are this crate's.
 pub(crate) mod sealed {
     use super::*;
 
+    /// What every family gives [`Plan`]: the caller's buffers it binds, what it plans on the
+    /// device, and what its convenience call takes and returns.
     pub trait Family {
+        /// The caller's buffers (or textures) for one plan.
+        type Buffers<'a>;
+        /// Host data for [`Context::loss`].
+        type Inputs<'a>: ?Sized;
+        /// What [`Context::loss`] returns.
+        type Output;
+        /// What a plan owns on the device: its passes.
+        type Passes: Passes;
+        /// Checks the description and plans its passes on `ctx`.
+        fn plan(&self, ctx: &Context) -> impl Future<Output = Result<Self::Passes>>;
+        /// Checks the caller's buffers against the passes and creates their bind groups.
+        fn bind(
+            &self,
+            passes: &Self::Passes,
+            buffers: &Self::Buffers<'_>,
+        ) -> Result<<Self::Passes as Passes>::Bound>;
+        /// What the kernels count as invalid input (for [`Error::InvalidOnGpu`]).
+        fn invalid(&self) -> &'static str;
+        /// Checks `inputs` against the description (before anything is planned).
+        fn check_inputs(&self, inputs: &Self::Inputs<'_>) -> Result<()>;
+        /// Uploads `inputs`, runs the passes and reads the results back.
+        fn run_host(
+            &self,
+            passes: &Self::Passes,
+            inputs: &Self::Inputs<'_>,
+        ) -> Result<Self::Output>;
+    }
+
+    /// A family's passes on the device.
+    pub trait Passes: Send + Sync + 'static {
+        /// The bind groups of the caller's buffers.
+        type Bound: std::fmt::Debug + Send + Sync + 'static;
+        /// Records one run into `encoder`.
+        fn record(
+            &self,
+            encoder: &mut wgpu::CommandEncoder,
+            bound: &Self::Bound,
+            timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+        ) -> Result<()>;
+        /// Compute dispatches one run records.
+        fn dispatch_count(&self) -> usize;
+        /// Device memory the passes own beside the caller's buffers.
+        fn device_bytes(&self) -> u64;
+        /// Records, submits, waits; invalid inputs the kernels counted are
+        /// [`Error::InvalidOnGpu`] naming `invalid`.
+        fn run(&self, bound: &Self::Bound, invalid: &'static str) -> Result<()>;
+        /// The invalid inputs the last run counted.
+        fn read_status(&self) -> Result<Status>;
+    }
+
+    /// A loss over tensors in buffers with the roles every such loss shares ([`Buffers`],
+    /// [`Inputs`]): one program of dispatches.
+    pub trait Tensors {
         /// Checks the description and describes its program to `b`: the slots it uses and the
         /// dispatches that compute it.
-        fn plan(&self, b: &mut Builder<'_>) -> Result<()>;
+        fn layout(&self, b: &mut Builder<'_>) -> Result<()>;
         /// The reduction (how the convenience level shapes its output), and what the kernels
         /// count as invalid input (for [`Error::InvalidOnGpu`]).
         fn results(&self) -> (Reduction, &'static str);
         /// Checks host inputs against the description; returns the bytes of each input slot.
         fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>>;
+    }
+
+    impl<T: Tensors> Family for T {
+        type Buffers<'a> = Buffers<'a>;
+        type Inputs<'a> = Inputs<'a>;
+        type Output = LossOutput;
+        type Passes = Program;
+
+        async fn plan(&self, ctx: &Context) -> Result<Program> {
+            let mut b = Builder::new(ctx);
+            self.layout(&mut b)?;
+            b.finish().await
+        }
+
+        fn bind(&self, passes: &Program, buffers: &Buffers<'_>) -> Result<Bound> {
+            passes.bind(&buffers.slots())
+        }
+
+        fn invalid(&self) -> &'static str {
+            self.results().1
+        }
+
+        fn check_inputs(&self, inputs: &Inputs<'_>) -> Result<()> {
+            let host = self.host(inputs)?;
+            // The layer of fused linear + cross-entropy, given to a loss that takes none.
+            if inputs.linear.is_some() && host[6].is_none() {
+                return Err(Error::Binding("linear", "given, not taken by this loss"));
+            }
+            if inputs.bias.is_some() && host[7].is_none() {
+                return Err(Error::Binding(
+                    "bias",
+                    "given, not declared by the description",
+                ));
+            }
+            Ok(())
+        }
+
+        fn run_host(&self, passes: &Program, inputs: &Inputs<'_>) -> Result<LossOutput> {
+            let host = self.host(inputs)?;
+            let (reduction, invalid) = self.results();
+            transfer::run_host(passes, &host, reduction, invalid)
+        }
+    }
+
+    impl Passes for Program {
+        type Bound = Bound;
+
+        fn record(
+            &self,
+            encoder: &mut wgpu::CommandEncoder,
+            bound: &Bound,
+            timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+        ) -> Result<()> {
+            Program::record(self, encoder, bound, timestamps);
+            Ok(())
+        }
+
+        fn dispatch_count(&self) -> usize {
+            Program::dispatch_count(self)
+        }
+
+        fn device_bytes(&self) -> u64 {
+            Program::device_bytes(self)
+        }
+
+        fn run(&self, bound: &Bound, invalid: &'static str) -> Result<()> {
+            transfer::run_resident(self, bound)?.check(invalid)
+        }
+
+        fn read_status(&self) -> Result<Status> {
+            transfer::read_status(self)
+        }
     }
 
     /// The f64 CPU twin of a family's plan on host inputs, implemented beside the twin in
@@ -79,17 +207,33 @@ macro_rules! binding_setters {
     };
 }
 
-/// A loss description: what to compute for one shape ([`crate::PointwiseDesc`],
-/// [`crate::CrossEntropyDesc`], [`crate::NllDesc`], [`crate::ClassicCrossEntropyDesc`]).
-/// Every description has the same builder methods for what every loss shares: `reduction`,
-/// `outputs` and `weight`.
+/// A loss description: what to compute for one shape, and what a [`Plan`] of it binds and
+/// [`Context::loss`] takes ([`crate::PointwiseDesc`], [`crate::CrossEntropyDesc`],
+/// [`crate::NllDesc`], [`crate::ClassicCrossEntropyDesc`], [`crate::LinearCrossEntropyDesc`],
+/// [`crate::CustomLossDesc`], [`crate::ImageDesc`], [`crate::MixDesc`]). Every description has
+/// the same builder methods for what every loss shares: `reduction`, `outputs` and `weight`.
 pub trait LossDesc:
-    sealed::Family + sealed::Twin + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
+    sealed::Family + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
 {
 }
 
-impl<D: sealed::Family + sealed::Twin + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static>
-    LossDesc for D
+impl<D: sealed::Family + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static> LossDesc
+    for D
+{
+}
+
+/// A loss over tensors in buffers, with the roles every such loss shares ([`Buffers`],
+/// [`Inputs`]) and an f64 twin ([`crate::cpu::reference`]): every description but the image
+/// losses' and the weighted sums'. A [`crate::MixDesc`]'s terms are these.
+pub trait TensorLoss: LossDesc
+    + sealed::Tensors
+    + sealed::Twin
+    + for<'a> sealed::Family<Buffers<'a> = Buffers<'a>, Inputs<'a> = Inputs<'a>, Output = LossOutput>
+{
+}
+
+impl<D> TensorLoss for D where
+    D: sealed::Tensors + sealed::Twin + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static
 {
 }
 
@@ -363,19 +507,29 @@ impl<'a> Buffers<'a> {
 }
 
 /// A loss planned for one description: pipelines compiled, parameters and scratch memory
-/// allocated. Bind buffers to it ([`Plan::bind`]) and record it as often as needed.
+/// allocated. Bind buffers to it ([`Plan::bind`]) and record it as often as needed. Every
+/// family's plan has the same methods; what [`Plan::bind`] takes is the family's (a
+/// [`Buffers`] for the losses over tensors, [`crate::ImageBuffers`] for image losses,
+/// [`crate::MixBuffers`] for weighted sums).
 pub struct Plan<D: LossDesc> {
     desc: D,
-    program: Program,
+    passes: D::Passes,
     id: u64,
 }
 
 /// The caller's buffers bound to one [`Plan`] (its bind groups): made by [`Plan::bind`], held
 /// by the caller (they keep the buffers alive while held), and recorded with that plan only.
-#[derive(Debug)]
 pub struct Bindings {
     plan: u64,
-    bound: Bound,
+    bound: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl std::fmt::Debug for Bindings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bindings")
+            .field("plan", &self.plan)
+            .finish()
+    }
 }
 
 /// Numbers plans, so that bindings know which plan made them.
@@ -385,7 +539,7 @@ impl<D: LossDesc> std::fmt::Debug for Plan<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plan")
             .field("desc", &self.desc)
-            .field("dispatches", &self.program.dispatch_count())
+            .field("dispatches", &self.passes.dispatch_count())
             .finish()
     }
 }
@@ -399,11 +553,9 @@ impl<D: LossDesc> Plan<D> {
     /// Plans `desc` on `ctx`, awaiting the device's verdict on the pipelines and buffers
     /// instead of blocking on it (for executors that must not block, such as the browser's).
     pub async fn new_async(ctx: &Context, desc: &D) -> Result<Self> {
-        let mut b = Builder::new(ctx);
-        desc.plan(&mut b)?;
         Ok(Plan {
             desc: desc.clone(),
-            program: b.finish().await?,
+            passes: desc.plan(ctx).await?,
             id: PLANS.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -413,41 +565,47 @@ impl<D: LossDesc> Plan<D> {
         &self.desc
     }
 
+    /// The family's passes (for the family's own methods on its plans).
+    pub(crate) fn passes(&self) -> &D::Passes {
+        &self.passes
+    }
+
     /// How many compute dispatches one run records.
     pub fn dispatch_count(&self) -> usize {
-        self.program.dispatch_count()
+        self.passes.dispatch_count()
     }
 
     /// The bytes of device memory the plan allocates (its scratch and its parameters), beside
     /// the caller's buffers: what a loss costs in memory beyond its inputs and outputs.
     pub fn device_bytes(&self) -> u64 {
-        self.program.device_bytes()
+        self.passes.device_bytes()
     }
 
     /// Checks `buffers` against the plan (present exactly where used, usage, alignment, sizes,
     /// no written range overlapping another) and creates their bind groups.
-    pub fn bind(&self, buffers: &Buffers<'_>) -> Result<Bindings> {
+    pub fn bind(&self, buffers: &<D as sealed::Family>::Buffers<'_>) -> Result<Bindings> {
         Ok(Bindings {
             plan: self.id,
-            bound: self.program.bind(&buffers.slots())?,
+            bound: Box::new(self.desc.bind(&self.passes, buffers)?),
         })
     }
 
-    fn groups<'b>(&self, bindings: &'b Bindings) -> Result<&'b Bound> {
-        if bindings.plan == self.id {
-            Ok(&bindings.bound)
-        } else {
-            Err(Error::Binding("bindings", "made by another plan"))
+    fn groups<'b>(&self, bindings: &'b Bindings) -> Result<&'b <D::Passes as Passes>::Bound> {
+        let other = Error::Binding("bindings", "made by another plan");
+        if bindings.plan != self.id {
+            return Err(other);
         }
+        bindings.bound.downcast_ref().ok_or(other)
     }
 
-    /// Records the loss into `encoder`: one compute pass (and a clear of the plan's status
+    /// Records the loss into `encoder`: its compute passes (and a clear of the plan's status
     /// words). Nothing is submitted; the results stay on the GPU.
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder, bindings: &Bindings) -> Result<()> {
         self.record_timed(encoder, bindings, None)
     }
 
-    /// [`Plan::record`] with timestamp writes around the compute pass.
+    /// [`Plan::record`] with timestamp writes around the compute pass (a weighted sum's: at the
+    /// start of its first pass and the end of its last).
     pub fn record_timed(
         &self,
         encoder: &mut wgpu::CommandEncoder,
@@ -455,8 +613,7 @@ impl<D: LossDesc> Plan<D> {
         timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
     ) -> Result<()> {
         let groups = self.groups(bindings)?;
-        self.program.record(encoder, groups, timestamps);
-        Ok(())
+        self.passes.record(encoder, groups, timestamps)
     }
 
     /// The convenience level for GPU-resident data: records into an encoder of its own,
@@ -464,39 +621,33 @@ impl<D: LossDesc> Plan<D> {
     /// into [`Error::InvalidOnGpu`]. The results are in the bound outputs.
     pub fn run(&self, bindings: &Bindings) -> Result<()> {
         let groups = self.groups(bindings)?;
-        transfer::run_resident(&self.program, groups)?.check(self.desc.results().1)
+        self.passes.run(groups, self.desc.invalid())
     }
 
     /// The invalid inputs the last run counted (class indices out of range, probabilities
     /// outside [0, 1]). Blocks on a small readback.
     pub fn read_status(&self) -> Result<Status> {
-        transfer::read_status(&self.program)
+        self.passes.read_status()
     }
 }
 
 impl Context {
     /// Computes a loss on host data: checks `inputs` against `desc`, uploads them, runs the
     /// plan, and reads the results back. Plans are kept per description in a small cache on
-    /// the context (the last few used), so a loop over the same shapes plans once.
-    pub fn loss<D: LossDesc>(&self, desc: &D, inputs: &Inputs<'_>) -> Result<LossOutput> {
-        let host = desc.host(inputs)?;
-        // The layer of fused linear + cross-entropy, given to a loss that takes none.
-        if inputs.linear.is_some() && host[6].is_none() {
-            return Err(Error::Binding("linear", "given, not taken by this loss"));
-        }
-        if inputs.bias.is_some() && host[7].is_none() {
-            return Err(Error::Binding(
-                "bias",
-                "given, not declared by the description",
-            ));
-        }
+    /// the context (the last few used), so a loop over the same shapes plans once. What it
+    /// takes and returns is the family's: [`Inputs`] and a [`LossOutput`] for the losses over
+    /// tensors, [`crate::ImageInputs`] and a [`LossOutput`] for image losses, one [`Inputs`] a
+    /// term and a [`crate::MixOutput`] for weighted sums.
+    pub fn loss<D: LossDesc>(
+        &self,
+        desc: &D,
+        inputs: &<D as sealed::Family>::Inputs<'_>,
+    ) -> Result<<D as sealed::Family>::Output> {
+        desc.check_inputs(inputs)?;
         let plan = self.cached_plan(desc)?;
-        let (reduction, invalid) = desc.results();
-        transfer::run_host(&plan.program, &host, reduction, invalid)
+        desc.run_host(&plan.passes, inputs)
     }
-}
 
-impl Context {
     /// The plan for `desc` from the convenience calls' cache, planned on a miss. The cache
     /// holds the plans used last.
     pub(crate) fn cached_plan<D: LossDesc>(&self, desc: &D) -> Result<std::sync::Arc<Plan<D>>> {

@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use wgpu_loss::{
     ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, DType, Error, Inputs,
-    LossDesc, LossOutput, NllDesc, Plan, Pointwise, PointwiseDesc, Reduction, Targets, Values,
+    LossOutput, NllDesc, Plan, Pointwise, PointwiseDesc, Reduction, Targets, TensorLoss, Values,
     bf16, f16,
 };
 
@@ -57,7 +57,7 @@ fn grad_tol(reference: &[f64], dtype: DType) -> Tol {
 
 /// Runs `desc` on `inputs` and checks it against the twin; returns the output.
 #[track_caller]
-fn check<D: LossDesc>(
+fn check<D: TensorLoss>(
     ctx: &Context,
     what: &str,
     desc: &D,

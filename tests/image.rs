@@ -7,8 +7,8 @@ mod common;
 use common::{Rng, Tol, assert_close, assert_scalar, ctx, largest, poisoned, read, submit, upload};
 use wgpu_loss::cpu::image::image_loss;
 use wgpu_loss::{
-    GradTarget, ImageBuffers, ImageDesc, ImageInput, ImageLoss, ImageMask, ImagePlan, ImageSource,
-    Outputs, Padding, Reduction,
+    GradTarget, ImageBuffers, ImageDesc, ImageInput, ImageLoss, ImageMask, ImageSource, Outputs,
+    Padding, Plan, Reduction,
 };
 
 /// Sums over up to a few hundred thousand f32 terms in a fixed tree; per-pixel SSIM from 121-tap
@@ -298,12 +298,12 @@ fn as_read(t: &wgpu::Texture, format: wgpu::TextureFormat, expected: &[f32]) -> 
         .pred(ImageSource::Texture(format))
         .reduction(Reduction::None)
         .outputs(Outputs::LOSS);
-    let plan = ImagePlan::new(ctx, &desc).unwrap();
+    let plan = Plan::new(ctx, &desc).unwrap();
     let zero = upload(ctx, &vec![0.0f32; h * w * 4]);
     let out = poisoned(ctx, h * w * 4);
     let b = ImageBuffers::new(t, ImageInput::buffer(&*zero)).loss(&*out);
     let bound = plan.bind(&b).unwrap();
-    submit(ctx, |e| plan.record(e, &bound));
+    submit(ctx, |e| plan.record(e, &bound).unwrap());
     let seen = read(ctx, &out, h * w * 4);
     let worst = seen
         .iter()
@@ -397,14 +397,14 @@ fn textures_of_every_format() {
                     .mask(mask)
                     .grad_to(GradTarget::Texture(grad_format))
                     .srgb_encoded(encoded);
-                let plan = ImagePlan::new(ctx, &desc).unwrap();
+                let plan = Plan::new(ctx, &desc).unwrap();
                 let loss_buf = poisoned(ctx, 1);
                 let mut b = ImageBuffers::new(&xt, &yt).loss(&*loss_buf).grad(&gt);
                 if let ImageMask::Texture(_) = mask {
                     b = b.mask(&mt);
                 }
                 let bound = plan.bind(&b).unwrap();
-                submit(ctx, |e| plan.record(e, &bound));
+                submit(ctx, |e| plan.record(e, &bound).unwrap());
                 // What the kernels read: sRGB decoded, or the stored values when encoded.
                 let (xv, yv) = if encoded {
                     let q = |v: &[f32]| {
@@ -553,7 +553,7 @@ fn recording_on_buffers_is_deterministic() {
     let (n, h, w, c) = (2, 30, 35, 3);
     let (x, y) = images(&mut rng, n, h, w, c);
     let desc = ImageDesc::new(ImageLoss::Photometric, h, w, c).batch(n);
-    let plan = ImagePlan::new(ctx, &desc).unwrap();
+    let plan = Plan::new(ctx, &desc).unwrap();
     let (xb, yb) = (upload(ctx, &x), upload(ctx, &y));
     let (loss, grad) = (poisoned(ctx, 1), poisoned(ctx, x.len()));
     let b = ImageBuffers::new(&*xb, &*yb).loss(&*loss).grad(&*grad);
@@ -562,7 +562,7 @@ fn recording_on_buffers_is_deterministic() {
     for _ in 0..2 {
         common::poison(ctx, &loss);
         common::poison(ctx, &grad);
-        submit(ctx, |e| plan.record(e, &bound));
+        submit(ctx, |e| plan.record(e, &bound).unwrap());
         runs.push((read(ctx, &loss, 1), read(ctx, &grad, x.len())));
     }
     let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
@@ -604,7 +604,7 @@ fn refused() {
         ImageDesc::new(ImageLoss::Ssim, 5, 5, 1).grad_to(GradTarget::Texture(F::Rgba8Unorm)),
     ];
     for desc in bad {
-        let err = ImagePlan::new(ctx, &desc).unwrap_err();
+        let err = Plan::new(ctx, &desc).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -624,7 +624,7 @@ fn refused() {
     let desc = ImageDesc::new(ImageLoss::Ssim, h, w, 3)
         .pred(ImageSource::Texture(F::Rgba32Float))
         .grad_to(GradTarget::Texture(F::Rgba32Float));
-    let plan = ImagePlan::new(ctx, &desc).unwrap();
+    let plan = Plan::new(ctx, &desc).unwrap();
     let (good, _) = texture(
         F::Rgba32Float,
         w,

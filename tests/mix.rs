@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    Buffers, Context, ContextOptions, CrossEntropyDesc, DType, Error, Inputs, Mix, MixBuffers,
-    MixDesc, NllDesc, Outputs, Pointwise, PointwiseDesc, Reduction, cpu,
+    Buffers, Context, ContextOptions, CrossEntropyDesc, DType, Error, Inputs, MixBuffers, MixDesc,
+    NllDesc, Outputs, Plan, Pointwise, PointwiseDesc, Reduction, cpu,
 };
 
 const VALUE: Tol = Tol::new(2e-5, 1e-6);
@@ -137,7 +137,7 @@ fn recorded_into_the_callers_encoder_over_poisoned_outputs() {
             pointwise(Pointwise::SmoothL1 { beta: 0.5 }, n, Reduction::Mean),
         )
         .term(0.7, pointwise(Pointwise::Mse, n, Reduction::Mean));
-    let mix = Mix::new(ctx, &desc).unwrap();
+    let mix = Plan::new(ctx, &desc).unwrap();
     assert_eq!(mix.output_elements(), (1, &[n as u64][..]));
     let (p, t) = (upload(ctx, &pred), upload(ctx, &target));
     let (loss, grad) = (poisoned(ctx, 1), poisoned(ctx, n));
@@ -264,38 +264,41 @@ fn bad_mixes_and_buffers_are_typed_errors() {
     let (pred, target) = (vec![0.5f32; n], vec![0.25f32; n]);
     let inputs = Inputs::new(&pred[..], &target[..]);
     let l1 = pointwise(Pointwise::L1, n, Reduction::Mean);
-    let option = |r: Result<Mix, Error>, name: &str| match r {
+    let option = |r: Result<Plan<MixDesc>, Error>, name: &str| match r {
         Err(Error::InvalidOption { option, .. }) => assert_eq!(option, name),
         other => panic!("{name}: {other:?}"),
     };
     assert!(matches!(
-        Mix::new(ctx, &MixDesc::new()),
+        Plan::new(ctx, &MixDesc::new()),
         Err(Error::Empty(_))
     ));
     option(
-        Mix::new(ctx, &MixDesc::new().term(f32::NAN, l1.clone())),
+        Plan::new(ctx, &MixDesc::new().term(f32::NAN, l1.clone())),
         "weight",
     );
     option(
-        Mix::new(ctx, &MixDesc::new().term_into(1.0, l1.clone(), 1)),
+        Plan::new(ctx, &MixDesc::new().term_into(1.0, l1.clone(), 1)),
         "grad",
     );
     // Gradients of different lengths into one output; losses of different shapes.
     let short = pointwise(Pointwise::Mse, n - 1, Reduction::Mean);
     option(
-        Mix::new(ctx, &MixDesc::new().term(1.0, l1.clone()).term(1.0, short)),
+        Plan::new(ctx, &MixDesc::new().term(1.0, l1.clone()).term(1.0, short)),
         "grad",
     );
     let none = pointwise(Pointwise::Mse, n, Reduction::None);
     option(
-        Mix::new(ctx, &MixDesc::new().term(1.0, l1.clone()).term(1.0, none)),
+        Plan::new(ctx, &MixDesc::new().term(1.0, l1.clone()).term(1.0, none)),
         "reduction",
     );
     let half = pointwise(Pointwise::Mse, n, Reduction::Mean).dtype(DType::F16);
-    option(Mix::new(ctx, &MixDesc::new().term(1.0, half)), "grad_dtype");
+    option(
+        Plan::new(ctx, &MixDesc::new().term(1.0, half)),
+        "grad_dtype",
+    );
     let in_place = CrossEntropyDesc::new(8, 8).in_place(true);
     option(
-        Mix::new(ctx, &MixDesc::new().term(1.0, in_place)),
+        Plan::new(ctx, &MixDesc::new().term(1.0, in_place)),
         "in_place",
     );
     // One Inputs a term.
@@ -305,7 +308,7 @@ fn bad_mixes_and_buffers_are_typed_errors() {
         Err(Error::LengthMismatch { .. })
     ));
     // Buffers: a term's own loss, a missing output, an output over an input.
-    let mix = Mix::new(ctx, &desc).unwrap();
+    let mix = Plan::new(ctx, &desc).unwrap();
     let (p, t) = (upload(ctx, &pred), upload(ctx, &target));
     let (loss, grad) = (poisoned(ctx, 1), poisoned(ctx, n));
     let terms = || vec![Buffers::new(&*p, &*t), Buffers::new(&*p, &*t)];
@@ -334,7 +337,7 @@ fn bad_mixes_and_buffers_are_typed_errors() {
     let desc = MixDesc::new().term(1.0, l1).term(1.0, bce);
     let e = ctx.mix(&desc, &[inputs, bad]).unwrap_err();
     assert!(matches!(e, Error::ValueOutOfRange { .. }), "{e:?}");
-    let mix = Mix::new(ctx, &desc).unwrap();
+    let mix = Plan::new(ctx, &desc).unwrap();
     let q = upload(ctx, &probs);
     let buffers = MixBuffers::new(vec![Buffers::new(&*p, &*t), Buffers::new(&*q, &*t)])
         .loss(&*loss)

@@ -9,8 +9,8 @@ mod common;
 use common::*;
 use wgpu_loss::{
     ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, DType, Error, Inputs,
-    LinearCrossEntropyDesc, LossDesc, NllDesc, Outputs, Pointwise, PointwiseDesc, Reduction, bf16,
-    f16,
+    LinearCrossEntropyDesc, NllDesc, Outputs, Pointwise, PointwiseDesc, Reduction, TensorLoss,
+    bf16, f16,
 };
 
 /// A device on the default adapter, with its binding limit lowered to `bytes`.
@@ -43,7 +43,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 /// The same loss on both contexts, bit for bit.
 #[track_caller]
-fn same_bits<D: LossDesc>(what: &str, whole: &Context, windowed: &Context, desc: &D, i: &Inputs) {
+fn same_bits<D: TensorLoss>(what: &str, whole: &Context, windowed: &Context, desc: &D, i: &Inputs) {
     let a = whole.loss(desc, i).unwrap();
     let b = windowed.loss(desc, i).unwrap();
     assert_eq!(

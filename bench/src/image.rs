@@ -1,5 +1,5 @@
 //! The image losses against their baselines on the same adapter, in the same run: the fused
-//! SSIM kernels (`shaders/image.wgsl`, through [`ImagePlan`]) against the five-convolution form
+//! SSIM kernels (`shaders/image.wgsl`, through a [`Plan`] of an [`ImageDesc`]) against the five-convolution form
 //! (`shaders/ssim_unfused.wgsl`: every statistic through memory, as frameworks without a fused
 //! kernel run it) and against the trivial kernels of the same access pattern (read the
 //! prediction and target once; for forward + gradient also write the gradient once).
@@ -10,8 +10,8 @@ use super::{Ceilings, Timing, ceilings, time_passes};
 use wgpu_loss::kernel::{Kernel, fixed_layout, params};
 use wgpu_loss::kernel::{Pipeline, PipelineKey};
 use wgpu_loss::kernel::{WG, fold};
+use wgpu_loss::{Bindings, ImageBuffers, ImageDesc, ImageLoss, Plan};
 use wgpu_loss::{Context, Error, Result};
-use wgpu_loss::{ImageBindings, ImageBuffers, ImageDesc, ImageLoss, ImagePlan};
 
 /// `shaders/ssim_unfused.wgsl`: the five-convolution form of SSIM `bench` measures the fused
 /// kernel against. Bindings: maps m0..m4, dst, partials.
@@ -154,11 +154,11 @@ impl ImageBench {
         self.shape
     }
 
-    fn plan(&self, loss: ImageLoss, grad: bool) -> Result<(ImagePlan, ImageBindings)> {
+    fn plan(&self, loss: ImageLoss, grad: bool) -> Result<(Plan<ImageDesc>, Bindings)> {
         let s = self.shape;
         let desc =
             ImageDesc::new(loss, s.h, s.w, s.c).outputs(wgpu_loss::Outputs { loss: true, grad });
-        let plan = ImagePlan::new(&self.ctx, &desc)?;
+        let plan = Plan::new(&self.ctx, &desc)?;
         let mut b = ImageBuffers::new(&self.x, &self.y).loss(&self.loss);
         if grad {
             b = b.grad(&self.grad);
@@ -171,8 +171,7 @@ impl ImageBench {
     pub fn fused(&self, loss: ImageLoss, grad: bool, warmup: usize, reps: usize) -> Result<Timing> {
         let (plan, bindings) = self.plan(loss, grad)?;
         time_passes(&self.ctx, warmup, reps, |encoder, _, ts| {
-            plan.record_timed(encoder, &bindings, ts);
-            Ok(())
+            plan.record_timed(encoder, &bindings, ts)
         })
     }
 
@@ -183,7 +182,7 @@ impl ImageBench {
             .ctx
             .device()
             .create_command_encoder(&Default::default());
-        plan.record(&mut encoder, &bindings);
+        plan.record(&mut encoder, &bindings)?;
         self.ctx.queue().submit([encoder.finish()]);
         super::read_f32(&self.ctx, &self.loss)
     }
@@ -315,7 +314,7 @@ impl ImageBench {
             let unfused = read(&self.grad)?;
             let (plan, bindings) = self.plan(ImageLoss::Ssim, true)?;
             let mut encoder = ctx.device().create_command_encoder(&Default::default());
-            plan.record(&mut encoder, &bindings);
+            plan.record(&mut encoder, &bindings)?;
             ctx.queue().submit([encoder.finish()]);
             let fused = read(&self.grad)?;
             let scale = fused.iter().fold(0.0f32, |m, g| m.max(g.abs())) as f64;

@@ -13,12 +13,12 @@ pub mod optim;
 pub mod pointwise;
 pub mod train;
 
-use crate::plan::{Inputs, LossDesc};
+use crate::plan::{Inputs, TensorLoss};
 pub use crate::reduction::Reference;
 
 /// The CPU twin of `desc` on `inputs`: what [`crate::Context::loss`] computes on the GPU, in
 /// f64.
-pub fn reference<D: LossDesc>(desc: &D, inputs: &Inputs<'_>) -> crate::error::Result<Reference> {
+pub fn reference<D: TensorLoss>(desc: &D, inputs: &Inputs<'_>) -> crate::error::Result<Reference> {
     desc.reference(inputs)
 }
 

@@ -28,7 +28,7 @@ use crate::engine::program::{
 };
 use crate::error::{Error, Result};
 use crate::families::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
-use crate::plan::sealed::Family;
+use crate::plan::sealed::Tensors;
 use crate::plan::{
     HostData, Inputs, bytes, check_count, check_declared, check_grad_dtype, setters, value_bytes,
 };
@@ -287,8 +287,8 @@ impl CrossEntropyDesc {
     }
 }
 
-impl Family for CrossEntropyDesc {
-    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+impl Tensors for CrossEntropyDesc {
+    fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         let shape = self.check()?;
         // A shard's steps compute no loss: statistics, or a gradient whose scale comes with the
         // combined statistics.

@@ -18,7 +18,7 @@ use crate::engine::context::Context;
 use crate::engine::program::Builder;
 use crate::error::{Error, Result};
 use crate::families::pointwise::{LossCode, Stream};
-use crate::plan::sealed::Family;
+use crate::plan::sealed::Tensors;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{Outputs, Reduction};
 
@@ -251,8 +251,8 @@ fn compiler_message(message: &str) -> String {
     }
 }
 
-impl Family for CustomLossDesc {
-    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+impl Tensors for CustomLossDesc {
+    fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         self.check()?;
         compile_first(b, self);
         let mean = self.reduction == Reduction::Mean;

@@ -17,7 +17,8 @@ use crate::engine::program::{
     Access, Bound, Builder, Program, Res, SLOTS, Slot, UserBindings, View,
 };
 use crate::error::{Error, Result};
-use crate::plan::{HostData, IntoBinding};
+use crate::plan::sealed::Family;
+use crate::plan::{HostData, IntoBinding, Plan};
 use crate::reduction::Reduction;
 use crate::reduction::{LossOutput, Outputs};
 
@@ -677,7 +678,7 @@ impl<'a> From<&'a wgpu::Texture> for ImageInput<'a> {
     }
 }
 
-/// The caller's images and outputs for an [`ImagePlan`]: the prediction and target, the mask
+/// The caller's images and outputs for a [`Plan`] of an [`ImageDesc`]: the prediction and target, the mask
 /// when the plan has one, the loss (f32: one value, or the per-element map) and the gradient (a
 /// buffer or a storage texture, as the plan says).
 #[derive(Clone, Debug)]
@@ -719,31 +720,43 @@ impl<'a> From<&'a wgpu::Buffer> for ImageInput<'a> {
     }
 }
 
-/// An [`ImagePlan`] bound to the caller's images: what [`ImagePlan::record`] records.
-#[derive(Debug)]
-pub struct ImageBindings {
-    bound: Bound,
+/// Host images for [`Context::loss`] on an [`ImageDesc`]: the prediction and target
+/// (`[N, H, W, C]` f32) and, when the description has a buffer mask, the mask (`[N, H, W]`).
+#[derive(Clone, Copy, Debug)]
+pub struct ImageInputs<'a> {
+    /// The prediction.
+    pub pred: &'a [f32],
+    /// The target.
+    pub target: &'a [f32],
+    /// The mask, when the description has a buffer mask.
+    pub mask: Option<&'a [f32]>,
 }
 
-/// An image loss planned on a context: its passes (forward, the fixed-order reductions, the
-/// finish, backward), its scratch, and with an SSIM gradient the maps A, B, C it owns (three f32
-/// a pixel and channel). Build once per shape; bind and record every step.
-pub struct ImagePlan {
-    desc: ImageDesc,
-    program: Program,
-}
+impl<'a> ImageInputs<'a> {
+    /// A prediction and a target, no mask.
+    pub fn new(pred: &'a [f32], target: &'a [f32]) -> Self {
+        ImageInputs {
+            pred,
+            target,
+            mask: None,
+        }
+    }
 
-impl fmt::Debug for ImagePlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ImagePlan")
-            .field("desc", &self.desc)
-            .finish()
+    /// Sets the mask.
+    pub fn mask(mut self, mask: &'a [f32]) -> Self {
+        self.mask = Some(mask);
+        self
     }
 }
 
-impl ImagePlan {
-    /// Plans `desc` (blocking: pipeline compilation on first use).
-    pub fn new(ctx: &Context, desc: &ImageDesc) -> Result<Self> {
+impl Family for ImageDesc {
+    type Buffers<'a> = ImageBuffers<'a>;
+    type Inputs<'a> = ImageInputs<'a>;
+    type Output = LossOutput;
+    type Passes = Program;
+
+    async fn plan(&self, ctx: &Context) -> Result<Program> {
+        let desc = self;
         desc.check()?;
         // Eight storage buffers in the forward and backward passes (WebGPU's default).
         let limit = ctx.limits().max_storage_buffers_per_shader_stage;
@@ -754,39 +767,15 @@ impl ImagePlan {
                 actual: limit as u64,
             });
         }
-        let program = pollster::block_on(plan(ctx, desc))?;
-        Ok(ImagePlan {
-            desc: *desc,
-            program,
-        })
-    }
-
-    pub fn desc(&self) -> &ImageDesc {
-        &self.desc
-    }
-
-    /// The bytes of device memory the plan owns (scratch, parameters, and the SSIM gradient's
-    /// maps).
-    pub fn device_bytes(&self) -> u64 {
-        self.program.device_bytes()
-    }
-
-    /// How many compute dispatches one run records.
-    pub fn dispatch_count(&self) -> usize {
-        self.program.dispatch_count()
-    }
-
-    /// The loss buffer's bytes: 4, or the per-element map's (`Reduction::None`).
-    pub fn loss_bytes(&self) -> u64 {
-        self.program.slot_bytes(Slot::Loss)
+        plan(ctx, desc).await
     }
 
     /// Checks the caller's images against the plan and creates the bind groups. Buffers as for
-    /// [`crate::Plan::bind`]; textures 2-D, of the plan's format and the images' size, with
+    /// a [`crate::Buffers`]; textures 2-D, of the plan's format and the images' size, with
     /// `TEXTURE_BINDING` (inputs) or `STORAGE_BINDING` (the gradient), one sample; the
     /// gradient texture none of the inputs.
-    pub fn bind(&self, b: &ImageBuffers<'_>) -> Result<ImageBindings> {
-        let d = &self.desc;
+    fn bind(&self, program: &Program, b: &ImageBuffers<'_>) -> Result<Bound> {
+        let d = self;
         let mut user: UserBindings<'_> = [const { None }; SLOTS];
         let mut views: [Option<wgpu::TextureView>; SLOTS] = [const { None }; SLOTS];
         let want_grad = d.outputs.grad;
@@ -819,7 +808,7 @@ impl ImagePlan {
         ];
         let mut textures: Vec<(&'static str, &wgpu::Texture)> = Vec::new();
         // Views are made under the device lock, as every use of the device (GL).
-        let _guard = self.program.ctx().lock();
+        let _guard = program.ctx().lock();
         for (slot, name, kind, given, storage) in slots {
             match (kind, given) {
                 (None, None) => {}
@@ -829,7 +818,7 @@ impl ImagePlan {
                     user[slot as usize] = Some(r)
                 }
                 (Some(ImageSource::Texture(format)), Some(ImageInput::Texture(t))) => {
-                    self.check_texture(name, t, format, storage)?;
+                    check_texture(d, name, t, format, storage)?;
                     // A texture bound for writing may be no input (wgpu refuses a texture
                     // used both ways in one dispatch).
                     if let Some(&(input, _)) = textures.iter().find(|(_, u)| storage && *u == t) {
@@ -860,73 +849,99 @@ impl ImagePlan {
                 }
             }
         }
-        match (self.program.slot_bytes(Slot::Loss) > 0, b.loss.clone()) {
+        match (program.slot_bytes(Slot::Loss) > 0, b.loss.clone()) {
             (true, Some(l)) => user[Slot::Loss as usize] = Some(l),
             (true, None) => return Err(Error::Binding("loss", "needed by this plan")),
             (false, Some(_)) => return Err(Error::Binding("loss", "not used by this plan")),
             (false, None) => {}
         }
         let refs: [Option<&wgpu::TextureView>; SLOTS] = std::array::from_fn(|i| views[i].as_ref());
-        let bound = crate::engine::transfer::scoped(self.program.ctx(), || {
-            self.program.bind_textures(&user, &refs)
-        })?;
-        Ok(ImageBindings { bound })
+        crate::engine::transfer::scoped(program.ctx(), || program.bind_textures(&user, &refs))
     }
 
-    fn check_texture(
-        &self,
-        name: &'static str,
-        t: &wgpu::Texture,
-        format: wgpu::TextureFormat,
-        storage: bool,
-    ) -> Result<()> {
-        let bad = |reason: String| Err(Error::option(name, reason));
-        if t.format() != format {
-            return bad(format!(
-                "texture format {:?}, the plan's is {format:?}",
-                t.format()
-            ));
-        }
-        if t.dimension() != wgpu::TextureDimension::D2 || t.sample_count() != 1 {
-            return bad("not a single-sampled 2-D texture".into());
-        }
-        if (t.width() as usize, t.height() as usize) != (self.desc.w, self.desc.h) {
-            return bad(format!(
-                "texture of {} x {}, the plan's images are {} x {} (W x H)",
-                t.width(),
-                t.height(),
-                self.desc.w,
-                self.desc.h
-            ));
-        }
-        let needed = if storage {
-            wgpu::TextureUsages::STORAGE_BINDING
-        } else {
-            wgpu::TextureUsages::TEXTURE_BINDING
-        };
-        if !t.usage().contains(needed) {
-            return bad(format!(
-                "texture lacks usage {needed:?} (it has {:?})",
-                t.usage()
-            ));
-        }
-        Ok(())
+    fn invalid(&self) -> &'static str {
+        "image"
     }
 
-    /// Records the passes into `encoder`: nothing is submitted, results stay on the GPU.
-    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, bindings: &ImageBindings) {
-        self.program.record(encoder, &bindings.bound, None);
+    /// Host images in buffers only (for textures, plan and bind them), of the description's
+    /// shape, with a mask exactly where the description has a buffer mask.
+    fn check_inputs(&self, inputs: &ImageInputs<'_>) -> Result<()> {
+        let desc = self;
+        desc.check()?;
+        let texture = !matches!(desc.pred, ImageSource::Buffer)
+            || !matches!(desc.target, ImageSource::Buffer)
+            || matches!(desc.mask, ImageMask::Texture(_) | ImageMask::TargetAlpha)
+            || (desc.outputs.grad && desc.grad_to != GradTarget::Buffer);
+        if texture {
+            return Err(Error::option(
+                "image_loss",
+                "takes host data in buffers: plan textures with Plan::new",
+            ));
+        }
+        desc.check_host(
+            inputs.pred.len(),
+            inputs.target.len(),
+            inputs.mask.map(<[f32]>::len),
+        )
     }
 
-    /// [`ImagePlan::record`] with timestamp writes around its compute pass.
-    pub fn record_timed(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        bindings: &ImageBindings,
-        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
-    ) {
-        self.program.record(encoder, &bindings.bound, timestamps);
+    fn run_host(&self, program: &Program, inputs: &ImageInputs<'_>) -> Result<LossOutput> {
+        self.check_inputs(inputs)?;
+        let bytes = |v: &[f32]| std::borrow::Cow::Owned(bytemuck::cast_slice(v).to_vec());
+        let mut host: HostData<'_> = Default::default();
+        host[0] = Some(bytes(inputs.pred));
+        host[1] = Some(bytes(inputs.target));
+        host[2] = inputs.mask.map(bytes);
+        crate::engine::transfer::run_host(program, &host, self.reduction, "image")
     }
+}
+
+impl Plan<ImageDesc> {
+    /// The loss buffer's bytes: 4, or the per-element map's (`Reduction::None`).
+    pub fn loss_bytes(&self) -> u64 {
+        self.passes().slot_bytes(Slot::Loss)
+    }
+}
+
+/// Checks a texture the caller binds as `name` against `desc`.
+fn check_texture(
+    desc: &ImageDesc,
+    name: &'static str,
+    t: &wgpu::Texture,
+    format: wgpu::TextureFormat,
+    storage: bool,
+) -> Result<()> {
+    let bad = |reason: String| Err(Error::option(name, reason));
+    if t.format() != format {
+        return bad(format!(
+            "texture format {:?}, the plan's is {format:?}",
+            t.format()
+        ));
+    }
+    if t.dimension() != wgpu::TextureDimension::D2 || t.sample_count() != 1 {
+        return bad("not a single-sampled 2-D texture".into());
+    }
+    if (t.width() as usize, t.height() as usize) != (desc.w, desc.h) {
+        return bad(format!(
+            "texture of {} x {}, the plan's images are {} x {} (W x H)",
+            t.width(),
+            t.height(),
+            desc.w,
+            desc.h
+        ));
+    }
+    let needed = if storage {
+        wgpu::TextureUsages::STORAGE_BINDING
+    } else {
+        wgpu::TextureUsages::TEXTURE_BINDING
+    };
+    if !t.usage().contains(needed) {
+        return bad(format!(
+            "texture lacks usage {needed:?} (it has {:?})",
+            t.usage()
+        ));
+    }
+    Ok(())
 }
 
 /// The program of `desc`: forward; with a reduced loss, the two fixed-order reductions of its
@@ -1123,10 +1138,9 @@ fn input_bytes(source: ImageSource, len: u64) -> u64 {
 }
 
 impl Context {
-    /// `desc` on host images (`[N, H, W, C]` f32; the mask `[N, H, W]` when `desc` has a
-    /// buffer mask): uploads them, runs, and reads back the loss (or per-element losses) and
-    /// the gradient. The plan is cached per description, with the other convenience calls'.
-    /// `desc`'s inputs and outputs must be buffers; for textures use [`ImagePlan`].
+    /// `desc` on host images: [`Context::loss`] with [`ImageInputs`] (`[N, H, W, C]` f32; the
+    /// mask `[N, H, W]` when `desc` has a buffer mask). `desc`'s inputs and outputs must be
+    /// buffers; for textures plan `desc` with [`Plan::new`].
     pub fn image_loss(
         &self,
         desc: &ImageDesc,
@@ -1134,28 +1148,7 @@ impl Context {
         target: &[f32],
         mask: Option<&[f32]>,
     ) -> Result<LossOutput> {
-        desc.check()?;
-        let texture = !matches!(desc.pred, ImageSource::Buffer)
-            || !matches!(desc.target, ImageSource::Buffer)
-            || matches!(desc.mask, ImageMask::Texture(_) | ImageMask::TargetAlpha)
-            || (desc.outputs.grad && desc.grad_to != GradTarget::Buffer);
-        if texture {
-            return Err(Error::option(
-                "image_loss",
-                "takes host data in buffers: plan textures with ImagePlan",
-            ));
-        }
-        desc.check_host(pred.len(), target.len(), mask.map(<[f32]>::len))?;
-        let plan = self.cached(
-            |p: &ImagePlan| p.desc == *desc,
-            |ctx| ImagePlan::new(ctx, desc),
-        )?;
-        let bytes = |v: &[f32]| std::borrow::Cow::Owned(bytemuck::cast_slice(v).to_vec());
-        let mut host: HostData<'_> = Default::default();
-        host[0] = Some(bytes(pred));
-        host[1] = Some(bytes(target));
-        host[2] = mask.map(bytes);
-        crate::engine::transfer::run_host(&plan.program, &host, desc.reduction, "image")
+        self.loss(desc, &ImageInputs { pred, target, mask })
     }
 }
 
@@ -1175,11 +1168,17 @@ mod tests {
         let y: Vec<f32> = x.iter().map(|v| 1.0 - v).collect();
         let first = ctx.image_loss(&desc, &x, &y, None).unwrap();
         let plan = ctx
-            .cached(|p: &ImagePlan| p.desc == desc, |_| panic!("planned twice"))
+            .cached(
+                |p: &Plan<ImageDesc>| *p.desc() == desc,
+                |_| panic!("planned twice"),
+            )
             .unwrap();
         assert_eq!(ctx.image_loss(&desc, &x, &y, None).unwrap(), first);
         let again = ctx
-            .cached(|p: &ImagePlan| p.desc == desc, |_| panic!("planned twice"))
+            .cached(
+                |p: &Plan<ImageDesc>| *p.desc() == desc,
+                |_| panic!("planned twice"),
+            )
             .unwrap();
         assert!(std::sync::Arc::ptr_eq(&plan, &again));
     }

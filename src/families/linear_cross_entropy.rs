@@ -19,7 +19,7 @@ use crate::engine::program::{
 use crate::error::{Error, Result};
 use crate::families::class_targets::{CLASS_INVALID, ClassTargets, class_targets_i32};
 use crate::families::cross_entropy::CrossEntropyDesc;
-use crate::plan::sealed::Family;
+use crate::plan::sealed::Tensors;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{LossOutput, Outputs, Reduction};
 
@@ -250,8 +250,8 @@ fn rows_window(ctx: &Context, sizes: &[u64], first: u64, end: u64, dim: u64) -> 
     (base, end * dim - base)
 }
 
-impl Family for LinearCrossEntropyDesc {
-    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+impl Tensors for LinearCrossEntropyDesc {
+    fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         let shape = self.check()?;
         let ctx = b.ctx();
         let (n, d, v) = (self.rows as u64, self.dim as u64, self.vocab as u64);

@@ -11,10 +11,11 @@
 //! loss and gradient and one read-write of the outputs, and a scratch gradient of the largest
 //! term's size. CPU twin: [`crate::cpu::mix`].
 
+use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::num::NonZeroU64;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use wgpu::util::DeviceExt;
 
@@ -27,7 +28,8 @@ use crate::engine::program::{
 };
 use crate::engine::transfer;
 use crate::error::{Error, Result};
-use crate::plan::{Buffers, HostData, Inputs, IntoBinding, LossDesc};
+use crate::plan::sealed::{Family, Passes};
+use crate::plan::{Buffers, HostData, Inputs, IntoBinding, Plan, TensorLoss};
 use crate::reduction::Reduction;
 use crate::reduction::Reference;
 
@@ -56,19 +58,38 @@ params! {
     }
 }
 
-/// A term's loss description, its family erased (any [`LossDesc`]).
+/// A term's loss description, its family erased (any [`TensorLoss`]).
 pub(crate) trait Term: std::fmt::Debug + Send + Sync {
-    fn program(&self, ctx: &Context) -> Result<Program>;
+    fn program<'a>(
+        &'a self,
+        ctx: &'a Context,
+    ) -> Pin<Box<dyn Future<Output = Result<Program>> + 'a>>;
     fn term_results(&self) -> (Reduction, &'static str);
     fn term_host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>>;
     fn term_reference(&self, inputs: &Inputs<'_>) -> Result<Reference>;
+    fn as_any(&self) -> &dyn std::any::Any;
+    /// The same description (of the same family).
+    fn same(&self, other: &dyn Term) -> bool;
 }
 
-impl<D: LossDesc> Term for D {
-    fn program(&self, ctx: &Context) -> Result<Program> {
-        let mut b = Builder::new(ctx);
-        self.plan(&mut b)?;
-        pollster::block_on(b.finish())
+impl<D: TensorLoss> Term for D {
+    fn program<'a>(
+        &'a self,
+        ctx: &'a Context,
+    ) -> Pin<Box<dyn Future<Output = Result<Program>> + 'a>> {
+        Box::pin(async move {
+            let mut b = Builder::new(ctx);
+            self.layout(&mut b)?;
+            b.finish().await
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn same(&self, other: &dyn Term) -> bool {
+        other.as_any().downcast_ref::<D>() == Some(self)
     }
 
     fn term_results(&self) -> (Reduction, &'static str) {
@@ -92,6 +113,14 @@ struct MixTerm {
     grad: usize,
 }
 
+impl PartialEq for MixTerm {
+    fn eq(&self, other: &Self) -> bool {
+        self.weight.to_bits() == other.weight.to_bits()
+            && self.grad == other.grad
+            && self.loss.same(other.loss.as_ref())
+    }
+}
+
 /// A weighted sum of losses: terms added with [`MixDesc::term`] (gradient into the mix's
 /// gradient output 0) or [`MixDesc::term_into`] (into output `grad`). Every term writes the loss
 /// (all reduced, or all per element of one length) or none does; the terms of one gradient
@@ -110,7 +139,7 @@ struct MixTerm {
 /// println!("loss {:?}, grad {:?}", out.value, out.grads[0]);
 /// # Ok::<(), wgpu_loss::Error>(())
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MixDesc {
     terms: Vec<MixTerm>,
 }
@@ -122,13 +151,13 @@ impl MixDesc {
     }
 
     /// Adds `weight` times `loss`, its gradient into the mix's gradient output 0.
-    pub fn term(self, weight: f32, loss: impl LossDesc) -> Self {
+    pub fn term(self, weight: f32, loss: impl TensorLoss) -> Self {
         self.term_into(weight, loss, 0)
     }
 
     /// Adds `weight` times `loss`, its gradient into the mix's gradient output `grad` (one per
     /// prediction the terms differentiate; outputs are numbered from 0, each with a term).
-    pub fn term_into(mut self, weight: f32, loss: impl LossDesc, grad: usize) -> Self {
+    pub fn term_into(mut self, weight: f32, loss: impl TensorLoss, grad: usize) -> Self {
         self.terms.push(MixTerm {
             weight,
             loss: Arc::new(loss),
@@ -229,10 +258,9 @@ struct TermPlan {
     steps: Vec<Step>,
 }
 
-/// A [`MixDesc`] planned on a context: each term's program, the mix kernel's dispatches, and
-/// the scratch the terms write into. Bind buffers to it ([`Mix::bind`]) and record it as often as
-/// needed, like a [`crate::Plan`].
-pub struct Mix {
+/// A [`MixDesc`]'s passes on a context: each term's program, the mix kernel's dispatches, and
+/// the scratch the terms write into (what a [`Plan`] of a [`MixDesc`] holds).
+pub struct MixPasses {
     ctx: Context,
     terms: Vec<TermPlan>,
     /// Elements of the loss output (0: no loss), and whether it is a reduced value.
@@ -246,12 +274,11 @@ pub struct Mix {
     /// Dropped under the device lock (see `Drop`).
     scratch: ManuallyDrop<wgpu::Buffer>,
     uniforms: ManuallyDrop<wgpu::Buffer>,
-    id: u64,
 }
 
-impl std::fmt::Debug for Mix {
+impl std::fmt::Debug for MixPasses {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mix")
+        f.debug_struct("MixPasses")
             .field("terms", &self.terms.len())
             .field("loss", &self.loss)
             .field("grads", &self.grads)
@@ -259,7 +286,7 @@ impl std::fmt::Debug for Mix {
     }
 }
 
-/// The caller's buffers for a [`Mix`]: each term's inputs (a [`Buffers`] without `loss` and
+/// The caller's buffers for a [`Plan`] of a [`MixDesc`]: each term's inputs (a [`Buffers`] without `loss` and
 /// `grad`, which the mix binds to its scratch; a term's side outputs, such as cross-entropy's
 /// `lse`, are the term's own), and the mix's outputs: the loss (f32: one value when the terms
 /// are reduced, else one a term's element) and one gradient (f32) a gradient output. Outputs need
@@ -297,16 +324,15 @@ impl<'a> MixBuffers<'a> {
     }
 }
 
-/// The caller's buffers bound to one [`Mix`].
+/// The caller's buffers bound to a mix's passes.
 #[derive(Debug)]
-pub struct MixBindings {
-    mix: u64,
+pub struct MixBound {
     terms: Vec<Bound>,
     /// The bind group of each term's steps.
     steps: Vec<Vec<wgpu::BindGroup>>,
 }
 
-/// What [`Context::mix`] returns: the weighted sum of the losses (reduced, or per element) and
+/// What [`Context::loss`] on a [`MixDesc`] returns: the weighted sum of the losses (reduced, or per element) and
 /// each gradient output.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MixOutput {
@@ -317,9 +343,6 @@ pub struct MixOutput {
     /// Each gradient output (None where its terms write no gradient).
     pub grads: Vec<Option<Vec<f32>>>,
 }
-
-/// Numbers mixes, so that bindings know which mix made them.
-static MIXES: AtomicU64 = AtomicU64::new(0);
 
 /// The windows of an output of `elements` f32 (first element, length): the engine's windows of
 /// whole workgroups' elements, each bound from its first element.
@@ -337,13 +360,13 @@ fn windows(ctx: &Context, elements: u64) -> Result<Vec<(u64, u64)>> {
     Ok(spans.iter().map(|s| (s.first, s.units)).collect())
 }
 
-impl Mix {
-    /// Plans every term and the kernel that adds them (blocking: pipeline compilation).
-    pub fn new(ctx: &Context, desc: &MixDesc) -> Result<Self> {
+impl MixPasses {
+    /// Plans every term and the kernel that adds them.
+    async fn new(ctx: &Context, desc: &MixDesc) -> Result<Self> {
         let outputs = desc.check()?;
         let mut terms = Vec::with_capacity(desc.len());
         for t in &desc.terms {
-            let program = t.loss.program(ctx)?;
+            let program = t.loss.program(ctx).await?;
             if program.grad_slot() == Slot::Input {
                 return Err(Error::option(
                     "in_place",
@@ -447,7 +470,7 @@ impl Mix {
             .constant("WG", WG)
             .constant("SEG", WG)
             .constant("K", K);
-        let pipeline = pollster::block_on(ctx.pipeline(&key))?;
+        let pipeline = ctx.pipeline(&key).await?;
         let align = (ctx.limits().min_storage_buffer_offset_alignment as u64).max(4);
         let grad_at = (4 * loss).next_multiple_of(align);
         let scratch_bytes = grad_at + 4 * terms.iter().map(|t| t.grad).max().unwrap_or(0);
@@ -472,10 +495,10 @@ impl Mix {
             });
             (scratch, uniforms, scope.pop())
         };
-        if let Some(e) = pollster::block_on(popped) {
+        if let Some(e) = popped.await {
             return Err(Error::from_wgpu(e));
         }
-        Ok(Mix {
+        Ok(MixPasses {
             ctx: ctx.clone(),
             terms,
             loss,
@@ -485,39 +508,13 @@ impl Mix {
             pipeline,
             scratch: ManuallyDrop::new(scratch),
             uniforms: ManuallyDrop::new(uniforms),
-            id: MIXES.fetch_add(1, Ordering::Relaxed),
         })
-    }
-
-    /// How many compute dispatches one run records (the terms' and the mix kernel's).
-    pub fn dispatch_count(&self) -> usize {
-        self.terms
-            .iter()
-            .map(|t| t.program.dispatch_count() + t.steps.len())
-            .sum()
-    }
-
-    /// The bytes of device memory the mix allocates beside the caller's buffers (its terms'
-    /// plans, its scratch and parameters).
-    pub fn device_bytes(&self) -> u64 {
-        self.scratch.size()
-            + self.uniforms.size()
-            + self
-                .terms
-                .iter()
-                .map(|t| t.program.device_bytes())
-                .sum::<u64>()
-    }
-
-    /// Elements of the loss output (0: none), and of each gradient output (0: none).
-    pub fn output_elements(&self) -> (u64, &[u64]) {
-        (self.loss, &self.grads)
     }
 
     /// Checks `buffers` against the mix (each term's inputs as its plan does, the outputs present
     /// exactly where written, large enough, overlapping no other range) and creates their bind
     /// groups.
-    pub fn bind(&self, buffers: &MixBuffers<'_>) -> Result<MixBindings> {
+    fn bind(&self, buffers: &MixBuffers<'_>) -> Result<MixBound> {
         for b in &buffers.terms {
             for (given, name) in [(&b.loss, "loss"), (&b.grad, "grad")] {
                 if given.is_some() {
@@ -532,13 +529,13 @@ impl Mix {
         self.bind_slots(&slots, buffers.loss.clone(), &buffers.grads)
     }
 
-    /// [`Mix::bind`] on each term's ranges in slot order.
+    /// [`MixPasses::bind`] on each term's ranges in slot order.
     fn bind_slots(
         &self,
         terms: &[UserBindings<'_>],
         loss: Option<wgpu::BufferBinding<'_>>,
         grads: &[Option<wgpu::BufferBinding<'_>>],
-    ) -> Result<MixBindings> {
+    ) -> Result<MixBound> {
         crate::plan::check_count(
             "mix term buffers (one a term)",
             self.terms.len() as u64,
@@ -696,25 +693,50 @@ impl Mix {
                     .collect()
             })
             .collect();
-        Ok(MixBindings {
-            mix: self.id,
+        Ok(MixBound {
             terms: bound,
             steps,
         })
     }
 
     /// Records the mix into `encoder`: each term's passes, then its weighted addition into the
-    /// outputs, in the terms' order. Nothing is submitted; the results stay on the GPU.
-    pub fn record(&self, encoder: &mut wgpu::CommandEncoder, bindings: &MixBindings) -> Result<()> {
-        if bindings.mix != self.id {
-            return Err(Error::Binding("bindings", "made by another mix"));
-        }
-        for ((t, bound), groups) in self.terms.iter().zip(&bindings.terms).zip(&bindings.steps) {
-            t.program.record(encoder, bound, None);
+    /// outputs, in the terms' order; timestamps at the start of the first pass and the end of
+    /// the last. Nothing is submitted; the results stay on the GPU.
+    fn record_mix(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        bindings: &MixBound,
+        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) {
+        let last = self.terms.len() - 1;
+        for (k, ((t, bound), groups)) in self
+            .terms
+            .iter()
+            .zip(&bindings.terms)
+            .zip(&bindings.steps)
+            .enumerate()
+        {
+            let start =
+                timestamps
+                    .as_ref()
+                    .filter(|_| k == 0)
+                    .map(|ts| wgpu::ComputePassTimestampWrites {
+                        query_set: ts.query_set,
+                        beginning_of_pass_write_index: ts.beginning_of_pass_write_index,
+                        end_of_pass_write_index: None,
+                    });
+            t.program.record(encoder, bound, start);
+            let end = timestamps.as_ref().filter(|_| k == last).map(|ts| {
+                wgpu::ComputePassTimestampWrites {
+                    query_set: ts.query_set,
+                    beginning_of_pass_write_index: None,
+                    end_of_pass_write_index: ts.end_of_pass_write_index,
+                }
+            });
             let _guard = self.ctx.lock();
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("wgpu-loss.mix"),
-                timestamp_writes: None,
+                timestamp_writes: end,
             });
             pass.set_pipeline(&self.pipeline.pipeline);
             for (s, group) in t.steps.iter().zip(groups) {
@@ -722,20 +744,13 @@ impl Mix {
                 pass.dispatch_workgroups(s.workgroups.0, s.workgroups.1, 1);
             }
         }
-        Ok(())
-    }
-
-    /// Records into an encoder of its own, submits, waits, and turns invalid inputs the terms'
-    /// kernels counted into [`Error::InvalidOnGpu`]. The results are in the bound outputs.
-    pub fn run(&self, bindings: &MixBindings) -> Result<()> {
-        self.submit(bindings, &[]).map(drop)
     }
 
     /// Records the mix, then copies of the terms' status words and of `reads` (the first
     /// `bytes` of each buffer) into one staging buffer; submits, waits, checks the statuses and
     /// returns the bytes of `reads`, each at a multiple of 4. Within error scopes, so that
     /// running out of memory is an error.
-    fn submit(&self, bindings: &MixBindings, reads: &[(&wgpu::Buffer, u64)]) -> Result<Vec<u8>> {
+    fn submit(&self, bindings: &MixBound, reads: &[(&wgpu::Buffer, u64)]) -> Result<Vec<u8>> {
         let ctx = &self.ctx;
         let device = ctx.device();
         let data = transfer::scoped(ctx, || {
@@ -750,7 +765,7 @@ impl Mix {
             let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("wgpu-loss.mix"),
             });
-            self.record(&mut encoder, bindings)?;
+            self.record_mix(&mut encoder, bindings, None);
             for (k, t) in self.terms.iter().enumerate() {
                 encoder.copy_buffer_to_buffer(t.program.scratch(), 0, &staging, 16 * k as u64, 16);
             }
@@ -771,19 +786,91 @@ impl Mix {
     }
 }
 
-impl Context {
-    /// Computes a weighted sum of losses on host data, one [`Inputs`] a term (terms over the same
-    /// prediction take the same slices): checks them against the terms, uploads them, runs the
-    /// mix in one submission, and reads the sum and the gradients back.
-    pub fn mix(&self, desc: &MixDesc, inputs: &[Inputs<'_>]) -> Result<MixOutput> {
-        let host = desc.host(inputs)?;
+impl Passes for MixPasses {
+    type Bound = MixBound;
+
+    fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        bound: &MixBound,
+        timestamps: Option<wgpu::ComputePassTimestampWrites<'_>>,
+    ) -> Result<()> {
+        self.record_mix(encoder, bound, timestamps);
+        Ok(())
+    }
+
+    /// The terms' dispatches and the mix kernel's.
+    fn dispatch_count(&self) -> usize {
+        self.terms
+            .iter()
+            .map(|t| t.program.dispatch_count() + t.steps.len())
+            .sum()
+    }
+
+    /// The terms' plans, the mix's scratch and parameters.
+    fn device_bytes(&self) -> u64 {
+        self.scratch.size()
+            + self.uniforms.size()
+            + self
+                .terms
+                .iter()
+                .map(|t| t.program.device_bytes())
+                .sum::<u64>()
+    }
+
+    /// Each term's invalid inputs are named by the term.
+    fn run(&self, bound: &MixBound, _invalid: &'static str) -> Result<()> {
+        self.submit(bound, &[]).map(drop)
+    }
+
+    /// The terms' invalid inputs together: their count, and the first term's first.
+    fn read_status(&self) -> Result<Status> {
+        let mut total = Status::default();
+        for t in &self.terms {
+            let s = transfer::read_status(&t.program)?;
+            total.invalid += s.invalid;
+            total.first = total.first.or(s.first);
+        }
+        Ok(total)
+    }
+}
+
+impl Family for MixDesc {
+    type Buffers<'a> = MixBuffers<'a>;
+    type Inputs<'a> = [Inputs<'a>];
+    type Output = MixOutput;
+    type Passes = MixPasses;
+
+    async fn plan(&self, ctx: &Context) -> Result<MixPasses> {
+        MixPasses::new(ctx, self).await
+    }
+
+    fn bind(&self, passes: &MixPasses, buffers: &MixBuffers<'_>) -> Result<MixBound> {
+        passes.bind(buffers)
+    }
+
+    fn invalid(&self) -> &'static str {
+        "mix terms"
+    }
+
+    /// One [`Inputs`] a term (terms over the same prediction take the same slices), each
+    /// checked against its term.
+    fn check_inputs(&self, inputs: &[Inputs<'_>]) -> Result<()> {
+        let host = self.host(inputs)?;
         for (i, h) in inputs.iter().zip(&host) {
             if i.linear.is_some() && h[6].is_none() || i.bias.is_some() && h[7].is_none() {
                 return Err(Error::Binding("linear", "given, not taken by this term"));
             }
         }
-        let mix = Mix::new(self, desc)?;
-        let made = transfer::scoped(self, || {
+        Ok(())
+    }
+
+    /// Uploads the terms' inputs, runs the mix in one submission, and reads the sum and the
+    /// gradients back.
+    fn run_host(&self, mix: &MixPasses, inputs: &[Inputs<'_>]) -> Result<MixOutput> {
+        let host = self.host(inputs)?;
+        let ctx = &mix.ctx;
+        let made = transfer::scoped(ctx, || {
             // Each term's inputs, and buffers for the side outputs a term writes (unread).
             let terms: Vec<Vec<Option<wgpu::Buffer>>> = mix
                 .terms
@@ -795,21 +882,21 @@ impl Context {
                         .map(|&slot| match transfer::host_index(slot) {
                             Some(i) => h[i]
                                 .as_ref()
-                                .map(|d| transfer::upload(self, slot.label(), d)),
+                                .map(|d| transfer::upload(ctx, slot.label(), d)),
                             None if matches!(slot, Slot::Loss | Slot::Grad) => None,
                             None => Some(t.program.slot_bytes(slot))
                                 .filter(|&b| b > 0)
-                                .map(|b| transfer::output(self, slot.label(), b)),
+                                .map(|b| transfer::output(ctx, slot.label(), b)),
                         })
                         .collect()
                 })
                 .collect();
             let loss =
-                (mix.loss > 0).then(|| transfer::output(self, "wgpu-loss.mix.loss", 4 * mix.loss));
+                (mix.loss > 0).then(|| transfer::output(ctx, "wgpu-loss.mix.loss", 4 * mix.loss));
             let grads: Vec<Option<wgpu::Buffer>> = mix
                 .grads
                 .iter()
-                .map(|&n| (n > 0).then(|| transfer::output(self, "wgpu-loss.mix.grad", 4 * n)))
+                .map(|&n| (n > 0).then(|| transfer::output(ctx, "wgpu-loss.mix.grad", 4 * n)))
                 .collect();
             let slots: Vec<UserBindings<'_>> = terms
                 .iter()
@@ -857,7 +944,21 @@ impl Context {
     }
 }
 
-impl Drop for Mix {
+impl Plan<MixDesc> {
+    /// Elements of the loss output (0: none), and of each gradient output (0: none).
+    pub fn output_elements(&self) -> (u64, &[u64]) {
+        (self.passes().loss, &self.passes().grads)
+    }
+}
+
+impl Context {
+    /// A weighted sum of losses on host data: [`Context::loss`] on `desc`, one [`Inputs`] a term.
+    pub fn mix(&self, desc: &MixDesc, inputs: &[Inputs<'_>]) -> Result<MixOutput> {
+        self.loss(desc, inputs)
+    }
+}
+
+impl Drop for MixPasses {
     fn drop(&mut self) {
         // On GL, freeing GPU memory takes the GL context: release under the device lock.
         let _guard = self.ctx.lock();

@@ -17,7 +17,7 @@ use crate::engine::program::{
 };
 use crate::error::{Error, Result};
 use crate::families::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
-use crate::plan::sealed::Family;
+use crate::plan::sealed::Tensors;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{Outputs, Reduction};
 
@@ -120,8 +120,8 @@ params! {
     }
 }
 
-impl Family for NllDesc {
-    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+impl Tensors for NllDesc {
+    fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         let ctx = b.ctx();
         self.outputs.check()?;
         let classes = ClassTargets::check(self.rows, self.classes, self.weight, self.ignore_index)?;

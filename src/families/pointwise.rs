@@ -17,7 +17,7 @@ use crate::engine::program::{
 };
 use crate::error::{Error, Result};
 use crate::families::class_targets::check_shape;
-use crate::plan::sealed::Family;
+use crate::plan::sealed::Tensors;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{Outputs, Reduction};
 
@@ -256,8 +256,8 @@ params! {
     }
 }
 
-impl Family for PointwiseDesc {
-    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+impl Tensors for PointwiseDesc {
+    fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         self.check()?;
         Stream {
             code: self.loss.code(),
@@ -395,8 +395,8 @@ impl ClassicCrossEntropyDesc {
     }
 }
 
-impl Family for ClassicCrossEntropyDesc {
-    fn plan(&self, b: &mut Builder<'_>) -> Result<()> {
+impl Tensors for ClassicCrossEntropyDesc {
+    fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         Stream {
             code: LossCode::CLASSIC,
             p0: self.eps,

@@ -6,8 +6,8 @@ use std::sync::OnceLock;
 
 use wgpu::util::DeviceExt;
 use wgpu_loss::{
-    Buffers, ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, Inputs, LossDesc,
-    NllDesc, Outputs, Plan, Pointwise, PointwiseDesc, Reduction, Targets, Tuning,
+    Buffers, ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, Inputs, NllDesc,
+    Outputs, Plan, Pointwise, PointwiseDesc, Reduction, Targets, TensorLoss, Tuning,
 };
 
 /// The context every GPU test uses. No adapter is a failure, never a skip: CI installs lavapipe.
@@ -335,7 +335,7 @@ pub trait PlanExt {
     fn run_buffers(&self, buffers: &Buffers<'_>) -> wgpu_loss::Result<()>;
 }
 
-impl<D: LossDesc> PlanExt for Plan<D> {
+impl<D: TensorLoss> PlanExt for Plan<D> {
     fn record_buffers(
         &self,
         encoder: &mut wgpu::CommandEncoder,
