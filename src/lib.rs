@@ -77,7 +77,7 @@ pub use families::image::{
 pub use families::linear_cross_entropy::{LinearCrossEntropyDesc, MAX_DIM};
 pub use families::mix::{MixBuffers, MixDesc, MixOutput};
 pub use families::nll::NllDesc;
-pub use families::optim::{Optim, Optimizer};
+pub use families::optim::{Optim, OptimBindings, Optimizer};
 pub use families::pointwise::{ClassicCrossEntropyDesc, Pointwise, PointwiseDesc};
 pub use plan::{Bindings, Buffers, Inputs, IntoBinding, LossDesc, Plan, Target, TensorLoss};
 pub use reduction::{LossOutput, Outputs, Reduction};

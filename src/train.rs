@@ -12,7 +12,7 @@ use crate::engine::context::Context;
 use crate::engine::transfer;
 use crate::error::{Error, Result};
 use crate::families::linear_cross_entropy::LinearCrossEntropyDesc;
-use crate::families::optim::{Optim, Optimizer};
+use crate::families::optim::{Optim, OptimBindings, Optimizer};
 use crate::plan::{Bindings, Buffers, Plan};
 
 /// What to train: `rows` examples of `features` each, `classes` classes, mini-batches of
@@ -125,8 +125,6 @@ struct Gpu {
     batch: Option<(wgpu::Buffer, wgpu::Buffer)>,
     weight: wgpu::Buffer,
     bias: wgpu::Buffer,
-    grad_weight: wgpu::Buffer,
-    grad_bias: wgpu::Buffer,
     /// Written by the fused kernel (it computes every gradient), unused here.
     _grad_hidden: wgpu::Buffer,
     /// The first batch's loss at 0 (the others' at one alignment further), and its correct count
@@ -135,6 +133,9 @@ struct Gpu {
     correct: wgpu::Buffer,
     optim_weight: Optim,
     optim_bias: Optim,
+    /// The weight and its gradient bound to `optim_weight`, the bias and its to `optim_bias`.
+    step_weight: OptimBindings,
+    step_bias: OptimBindings,
 }
 
 /// Softmax regression on data held on the GPU: the weight `[C, D]` and bias `[C]` start at zero
@@ -241,7 +242,11 @@ impl SoftmaxRegression {
                     bindings: plans[plan].bind(&buffers)?,
                 });
             }
+            let step_weight = optim_weight.bind(&weight, &grad_weight)?;
+            let step_bias = optim_bias.bind(&bias, &grad_bias)?;
             Ok(Gpu {
+                step_weight,
+                step_bias,
                 plans,
                 batches: bound,
                 features,
@@ -249,8 +254,6 @@ impl SoftmaxRegression {
                 batch,
                 weight,
                 bias,
-                grad_weight,
-                grad_bias,
                 _grad_hidden: grad_hidden,
                 loss,
                 correct,
@@ -296,8 +299,8 @@ impl SoftmaxRegression {
                 encoder.copy_buffer_to_buffer(&g.labels, 4 * first, y, 0, 4 * rows);
             }
             g.plans[batch.plan].record(encoder, &batch.bindings)?;
-            g.optim_weight.record(encoder, &g.weight, &g.grad_weight)?;
-            g.optim_bias.record(encoder, &g.bias, &g.grad_bias)?;
+            g.optim_weight.record(encoder, &g.step_weight)?;
+            g.optim_bias.record(encoder, &g.step_bias)?;
         }
         self.epochs += 1;
         Ok(())

@@ -77,7 +77,7 @@ fn check_on(
         _ => unreachable!(),
     }
     let mut grad_err = 0.0;
-    if desc.outputs_value().grad {
+    if desc.outputs.grad {
         let gpu = out.grad.as_ref().expect("a gradient");
         assert_close(
             &format!("{what} grad"),
@@ -118,8 +118,8 @@ fn every_loss_and_padding_matches_the_twin() {
         let (x, y) = images(&mut rng, n, h, w, c);
         for desc in every_desc(n, h, w, c, ImageMask::None) {
             let (v, g) = check(&desc, &x, &y, None);
-            if desc.reduction_value() == Reduction::Mean {
-                let (loss, padding) = (desc.loss(), desc.padding_value());
+            if desc.reduction == Reduction::Mean {
+                let (loss, padding) = (desc.loss, desc.padding);
                 println!("{loss} {padding:?} [{n}, {h}, {w}, {c}]: loss {v:.1e}, grad {g:.1e}");
             }
         }

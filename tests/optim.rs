@@ -142,9 +142,13 @@ fn steps_recorded_into_one_encoder() {
     let params = upload(ctx, &p0);
     let gbufs: Vec<Buf> = grads.iter().map(|g| upload(ctx, g)).collect();
     let mut b = Optim::new(ctx, Optimizer::adam(0.05), n).unwrap();
+    let bound: Vec<_> = gbufs
+        .iter()
+        .map(|g| b.bind(&*params, &**g).unwrap())
+        .collect();
     submit(ctx, |e| {
-        for g in &gbufs {
-            b.record(e, &*params, &**g).unwrap();
+        for g in &bound {
+            b.record(e, g).unwrap();
         }
     });
     let together = read(ctx, &params, n);
@@ -189,13 +193,21 @@ fn bad_hyperparameters_and_buffers() {
     assert!(o.step(&mut p, &[0.0; 9]).is_err());
     let small = upload(ctx, &[0.0f32; 9]);
     let good = upload(ctx, &[0.0f32; 10]);
-    let mut encoder = ctx.device().create_command_encoder(&Default::default());
-    let err = o.record(&mut encoder, &*small, &*good).unwrap_err();
+    let err = o.bind(&*small, &*good).unwrap_err();
     assert!(
         matches!(err, wgpu_loss::Error::BufferTooSmall { .. }),
         "{err}"
     );
-    let err = o.record(&mut encoder, &*good, &*good).unwrap_err();
+    let err = o.bind(&*good, &*good).unwrap_err();
     assert!(matches!(err, wgpu_loss::Error::Binding("grad", _)), "{err}");
+    // Bindings of another optimizer are refused.
+    let other = Optim::new(ctx, Optimizer::sgd(0.1), 10).unwrap();
+    let theirs = other.bind(&*good, &*upload(ctx, &[0.0f32; 10])).unwrap();
+    let mut encoder = ctx.device().create_command_encoder(&Default::default());
+    let err = o.record(&mut encoder, &theirs).unwrap_err();
+    assert!(
+        matches!(err, wgpu_loss::Error::Binding("bindings", _)),
+        "{err}"
+    );
     assert_eq!(o.steps(), 0);
 }

@@ -29,7 +29,7 @@ fn with_options(desc: CrossEntropyDesc, case: usize) -> CrossEntropyDesc {
         1 => desc
             .label_smoothing(0.1)
             .z_loss(1e-3)
-            .softcap(Some(20.0))
+            .softcap(20.0)
             .reduction(Reduction::Sum),
         _ => desc.label_smoothing(0.05).reduction(Reduction::None),
     }

@@ -95,9 +95,9 @@ pub fn image_loss(
     desc.check_host(x.len(), y.len(), mask.map(<[f32]>::len))?;
     let (n, h, w, c) = desc.shape();
     let len = n * h * w * c;
-    let range = desc.data_range_value() as f64;
-    let lambda = desc.lambda_value() as f64;
-    let loss = desc.loss();
+    let range = desc.data_range as f64;
+    let lambda = desc.lambda as f64;
+    let loss = desc.loss;
     let ssim = matches!(
         loss,
         ImageLoss::Ssim | ImageLoss::Dssim | ImageLoss::Photometric
@@ -105,11 +105,7 @@ pub fn image_loss(
     let square = matches!(loss, ImageLoss::Mse | ImageLoss::Psnr);
     let pix = !matches!(loss, ImageLoss::Ssim | ImageLoss::Dssim);
     // Padding places SSIM's windows; the pixel losses cover every pixel.
-    let padding = if ssim {
-        desc.padding_value()
-    } else {
-        Padding::Same
-    };
+    let padding = if ssim { desc.padding } else { Padding::Same };
     let (oh, ow) = desc.out_dims();
     let m = |i: usize, yy: usize, xx: usize| mask.map_or(1.0, |m| m[(i * h + yy) * w + xx] as f64);
 
@@ -193,7 +189,7 @@ pub fn image_loss(
         }
     }
     let cf = c as f64;
-    let mean = desc.reduction_value() == Reduction::Mean;
+    let mean = desc.reduction == Reduction::Mean;
     let (pix_value, ssim_value, one, mut k_pix, mut k_ssim) = if mean {
         (
             tp / (cf * tpw),
@@ -227,7 +223,7 @@ pub fn image_loss(
         .zip(&g_ssim)
         .map(|(p, s)| k_pix * p + k_ssim * s)
         .collect();
-    let reduced = desc.reduction_value() != Reduction::None;
+    let reduced = desc.reduction != Reduction::None;
     Ok(Reference {
         value: reduced.then_some(value),
         per_element: (!reduced).then_some(per_element),

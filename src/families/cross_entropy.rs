@@ -148,8 +148,6 @@ setters! {
         label_smoothing: f32,
         /// Sets the z-loss coefficient.
         z_loss: f32,
-        /// Sets the logit softcap.
-        softcap: Option<f32>,
         /// Writes the gradient over the logits.
         in_place: bool,
         /// Sets the dtype of the logits (and probability targets).
@@ -164,6 +162,8 @@ setters! {
         argmax: bool,
     }
     optional {
+        /// Softcaps the logits at this value.
+        softcap: f32,
         /// Makes this a step of a shard of a larger vocabulary.
         shard: Shard,
         /// Declares a class weight of this many entries (must be C).

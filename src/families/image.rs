@@ -18,7 +18,7 @@ use crate::engine::program::{
 };
 use crate::error::{Error, Result};
 use crate::plan::sealed::Family;
-use crate::plan::{HostData, IntoBinding, Plan};
+use crate::plan::{HostData, IntoBinding, Plan, setters};
 use crate::reduction::Reduction;
 use crate::reduction::{LossOutput, Outputs};
 
@@ -340,22 +340,62 @@ fn channels_of(format: wgpu::TextureFormat) -> usize {
 /// options, the kinds of its inputs and outputs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ImageDesc {
-    loss: ImageLoss,
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    padding: Padding,
-    data_range: f32,
-    lambda: f32,
-    reduction: Reduction,
-    outputs: Outputs,
-    pred: ImageSource,
-    target: ImageSource,
-    mask: ImageMask,
-    grad_to: GradTarget,
-    /// Read sRGB textures as their stored (encoded) values rather than linear.
-    srgb_encoded: bool,
+    /// Which loss.
+    pub loss: ImageLoss,
+    /// Images N (1 for textures).
+    pub n: usize,
+    /// Height H.
+    pub h: usize,
+    /// Width W.
+    pub w: usize,
+    /// Channels C (1 to 4).
+    pub c: usize,
+    /// SSIM's windows at the border (default same).
+    pub padding: Padding,
+    /// `L` of PSNR and of SSIM's constants `C1 = (0.01 L)²`, `C2 = (0.03 L)²` (default 1).
+    pub data_range: f32,
+    /// The photometric loss's weight of D-SSIM (default 0.2).
+    pub lambda: f32,
+    /// Mean (default), sum, or none (per-element losses `[N, H', W', C]`, the SSIM map).
+    pub reduction: Reduction,
+    /// What to compute (default both).
+    pub outputs: Outputs,
+    /// Where the prediction comes from (default a buffer).
+    pub pred: ImageSource,
+    /// Where the target comes from (default a buffer).
+    pub target: ImageSource,
+    /// The pixels' weights (default none).
+    pub mask: ImageMask,
+    /// Where the gradient goes (default a buffer).
+    pub grad_to: GradTarget,
+    /// Read `rgba8unorm-srgb` textures as their stored, encoded values (`true`), or linear as
+    /// `textureLoad` decodes them (`false`, the default).
+    pub srgb_encoded: bool,
+}
+
+setters! {
+    ImageDesc {
+        /// Sets SSIM's padding.
+        padding: Padding,
+        /// Sets the data range `L`.
+        data_range: f32,
+        /// Sets the photometric loss's weight of D-SSIM.
+        lambda: f32,
+        /// Sets the reduction.
+        reduction: Reduction,
+        /// Sets what to compute.
+        outputs: Outputs,
+        /// Sets where the prediction comes from.
+        pred: ImageSource,
+        /// Sets where the target comes from.
+        target: ImageSource,
+        /// Sets the pixels' weights.
+        mask: ImageMask,
+        /// Sets where the gradient goes.
+        grad_to: GradTarget,
+        /// Sets whether sRGB textures are read encoded.
+        srgb_encoded: bool,
+    }
 }
 
 impl ImageDesc {
@@ -381,78 +421,15 @@ impl ImageDesc {
         }
     }
 
-    /// `n` images (buffers only).
+    /// Sets the image count N (buffers only).
     pub fn batch(mut self, n: usize) -> Self {
         self.n = n;
         self
     }
-    pub fn padding(mut self, padding: Padding) -> Self {
-        self.padding = padding;
-        self
-    }
-    /// `L` of PSNR and of SSIM's constants `C1 = (0.01 L)²`, `C2 = (0.03 L)²`.
-    pub fn data_range(mut self, range: f32) -> Self {
-        self.data_range = range;
-        self
-    }
-    /// The photometric loss's weight of D-SSIM.
-    pub fn lambda(mut self, lambda: f32) -> Self {
-        self.lambda = lambda;
-        self
-    }
-    /// Mean (default), sum, or none (per-element losses `[N, H', W', C]`, the SSIM map).
-    pub fn reduction(mut self, reduction: Reduction) -> Self {
-        self.reduction = reduction;
-        self
-    }
-    pub fn outputs(mut self, outputs: Outputs) -> Self {
-        self.outputs = outputs;
-        self
-    }
-    pub fn pred(mut self, source: ImageSource) -> Self {
-        self.pred = source;
-        self
-    }
-    pub fn target(mut self, source: ImageSource) -> Self {
-        self.target = source;
-        self
-    }
-    pub fn mask(mut self, mask: ImageMask) -> Self {
-        self.mask = mask;
-        self
-    }
-    pub fn grad_to(mut self, grad: GradTarget) -> Self {
-        self.grad_to = grad;
-        self
-    }
-    /// Read `rgba8unorm-srgb` textures as their stored, encoded values (`true`), or linear as
-    /// `textureLoad` decodes them (`false`, the default).
-    pub fn srgb_encoded(mut self, encoded: bool) -> Self {
-        self.srgb_encoded = encoded;
-        self
-    }
 
-    pub fn loss(&self) -> ImageLoss {
-        self.loss
-    }
     /// `(N, H, W, C)`.
     pub fn shape(&self) -> (usize, usize, usize, usize) {
         (self.n, self.h, self.w, self.c)
-    }
-    pub fn padding_value(&self) -> Padding {
-        self.padding
-    }
-    pub fn data_range_value(&self) -> f32 {
-        self.data_range
-    }
-    pub fn lambda_value(&self) -> f32 {
-        self.lambda
-    }
-    pub fn reduction_value(&self) -> Reduction {
-        self.reduction
-    }
-    pub fn outputs_value(&self) -> Outputs {
-        self.outputs
     }
 
     /// The per-element map's height and width: the image's, or with `Padding::Valid` and an

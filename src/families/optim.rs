@@ -171,8 +171,9 @@ params! {
     }
 }
 
-/// An optimizer over `len` f32 parameters: its state buffers and its step count. Each
-/// [`Optim::record`] is one step.
+/// An optimizer over `len` f32 parameters: its state buffers and its step count. Its life
+/// cycle is a plan's: [`Optim::new`] (or [`Optim::new_async`]), [`Optim::bind`] the parameters
+/// and their gradient once, then each [`Optim::record`] is one step.
 pub struct Optim {
     ctx: Context,
     optimizer: Optimizer,
@@ -183,7 +184,22 @@ pub struct Optim {
     v: wgpu::Buffer,
     /// Steps recorded so far.
     steps: u64,
+    id: u64,
 }
+
+/// The parameters and gradient bound to one [`Optim`]: made by [`Optim::bind`], recorded with
+/// that optimizer only (they keep the buffers alive while held).
+#[derive(Debug)]
+pub struct OptimBindings {
+    optim: u64,
+    params: wgpu::Buffer,
+    params_at: u64,
+    grad: wgpu::Buffer,
+    grad_at: u64,
+}
+
+/// Numbers optimizers, so that bindings know which optimizer made them.
+static OPTIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl std::fmt::Debug for Optim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -196,8 +212,14 @@ impl std::fmt::Debug for Optim {
 }
 
 impl Optim {
-    /// The optimizer for `len` parameters, its state zero (blocking: pipeline compilation).
+    /// The optimizer for `len` parameters, its state zero (blocking: see
+    /// [`Optim::new_async`]).
     pub fn new(ctx: &Context, optimizer: Optimizer, len: usize) -> Result<Self> {
+        pollster::block_on(Self::new_async(ctx, optimizer, len))
+    }
+
+    /// [`Optim::new`], awaiting the device's verdict on the pipeline instead of blocking on it.
+    pub async fn new_async(ctx: &Context, optimizer: Optimizer, len: usize) -> Result<Self> {
         optimizer.check()?;
         if len == 0 {
             return Err(Error::Empty("parameters"));
@@ -226,7 +248,7 @@ impl Optim {
             .constant("DECOUPLED", decoupled as u32)
             .constant("MOMENTUM", momentum as u32)
             .constant("NESTEROV", nesterov as u32);
-        let pipeline = pollster::block_on(ctx.pipeline(&key))?;
+        let pipeline = ctx.pipeline(&key).await?;
         let state = |used: bool| {
             let _guard = ctx.lock();
             ctx.device().create_buffer(&wgpu::BufferDescriptor {
@@ -246,6 +268,7 @@ impl Optim {
             m: state(adam || momentum),
             v: state(adam),
             steps: 0,
+            id: OPTIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -313,16 +336,13 @@ impl Optim {
         }
     }
 
-    /// Records one step into `encoder`: `params` (f32, `len` of them, `STORAGE`) updated in
-    /// place from `grad` (f32, `len`, `STORAGE`). The step's scalars go in a uniform buffer of
-    /// its own, so that several steps recorded into one encoder each have theirs. Nothing is
-    /// submitted.
-    pub fn record<'a>(
-        &mut self,
-        encoder: &mut wgpu::CommandEncoder,
+    /// Checks `params` (f32, `len` of them, `STORAGE`, updated in place by each step) and
+    /// `grad` (f32, `len`, `STORAGE`, another buffer) and binds them.
+    pub fn bind<'a>(
+        &self,
         params: impl IntoBinding<'a>,
         grad: impl IntoBinding<'a>,
-    ) -> Result<()> {
+    ) -> Result<OptimBindings> {
         let (p, g) = (params.into_binding(), grad.into_binding());
         for (what, b) in [("params", &p), ("grad", &g)] {
             let size = b
@@ -342,6 +362,26 @@ impl Optim {
         if p.buffer == g.buffer {
             return Err(Error::Binding("grad", "aliases params"));
         }
+        Ok(OptimBindings {
+            optim: self.id,
+            params: p.buffer.clone(),
+            params_at: p.offset,
+            grad: g.buffer.clone(),
+            grad_at: g.offset,
+        })
+    }
+
+    /// Records one step into `encoder` on the bound parameters. The step's scalars go in a
+    /// uniform buffer of its own, so that several steps recorded into one encoder each have
+    /// theirs. Nothing is submitted.
+    pub fn record(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        bindings: &OptimBindings,
+    ) -> Result<()> {
+        if bindings.optim != self.id {
+            return Err(Error::Binding("bindings", "made by another optimizer"));
+        }
         let (x, y) = fold(&self.ctx, self.len.div_ceil(256 * K as u64))?;
         let t = self.steps + 1;
         let _guard = self.ctx.lock();
@@ -354,13 +394,13 @@ impl Optim {
         let bytes = wgpu::BufferSize::new(4 * self.len);
         let (pb, gb) = (
             wgpu::BufferBinding {
-                buffer: p.buffer,
-                offset: p.offset,
+                buffer: &bindings.params,
+                offset: bindings.params_at,
                 size: bytes,
             },
             wgpu::BufferBinding {
-                buffer: g.buffer,
-                offset: g.offset,
+                buffer: &bindings.grad,
+                offset: bindings.grad_at,
                 size: bytes,
             },
         );
@@ -420,7 +460,8 @@ impl Optim {
             let _guard = ctx.lock();
             ctx.device().create_command_encoder(&Default::default())
         };
-        self.record(&mut encoder, &p, &g)?;
+        let bindings = self.bind(&p, &g)?;
+        self.record(&mut encoder, &bindings)?;
         {
             let _guard = ctx.lock();
             ctx.queue().submit([encoder.finish()]);

@@ -383,12 +383,13 @@ impl CeOptions {
 
     /// The description of `rows` x `classes` with these options.
     pub fn desc(&self, rows: usize, classes: usize) -> CrossEntropyDesc {
-        CrossEntropyDesc::new(rows, classes)
+        let mut desc = CrossEntropyDesc::new(rows, classes)
             .reduction(self.reduction)
             .ignore_index(self.ignore_index)
             .label_smoothing(self.label_smoothing)
-            .z_loss(self.z_loss)
-            .softcap(self.softcap)
+            .z_loss(self.z_loss);
+        desc.softcap = self.softcap;
+        desc
     }
 }
 

@@ -714,9 +714,9 @@ fn cross_entropy(ctx: &Context, a: &CrossEntropyArgs) -> Result<Evaluated, Strin
         .ignore_index(a.ce.ignore_index)
         .label_smoothing(a.ce.label_smoothing)
         .z_loss(a.ce.z_loss)
-        .softcap(a.ce.softcap)
         .lse(a.ce.lse_out.is_some())
         .argmax(a.argmax_out.is_some());
+    desc.softcap = a.ce.softcap;
     if let Some(w) = &weight {
         desc = desc.weight(w.len());
     }
