@@ -11,9 +11,8 @@
 
 #import scratch
 #import segment
-
-override K: u32 = 16u;
-override HAS_WEIGHT: bool = false;
+#import stream
+#import classes
 
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
 #params
@@ -30,15 +29,11 @@ fn main(inv: Invocation) {
     }
     var acc = 0.0;
     for (var k = 0u; k < K; k++) {
-        let n = wg * WG * K + k * WG + inv.lid;
+        let n = strided(wg, k, inv.lid);
         if (n < params.rows) {
             let yn = y[n];
             if (yn != params.ignore_index && yn >= 0 && yn < i32(params.classes)) {
-                if (HAS_WEIGHT) {
-                    acc += w[u32(yn)];
-                } else {
-                    acc += 1.0;
-                }
+                acc += class_weight(u32(yn));
             }
         }
     }

@@ -50,22 +50,19 @@
 #import scratch
 #import segment
 #import outputs
+#import classes
+#import stream
 
-// Invocations per partial sum (see group_sum): a plan constant.
-override PG: u32 = 256u;
-// vec4s per invocation (<= KMAX): a preprocessor value, so that the loops over them unroll.
+// vec4s per invocation (<= KMAX): a preprocessor value, so that the loops over them unroll
+// (common/stream.wgsl's lane groups take it, and declare no override K then).
 #const K
-// Lane groups: LANES invocations read LANES consecutive vec4s at a time.
-override LANES: u32 = 8u;
 override ROWS: u32 = 1u;
 // C as a constant of the pipeline, so that the rows and columns of a block's elements fold.
 override CLASSES: u32 = 1u;
 override TARGETS: u32 = 0u;
-override HAS_WEIGHT: bool = false;
 override SMOOTH: bool = false;
 override ZLOSS: bool = false;
 override SOFTCAP: bool = false;
-override WANT_GRAD: bool = false;
 // Track each row's argmax (and count the rows whose argmax is their target).
 override WANT_ARGMAX: bool = false;
 // A shard of a vocabulary (classes [class_offset, class_offset + CLASSES) of params.vocab): 1
@@ -156,26 +153,28 @@ fn elem_ok(gv0: u32, v: u32, i: u32) -> vec2<u32> {
     return vec2<u32>(e, u32(ok));
 }
 
-fn load_x(gv0: u32, v: u32) -> vec4<f32> {
+// x (or t: `of_t`) at vec4 v of the block at gv0, zero where no element exists.
+fn load(of_t: bool, gv0: u32, v: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         let e = elem_ok(gv0, v, i);
         if (e.y != 0u) {
-            r[i] = x_get(e.x);
+            if (of_t) {
+                r[i] = t_get(e.x);
+            } else {
+                r[i] = x_get(e.x);
+            }
         }
     }
     return r;
 }
 
+fn load_x(gv0: u32, v: u32) -> vec4<f32> {
+    return load(false, gv0, v);
+}
+
 fn load_t(gv0: u32, v: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        let e = elem_ok(gv0, v, i);
-        if (e.y != 0u) {
-            r[i] = t_get(e.x);
-        }
-    }
-    return r;
+    return load(true, gv0, v);
 }
 
 fn store_grad(gv0: u32, v: u32, g: vec4<f32>) {
@@ -518,29 +517,26 @@ fn coords(v: u32, nrows: u32) -> Coords {
 #endif
 }
 
-// Per-row values (component r for row r) spread over a vec4's elements by their rows.
-fn spread(v: vec4<f32>, r: vec4<u32>) -> vec4<f32> {
+// Per-row values (component r for row r) spread over a vec4's elements by their rows: as bits,
+// so that one function serves every type (WGSL has no generics), and bits are all it moves.
+fn spread_bits(v: vec4<u32>, r: vec4<u32>) -> vec4<u32> {
     if (ROWS == 1u) {
-        return vec4<f32>(v.x);
+        return vec4<u32>(v.x);
     }
-    var o = select(vec4<f32>(v.x), vec4<f32>(v.y), r == vec4<u32>(1u));
+    var o = select(vec4<u32>(v.x), vec4<u32>(v.y), r == vec4<u32>(1u));
     if (ROWS == 4u) {
-        o = select(o, vec4<f32>(v.z), r == vec4<u32>(2u));
-        o = select(o, vec4<f32>(v.w), r == vec4<u32>(3u));
+        o = select(o, vec4<u32>(v.z), r == vec4<u32>(2u));
+        o = select(o, vec4<u32>(v.w), r == vec4<u32>(3u));
     }
     return o;
 }
 
+fn spread(v: vec4<f32>, r: vec4<u32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(spread_bits(bitcast<vec4<u32>>(v), r));
+}
+
 fn spread_i(v: vec4<i32>, r: vec4<u32>) -> vec4<i32> {
-    if (ROWS == 1u) {
-        return vec4<i32>(v.x);
-    }
-    var o = select(vec4<i32>(v.x), vec4<i32>(v.y), r == vec4<u32>(1u));
-    if (ROWS == 4u) {
-        o = select(o, vec4<i32>(v.z), r == vec4<u32>(2u));
-        o = select(o, vec4<i32>(v.w), r == vec4<u32>(3u));
-    }
-    return o;
+    return bitcast<vec4<i32>>(spread_bits(bitcast<vec4<u32>>(v), r));
 }
 
 // The sum of a vec4's live elements per row (component r for row r).
@@ -584,13 +580,6 @@ fn class_weights(c: vec4<u32>) -> vec4<f32> {
         return vec4<f32>(w[i.x], w[i.y], w[i.z], w[i.w]);
     }
     return vec4<f32>(1.0);
-}
-
-fn class_weight(c: u32) -> f32 {
-    if (HAS_WEIGHT) {
-        return w[c];
-    }
-    return 1.0;
 }
 
 // The smoothed target probabilities of TARGETS 1.
@@ -833,7 +822,7 @@ fn emit_rows(blk: Block, o: RowOut) -> vec2<f32> {
 // lane group interleaves its invocations.
 fn first_vec(j: u32, span: u32) -> vec2<u32> {
     if (span >= LANES) {
-        return vec2<u32>((j / LANES) * LANES * K + j % LANES, LANES);
+        return vec2<u32>(lane_first(j), LANES);
     }
     return vec2<u32>(j, span);
 }

@@ -58,11 +58,6 @@
 #else
 @group(0) @binding(2) var<storage, read> y_buf: array<f32>;
 #endif
-#ifdef MASK_TEX
-@group(0) @binding(3) var m_tex: texture_2d<f32>;
-#else
-@group(0) @binding(3) var<storage, read> m_buf: array<f32>;
-#endif
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(5) var<storage, read_write> scratch: Scratch;
 @group(0) @binding(6) var<storage, read_write> map_a: array<f32>;
@@ -110,30 +105,46 @@ fn elem(n: u32, py: u32, px: u32, c: u32) -> u32 {
     return ((n * params.h + py) * params.w + px) * params.c + c;
 }
 
-// x and y at a pixel and channel, zero outside the image.
-fn load_x(n: u32, py: i32, px: i32, c: u32) -> f32 {
+// x (`of_y` false) or y at a pixel and channel, zero outside the image.
+fn load(of_y: bool, n: u32, py: i32, px: i32, c: u32) -> f32 {
     if (!inside(py, px)) {
         return 0.0;
     }
-#ifdef PRED_TEX
-    let v = textureLoad(x_tex, vec2<i32>(px, py), 0)[c];
-    return select(v, srgb_encode(v), (params.encode & 1u) != 0u);
+    let e = elem(n, u32(py), u32(px), c);
+    if (of_y) {
+#ifdef TARGET_TEX
+        return stored(textureLoad(y_tex, vec2<i32>(px, py), 0)[c], 2u);
 #else
-    return x_buf[elem(n, u32(py), u32(px), c)];
+        return y_buf[e];
+#endif
+    }
+#ifdef PRED_TEX
+    return stored(textureLoad(x_tex, vec2<i32>(px, py), 0)[c], 1u);
+#else
+    return x_buf[e];
 #endif
 }
 
-fn load_y(n: u32, py: i32, px: i32, c: u32) -> f32 {
-    if (!inside(py, px)) {
-        return 0.0;
-    }
-#ifdef TARGET_TEX
-    let v = textureLoad(y_tex, vec2<i32>(px, py), 0)[c];
-    return select(v, srgb_encode(v), (params.encode & 2u) != 0u);
-#else
-    return y_buf[elem(n, u32(py), u32(px), c)];
-#endif
+// A texel of x or y: an sRGB texture's arrive linear, and are encoded back to the stored value
+// where params.encode's `bit` for the texture (1 x, 2 y) asks.
+fn stored(v: f32, bit: u32) -> f32 {
+    return select(v, srgb_encode(v), (params.encode & bit) != 0u);
 }
+
+fn load_x(n: u32, py: i32, px: i32, c: u32) -> f32 {
+    return load(false, n, py, px, c);
+}
+
+fn load_y(n: u32, py: i32, px: i32, c: u32) -> f32 {
+    return load(true, n, py, px, c);
+}
+
+// The mask (binding 3), beside its only reader.
+#ifdef MASK_TEX
+@group(0) @binding(3) var m_tex: texture_2d<f32>;
+#else
+@group(0) @binding(3) var<storage, read> m_buf: array<f32>;
+#endif
 
 // The pixel's weight (params.mask_mode): none, the mask (buffer or texture), or the target's
 // alpha.
@@ -175,6 +186,9 @@ fn counted(py: u32, px: u32) -> bool {
     return py >= R && px >= R && py + R < params.h && px + R < params.w;
 }
 
+// This invocation's place in its workgroup's tile: the image n, the tile's corner (y0, x0), the
+// invocation's pixel (py, px), whether it lies in the image (`live`), its row and column in the
+// tile (ly, lx), and the pixel's weight m (0 outside the image).
 struct Tile {
     n: u32,
     y0: u32,
@@ -182,6 +196,9 @@ struct Tile {
     py: u32,
     px: u32,
     live: bool,
+    ly: u32,
+    lx: u32,
+    m: f32,
 }
 
 fn tile_of(inv: Invocation) -> Tile {
@@ -195,6 +212,12 @@ fn tile_of(inv: Invocation) -> Tile {
     s.py = s.y0 + inv.lid / TX;
     s.px = s.x0 + inv.lid % TX;
     s.live = s.py < params.h && s.px < params.w;
+    s.ly = inv.lid / TX;
+    s.lx = inv.lid % TX;
+    s.m = 0.0;
+    if (s.live) {
+        s.m = load_m(s.n, s.py, s.px);
+    }
     return s;
 }
 
@@ -214,12 +237,7 @@ fn forward(inv: Invocation) {
     }
     let s = tile_of(inv);
     let lid = inv.lid;
-    let lx = lid % TX;
-    let ly = lid / TX;
-    var m = 0.0;
-    if (s.live) {
-        m = load_m(s.n, s.py, s.px);
-    }
+    let m = s.m;
     let is_counted = s.live && counted(s.py, s.px);
     var ssim_acc = 0.0;
     var pix_acc = 0.0;
@@ -268,7 +286,7 @@ fn forward(inv: Invocation) {
             if (is_counted) {
                 var v4 = vec4<f32>(0.0);
 #unroll k TAPS
-                v4 += gauss(k) * sums4[(ly + k) * TX + lx];
+                v4 += gauss(k) * sums4[(s.ly + k) * TX + s.lx];
 #endunroll
                 let mx = v4.x + shift_x;
                 let my = v4.y + shift_y;
@@ -388,15 +406,8 @@ fn backward(inv: Invocation) {
         return;
     }
     let s = tile_of(inv);
-    let lid = inv.lid;
-    let lx = lid % TX;
-    let ly = lid / TX;
     let k_pix = scratch.data[params.k_base];
     let k_ssim = scratch.data[params.k_base + 1u];
-    var m = 0.0;
-    if (s.live) {
-        m = load_m(s.n, s.py, s.px);
-    }
     var g = vec4<f32>(0.0);
     for (var c = 0u; c < params.c; c++) {
         var x = 0.0;
@@ -407,14 +418,14 @@ fn backward(inv: Invocation) {
         }
         var gc = 0.0;
         if (params.pix != 0u) {
-            gc = k_pix * m * pix_grad(x - y);
+            gc = k_pix * s.m * pix_grad(x - y);
         }
         if (params.ssim != 0u) {
             // The previous channel's horizontal sums have read the halos.
             if (c > 0u) {
                 workgroupBarrier();
             }
-            for (var i = lid; i < HALO; i += WG) {
+            for (var i = inv.lid; i < HALO; i += WG) {
                 let hy = i32(s.y0) - i32(R) + i32(i / HX);
                 let hx = i32(s.x0) - i32(R) + i32(i % HX);
                 var abc = vec3<f32>(0.0);
@@ -426,7 +437,7 @@ fn backward(inv: Invocation) {
                 halo_c[i] = abc.z;
             }
             workgroupBarrier();
-            for (var i = lid; i < HROWS; i += WG) {
+            for (var i = inv.lid; i < HROWS; i += WG) {
                 let base = (i / TX) * HX + i % TX;
                 var h = vec4<f32>(0.0);
 #unroll k TAPS
@@ -438,7 +449,7 @@ fn backward(inv: Invocation) {
             workgroupBarrier();
             var v = vec4<f32>(0.0);
 #unroll k TAPS
-            v += gauss(k) * sums_abc[(ly + k) * TX + lx];
+            v += gauss(k) * sums_abc[(s.ly + k) * TX + s.lx];
 #endunroll
             gc += k_ssim * (v.x + 2.0 * x * v.y + y * v.z);
         }

@@ -31,7 +31,8 @@
 // below lavapipe's loop cap, whatever N and V.
 //
 // Layout of a tile: invocation i (of 256) computes rows 2 (i / 16) + {0, 1} and classes
-// 4 (i % 16) + {0..3} of it, over D in steps of TK staged in workgroup memory.
+// 4 (i % 16) + {0..3} of it, over D in steps of TK staged in workgroup memory: the tiled product
+// of common/tile_matmul.wgsl, which the benchmark's matmul shares.
 // h and gh are bound from element params.h_base on, W and gw from params.w_base on (windows of
 // tensors larger than one binding). Rows past N and classes past V are computed as zeros and
 // never written.
@@ -43,17 +44,18 @@
 
 #import scratch
 #import segment
-
-override HAS_WEIGHT: bool = false;
-override HAS_BIAS: bool = false;
-override SOFTCAP: bool = false;
-override SMOOTH: bool = false;
-override WANT_LSE: bool = false;
+#import classes
+#import tile_matmul
 
 const TR: u32 = 32u;
 const TV: u32 = 64u;
 #const TK
 const LOWEST: f32 = -3.40282347e38;
+
+override HAS_BIAS: bool = false;
+override SOFTCAP: bool = false;
+override SMOOTH: bool = false;
+override WANT_LSE: bool = false;
 
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
 #params
@@ -63,23 +65,38 @@ const LOWEST: f32 = -3.40282347e38;
 #tensor x 1 read scalar
 #tensor lw 2 read scalar
 @group(0) @binding(3) var<storage, read> y: array<i32>;
-@group(0) @binding(4) var<storage, read> cw: array<f32>;
+@group(0) @binding(4) var<storage, read> w: array<f32>;
 @group(0) @binding(5) var<storage, read_write> gh: array<f32>;
 @group(0) @binding(6) var<storage, read_write> gw: array<f32>;
 @group(0) @binding(7) var<storage, read_write> scratch: Scratch;
 
-// The tile's operands, k-major, rows in pairs and classes in fours: hs[k * TR / 2 + r / 2][r % 2],
-// ws[k * TV / 4 + c / 4][c % 4].
+// The logits' h operand, k-major, rows in pairs: hs[k * TR / 2 + r / 2][r % 2]. (The other
+// operand of every product, W or h, is staged in tile_b.)
 var<workgroup> hs: array<vec2<f32>, 256>;
-var<workgroup> ws: array<vec4<f32>, 256>;
 // A tile of logits or of their gradient, row-major, classes in fours: zt[r * TV / 4 + c / 4][c % 4].
 var<workgroup> zt: array<vec4<f32>, 512>;
 
-fn class_weight(v: u32) -> f32 {
-    if (HAS_WEIGHT) {
-        return cw[v];
+// Stages 64 x TK values of W (`of_w`) or h, [rows, D] matrices, from row row0 and column col0
+// on (rows from `rows` on and columns from D on read as zeros), into tile_b. Its 64 are rows
+// of the matrix and k its columns (`rows_n`: the logits' W, consecutive invocations along k,
+// contiguous in memory), or the other way round (TK rows and 64 columns of D: consecutive
+// invocations along a row).
+fn stage_b(lid: u32, of_w: bool, rows_n: bool, row0: u32, rows: u32, col0: u32) {
+    let d = params.dim;
+    for (var i = lid; i < TK * 64u; i += 256u) {
+        let p = tile_place(i, rows_n);
+        let r = row0 + select(p.y, p.x, rows_n);
+        let e = col0 + select(p.x, p.y, rows_n);
+        var val = 0.0;
+        if (r < rows && e < d) {
+            if (of_w) {
+                val = lw_get(r * d + e - params.w_base);
+            } else {
+                val = x_get(r * d + e - params.h_base);
+            }
+        }
+        tile_b_set(p, val);
     }
-    return 1.0;
 }
 
 // The logits of the tile at rows r0.., classes v0..: this invocation's 2 x 4 of them (see the
@@ -88,8 +105,7 @@ fn logits_tile(lid: u32, r0: u32, v0: u32) -> array<vec4<f32>, 2> {
     let d = params.dim;
     let ty = lid / 16u;
     let tx = lid % 16u;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var k0 = 0u; k0 < d; k0 += TK) {
         // TR * TK values of h and TV * TK of W, consecutive invocations along k (contiguous
         // in memory); zeros past the edges.
@@ -102,23 +118,10 @@ fn logits_tile(lid: u32, r0: u32, v0: u32) -> array<vec4<f32>, 2> {
             }
             hs[(i % TK) * (TR / 2u) + i / TK / 2u][(i / TK) % 2u] = val;
         }
-        for (var i = lid; i < TV * TK; i += 256u) {
-            let v = v0 + i / TK;
-            let k = k0 + i % TK;
-            var val = 0.0;
-            if (v < params.vocab && k < d) {
-                val = lw_get(v * d + k - params.w_base);
-            }
-            ws[(i % TK) * (TV / 4u) + i / TK / 4u][(i / TK) % 4u] = val;
-        }
+        stage_b(lid, true, true, v0, params.vocab, k0);
         workgroupBarrier();
 #unroll kk TK
-        {
-            let a = hs[kk * (TR / 2u) + ty];
-            let b = ws[kk * (TV / 4u) + tx];
-            acc0 += a.x * b;
-            acc1 += a.y * b;
-        }
+        tile_step2(&acc, hs[kk * (TR / 2u) + ty], kk, tx);
 #endunroll
         workgroupBarrier();
     }
@@ -130,14 +133,14 @@ fn logits_tile(lid: u32, r0: u32, v0: u32) -> array<vec4<f32>, 2> {
                 b[i] = scratch.data[params.bias_base + v];
             }
         }
-        acc0 += b;
-        acc1 += b;
+        acc[0] += b;
+        acc[1] += b;
     }
     if (SOFTCAP) {
-        acc0 = params.softcap * tanh(acc0 / params.softcap);
-        acc1 = params.softcap * tanh(acc1 / params.softcap);
+        acc[0] = params.softcap * tanh(acc[0] / params.softcap);
+        acc[1] = params.softcap * tanh(acc[1] / params.softcap);
     }
-    return array<vec4<f32>, 2>(acc0, acc1);
+    return array<vec4<f32>, 2>(acc[0], acc[1]);
 }
 
 // Writes this invocation's 2 x 4 values of a tile to zt.
@@ -329,25 +332,6 @@ fn finish(inv: Invocation) {
     }
 }
 
-// Stages TK rows of W (`of_w`) or of h, from row `row0` (rows from `rows` on read as zeros),
-// columns d0 .. d0 + 63, into ws[k][column]: consecutive invocations along a row.
-fn stage_rows(lid: u32, of_w: bool, row0: u32, rows: u32, d0: u32) {
-    let d = params.dim;
-    for (var i = lid; i < TK * 64u; i += 256u) {
-        let r = row0 + i / 64u;
-        let e = d0 + i % 64u;
-        var val = 0.0;
-        if (r < rows && e < d) {
-            if (of_w) {
-                val = lw_get(r * d + e - params.w_base);
-            } else {
-                val = x_get(r * d + e - params.h_base);
-            }
-        }
-        ws[i / 4u][i % 4u] = val;
-    }
-}
-
 // Adds `val` to row `row` of gw (`of_w`) or of gh, columns e0 .. e0 + 3 (those below D): the
 // first dispatch of a pass writes instead (`fresh`).
 fn add4(of_w: bool, row: u32, e0: u32, val: vec4<f32>, fresh: bool) {
@@ -374,112 +358,97 @@ fn add4(of_w: bool, row: u32, e0: u32, val: vec4<f32>, fresh: bool) {
     }
 }
 
-// gh[rows] += dz W[tile], 64 columns of D at a time: the tile's dz (rows x classes, in zt)
-// times W[classes, columns] staged TK classes at a time; invocation (ty, tx) computes rows
-// 2 ty + {0, 1}, columns 4 tx + {0..3}.
-@compute @workgroup_size(256)
-fn grad_hidden(inv: Invocation) {
-    let lid = inv.lid;
-    let rt = params.row_tile0 + wg_index(inv, params.wg_x);
-    if (rt >= params.row_tile_end) {
-        return;
-    }
-    let r0 = rt * TR;
-    let d = params.dim;
+// This invocation's part of the product at columns d0 .. d0 + 63 of D, added to its rows of gw
+// (`of_w`: dz^T h[rows], k over the tile's rows, their rows of h staged TK at a time; classes
+// 4 ty + {0..3}) or of gh (dz W[classes], k over the tile's classes, their rows of W staged;
+// rows 2 ty + {0, 1}); columns 4 tx + {0..3}.
+fn grad_columns(lid: u32, of_w: bool, r0: u32, v0: u32, d0: u32, fresh: bool) {
     let ty = lid / 16u;
     let tx = lid % 16u;
-    for (var t = params.vocab_tile0; t < params.vocab_tile_end; t++) {
-        let v0 = t * TV;
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var k0 = 0u; k0 < select(TV, TR, of_w); k0 += TK) {
+        stage_b(lid, !of_w, false, select(v0, r0, of_w) + k0, select(params.vocab, params.rows, of_w), d0);
+        workgroupBarrier();
+        if (of_w) {
+#unroll kk TK
+            tile_step4(&acc, zt[(k0 + kk) * (TV / 4u) + ty], kk, tx);
+#endunroll
+        } else {
+#unroll kk TK
+            tile_step2(&acc, vec2<f32>(zt_at(2u * ty, k0 + kk), zt_at(2u * ty + 1u, k0 + kk)), kk, tx);
+#endunroll
+        }
+        workgroupBarrier();
+    }
+    let first = select(r0 + 2u * ty, v0 + 4u * ty, of_w);
+    let end = select(params.rows, params.vocab, of_w);
+    for (var j = 0u; j < select(2u, 4u, of_w); j++) {
+        if (first + j >= end) {
+            break;
+        }
+        add4(of_w, first + j, d0 + 4u * tx, acc[j], fresh);
+    }
+}
+
+// The bias's gradient (scratch at gbias_base) += the column sums of the tile's dz (in zt).
+fn grad_bias(lid: u32, r0: u32, v0: u32, fresh: bool) {
+    if (HAS_BIAS && lid < TV && v0 + lid < params.vocab) {
+        var b = 0.0;
+        for (var r = 0u; r < TR; r++) {
+            if (r0 + r >= params.rows) {
+                break;
+            }
+            b += zt_at(r, lid);
+        }
+        let e = params.gbias_base + v0 + lid;
+        var old = 0.0;
+        if (!fresh) {
+            old = scratch.data[e];
+        }
+        scratch.data[e] = old + b;
+    }
+}
+
+// The gradients' passes: grad_weight (`of_w`) and grad_hidden. The workgroup has a tile of its
+// own, of classes (grad_weight) or of rows (grad_hidden), and takes the dispatch's chunk of tiles
+// of the other in order: for each, the tile's dz into zt, then the product 64 columns of D at a
+// time (the chunk's first tile in a pass's first dispatch writes, later ones add), and with
+// grad_weight the bias's gradient.
+fn grad_pass(inv: Invocation, of_w: bool) {
+    let lid = inv.lid;
+    let rows = vec2<u32>(params.row_tile0, params.row_tile_end);
+    let classes = vec2<u32>(params.vocab_tile0, params.vocab_tile_end);
+    let own = select(rows, classes, of_w);
+    let chunk = select(classes, rows, of_w);
+    let tile = own.x + wg_index(inv, params.wg_x);
+    if (tile >= own.y) {
+        return;
+    }
+    for (var t = chunk.x; t < chunk.y; t++) {
+        let r0 = select(tile, t, of_w) * TR;
+        let v0 = select(t, tile, of_w) * TV;
         store_tile(lid, grad_tile(lid, r0, v0, logits_tile(lid, r0, v0)));
         workgroupBarrier();
-        let fresh = params.first == 1u && t == params.vocab_tile0;
-        for (var d0 = 0u; d0 < d; d0 += 64u) {
-            var acc0 = vec4<f32>(0.0);
-            var acc1 = vec4<f32>(0.0);
-            for (var k0 = 0u; k0 < TV; k0 += TK) {
-                stage_rows(lid, true, v0 + k0, params.vocab, d0);
-                workgroupBarrier();
-#unroll kk TK
-                {
-                    let b = ws[kk * 16u + tx];
-                    acc0 += zt_at(2u * ty, k0 + kk) * b;
-                    acc1 += zt_at(2u * ty + 1u, k0 + kk) * b;
-                }
-#endunroll
-                workgroupBarrier();
-            }
-            let acc = array<vec4<f32>, 2>(acc0, acc1);
-            for (var j = 0u; j < 2u; j++) {
-                let row = r0 + 2u * ty + j;
-                if (row >= params.rows) {
-                    break;
-                }
-                add4(false, row, d0 + 4u * tx, acc[j], fresh);
-            }
+        let fresh = params.first == 1u && t == chunk.x;
+        for (var d0 = 0u; d0 < params.dim; d0 += 64u) {
+            grad_columns(lid, of_w, r0, v0, d0, fresh);
+        }
+        if (of_w) {
+            grad_bias(lid, r0, v0, fresh);
         }
         workgroupBarrier();
     }
 }
 
-// gw[classes] += dz^T h[rows] (and the bias's gradient += dz's column sums), 64 columns of D
-// at a time: h[rows, columns] staged TK rows at a time; invocation (ty, tx) computes classes
-// 4 ty + {0..3}, columns 4 tx + {0..3}.
+// gh[rows] += dz W[tile] for the workgroup's tile of rows, per class tile of the dispatch's chunk.
+@compute @workgroup_size(256)
+fn grad_hidden(inv: Invocation) {
+    grad_pass(inv, false);
+}
+
+// gw[classes] += dz^T h[rows] (and the bias's gradient += dz's column sums) for the workgroup's
+// tile of classes, per row tile of the dispatch's chunk.
 @compute @workgroup_size(256)
 fn grad_weight(inv: Invocation) {
-    let lid = inv.lid;
-    let vt = params.vocab_tile0 + wg_index(inv, params.wg_x);
-    if (vt >= params.vocab_tile_end) {
-        return;
-    }
-    let v0 = vt * TV;
-    let d = params.dim;
-    let ty = lid / 16u;
-    let tx = lid % 16u;
-    for (var rt = params.row_tile0; rt < params.row_tile_end; rt++) {
-        let r0 = rt * TR;
-        store_tile(lid, grad_tile(lid, r0, v0, logits_tile(lid, r0, v0)));
-        workgroupBarrier();
-        let fresh = params.first == 1u && rt == params.row_tile0;
-        for (var d0 = 0u; d0 < d; d0 += 64u) {
-            var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-            for (var k0 = 0u; k0 < TR; k0 += TK) {
-                stage_rows(lid, false, r0 + k0, params.rows, d0);
-                workgroupBarrier();
-#unroll kk TK
-                {
-                    let a = zt[(k0 + kk) * (TV / 4u) + ty];
-                    let b = ws[kk * 16u + tx];
-                    acc[0] += a.x * b;
-                    acc[1] += a.y * b;
-                    acc[2] += a.z * b;
-                    acc[3] += a.w * b;
-                }
-#endunroll
-                workgroupBarrier();
-            }
-            for (var j = 0u; j < 4u; j++) {
-                let v = v0 + 4u * ty + j;
-                if (v >= params.vocab) {
-                    break;
-                }
-                add4(true, v, d0 + 4u * tx, acc[j], fresh);
-            }
-        }
-        if (HAS_BIAS && lid < TV && v0 + lid < params.vocab) {
-            var b = 0.0;
-            for (var r = 0u; r < TR; r++) {
-                if (r0 + r >= params.rows) {
-                    break;
-                }
-                b += zt_at(r, lid);
-            }
-            let e = params.gbias_base + v0 + lid;
-            var old = 0.0;
-            if (!fresh) {
-                old = scratch.data[e];
-            }
-            scratch.data[e] = old + b;
-        }
-        workgroupBarrier();
-    }
+    grad_pass(inv, true);
 }

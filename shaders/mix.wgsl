@@ -5,13 +5,12 @@
 // independent: the same bits on every run.
 //
 // CPU twin: src/cpu/mix.rs. Host side: src/mix.rs.
-// Layout: workgroup w takes elements [w * 256 * K, (w + 1) * 256 * K) of the window bound,
-// invocation i elements i, i + 256, ... (K of them). Bindings: 0 params, 1 dst, 2 src.
+// Layout: workgroup w takes elements [w * WG * K, (w + 1) * WG * K) of the window bound (WG =
+// 256), invocation i elements i, i + WG, ... (K of them: common/stream.wgsl's strided order).
+// Bindings: 0 params, 1 dst, 2 src.
 // Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
 
-#import segment
-
-override K: u32 = 4u;
+#import elementwise
 
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
 #params
@@ -19,19 +18,12 @@ override K: u32 = 4u;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
 
-@compute @workgroup_size(256)
-fn main(inv: Invocation) {
-    let wg = wg_index(inv, params.wg_x);
-    for (var k = 0u; k < K; k++) {
-        let i = wg * 256u * K + k * 256u + inv.lid;
-        if (i >= params.len) {
-            return;
-        }
-        let v = params.weight * src[i];
-        if (params.first != 0u) {
-            dst[i] = v;
-        } else {
-            dst[i] = dst[i] + v;
-        }
+// Element i (the entry point, `main`, is common/elementwise.wgsl's).
+fn element(i: u32) {
+    let v = params.weight * src[i];
+    if (params.first != 0u) {
+        dst[i] = v;
+    } else {
+        dst[i] = dst[i] + v;
     }
 }

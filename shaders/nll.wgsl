@@ -23,16 +23,13 @@
 #import scratch
 #import segment
 #import outputs
+#import stream
+#import classes
 
-override PG: u32 = 256u;
-// Rows per invocation for the loss, gradient vec4s per invocation.
+// Rows per invocation for the loss (K, from common/stream.wgsl: gradient vec4s per invocation).
 override KR: u32 = 4u;
-override K: u32 = 16u;
-override LANES: u32 = 8u;
 override CLASSES: u32 = 1u;
-override HAS_WEIGHT: bool = false;
 override WANT_LOSS: bool = false;
-override WANT_GRAD: bool = false;
 
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
 #params
@@ -61,13 +58,6 @@ fn store_grad(v: u32, g: vec4<f32>) {
 @group(0) @binding(6) var<storage, read_write> scratch: Scratch;
 
 var<workgroup> sh_scale: f32;
-
-fn class_weight(c: u32) -> f32 {
-    if (HAS_WEIGHT) {
-        return w[c];
-    }
-    return 1.0;
-}
 
 // The gradient of vec4 v: -scale w_y at each element that is its row's target.
 fn grad_vec4(v: u32, scale: f32) -> vec4<f32> {
@@ -141,7 +131,7 @@ fn main(inv: Invocation) {
         scale = sh_scale;
     }
     // Gradient: lane groups stream runs of LANES * K vec4s.
-    let at = first_vec + (inv.lid / LANES) * LANES * K + inv.lid % LANES;
+    let at = first_vec + lane_first(inv.lid);
     for (var k = 0u; k < K; k++) {
         let local = at + k * LANES;
         if (local < params.vecs) {

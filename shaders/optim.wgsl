@@ -16,13 +16,13 @@
 //         step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) at step t
 //
 // CPU twin: src/cpu/optim.rs. Host side: src/optim.rs.
-// Layout: workgroup w takes elements [w * 256 * K, (w + 1) * 256 * K), invocation i elements
-// i, i + 256, ... (K of them). Bindings: 0 params, 1 p, 2 g, 3 m, 4 v.
+// Layout: workgroup w takes elements [w * WG * K, (w + 1) * WG * K) (WG = 256), invocation i
+// elements i, i + WG, ... (K of them: common/stream.wgsl's strided order). Bindings: 0 params,
+// 1 p, 2 g, 3 m, 4 v.
 // Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
 
-#import segment
+#import elementwise
 
-override K: u32 = 4u;
 override ADAM: bool = false;
 override DECOUPLED: bool = false;
 override MOMENTUM: bool = false;
@@ -36,43 +36,36 @@ override NESTEROV: bool = false;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
 @group(0) @binding(4) var<storage, read_write> v: array<f32>;
 
-@compute @workgroup_size(256)
-fn main(inv: Invocation) {
-    let wg = wg_index(inv, params.wg_x);
-    for (var k = 0u; k < K; k++) {
-        let i = wg * 256u * K + k * 256u + inv.lid;
-        if (i >= params.len) {
-            return;
-        }
-        var x = p[i];
-        var d = g[i];
-        if (ADAM) {
-            if (DECOUPLED) {
-                x = x * params.decay;
-            } else {
-                d = d + params.weight_decay * x;
-            }
-            let a = m[i] + params.one_minus_beta1 * (d - m[i]);
-            let b = params.beta2 * v[i] + params.one_minus_beta2 * (d * d);
-            m[i] = a;
-            v[i] = b;
-            x = x - params.step_size * (a / (sqrt(b) / params.bc2_sqrt + params.eps));
+// Element i (the entry point, `main`, is common/elementwise.wgsl's).
+fn element(i: u32) {
+    var x = p[i];
+    var d = g[i];
+    if (ADAM) {
+        if (DECOUPLED) {
+            x = x * params.decay;
         } else {
             d = d + params.weight_decay * x;
-            if (MOMENTUM) {
-                var buf = d;
-                if (params.first == 0u) {
-                    buf = params.momentum * m[i] + params.one_minus_dampening * d;
-                }
-                m[i] = buf;
-                if (NESTEROV) {
-                    d = d + params.momentum * buf;
-                } else {
-                    d = buf;
-                }
-            }
-            x = x - params.lr * d;
         }
-        p[i] = x;
+        let a = m[i] + params.one_minus_beta1 * (d - m[i]);
+        let b = params.beta2 * v[i] + params.one_minus_beta2 * (d * d);
+        m[i] = a;
+        v[i] = b;
+        x = x - params.step_size * (a / (sqrt(b) / params.bc2_sqrt + params.eps));
+    } else {
+        d = d + params.weight_decay * x;
+        if (MOMENTUM) {
+            var buf = d;
+            if (params.first == 0u) {
+                buf = params.momentum * m[i] + params.one_minus_dampening * d;
+            }
+            m[i] = buf;
+            if (NESTEROV) {
+                d = d + params.momentum * buf;
+            } else {
+                d = buf;
+            }
+        }
+        x = x - params.lr * d;
     }
+    p[i] = x;
 }

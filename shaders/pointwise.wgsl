@@ -38,16 +38,12 @@
 #import segment
 #import math
 #import outputs
+#import stream
 
-// Invocations per partial sum (see group_sum): a plan constant.
-override PG: u32 = 256u;
-override K: u32 = 16u;
-override LANES: u32 = 8u;
 override LOSS: u32 = 0u;
 override HAS_WEIGHT: bool = false;
 override HAS_POS_WEIGHT: bool = false;
 override LOG_TARGET: bool = false;
-override WANT_GRAD: bool = false;
 
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
 #params
@@ -74,33 +70,27 @@ override WANT_GRAD: bool = false;
 // the element losses hold a window of it from element params.bind_base on (inputs larger than
 // one binding: the host binds a window of whole workgroups' elements a dispatch).
 #ifdef VEC4
-fn load_x(e: u32, lim: u32) -> vec4<f32> {
-    return x_get4((e - params.bind_base) / 4u);
-}
-
-fn load_y(e: u32, lim: u32) -> vec4<f32> {
-    return y_get4((e - params.bind_base) / 4u);
+fn load(of_y: bool, e: u32, lim: u32) -> vec4<f32> {
+    let v = (e - params.bind_base) / 4u;
+    if (of_y) {
+        return y_get4(v);
+    }
+    return x_get4(v);
 }
 
 fn store_grad(e: u32, lim: u32, g: vec4<f32>) {
     grad_set4((e - params.bind_base) / 4u, g);
 }
 #else
-fn load_x(e: u32, lim: u32) -> vec4<f32> {
+fn load(of_y: bool, e: u32, lim: u32) -> vec4<f32> {
     var r = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (e + i < lim) {
-            r[i] = x_get(e + i - params.bind_base);
-        }
-    }
-    return r;
-}
-
-fn load_y(e: u32, lim: u32) -> vec4<f32> {
-    var r = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        if (e + i < lim) {
-            r[i] = y_get(e + i - params.bind_base);
+            if (of_y) {
+                r[i] = y_get(e + i - params.bind_base);
+            } else {
+                r[i] = x_get(e + i - params.bind_base);
+            }
         }
     }
     return r;
@@ -114,6 +104,14 @@ fn store_grad(e: u32, lim: u32, g: vec4<f32>) {
     }
 }
 #endif
+
+fn load_x(e: u32, lim: u32) -> vec4<f32> {
+    return load(false, e, lim);
+}
+
+fn load_y(e: u32, lim: u32) -> vec4<f32> {
+    return load(true, e, lim);
+}
 
 #ifndef ROWS
 #ifdef VEC4
@@ -291,7 +289,7 @@ fn main(inv: Invocation) {
         return;
     }
     var acc = vec4<f32>(0.0);
-    let first = wg * WG * K + (inv.lid / LANES) * LANES * K + inv.lid % LANES;
+    let first = wg * WG * K + lane_first(inv.lid);
     for (var k = 0u; k < K; k++) {
         let local = first + k * LANES;
         if (local >= params.vecs) {

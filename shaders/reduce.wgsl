@@ -20,8 +20,7 @@
 
 #import scratch
 #import segment
-
-override K: u32 = 16u;
+#import stream
 
 // The uniform parameters at binding 0, declared once on the host (`params!` in Rust).
 #params
@@ -38,7 +37,7 @@ fn main(inv: Invocation) {
     }
     var acc = vec2<f32>(0.0);
     for (var k = 0u; k < K; k++) {
-        let i = (wg % params.group_wgs) * WG * K + k * WG + inv.lid;
+        let i = strided(wg % params.group_wgs, k, inv.lid);
         if (i < params.count) {
             acc += load_partial(params.in_base, g * params.count + i);
         }

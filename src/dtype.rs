@@ -6,12 +6,11 @@
 //! `shaders/common/half.wgsl` that round to nearest even on every adapter.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::str::FromStr;
 
 pub use half::{bf16, f16};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, display_by_name};
 
 /// The element type of an input, target or gradient.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -90,11 +89,7 @@ impl DType {
     }
 }
 
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(DType);
 
 impl FromStr for DType {
     type Err = Error;

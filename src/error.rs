@@ -221,6 +221,18 @@ impl Error {
     }
 }
 
+/// `Display` of a type that has a `name()`: its name (the CLI's, and its `FromStr`'s).
+macro_rules! display_by_name {
+    ($ty:ty) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+pub(crate) use display_by_name;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! [`PipelineKey`]), and dispatched in workgroups of [`WG`] invocations. The benchmark
 //! package's ceiling kernels are built this way.
 //!
-//! With the `contracts` feature, [`check`] holds a kernel to its declaration with naga (every
+//! With the `contracts` feature, `kernel::check` holds a kernel to its declaration with naga (every
 //! variant parses and validates, its bindings and `Params` are the host's), without a GPU.
 
 pub use crate::engine::context::{Pipeline, PipelineKey};

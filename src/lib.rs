@@ -11,18 +11,20 @@
 //! vocabulary over devices ([`Shard`], [`combine_shards`]). Fused linear + cross-entropy
 //! ([`LinearCrossEntropyDesc`]) computes a language model's loss and the gradients of its hidden
 //! states and output layer without the `[N, V]` logits. Image losses for renderers
-//! ([`ImageDesc`], [`ImagePlan`]: L1, MSE, PSNR, SSIM, D-SSIM and the photometric loss of
+//! ([`ImageDesc`] and its [`Plan`]: L1, MSE, PSNR, SSIM, D-SSIM and the photometric loss of
 //! Gaussian splatting) read the caller's textures or `[N, H, W, C]` buffers and write the
 //! gradient to a buffer or a storage texture.
 //!
 //! Every loss has the same shape. A description ([`LossDesc`]: [`PointwiseDesc`],
-//! [`CrossEntropyDesc`], [`NllDesc`], [`ClassicCrossEntropyDesc`], [`LinearCrossEntropyDesc`])
-//! says what to compute for one shape; then two levels of API:
+//! [`CrossEntropyDesc`], [`NllDesc`], [`ClassicCrossEntropyDesc`], [`LinearCrossEntropyDesc`],
+//! [`CustomLossDesc`], [`ImageDesc`], [`MixDesc`]) says what to compute for one shape; then two
+//! levels of API, the same for every family:
 //! - **recording**: a [`Plan`] built once per description binds your buffers (or ranges of
-//!   them, [`Buffers`] → [`Bindings`]) and records its passes into your
-//!   `wgpu::CommandEncoder`; nothing is submitted and results stay on the GPU;
-//! - **convenience**: [`Context::loss`] takes host slices ([`Inputs`]) and returns a
-//!   [`LossOutput`]: upload, record, submit, read back (plans cached per description).
+//!   them: [`Buffers`], [`ImageBuffers`], [`MixBuffers`] → [`Bindings`]) and records its passes
+//!   into your `wgpu::CommandEncoder`; nothing is submitted and results stay on the GPU;
+//! - **convenience**: [`Context::loss`] takes host slices ([`Inputs`], [`ImageInputs`]) and
+//!   returns a [`LossOutput`] (a [`MixOutput`] for a mix): upload, record, submit, read back
+//!   (plans cached per description).
 //!
 //! ```no_run
 //! use wgpu_loss::{Context, CrossEntropyDesc, Inputs};

@@ -194,6 +194,19 @@ macro_rules! setters {
 }
 pub(crate) use setters;
 
+/// The setters of [`Inputs`]' optional f32 slices.
+macro_rules! slice_setters {
+    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
+        $(
+            $(#[$m])*
+            pub fn $name(mut self, $name: &'a [f32]) -> Self {
+                self.$name = Some($name);
+                self
+            }
+        )*
+    };
+}
+
 /// The setters of [`Buffers`]' optional ranges.
 macro_rules! binding_setters {
     ($($(#[$m:meta])* $name:ident),* $(,)?) => {
@@ -297,29 +310,16 @@ impl<'a> Inputs<'a> {
         }
     }
 
-    /// Sets the weight.
-    pub fn weight(mut self, weight: &'a [f32]) -> Self {
-        self.weight = Some(weight);
-        self
-    }
-
-    /// Sets the positive-class weight.
-    pub fn pos_weight(mut self, pos_weight: &'a [f32]) -> Self {
-        self.pos_weight = Some(pos_weight);
-        self
-    }
-
-    /// Sets the upstream gradient.
-    pub fn grad_output(mut self, grad_output: &'a [f32]) -> Self {
-        self.grad_output = Some(grad_output);
-        self
-    }
-
-    /// Sets a shard's combined statistics (its gradient step).
-    pub fn shard_scale(mut self, shard_scale: &'a [f32]) -> Self {
-        self.shard_scale = Some(shard_scale);
-        self
-    }
+    slice_setters!(
+        /// Sets the weight.
+        weight,
+        /// Sets the positive-class weight.
+        pos_weight,
+        /// Sets the upstream gradient.
+        grad_output,
+        /// Sets a shard's combined statistics (its gradient step).
+        shard_scale,
+    );
 
     /// Sets a linear layer's weight `[V, D]` (fused linear + cross-entropy).
     pub fn linear(mut self, linear: impl Into<Values<'a>>) -> Self {
@@ -327,11 +327,10 @@ impl<'a> Inputs<'a> {
         self
     }
 
-    /// Sets a linear layer's bias `[V]` (fused linear + cross-entropy).
-    pub fn bias(mut self, bias: &'a [f32]) -> Self {
-        self.bias = Some(bias);
-        self
-    }
+    slice_setters!(
+        /// Sets a linear layer's bias `[V]` (fused linear + cross-entropy).
+        bias,
+    );
 
     /// The target values, or an error for a loss that takes values.
     pub(crate) fn values(&self) -> Result<Values<'a>> {

@@ -1,9 +1,8 @@
 //! How per-element losses become the loss, and what a run returns.
 
-use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, display_by_name};
 
 /// How per-element (or per-row) losses are reduced, as in PyTorch's `reduction=`.
 ///
@@ -40,11 +39,7 @@ impl Reduction {
     }
 }
 
-impl fmt::Display for Reduction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(Reduction);
 
 impl FromStr for Reduction {
     type Err = Error;

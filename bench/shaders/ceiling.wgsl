@@ -15,9 +15,7 @@
 // Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
 
 #import segment
-
-override K: u32 = 16u;
-override LANES: u32 = 8u;
+#import stream
 // Invocations per partial sum, as the loss kernels (see group_sum).
 override PG: u32 = 256u;
 override TWO: bool = false;
@@ -44,7 +42,7 @@ fn sum(inv: Invocation) {
         return;
     }
     var acc = vec4<f32>(0.0);
-    let first = wg * WG * K + (inv.lid / LANES) * LANES * K + inv.lid % LANES;
+    let first = wg * WG * K + lane_first(inv.lid);
     for (var k = 0u; k < K; k++) {
         let v = first + k * LANES;
         if (v < params.vecs) {
@@ -65,7 +63,7 @@ fn sum(inv: Invocation) {
 @compute @workgroup_size(WG)
 fn copy(inv: Invocation) {
     let wg = wg_index(inv, params.wg_x);
-    let first = wg * WG * K + (inv.lid / LANES) * LANES * K + inv.lid % LANES;
+    let first = wg * WG * K + lane_first(inv.lid);
     for (var k = 0u; k < K; k++) {
         let v = first + k * LANES;
         if (v < params.vecs) {

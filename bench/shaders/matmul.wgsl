@@ -8,13 +8,15 @@
 // Workgroup (x, y) computes the 64 x 64 tile at rows 64 y, columns 64 x: invocation i its 4 x 4
 // at rows 4 (i / 16), columns 4 (i % 16), over k in steps of TK staged in workgroup memory (the
 // staging loops unrolled: an invocation loops k / TK times, below lavapipe's loop cap for k up
-// to about a million). With ACCUMULATE, c gets c + the product (a product split over k).
+// to about a million): the tiled product of shaders/common/tile_matmul.wgsl, fused linear +
+// cross-entropy's. With ACCUMULATE, c gets c + the product (a product split over k).
 //
 // CPU twin: none of its own; the unfused path built on it (bench/src/linear.rs) is held to
 // src/cpu/linear_cross_entropy.rs by tests/linear_cross_entropy.rs.
 // Bindings: 0 params, 1 a, 2 b, 3 c.
 
 #import segment
+#import tile_matmul
 
 #const TK
 
@@ -27,18 +29,9 @@ override ACCUMULATE: bool = false;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
-// k-major tiles, 4 rows (columns) a vector: sa[k * 16 + m / 4][m % 4], sb likewise with n.
+// The rows' operand, k-major, 4 rows a vector: sa[k * 16 + m / 4][m % 4] (the columns' is
+// tile_b, likewise with n).
 var<workgroup> sa: array<vec4<f32>, 256>;
-var<workgroup> sb: array<vec4<f32>, 256>;
-
-// Where staging value `idx` of an operand lands in its tile: (row or column, k), consecutive
-// values along k where the operand is contiguous in k (`k_fast`), else along the other.
-fn place(idx: u32, k_fast: bool) -> vec2<u32> {
-    if (k_fast) {
-        return vec2<u32>(idx / TK, idx % TK);
-    }
-    return vec2<u32>(idx % 64u, idx / 64u);
-}
 
 @compute @workgroup_size(256)
 fn main(inv: Invocation) {
@@ -55,30 +48,23 @@ fn main(inv: Invocation) {
 #unroll j LOADS
         {
             let idx = lid + 256u * j;
-            let pa = place(idx, params.a_cs == 1u);
+            let pa = tile_place(idx, params.a_cs == 1u);
             var x = 0.0;
             if (m0 + pa.x < params.m && k0 + pa.y < params.k) {
                 x = a[(m0 + pa.x) * params.a_rs + (k0 + pa.y) * params.a_cs];
             }
-            sa[pa.y * 16u + pa.x / 4u][pa.x % 4u] = x;
-            let pb = place(idx, params.b_rs == 1u);
+            sa[tile_vec(pa)][pa.x % 4u] = x;
+            let pb = tile_place(idx, params.b_rs == 1u);
             var z = 0.0;
             if (n0 + pb.x < params.n && k0 + pb.y < params.k) {
                 z = b[(k0 + pb.y) * params.b_rs + (n0 + pb.x) * params.b_cs];
             }
-            sb[pb.y * 16u + pb.x / 4u][pb.x % 4u] = z;
+            tile_b_set(pb, z);
         }
 #endunroll
         workgroupBarrier();
 #unroll kk TK
-        {
-            let av = sa[kk * 16u + ty];
-            let bv = sb[kk * 16u + tx];
-            acc[0] += av.x * bv;
-            acc[1] += av.y * bv;
-            acc[2] += av.z * bv;
-            acc[3] += av.w * bv;
-        }
+        tile_step4(&acc, sa[kk * 16u + ty], kk, tx);
 #endunroll
         workgroupBarrier();
     }

@@ -32,15 +32,13 @@ fn elements(what: &'static str, dims: &[usize]) -> Result<u64> {
         })
 }
 
-pub static SSIM_UNFUSED: Kernel = Kernel {
-    file: "ssim_unfused.wgsl",
-    source: include_str!("../shaders/ssim_unfused.wgsl"),
-    params: UnfusedParams::INFO,
-    consts: &[],
-    layout: fixed_layout!(U, R, R, R, R, R, W, W),
-    defines: &["SUBGROUPS"],
-    values: &[GAUSS_SAMPLE],
-};
+pub static SSIM_UNFUSED: Kernel = Kernel::new(
+    "ssim_unfused.wgsl",
+    include_str!("../shaders/ssim_unfused.wgsl"),
+)
+.params(UnfusedParams::INFO)
+.layout(fixed_layout!(U, R, R, R, R, R, W, W))
+.values(&[GAUSS_SAMPLE]);
 
 params! {
     /// The parameters of ssim_unfused.wgsl.

@@ -820,15 +820,9 @@ pub struct Ceilings {
 }
 
 /// `shaders/ceiling.wgsl`: the trivial kernels `bench` measures as ceilings. Bindings: a, b, c.
-pub static CEILING: Kernel = Kernel {
-    file: "ceiling.wgsl",
-    source: include_str!("../shaders/ceiling.wgsl"),
-    params: CeilingParams::INFO,
-    consts: &[],
-    layout: fixed_layout!(U, R, R, W),
-    defines: &["SUBGROUPS"],
-    values: &[],
-};
+pub static CEILING: Kernel = Kernel::new("ceiling.wgsl", include_str!("../shaders/ceiling.wgsl"))
+    .params(CeilingParams::INFO)
+    .layout(fixed_layout!(U, R, R, W));
 
 params! {
     /// The parameters of ceiling.wgsl.

@@ -16,15 +16,10 @@ use wgpu_loss::{
 
 /// `shaders/matmul.wgsl`: the matrix products `bench` measures fused linear + cross-entropy
 /// against. Bindings: a, b, c.
-pub static MATMUL: Kernel = Kernel {
-    file: "matmul.wgsl",
-    source: include_str!("../shaders/matmul.wgsl"),
-    params: MatmulParams::INFO,
-    consts: &[],
-    layout: fixed_layout!(U, R, R, W),
-    defines: &["SUBGROUPS"],
-    values: &["TK=16", "LOADS=4"],
-};
+pub static MATMUL: Kernel = Kernel::new("matmul.wgsl", include_str!("../shaders/matmul.wgsl"))
+    .params(MatmulParams::INFO)
+    .layout(fixed_layout!(U, R, R, W))
+    .values(&["TK=16", "LOADS=4"]);
 
 params! {
     /// The parameters of matmul.wgsl.

@@ -15,6 +15,9 @@
 //   weight sum it reduces itself.
 //   final_mode (SINGLE): FINAL_SUM sum; FINAL_MEAN sum / params.mean_den; FINAL_WEIGHTED sum /
 //   weight sum; FINAL_NONE none.
+//   WANT_GRAD, an override constant: write the gradient.
+//   PG, an override constant (a plan constant): invocations a partial sum covers, the `group` of
+//   group_sum and store_group_partial.
 // The codes are constants the host generates from its own (`ScaleMode`, `FinalMode` in
 // src/engine/kernel.rs) and splices in with this file.
 
@@ -36,6 +39,9 @@ override SINGLE: bool = false;
 fn single() -> bool {
     return SINGLE;
 }
+
+override WANT_GRAD: bool = false;
+override PG: u32 = 256u;
 
 // The gradient's scale, unless the dispatch reduces the weight sum itself (SCALE_OWN).
 fn grad_scale() -> f32 {

@@ -14,25 +14,25 @@ use super::Reference;
 /// `plane` (H x W) filtered with the 2-D window, zero outside the image: the value at every
 /// pixel.
 fn filter(plane: &[f64], h: usize, w: usize) -> Vec<f64> {
+    pass(&pass(plane, h, w, true), h, w, false)
+}
+
+/// One 1-D pass of the window over an `h x w` plane, along x (`along_x`) or along y, zero
+/// outside the image.
+fn pass(src: &[f64], h: usize, w: usize, along_x: bool) -> Vec<f64> {
     let g = gaussian();
-    let mut across = vec![0.0; h * w];
-    for y in 0..h {
-        for x in 0..w {
-            across[y * w + x] = (0..WINDOW)
-                .filter_map(|k| {
-                    let xx = (x + k).checked_sub(RADIUS).filter(|&v| v < w)?;
-                    Some(g[k] * plane[y * w + xx])
-                })
-                .sum();
-        }
-    }
+    let near = |i: usize, k: usize, n: usize| (i + k).checked_sub(RADIUS).filter(|&v| v < n);
     let mut out = vec![0.0; h * w];
     for y in 0..h {
         for x in 0..w {
             out[y * w + x] = (0..WINDOW)
                 .filter_map(|k| {
-                    let yy = (y + k).checked_sub(RADIUS).filter(|&v| v < h)?;
-                    Some(g[k] * across[yy * w + x])
+                    let (yy, xx) = if along_x {
+                        (y, near(x, k, w)?)
+                    } else {
+                        (near(y, k, h)?, x)
+                    };
+                    Some(g[k] * src[yy * w + xx])
                 })
                 .sum();
         }

@@ -56,6 +56,57 @@ pub struct Kernel {
     pub values: &'static [&'static str],
 }
 
+impl Kernel {
+    /// The kernel in `file` whose WGSL is `source`, with no parameters, no bindings, no mode
+    /// constants and no values yet, and the one define every kernel reacts to (`SUBGROUPS`):
+    /// declare the rest with the setters, in a `static`.
+    pub const fn new(file: &'static str, source: &'static str) -> Self {
+        Kernel {
+            file,
+            source,
+            params: ParamsInfo {
+                wgsl: "",
+                fields: &[],
+                size: 0,
+            },
+            consts: &[],
+            layout: |_| Cow::Borrowed(&[]),
+            defines: &["SUBGROUPS"],
+            values: &[],
+        }
+    }
+
+    /// Sets the `Params` (a `params!` struct's `INFO`).
+    pub const fn params(mut self, params: ParamsInfo) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// Sets the mode constants (`modes!` types' `WGSL`).
+    pub const fn consts(mut self, consts: &'static [&'static str]) -> Self {
+        self.consts = consts;
+        self
+    }
+
+    /// Sets the bindings (see [`Kernel::layout`]).
+    pub const fn layout(mut self, layout: fn(&[String]) -> Cow<'static, [Binding]>) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Sets the preprocessor names the file reacts to.
+    pub const fn defines(mut self, defines: &'static [&'static str]) -> Self {
+        self.defines = defines;
+        self
+    }
+
+    /// Sets the values the file needs, with samples for validation (`NAME=a|b` takes each).
+    pub const fn values(mut self, values: &'static [&'static str]) -> Self {
+        self.values = values;
+        self
+    }
+}
+
 impl PartialEq for Kernel {
     fn eq(&self, other: &Self) -> bool {
         self.file == other.file
@@ -137,29 +188,18 @@ pub(crate) use crate::__modes as modes;
 modes! {
     /// How a loss kernel scales its gradient (`params.scale_mode`,
     /// shaders/common/outputs.wgsl).
-    ScaleMode "SCALE" {
-        /// `params.grad_scale`, from the host.
-        HOST = 0,
-        /// One over the denominator an earlier pass reduced (`scratch.data[0]`).
-        REDUCED = 1,
-        /// One over the weight sum this dispatch reduces itself (single only).
-        OWN = 2,
-    }
+    /// `HOST`: `params.grad_scale`, from the host; `REDUCED`: one over the denominator an earlier
+    /// pass reduced (`scratch.data[0]`); `OWN`: one over the weight sum this dispatch reduces
+    /// itself (single only).
+    ScaleMode "SCALE" { HOST = 0, REDUCED = 1, OWN = 2 }
 }
 
 modes! {
     /// How a single-dispatch loss kernel finishes its reduced value (`params.final_mode`,
     /// shaders/common/outputs.wgsl).
-    FinalMode "FINAL" {
-        /// The sum.
-        SUM = 0,
-        /// The sum over `params.mean_den`.
-        MEAN = 1,
-        /// The sum over the weight sum.
-        WEIGHTED = 2,
-        /// No reduced value.
-        NONE = 3,
-    }
+    /// `SUM`: the sum; `MEAN`: the sum over `params.mean_den`; `WEIGHTED`: the sum over the
+    /// weight sum; `NONE`: no reduced value.
+    FinalMode "FINAL" { SUM = 0, MEAN = 1, WEIGHTED = 2, NONE = 3 }
 }
 
 /// A [`Kernel::layout`] that does not depend on the defines: `U` the params, `R` read, `W`

@@ -38,30 +38,19 @@ const MAX_PER_DIM: u64 = 65_535;
 
 modes! {
     /// What a level of reduce.wgsl does with its sums (`params.mode`).
-    ReduceMode "REDUCE" {
-        /// Writes them as the next level's partials.
-        PARTIAL = 0,
-        /// loss[g] = the sum of losses.
-        SUM = 1,
-        /// loss[g] = the sum of losses over `params.mean_den`.
-        MEAN = 2,
-        /// loss[g] = the sum of losses over the sum of weights.
-        WEIGHTED_MEAN = 3,
-        /// scratch.data[0] = the sum of weights (a weighted mean's denominator).
-        DENOMINATOR = 4,
-    }
+    /// `PARTIAL`: writes them as the next level's partials; `SUM`: loss[g] = the sum of losses;
+    /// `MEAN`: loss[g] = the sum of losses over `params.mean_den`; `WEIGHTED_MEAN`: loss[g] = the
+    /// sum of losses over the sum of weights; `DENOMINATOR`: scratch.data[0] = the sum of weights
+    /// (a weighted mean's denominator).
+    ReduceMode "REDUCE" { PARTIAL = 0, SUM = 1, MEAN = 2, WEIGHTED_MEAN = 3, DENOMINATOR = 4 }
 }
 
 /// `shaders/reduce.wgsl`: fixed-order sums of partials. Bindings: scratch, loss.
-pub(crate) static REDUCE: Kernel = Kernel {
-    file: "reduce.wgsl",
-    source: include_str!("../../shaders/reduce.wgsl"),
-    params: ReduceParams::INFO,
-    consts: &[ReduceMode::WGSL],
-    layout: fixed_layout!(U, W, W),
-    defines: &["SUBGROUPS"],
-    values: &[],
-};
+pub(crate) static REDUCE: Kernel =
+    Kernel::new("reduce.wgsl", include_str!("../../shaders/reduce.wgsl"))
+        .params(ReduceParams::INFO)
+        .consts(&[ReduceMode::WGSL])
+        .layout(fixed_layout!(U, W, W));
 
 params! {
     /// The parameters of reduce.wgsl.
@@ -647,7 +636,7 @@ impl<'a> Builder<'a> {
         fold(self.ctx, workgroups)
     }
 
-    /// Appends a dispatch. Binding 0 is the uniform `params`; `entries` are bindings 1...
+    /// Appends a dispatch. Binding 0 is the uniform `params`; `entries` are bindings 1..
     pub fn dispatch<P: Pod>(
         &mut self,
         key: &PipelineKey,

@@ -18,6 +18,10 @@ fn common(name: &str) -> Option<&'static str> {
         "outputs" => Some(include_str!("../../shaders/common/outputs.wgsl")),
         "half" => Some(include_str!("../../shaders/common/half.wgsl")),
         "tensor" => Some(include_str!("../../shaders/common/tensor.wgsl")),
+        "classes" => Some(include_str!("../../shaders/common/classes.wgsl")),
+        "elementwise" => Some(include_str!("../../shaders/common/elementwise.wgsl")),
+        "stream" => Some(include_str!("../../shaders/common/stream.wgsl")),
+        "tile_matmul" => Some(include_str!("../../shaders/common/tile_matmul.wgsl")),
         _ => None,
     }
 }

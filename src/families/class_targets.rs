@@ -20,15 +20,12 @@ pub(crate) const CLASS_INVALID: &str = "class targets (outside [0, C))";
 
 /// `shaders/class_targets.wgsl`: checks class targets and sums a weighted mean's denominator.
 /// Bindings: targets, class weight, scratch.
-pub(crate) static CLASS_TARGETS: Kernel = Kernel {
-    file: "class_targets.wgsl",
-    source: include_str!("../../shaders/class_targets.wgsl"),
-    params: TargetParams::INFO,
-    consts: &[],
-    layout: fixed_layout!(U, R, R, W),
-    defines: &["SUBGROUPS"],
-    values: &[],
-};
+pub(crate) static CLASS_TARGETS: Kernel = Kernel::new(
+    "class_targets.wgsl",
+    include_str!("../../shaders/class_targets.wgsl"),
+)
+.params(TargetParams::INFO)
+.layout(fixed_layout!(U, R, R, W));
 
 params! {
     /// The parameters of class_targets.wgsl.

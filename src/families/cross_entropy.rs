@@ -436,24 +436,23 @@ const MAX_SWEEP_CHUNKS: u64 = 4096;
 /// `shaders/cross_entropy.wgsl`: cross-entropy from logits (class or probability targets).
 /// Bindings: logits, class targets, probability targets, class weight, grad, loss, scratch; in
 /// place (`INPLACE`) the logits are written with the gradient and the grad binding is unused.
-pub(crate) static CROSS_ENTROPY: Kernel = Kernel {
-    file: "cross_entropy.wgsl",
-    source: include_str!("../../shaders/cross_entropy.wgsl"),
-    params: CeParams::INFO,
-    consts: &[],
-    layout: |defines| {
-        use Binding::{Read as R, ReadWrite as W, Uniform as U};
-        std::borrow::Cow::Borrowed(if defines.iter().any(|d| d == "INPLACE") {
-            &[U, W, R, R, R, W, W, W]
-        } else {
-            &[U, R, R, R, R, W, W, W]
-        })
-    },
-    defines: &["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"],
-    // K, the register tile: every size the host asks for is 1..=32 vec4s (the tunings' 8 and
-    // 32 among them); the contract test takes these in turn.
-    values: &["K=1|3|8|17|32"],
-};
+pub(crate) static CROSS_ENTROPY: Kernel = Kernel::new(
+    "cross_entropy.wgsl",
+    include_str!("../../shaders/cross_entropy.wgsl"),
+)
+.params(CeParams::INFO)
+.layout(|defines| {
+    use Binding::{Read as R, ReadWrite as W, Uniform as U};
+    std::borrow::Cow::Borrowed(if defines.iter().any(|d| d == "INPLACE") {
+        &[U, W, R, R, R, W, W, W]
+    } else {
+        &[U, R, R, R, R, W, W, W]
+    })
+})
+.defines(&["VEC4", "UNALIGNED", "INPLACE", "SUBGROUPS"])
+// K, the register tile: every size the host asks for is 1..=32 vec4s (the tunings' 8
+// and 32 among them); the contract test takes these in turn.
+.values(&["K=1|3|8|17|32"]);
 
 /// The partials layout of a pass (`Planner::partials`).
 struct Partials {

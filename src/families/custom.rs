@@ -255,23 +255,17 @@ impl Tensors for CustomLossDesc {
     fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         self.check()?;
         compile_first(b, self);
-        let mean = self.reduction == Reduction::Mean;
         Stream {
-            code: LossCode::CUSTOM,
-            p0: 0.0,
-            log_target: false,
-            names: ["pred", "target"],
-            len: self.len as u64,
-            rows: None,
             weight: self.weight,
-            pos_weight: None,
-            reduction: self.reduction,
-            outputs: self.outputs,
-            den: if mean { self.len as f64 } else { 1.0 },
-            dtype: self.dtype,
-            grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
             custom: Some((&self.loss, &self.grad)),
+            ..Stream::new(
+                LossCode::CUSTOM,
+                self.len as u64,
+                self.reduction,
+                self.outputs,
+            )
         }
+        .dtypes(self.dtype, self.grad_dtype.unwrap_or(self.dtype))
         .plan(b)
     }
 

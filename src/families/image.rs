@@ -7,7 +7,6 @@
 //! Kernel: `shaders/image.wgsl` (its header has the formulas and the passes). CPU twin:
 //! [`crate::cpu::image`].
 
-use std::fmt;
 use std::str::FromStr;
 
 use crate::engine::context::Context;
@@ -16,7 +15,7 @@ use crate::engine::kernel::{Binding, Kernel, modes, params};
 use crate::engine::program::{
     Access, Bound, Builder, Program, Res, SLOTS, Slot, UserBindings, View,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, display_by_name};
 use crate::plan::sealed::Family;
 use crate::plan::{HostData, IntoBinding, Plan, setters};
 use crate::reduction::Reduction;
@@ -27,52 +26,26 @@ const IMAGE_WG: u32 = 256;
 
 modes! {
     /// The image loss a kernel computes (`params.loss`).
-    ImageCode "IMAGE" {
-        L1 = 0,
-        MSE = 1,
-        PSNR = 2,
-        SSIM = 3,
-        DSSIM = 4,
-        PHOTOMETRIC = 5,
-    }
+    ImageCode "IMAGE" { L1 = 0, MSE = 1, PSNR = 2, SSIM = 3, DSSIM = 4, PHOTOMETRIC = 5 }
 }
 
 modes! {
     /// The pixel term (`params.pix`).
-    PixTerm "PIX" {
-        NONE = 0,
-        /// |d|.
-        ABS = 1,
-        /// d².
-        SQUARE = 2,
-    }
+    /// `ABS`: |d|; `SQUARE`: d².
+    PixTerm "PIX" { NONE = 0, ABS = 1, SQUARE = 2 }
 }
 
 modes! {
     /// Where a pixel's weight comes from (`params.mask_mode`).
-    MaskMode "MASK" {
-        NONE = 0,
-        /// The mask buffer or texture.
-        MASK = 1,
-        /// The target texture's alpha.
-        TARGET_ALPHA = 2,
-    }
+    /// `MASK`: the mask buffer or texture; `TARGET_ALPHA`: the target texture's alpha.
+    MaskMode "MASK" { NONE = 0, MASK = 1, TARGET_ALPHA = 2 }
 }
 
 modes! {
     /// What the forward pass writes as per-element losses (`params.out_kind`).
-    ElementKind "ELEMENT" {
-        /// None (a reduced loss, or no loss).
-        NONE = 0,
-        /// S.
-        SSIM = 1,
-        /// 1 - S.
-        DSSIM = 2,
-        /// The pixel term.
-        PIXEL = 3,
-        /// (1 - λ) |d| + λ (1 - S).
-        PHOTOMETRIC = 4,
-    }
+    /// `NONE`: none (a reduced loss, or no loss); `SSIM`: S; `DSSIM`: 1 - S; `PIXEL`: the pixel
+    /// term; `PHOTOMETRIC`: (1 - λ) |d| + λ (1 - S).
+    ElementKind "ELEMENT" { NONE = 0, SSIM = 1, DSSIM = 2, PIXEL = 3, PHOTOMETRIC = 4 }
 }
 
 /// A sample of the SSIM window's `#expr GAUSS` (the host makes the real one from the twin's
@@ -82,50 +55,48 @@ pub(crate) const GAUSS_SAMPLE: &str = "GAUSS=const G = array<f32, 11>(0.001, 0.0
 /// `shaders/image.wgsl`: image losses (L1, MSE, PSNR, SSIM, the photometric loss). Bindings:
 /// pred, target, mask (buffers or textures), dst, scratch, maps A, B, C, and the gradient
 /// texture when the gradient goes to one.
-pub(crate) static IMAGE: Kernel = Kernel {
-    file: "image.wgsl",
-    source: include_str!("../../shaders/image.wgsl"),
-    params: ImageParams::INFO,
-    consts: &[
-        ImageCode::WGSL,
-        PixTerm::WGSL,
-        MaskMode::WGSL,
-        ElementKind::WGSL,
-    ],
-    layout: |defines| {
-        use Binding::{Read as R, ReadWrite as W, Uniform as U};
-        let on = |name: &str| defines.iter().any(|d| d == name);
-        let input = |tex| if on(tex) { Binding::Texture } else { R };
-        let mut layout = vec![
-            U,
-            input("PRED_TEX"),
-            input("TARGET_TEX"),
-            input("MASK_TEX"),
-            W,
-            W,
-            W,
-            W,
-            W,
-        ];
-        if on("GRAD_TEX") {
-            let format = defines
-                .iter()
-                .find_map(|d| d.strip_prefix("GRAD_FORMAT="))
-                .and_then(storage_format)
-                .unwrap_or(wgpu::TextureFormat::Rgba32Float);
-            layout.push(Binding::StorageTexture(format));
-        }
-        std::borrow::Cow::Owned(layout)
-    },
-    defines: &[
-        "PRED_TEX",
-        "TARGET_TEX",
-        "MASK_TEX",
-        "GRAD_TEX",
-        "SUBGROUPS",
-    ],
-    values: &["GRAD_FORMAT=rgba32float", "TAPS=11", GAUSS_SAMPLE],
-};
+pub(crate) static IMAGE: Kernel =
+    Kernel::new("image.wgsl", include_str!("../../shaders/image.wgsl"))
+        .params(ImageParams::INFO)
+        .consts(&[
+            ImageCode::WGSL,
+            PixTerm::WGSL,
+            MaskMode::WGSL,
+            ElementKind::WGSL,
+        ])
+        .layout(|defines| {
+            use Binding::{Read as R, ReadWrite as W, Uniform as U};
+            let on = |name: &str| defines.iter().any(|d| d == name);
+            let input = |tex| if on(tex) { Binding::Texture } else { R };
+            let mut layout = vec![
+                U,
+                input("PRED_TEX"),
+                input("TARGET_TEX"),
+                input("MASK_TEX"),
+                W,
+                W,
+                W,
+                W,
+                W,
+            ];
+            if on("GRAD_TEX") {
+                let format = defines
+                    .iter()
+                    .find_map(|d| d.strip_prefix("GRAD_FORMAT="))
+                    .and_then(storage_format)
+                    .unwrap_or(wgpu::TextureFormat::Rgba32Float);
+                layout.push(Binding::StorageTexture(format));
+            }
+            std::borrow::Cow::Owned(layout)
+        })
+        .defines(&[
+            "PRED_TEX",
+            "TARGET_TEX",
+            "MASK_TEX",
+            "GRAD_TEX",
+            "SUBGROUPS",
+        ])
+        .values(&["GRAD_FORMAT=rgba32float", "TAPS=11", GAUSS_SAMPLE]);
 const TILE_X: usize = 16;
 const TILE_Y: usize = 16;
 /// The SSIM window's side.
@@ -228,11 +199,7 @@ impl ImageLoss {
     }
 }
 
-impl fmt::Display for ImageLoss {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+display_by_name!(ImageLoss);
 
 impl FromStr for ImageLoss {
     type Err = Error;

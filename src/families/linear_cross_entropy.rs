@@ -40,15 +40,13 @@ const LOOP_BUDGET: u64 = 48_000;
 
 /// `shaders/linear_cross_entropy.wgsl`: fused linear + cross-entropy. Bindings: hidden states,
 /// layer weight, targets, class weight, their gradients, scratch.
-pub(crate) static LINEAR_CROSS_ENTROPY: Kernel = Kernel {
-    file: "linear_cross_entropy.wgsl",
-    source: include_str!("../../shaders/linear_cross_entropy.wgsl"),
-    params: LinearParams::INFO,
-    consts: &[],
-    layout: fixed_layout!(U, R, R, R, R, W, W, W),
-    defines: &["SUBGROUPS"],
-    values: &["TK=16"],
-};
+pub(crate) static LINEAR_CROSS_ENTROPY: Kernel = Kernel::new(
+    "linear_cross_entropy.wgsl",
+    include_str!("../../shaders/linear_cross_entropy.wgsl"),
+)
+.params(LinearParams::INFO)
+.layout(fixed_layout!(U, R, R, R, R, W, W, W))
+.values(&["TK=16"]);
 
 /// What fused linear + cross-entropy computes, with PyTorch's cross-entropy options over the
 /// logits `hidden @ linear^T + bias`. Plan it with [`Plan::new`](crate::Plan::new) and the

@@ -37,15 +37,9 @@ use crate::reduction::Reference;
 const K: u32 = 4;
 
 /// `shaders/mix.wgsl`: adds a weighted output into another. Bindings: dst, src.
-pub(crate) static MIX: Kernel = Kernel {
-    file: "mix.wgsl",
-    source: include_str!("../../shaders/mix.wgsl"),
-    params: MixParams::INFO,
-    consts: &[],
-    layout: fixed_layout!(U, W, R),
-    defines: &["SUBGROUPS"],
-    values: &[],
-};
+pub(crate) static MIX: Kernel = Kernel::new("mix.wgsl", include_str!("../../shaders/mix.wgsl"))
+    .params(MixParams::INFO)
+    .layout(fixed_layout!(U, W, R));
 
 params! {
     /// The parameters of mix.wgsl: one window of one output of one term.

@@ -25,15 +25,10 @@ use crate::reduction::{Outputs, Reduction};
 const KR: u32 = 4;
 
 /// `shaders/nll.wgsl`. Bindings: log-probabilities, targets, class weight, grad, loss, scratch.
-pub(crate) static NLL: Kernel = Kernel {
-    file: "nll.wgsl",
-    source: include_str!("../../shaders/nll.wgsl"),
-    params: NllParams::INFO,
-    consts: &[],
-    layout: fixed_layout!(U, R, R, R, W, W, W),
-    defines: &["VEC4", "SUBGROUPS"],
-    values: &[],
-};
+pub(crate) static NLL: Kernel = Kernel::new("nll.wgsl", include_str!("../../shaders/nll.wgsl"))
+    .params(NllParams::INFO)
+    .layout(fixed_layout!(U, R, R, R, W, W, W))
+    .defines(&["VEC4", "SUBGROUPS"]);
 
 /// What negative log-likelihood computes, with PyTorch's defaults. Plan it with
 /// [`Plan::new`](crate::Plan::new), or run it on host data with

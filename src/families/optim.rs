@@ -19,15 +19,10 @@ const K: u32 = 4;
 
 /// `shaders/optim.wgsl`: the update step. Bindings: parameters, gradient, first and second
 /// moments.
-pub(crate) static OPTIM: Kernel = Kernel {
-    file: "optim.wgsl",
-    source: include_str!("../../shaders/optim.wgsl"),
-    params: OptimParams::INFO,
-    consts: &[],
-    layout: fixed_layout!(U, W, R, W, W),
-    defines: &["SUBGROUPS"],
-    values: &[],
-};
+pub(crate) static OPTIM: Kernel =
+    Kernel::new("optim.wgsl", include_str!("../../shaders/optim.wgsl"))
+        .params(OptimParams::INFO)
+        .layout(fixed_layout!(U, W, R, W, W));
 
 /// An optimizer and its hyperparameters (PyTorch's defaults in [`Optimizer::sgd`] and
 /// [`Optimizer::adam`]).

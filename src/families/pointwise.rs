@@ -259,22 +259,21 @@ params! {
 impl Tensors for PointwiseDesc {
     fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         self.check()?;
+        let grad_dtype = self.grad_dtype.unwrap_or(self.dtype);
         Stream {
-            code: self.loss.code(),
             p0: self.loss.param(),
             log_target: matches!(self.loss, Pointwise::KlDiv { log_target: true }),
-            names: ["pred", "target"],
-            len: self.len as u64,
-            rows: None,
             weight: self.weight,
             pos_weight: self.pos_weight,
-            reduction: self.reduction,
-            outputs: self.outputs,
             den: self.denominator()?,
-            dtype: self.dtype,
-            grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
-            custom: None,
+            ..Stream::new(
+                self.loss.code(),
+                self.len as u64,
+                self.reduction,
+                self.outputs,
+            )
         }
+        .dtypes(self.dtype, grad_dtype)
         .plan(b)
     }
 
@@ -397,22 +396,20 @@ impl ClassicCrossEntropyDesc {
 
 impl Tensors for ClassicCrossEntropyDesc {
     fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
+        let grad_dtype = self.grad_dtype.unwrap_or(self.dtype);
         Stream {
-            code: LossCode::CLASSIC,
             p0: self.eps,
-            log_target: false,
             names: ["probs", "targets"],
-            len: self.check()?,
             rows: Some((self.rows as u64, self.classes as u64)),
-            weight: None,
-            pos_weight: None,
-            reduction: self.reduction,
-            outputs: self.outputs,
             den: self.rows as f64,
-            dtype: self.dtype,
-            grad_dtype: self.grad_dtype.unwrap_or(self.dtype),
-            custom: None,
+            ..Stream::new(
+                LossCode::CLASSIC,
+                self.check()?,
+                self.reduction,
+                self.outputs,
+            )
         }
+        .dtypes(self.dtype, grad_dtype)
         .plan(b)
     }
 
@@ -445,33 +442,26 @@ impl Tensors for ClassicCrossEntropyDesc {
 
 modes! {
     /// The pointwise kernel's loss (its `LOSS` override constant).
+    /// `CLASSIC`: the classic cross-entropy's term on probabilities; `CUSTOM`: a custom loss's
+    /// WGSL expressions.
     LossCode "LOSS" {
-        MSE = 0,
-        L1 = 1,
-        HUBER = 2,
-        SMOOTH_L1 = 3,
-        BCE = 4,
-        BCE_LOGITS = 5,
-        KL_DIV = 6,
-        /// The classic cross-entropy's term on probabilities.
-        CLASSIC = 7,
-        /// A custom loss's WGSL expressions.
-        CUSTOM = 8,
+        MSE = 0, L1 = 1, HUBER = 2, SMOOTH_L1 = 3, BCE = 4, BCE_LOGITS = 5, KL_DIV = 6,
+        CLASSIC = 7, CUSTOM = 8
     }
 }
 
 /// `shaders/pointwise.wgsl`: every streaming loss, MSE to KL divergence, the classic
 /// cross-entropy's terms and custom losses. Bindings: pred, target, weight, pos_weight, grad,
 /// loss, scratch.
-pub(crate) static POINTWISE: Kernel = Kernel {
-    file: "pointwise.wgsl",
-    source: include_str!("../../shaders/pointwise.wgsl"),
-    params: PointwiseParams::INFO,
-    consts: &[LossCode::WGSL],
-    layout: fixed_layout!(U, R, R, R, R, W, W, W),
-    defines: &["VEC4", "ROWS", "CUSTOM", "SUBGROUPS"],
-    values: &["CUSTOM_LOSS=log(cosh(x - y))", "CUSTOM_GRAD=tanh(x - y)"],
-};
+pub(crate) static POINTWISE: Kernel = Kernel::new(
+    "pointwise.wgsl",
+    include_str!("../../shaders/pointwise.wgsl"),
+)
+.params(PointwiseParams::INFO)
+.consts(&[LossCode::WGSL])
+.layout(fixed_layout!(U, R, R, R, R, W, W, W))
+.defines(&["VEC4", "ROWS", "CUSTOM", "SUBGROUPS"])
+.values(&["CUSTOM_LOSS=log(cosh(x - y))", "CUSTOM_GRAD=tanh(x - y)"]);
 
 /// One streaming problem, as the kernel sees it.
 #[derive(Clone, Copy)]
@@ -500,7 +490,41 @@ pub(crate) struct Stream<'e> {
     pub(crate) custom: Option<(&'e str, &'e str)>,
 }
 
-impl Stream<'_> {
+impl<'e> Stream<'e> {
+    /// `len` elements of the loss `code`: no parameter, one loss an element, no weights, f32,
+    /// the mean over `len`.
+    pub(crate) fn new(code: u32, len: u64, reduction: Reduction, outputs: Outputs) -> Self {
+        Stream {
+            code,
+            p0: 0.0,
+            log_target: false,
+            names: ["pred", "target"],
+            len,
+            rows: None,
+            weight: None,
+            pos_weight: None,
+            reduction,
+            outputs,
+            den: if reduction == Reduction::Mean {
+                len as f64
+            } else {
+                1.0
+            },
+            dtype: DType::F32,
+            grad_dtype: DType::F32,
+            custom: None,
+        }
+    }
+
+    /// The stream with the inputs' and the gradient's dtypes.
+    pub(crate) fn dtypes(self, dtype: DType, grad_dtype: DType) -> Self {
+        Stream {
+            dtype,
+            grad_dtype,
+            ..self
+        }
+    }
+
     /// A custom loss (`crate::families::custom`, its expressions checked): `LOSS` 8.
     fn key(&self, b: &Builder<'_>, entry: &'static str, vec4: bool) -> PipelineKey {
         let tuning = b.ctx().tuning();
