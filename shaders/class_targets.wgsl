@@ -2,8 +2,9 @@
 // loss pass can finish: sum over rows n with y_n != ignore_index and 0 <= y_n < C of w[y_n]
 // (1 without class weights). PyTorch's cross_entropy and nll_loss divide their mean by this.
 //
-// CPU twin: `mean_denominator` in src/cpu/cross_entropy.rs. Used by src/cross_entropy.rs and
-// src/nll.rs before the loss pass; reduce.wgsl then sums the partials into scratch.data[0].
+// CPU twin: `mean_denominator` in src/cpu/cross_entropy.rs. Used by src/families/cross_entropy.rs
+// and src/families/nll.rs before the loss pass; reduce.wgsl then sums the partials into
+// scratch.data[0].
 //
 // Each workgroup sums WG * K rows and writes the partial (0, sum) at params.partial_base + w.
 // Out-of-range targets are skipped here; the loss pass reports them.

@@ -2,7 +2,7 @@
 // photometric loss (1 - lambda) L1 + lambda (1 - SSIM)) with an 11 x 11 Gaussian window, forward
 // and gradient with respect to the prediction x, against the target y.
 //
-// CPU twin: src/cpu/image.rs. Host side: src/image.rs.
+// CPU twin: src/cpu/image.rs. Host side: src/families/image.rs.
 //
 // Images are [N, H, W, C] f32 buffers (channels last, C <= 4) or 2-D textures (N = 1), read with
 // textureLoad (PRED_TEX, TARGET_TEX; an sRGB texture arrives linear, and is encoded back to its

@@ -4,7 +4,8 @@
 // exist only in tiles of TR rows x TV classes in workgroup memory and registers, recomputed by
 // each pass that needs them (as Cut Cross-Entropy does).
 //
-// CPU twin: src/cpu/linear_cross_entropy.rs. Host side: src/linear_cross_entropy.rs.
+// CPU twin: src/cpu/linear_cross_entropy.rs. Host side:
+// src/families/linear_cross_entropy.rs.
 //
 // The passes, each a sequence of dispatches in a fixed order (no float atomics: the same bits
 // on every run):

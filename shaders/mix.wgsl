@@ -4,7 +4,7 @@
 // next ones, in the terms' order. One element an invocation at a time, each element
 // independent: the same bits on every run.
 //
-// CPU twin: src/cpu/mix.rs. Host side: src/mix.rs.
+// CPU twin: src/cpu/mix.rs. Host side: src/families/mix.rs.
 // Layout: workgroup w takes elements [w * WG * K, (w + 1) * WG * K) of the window bound (WG =
 // 256), invocation i elements i, i + WG, ... (K of them: common/stream.wgsl's strided order).
 // Bindings: 0 params, 1 dst, 2 src.

@@ -3,7 +3,7 @@
 //   grad[n, c] = -w_{y_n} [c == y_n] (times the reduction's scale), 0 in ignored rows.
 // Each row also yields its weight w_{y_n} (0 when ignored) for a weighted mean's denominator.
 //
-// CPU twin: src/cpu/nll.rs. Host side: src/nll.rs.
+// CPU twin: src/cpu/nll.rs. Host side: src/families/nll.rs.
 //
 // Layout: workgroup w computes the loss of rows params.row_base + [w * WG * KR, (w + 1) * WG * KR)
 // (one row per invocation at a time: the loss reads one logit per row) and writes the

@@ -15,7 +15,7 @@
 //         p = p - step_size (m / (sqrt(v) / bc2_sqrt + eps)),
 //         step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) at step t
 //
-// CPU twin: src/cpu/optim.rs. Host side: src/optim.rs.
+// CPU twin: src/cpu/optim.rs. Host side: src/families/optim.rs.
 // Layout: workgroup w takes elements [w * WG * K, (w + 1) * WG * K) (WG = 256), invocation i
 // elements i, i + WG, ... (K of them: common/stream.wgsl's strided order). Bindings: 0 params,
 // 1 p, 2 g, 3 m, 4 v.

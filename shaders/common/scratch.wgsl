@@ -1,6 +1,6 @@
 // The plan-owned scratch buffer shared by every kernel of a loss.
 //
-// Layout (32-bit words; keep in sync with src/program.rs `scratch` constants):
+// Layout (32-bit words; keep in sync with src/engine/program.rs `scratch` constants):
 //   status[0]  number of invalid inputs seen (class index out of range, probability outside [0, 1])
 //   status[1]  0xffffffff - index of the first invalid row or element (0: none); atomicMax keeps the first
 //   status[2]  the first invalid value, as bits (written by whoever holds the first index; advisory)

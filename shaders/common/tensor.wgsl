@@ -1,6 +1,6 @@
 // One tensor of the caller's, in its dtype, with accessors that work in f32: spliced in by
 // `#tensor NAME BINDING ACCESS [scalar]` once per tensor, `$name` replaced by NAME (see
-// src/shader.rs). The dtype comes from the host (`DTYPE_NAME`: 0 f32, 1 f16, 2 bf16):
+// src/engine/wgsl.rs). The dtype comes from the host (`DTYPE_NAME`: 0 f32, 1 f16, 2 bf16):
 //   DT_F32   array<f32> / array<vec4<f32>>
 //   DT_F16N  f16 through WGSL's f16 (NATIVE_F16: the device has SHADER_F16)
 //   DT_HALF  f16 or bf16 ($h) as packed u32 pairs

@@ -813,6 +813,41 @@ fn binding_type(b: Binding) -> wgpu::BindingType {
     }
 }
 
+/// GPU resources released under the context's device lock: on GL, freeing GPU memory takes the
+/// GL context, which this crate's other uses of the device hold (not `destroy`: a caller may drop
+/// a plan before submitting what it recorded; the recorded commands keep the resources alive
+/// until then).
+pub(crate) struct Locked<T> {
+    ctx: Context,
+    value: std::mem::ManuallyDrop<T>,
+}
+
+impl<T> Locked<T> {
+    /// `value`, released under `ctx`'s device lock.
+    pub(crate) fn new(ctx: &Context, value: T) -> Self {
+        Locked {
+            ctx: ctx.without_cache(),
+            value: std::mem::ManuallyDrop::new(value),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Locked<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> Drop for Locked<T> {
+    fn drop(&mut self) {
+        let _guard = self.ctx.lock();
+        // SAFETY: dropped once, here, and never used again.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.value) }
+    }
+}
+
 /// Locks a mutex, recovering the data if a panic elsewhere poisoned it (the caches hold no
 /// invariant a panic could break).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -5,13 +5,12 @@
 //! shape and options to a [`Builder`]; binding it to the caller's buffers creates its bind
 //! groups, and recording encodes one compute pass.
 
-use std::mem::ManuallyDrop;
 use std::num::NonZeroU64;
 
 use bytemuck::Pod;
 use wgpu::util::DeviceExt;
 
-use super::context::{Pipeline, PipelineKey};
+use super::context::{Locked, Pipeline, PipelineKey};
 pub(crate) use super::kernel::WG;
 use super::kernel::{FinalMode, Kernel, fixed_layout, modes, params};
 use crate::dtype::DType;
@@ -502,30 +501,18 @@ impl<'a> Builder<'a> {
         self.ctx
     }
 
-    /// Declares that the program uses `slot`, naming it `name` in errors: `bytes` of it (0: the
-    /// program does not use it), read or written; at most one binding's worth.
-    pub fn slot(
-        &mut self,
-        slot: Slot,
-        name: &'static str,
-        bytes: u64,
-        access: Access,
-    ) -> Result<()> {
+    /// Declares that the program uses slot `s`, naming it `name` in errors: `n` bytes of it (0:
+    /// the program does not use it), read or written (`a`); at most one binding's worth.
+    pub fn slot(&mut self, s: Slot, name: &'static str, n: u64, a: Access) -> Result<()> {
         let limit = self.ctx.max_binding_bytes();
-        self.declare(slot, name, bytes, access, (limit, "storage binding"))
+        self.declare(s, name, n, a, (limit, "storage binding"))
     }
 
     /// [`Builder::slot`] for a slot the family binds a window at a time (`Res::Window`): it
     /// may hold up to the device's `max_buffer_size`, not one binding's worth.
-    pub fn windowed_slot(
-        &mut self,
-        slot: Slot,
-        name: &'static str,
-        bytes: u64,
-        access: Access,
-    ) -> Result<()> {
+    pub fn windowed_slot(&mut self, s: Slot, name: &'static str, n: u64, a: Access) -> Result<()> {
         let limit = self.ctx.limits().max_buffer_size;
-        self.declare(slot, name, bytes, access, (limit, "buffer size"))
+        self.declare(s, name, n, a, (limit, "buffer size"))
     }
 
     fn declare(
@@ -809,9 +796,9 @@ impl<'a> Builder<'a> {
             grad: self.grad,
             grad_dtype: self.grad_dtype,
             dispatches,
-            uniforms: ManuallyDrop::new(uniforms),
-            scratch: ManuallyDrop::new(scratch),
-            owned: ManuallyDrop::new(owned),
+            uniforms: Locked::new(self.ctx, uniforms),
+            scratch: Locked::new(self.ctx, scratch),
+            owned: Locked::new(self.ctx, owned),
         };
         match popped.await {
             Some(e) => Err(Error::from_wgpu(e)),
@@ -851,9 +838,9 @@ pub struct Program {
     grad_dtype: (DType, u64),
     dispatches: Vec<Dispatch<Pipeline>>,
     /// Dropped under the device lock (see `Drop`).
-    uniforms: ManuallyDrop<wgpu::Buffer>,
-    scratch: ManuallyDrop<wgpu::Buffer>,
-    owned: ManuallyDrop<Vec<wgpu::Buffer>>,
+    uniforms: Locked<wgpu::Buffer>,
+    scratch: Locked<wgpu::Buffer>,
+    owned: Locked<Vec<wgpu::Buffer>>,
 }
 
 /// The caller's textures, one optional view a slot, in [`Slot`] order (for the dispatches'
@@ -1106,21 +1093,6 @@ impl Program {
         self.scratch.size()
             + self.uniforms.size()
             + self.owned.iter().map(|b| b.size()).sum::<u64>()
-    }
-}
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        // On GL, freeing GPU memory takes the GL context: release the handles under the device
-        // lock. (Not `destroy`: a caller may drop a plan before submitting what it recorded;
-        // the recorded commands keep the buffers alive until then.)
-        let _guard = self.ctx.lock();
-        // SAFETY: each is dropped once, here, and never used again.
-        unsafe {
-            ManuallyDrop::drop(&mut self.uniforms);
-            ManuallyDrop::drop(&mut self.scratch);
-            ManuallyDrop::drop(&mut self.owned);
-        }
     }
 }
 

@@ -12,7 +12,6 @@
 //! term's size. CPU twin: [`crate::cpu::mix`].
 
 use std::future::Future;
-use std::mem::ManuallyDrop;
 use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use wgpu::util::DeviceExt;
 
 use crate::dtype::DType;
 use crate::engine::context::Context;
-use crate::engine::context::{Pipeline, PipelineKey};
+use crate::engine::context::{Locked, Pipeline, PipelineKey};
 use crate::engine::kernel::{Kernel, fixed_layout, params};
 use crate::engine::program::{
     Bound, Builder, Program, Slot, Status, UserBindings, WG, Windowing, fold, range_len,
@@ -265,9 +264,9 @@ pub struct MixPasses {
     /// Byte offset of the terms' gradient in the scratch (their loss is at 0).
     grad_at: u64,
     pipeline: Pipeline,
-    /// Dropped under the device lock (see `Drop`).
-    scratch: ManuallyDrop<wgpu::Buffer>,
-    uniforms: ManuallyDrop<wgpu::Buffer>,
+    /// Released under the device lock.
+    scratch: Locked<wgpu::Buffer>,
+    uniforms: Locked<wgpu::Buffer>,
 }
 
 impl std::fmt::Debug for MixPasses {
@@ -500,8 +499,8 @@ impl MixPasses {
             grads,
             grad_at,
             pipeline,
-            scratch: ManuallyDrop::new(scratch),
-            uniforms: ManuallyDrop::new(uniforms),
+            scratch: Locked::new(ctx, scratch),
+            uniforms: Locked::new(ctx, uniforms),
         })
     }
 
@@ -949,17 +948,5 @@ impl Context {
     /// A weighted sum of losses on host data: [`Context::loss`] on `desc`, one [`Inputs`] a term.
     pub fn mix(&self, desc: &MixDesc, inputs: &[Inputs<'_>]) -> Result<MixOutput> {
         self.loss(desc, inputs)
-    }
-}
-
-impl Drop for MixPasses {
-    fn drop(&mut self) {
-        // On GL, freeing GPU memory takes the GL context: release under the device lock.
-        let _guard = self.ctx.lock();
-        // SAFETY: each is dropped once, here, and never used again.
-        unsafe {
-            ManuallyDrop::drop(&mut self.scratch);
-            ManuallyDrop::drop(&mut self.uniforms);
-        }
     }
 }

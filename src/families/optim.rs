@@ -8,7 +8,7 @@
 use wgpu::util::DeviceExt;
 
 use crate::engine::context::Context;
-use crate::engine::context::{Pipeline, PipelineKey};
+use crate::engine::context::{Locked, Pipeline, PipelineKey};
 use crate::engine::kernel::{Kernel, fixed_layout, params};
 use crate::engine::program::{WG, elements, fold};
 use crate::error::{Error, Result};
@@ -175,8 +175,8 @@ pub struct Optim {
     len: u64,
     pipeline: Pipeline,
     /// Momentum (SGD) or first moment (Adam), and second moment (Adam); 4 bytes when unused.
-    m: wgpu::Buffer,
-    v: wgpu::Buffer,
+    m: Locked<wgpu::Buffer>,
+    v: Locked<wgpu::Buffer>,
     /// Steps recorded so far.
     steps: u64,
     id: u64,
@@ -260,8 +260,8 @@ impl Optim {
             optimizer,
             len,
             pipeline,
-            m: state(adam || momentum),
-            v: state(adam),
+            m: Locked::new(ctx, state(adam || momentum)),
+            v: Locked::new(ctx, state(adam)),
             steps: 0,
             id: OPTIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
