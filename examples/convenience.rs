@@ -2,7 +2,9 @@
 //!
 //! `cargo run --release --example convenience`
 
-use wgpu_loss::{Context, CrossEntropyDesc, Inputs, Outputs, Pointwise, PointwiseDesc, Reduction};
+use wgpu_loss::{
+    Context, CrossEntropyDesc, Inputs, Outputs, PointwiseDesc, Reduction, pointwise::Pointwise,
+};
 
 fn main() -> wgpu_loss::Result<()> {
     let ctx = Context::new()?;

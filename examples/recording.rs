@@ -6,7 +6,7 @@
 use std::num::NonZeroU64;
 
 use wgpu::util::DeviceExt;
-use wgpu_loss::{Buffers, Context, CrossEntropyDesc, Plan};
+use wgpu_loss::{Context, CrossEntropyDesc, Plan, cross_entropy::CrossEntropyBuffers};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The application's own device and queue.
@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Bind once (checked: usage, alignment, sizes, no overlapping outputs); the bindings are
     // the caller's to keep or drop.
     let bindings = plan.bind(
-        &Buffers::new(range(logits_at, bytes), &targets)
+        &CrossEntropyBuffers::new(range(logits_at, bytes), &targets)
             .grad(range(grad_at, bytes))
             .loss(range(loss_at, 4)),
     )?;

@@ -9,7 +9,10 @@
 //! `cargo run --release --example render_loss`
 
 use wgpu::util::DeviceExt;
-use wgpu_loss::{Context, GradTarget, ImageBuffers, ImageDesc, ImageLoss, ImageSource, Plan};
+use wgpu_loss::{
+    Context, ImageDesc, Plan,
+    image::{GradTarget, ImageBuffers, ImageLoss, ImageSource},
+};
 
 /// The image's side, in pixels.
 pub const SIDE: u32 = 64;

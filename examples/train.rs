@@ -5,7 +5,11 @@
 //!
 //! `cargo run --release --example train`
 
-use wgpu_loss::{Context, Optimizer, SoftmaxRegression, TrainDesc, blobs};
+use wgpu_loss::{
+    Context,
+    optim::Optimizer,
+    train::{SoftmaxRegression, TrainDesc, blobs},
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The application's own device and queue.

@@ -1,6 +1,7 @@
 //! The one public shape of every loss: a description ([`LossDesc`]: what to compute, for one
 //! shape), a [`Plan`] built from it (pipelines compiled, parameters and scratch memory
-//! allocated), the caller's [`Buffers`] bound to it once ([`Bindings`]), and any number of
+//! allocated), the caller's buffers (named by the family: [`crate::pointwise::PointwiseBuffers`],
+//! ...) bound to it once ([`Bindings`]), and any number of
 //! recordings into the caller's command encoders. The convenience level, [`Context::loss`],
 //! takes host slices ([`Inputs`]) and returns a [`LossOutput`].
 
@@ -9,12 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::dtype::{DType, Values};
 use crate::engine::context::Context;
-pub(crate) use crate::engine::program::HostData;
-use crate::engine::program::{Bound, Builder, Program, Status, UserBindings};
+use crate::engine::program::{Bound, Builder, Program, Status};
+pub(crate) use crate::engine::slots::HostData;
+use crate::engine::slots::{Slot, UserBindings};
 use crate::engine::transfer;
 use crate::error::{Error, Result};
 use crate::reduction::Reference;
-use crate::reduction::{LossOutput, Reduction};
+use crate::reduction::{Field, LossOutput, Reduction};
 use sealed::Passes;
 
 /// What a loss family's description does for the engine; sealed: the families are this crate's.
@@ -74,9 +76,16 @@ pub(crate) mod sealed {
         fn read_status(&self) -> Result<Status>;
     }
 
-    /// A loss over tensors in buffers with the roles every such loss shares ([`Buffers`],
-    /// [`Inputs`]): one program of dispatches.
+    /// A family's buffers struct: its fields mapped onto the family's slots.
+    pub trait Slotted<'a> {
+        /// The ranges given, each at its slot.
+        fn bindings(&self) -> UserBindings<'a>;
+    }
+
+    /// A loss over tensors in buffers, with host data in [`Inputs`]: one program of dispatches.
     pub trait Tensors {
+        /// The caller's buffers, named by the family.
+        type Ranges<'a>: Slotted<'a>;
         /// Checks the description and describes its program to `b`: the slots it uses and the
         /// dispatches that compute it.
         fn layout(&self, b: &mut Builder<'_>) -> Result<()>;
@@ -85,10 +94,31 @@ pub(crate) mod sealed {
         fn results(&self) -> (Reduction, &'static str);
         /// Checks host inputs against the description; returns the bytes of each input slot.
         fn host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>>;
+
+        /// [`Tensors::host`], refusing an optional input given to a loss that takes none (one
+        /// for which the family's host data has no slot of its name).
+        fn host_data<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>> {
+            let host = self.host(inputs)?;
+            let given = [
+                ("weight", inputs.weight.is_some()),
+                ("pos_weight", inputs.pos_weight.is_some()),
+                ("grad_output", inputs.grad_output.is_some()),
+                ("shard_scale", inputs.shard_scale.is_some()),
+                ("linear", inputs.linear.is_some()),
+                ("bias", inputs.bias.is_some()),
+            ];
+            match given.iter().find(|&&(name, g)| g && !host.has(name)) {
+                Some(&(name, _)) => Err(Error::Binding(
+                    name,
+                    "given, not declared by the description",
+                )),
+                None => Ok(host),
+            }
+        }
     }
 
     impl<T: Tensors> Family for T {
-        type Buffers<'a> = Buffers<'a>;
+        type Buffers<'a> = T::Ranges<'a>;
         type Inputs<'a> = Inputs<'a>;
         type Output = LossOutput;
         type Passes = Program;
@@ -99,8 +129,8 @@ pub(crate) mod sealed {
             b.finish().await
         }
 
-        fn bind(&self, passes: &Program, buffers: &Buffers<'_>) -> Result<Bound> {
-            passes.bind(&buffers.slots())
+        fn bind(&self, passes: &Program, buffers: &T::Ranges<'_>) -> Result<Bound> {
+            passes.bind(&buffers.bindings())
         }
 
         fn invalid(&self) -> &'static str {
@@ -108,22 +138,11 @@ pub(crate) mod sealed {
         }
 
         fn check_inputs(&self, inputs: &Inputs<'_>) -> Result<()> {
-            let host = self.host(inputs)?;
-            // The layer of fused linear + cross-entropy, given to a loss that takes none.
-            if inputs.linear.is_some() && host[6].is_none() {
-                return Err(Error::Binding("linear", "given, not taken by this loss"));
-            }
-            if inputs.bias.is_some() && host[7].is_none() {
-                return Err(Error::Binding(
-                    "bias",
-                    "given, not declared by the description",
-                ));
-            }
-            Ok(())
+            self.host_data(inputs).map(drop)
         }
 
         fn run_host(&self, passes: &Program, inputs: &Inputs<'_>) -> Result<LossOutput> {
-            let host = self.host(inputs)?;
+            let host = self.host_data(inputs)?;
             let (reduction, invalid) = self.results();
             transfer::run_host(passes, &host, reduction, invalid)
         }
@@ -207,19 +226,6 @@ macro_rules! slice_setters {
     };
 }
 
-/// The setters of [`Buffers`]' optional ranges.
-macro_rules! binding_setters {
-    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
-        $(
-            $(#[$m])*
-            pub fn $name(mut self, $name: impl IntoBinding<'a>) -> Self {
-                self.$name = Some($name.into_binding());
-                self
-            }
-        )*
-    };
-}
-
 /// A loss description: what to compute for one shape, and what a [`Plan`] of it binds and
 /// [`Context::loss`] takes ([`crate::PointwiseDesc`], [`crate::CrossEntropyDesc`],
 /// [`crate::NllDesc`], [`crate::ClassicCrossEntropyDesc`], [`crate::LinearCrossEntropyDesc`],
@@ -235,13 +241,14 @@ impl<D: sealed::Family + Clone + PartialEq + std::fmt::Debug + Send + Sync + 'st
 {
 }
 
-/// A loss over tensors in buffers, with the roles every such loss shares ([`Buffers`],
-/// [`Inputs`]) and an f64 twin ([`crate::cpu::reference`]): every description but the image
-/// losses' and the weighted sums'. A [`crate::MixDesc`]'s terms are these.
-pub trait TensorLoss: LossDesc
+/// A loss over tensors in buffers, with host data in [`Inputs`] and an f64 twin
+/// ([`crate::cpu::reference`]): every description but the image losses' and the weighted sums'.
+/// A [`crate::MixDesc`]'s terms are these.
+pub trait TensorLoss:
+    LossDesc
     + sealed::Tensors
     + sealed::Twin
-    + for<'a> sealed::Family<Buffers<'a> = Buffers<'a>, Inputs<'a> = Inputs<'a>, Output = LossOutput>
+    + for<'a> sealed::Family<Inputs<'a> = Inputs<'a>, Output = LossOutput>
 {
 }
 
@@ -268,7 +275,7 @@ pub struct Inputs<'a> {
     /// reduced loss, one a row for [`crate::Reduction::None`].
     pub grad_output: Option<&'a [f32]>,
     /// A vocabulary shard's gradient step: the combined statistics of every shard
-    /// ([`crate::combine_shards`]'s `scale`, 4 a row).
+    /// ([`crate::cross_entropy::combine_shards`]'s `scale`, 4 a row).
     pub shard_scale: Option<&'a [f32]>,
     /// Fused linear + cross-entropy's layer weight `[V, D]` (the input is then the hidden
     /// states `[N, D]`), in the description's dtype.
@@ -374,142 +381,76 @@ impl<'a> IntoBinding<'a> for wgpu::BufferBinding<'a> {
     }
 }
 
-/// The caller's buffers for a [`Plan`], the same roles for every loss: `input` (predictions,
-/// logits, log-probabilities or probabilities), `target` (values in the input's dtype, or class
-/// indices i32), the optional weights (f32), and the outputs the plan writes (the loss f32, the
-/// gradient in its dtype). Each range needs `BufferUsages::STORAGE`, an offset that is a
-/// multiple of the device's `min_storage_buffer_offset_alignment`, and at least the bytes of
-/// the plan's shape in its dtypes ([`crate::DType::bytes`]: 16-bit tensors rounded up to whole
-/// 4-byte words). Only the
-/// outputs are written (and `input`, when a cross-entropy plan is in place).
-#[derive(Clone, Debug)]
-pub struct Buffers<'a> {
-    /// The input. Read only, unless the plan writes the gradient in place.
-    pub input: wgpu::BufferBinding<'a>,
-    /// The target. Read only.
-    pub target: wgpu::BufferBinding<'a>,
-    /// The weight, when the description declares one. Read only.
-    pub weight: Option<wgpu::BufferBinding<'a>>,
-    /// BCE with logits' positive-class weight, when declared. Read only.
-    pub pos_weight: Option<wgpu::BufferBinding<'a>>,
-    /// Where the loss goes: one f32 when reduced, one a row (class losses) or element
-    /// (pointwise) for [`Reduction::None`].
-    pub loss: Option<wgpu::BufferBinding<'a>>,
-    /// Where the gradient with respect to the input goes (None in place).
-    pub grad: Option<wgpu::BufferBinding<'a>>,
-    /// Side ranges (cross-entropy), copied rather than bound: `COPY_SRC` for the input,
-    /// `COPY_DST` for the outputs, 4-byte aligned offsets. The upstream gradient (f32: one
-    /// value, or one a row with `Reduction::None`).
-    pub grad_output: Option<wgpu::BufferBinding<'a>>,
-    /// Where each row's log-sum-exp goes (f32 `[N]`).
-    pub lse: Option<wgpu::BufferBinding<'a>>,
-    /// Where each row's loss goes when the loss is reduced (f32 `[N]`).
-    pub row_loss: Option<wgpu::BufferBinding<'a>>,
-    /// Where each row's argmax goes (u32 `[N]`).
-    pub argmax: Option<wgpu::BufferBinding<'a>>,
-    /// Where the count of rows whose argmax is their class target goes (u32 `[1]`).
-    pub correct: Option<wgpu::BufferBinding<'a>>,
-    /// A vocabulary shard's statistics step: where each row's statistics go (f32 `[N, 8]`).
-    pub shard_stats: Option<wgpu::BufferBinding<'a>>,
-    /// A vocabulary shard's gradient step: the combined statistics (f32 `[N, 4]`).
-    pub shard_scale: Option<wgpu::BufferBinding<'a>>,
-    /// Fused linear + cross-entropy (whose `input` is the hidden states `[N, D]` and `grad`
-    /// their gradient): the layer's weight `[V, D]`. Read only.
-    pub linear: Option<wgpu::BufferBinding<'a>>,
-    /// The layer's bias (f32 `[V]`), a side range: `COPY_SRC`. Read only.
-    pub bias: Option<wgpu::BufferBinding<'a>>,
-    /// Where the layer weight's gradient goes (f32 `[V, D]`).
-    pub grad_linear: Option<wgpu::BufferBinding<'a>>,
-    /// Where the bias's gradient goes (f32 `[V]`), a side range: `COPY_DST`.
-    pub grad_bias: Option<wgpu::BufferBinding<'a>>,
+/// The slots every loss over tensors shares, at the same places (a family adds its own from
+/// index 5, and may name these differently: the fused loss's `hidden`).
+pub(crate) mod roles {
+    use super::{Field, Slot};
+
+    /// The input: predictions, logits, log-probabilities or probabilities.
+    pub const INPUT: Slot = Slot::new(0, "input");
+    /// The target: values in the input's dtype, or class indices (i32).
+    pub const TARGET: Slot = Slot::new(1, "target");
+    /// The weight the description declares.
+    pub const WEIGHT: Slot = Slot::new(2, "weight");
+    /// The loss output.
+    pub const LOSS: Slot = Slot::new(3, "loss").result(Field::Loss);
+    /// The gradient output.
+    pub const GRAD: Slot = Slot::new(4, "grad").result(Field::Grad);
 }
 
-impl<'a> Buffers<'a> {
-    /// The input and target; add the rest with the setters.
-    pub fn new(input: impl IntoBinding<'a>, target: impl IntoBinding<'a>) -> Self {
-        Buffers {
-            input: input.into_binding(),
-            target: target.into_binding(),
-            weight: None,
-            pos_weight: None,
-            loss: None,
-            grad: None,
-            grad_output: None,
-            lse: None,
-            row_loss: None,
-            argmax: None,
-            correct: None,
-            shard_stats: None,
-            shard_scale: None,
-            linear: None,
-            bias: None,
-            grad_linear: None,
-            grad_bias: None,
+/// A family's buffers struct: `pub struct $name<'a>` with its required ranges (given to `new`)
+/// and its optional ones (each with a setter of its name), each field bound at its slot.
+macro_rules! buffers {
+    (
+        $(#[$m:meta])*
+        $name:ident {
+            $($(#[$rm:meta])* $req:ident: $rslot:expr,)*
+            ;
+            $($(#[$om:meta])* $opt:ident: $oslot:expr,)*
         }
-    }
+    ) => {
+        $(#[$m])*
+        #[derive(Clone, Debug)]
+        pub struct $name<'a> {
+            $($(#[$rm])* pub $req: wgpu::BufferBinding<'a>,)*
+            $($(#[$om])* pub $opt: Option<wgpu::BufferBinding<'a>>,)*
+        }
 
-    binding_setters!(
-        /// Sets the weight.
-        weight,
-        /// Sets the positive-class weight.
-        pos_weight,
-        /// Sets the loss output.
-        loss,
-        /// Sets the gradient output.
-        grad,
-        /// Sets the upstream gradient.
-        grad_output,
-        /// Sets the per-row log-sum-exp output.
-        lse,
-        /// Sets the per-row loss output (of a reduced loss).
-        row_loss,
-        /// Sets the per-row argmax output.
-        argmax,
-        /// Sets the output of the count of rows whose argmax is their target.
-        correct,
-        /// Sets a shard's statistics output.
-        shard_stats,
-        /// Sets a shard's combined statistics input.
-        shard_scale,
-        /// Sets a linear layer's weight.
-        linear,
-        /// Sets a linear layer's bias.
-        bias,
-        /// Sets the output of the linear layer's weight gradient.
-        grad_linear,
-        /// Sets the output of the linear layer's bias gradient.
-        grad_bias,
-    );
+        impl<'a> $name<'a> {
+            /// The ranges every plan of the family reads; add the rest with the setters.
+            pub fn new($($req: impl $crate::plan::IntoBinding<'a>),*) -> Self {
+                $name {
+                    $($req: $req.into_binding(),)*
+                    $($opt: None,)*
+                }
+            }
 
-    /// The ranges in slot order ([`Slot`]).
-    pub(crate) fn slots(&self) -> UserBindings<'a> {
-        [
-            Some(self.input.clone()),
-            Some(self.target.clone()),
-            self.weight.clone(),
-            self.pos_weight.clone(),
-            self.loss.clone(),
-            self.grad.clone(),
-            self.grad_output.clone(),
-            self.lse.clone(),
-            self.row_loss.clone(),
-            self.argmax.clone(),
-            self.correct.clone(),
-            self.shard_stats.clone(),
-            self.shard_scale.clone(),
-            self.linear.clone(),
-            self.bias.clone(),
-            self.grad_linear.clone(),
-            self.grad_bias.clone(),
-        ]
-    }
+            $(
+                $(#[$om])*
+                pub fn $opt(mut self, $opt: impl $crate::plan::IntoBinding<'a>) -> Self {
+                    self.$opt = Some($opt.into_binding());
+                    self
+                }
+            )*
+        }
+
+        impl<'a> $crate::plan::sealed::Slotted<'a> for $name<'a> {
+            fn bindings(&self) -> $crate::engine::slots::UserBindings<'a> {
+                $crate::engine::slots::UserBindings::default()
+                    $(.with($rslot, Some(self.$req.clone())))*
+                    $(.with($oslot, self.$opt.clone()))*
+            }
+        }
+    };
 }
+pub(crate) use buffers;
 
 /// A loss planned for one description: pipelines compiled, parameters and scratch memory
 /// allocated. Bind buffers to it ([`Plan::bind`]) and record it as often as needed. Every
-/// family's plan has the same methods; what [`Plan::bind`] takes is the family's (a
-/// [`Buffers`] for the losses over tensors, [`crate::ImageBuffers`] for image losses,
-/// [`crate::MixBuffers`] for weighted sums).
+/// family's plan has the same methods; what [`Plan::bind`] takes is the family's buffers struct
+/// ([`crate::pointwise::PointwiseBuffers`], [`crate::cross_entropy::CrossEntropyBuffers`],
+/// [`crate::nll::NllBuffers`], [`crate::linear_cross_entropy::LinearCrossEntropyBuffers`],
+/// [`crate::image::ImageBuffers`], [`crate::mix::MixBuffers`]).
 pub struct Plan<D: LossDesc> {
     desc: D,
     passes: D::Passes,
@@ -635,8 +576,8 @@ impl Context {
     /// plan, and reads the results back. Plans are kept per description in a small cache on
     /// the context (the last few used), so a loop over the same shapes plans once. What it
     /// takes and returns is the family's: [`Inputs`] and a [`LossOutput`] for the losses over
-    /// tensors, [`crate::ImageInputs`] and a [`LossOutput`] for image losses, one [`Inputs`] a
-    /// term and a [`crate::MixOutput`] for weighted sums.
+    /// tensors, [`crate::image::ImageInputs`] and a [`LossOutput`] for image losses, one
+    /// [`Inputs`] a term and a [`crate::mix::MixOutput`] for weighted sums.
     pub fn loss<D: LossDesc>(
         &self,
         desc: &D,

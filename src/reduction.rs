@@ -153,6 +153,45 @@ impl LossOutput {
     }
 }
 
+/// A field of [`LossOutput`] that a program's output buffer is read back into (the slot of an
+/// output names its field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    Loss,
+    Grad,
+    Lse,
+    RowLoss,
+    Argmax,
+    Correct,
+    ShardStats,
+    GradLinear,
+    GradBias,
+}
+
+impl LossOutput {
+    /// Sets `field` from the f32 (u32 for `Argmax` and `Correct`) values of `bytes`; the loss
+    /// as the reduction shapes it.
+    pub(crate) fn fill(&mut self, field: Field, reduction: Reduction, bytes: &[u8]) {
+        let f32s = || bytemuck::pod_collect_to_vec::<u8, f32>(bytes);
+        match field {
+            Field::Loss if reduction.is_reduced() => self.value = f32s().first().copied(),
+            Field::Loss => self.per_element = Some(f32s()),
+            Field::Grad => self.grad = Some(f32s()),
+            Field::Lse => self.lse = Some(f32s()),
+            Field::RowLoss => self.row_losses = Some(f32s()),
+            Field::Argmax => self.argmax = Some(bytemuck::pod_collect_to_vec(bytes)),
+            Field::Correct => {
+                self.correct = bytemuck::pod_collect_to_vec::<u8, u32>(bytes)
+                    .first()
+                    .copied()
+            }
+            Field::ShardStats => self.shard_stats = Some(f32s()),
+            Field::GradLinear => self.grad_linear = Some(f32s()),
+            Field::GradBias => self.grad_bias = Some(f32s()),
+        }
+    }
+}
+
 /// A reference result: the loss (reduced or per element) and the gradient.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Reference {

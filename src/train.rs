@@ -11,9 +11,9 @@ use std::mem::ManuallyDrop;
 use crate::engine::context::Context;
 use crate::engine::transfer;
 use crate::error::{Error, Result};
-use crate::families::linear_cross_entropy::LinearCrossEntropyDesc;
+use crate::families::linear_cross_entropy::{LinearCrossEntropyBuffers, LinearCrossEntropyDesc};
 use crate::families::optim::{Optim, OptimBindings, Optimizer};
-use crate::plan::{Bindings, Buffers, Plan};
+use crate::plan::{Bindings, Plan};
 
 /// What to train: `rows` examples of `features` each, `classes` classes, mini-batches of
 /// `batch_size` rows in the data's order (the last one shorter when it does not divide), and
@@ -224,15 +224,15 @@ impl SoftmaxRegression {
                     None => (&features, &labels),
                 };
                 let slot = u64::from(k > 0);
-                let buffers = Buffers::new(
+                let buffers = LinearCrossEntropyBuffers::new(
                     range(x, 0, 4 * rows as u64 * d),
+                    &weight,
                     range(y, 0, 4 * rows as u64),
                 )
-                .linear(&weight)
                 .bias(&bias)
                 .loss(range(&loss, slot * align, 4))
                 .correct(range(&correct, slot * 4, 4))
-                .grad(range(&grad_hidden, 0, 4 * rows as u64 * d))
+                .grad_hidden(range(&grad_hidden, 0, 4 * rows as u64 * d))
                 .grad_linear(&grad_weight)
                 .grad_bias(&grad_bias);
                 bound.push(Batch {

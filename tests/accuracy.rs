@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Outputs, Pointwise, Reduction, cpu};
+use wgpu_loss::{Outputs, Reduction, cpu, pointwise::Pointwise};
 
 struct Row {
     kernel: String,

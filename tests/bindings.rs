@@ -9,7 +9,8 @@ use std::num::NonZeroU64;
 
 use common::*;
 use wgpu_loss::{
-    Buffers, CrossEntropyDesc, Error, Inputs, Plan, Pointwise, PointwiseDesc, Reduction, cpu,
+    CrossEntropyDesc, Error, Inputs, Plan, PointwiseDesc, Reduction, cpu,
+    cross_entropy::CrossEntropyBuffers, pointwise::Pointwise, pointwise::PointwiseBuffers,
 };
 
 /// The device's storage offset alignment.
@@ -65,7 +66,7 @@ fn ranges_of_two_arenas() {
     let plan = Plan::new(ctx, &desc).unwrap();
     let bindings = plan
         .bind(
-            &Buffers::new(
+            &CrossEntropyBuffers::new(
                 range(&inputs, logits_at, bytes),
                 range(&inputs, targets_at, 4 * n as u64),
             )
@@ -110,7 +111,7 @@ fn shared_buffers() {
     let desc = PointwiseDesc::new(Pointwise::Mse, len).reduction(Reduction::Sum);
     let plan = Plan::new(ctx, &desc).unwrap();
     // pred and target the same range: MSE of x with itself, 0 with a zero gradient.
-    let same = Buffers::new(range(&inputs, 0, bytes), range(&inputs, 0, bytes));
+    let same = PointwiseBuffers::new(range(&inputs, 0, bytes), range(&inputs, 0, bytes));
     let ok = same
         .clone()
         .loss(range(&outputs, 0, 4))
@@ -158,7 +159,7 @@ fn bad_ranges_are_typed_errors() {
     let (loss, grad) = (poisoned(ctx, 1), poisoned(ctx, len));
     let plan = Plan::new(ctx, &PointwiseDesc::new(Pointwise::L1, len)).unwrap();
     let with_input = |input: wgpu::BufferBinding<'_>| {
-        plan.bind(&Buffers::new(input, &*t).loss(&*loss).grad(&*grad))
+        plan.bind(&PointwiseBuffers::new(input, &*t).loss(&*loss).grad(&*grad))
     };
     // Misaligned (when the device needs any alignment at all).
     if a > 4 {
@@ -213,7 +214,7 @@ fn bindings_serve_their_plan_only() {
     let out = poisoned(ctx, 1);
     let grad = poisoned(ctx, 10);
     let bindings = p1
-        .bind(&Buffers::new(&*x, &*x).loss(&*out).grad(&*grad))
+        .bind(&PointwiseBuffers::new(&*x, &*x).loss(&*out).grad(&*grad))
         .unwrap();
     let mut encoder = ctx.device().create_command_encoder(&Default::default());
     let e = p2.record(&mut encoder, &bindings).unwrap_err();
@@ -243,7 +244,7 @@ fn async_creation_matches_blocking() {
         let (loss, grad) = (poisoned(ctx, 1), poisoned(ctx, n * c));
         plan.run(
             &plan
-                .bind(&Buffers::new(&*x, &*y).loss(&*loss).grad(&*grad))
+                .bind(&CrossEntropyBuffers::new(&*x, &*y).loss(&*loss).grad(&*grad))
                 .unwrap(),
         )
         .unwrap();

@@ -13,7 +13,11 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Context, ContextOptions, CrossEntropyDesc, Outputs, Plan, Reduction, Tuning, cpu};
+use wgpu_loss::{
+    Context, CrossEntropyDesc, Outputs, Plan, Reduction,
+    context::{ContextOptions, Tuning},
+    cpu,
+};
 
 const ROW: Tol = Tol::new(1e-5, 1e-5);
 const VALUE: Tol = Tol::new(2e-5, 1e-5);

@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Plan, Reduction, Targets, cpu};
+use wgpu_loss::{Plan, Reduction, cpu, cross_entropy::Targets};
 
 const ROW: Tol = Tol::new(1e-5, 1e-5);
 const VALUE: Tol = Tol::new(2e-5, 1e-5);

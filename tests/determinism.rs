@@ -11,7 +11,12 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Context, ContextOptions, Outputs, Pointwise, Reduction, Tuning, cpu};
+use wgpu_loss::{
+    Context, Outputs, Reduction,
+    context::{ContextOptions, Tuning},
+    cpu,
+    pointwise::Pointwise,
+};
 
 /// Where a child writes the bits it computed (and its adapter's subgroup size).
 const BITS_OUT: &str = "WGPU_LOSS_TEST_BITS_OUT";

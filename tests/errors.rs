@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    Buffers, Context, CrossEntropyDesc, Error, NllDesc, Outputs, Plan, Pointwise, PointwiseDesc,
-    Reduction,
+    Context, CrossEntropyDesc, Error, NllDesc, Outputs, Plan, PointwiseDesc, Reduction,
+    pointwise::Pointwise, pointwise::PointwiseBuffers,
 };
 
 #[track_caller]
@@ -277,7 +277,7 @@ fn mse_buffers<'a>(
     target: &'a wgpu::Buffer,
     loss: Option<&'a wgpu::Buffer>,
     grad: Option<&'a wgpu::Buffer>,
-) -> Buffers<'a> {
+) -> PointwiseBuffers<'a> {
     buffers(pred, target, None, None, loss, grad)
 }
 

@@ -15,9 +15,13 @@ use std::collections::BTreeMap;
 
 use common::*;
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, CustomLossDesc, DType, ImageDesc,
-    ImageLoss, Inputs, LinearCrossEntropyDesc, MixDesc, NllDesc, Optim, Optimizer, Outputs,
-    Pointwise, PointwiseDesc, Reduction, Targets, f16,
+    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, CustomLossDesc, DType, ImageDesc, Inputs,
+    LinearCrossEntropyDesc, MixDesc, NllDesc, Outputs, PointwiseDesc, Reduction,
+    cross_entropy::Targets,
+    f16,
+    image::ImageLoss,
+    optim::{Optim, Optimizer},
+    pointwise::Pointwise,
 };
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/golden.json");

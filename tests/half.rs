@@ -10,9 +10,9 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, DType, Error, Inputs,
-    LossOutput, NllDesc, Plan, Pointwise, PointwiseDesc, Reduction, Targets, TensorLoss, Values,
-    bf16, f16,
+    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs, LossOutput, NllDesc,
+    Plan, PointwiseDesc, Reduction, Values, bf16, context::ContextOptions, cross_entropy::Targets,
+    f16, plan::TensorLoss, pointwise::Pointwise,
 };
 
 const ROW: Tol = Tol::new(1e-5, 1e-5);
@@ -407,7 +407,9 @@ fn recorded_with_the_callers_half_buffers() {
     let y = upload(ctx, &targets.iter().map(|&t| t as i32).collect::<Vec<_>>());
     let loss = poisoned(ctx, 1);
     let grad = poisoned(ctx, (n * c).div_ceil(2));
-    let buffers = wgpu_loss::Buffers::new(&*x, &*y).loss(&*loss).grad(&*grad);
+    let buffers = wgpu_loss::cross_entropy::CrossEntropyBuffers::new(&*x, &*y)
+        .loss(&*loss)
+        .grad(&*grad);
     plan.run_buffers(&buffers).unwrap();
     let words: Vec<u32> = read(ctx, &grad, (n * c).div_ceil(2))
         .iter()
@@ -441,7 +443,7 @@ fn recorded_with_the_callers_half_buffers() {
     );
     // The buffers' sizes are counted in the dtype.
     let short = upload(ctx, &logits[..n * c - 3]);
-    let buffers = wgpu_loss::Buffers::new(&*short, &*y)
+    let buffers = wgpu_loss::cross_entropy::CrossEntropyBuffers::new(&*short, &*y)
         .loss(&*loss)
         .grad(&*grad);
     let err = plan.bind(&buffers).unwrap_err();

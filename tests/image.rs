@@ -7,8 +7,8 @@ mod common;
 use common::{Rng, Tol, assert_close, assert_scalar, ctx, largest, poisoned, read, submit, upload};
 use wgpu_loss::cpu::image::image_loss;
 use wgpu_loss::{
-    GradTarget, ImageBuffers, ImageDesc, ImageInput, ImageLoss, ImageMask, ImageSource, Outputs,
-    Padding, Plan, Reduction,
+    ImageDesc, Outputs, Plan, Reduction,
+    image::{GradTarget, ImageBuffers, ImageInput, ImageLoss, ImageMask, ImageSource, Padding},
 };
 
 /// Sums over up to a few hundred thousand f32 terms in a fixed tree; per-pixel SSIM from 121-tap

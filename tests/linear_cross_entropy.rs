@@ -244,14 +244,14 @@ fn recorded_into_the_callers_encoder_with_its_buffers() {
     let (loss, lse) = (poisoned(ctx, 1), poisoned(ctx, n));
     let (gh, gw, gb) = (poisoned(ctx, n * d), poisoned(ctx, v * d), poisoned(ctx, v));
     let plan = wgpu_loss::Plan::new(ctx, &case.desc).unwrap();
-    let buffers = wgpu_loss::Buffers::new(&*hidden, &*y)
-        .linear(&*linear)
-        .bias(&*bias)
-        .loss(&*loss)
-        .lse(&*lse)
-        .grad(&*gh)
-        .grad_linear(&*gw)
-        .grad_bias(&*gb);
+    let buffers =
+        wgpu_loss::linear_cross_entropy::LinearCrossEntropyBuffers::new(&*hidden, &*linear, &*y)
+            .bias(&*bias)
+            .loss(&*loss)
+            .lse(&*lse)
+            .grad_hidden(&*gh)
+            .grad_linear(&*gw)
+            .grad_bias(&*gb);
     let bindings = plan.bind(&buffers).unwrap();
     let r = cpu::reference(&case.desc, &case.inputs()).unwrap();
     for run in 0..2 {

@@ -7,8 +7,9 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    Buffers, Context, ContextOptions, CrossEntropyDesc, DType, Error, Inputs, MixBuffers, MixDesc,
-    NllDesc, Outputs, Plan, Pointwise, PointwiseDesc, Reduction, cpu,
+    Context, CrossEntropyDesc, DType, Error, Inputs, MixDesc, NllDesc, Outputs, Plan,
+    PointwiseDesc, Reduction, context::ContextOptions, cpu, mix::MixBuffers, pointwise::Pointwise,
+    pointwise::PointwiseBuffers,
 };
 
 const VALUE: Tol = Tol::new(2e-5, 1e-6);
@@ -141,9 +142,12 @@ fn recorded_into_the_callers_encoder_over_poisoned_outputs() {
     assert_eq!(mix.output_elements(), (1, &[n as u64][..]));
     let (p, t) = (upload(ctx, &pred), upload(ctx, &target));
     let (loss, grad) = (poisoned(ctx, 1), poisoned(ctx, n));
-    let buffers = MixBuffers::new(vec![Buffers::new(&*p, &*t), Buffers::new(&*p, &*t)])
-        .loss(&*loss)
-        .grad(&*grad);
+    let buffers = MixBuffers::new(vec![
+        PointwiseBuffers::new(&*p, &*t),
+        PointwiseBuffers::new(&*p, &*t),
+    ])
+    .loss(&*loss)
+    .grad(&*grad);
     let bindings = mix.bind(&buffers).unwrap();
     submit(ctx, |e| {
         mix.record(e, &bindings).unwrap();
@@ -311,10 +315,15 @@ fn bad_mixes_and_buffers_are_typed_errors() {
     let mix = Plan::new(ctx, &desc).unwrap();
     let (p, t) = (upload(ctx, &pred), upload(ctx, &target));
     let (loss, grad) = (poisoned(ctx, 1), poisoned(ctx, n));
-    let terms = || vec![Buffers::new(&*p, &*t), Buffers::new(&*p, &*t)];
+    let terms = || {
+        vec![
+            PointwiseBuffers::new(&*p, &*t),
+            PointwiseBuffers::new(&*p, &*t),
+        ]
+    };
     let own = MixBuffers::new(vec![
-        Buffers::new(&*p, &*t).loss(&*loss),
-        Buffers::new(&*p, &*t),
+        PointwiseBuffers::new(&*p, &*t).loss(&*loss),
+        PointwiseBuffers::new(&*p, &*t),
     ])
     .loss(&*loss)
     .grad(&*grad);
@@ -339,9 +348,12 @@ fn bad_mixes_and_buffers_are_typed_errors() {
     assert!(matches!(e, Error::ValueOutOfRange { .. }), "{e:?}");
     let mix = Plan::new(ctx, &desc).unwrap();
     let q = upload(ctx, &probs);
-    let buffers = MixBuffers::new(vec![Buffers::new(&*p, &*t), Buffers::new(&*q, &*t)])
-        .loss(&*loss)
-        .grad(&*grad);
+    let buffers = MixBuffers::new(vec![
+        PointwiseBuffers::new(&*p, &*t),
+        PointwiseBuffers::new(&*q, &*t),
+    ])
+    .loss(&*loss)
+    .grad(&*grad);
     let e = mix.run(&mix.bind(&buffers).unwrap()).unwrap_err();
     assert!(
         matches!(e, Error::InvalidOnGpu { count, .. } if count as usize == n),

@@ -12,7 +12,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Outputs, Plan, Pointwise, PointwiseDesc, Reduction, cpu};
+use wgpu_loss::{Outputs, Plan, PointwiseDesc, Reduction, cpu, pointwise::Pointwise};
 
 const ELEM: Tol = Tol::new(1e-6, 0.0);
 const SUM: Tol = Tol::new(1e-5, 0.0);

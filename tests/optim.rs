@@ -6,7 +6,10 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Optim, Optimizer, cpu};
+use wgpu_loss::{
+    cpu,
+    optim::{Optim, Optimizer},
+};
 
 fn optimizers() -> Vec<(&'static str, Optimizer)> {
     vec![

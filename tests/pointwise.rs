@@ -13,8 +13,10 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, ContextOptions, Error, Outputs, Plan, Pointwise,
-    PointwiseDesc, Reduction, Tuning, cpu,
+    ClassicCrossEntropyDesc, Context, Error, Outputs, Plan, PointwiseDesc, Reduction,
+    context::{ContextOptions, Tuning},
+    cpu,
+    pointwise::Pointwise,
 };
 
 const ELEM: Tol = Tol::new(1e-5, 1e-6);

@@ -8,7 +8,7 @@ mod common;
 use common::Rng;
 use common::*;
 use proptest::prelude::*;
-use wgpu_loss::{LossOutput, Outputs, Pointwise, Reduction, cpu};
+use wgpu_loss::{LossOutput, Outputs, Reduction, cpu, pointwise::Pointwise};
 
 const LOSS: Tol = Tol::new(2e-5, 1e-5);
 

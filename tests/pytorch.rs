@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use serde_json::Value;
-use wgpu_loss::{LossOutput, Outputs, Pointwise, Reduction, cpu};
+use wgpu_loss::{LossOutput, Outputs, Reduction, cpu, pointwise::Pointwise};
 
 fn num(v: &Value) -> f64 {
     match v {

@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    Context, CrossEntropyDesc, Error, Inputs, Plan, Reduction, Shard, combine_shards, cpu,
+    Context, CrossEntropyDesc, Error, Inputs, Plan, Reduction, cpu,
+    cross_entropy::{Shard, combine_shards},
 };
 
 const VALUE: Tol = Tol::new(2e-5, 1e-5);

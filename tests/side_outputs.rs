@@ -7,8 +7,8 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    Buffers, Context, ContextOptions, CrossEntropyDesc, Error, Inputs, LossOutput, Outputs, Plan,
-    Reduction, Targets, cpu,
+    Context, CrossEntropyDesc, Error, Inputs, LossOutput, Outputs, Plan, Reduction,
+    context::ContextOptions, cpu, cross_entropy::CrossEntropyBuffers, cross_entropy::Targets,
 };
 
 const ROW: Tol = Tol::new(1e-5, 1e-5);
@@ -79,7 +79,7 @@ fn check_sides(what: &str, desc: &CrossEntropyDesc, inputs: &Inputs<'_>, out: &L
     if desc.argmax {
         let want = argmax(&logits, desc.classes);
         assert_eq!(out.argmax.as_ref().unwrap(), &want, "{what} argmax");
-        if let wgpu_loss::Target::Classes(t) = inputs.target {
+        if let wgpu_loss::plan::Target::Classes(t) = inputs.target {
             let correct = want
                 .iter()
                 .zip(t)
@@ -285,7 +285,7 @@ fn recorded_into_the_callers_buffers() {
         offset: 4 * at,
         size: std::num::NonZeroU64::new(4 * words),
     };
-    let buffers = Buffers::new(&*x, &*y)
+    let buffers = CrossEntropyBuffers::new(&*x, &*y)
         .loss(&*loss)
         .grad(&*grad)
         .grad_output(&*upstream)
@@ -345,7 +345,7 @@ fn recorded_into_the_callers_buffers() {
         Error::Misaligned { binding: "lse", .. }
     ));
     // Not asked for, not taken.
-    let bad = Buffers::new(&*x, &*y)
+    let bad = CrossEntropyBuffers::new(&*x, &*y)
         .loss(&*loss)
         .grad(&*grad)
         .lse(&*arena);

@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Outputs, Pointwise, Reduction, cpu};
+use wgpu_loss::{Outputs, Reduction, cpu, pointwise::Pointwise};
 
 const SUBNORMALS: [f32; 6] = [1e-40, 1.4e-45, 5e-39, 1.1754942e-38, 3e-42, 2e-44];
 

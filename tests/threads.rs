@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use wgpu_loss::{Context, CrossEntropyDesc, Outputs, Plan, Pointwise, Reduction};
+use wgpu_loss::{Context, CrossEntropyDesc, Outputs, Plan, Reduction, pointwise::Pointwise};
 
 /// One job: a loss on fixed inputs, returning the bits of everything it computed.
 type Job = Arc<dyn Fn(&Context) -> Vec<u32> + Send + Sync>;
@@ -156,7 +156,7 @@ fn jobs() -> Vec<Job> {
     let x = rng.vec(h * w * c, 0.0, 1.0);
     let y = rng.vec(h * w * c, 0.0, 1.0);
     jobs.push(Arc::new(move |ctx: &Context| {
-        let desc = wgpu_loss::ImageDesc::new(wgpu_loss::ImageLoss::Photometric, h, w, c);
+        let desc = wgpu_loss::ImageDesc::new(wgpu_loss::image::ImageLoss::Photometric, h, w, c);
         bits(ctx.image_loss(&desc, &x, &y, None).unwrap())
     }));
     jobs

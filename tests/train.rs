@@ -6,7 +6,11 @@
 mod common;
 
 use common::*;
-use wgpu_loss::{Error, Optimizer, SoftmaxRegression, TrainDesc, blobs, cpu};
+use wgpu_loss::{
+    Error, cpu,
+    optim::Optimizer,
+    train::{SoftmaxRegression, TrainDesc, blobs},
+};
 
 #[track_caller]
 fn against_the_twin(what: &str, desc: TrainDesc, epochs: usize, seed: u64) {

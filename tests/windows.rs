@@ -8,9 +8,9 @@ mod common;
 
 use common::*;
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, DType, Error, Inputs,
-    LinearCrossEntropyDesc, NllDesc, Outputs, Pointwise, PointwiseDesc, Reduction, TensorLoss,
-    bf16, f16,
+    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs,
+    LinearCrossEntropyDesc, NllDesc, Outputs, PointwiseDesc, Reduction, bf16,
+    context::ContextOptions, f16, plan::TensorLoss, pointwise::Pointwise,
 };
 
 /// A device on the default adapter, with its binding limit lowered to `bytes`.
@@ -133,7 +133,8 @@ fn ce_in_windows(
     }
     // Probability targets, windowed like the logits; bf16 logits with an f32 gradient.
     let probs = rng.distributions(n, c);
-    let desc = CrossEntropyDesc::new(n, c).targets(wgpu_loss::Targets::Probabilities);
+    let desc =
+        CrossEntropyDesc::new(n, c).targets(wgpu_loss::cross_entropy::Targets::Probabilities);
     let what = format!("[{n}, {c}] soft in {limit}-byte bindings");
     same_bits(&what, whole, windowed, &desc, &Inputs::new(&logits, &probs));
     let half: Vec<wgpu_loss::bf16> = logits.iter().map(|&x| bf16::from_f32(x)).collect();

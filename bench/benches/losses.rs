@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use wgpu_loss::{Context, DType, ImageLoss};
+use wgpu_loss::{Context, DType, image::ImageLoss};
 use wgpu_loss_bench::{Bench, Case, ImageBench, ImageShape};
 
 fn context() -> Context {

@@ -10,8 +10,12 @@ use super::{Ceilings, Timing, ceilings, time_passes};
 use wgpu_loss::kernel::{Kernel, fixed_layout, params};
 use wgpu_loss::kernel::{Pipeline, PipelineKey};
 use wgpu_loss::kernel::{WG, fold};
-use wgpu_loss::{Bindings, ImageBuffers, ImageDesc, ImageLoss, Plan};
 use wgpu_loss::{Context, Error, Result};
+use wgpu_loss::{
+    ImageDesc, Plan,
+    image::{ImageBuffers, ImageLoss},
+    plan::Bindings,
+};
 
 /// `shaders/ssim_unfused.wgsl`: the five-convolution form of SSIM `bench` measures the fused
 /// kernel against. Bindings: maps m0..m4, dst, partials.

@@ -24,8 +24,11 @@ use wgpu_loss::kernel::PipelineKey;
 use wgpu_loss::kernel::{Kernel, fixed_layout, params};
 use wgpu_loss::kernel::{WG, partial_group};
 use wgpu_loss::{
-    Bindings, Buffers, ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs,
-    LossOutput, Outputs, Plan, Pointwise, PointwiseDesc, Result, Values, cpu,
+    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs, LossOutput, Outputs,
+    Plan, PointwiseDesc, Result, Values, cpu,
+    cross_entropy::CrossEntropyBuffers,
+    plan::Bindings,
+    pointwise::{Pointwise, PointwiseBuffers},
 };
 
 /// Inputs of a case are copied into several buffer sets, used in turn, until together they
@@ -248,11 +251,31 @@ enum Runner {
 }
 
 impl Runner {
-    fn bind(&self, buffers: &Buffers<'_>) -> Result<Bindings> {
+    /// Binds the case's two inputs, its loss and its gradient (when written).
+    fn bind(
+        &self,
+        a: &wgpu::Buffer,
+        b: &wgpu::Buffer,
+        loss: &wgpu::Buffer,
+        grad: Option<&wgpu::Buffer>,
+    ) -> Result<Bindings> {
+        let pointwise = || {
+            let buffers = PointwiseBuffers::new(a, b).loss(loss);
+            match grad {
+                Some(g) => buffers.grad(g),
+                None => buffers,
+            }
+        };
         match self {
-            Runner::Pointwise(p) => p.bind(buffers),
-            Runner::CrossEntropy(p) => p.bind(buffers),
-            Runner::Classic(p) => p.bind(buffers),
+            Runner::Pointwise(p) => p.bind(&pointwise()),
+            Runner::Classic(p) => p.bind(&pointwise()),
+            Runner::CrossEntropy(p) => {
+                let buffers = CrossEntropyBuffers::new(a, b).loss(loss);
+                p.bind(&match grad {
+                    Some(g) => buffers.grad(g),
+                    None => buffers,
+                })
+            }
         }
     }
 
@@ -499,14 +522,10 @@ impl Bench {
                 let a = buffer(ctx, host.first().bytes());
                 let b = buffer(ctx, &b_bytes);
                 let loss = empty(ctx, 4);
-                let mut buffers = Buffers::new(&a, &b).loss(&loss);
                 let grad = case
                     .grad
                     .then(|| empty(ctx, case.dtype.bytes(case.elements() as u64)));
-                if let Some(g) = &grad {
-                    buffers = buffers.grad(g);
-                }
-                let bindings = runner.bind(&buffers)?;
+                let bindings = runner.bind(&a, &b, &loss, grad.as_ref())?;
                 Ok(Set {
                     loss,
                     grad,

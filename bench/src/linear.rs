@@ -11,7 +11,9 @@ use super::{Timing, wall_clock};
 use wgpu_loss::kernel::{Kernel, fixed_layout, params};
 use wgpu_loss::kernel::{Pipeline, PipelineKey};
 use wgpu_loss::{
-    Bindings, Buffers, Context, CrossEntropyDesc, Error, LinearCrossEntropyDesc, Plan, Result,
+    Context, CrossEntropyDesc, Error, LinearCrossEntropyDesc, Plan, Result,
+    cross_entropy::CrossEntropyBuffers, linear_cross_entropy::LinearCrossEntropyBuffers,
+    plan::Bindings,
 };
 
 /// `shaders/matmul.wgsl`: the matrix products `bench` measures fused linear + cross-entropy
@@ -163,14 +165,13 @@ impl LinearBench {
             ]
         });
         let fused_bindings = fused.bind(
-            &Buffers::new(&h, &y)
-                .linear(&w)
+            &LinearCrossEntropyBuffers::new(&h, &w, &y)
                 .loss(&loss[0])
-                .grad(&grads[0][0])
+                .grad_hidden(&grads[0][0])
                 .grad_linear(&grads[0][1]),
         )?;
         let logits = empty("bench.logits", 4 * n * v);
-        let ce_bindings = ce.bind(&Buffers::new(&logits, &y).loss(&loss[1]))?;
+        let ce_bindings = ce.bind(&CrossEntropyBuffers::new(&logits, &y).loss(&loss[1]))?;
 
         // Windows of whole 64-row blocks of the logits (offsets 256-byte aligned as any
         // device allows: 64 rows of 4-byte elements).

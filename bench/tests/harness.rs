@@ -48,9 +48,10 @@ fn the_benchmarks_unfused_path_agrees() {
     // The bench's baseline (matmul to logits, the cross-entropy kernel, the gradients'
     // matmuls), with its logits in windows of 64 rows on a 1 MiB-binding context, and the fused
     // path beside it: both against the twin.
-    let ctx =
-        wgpu_loss::Context::with_options(wgpu_loss::ContextOptions::default().max_binding(1 << 20))
-            .unwrap();
+    let ctx = wgpu_loss::Context::with_options(
+        wgpu_loss::context::ContextOptions::default().max_binding(1 << 20),
+    )
+    .unwrap();
     let shape = LinearShape {
         rows: 200,
         dim: 37,

@@ -214,7 +214,7 @@ fn probabilities_with_json() {
 /// Every pointwise loss by its CLI name, with its options as flags.
 #[test]
 fn every_pointwise_loss_by_name() {
-    use wgpu_loss::Pointwise;
+    use wgpu_loss::pointwise::Pointwise;
     let d = dir("pointwise");
     let (n, c) = (6, 5);
     let mut rng = Rng::new(10);
@@ -983,7 +983,7 @@ fn half_precision_files() {
         s(&d.join("t16.npy")),
     ]);
     let reference = cpu::reference(
-        &wgpu_loss::PointwiseDesc::new(wgpu_loss::Pointwise::Mse, 21).dtype(DType::F16),
+        &wgpu_loss::PointwiseDesc::new(wgpu_loss::pointwise::Pointwise::Mse, 21).dtype(DType::F16),
         &Inputs::new(&to16(&p), &to16(&t)),
     )
     .unwrap();
@@ -1384,8 +1384,11 @@ fn mix_of_weighted_terms() {
     let inputs = wgpu_loss::Inputs::new(&pred[..], &target[..]);
     let term = |loss| wgpu_loss::PointwiseDesc::new(loss, 303).reduction(Reduction::Sum);
     let mix = wgpu_loss::MixDesc::new()
-        .term(0.8, term(wgpu_loss::Pointwise::L1))
-        .term(0.2, term(wgpu_loss::Pointwise::Huber { delta: 0.5 }));
+        .term(0.8, term(wgpu_loss::pointwise::Pointwise::L1))
+        .term(
+            0.2,
+            term(wgpu_loss::pointwise::Pointwise::Huber { delta: 0.5 }),
+        );
     let r = cpu::mix::reference(&mix, &[inputs, inputs]).unwrap();
     assert_scalar(
         "mix loss",
@@ -1443,8 +1446,8 @@ fn train_softmax_regression() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (x, y) = wgpu_loss::blobs(250, 3, 4, 9);
-    let desc = wgpu_loss::TrainDesc::new(250, 3, 4);
+    let (x, y) = wgpu_loss::train::blobs(250, 3, 4, 9);
+    let desc = wgpu_loss::train::TrainDesc::new(250, 3, 4);
     let twin = cpu::train::softmax_regression(&desc, &x, &y, 12).unwrap();
     let epochs = v["epochs"].as_array().unwrap();
     assert_eq!(epochs.len(), 12);
@@ -1492,7 +1495,7 @@ fn train_softmax_regression() {
     let twin = cpu::train::softmax_regression(
         &desc
             .batch_size(64)
-            .optimizer(wgpu_loss::Optimizer::momentum(0.05, 0.9, false)),
+            .optimizer(wgpu_loss::optim::Optimizer::momentum(0.05, 0.9, false)),
         &x,
         &y,
         5,
@@ -1525,7 +1528,10 @@ fn train_softmax_regression() {
 /// and the SSIM map against the f64 twin; a mask; one-line errors.
 #[test]
 fn image_losses() {
-    use wgpu_loss::{ImageDesc, ImageLoss, ImageMask, Padding};
+    use wgpu_loss::{
+        ImageDesc,
+        image::{ImageLoss, ImageMask, Padding},
+    };
     let d = dir("image");
     let mut rng = Rng::new(31);
     let (h, w, c) = (23, 30, 3);

@@ -1,6 +1,7 @@
 //! The engine every loss family shares, naming none of them: kernels and their WGSL assembly
 //! (`kernel`, `wgsl`), the device with its pipeline and plan caches (`context`), programs of
-//! dispatches over the caller's buffers with fixed-order reductions (`program`), and the
+//! dispatches over the caller's buffers with fixed-order reductions (`program`) in slots each
+//! family declares and names (`slots`), and the
 //! uploads and read-backs of the convenience level (`transfer`).
 
 pub(crate) mod context;
@@ -8,5 +9,6 @@ pub(crate) mod context;
 pub(crate) mod contracts;
 pub(crate) mod kernel;
 pub(crate) mod program;
+pub(crate) mod slots;
 pub(crate) mod transfer;
 pub(crate) mod wgsl;

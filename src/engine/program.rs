@@ -13,9 +13,11 @@ use wgpu::util::DeviceExt;
 use super::context::{Locked, Pipeline, PipelineKey};
 pub(crate) use super::kernel::WG;
 use super::kernel::{FinalMode, Kernel, fixed_layout, modes, params};
+use super::slots::{MAX_SLOTS, Slot, UserBindings, UserTextures};
 use crate::dtype::DType;
 use crate::engine::context::Context;
 use crate::error::{Error, Result};
+use crate::reduction::Field;
 
 /// How many invocations of a workgroup share one partial sum, for segments of `seg`
 /// invocations: a lane group of the tuning, or one segment. It depends on the plan alone, never
@@ -106,90 +108,6 @@ impl Finish {
         }
     }
 }
-
-/// The user buffers of every loss, in the order of [`crate::Buffers`]' fields: the one place
-/// that order lives. A family declares which it uses, how large and whether it writes them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Slot {
-    Input,
-    Target,
-    Weight,
-    PosWeight,
-    Loss,
-    Grad,
-    /// Side slots, copied between the caller's buffer and scratch around the pass
-    /// ([`Builder::side`]).
-    GradOutput,
-    Lse,
-    RowLoss,
-    Argmax,
-    Correct,
-    ShardStats,
-    ShardScale,
-    /// Fused linear + cross-entropy's layer: its weight `[V, D]` and bias `[V]`, and their
-    /// gradients (the bias's a side slot).
-    Linear,
-    Bias,
-    GradLinear,
-    GradBias,
-}
-
-/// How many slots a program has.
-pub const SLOTS: usize = 17;
-
-impl Slot {
-    pub const ALL: [Slot; SLOTS] = [
-        Slot::Input,
-        Slot::Target,
-        Slot::Weight,
-        Slot::PosWeight,
-        Slot::Loss,
-        Slot::Grad,
-        Slot::GradOutput,
-        Slot::Lse,
-        Slot::RowLoss,
-        Slot::Argmax,
-        Slot::Correct,
-        Slot::ShardStats,
-        Slot::ShardScale,
-        Slot::Linear,
-        Slot::Bias,
-        Slot::GradLinear,
-        Slot::GradBias,
-    ];
-
-    /// Its name in errors when the plan does not use it (the `Buffers` field's name).
-    pub fn name(self) -> &'static str {
-        self.label().trim_start_matches("wgpu-loss.")
-    }
-
-    /// The label of the buffers the convenience calls create for it.
-    pub fn label(self) -> &'static str {
-        match self {
-            Slot::Input => "wgpu-loss.input",
-            Slot::Target => "wgpu-loss.target",
-            Slot::Weight => "wgpu-loss.weight",
-            Slot::PosWeight => "wgpu-loss.pos_weight",
-            Slot::Loss => "wgpu-loss.loss",
-            Slot::Grad => "wgpu-loss.grad",
-            Slot::GradOutput => "wgpu-loss.grad_output",
-            Slot::Lse => "wgpu-loss.lse",
-            Slot::RowLoss => "wgpu-loss.row_loss",
-            Slot::Argmax => "wgpu-loss.argmax",
-            Slot::Correct => "wgpu-loss.correct",
-            Slot::ShardStats => "wgpu-loss.shard_stats",
-            Slot::ShardScale => "wgpu-loss.shard_scale",
-            Slot::Linear => "wgpu-loss.linear",
-            Slot::Bias => "wgpu-loss.bias",
-            Slot::GradLinear => "wgpu-loss.grad_linear",
-            Slot::GradBias => "wgpu-loss.grad_bias",
-        }
-    }
-}
-
-/// The bytes of each input slot (input, target, weight, pos_weight, grad_output, shard_scale,
-/// linear, bias) of a run on host data.
-pub(crate) type HostData<'a> = [Option<std::borrow::Cow<'a, [u8]>>; 8];
 
 /// How one user buffer is bound: its first `bytes`.
 #[derive(Clone, Copy, Debug)]
@@ -410,12 +328,12 @@ pub fn loss_bytes(want_loss: bool, reduced: bool, items: u64) -> u64 {
     }
 }
 
-/// The loss binding of a dispatch: the per-item losses (`view`), the reduced value when this
-/// dispatch writes it itself (`single`), or a dummy.
-pub fn loss_res(want_loss: bool, reduced: bool, single: bool, view: View) -> Res {
+/// The loss binding of a dispatch: the per-item losses (`view`) of slot `loss`, the reduced
+/// value when this dispatch writes it itself (`single`), or a dummy.
+pub fn loss_res(loss: Slot, want_loss: bool, reduced: bool, single: bool, view: View) -> Res {
     match (want_loss, reduced) {
-        (true, false) => Res::User(Slot::Loss, view),
-        (true, true) if single => Res::User(Slot::Loss, View::Scalar(4)),
+        (true, false) => Res::User(loss, view),
+        (true, true) if single => Res::User(loss, View::Scalar(4)),
         _ => Res::Dummy(true),
     }
 }
@@ -432,6 +350,8 @@ pub enum Access {
 /// (read).
 #[derive(Clone, Copy, Debug)]
 struct SlotUse {
+    /// The slot, once declared.
+    slot: Option<Slot>,
     name: &'static str,
     bytes: u64,
     access: Access,
@@ -439,6 +359,7 @@ struct SlotUse {
 }
 
 const UNUSED: SlotUse = SlotUse {
+    slot: None,
     name: "",
     bytes: 0,
     access: Access::Read,
@@ -457,8 +378,9 @@ struct Dispatch<P> {
 /// work), and [`Builder::finish`] compiles the pipelines and creates the plan's buffers.
 pub struct Builder<'a> {
     ctx: &'a Context,
-    slots: [SlotUse; SLOTS],
-    grad: Slot,
+    slots: [SlotUse; MAX_SLOTS],
+    /// The slot the gradient lands in when it is over the input (in place).
+    in_place: Option<Slot>,
     grad_dtype: (DType, u64),
     dispatches: Vec<Dispatch<PipelineKey>>,
     uniforms: Vec<u8>,
@@ -476,8 +398,8 @@ impl<'a> Builder<'a> {
     pub fn new(ctx: &'a Context) -> Self {
         Builder {
             ctx,
-            slots: [UNUSED; SLOTS],
-            grad: Slot::Grad,
+            slots: [UNUSED; MAX_SLOTS],
+            in_place: None,
             grad_dtype: (DType::F32, 0),
             dispatches: Vec::new(),
             uniforms: Vec::new(),
@@ -531,7 +453,8 @@ impl<'a> Builder<'a> {
                 which,
             });
         }
-        self.slots[slot as usize] = SlotUse {
+        self.slots[slot.index()] = SlotUse {
+            slot: Some(slot),
             name,
             bytes,
             access,
@@ -553,7 +476,8 @@ impl<'a> Builder<'a> {
         access: Access,
     ) -> Result<u32> {
         let base = self.scratch(bytes.div_ceil(4))?;
-        self.slots[slot as usize] = SlotUse {
+        self.slots[slot.index()] = SlotUse {
+            slot: Some(slot),
             name,
             bytes,
             access,
@@ -565,7 +489,8 @@ impl<'a> Builder<'a> {
     /// Declares a side output copied from the status words (`word` of 4): a count the kernels
     /// keep with integer atomics.
     pub fn status_output(&mut self, slot: Slot, name: &'static str, word: u64) {
-        self.slots[slot as usize] = SlotUse {
+        self.slots[slot.index()] = SlotUse {
+            slot: Some(slot),
             name,
             bytes: 4,
             access: Access::Write,
@@ -573,10 +498,10 @@ impl<'a> Builder<'a> {
         };
     }
 
-    /// The gradient is written over the input (and read back from there by the convenience
-    /// API).
-    pub fn grad_in_place(&mut self) {
-        self.grad = Slot::Input;
+    /// The gradient is written over the input `input` (and read back from there by the
+    /// convenience API).
+    pub fn grad_in_place(&mut self, input: Slot) {
+        self.in_place = Some(input);
     }
 
     /// The gradient's dtype (f32 unless set) and element count, for the convenience API's
@@ -793,7 +718,7 @@ impl<'a> Builder<'a> {
         let program = Program {
             ctx: self.ctx.without_cache(),
             slots: self.slots,
-            grad: self.grad,
+            in_place: self.in_place,
             grad_dtype: self.grad_dtype,
             dispatches,
             uniforms: Locked::new(self.ctx, uniforms),
@@ -827,14 +752,12 @@ pub struct Bound {
     copies: Vec<SideCopy>,
 }
 
-/// The caller's ranges, one optional range a slot, in [`Slot`] order.
-pub type UserBindings<'a> = [Option<wgpu::BufferBinding<'a>>; SLOTS];
-
 /// A planned loss, ready to bind and record.
 pub struct Program {
     ctx: Context,
-    slots: [SlotUse; SLOTS],
-    grad: Slot,
+    slots: [SlotUse; MAX_SLOTS],
+    /// The slot the gradient lands in when it is over the input (in place).
+    in_place: Option<Slot>,
     grad_dtype: (DType, u64),
     dispatches: Vec<Dispatch<Pipeline>>,
     /// Dropped under the device lock (see `Drop`).
@@ -842,10 +765,6 @@ pub struct Program {
     scratch: Locked<wgpu::Buffer>,
     owned: Locked<Vec<wgpu::Buffer>>,
 }
-
-/// The caller's textures, one optional view a slot, in [`Slot`] order (for the dispatches'
-/// [`Res::Texture`] bindings).
-pub type UserTextures<'a> = [Option<&'a wgpu::TextureView>; SLOTS];
 
 /// The bytes a binding range spans: its size, or the rest of its buffer.
 pub fn range_len(b: &wgpu::BufferBinding<'_>) -> u64 {
@@ -867,12 +786,36 @@ impl Program {
 
     /// The bytes slot `slot` needs (0: unused).
     pub fn slot_bytes(&self, slot: Slot) -> u64 {
-        self.slots[slot as usize].bytes
+        self.slots[slot.index()].bytes
     }
 
-    /// Where the gradient lands: the `Grad` slot, or `Input` in place.
-    pub fn grad_slot(&self) -> Slot {
-        self.grad
+    /// The slots the program uses, with their bytes.
+    pub fn used_slots(&self) -> impl Iterator<Item = (Slot, u64)> + '_ {
+        self.slots
+            .iter()
+            .filter_map(|u| Some((u.slot?, u.bytes)).filter(|&(_, b)| b > 0))
+    }
+
+    /// Whether the program writes slot `slot`.
+    pub fn writes(&self, slot: Slot) -> bool {
+        self.slots[slot.index()].access == Access::Write
+    }
+
+    /// The slot the program writes `field` into, when it writes it (the gradient: over the
+    /// input when in place).
+    pub fn result_slot(&self, field: Field) -> Option<Slot> {
+        match (field, self.in_place) {
+            (Field::Grad, Some(input)) => Some(input),
+            _ => self
+                .used_slots()
+                .map(|(s, _)| s)
+                .find(|s| s.field() == Some(field)),
+        }
+    }
+
+    /// Whether the gradient is written over the input.
+    pub fn in_place(&self) -> bool {
+        self.in_place.is_some()
     }
 
     /// The gradient's dtype and, when it is not f32, its element count.
@@ -884,10 +827,13 @@ impl Program {
     /// aligned, inside their buffers, large enough, and no written range overlapping another.
     fn check(&self, user: &UserBindings<'_>) -> Result<()> {
         let alignment = (self.ctx.limits().min_storage_buffer_offset_alignment as u64).max(1);
-        for ((slot, given), role) in self.slots.iter().zip(user).zip(Slot::ALL) {
-            match (slot.bytes, given) {
+        for (i, slot) in self.slots.iter().enumerate() {
+            match (slot.bytes, user.get(i).map(|(_, b)| b)) {
                 (0, None) => {}
-                (0, Some(_)) => return Err(Error::Binding(role.name(), "not used by this plan")),
+                (0, Some(_)) => {
+                    let role = user.get(i).expect("given").0;
+                    return Err(Error::Binding(role.name(), "not used by this plan"));
+                }
                 (_, None) => return Err(Error::Binding(slot.name, "needed by this plan")),
                 (bytes, Some(b)) => {
                     let usage = b.buffer.usage();
@@ -939,8 +885,8 @@ impl Program {
         let used: Vec<(&SlotUse, &wgpu::BufferBinding<'_>)> = self
             .slots
             .iter()
-            .zip(user)
-            .filter_map(|(s, b)| Some((s, b.as_ref()?)).filter(|_| s.bytes > 0))
+            .enumerate()
+            .filter_map(|(i, s)| Some((s, &user.get(i)?.1)).filter(|_| s.bytes > 0))
             .collect();
         for (i, &(a, ra)) in used.iter().enumerate() {
             for &(b, rb) in &used[i + 1..] {
@@ -962,7 +908,7 @@ impl Program {
     /// Checks `user` and creates the bind group of each dispatch, and the copies of its side
     /// slots.
     pub fn bind(&self, user: &UserBindings<'_>) -> Result<Bound> {
-        self.bind_textures(user, &[None; SLOTS])
+        self.bind_textures(user, &[None; MAX_SLOTS])
     }
 
     /// [`Program::bind`] with the caller's textures for the dispatches' [`Res::Texture`]
@@ -976,7 +922,7 @@ impl Program {
         for d in &self.dispatches {
             for res in &d.entries {
                 if let Res::Texture(slot) = *res
-                    && textures[slot as usize].is_none()
+                    && textures[slot.index()].is_none()
                 {
                     return Err(Error::Binding(slot.name(), "needs a texture in this plan"));
                 }
@@ -985,9 +931,9 @@ impl Program {
         let copies = self
             .slots
             .iter()
-            .zip(user)
-            .filter_map(|(slot, b)| {
-                let (at, b) = (slot.copy?, b.as_ref()?);
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                let (at, b) = (slot.copy?, &user.get(i)?.1);
                 Some(SideCopy {
                     buffer: b.buffer.clone(),
                     offset: b.offset,
@@ -1017,7 +963,7 @@ impl Program {
                             entries.push(wgpu::BindGroupEntry {
                                 binding: i as u32 + 1,
                                 resource: wgpu::BindingResource::TextureView(
-                                    textures[slot as usize].expect("checked above"),
+                                    textures[slot.index()].expect("checked above"),
                                 ),
                             });
                             continue;
@@ -1031,7 +977,7 @@ impl Program {
                                 Res::Window(_, at, _) => at,
                                 _ => 0,
                             };
-                            let range = user[slot as usize].as_ref().expect("checked");
+                            let range = &user.get(slot.index()).expect("checked").1;
                             wgpu::BufferBinding {
                                 buffer: range.buffer,
                                 offset: range.offset + at,

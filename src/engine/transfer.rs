@@ -2,11 +2,12 @@
 
 use wgpu::util::DeviceExt;
 
-use super::program::{Bound, HostData, Program, Slot, Status, UserBindings};
+use super::program::{Bound, Program, Status};
+use super::slots::{HostData, Slot, UserBindings};
 use crate::dtype::DType;
 use crate::engine::context::Context;
 use crate::error::{Error, Result};
-use crate::reduction::{LossOutput, Reduction};
+use crate::reduction::{Field, LossOutput, Reduction};
 
 /// Creates a storage buffer holding `data` (at least 4 bytes, so that it can be bound).
 pub fn upload(ctx: &Context, label: &str, data: &[u8]) -> wgpu::Buffer {
@@ -66,36 +67,37 @@ pub(crate) fn run_host(
 ) -> Result<LossOutput> {
     let ctx = program.ctx();
     let device = ctx.device();
-    // The outputs to read back: the loss, the gradient (in the input, in place), and the side
-    // outputs the program writes.
-    let grad_slot = program.grad_slot();
-    let reads: Vec<Slot> = [
-        Slot::Loss,
-        grad_slot,
-        Slot::Lse,
-        Slot::RowLoss,
-        Slot::Argmax,
-        Slot::Correct,
-        Slot::ShardStats,
-        Slot::GradLinear,
-        Slot::GradBias,
-    ]
-    .into_iter()
-    .filter(|&s| program.slot_bytes(s) > 0)
-    .collect();
+    if let Some(s) = host.slots().find(|&s| program.slot_bytes(s) == 0) {
+        return Err(Error::Binding(s.name(), "not used by this plan"));
+    }
+    // The outputs to read back: every slot the program writes into a field of the output (the
+    // gradient over the input, in place).
+    let grad = program.result_slot(Field::Grad);
+    let reads: Vec<(Slot, Field)> = program
+        .used_slots()
+        .filter_map(|(s, _)| match s.field() {
+            Some(f) => Some((s, f)),
+            None => (Some(s) == grad).then_some((s, Field::Grad)),
+        })
+        .collect();
     let (out, status) = scoped(ctx, || {
-        let buffers: Vec<Option<wgpu::Buffer>> = Slot::ALL
-            .iter()
-            .map(|&slot| match host_index(slot) {
-                Some(i) => host[i].as_ref().map(|data| upload(ctx, slot.label(), data)),
-                None => Some(program.slot_bytes(slot))
-                    .filter(|&b| b > 0)
-                    .map(|bytes| output(ctx, slot.label(), bytes)),
+        // The host's bytes uploaded, and a buffer for every output (an input the host lacks is
+        // left out: binding names it).
+        let buffers: Vec<(Slot, wgpu::Buffer)> = program
+            .used_slots()
+            .filter_map(|(slot, bytes)| {
+                let buffer = match host.get(slot.index()) {
+                    Some(data) => upload(ctx, &slot.label(), data),
+                    None if program.writes(slot) => output(ctx, &slot.label(), bytes),
+                    None => return None,
+                };
+                Some((slot, buffer))
             })
             .collect();
+        let buffer = |slot: Slot| &buffers.iter().find(|b| b.0 == slot).expect("created").1;
         let mut offsets = Vec::with_capacity(reads.len());
         let mut total = 16u64;
-        for &slot in &reads {
+        for &(slot, _) in &reads {
             offsets.push(total);
             total += program.slot_bytes(slot).next_multiple_of(4);
         }
@@ -105,77 +107,40 @@ pub(crate) fn run_host(
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let user: UserBindings<'_> =
-            std::array::from_fn(|i| buffers[i].as_ref().map(|b| b.as_entire_buffer_binding()));
+        let user = buffers
+            .iter()
+            .fold(UserBindings::default(), |u, (slot, b)| {
+                u.with(*slot, Some(b.as_entire_buffer_binding()))
+            });
         let bound = program.bind(&user)?;
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("wgpu-loss"),
         });
         program.record(&mut encoder, &bound, None);
         encoder.copy_buffer_to_buffer(program.scratch(), 0, &staging, 0, 16);
-        for (&slot, &offset) in reads.iter().zip(&offsets) {
-            let buffer = buffers[slot as usize].as_ref().expect("created above");
+        for (&(slot, _), &offset) in reads.iter().zip(&offsets) {
             let bytes = program.slot_bytes(slot).next_multiple_of(4);
-            encoder.copy_buffer_to_buffer(buffer, 0, &staging, offset, bytes);
+            encoder.copy_buffer_to_buffer(buffer(slot), 0, &staging, offset, bytes);
         }
         ctx.queue().submit([encoder.finish()]);
         let data = map_read(ctx, &staging)?;
         let status = Status::from_words(&bytemuck::pod_collect_to_vec(&data[..16]));
-        let outs: Vec<(Slot, &[u8])> = reads
-            .iter()
-            .zip(&offsets)
-            .map(|(&slot, &offset)| {
-                let end = offset + program.slot_bytes(slot);
-                (slot, &data[offset as usize..end as usize])
-            })
-            .collect();
         let mut out = LossOutput::from_parts(reduction, None, None);
-        let f32s = |b: &[u8]| bytemuck::pod_collect_to_vec::<u8, f32>(b);
-        for (slot, bytes) in outs {
-            match slot {
-                Slot::Loss => {
-                    out = LossOutput::from_parts(reduction, Some(f32s(bytes)), None);
+        for (&(slot, field), &offset) in reads.iter().zip(&offsets) {
+            let bytes = &data[offset as usize..(offset + program.slot_bytes(slot)) as usize];
+            match (field, program.grad_dtype()) {
+                (Field::Grad, (dtype, elements)) if dtype != DType::F32 => {
+                    let mut g = dtype.widen(bytes);
+                    g.truncate(elements as usize);
+                    out.grad = Some(g);
                 }
-                Slot::Lse => out.lse = Some(f32s(bytes)),
-                Slot::RowLoss => out.row_losses = Some(f32s(bytes)),
-                Slot::Argmax => out.argmax = Some(bytemuck::pod_collect_to_vec(bytes)),
-                Slot::ShardStats => out.shard_stats = Some(f32s(bytes)),
-                Slot::GradLinear => out.grad_linear = Some(f32s(bytes)),
-                Slot::GradBias => out.grad_bias = Some(f32s(bytes)),
-                Slot::Correct => {
-                    out.correct = Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-                }
-                _ => {
-                    out.grad = Some(match program.grad_dtype() {
-                        (dtype, elements) if dtype != DType::F32 => {
-                            let mut g = dtype.widen(bytes);
-                            g.truncate(elements as usize);
-                            g
-                        }
-                        _ => f32s(bytes),
-                    })
-                }
+                _ => out.fill(field, reduction, bytes),
             }
         }
         Ok((out, status))
     })?;
     status.check(what)?;
     Ok(out)
-}
-
-/// The index in [`HostData`] of an input slot; None for the outputs.
-pub(crate) fn host_index(slot: Slot) -> Option<usize> {
-    match slot {
-        Slot::Input => Some(0),
-        Slot::Target => Some(1),
-        Slot::Weight => Some(2),
-        Slot::PosWeight => Some(3),
-        Slot::GradOutput => Some(4),
-        Slot::ShardScale => Some(5),
-        Slot::Linear => Some(6),
-        Slot::Bias => Some(7),
-        _ => None,
-    }
 }
 
 /// Maps a `MAP_READ` buffer, waits for it, and copies its contents out (blocking). A buffer

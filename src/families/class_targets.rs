@@ -8,9 +8,10 @@ use std::borrow::Cow;
 
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{Kernel, fixed_layout, params};
-use crate::engine::program::{Builder, Finish, Res, Slot, View, WG, elements};
+use crate::engine::program::{Builder, Finish, Res, View, WG, elements};
 use crate::error::{Error, Result};
 use crate::plan::Inputs;
+use crate::plan::roles::{TARGET, WEIGHT};
 
 /// Rows one invocation of class_targets.wgsl adds (its `K`).
 const TARGETS_K: u32 = 16;
@@ -124,8 +125,8 @@ impl ClassTargets {
         };
         let weight = View::Scalar(4 * self.classes as u64);
         let entries = vec![
-            Res::User(Slot::Target, View::Scalar(4 * self.rows as u64)),
-            Res::user_if(self.weighted, Slot::Weight, weight, false),
+            Res::User(TARGET, View::Scalar(4 * self.rows as u64)),
+            Res::user_if(self.weighted, WEIGHT, weight, false),
             Res::Scratch,
         ];
         b.dispatch(&key, &params, entries, (wg_x, wg_y));

@@ -23,16 +23,18 @@ use crate::dtype::DType;
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{Binding, Kernel, ScaleMode, params};
 use crate::engine::program::{
-    Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
-    partial_group,
+    Access, After, Builder, Finish, Res, View, WG, Windowing, loss_bytes, loss_res, partial_group,
 };
+use crate::engine::slots::Slot;
 use crate::error::{Error, Result};
 use crate::families::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
+use crate::plan::roles::{GRAD, INPUT, LOSS, TARGET, WEIGHT};
 use crate::plan::sealed::Tensors;
 use crate::plan::{
-    HostData, Inputs, bytes, check_count, check_declared, check_grad_dtype, setters, value_bytes,
+    HostData, Inputs, buffers, bytes, check_count, check_declared, check_grad_dtype, setters,
+    value_bytes,
 };
-use crate::reduction::{Outputs, Reduction};
+use crate::reduction::{Field, Outputs, Reduction};
 
 /// What the targets of cross-entropy from logits are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -58,9 +60,9 @@ pub struct Shard {
 /// The two steps of a shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShardStep {
-    /// Each row's statistics over the shard's classes (`Buffers::shard_stats`, f32 `[N, 8]`).
+    /// Each row's statistics over the shard's classes (`CrossEntropyBuffers::shard_stats`, f32 `[N, 8]`).
     Statistics,
-    /// The shard's gradient from every shard's combined statistics (`Buffers::shard_scale`, f32
+    /// The shard's gradient from every shard's combined statistics (`CrossEntropyBuffers::shard_scale`, f32
     /// `[N, 4]`, made by [`combine_shards`]).
     Gradient,
 }
@@ -82,6 +84,61 @@ impl Shard {
             vocab,
             step: ShardStep::Gradient,
         }
+    }
+}
+
+/// Cross-entropy's own slots: inputs and outputs beside the pass, copied between the caller's
+/// buffers and scratch ([`Builder::side`]), and the count of correct rows.
+const GRAD_OUTPUT: Slot = Slot::new(5, "grad_output");
+const LSE: Slot = Slot::new(6, "lse").result(Field::Lse);
+const ROW_LOSS: Slot = Slot::new(7, "row_loss").result(Field::RowLoss);
+const ARGMAX: Slot = Slot::new(8, "argmax").result(Field::Argmax);
+const CORRECT: Slot = Slot::new(9, "correct").result(Field::Correct);
+const SHARD_STATS: Slot = Slot::new(10, "shard_stats").result(Field::ShardStats);
+const SHARD_SCALE: Slot = Slot::new(11, "shard_scale");
+
+buffers! {
+    /// The caller's buffers for a [`Plan`](crate::Plan) of a [`CrossEntropyDesc`]. `input`,
+    /// `target`, `weight`, `loss` and `grad` are bound: each needs `BufferUsages::STORAGE`, an
+    /// offset that is a multiple of the device's `min_storage_buffer_offset_alignment`, and at
+    /// least the bytes of the plan's shape in its dtypes ([`crate::DType::bytes`]: 16-bit
+    /// tensors rounded up to whole 4-byte words). The rest are side ranges, copied rather than
+    /// bound: `COPY_SRC` for the inputs, `COPY_DST` for the outputs, 4-byte aligned offsets.
+    /// Only the outputs are written (and `input`, when the plan is in place).
+    CrossEntropyBuffers {
+        /// The logits `[N, C]`, in the description's dtype. Read only, unless the plan writes
+        /// the gradient in place.
+        input: INPUT,
+        /// The targets: class indices (i32 `[N]`) or probabilities (`[N, C]`, in the logits'
+        /// dtype). Read only.
+        target: TARGET,
+        ;
+        /// The class weight (f32 `[C]`), when the description declares one. Read only.
+        weight: WEIGHT,
+        /// Where the loss goes (f32): one value when reduced, one a row for
+        /// [`Reduction::None`].
+        loss: LOSS,
+        /// Where the gradient with respect to the logits goes, in the description's
+        /// `grad_dtype` (none in place).
+        grad: GRAD,
+        /// The upstream gradient (f32: one value, or one a row with [`Reduction::None`]); a
+        /// side range.
+        grad_output: GRAD_OUTPUT,
+        /// Where each row's log-sum-exp goes (f32 `[N]`); a side range.
+        lse: LSE,
+        /// Where each row's loss goes when the loss is reduced (f32 `[N]`); a side range.
+        row_loss: ROW_LOSS,
+        /// Where each row's argmax goes (u32 `[N]`); a side range.
+        argmax: ARGMAX,
+        /// Where the count of rows whose argmax is their class target goes (u32 `[1]`); a
+        /// side range.
+        correct: CORRECT,
+        /// A vocabulary shard's statistics step: where each row's statistics go (f32
+        /// `[N, 8]`); a side range.
+        shard_stats: SHARD_STATS,
+        /// A vocabulary shard's gradient step: the combined statistics (f32 `[N, 4]`); a side
+        /// range.
+        shard_scale: SHARD_SCALE,
     }
 }
 
@@ -118,16 +175,16 @@ pub struct CrossEntropyDesc {
     pub dtype: DType,
     /// The gradient's dtype (default: the logits').
     pub grad_dtype: Option<DType>,
-    /// Also write each row's log-sum-exp (`Buffers::lse`, f32 `[N]`).
+    /// Also write each row's log-sum-exp (`CrossEntropyBuffers::lse`, f32 `[N]`).
     pub lse: bool,
-    /// Also write each row's loss beside a reduced loss (`Buffers::row_loss`, f32 `[N]`).
+    /// Also write each row's loss beside a reduced loss (`CrossEntropyBuffers::row_loss`, f32 `[N]`).
     pub row_losses: bool,
-    /// Scale the gradient by an upstream gradient (`Buffers::grad_output`, f32: one value for
+    /// Scale the gradient by an upstream gradient (`CrossEntropyBuffers::grad_output`, f32: one value for
     /// sum and mean, one a row for none), as an autodiff engine's backward does.
     pub grad_output: bool,
-    /// Also write each row's argmax (`Buffers::argmax`, u32 `[N]`; of the capped logits with
+    /// Also write each row's argmax (`CrossEntropyBuffers::argmax`, u32 `[N]`; of the capped logits with
     /// `softcap`) and, with class targets, how many rows' argmax is their target
-    /// (`Buffers::correct`, one u32: token accuracy is that over the rows not ignored).
+    /// (`CrossEntropyBuffers::correct`, one u32: token accuracy is that over the rows not ignored).
     pub argmax: bool,
     /// A shard of a larger vocabulary: `classes` are the shard's, the class targets are the
     /// vocabulary's, and the plan runs one of the shard's steps (class targets only).
@@ -288,6 +345,8 @@ impl CrossEntropyDesc {
 }
 
 impl Tensors for CrossEntropyDesc {
+    type Ranges<'a> = CrossEntropyBuffers<'a>;
+
     fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         let shape = self.check()?;
         // A shard's steps compute no loss: statistics, or a gradient whose scale comes with the
@@ -346,16 +405,12 @@ impl Tensors for CrossEntropyDesc {
             }
         };
         self.check()?;
-        Ok([
-            input,
-            target,
-            bytes(inputs.weight),
-            None,
-            bytes(inputs.grad_output),
-            bytes(inputs.shard_scale),
-            None,
-            None,
-        ])
+        Ok(HostData::default()
+            .with(INPUT, input)
+            .with(TARGET, target)
+            .with(WEIGHT, bytes(inputs.weight))
+            .with(GRAD_OUTPUT, bytes(inputs.grad_output))
+            .with(SHARD_SCALE, bytes(inputs.shard_scale)))
     }
 }
 
@@ -625,16 +680,16 @@ impl<'s> Planner<'s> {
         let n = d.rows as u64;
         let p = &mut self.base;
         if d.lse {
-            p.lse_base = b.side(Slot::Lse, "lse", 4 * n, Access::Write)?;
+            p.lse_base = b.side(LSE, "lse", 4 * n, Access::Write)?;
             self.side |= 1;
         }
         if d.row_losses {
-            p.rows_base = b.side(Slot::RowLoss, "row_loss", 4 * n, Access::Write)?;
+            p.rows_base = b.side(ROW_LOSS, "row_loss", 4 * n, Access::Write)?;
             self.side |= 2;
         }
         if d.grad_output {
             let len = d.grad_output_len() as u64;
-            p.go_base = b.side(Slot::GradOutput, "grad_output", 4 * len, Access::Read)?;
+            p.go_base = b.side(GRAD_OUTPUT, "grad_output", 4 * len, Access::Read)?;
             self.side |= if d.reduction.is_reduced() { 4 } else { 8 };
         }
         if let Some(sh) = d.shard {
@@ -642,17 +697,15 @@ impl<'s> Planner<'s> {
             p.vocab = sh.vocab as u32;
             p.shard_base = match sh.step {
                 ShardStep::Statistics => {
-                    b.side(Slot::ShardStats, "shard_stats", 32 * n, Access::Write)?
+                    b.side(SHARD_STATS, "shard_stats", 32 * n, Access::Write)?
                 }
-                ShardStep::Gradient => {
-                    b.side(Slot::ShardScale, "shard_scale", 16 * n, Access::Read)?
-                }
+                ShardStep::Gradient => b.side(SHARD_SCALE, "shard_scale", 16 * n, Access::Read)?,
             };
         }
         if d.argmax {
-            p.argmax_base = b.side(Slot::Argmax, "argmax", 4 * n, Access::Write)?;
+            p.argmax_base = b.side(ARGMAX, "argmax", 4 * n, Access::Write)?;
             if d.targets == Targets::Classes {
-                b.status_output(Slot::Correct, "correct", 3);
+                b.status_output(CORRECT, "correct", 3);
             }
         }
         Ok(())
@@ -707,25 +760,25 @@ impl<'s> Planner<'s> {
             Access::Read
         };
         // x, t and grad may be larger than one binding: bound a window at a time.
-        b.windowed_slot(Slot::Input, "logits", s.dtype.bytes(total), access)?;
+        b.windowed_slot(INPUT, "logits", s.dtype.bytes(total), access)?;
         if classes {
-            b.slot(Slot::Target, "targets", 4 * n, Access::Read)?;
+            b.slot(TARGET, "targets", 4 * n, Access::Read)?;
         } else {
-            b.windowed_slot(Slot::Target, "targets", s.dtype.bytes(total), Access::Read)?;
+            b.windowed_slot(TARGET, "targets", s.dtype.bytes(total), Access::Read)?;
         }
         let weight_bytes = if s.shape.weighted { 4 * c } else { 0 };
-        b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
+        b.slot(WEIGHT, "weight", weight_bytes, Access::Read)?;
         let loss = loss_bytes(s.outputs.loss, self.reduced, n);
-        b.slot(Slot::Loss, "loss", loss, Access::Write)?;
+        b.slot(LOSS, "loss", loss, Access::Write)?;
         let grad_bytes = if want_grad && !s.in_place {
             s.grad_dtype.bytes(total)
         } else {
             0
         };
-        b.windowed_slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
+        b.windowed_slot(GRAD, "grad", grad_bytes, Access::Write)?;
         b.grad_dtype(s.grad_dtype, total);
         if s.in_place {
-            b.grad_in_place();
+            b.grad_in_place(INPUT);
         }
         Ok(())
     }
@@ -808,20 +861,26 @@ impl<'s> Planner<'s> {
         let classes = s.kind == Kind::Classes;
         let unused = |writable| Res::Dummy(writable);
         vec![
-            view(Slot::Input, s.dtype),
+            view(INPUT, s.dtype),
             if classes {
                 unused(false)
             } else {
-                view(Slot::Target, s.dtype)
+                view(TARGET, s.dtype)
             },
-            Res::user_if(classes, Slot::Target, View::Scalar(4 * n), false),
-            Res::user_if(s.shape.weighted, Slot::Weight, View::Scalar(4 * c), false),
+            Res::user_if(classes, TARGET, View::Scalar(4 * n), false),
+            Res::user_if(s.shape.weighted, WEIGHT, View::Scalar(4 * c), false),
             if s.outputs.grad && !s.in_place {
-                view(Slot::Grad, s.grad_dtype)
+                view(GRAD, s.grad_dtype)
             } else {
                 unused(true)
             },
-            loss_res(s.outputs.loss, self.reduced, single, View::Scalar(4 * n)),
+            loss_res(
+                LOSS,
+                s.outputs.loss,
+                self.reduced,
+                single,
+                View::Scalar(4 * n),
+            ),
             Res::Scratch,
         ]
     }
@@ -905,7 +964,7 @@ impl<'s> Planner<'s> {
     /// Appends the reduction of `parts` partials at `base`, when the loss is reduced.
     fn reduce(&self, b: &mut Builder<'_>, parts: u64, base: u32) -> Result<()> {
         match self.finish {
-            Some(finish) => b.reduce(parts, base, finish, Some(Slot::Loss)),
+            Some(finish) => b.reduce(parts, base, finish, Some(LOSS)),
             None => Ok(()),
         }
     }
@@ -1123,7 +1182,7 @@ pub struct CombinedShards {
     pub per_row: Option<Vec<f32>>,
     /// Each row's log-sum-exp over the whole vocabulary.
     pub lse: Vec<f32>,
-    /// What each shard's gradient step takes (`Inputs::shard_scale`, `Buffers::shard_scale`):
+    /// What each shard's gradient step takes (`Inputs::shard_scale`, `CrossEntropyBuffers::shard_scale`):
     /// per row the log-sum-exp and the coefficients of p, of the one-hot target and of the
     /// class weight, scaled by the reduction (4 a row).
     pub scale: Vec<f32>,

@@ -17,7 +17,8 @@ use crate::dtype::DType;
 use crate::engine::context::Context;
 use crate::engine::program::Builder;
 use crate::error::{Error, Result};
-use crate::families::pointwise::{LossCode, Stream};
+use crate::families::pointwise::{LossCode, PointwiseBuffers, Stream};
+use crate::plan::roles::{INPUT, TARGET, WEIGHT};
 use crate::plan::sealed::Tensors;
 use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
 use crate::reduction::{Outputs, Reduction};
@@ -252,6 +253,8 @@ fn compiler_message(message: &str) -> String {
 }
 
 impl Tensors for CustomLossDesc {
+    type Ranges<'a> = PointwiseBuffers<'a>;
+
     fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         self.check()?;
         compile_first(b, self);
@@ -279,19 +282,10 @@ impl Tensors for CustomLossDesc {
         check_count("pred", self.len as u64, inputs.input.len())?;
         check_count("target (must match pred)", self.len as u64, target.len())?;
         check_declared("weight", self.weight, inputs.weight)?;
-        check_declared("pos_weight", None, inputs.pos_weight)?;
-        check_declared("grad_output", None, inputs.grad_output)?;
-        check_declared("shard_scale", None, inputs.shard_scale)?;
-        Ok([
-            value_bytes("pred", inputs.input, self.dtype)?,
-            value_bytes("target", target, self.dtype)?,
-            bytes(inputs.weight),
-            None,
-            None,
-            None,
-            None,
-            None,
-        ])
+        Ok(HostData::default()
+            .with(INPUT, value_bytes("pred", inputs.input, self.dtype)?)
+            .with(TARGET, value_bytes("target", target, self.dtype)?)
+            .with(WEIGHT, bytes(inputs.weight)))
     }
 }
 

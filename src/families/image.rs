@@ -12,12 +12,12 @@ use std::str::FromStr;
 use crate::engine::context::Context;
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{Binding, Kernel, modes, params};
-use crate::engine::program::{
-    Access, Bound, Builder, Program, Res, SLOTS, Slot, UserBindings, View,
-};
+use crate::engine::program::{Access, Bound, Builder, Program, Res, View};
+use crate::engine::slots::{HostData, MAX_SLOTS, Slot, UserBindings};
 use crate::error::{Error, Result, display_by_name};
+use crate::plan::roles::{GRAD, LOSS, TARGET};
 use crate::plan::sealed::Family;
-use crate::plan::{HostData, IntoBinding, Plan, setters};
+use crate::plan::{IntoBinding, Plan, setters};
 use crate::reduction::Reduction;
 use crate::reduction::{LossOutput, Outputs};
 
@@ -622,19 +622,33 @@ impl<'a> From<&'a wgpu::Texture> for ImageInput<'a> {
     }
 }
 
-/// The caller's images and outputs for a [`Plan`] of an [`ImageDesc`]: the prediction and target, the mask
-/// when the plan has one, the loss (f32: one value, or the per-element map) and the gradient (a
-/// buffer or a storage texture, as the plan says).
+/// An image loss's own slots: the prediction and the mask (the target, the loss and the gradient
+/// are the shared roles').
+const PRED: Slot = Slot::new(0, "pred");
+const MASK: Slot = Slot::new(2, "mask");
+
+/// The caller's images and outputs for a [`Plan`] of an [`ImageDesc`]: the prediction and
+/// target, the mask when the plan has one, the loss (f32: one value, or the per-element map)
+/// and the gradient (a buffer or a storage texture, as the plan says). Buffers need
+/// `BufferUsages::STORAGE` and offsets that are multiples of the device's
+/// `min_storage_buffer_offset_alignment`; textures are checked by [`Plan::bind`].
 #[derive(Clone, Debug)]
 pub struct ImageBuffers<'a> {
+    /// The prediction: a buffer `[N, H, W, C]` (f32) or a texture of the plan's format.
     pub pred: ImageInput<'a>,
+    /// The target, like the prediction.
     pub target: ImageInput<'a>,
+    /// The mask, when the plan has a buffer (f32 `[N, H, W]`) or texture mask.
     pub mask: Option<ImageInput<'a>>,
+    /// Where the loss goes (f32): one value when reduced, else the per-element map.
     pub loss: Option<wgpu::BufferBinding<'a>>,
+    /// Where the gradient with respect to the prediction goes: a buffer (f32, shaped like the
+    /// prediction) or a storage texture, as the plan says.
     pub grad: Option<ImageInput<'a>>,
 }
 
 impl<'a> ImageBuffers<'a> {
+    /// The prediction and target; add the rest with the setters.
     pub fn new(pred: impl Into<ImageInput<'a>>, target: impl Into<ImageInput<'a>>) -> Self {
         ImageBuffers {
             pred: pred.into(),
@@ -644,14 +658,17 @@ impl<'a> ImageBuffers<'a> {
             grad: None,
         }
     }
+    /// Sets the mask.
     pub fn mask(mut self, mask: impl Into<ImageInput<'a>>) -> Self {
         self.mask = Some(mask.into());
         self
     }
+    /// Sets the loss output.
     pub fn loss(mut self, loss: impl IntoBinding<'a>) -> Self {
         self.loss = Some(loss.into_binding());
         self
     }
+    /// Sets the gradient output.
     pub fn grad(mut self, grad: impl Into<ImageInput<'a>>) -> Self {
         self.grad = Some(grad.into());
         self
@@ -715,13 +732,13 @@ impl Family for ImageDesc {
     }
 
     /// Checks the caller's images against the plan and creates the bind groups. Buffers as for
-    /// a [`crate::Buffers`]; textures 2-D, of the plan's format and the images' size, with
+    /// a [`crate::pointwise::PointwiseBuffers`]; textures 2-D, of the plan's format and the images' size, with
     /// `TEXTURE_BINDING` (inputs) or `STORAGE_BINDING` (the gradient), one sample; the
     /// gradient texture none of the inputs.
     fn bind(&self, program: &Program, b: &ImageBuffers<'_>) -> Result<Bound> {
         let d = self;
-        let mut user: UserBindings<'_> = [const { None }; SLOTS];
-        let mut views: [Option<wgpu::TextureView>; SLOTS] = [const { None }; SLOTS];
+        let mut user = UserBindings::default();
+        let mut views: [Option<wgpu::TextureView>; MAX_SLOTS] = [const { None }; MAX_SLOTS];
         let want_grad = d.outputs.grad;
         let mask_kind = match d.mask {
             ImageMask::Buffer => Some(ImageSource::Buffer),
@@ -733,22 +750,16 @@ impl Family for ImageDesc {
             GradTarget::Texture(f) => ImageSource::Texture(f),
         });
         let slots = [
+            (PRED, "pred", Some(d.pred), Some(b.pred.clone()), false),
             (
-                Slot::Input,
-                "pred",
-                Some(d.pred),
-                Some(b.pred.clone()),
-                false,
-            ),
-            (
-                Slot::Target,
+                TARGET,
                 "target",
                 Some(d.target),
                 Some(b.target.clone()),
                 false,
             ),
-            (Slot::Weight, "mask", mask_kind, b.mask.clone(), false),
-            (Slot::Grad, "grad", grad_kind, b.grad.clone(), true),
+            (MASK, "mask", mask_kind, b.mask.clone(), false),
+            (GRAD, "grad", grad_kind, b.grad.clone(), true),
         ];
         let mut textures: Vec<(&'static str, &wgpu::Texture)> = Vec::new();
         // Views are made under the device lock, as every use of the device (GL).
@@ -758,9 +769,7 @@ impl Family for ImageDesc {
                 (None, None) => {}
                 (None, Some(_)) => return Err(Error::Binding(name, "not used by this plan")),
                 (Some(_), None) => return Err(Error::Binding(name, "needed by this plan")),
-                (Some(ImageSource::Buffer), Some(ImageInput::Buffer(r))) => {
-                    user[slot as usize] = Some(r)
-                }
+                (Some(ImageSource::Buffer), Some(ImageInput::Buffer(r))) => user.set(slot, Some(r)),
                 (Some(ImageSource::Texture(format)), Some(ImageInput::Texture(t))) => {
                     check_texture(d, name, t, format, storage)?;
                     // A texture bound for writing may be no input (wgpu refuses a texture
@@ -769,7 +778,7 @@ impl Family for ImageDesc {
                         return Err(Error::Aliased { a: name, b: input });
                     }
                     textures.push((name, t));
-                    views[slot as usize] = Some(t.create_view(&wgpu::TextureViewDescriptor {
+                    views[slot.index()] = Some(t.create_view(&wgpu::TextureViewDescriptor {
                         label: Some("wgpu-loss.image"),
                         dimension: Some(wgpu::TextureViewDimension::D2),
                         base_mip_level: 0,
@@ -793,13 +802,14 @@ impl Family for ImageDesc {
                 }
             }
         }
-        match (program.slot_bytes(Slot::Loss) > 0, b.loss.clone()) {
-            (true, Some(l)) => user[Slot::Loss as usize] = Some(l),
+        match (program.slot_bytes(LOSS) > 0, b.loss.clone()) {
+            (true, Some(l)) => user.set(LOSS, Some(l)),
             (true, None) => return Err(Error::Binding("loss", "needed by this plan")),
             (false, Some(_)) => return Err(Error::Binding("loss", "not used by this plan")),
             (false, None) => {}
         }
-        let refs: [Option<&wgpu::TextureView>; SLOTS] = std::array::from_fn(|i| views[i].as_ref());
+        let refs: [Option<&wgpu::TextureView>; MAX_SLOTS] =
+            std::array::from_fn(|i| views[i].as_ref());
         crate::engine::transfer::scoped(program.ctx(), || program.bind_textures(&user, &refs))
     }
 
@@ -832,10 +842,10 @@ impl Family for ImageDesc {
     fn run_host(&self, program: &Program, inputs: &ImageInputs<'_>) -> Result<LossOutput> {
         self.check_inputs(inputs)?;
         let bytes = |v: &[f32]| std::borrow::Cow::Owned(bytemuck::cast_slice(v).to_vec());
-        let mut host: HostData<'_> = Default::default();
-        host[0] = Some(bytes(inputs.pred));
-        host[1] = Some(bytes(inputs.target));
-        host[2] = inputs.mask.map(bytes);
+        let host = HostData::default()
+            .with(PRED, Some(bytes(inputs.pred)))
+            .with(TARGET, Some(bytes(inputs.target)))
+            .with(MASK, inputs.mask.map(bytes));
         crate::engine::transfer::run_host(program, &host, self.reduction, "image")
     }
 }
@@ -843,7 +853,7 @@ impl Family for ImageDesc {
 impl Plan<ImageDesc> {
     /// The loss buffer's bytes: 4, or the per-element map's (`Reduction::None`).
     pub fn loss_bytes(&self) -> u64 {
-        self.passes().slot_bytes(Slot::Loss)
+        self.passes().slot_bytes(LOSS)
     }
 }
 
@@ -900,24 +910,19 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     let want_loss = d.outputs.loss;
     let want_grad = d.outputs.grad;
     let ssim = d.loss.uses_ssim();
-    b.slot(Slot::Input, "pred", input_bytes(d.pred, len), Access::Read)?;
-    b.slot(
-        Slot::Target,
-        "target",
-        input_bytes(d.target, len),
-        Access::Read,
-    )?;
+    b.slot(PRED, "pred", input_bytes(d.pred, len), Access::Read)?;
+    b.slot(TARGET, "target", input_bytes(d.target, len), Access::Read)?;
     if d.mask == ImageMask::Buffer {
-        b.slot(Slot::Weight, "mask", 4 * n * h * w, Access::Read)?;
+        b.slot(MASK, "mask", 4 * n * h * w, Access::Read)?;
     }
     let loss_bytes = match (want_loss, reduced) {
         (false, _) => 0,
         (true, true) => 4,
         (true, false) => 4 * n * (oh * ow) as u64 * c,
     };
-    b.slot(Slot::Loss, "loss", loss_bytes, Access::Write)?;
+    b.slot(LOSS, "loss", loss_bytes, Access::Write)?;
     if want_grad && d.grad_to == GradTarget::Buffer {
-        b.slot(Slot::Grad, "grad", 4 * len, Access::Write)?;
+        b.slot(GRAD, "grad", 4 * len, Access::Write)?;
     }
     let maps = if want_grad && ssim {
         let mut m = [0; 3];
@@ -1010,14 +1015,14 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         ImageSource::Texture(_) => Res::Texture(slot),
     };
     let mask_res = match d.mask {
-        ImageMask::Buffer => Res::User(Slot::Weight, View::Scalar(4 * n * h * w)),
-        ImageMask::Texture(_) => Res::Texture(Slot::Weight),
+        ImageMask::Buffer => Res::User(MASK, View::Scalar(4 * n * h * w)),
+        ImageMask::Texture(_) => Res::Texture(MASK),
         _ => Res::Dummy(false),
     };
     let entries = |dst: Res| {
         let mut e = vec![
-            input(Slot::Input, d.pred),
-            input(Slot::Target, d.target),
+            input(PRED, d.pred),
+            input(TARGET, d.target),
             mask_res,
             dst,
             Res::Scratch,
@@ -1026,7 +1031,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
             cm,
         ];
         if grad_format.is_some() {
-            e.push(Res::Texture(Slot::Grad));
+            e.push(Res::Texture(GRAD));
         }
         e
     };
@@ -1035,7 +1040,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         params.out_kind = d.loss.element();
     }
     let loss_dst = if want_loss && !reduced {
-        Res::User(Slot::Loss, View::Scalar(loss_bytes))
+        Res::User(LOSS, View::Scalar(loss_bytes))
     } else {
         Res::Dummy(true)
     };
@@ -1047,7 +1052,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     }
     let scalar_dst = if want_loss && reduced {
         params.write_loss = 1;
-        Res::User(Slot::Loss, View::Scalar(4))
+        Res::User(LOSS, View::Scalar(4))
     } else {
         Res::Dummy(true)
     };
@@ -1055,7 +1060,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     params.write_loss = 0;
     if want_grad {
         let dst = match d.grad_to {
-            GradTarget::Buffer => Res::User(Slot::Grad, View::Scalar(4 * len)),
+            GradTarget::Buffer => Res::User(GRAD, View::Scalar(4 * len)),
             GradTarget::Texture(_) => Res::Dummy(true),
         };
         b.dispatch(&key("backward"), &params, entries(dst), (wg_x, wg_y));

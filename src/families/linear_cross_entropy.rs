@@ -14,14 +14,66 @@ use crate::engine::context::Context;
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{Kernel, fixed_layout, params};
 use crate::engine::program::{
-    Access, Builder, Finish, Res, Slot, Span, View, Windowing, elem_align, elements,
+    Access, Builder, Finish, Res, Span, View, Windowing, elem_align, elements,
 };
+use crate::engine::slots::Slot;
 use crate::error::{Error, Result};
 use crate::families::class_targets::{CLASS_INVALID, ClassTargets, class_targets_i32};
 use crate::families::cross_entropy::CrossEntropyDesc;
+use crate::plan::roles::{LOSS, TARGET, WEIGHT};
 use crate::plan::sealed::Tensors;
-use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
-use crate::reduction::{LossOutput, Outputs, Reduction};
+use crate::plan::{
+    HostData, Inputs, buffers, bytes, check_count, check_declared, setters, value_bytes,
+};
+use crate::reduction::{Field, LossOutput, Outputs, Reduction};
+
+/// The fused loss's slots: its input is the hidden states, its gradient theirs, and the
+/// layer's weight and bias with their gradients are its own.
+const HIDDEN: Slot = Slot::new(0, "hidden");
+const GRAD_HIDDEN: Slot = Slot::new(4, "grad_hidden").result(Field::Grad);
+const LINEAR: Slot = Slot::new(5, "linear");
+const BIAS: Slot = Slot::new(6, "bias");
+const GRAD_LINEAR: Slot = Slot::new(7, "grad_linear").result(Field::GradLinear);
+const GRAD_BIAS: Slot = Slot::new(8, "grad_bias").result(Field::GradBias);
+const LSE: Slot = Slot::new(9, "lse").result(Field::Lse);
+const CORRECT: Slot = Slot::new(10, "correct").result(Field::Correct);
+
+buffers! {
+    /// The caller's buffers for a [`Plan`](crate::Plan) of a [`LinearCrossEntropyDesc`].
+    /// `hidden`, `linear`, `target`, `weight`, the reduced `loss`, `grad_hidden` and
+    /// `grad_linear` are bound: each needs `BufferUsages::STORAGE`, an offset that is a multiple
+    /// of the device's `min_storage_buffer_offset_alignment`, and at least the bytes of the
+    /// plan's shape ([`crate::DType::bytes`]). The bias, its gradient, the per-row losses and
+    /// log-sum-exps and the count of correct rows are side ranges, copied rather than bound:
+    /// `COPY_SRC` for the bias, `COPY_DST` for the outputs, 4-byte aligned offsets. Only the
+    /// outputs are written.
+    LinearCrossEntropyBuffers {
+        /// The hidden states `[N, D]`, in the description's dtype. Read only.
+        hidden: HIDDEN,
+        /// The layer's weight `[V, D]`, in the description's dtype. Read only.
+        linear: LINEAR,
+        /// The class targets (i32 `[N]`). Read only.
+        target: TARGET,
+        ;
+        /// The class weight (f32 `[V]`), when the description declares one. Read only.
+        weight: WEIGHT,
+        /// The layer's bias (f32 `[V]`), when the description declares one; a side range.
+        bias: BIAS,
+        /// Where the loss goes (f32): one value when reduced; one a row for
+        /// [`Reduction::None`] (then a side range).
+        loss: LOSS,
+        /// Where the hidden states' gradient goes (f32 `[N, D]`).
+        grad_hidden: GRAD_HIDDEN,
+        /// Where the layer weight's gradient goes (f32 `[V, D]`).
+        grad_linear: GRAD_LINEAR,
+        /// Where the bias's gradient goes (f32 `[V]`); a side range.
+        grad_bias: GRAD_BIAS,
+        /// Where each row's log-sum-exp goes (f32 `[N]`); a side range.
+        lse: LSE,
+        /// Where the count of rows whose argmax is their target goes (u32 `[1]`); a side range.
+        correct: CORRECT,
+    }
+}
 
 /// Rows and classes of a tile of logits (the shader's `TR`, `TV`), and the depth of `D` staged
 /// in workgroup memory at a time (`TK`).
@@ -50,9 +102,9 @@ pub(crate) static LINEAR_CROSS_ENTROPY: Kernel = Kernel::new(
 
 /// What fused linear + cross-entropy computes, with PyTorch's cross-entropy options over the
 /// logits `hidden @ linear^T + bias`. Plan it with [`Plan::new`](crate::Plan::new) and the
-/// caller's buffers ([`crate::Buffers`]: `input` the hidden states, `target` the class indices
-/// (i32), `linear` the layer's weight, `bias`, and the outputs `loss`, `lse`, `grad` (the hidden
-/// states'), `grad_linear` and `grad_bias`), or run it on host slices with
+/// caller's buffers ([`LinearCrossEntropyBuffers`]: the hidden states, the layer's weight and
+/// bias, the class indices (i32), and the outputs `loss`, `lse`, `grad_hidden`, `grad_linear`
+/// and `grad_bias`), or run it on host slices with
 /// [`Context::linear_cross_entropy`] or [`Context::loss`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinearCrossEntropyDesc {
@@ -249,6 +301,8 @@ fn rows_window(ctx: &Context, sizes: &[u64], first: u64, end: u64, dim: u64) -> 
 }
 
 impl Tensors for LinearCrossEntropyDesc {
+    type Ranges<'a> = LinearCrossEntropyBuffers<'a>;
+
     fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         let shape = self.check()?;
         let ctx = b.ctx();
@@ -261,40 +315,40 @@ impl Tensors for LinearCrossEntropyDesc {
         // binding: bound a window at a time. Bias, losses, log-sum-exps and the bias's gradient
         // go through scratch (side slots), keeping the kernel at seven storage bindings.
         let dtype = self.dtype;
-        b.windowed_slot(Slot::Input, "hidden", dtype.bytes(n * d), Access::Read)?;
-        b.slot(Slot::Target, "targets", 4 * n, Access::Read)?;
+        b.windowed_slot(HIDDEN, "hidden", dtype.bytes(n * d), Access::Read)?;
+        b.slot(TARGET, "targets", 4 * n, Access::Read)?;
         let weight_bytes = if shape.weighted { 4 * v } else { 0 };
-        b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
-        b.windowed_slot(Slot::Linear, "linear", dtype.bytes(v * d), Access::Read)?;
+        b.slot(WEIGHT, "weight", weight_bytes, Access::Read)?;
+        b.windowed_slot(LINEAR, "linear", dtype.bytes(v * d), Access::Read)?;
         let bias_base = if self.bias {
-            b.side(Slot::Bias, "bias", 4 * v, Access::Read)?
+            b.side(BIAS, "bias", 4 * v, Access::Read)?
         } else {
             0
         };
         let out_base = match (want_loss, reduced) {
             (false, _) => 0,
             (true, true) => {
-                b.slot(Slot::Loss, "loss", 4, Access::Write)?;
+                b.slot(LOSS, "loss", 4, Access::Write)?;
                 b.scratch(2 * n)?
             }
-            (true, false) => b.side(Slot::Loss, "loss", 4 * n, Access::Write)?,
+            (true, false) => b.side(LOSS, "loss", 4 * n, Access::Write)?,
         };
         let lse_base = if self.lse {
-            b.side(Slot::Lse, "lse", 4 * n, Access::Write)?
+            b.side(LSE, "lse", 4 * n, Access::Write)?
         } else {
             0
         };
         let mut gbias_base = 0;
         if want_grad {
-            b.windowed_slot(Slot::Grad, "grad", 4 * n * d, Access::Write)?;
-            b.windowed_slot(Slot::GradLinear, "grad_linear", 4 * v * d, Access::Write)?;
+            b.windowed_slot(GRAD_HIDDEN, "grad_hidden", 4 * n * d, Access::Write)?;
+            b.windowed_slot(GRAD_LINEAR, "grad_linear", 4 * v * d, Access::Write)?;
             if self.bias {
-                gbias_base = b.side(Slot::GradBias, "grad_bias", 4 * v, Access::Write)?;
+                gbias_base = b.side(GRAD_BIAS, "grad_bias", 4 * v, Access::Write)?;
             }
         }
         b.grad_dtype(DType::F32, n * d);
         if self.correct {
-            b.status_output(Slot::Correct, "correct", 3);
+            b.status_output(CORRECT, "correct", 3);
         }
         let stats_base = b.scratch(6 * n)?;
         let coef_base = if want_grad { b.scratch(4 * n)? } else { 0 };
@@ -348,12 +402,12 @@ impl Tensors for LinearCrossEntropyDesc {
             };
             let (hw, ww) = (windows.map(|w| w.0), windows.map(|w| w.1));
             vec![
-                window(Slot::Input, hw, dtype, false),
-                window(Slot::Linear, ww, dtype, false),
-                Res::User(Slot::Target, View::Scalar(4 * n)),
-                Res::user_if(shape.weighted, Slot::Weight, View::Scalar(4 * v), false),
-                window(Slot::Grad, hw.filter(|_| writes.0), DType::F32, true),
-                window(Slot::GradLinear, ww.filter(|_| writes.1), DType::F32, true),
+                window(HIDDEN, hw, dtype, false),
+                window(LINEAR, ww, dtype, false),
+                Res::User(TARGET, View::Scalar(4 * n)),
+                Res::user_if(shape.weighted, WEIGHT, View::Scalar(4 * v), false),
+                window(GRAD_HIDDEN, hw.filter(|_| writes.0), DType::F32, true),
+                window(GRAD_LINEAR, ww.filter(|_| writes.1), DType::F32, true),
                 Res::Scratch,
             ]
         };
@@ -392,15 +446,19 @@ impl Tensors for LinearCrossEntropyDesc {
         let vocab_tiles = v.div_ceil(TV);
         let row_tiles = n.div_ceil(TR);
         let chunk = tiles_per_dispatch(ctx, d, 4 * TV * d, "a tile of the layer's weight")?;
-        let row_spans = Windowing {
-            units: n,
-            unit_elems: d,
-            per_wg: TR,
-            tail_elems: 0,
-            sizes: &sizes,
-            what: "a tile of hidden states",
-        }
-        .spans(ctx)?;
+        // Windows of whole tiles of `per_wg` rows of D elements (of hidden states or weight).
+        let windows = |units, per_wg, what| {
+            Windowing {
+                units,
+                unit_elems: d,
+                per_wg,
+                tail_elems: 0,
+                sizes: &sizes,
+                what,
+            }
+            .spans(ctx)
+        };
+        let row_spans = windows(n, TR, "a tile of hidden states")?;
         let by_classes = |b: &mut Builder<'_>, entry: &'static str| {
             for (j, t0) in (0..vocab_tiles).step_by(chunk as usize).enumerate() {
                 let t1 = (t0 + chunk).min(vocab_tiles);
@@ -429,7 +487,7 @@ impl Tensors for LinearCrossEntropyDesc {
             } else {
                 Finish::Sum
             };
-            b.reduce(n, out_base, finish, Some(Slot::Loss))?;
+            b.reduce(n, out_base, finish, Some(LOSS))?;
         }
         if !want_grad {
             return Ok(());
@@ -439,15 +497,7 @@ impl Tensors for LinearCrossEntropyDesc {
         // The weight's (and bias's) gradient: chunks of row tiles in order, each over windows of
         // whole class tiles.
         let chunk = tiles_per_dispatch(ctx, d, 4 * TR * d, "a tile of hidden states")?;
-        let class_spans = Windowing {
-            units: v,
-            unit_elems: d,
-            per_wg: TV,
-            tail_elems: 0,
-            sizes: &sizes,
-            what: "a tile of the layer's weight",
-        }
-        .spans(ctx)?;
+        let class_spans = windows(v, TV, "a tile of the layer's weight")?;
         for (i, r0) in (0..row_tiles).step_by(chunk as usize).enumerate() {
             let r1 = (r0 + chunk).min(row_tiles);
             let hw = rows_window(ctx, &sizes, r0 * TR, (r1 * TR).min(n), d);
@@ -481,19 +531,12 @@ impl Tensors for LinearCrossEntropyDesc {
         let y = class_targets_i32(inputs, self.rows, self.vocab, self.ignore_index)?;
         check_declared("weight (V)", self.weight, inputs.weight)?;
         check_declared("bias (V)", self.bias.then_some(self.vocab), inputs.bias)?;
-        check_declared("pos_weight", None, inputs.pos_weight)?;
-        check_declared("grad_output", None, inputs.grad_output)?;
-        check_declared("shard_scale", None, inputs.shard_scale)?;
-        Ok([
-            value_bytes("hidden", inputs.input, self.dtype)?,
-            y,
-            bytes(inputs.weight),
-            None,
-            None,
-            None,
-            value_bytes("linear", linear, self.dtype)?,
-            bytes(inputs.bias),
-        ])
+        Ok(HostData::default()
+            .with(HIDDEN, value_bytes("hidden", inputs.input, self.dtype)?)
+            .with(TARGET, y)
+            .with(WEIGHT, bytes(inputs.weight))
+            .with(LINEAR, value_bytes("linear", linear, self.dtype)?)
+            .with(BIAS, bytes(inputs.bias)))
     }
 }
 

@@ -22,15 +22,14 @@ use crate::dtype::DType;
 use crate::engine::context::Context;
 use crate::engine::context::{Locked, Pipeline, PipelineKey};
 use crate::engine::kernel::{Kernel, fixed_layout, params};
-use crate::engine::program::{
-    Bound, Builder, Program, Slot, Status, UserBindings, WG, Windowing, fold, range_len,
-};
+use crate::engine::program::{Bound, Builder, Program, Status, WG, Windowing, fold, range_len};
+use crate::engine::slots::{Slot, UserBindings};
 use crate::engine::transfer;
 use crate::error::{Error, Result};
-use crate::plan::sealed::{Family, Passes};
-use crate::plan::{Buffers, HostData, Inputs, IntoBinding, Plan, TensorLoss};
-use crate::reduction::Reduction;
+use crate::plan::sealed::{Family, Passes, Slotted};
+use crate::plan::{HostData, Inputs, IntoBinding, Plan, TensorLoss};
 use crate::reduction::Reference;
+use crate::reduction::{Field, Reduction};
 
 /// Elements an invocation adds.
 const K: u32 = 4;
@@ -90,7 +89,7 @@ impl<D: TensorLoss> Term for D {
     }
 
     fn term_host<'a>(&self, inputs: &Inputs<'a>) -> Result<HostData<'a>> {
-        self.host(inputs)
+        self.host_data(inputs)
     }
 
     fn term_reference(&self, inputs: &Inputs<'_>) -> Result<Reference> {
@@ -245,9 +244,11 @@ struct Step {
 struct TermPlan {
     program: Program,
     invalid: &'static str,
-    /// Elements of its loss and gradient (0: not written).
+    /// Elements of its loss and gradient (0: not written), and their slots.
     loss: u64,
     grad: u64,
+    loss_slot: Option<Slot>,
+    grad_slot: Option<Slot>,
     steps: Vec<Step>,
 }
 
@@ -279,7 +280,7 @@ impl std::fmt::Debug for MixPasses {
     }
 }
 
-/// The caller's buffers for a [`Plan`] of a [`MixDesc`]: each term's inputs (a [`Buffers`] without `loss` and
+/// The caller's buffers for a [`Plan`] of a [`MixDesc`]: each term's inputs (its family's buffers without `loss` and
 /// `grad`, which the mix binds to its scratch; a term's side outputs, such as cross-entropy's
 /// `lse`, are the term's own), and the mix's outputs: the loss (f32: one value when the terms
 /// are reduced, else one a term's element) and one gradient (f32) a gradient output. Outputs need
@@ -287,7 +288,7 @@ impl std::fmt::Debug for MixPasses {
 #[derive(Clone, Debug)]
 pub struct MixBuffers<'a> {
     /// The inputs of each term, in order.
-    pub terms: Vec<Buffers<'a>>,
+    pub terms: Vec<TermBuffers<'a>>,
     /// Where the weighted sum of the losses goes.
     pub loss: Option<wgpu::BufferBinding<'a>>,
     /// Where each gradient output goes.
@@ -295,10 +296,12 @@ pub struct MixBuffers<'a> {
 }
 
 impl<'a> MixBuffers<'a> {
-    /// The terms' inputs; add the outputs with the setters.
-    pub fn new(terms: Vec<Buffers<'a>>) -> Self {
+    /// The terms' inputs (each the buffers struct of its term's family, such as
+    /// [`crate::pointwise::PointwiseBuffers`]; `.into()` one of another family in a list of them); add the
+    /// outputs with the setters.
+    pub fn new<T: Into<TermBuffers<'a>>>(terms: impl IntoIterator<Item = T>) -> Self {
         MixBuffers {
-            terms,
+            terms: terms.into_iter().map(Into::into).collect(),
             loss: None,
             grads: Vec::new(),
         }
@@ -314,6 +317,17 @@ impl<'a> MixBuffers<'a> {
     pub fn grad(mut self, grad: impl IntoBinding<'a>) -> Self {
         self.grads.push(Some(grad.into_binding()));
         self
+    }
+}
+
+/// One term's buffers in a [`MixBuffers`]: the buffers struct of the term's family
+/// ([`crate::pointwise::PointwiseBuffers`], [`crate::cross_entropy::CrossEntropyBuffers`], ...), made with `.into()`.
+#[derive(Clone, Debug)]
+pub struct TermBuffers<'a>(UserBindings<'a>);
+
+impl<'a, B: Slotted<'a>> From<B> for TermBuffers<'a> {
+    fn from(b: B) -> Self {
+        TermBuffers(b.bindings())
     }
 }
 
@@ -360,19 +374,23 @@ impl MixPasses {
         let mut terms = Vec::with_capacity(desc.len());
         for t in &desc.terms {
             let program = t.loss.program(ctx).await?;
-            if program.grad_slot() == Slot::Input {
+            if program.in_place() {
                 return Err(Error::option(
                     "in_place",
                     "a mix's term writes its gradient into the mix's scratch, not over its input",
                 ));
             }
-            if program.slot_bytes(Slot::GradLinear) > 0 {
+            if program.result_slot(Field::GradLinear).is_some() {
                 return Err(Error::option(
                     "terms",
                     "fused linear + cross-entropy writes three gradients; a mix's term writes one",
                 ));
             }
-            let grad_bytes = program.slot_bytes(Slot::Grad);
+            let (loss_slot, grad_slot) = (
+                program.result_slot(Field::Loss),
+                program.result_slot(Field::Grad),
+            );
+            let grad_bytes = grad_slot.map_or(0, |s| program.slot_bytes(s));
             if grad_bytes > 0 && program.grad_dtype().0 != DType::F32 {
                 return Err(Error::option(
                     "grad_dtype",
@@ -384,8 +402,10 @@ impl MixPasses {
             }
             let (_, invalid) = t.loss.term_results();
             terms.push(TermPlan {
-                loss: program.slot_bytes(Slot::Loss) / 4,
+                loss: loss_slot.map_or(0, |s| program.slot_bytes(s)) / 4,
                 grad: grad_bytes / 4,
+                loss_slot,
+                grad_slot,
                 program,
                 invalid,
                 steps: Vec::new(),
@@ -509,16 +529,15 @@ impl MixPasses {
     /// groups.
     fn bind(&self, buffers: &MixBuffers<'_>) -> Result<MixBound> {
         for b in &buffers.terms {
-            for (given, name) in [(&b.loss, "loss"), (&b.grad, "grad")] {
-                if given.is_some() {
-                    return Err(Error::Binding(
-                        name,
-                        "a mix's term writes into the mix: set MixBuffers' outputs instead",
-                    ));
-                }
+            let written = |s: &Slot| matches!(s.field(), Some(Field::Loss | Field::Grad));
+            if let Some((s, _)) = b.0.iter().find(|(s, _)| written(s)) {
+                return Err(Error::Binding(
+                    s.name(),
+                    "a mix's term writes into the mix: set MixBuffers' outputs instead",
+                ));
             }
         }
-        let slots: Vec<UserBindings<'_>> = buffers.terms.iter().map(Buffers::slots).collect();
+        let slots: Vec<UserBindings<'_>> = buffers.terms.iter().map(|t| t.0.clone()).collect();
         self.bind_slots(&slots, buffers.loss.clone(), &buffers.grads)
     }
 
@@ -603,10 +622,8 @@ impl MixPasses {
                 }
             }
             for term in terms {
-                for (r, role) in term.iter().zip(Slot::ALL) {
-                    if let Some(r) = r
-                        && overlap(b, 4 * elements(dst), r, range_len(r))
-                    {
+                for (role, r) in term.iter() {
+                    if overlap(b, 4 * elements(dst), r, range_len(r)) {
                         return Err(Error::Aliased {
                             a: name,
                             b: role.name(),
@@ -623,11 +640,11 @@ impl MixPasses {
         let mut bound = Vec::with_capacity(self.terms.len());
         for (t, b) in self.terms.iter().zip(terms) {
             let mut slots = b.clone();
-            if t.loss > 0 {
-                slots[Slot::Loss as usize] = Some(scratch_range(0, t.loss));
+            if let Some(s) = t.loss_slot {
+                slots.set(s, Some(scratch_range(0, t.loss)));
             }
-            if t.grad > 0 {
-                slots[Slot::Grad as usize] = Some(scratch_range(self.grad_at, t.grad));
+            if let Some(s) = t.grad_slot {
+                slots.set(s, Some(scratch_range(self.grad_at, t.grad)));
             }
             bound.push(t.program.bind(&slots)?);
         }
@@ -849,13 +866,7 @@ impl Family for MixDesc {
     /// One [`Inputs`] a term (terms over the same prediction take the same slices), each
     /// checked against its term.
     fn check_inputs(&self, inputs: &[Inputs<'_>]) -> Result<()> {
-        let host = self.host(inputs)?;
-        for (i, h) in inputs.iter().zip(&host) {
-            if i.linear.is_some() && h[6].is_none() || i.bias.is_some() && h[7].is_none() {
-                return Err(Error::Binding("linear", "given, not taken by this term"));
-            }
-        }
-        Ok(())
+        self.host(inputs).map(drop)
     }
 
     /// Uploads the terms' inputs, runs the mix in one submission, and reads the sum and the
@@ -865,21 +876,23 @@ impl Family for MixDesc {
         let ctx = &mix.ctx;
         let made = transfer::scoped(ctx, || {
             // Each term's inputs, and buffers for the side outputs a term writes (unread).
-            let terms: Vec<Vec<Option<wgpu::Buffer>>> = mix
+            let terms: Vec<Vec<(Slot, wgpu::Buffer)>> = mix
                 .terms
                 .iter()
                 .zip(&host)
                 .map(|(t, h)| {
-                    Slot::ALL
-                        .iter()
-                        .map(|&slot| match transfer::host_index(slot) {
-                            Some(i) => h[i]
-                                .as_ref()
-                                .map(|d| transfer::upload(ctx, slot.label(), d)),
-                            None if matches!(slot, Slot::Loss | Slot::Grad) => None,
-                            None => Some(t.program.slot_bytes(slot))
-                                .filter(|&b| b > 0)
-                                .map(|b| transfer::output(ctx, slot.label(), b)),
+                    let p = &t.program;
+                    p.used_slots()
+                        .filter(|&(s, _)| Some(s) != t.loss_slot && Some(s) != t.grad_slot)
+                        .filter_map(|(slot, bytes)| {
+                            let buffer = match h.get(slot.index()) {
+                                Some(d) => transfer::upload(ctx, &slot.label(), d),
+                                None if p.writes(slot) => {
+                                    transfer::output(ctx, &slot.label(), bytes)
+                                }
+                                None => return None,
+                            };
+                            Some((slot, buffer))
                         })
                         .collect()
                 })
@@ -894,7 +907,9 @@ impl Family for MixDesc {
             let slots: Vec<UserBindings<'_>> = terms
                 .iter()
                 .map(|b| {
-                    std::array::from_fn(|i| b[i].as_ref().map(|b| b.as_entire_buffer_binding()))
+                    b.iter().fold(UserBindings::default(), |u, (s, b)| {
+                        u.with(*s, Some(b.as_entire_buffer_binding()))
+                    })
                 })
                 .collect();
             let bindings = mix.bind_slots(

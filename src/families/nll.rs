@@ -13,12 +13,15 @@ use crate::dtype::DType;
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{Kernel, ScaleMode, fixed_layout, params};
 use crate::engine::program::{
-    Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
+    Access, After, Builder, Finish, Res, View, WG, Windowing, loss_bytes, loss_res,
 };
 use crate::error::{Error, Result};
 use crate::families::class_targets::{CLASS_INVALID, ClassTargets, check_shape, class_targets_i32};
+use crate::plan::roles::{GRAD, INPUT, LOSS, TARGET, WEIGHT};
 use crate::plan::sealed::Tensors;
-use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
+use crate::plan::{
+    HostData, Inputs, buffers, bytes, check_count, check_declared, setters, value_bytes,
+};
 use crate::reduction::{Outputs, Reduction};
 
 /// Rows per invocation of the loss part.
@@ -29,6 +32,28 @@ pub(crate) static NLL: Kernel = Kernel::new("nll.wgsl", include_str!("../../shad
     .params(NllParams::INFO)
     .layout(fixed_layout!(U, R, R, R, W, W, W))
     .defines(&["VEC4", "SUBGROUPS"]);
+
+buffers! {
+    /// The caller's buffers for a [`Plan`](crate::Plan) of an [`NllDesc`]. Each range needs
+    /// `BufferUsages::STORAGE`, an offset that is a multiple of the device's
+    /// `min_storage_buffer_offset_alignment`, and at least the bytes of the plan's shape in its
+    /// dtypes ([`crate::DType::bytes`]). Only the outputs are written.
+    NllBuffers {
+        /// The log-probabilities `[N, C]`, in the description's dtype. Read only.
+        input: INPUT,
+        /// The class targets (i32 `[N]`). Read only.
+        target: TARGET,
+        ;
+        /// The class weight (f32 `[C]`), when the description declares one. Read only.
+        weight: WEIGHT,
+        /// Where the loss goes (f32): one value when reduced, one a row for
+        /// [`Reduction::None`].
+        loss: LOSS,
+        /// Where the gradient with respect to the log-probabilities goes, in the description's
+        /// `grad_dtype`.
+        grad: GRAD,
+    }
+}
 
 /// What negative log-likelihood computes, with PyTorch's defaults. Plan it with
 /// [`Plan::new`](crate::Plan::new), or run it on host data with
@@ -116,6 +141,8 @@ params! {
 }
 
 impl Tensors for NllDesc {
+    type Ranges<'a> = NllBuffers<'a>;
+
     fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         let ctx = b.ctx();
         self.outputs.check()?;
@@ -137,22 +164,22 @@ impl Tensors for NllDesc {
         let (dtype, grad_dtype) = (self.dtype, self.grad_dtype.unwrap_or(self.dtype));
 
         // log_probs and grad may be larger than one binding: bound a window at a time.
-        b.windowed_slot(Slot::Input, "log_probs", dtype.bytes(total), Access::Read)?;
-        b.slot(Slot::Target, "targets", 4 * n, Access::Read)?;
+        b.windowed_slot(INPUT, "log_probs", dtype.bytes(total), Access::Read)?;
+        b.slot(TARGET, "targets", 4 * n, Access::Read)?;
         b.slot(
-            Slot::Weight,
+            WEIGHT,
             "weight",
             if weighted { 4 * c } else { 0 },
             Access::Read,
         )?;
         b.slot(
-            Slot::Loss,
+            LOSS,
             "loss",
             loss_bytes(want_loss, reduced, n),
             Access::Write,
         )?;
         b.windowed_slot(
-            Slot::Grad,
+            GRAD,
             "grad",
             if want_grad {
                 grad_dtype.bytes(total)
@@ -183,17 +210,15 @@ impl Tensors for NllDesc {
         let entries = |x: Option<(u64, u64)>, grad: Option<(u64, View)>, loss: Res| {
             vec![
                 match x {
-                    Some((base, elems)) => Res::Window(
-                        Slot::Input,
-                        base * dtype.size(),
-                        View::of(false, elems, dtype),
-                    ),
+                    Some((base, elems)) => {
+                        Res::Window(INPUT, base * dtype.size(), View::of(false, elems, dtype))
+                    }
                     None => Res::Dummy(false),
                 },
-                Res::User(Slot::Target, View::Scalar(4 * n)),
-                Res::user_if(weighted, Slot::Weight, View::Scalar(4 * c), false),
+                Res::User(TARGET, View::Scalar(4 * n)),
+                Res::user_if(weighted, WEIGHT, View::Scalar(4 * c), false),
                 match grad {
-                    Some((at, view)) => Res::Window(Slot::Grad, at * grad_dtype.size(), view),
+                    Some((at, view)) => Res::Window(GRAD, at * grad_dtype.size(), view),
                     None => Res::Dummy(true),
                 },
                 loss,
@@ -253,7 +278,7 @@ impl Tensors for NllDesc {
                 wg_x: 1,
                 ..after(single_after)
             };
-            let loss = loss_res(want_loss, reduced, is_single, View::Scalar(4 * n));
+            let loss = loss_res(LOSS, want_loss, reduced, is_single, View::Scalar(4 * n));
             let grad = want_grad.then_some((0, View::Scalar(grad_dtype.bytes(total))));
             b.dispatch(
                 &single_after.key(key(false)),
@@ -275,7 +300,7 @@ impl Tensors for NllDesc {
             ..Default::default()
         });
         let base = after(base_after);
-        let loss = loss_res(want_loss, reduced, false, View::Scalar(4 * n));
+        let loss = loss_res(LOSS, want_loss, reduced, false, View::Scalar(4 * n));
         // The loss: windows of whole rows of x, each row's (loss, weight) to scratch when
         // reduced, then their reduction over rows.
         if want_loss {
@@ -308,7 +333,7 @@ impl Tensors for NllDesc {
                 );
             }
             if let Some(finish) = finish {
-                b.reduce(n, pairs, finish, Some(Slot::Loss))?;
+                b.reduce(n, pairs, finish, Some(LOSS))?;
             }
         }
         // The gradient: windows of whole workgroups' vec4s, then the last, partial vec4.
@@ -357,8 +382,9 @@ impl Tensors for NllDesc {
         let y = class_targets_i32(inputs, self.rows, self.classes, self.ignore_index)?;
         check_declared("weight (C)", self.weight, inputs.weight)?;
         let x = value_bytes("log_probs", inputs.input, self.dtype)?;
-        check_declared("grad_output", None, inputs.grad_output)?;
-        check_declared("shard_scale", None, inputs.shard_scale)?;
-        Ok([x, y, bytes(inputs.weight), None, None, None, None, None])
+        Ok(HostData::default()
+            .with(INPUT, x)
+            .with(TARGET, y)
+            .with(WEIGHT, bytes(inputs.weight)))
     }
 }

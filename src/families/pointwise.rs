@@ -12,14 +12,48 @@ use crate::dtype::DType;
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{FinalMode, Kernel, fixed_layout, modes, params};
 use crate::engine::program::{
-    Access, After, Builder, Finish, Res, Slot, View, WG, Windowing, loss_bytes, loss_res,
-    partial_group,
+    Access, After, Builder, Finish, Res, View, WG, Windowing, loss_bytes, loss_res, partial_group,
 };
+use crate::engine::slots::Slot;
 use crate::error::{Error, Result};
 use crate::families::class_targets::check_shape;
+use crate::plan::roles::{GRAD, INPUT, LOSS, TARGET, WEIGHT};
 use crate::plan::sealed::Tensors;
-use crate::plan::{HostData, Inputs, bytes, check_count, check_declared, setters, value_bytes};
+use crate::plan::{
+    HostData, Inputs, buffers, bytes, check_count, check_declared, setters, value_bytes,
+};
 use crate::reduction::{Outputs, Reduction};
+
+/// BCE with logits' positive-class weight: the pointwise kernel's own slot.
+const POS_WEIGHT: Slot = Slot::new(5, "pos_weight");
+
+buffers! {
+    /// The caller's buffers for a [`Plan`](crate::Plan) of a pointwise loss
+    /// ([`PointwiseDesc`]), a classic cross-entropy ([`ClassicCrossEntropyDesc`]) or a custom
+    /// loss ([`crate::CustomLossDesc`]). Each range needs `BufferUsages::STORAGE`, an offset
+    /// that is a multiple of the device's `min_storage_buffer_offset_alignment`, and at least the
+    /// bytes of the plan's shape in its dtypes ([`crate::DType::bytes`]: 16-bit tensors rounded
+    /// up to whole 4-byte words). Only the outputs are written.
+    PointwiseBuffers {
+        /// The predictions (probabilities for the classic cross-entropy), in the description's
+        /// dtype. Read only.
+        input: INPUT,
+        /// The target, shaped and typed like the input. Read only.
+        target: TARGET,
+        ;
+        /// The weight (f32, broadcast over the elements), when the description declares one.
+        /// Read only.
+        weight: WEIGHT,
+        /// BCE with logits' positive-class weight (f32), when declared. Read only.
+        pos_weight: POS_WEIGHT,
+        /// Where the loss goes (f32): one value when reduced; for [`Reduction::None`], one an
+        /// element (one a row for the classic cross-entropy).
+        loss: LOSS,
+        /// Where the gradient with respect to the input goes, in the description's
+        /// `grad_dtype`.
+        grad: GRAD,
+    }
+}
 
 /// A pointwise loss with its scalar options. `d = pred - target`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -257,6 +291,8 @@ params! {
 }
 
 impl Tensors for PointwiseDesc {
+    type Ranges<'a> = PointwiseBuffers<'a>;
+
     fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         self.check()?;
         let grad_dtype = self.grad_dtype.unwrap_or(self.dtype);
@@ -287,22 +323,15 @@ impl Tensors for PointwiseDesc {
         check_count("target (must match pred)", self.len as u64, target.len())?;
         check_declared("weight", self.weight, inputs.weight)?;
         check_declared("pos_weight", self.pos_weight, inputs.pos_weight)?;
-        check_declared("grad_output", None, inputs.grad_output)?;
-        check_declared("shard_scale", None, inputs.shard_scale)?;
         self.check()?;
         if self.loss == Pointwise::Bce {
             check_probabilities("pred (bce probabilities)", &inputs.input.to_f32())?;
         }
-        Ok([
-            value_bytes("pred", inputs.input, self.dtype)?,
-            value_bytes("target", target, self.dtype)?,
-            bytes(inputs.weight),
-            bytes(inputs.pos_weight),
-            None,
-            None,
-            None,
-            None,
-        ])
+        Ok(HostData::default()
+            .with(INPUT, value_bytes("pred", inputs.input, self.dtype)?)
+            .with(TARGET, value_bytes("target", target, self.dtype)?)
+            .with(WEIGHT, bytes(inputs.weight))
+            .with(POS_WEIGHT, bytes(inputs.pos_weight)))
     }
 }
 
@@ -395,6 +424,8 @@ impl ClassicCrossEntropyDesc {
 }
 
 impl Tensors for ClassicCrossEntropyDesc {
+    type Ranges<'a> = PointwiseBuffers<'a>;
+
     fn layout(&self, b: &mut Builder<'_>) -> Result<()> {
         let grad_dtype = self.grad_dtype.unwrap_or(self.dtype);
         Stream {
@@ -422,21 +453,10 @@ impl Tensors for ClassicCrossEntropyDesc {
         check_count("probs (N * C)", total, inputs.input.len())?;
         let t = inputs.values()?;
         check_count("targets (N * C, like the probabilities)", total, t.len())?;
-        check_declared("weight", None, inputs.weight)?;
-        check_declared("pos_weight", None, inputs.pos_weight)?;
-        check_declared("grad_output", None, inputs.grad_output)?;
-        check_declared("shard_scale", None, inputs.shard_scale)?;
         check_probabilities("probs", &inputs.input.to_f32())?;
-        Ok([
-            value_bytes("probs", inputs.input, self.dtype)?,
-            value_bytes("targets", t, self.dtype)?,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ])
+        Ok(HostData::default()
+            .with(INPUT, value_bytes("probs", inputs.input, self.dtype)?)
+            .with(TARGET, value_bytes("targets", t, self.dtype)?))
     }
 }
 
@@ -576,16 +596,16 @@ impl<'e> Stream<'e> {
             Res::user_if(bytes > 0, slot, View::Scalar(bytes), false)
         };
         vec![
-            view(Slot::Input, self.dtype),
-            view(Slot::Target, self.dtype),
-            broadcast(Slot::Weight, self.weight),
-            broadcast(Slot::PosWeight, self.pos_weight),
+            view(INPUT, self.dtype),
+            view(TARGET, self.dtype),
+            broadcast(WEIGHT, self.weight),
+            broadcast(POS_WEIGHT, self.pos_weight),
             if self.outputs.grad {
-                view(Slot::Grad, self.grad_dtype)
+                view(GRAD, self.grad_dtype)
             } else {
                 Res::Dummy(true)
             },
-            loss.unwrap_or_else(|| view(Slot::Loss, DType::F32)),
+            loss.unwrap_or_else(|| view(LOSS, DType::F32)),
             Res::Scratch,
         ]
     }
@@ -598,26 +618,21 @@ impl<'e> Stream<'e> {
         let [input, target] = self.names;
         // x, y, grad and element losses may be larger than one binding: bound a window at a
         // time.
-        b.windowed_slot(Slot::Input, input, self.dtype.bytes(m), Access::Read)?;
-        b.windowed_slot(Slot::Target, target, self.dtype.bytes(m), Access::Read)?;
+        b.windowed_slot(INPUT, input, self.dtype.bytes(m), Access::Read)?;
+        b.windowed_slot(TARGET, target, self.dtype.bytes(m), Access::Read)?;
         let weight_bytes = 4 * self.weight.unwrap_or(0) as u64;
-        b.slot(Slot::Weight, "weight", weight_bytes, Access::Read)?;
+        b.slot(WEIGHT, "weight", weight_bytes, Access::Read)?;
         let pos_weight_bytes = 4 * self.pos_weight.unwrap_or(0) as u64;
-        b.slot(
-            Slot::PosWeight,
-            "pos_weight",
-            pos_weight_bytes,
-            Access::Read,
-        )?;
+        b.slot(POS_WEIGHT, "pos_weight", pos_weight_bytes, Access::Read)?;
         let loss = match row_losses {
             Some((n, _)) => b.slot(
-                Slot::Loss,
+                LOSS,
                 "loss",
                 loss_bytes(want_loss, reduced, n),
                 Access::Write,
             ),
             None => b.windowed_slot(
-                Slot::Loss,
+                LOSS,
                 "loss",
                 loss_bytes(want_loss, reduced, m),
                 Access::Write,
@@ -629,7 +644,7 @@ impl<'e> Stream<'e> {
         } else {
             0
         };
-        b.windowed_slot(Slot::Grad, "grad", grad_bytes, Access::Write)?;
+        b.windowed_slot(GRAD, "grad", grad_bytes, Access::Write)?;
         b.grad_dtype(self.grad_dtype, m);
         match row_losses {
             // Rows of an odd length start inside a 32-bit word: a 16-bit gradient, whose words
@@ -677,7 +692,7 @@ impl<'e> Stream<'e> {
         // The window of `elems` elements from `base` on; element losses are windowed too.
         let entries = |vec4: bool, single: bool, base: u64, elems: u64| {
             let loss =
-                (!per_element).then(|| loss_res(want_loss, reduced, single, View::Scalar(4)));
+                (!per_element).then(|| loss_res(LOSS, want_loss, reduced, single, View::Scalar(4)));
             self.entries(vec4, loss, base, elems)
         };
         // What each dispatch does after its loop: element losses, partials, or (one workgroup)
@@ -765,7 +780,7 @@ impl<'e> Stream<'e> {
             } else {
                 Finish::Sum
             };
-            b.reduce(parts, partial_base, finish, Some(Slot::Loss))?;
+            b.reduce(parts, partial_base, finish, Some(LOSS))?;
         }
         Ok(())
     }
@@ -819,12 +834,12 @@ impl<'e> Stream<'e> {
                 bind_base: w.base as u32,
                 ..self.params()
             };
-            let loss = Res::User(Slot::Loss, View::Scalar(4 * n));
+            let loss = Res::User(LOSS, View::Scalar(4 * n));
             let e = self.entries(vec4, Some(loss), w.base, (w.first + w.units) * c - w.base);
             b.dispatch(&key, &p, e, (x, y));
         }
         if chunks > 1 {
-            b.reduce_groups(n, chunks, partial_base, Finish::Sum, Some(Slot::Loss))?;
+            b.reduce_groups(n, chunks, partial_base, Finish::Sum, Some(LOSS))?;
         }
         Ok(())
     }

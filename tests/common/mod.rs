@@ -6,8 +6,15 @@ use std::sync::OnceLock;
 
 use wgpu::util::DeviceExt;
 use wgpu_loss::{
-    Buffers, ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, Inputs, NllDesc,
-    Outputs, Plan, Pointwise, PointwiseDesc, Reduction, Targets, TensorLoss, Tuning,
+    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, Inputs, NllDesc, Outputs, Plan,
+    PointwiseDesc, Reduction,
+    context::{ContextOptions, Tuning},
+    cross_entropy::CrossEntropyBuffers,
+    cross_entropy::Targets,
+    nll::NllBuffers,
+    plan::LossDesc,
+    pointwise::Pointwise,
+    pointwise::PointwiseBuffers,
 };
 
 /// The context every GPU test uses. No adapter is a failure, never a skip: CI installs lavapipe.
@@ -300,52 +307,100 @@ pub fn assert_loss_and_grad(
     assert_close(&format!("{what} grad"), grad, &reference.grad, grad_tol);
 }
 
-/// The buffers of one run, by role (the shape of the old per-family buffer structs, which most
-/// tests were written against): whole buffers, the optional ones where given.
+/// A family's buffers made from the roles the tensor losses share: whole buffers, the optional
+/// ones where given.
+pub trait Roles<'a>: Sized {
+    fn roles(
+        input: &'a wgpu::Buffer,
+        target: &'a wgpu::Buffer,
+        weight: Option<&'a wgpu::Buffer>,
+        pos_weight: Option<&'a wgpu::Buffer>,
+        loss: Option<&'a wgpu::Buffer>,
+        grad: Option<&'a wgpu::Buffer>,
+    ) -> Self;
+}
+
+/// The shared roles of a family whose buffers have no positive-class weight.
+macro_rules! roles {
+    ($($ty:ident),*) => {$(
+        impl<'a> Roles<'a> for $ty<'a> {
+            fn roles(
+                input: &'a wgpu::Buffer,
+                target: &'a wgpu::Buffer,
+                weight: Option<&'a wgpu::Buffer>,
+                pos_weight: Option<&'a wgpu::Buffer>,
+                loss: Option<&'a wgpu::Buffer>,
+                grad: Option<&'a wgpu::Buffer>,
+            ) -> Self {
+                assert!(pos_weight.is_none(), "{} has no pos_weight", stringify!($ty));
+                $ty {
+                    weight: weight.map(wgpu::Buffer::as_entire_buffer_binding),
+                    loss: loss.map(wgpu::Buffer::as_entire_buffer_binding),
+                    grad: grad.map(wgpu::Buffer::as_entire_buffer_binding),
+                    ..$ty::new(input, target)
+                }
+            }
+        }
+    )*};
+}
+roles!(CrossEntropyBuffers, NllBuffers);
+
+impl<'a> Roles<'a> for PointwiseBuffers<'a> {
+    fn roles(
+        input: &'a wgpu::Buffer,
+        target: &'a wgpu::Buffer,
+        weight: Option<&'a wgpu::Buffer>,
+        pos_weight: Option<&'a wgpu::Buffer>,
+        loss: Option<&'a wgpu::Buffer>,
+        grad: Option<&'a wgpu::Buffer>,
+    ) -> Self {
+        PointwiseBuffers {
+            weight: weight.map(wgpu::Buffer::as_entire_buffer_binding),
+            pos_weight: pos_weight.map(wgpu::Buffer::as_entire_buffer_binding),
+            loss: loss.map(wgpu::Buffer::as_entire_buffer_binding),
+            grad: grad.map(wgpu::Buffer::as_entire_buffer_binding),
+            ..PointwiseBuffers::new(input, target)
+        }
+    }
+}
+
+/// The buffers of one run by role, as the family of the plan they go to takes them.
 #[allow(dead_code)]
-pub fn buffers<'a>(
+pub fn buffers<'a, B: Roles<'a>>(
     input: &'a wgpu::Buffer,
     target: &'a wgpu::Buffer,
     weight: Option<&'a wgpu::Buffer>,
     pos_weight: Option<&'a wgpu::Buffer>,
     loss: Option<&'a wgpu::Buffer>,
     grad: Option<&'a wgpu::Buffer>,
-) -> Buffers<'a> {
-    Buffers {
-        input: input.as_entire_buffer_binding(),
-        target: target.as_entire_buffer_binding(),
-        weight: weight.map(wgpu::Buffer::as_entire_buffer_binding),
-        pos_weight: pos_weight.map(wgpu::Buffer::as_entire_buffer_binding),
-        loss: loss.map(wgpu::Buffer::as_entire_buffer_binding),
-        grad: grad.map(wgpu::Buffer::as_entire_buffer_binding),
-        ..Buffers::new(input, target)
-    }
+) -> B {
+    B::roles(input, target, weight, pos_weight, loss, grad)
 }
 
 /// Binding and recording (or running) in one step, for tests that use each binding once.
 #[allow(dead_code)]
-pub trait PlanExt {
+pub trait PlanExt<D: LossDesc> {
     /// `bind`, then `record`.
     fn record_buffers(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        buffers: &Buffers<'_>,
+        buffers: &D::Buffers<'_>,
     ) -> wgpu_loss::Result<()>;
     /// `bind`, then `run`.
-    fn run_buffers(&self, buffers: &Buffers<'_>) -> wgpu_loss::Result<()>;
+    fn run_buffers(&self, buffers: &D::Buffers<'_>) -> wgpu_loss::Result<()>;
 }
 
-impl<D: TensorLoss> PlanExt for Plan<D> {
+impl<D: LossDesc> PlanExt<D> for Plan<D> {
     fn record_buffers(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        buffers: &Buffers<'_>,
+        buffers: &D::Buffers<'_>,
     ) -> wgpu_loss::Result<()> {
         let bindings = self.bind(buffers)?;
         self.record(encoder, &bindings)
     }
 
-    fn run_buffers(&self, buffers: &Buffers<'_>) -> wgpu_loss::Result<()> {
+    fn run_buffers(&self, buffers: &D::Buffers<'_>) -> wgpu_loss::Result<()> {
         self.run(&self.bind(buffers)?)
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use wgpu_loss::Context;
-use wgpu_loss::Target;
+use wgpu_loss::plan::Target;
 use wgpu_loss_bench::{Bench, Case, Ceilings, Family, Method, Timing};
 
 use super::{adapter_json, npy};
@@ -203,7 +203,7 @@ fn only_separate(a: &BenchArgs) -> bool {
 
 pub fn run(a: &BenchArgs) -> Result<(), String> {
     check(a)?;
-    let mut options = wgpu_loss::ContextOptions::default();
+    let mut options = wgpu_loss::context::ContextOptions::default();
     if let Some(on) = a.native_f16 {
         options = options.native_f16(on);
     }

@@ -4,7 +4,10 @@ use std::time::Instant;
 
 use clap::Args;
 use wgpu::util::DeviceExt;
-use wgpu_loss::{Buffers, Context, CrossEntropyDesc, Inputs, Plan, Pointwise, PointwiseDesc, cpu};
+use wgpu_loss::{
+    Context, CrossEntropyDesc, Inputs, Plan, PointwiseDesc, cpu,
+    cross_entropy::CrossEntropyBuffers, pointwise::Pointwise, pointwise::PointwiseBuffers,
+};
 
 use super::context;
 
@@ -116,7 +119,11 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     let loss_buf = empty(&ctx, 4);
     let grad_buf = empty(&ctx, 4 * (n * c) as u64);
     let bindings = plan
-        .bind(&Buffers::new(&x_buf, &y_buf).loss(&loss_buf).grad(&grad_buf))
+        .bind(
+            &CrossEntropyBuffers::new(&x_buf, &y_buf)
+                .loss(&loss_buf)
+                .grad(&grad_buf),
+        )
         .map_err(fail)?;
     let kernel = gpu_time(&ctx, |e| {
         plan.record(e, &bindings).expect("bindings of this plan")
@@ -151,7 +158,11 @@ pub fn run(a: &DemoArgs) -> Result<(), String> {
     let t_buf = storage(&ctx, bytemuck::cast_slice(&target));
     let grad_buf = empty(&ctx, 4 * m as u64);
     let bindings = plan
-        .bind(&Buffers::new(&p_buf, &t_buf).loss(&loss_buf).grad(&grad_buf))
+        .bind(
+            &PointwiseBuffers::new(&p_buf, &t_buf)
+                .loss(&loss_buf)
+                .grad(&grad_buf),
+        )
         .map_err(fail)?;
     let kernel = gpu_time(&ctx, |e| {
         plan.record(e, &bindings).expect("bindings of this plan")

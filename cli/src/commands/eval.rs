@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, ContextOptions, CrossEntropyDesc, CustomLossDesc, DType,
-    ImageLoss, Inputs, LinearCrossEntropyDesc, LossOutput, MixDesc, NllDesc, Outputs, Pointwise,
-    PointwiseDesc, Targets as TargetKind,
+    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, CustomLossDesc, DType, Inputs,
+    LinearCrossEntropyDesc, LossOutput, MixDesc, NllDesc, Outputs, PointwiseDesc,
+    context::ContextOptions, cross_entropy::Targets as TargetKind, image::ImageLoss,
+    pointwise::Pointwise,
 };
 
 use super::images::{self, ImageArgs};

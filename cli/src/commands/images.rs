@@ -3,7 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use wgpu_loss::{Context, DType, ImageDesc, ImageLoss, ImageMask, LossOutput, Outputs, Padding};
+use wgpu_loss::{
+    Context, DType, ImageDesc, LossOutput, Outputs,
+    image::{ImageLoss, ImageMask, Padding},
+};
 
 use super::Common;
 use super::npy;

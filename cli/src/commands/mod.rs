@@ -148,9 +148,9 @@ pub fn check_tuning(t: &[u32]) -> Result<(), String> {
 /// or fifth number, chunk_wide_rows or sweep_long_rows is the adapter's own choice; without its
 /// sixth, wide_vecs is the adapter's own, at least register_vecs.
 pub fn with_tuning(
-    options: wgpu_loss::ContextOptions,
+    options: wgpu_loss::context::ContextOptions,
     t: &[u32],
-) -> Result<wgpu_loss::ContextOptions, String> {
+) -> Result<wgpu_loss::context::ContextOptions, String> {
     check_tuning(t)?;
     let [lanes, stream_vecs, register_vecs, ..] = t[..] else {
         return Ok(options);
@@ -161,10 +161,10 @@ pub fn with_tuning(
     } else {
         None
     };
-    let flag = |i: usize, pick: fn(wgpu_loss::Tuning) -> bool| {
+    let flag = |i: usize, pick: fn(wgpu_loss::context::Tuning) -> bool| {
         t.get(i).map_or_else(|| own.is_some_and(pick), |&b| b == 1)
     };
-    Ok(options.tuning(wgpu_loss::Tuning {
+    Ok(options.tuning(wgpu_loss::context::Tuning {
         lanes,
         stream_vecs,
         register_vecs,
@@ -178,7 +178,7 @@ pub fn with_tuning(
 }
 
 /// A tuning as the `--tuning` argument that pins it.
-pub fn tuning_arg(t: wgpu_loss::Tuning) -> String {
+pub fn tuning_arg(t: wgpu_loss::context::Tuning) -> String {
     format!(
         "{},{},{},{},{},{}",
         t.lanes,
@@ -192,11 +192,13 @@ pub fn tuning_arg(t: wgpu_loss::Tuning) -> String {
 
 /// Creates the context, as a one-line error when there is no adapter.
 pub fn context() -> Result<wgpu_loss::Context, String> {
-    context_with(wgpu_loss::ContextOptions::default())
+    context_with(wgpu_loss::context::ContextOptions::default())
 }
 
 /// [`context`] with options.
-pub fn context_with(options: wgpu_loss::ContextOptions) -> Result<wgpu_loss::Context, String> {
+pub fn context_with(
+    options: wgpu_loss::context::ContextOptions,
+) -> Result<wgpu_loss::Context, String> {
     wgpu_loss::Context::with_options(options).map_err(|e| e.to_string())
 }
 

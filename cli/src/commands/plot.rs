@@ -121,7 +121,7 @@ pub fn draw(path: &Path, adapter: &str, rows: &[Row]) -> Result<(), String> {
 pub fn training(
     path: &Path,
     adapter: &str,
-    epochs: &[wgpu_loss::EpochStats],
+    epochs: &[wgpu_loss::train::EpochStats],
 ) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let root = SVGBackend::new(path, (1100, 420)).into_drawing_area();
@@ -134,8 +134,8 @@ pub fn training(
         .fold(0.0, f64::max)
         .max(1e-9)
         * 1.05;
-    let loss = |e: &wgpu_loss::EpochStats| e.loss as f64;
-    let accuracy = |e: &wgpu_loss::EpochStats| e.accuracy;
+    let loss = |e: &wgpu_loss::train::EpochStats| e.loss as f64;
+    let accuracy = |e: &wgpu_loss::train::EpochStats| e.accuracy;
     for (area, name, y_max, value, color) in [
         (
             left,

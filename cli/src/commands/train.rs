@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use wgpu_loss::{EpochStats, Optimizer, SoftmaxRegression, TrainDesc};
+use wgpu_loss::{
+    optim::Optimizer,
+    train::{EpochStats, SoftmaxRegression, TrainDesc},
+};
 
 use super::eval::{class_targets, json_f32};
 use super::{adapter_json, context, npy};
@@ -99,7 +102,7 @@ fn data(a: &TrainArgs) -> Result<Data, String> {
             if a.samples == 0 || a.dims == 0 || classes == 0 {
                 return Err("--samples, --dims and --classes must be positive".into());
             }
-            let (x, y) = wgpu_loss::blobs(a.samples, a.dims, classes, a.seed);
+            let (x, y) = wgpu_loss::train::blobs(a.samples, a.dims, classes, a.seed);
             (x, y, a.samples, a.dims)
         }
         (Some(features), Some(labels), None) => {

@@ -9,7 +9,10 @@
 //! plan's layout, and so its bits, never depend on a measurement.
 
 use clap::Args;
-use wgpu_loss::{Context, ContextOptions, Tuning};
+use wgpu_loss::{
+    Context,
+    context::{ContextOptions, Tuning},
+};
 use wgpu_loss_bench::{Bench, Case};
 
 #[derive(Args)]

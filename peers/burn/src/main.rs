@@ -16,7 +16,7 @@ use std::time::Instant;
 use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction as BurnReduction};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use wgpu_loss_bench::{Bench, Case};
-use wgpu_loss::{Context, CrossEntropyDesc, Inputs, Pointwise, PointwiseDesc, cpu};
+use wgpu_loss::{Context, CrossEntropyDesc, Inputs, PointwiseDesc, cpu, pointwise::Pointwise};
 
 /// One shape of one loss.
 #[derive(Clone, Copy)]

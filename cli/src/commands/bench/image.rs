@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use wgpu_loss::{Context, ImageLoss};
+use wgpu_loss::{Context, image::ImageLoss};
 use wgpu_loss_bench::{Ceilings, ImageBench, ImageShape, Timing};
 
 use super::{BenchArgs, adapter_json, timing_json};
