@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use wgpu_loss::{CustomLossDesc, Error, Inputs, Reduction, cpu};
 
-/// Log-cosh, pinball (quantile 0.9), and focal loss (gamma 2) on probabilities: the README's
+/// Log-cosh, pinball (quantile 0.9), and focal loss (gamma 2) on probabilities: docs/custom-losses.md's
 /// examples, as WGSL and as Rust.
 type Formula = fn(f64, f64) -> f64;
 const EXAMPLES: [(&str, &str, &str, Formula, Formula); 3] = [

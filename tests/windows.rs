@@ -89,7 +89,7 @@ fn swept_rows_in_windows_give_the_bits_of_one_binding() {
     let (whole, windowed) = (swept(None), swept(Some(limit as u64)));
     // Blocks of 4 rows (640 KB): 3 a window; 7 blocks, then a partial one. Not forward only:
     // a workgroup's worth of these rows in narrow chunks exceeds 2 MiB, so a forward pass
-    // takes workgroup-wide chunks there (other bits, as the README says).
+    // takes workgroup-wide chunks there (other bits, as docs/beyond-one-binding.md says).
     ce_in_windows(
         &whole,
         &windowed,

@@ -68,7 +68,7 @@ pub struct Pipeline {
 }
 
 /// How the kernels spread work over invocations. Chosen per adapter by [`Tuning::for_adapter`]
-/// from measurements (see PERFORMANCE.md); a [`ContextOptions`] can override it.
+/// from measurements (see docs/tuning.md); a [`ContextOptions`] can override it.
 ///
 /// Every kernel reads its data in runs of `lanes` consecutive vec4s, one per invocation of a
 /// lane group, so that each group streams contiguous memory: `lanes` is the subgroup (warp) size
@@ -144,13 +144,13 @@ impl Tuning {
                 stream_vecs: 32,
                 register_vecs: 32,
                 // The wide tile is off (no larger than the register tile): on the host of
-                // "Wide tiles for long rows" (PERFORMANCE.md) 128 with one read of wide rows
+                // "Wide tiles for long rows" (docs/tuning.md) 128 with one read of wide rows
                 // took 0.55-0.72 of the time of these choices, but its pipelines take lavapipe
                 // far longer to compile, and the other hosts are unmeasured; `tune` measures it.
                 wide_vecs: 32,
                 // A barrier makes llvmpipe run a whole kernel as coroutines: a second read
                 // cost less on the host where this was chosen, and more on another measured
-                // since (PERFORMANCE.md, "Long rows with the gradient" and "A tuning measured
+                // since (docs/tuning.md, "Long rows with the gradient" and "A tuning measured
                 // on the machine").
                 chunk_wide_rows: true,
                 // The sweep's barriers too: it lost to the chunks on both hosts measured
@@ -209,7 +209,7 @@ pub struct ContextOptions {
     /// Read and write f16 tensors through WGSL's `f16` (`Some(true)`, where the adapter has
     /// `SHADER_F16`) or through packed `u32` pairs (`Some(false)`, as on adapters without it).
     /// The same bits either way. Default (`None`): WGSL's `f16` where the adapter has it and is
-    /// not a CPU, whose drivers run the packed path faster (lavapipe: PERFORMANCE.md).
+    /// not a CPU, whose drivers run the packed path faster (lavapipe: docs/performance.md).
     pub native_f16: Option<bool>,
     /// Binds at most this many bytes of a buffer at once (default: the adapter's
     /// `max_storage_buffer_binding_size`). Inputs larger than one binding are bound a window

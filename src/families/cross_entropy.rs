@@ -715,7 +715,7 @@ impl<'s> Planner<'s> {
         self.slots(b)?;
         // A segment of one lane group merges by shuffles alone where subgroups are as wide
         // (Tuning::for_adapter makes them so), and a kernel with no barrier compiled in runs
-        // faster on lavapipe (PERFORMANCE.md): a forward pass whose rows need wider segments
+        // faster on lavapipe (docs/performance.md): a forward pass whose rows need wider segments
         // reads them in such chunks instead (its second pass reads only their statistics), and
         // so does forward + gradient where the tuning says so (`Tuning::chunk_wide_rows`: the
         // gradient then costs a second read of the logits). The tuning, not the subgroup size,

@@ -2,7 +2,7 @@
 //!
 //! `Tuning::for_adapter` picks a tuning from what the adapter says it is, and the same adapter
 //! can want another one on another host: lavapipe's relative costs of a load, an `exp` and a
-//! barrier move with the CPU under it (PERFORMANCE.md, "A tuning measured on the machine").
+//! barrier move with the CPU under it (docs/tuning.md, "A tuning measured on the machine").
 //! This command measures, one parameter at a time, the current choice against its neighbours
 //! on the kernels that parameter shapes, and prints the fastest. It changes nothing by itself:
 //! the result is pinned where a caller wants it (`--tuning`, `ContextOptions::tuning`), so that a
@@ -201,7 +201,7 @@ pub fn run(a: &TuneArgs) -> Result<(), String> {
     drop(start);
     // The wide tile after the two layouts of long rows: it pays where rows are read once
     // (a lane group or a workgroup holds more of them), so measured under chunks it would
-    // lose the hosts where one read wins (PERFORMANCE.md, "Wide tiles for long rows").
+    // lose the hosts where one read wins (docs/tuning.md, "Wide tiles for long rows").
     let params = [
         Param::RegisterVecs,
         Param::ChunkWideRows,
