@@ -111,8 +111,11 @@ impl FromStr for DType {
 /// real-valued targets. `From` takes slices (and arrays, vectors) of `f32`, [`struct@f16`] and [`bf16`].
 #[derive(Clone, Copy, Debug)]
 pub enum Values<'a> {
+    /// f32 values.
     F32(&'a [f32]),
+    /// f16 values.
     F16(&'a [f16]),
+    /// bf16 values.
     BF16(&'a [bf16]),
 }
 

@@ -62,6 +62,8 @@
 //! its buffers; [`cpu`] the f64 twins; [`train`] ([`train::SoftmaxRegression`]) trains on top of
 //! them all. The benchmark harness is the `wgpu-loss-bench` package of this workspace.
 
+#![warn(missing_docs)]
+
 #[cfg(test)]
 mod contracts;
 pub mod cpu;

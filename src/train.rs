@@ -20,10 +20,15 @@ use crate::plan::{Bindings, Plan};
 /// the optimizer (the same for the weight and the bias).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TrainDesc {
+    /// Examples.
     pub rows: usize,
+    /// Features an example.
     pub features: usize,
+    /// Classes.
     pub classes: usize,
+    /// Rows a mini-batch.
     pub batch_size: usize,
+    /// The optimizer of the weight and the bias.
     pub optimizer: Optimizer,
 }
 
@@ -103,7 +108,9 @@ impl TrainDesc {
 pub struct EpochStats {
     /// 1, 2, ...
     pub epoch: usize,
+    /// The mean cross-entropy of the epoch's last batch.
     pub loss: f32,
+    /// The share of that batch's rows whose argmax is their label.
     pub accuracy: f64,
 }
 

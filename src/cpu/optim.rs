@@ -5,8 +5,11 @@ use crate::families::optim::Optimizer;
 /// An optimizer's state on the host: momentum or first moment, second moment, steps taken.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
+    /// SGD's momentum buffer, or Adam's first moment.
     pub m: Vec<f64>,
+    /// Adam's second moment.
     pub v: Vec<f64>,
+    /// Steps taken.
     pub steps: u64,
 }
 

@@ -12,7 +12,9 @@ use crate::error::{Error, Result};
 /// override constants. Its bindings follow from the kernel and variant ([`Kernel::layout`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PipelineKey {
+    /// The kernel.
     pub kernel: &'static Kernel,
+    /// Its entry point.
     pub entry: &'static str,
     /// Preprocessor names and `NAME=value`s, sorted (the context adds `SUBGROUPS` itself).
     pub defines: Vec<String>,
@@ -21,6 +23,7 @@ pub struct PipelineKey {
 }
 
 impl PipelineKey {
+    /// The pipeline of `entry` of `kernel`, with no defines and no constants.
     pub fn new(kernel: &'static Kernel, entry: &'static str) -> Self {
         PipelineKey {
             kernel,
@@ -30,6 +33,7 @@ impl PipelineKey {
         }
     }
 
+    /// Defines the preprocessor name `name` when `on`.
     pub fn define(mut self, name: &'static str, on: bool) -> Self {
         if on {
             self.defines.push(name.to_string());
@@ -52,6 +56,7 @@ impl PipelineKey {
         self
     }
 
+    /// Sets the override constant `name` to `value`.
     pub fn constant(mut self, name: &'static str, value: impl Into<f64>) -> Self {
         self.constants.retain(|(n, _)| *n != name);
         self.constants.push((name, value.into().to_bits()));
@@ -63,7 +68,9 @@ impl PipelineKey {
 /// A compiled pipeline and the layout of its one bind group.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
+    /// The pipeline.
     pub pipeline: wgpu::ComputePipeline,
+    /// The layout of its bind group 0.
     pub layout: wgpu::BindGroupLayout,
 }
 

@@ -216,8 +216,10 @@ impl FromStr for ImageLoss {
 /// (`Valid`: an `(H - 10) x (W - 10)` map, gsplat's and fused-ssim's convention).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Padding {
+    /// Windows at every pixel, zero outside the image: an `H x W` map.
     #[default]
     Same,
+    /// Windows inside the image only: an `(H - 10) x (W - 10)` map.
     Valid,
 }
 
@@ -239,14 +241,17 @@ impl FromStr for Padding {
 /// image: `rgba8unorm`, `rgba8unorm-srgb`, `rgba16float`, `rgba32float`, `r32float`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ImageSource {
+    /// A `[N, H, W, C]` f32 buffer.
     #[default]
     Buffer,
+    /// A 2-D texture of this format.
     Texture(wgpu::TextureFormat),
 }
 
 /// A per-pixel weight in [0, 1] (0 excludes the pixel from the loss and its gradient).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ImageMask {
+    /// No mask: every pixel weighs 1.
     #[default]
     None,
     /// A `[N, H, W]` f32 buffer.
@@ -261,8 +266,10 @@ pub enum ImageMask {
 /// (`rgba32float`, `rgba16float`, or `r32float` for one channel; channels past C are zero).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum GradTarget {
+    /// A `[N, H, W, C]` f32 buffer.
     #[default]
     Buffer,
+    /// A storage texture of this format.
     Texture(wgpu::TextureFormat),
 }
 
@@ -605,7 +612,9 @@ params! {
 /// An image input the caller binds: a buffer range, or a texture.
 #[derive(Clone, Debug)]
 pub enum ImageInput<'a> {
+    /// A range of a buffer.
     Buffer(wgpu::BufferBinding<'a>),
+    /// A texture (its first mip level and layer).
     Texture(&'a wgpu::Texture),
 }
 

@@ -31,20 +31,31 @@ pub(crate) static OPTIM: Kernel =
 pub enum Optimizer {
     /// `torch.optim.SGD`.
     Sgd {
+        /// The learning rate.
         lr: f32,
+        /// The momentum factor (0: none).
         momentum: f32,
+        /// The dampening of the momentum.
         dampening: f32,
+        /// Nesterov's momentum.
         nesterov: bool,
+        /// L2 penalty, added to the gradient.
         weight_decay: f32,
     },
     /// `torch.optim.Adam` (`decoupled: false`) or `torch.optim.AdamW` (`decoupled: true`, the
     /// weight decay applied to the parameters, not added to the gradient).
     Adam {
+        /// The learning rate.
         lr: f32,
+        /// The decay of the first moment.
         beta1: f32,
+        /// The decay of the second moment.
         beta2: f32,
+        /// Added to the denominator.
         eps: f32,
+        /// The weight decay (an L2 penalty, or decoupled).
         weight_decay: f32,
+        /// AdamW: the weight decay applied to the parameters.
         decoupled: bool,
     },
 }
