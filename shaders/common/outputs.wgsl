@@ -5,11 +5,11 @@
 //   flags bit 0 (PARTIAL): write partial sums to scratch.
 //   ROW_LOSS, an override constant (`After::key`): write per-row (per-element) losses. A
 //   constant, not a flag: lavapipe runs a store under a uniform condition as a loop over the
-//   lanes, paid even where the condition is false (PERFORMANCE.md).
+//   lanes, paid even where the condition is false (docs/performance.md).
 //   SINGLE, an override constant (`After::key` sets it on the pipeline of a plan's one-workgroup
 //   dispatch): one workgroup holds the whole problem and writes the reduced value itself. Its
 //   workgroup-wide sum and barrier exist only in those pipelines: lavapipe pays for a barrier
-//   that is compiled in even where it never runs (12-17% of a forward pass: PERFORMANCE.md).
+//   that is compiled in even where it never runs (12-17% of a forward pass: docs/performance.md).
 //   scale_mode (gradient scale): SCALE_HOST params.grad_scale; SCALE_REDUCED 1 / scratch.data[0]
 //   (a weighted mean's denominator reduced by an earlier pass); SCALE_OWN (SINGLE) 1 / the
 //   weight sum it reduces itself.
