@@ -119,7 +119,7 @@ impl PartialEq for MixTerm {
 /// output all write a gradient of one length (in f32) or none does.
 ///
 /// ```no_run
-/// use wgpu_loss::{Context, Inputs, MixDesc, Pointwise, PointwiseDesc};
+/// use wgpu_loss::{Context, Inputs, MixDesc, PointwiseDesc, pointwise::Pointwise};
 ///
 /// let ctx = Context::new()?;
 /// let (pred, target) = ([0.5f32, -1.0, 2.0], [0.0f32, 0.0, 1.0]);
