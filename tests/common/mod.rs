@@ -30,6 +30,41 @@ pub fn ctx() -> &'static Context {
     })
 }
 
+/// The cases of a matrix that a test runs, each with its index in the matrix (for its seed):
+/// those at the indices `fast` in the fast suite, the others in the extended suite
+/// (`extended`: the tests [`fast_and_extended!`] marks `#[ignore]`, which `cargo test --release
+/// -- --include-ignored` runs).
+pub fn cases<T: Copy>(all: &[T], fast: &[usize], extended: bool) -> Vec<(usize, T)> {
+    all.iter()
+        .copied()
+        .enumerate()
+        .filter(|(i, _)| fast.contains(i) != extended)
+        .collect()
+}
+
+/// One matrix, two tests: `$fast` runs `$body(false)` in the fast suite (`cargo test
+/// --release`), `$extended` runs `$body(true)`, ignored but for the extended suite (`cargo test
+/// --release -- --include-ignored`, which CI runs on both backends).
+#[allow(unused_macros)]
+macro_rules! fast_and_extended {
+    ($(#[$m:meta])* $fast:ident, $extended:ident, $body:expr) => {
+        $(#[$m])*
+        #[test]
+        fn $fast() {
+            $body(false)
+        }
+
+        $(#[$m])*
+        #[test]
+        #[ignore = "extended suite: cargo test --release -- --include-ignored"]
+        fn $extended() {
+            $body(true)
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use fast_and_extended;
+
 /// A context on the same adapter whose tuning reads rows longer than a workgroup holds, with
 /// the gradient, once (`sweep_long_rows: true`, the GPUs' choice: cross-entropy's sweep), a
 /// workgroup holding `register_vecs` vec4s an invocation (`wide_vecs` no larger, as on GPUs, so

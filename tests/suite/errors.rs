@@ -1,9 +1,7 @@
 //! Every error a caller can cause comes back as its typed variant with a clear message; nothing
 //! panics.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     Context, CrossEntropyDesc, Error, NllDesc, Outputs, Plan, PointwiseDesc, Reduction,
     pointwise::Pointwise, pointwise::PointwiseBuffers,
@@ -247,7 +245,7 @@ fn class_target_out_of_range_on_the_gpu() {
 
 #[test]
 fn too_large_for_one_binding() {
-    // Inputs go through windows up to max_buffer_size (tests/windows.rs); past it, TooLarge.
+    // Inputs go through windows up to max_buffer_size (tests/suite/windows.rs); past it, TooLarge.
     let ctx = ctx();
     let limit = ctx.limits().max_buffer_size;
     let len = limit / 4 + 1;

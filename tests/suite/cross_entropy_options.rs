@@ -2,14 +2,12 @@
 //! smoothing, ignore_index as a real class, z-loss, logit softcap, and probability targets with
 //! the same options, on fused (one read) and split (two reads) layouts, with poisoned outputs.
 //!
-//! Tolerances as in tests/cross_entropy.rs (exp and log error, a fixed-order tree): 1e-5
+//! Tolerances as in tests/suite/cross_entropy.rs (exp and log error, a fixed-order tree): 1e-5
 //! relative + 1e-5 absolute per row, 2e-5 on reduced values, gradients 2e-5 relative + 1e-6 of
 //! the largest. Softcap adds tanh, whose Vulkan error bound is that of its exp-based formula:
 //! the same tolerances hold, and the test checks them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{Plan, Reduction, cpu, cross_entropy::Targets};
 
 const ROW: Tol = Tol::new(1e-5, 1e-5);
@@ -174,49 +172,52 @@ fn opts(label_smoothing: f32, z_loss: f32, softcap: Option<f32>) -> CeOptions {
     }
 }
 
-#[test]
-fn label_smoothing() {
-    for (i, &(n, c)) in SHAPES.iter().enumerate() {
+// Each option on one shape of `SHAPES` in the fast suite (a different one each), on the rest
+// in the extended suite: every (C, option) pair compiles pipelines of its own.
+fast_and_extended!(label_smoothing, label_smoothing_extended, |extended| {
+    for (i, (n, c)) in cases(&SHAPES, &[2], extended) {
         Case::classes(n, c, i as u64, opts(0.1, 0.0, None)).check("smoothing");
         Case::classes(n, c, 10 + i as u64, opts(0.25, 0.0, None))
             .weighted(i as u64)
             .check("smoothing, weighted");
     }
-}
+});
 
-#[test]
-fn ignore_index_that_is_a_class() {
-    for (i, &(n, c)) in SHAPES.iter().enumerate().skip(1) {
-        let options = CeOptions {
-            ignore_index: 1,
-            label_smoothing: 0.05,
-            ..Default::default()
-        };
-        Case::classes(n, c, 20 + i as u64, options)
-            .weighted(i as u64)
-            .check("ignore 1");
+fast_and_extended!(
+    ignore_index_that_is_a_class,
+    ignore_index_extended,
+    |extended| {
+        for (i, (n, c)) in cases(&SHAPES[1..], &[0], extended) {
+            let i = i + 1;
+            let options = CeOptions {
+                ignore_index: 1,
+                label_smoothing: 0.05,
+                ..Default::default()
+            };
+            Case::classes(n, c, 20 + i as u64, options)
+                .weighted(i as u64)
+                .check("ignore 1");
+        }
     }
-}
+);
 
-#[test]
-fn z_loss() {
-    for (i, &(n, c)) in SHAPES.iter().enumerate() {
+fast_and_extended!(z_loss, z_loss_extended, |extended| {
+    for (i, (n, c)) in cases(&SHAPES, &[2], extended) {
         Case::classes(n, c, 30 + i as u64, opts(0.0, 1e-4, None)).check("z-loss");
         Case::classes(n, c, 40 + i as u64, opts(0.0, 0.05, None))
             .weighted(i as u64)
             .check("z-loss, weighted");
     }
-}
+});
 
-#[test]
-fn softcap() {
-    for (i, &(n, c)) in SHAPES.iter().enumerate() {
+fast_and_extended!(softcap, softcap_extended, |extended| {
+    for (i, (n, c)) in cases(&SHAPES, &[1], extended) {
         Case::classes(n, c, 50 + i as u64, opts(0.0, 0.0, Some(5.0))).check("softcap");
         Case::classes(n, c, 60 + i as u64, opts(0.1, 1e-4, Some(30.0)))
             .weighted(i as u64)
             .check("everything");
     }
-}
+});
 
 /// Softcapped logits of +-1e4 and -inf saturate at -+cap: finite losses and gradients.
 #[test]
@@ -231,15 +232,18 @@ fn softcap_saturates() {
     assert!(loss.iter().chain(&grad).all(|v| v.is_finite()), "{loss:?}");
 }
 
-#[test]
-fn probability_targets() {
-    for (i, &(n, c)) in SHAPES.iter().enumerate() {
-        Case::probabilities(n, c, 80 + i as u64, opts(0.0, 0.0, None)).check("probabilities");
-        Case::probabilities(n, c, 90 + i as u64, opts(0.2, 1e-3, Some(10.0)))
-            .weighted(i as u64)
-            .check("probabilities, options");
+fast_and_extended!(
+    probability_targets,
+    probability_targets_extended,
+    |extended| {
+        for (i, (n, c)) in cases(&SHAPES, &[1], extended) {
+            Case::probabilities(n, c, 80 + i as u64, opts(0.0, 0.0, None)).check("probabilities");
+            Case::probabilities(n, c, 90 + i as u64, opts(0.2, 1e-3, Some(10.0)))
+                .weighted(i as u64)
+                .check("probabilities, options");
+        }
     }
-}
+);
 
 /// A -inf logit with label smoothing: the smoothing term makes the loss infinite (PyTorch
 /// does the same); the gradient stays finite.

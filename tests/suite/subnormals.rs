@@ -7,9 +7,7 @@
 //! integer; Vulkan's log is within 3 ulp, so 1e-6 relative. Products that are themselves
 //! subnormal (KL's y log y at subnormal y) may be flushed to zero by the driver: 1e-37 absolute.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{Outputs, Reduction, cpu, pointwise::Pointwise};
 
 const SUBNORMALS: [f32; 6] = [1e-40, 1.4e-45, 5e-39, 1.1754942e-38, 3e-42, 2e-44];

@@ -2,9 +2,9 @@
 //! (`cpu::image`), the twin's gradients against central differences, and the GPU through
 //! buffers and textures of every format.
 
-mod common;
-
-use common::{Rng, Tol, assert_close, assert_scalar, ctx, largest, poisoned, read, submit, upload};
+use crate::common::{
+    Rng, Tol, assert_close, assert_scalar, ctx, largest, poisoned, read, submit, upload,
+};
 use wgpu_loss::cpu::image::image_loss;
 use wgpu_loss::{
     ImageDesc, Outputs, Plan, Reduction,
@@ -85,7 +85,7 @@ fn check_on(
             &reference.grad,
             grad_tol(&reference.grad),
         );
-        grad_err = common::worst_relative(gpu, &reference.grad);
+        grad_err = crate::common::worst_relative(gpu, &reference.grad);
     }
     (value_err, grad_err)
 }
@@ -260,7 +260,7 @@ fn read_texture(t: &wgpu::Texture, ch: usize) -> Vec<f32> {
     let ctx = ctx();
     let (w, h) = (t.width() as usize, t.height() as usize);
     let row = (w * ch * 4).next_multiple_of(256);
-    let buffer = common::create(
+    let buffer = crate::common::create(
         ctx,
         &wgpu::BufferDescriptor {
             label: Some("texture readback"),
@@ -560,8 +560,8 @@ fn recording_on_buffers_is_deterministic() {
     let bound = plan.bind(&b).unwrap();
     let mut runs = Vec::new();
     for _ in 0..2 {
-        common::poison(ctx, &loss);
-        common::poison(ctx, &grad);
+        crate::common::poison(ctx, &loss);
+        crate::common::poison(ctx, &grad);
         submit(ctx, |e| plan.record(e, &bound).unwrap());
         runs.push((read(ctx, &loss, 1), read(ctx, &grad, x.len())));
     }
@@ -688,7 +688,7 @@ fn refused() {
 fn reference_implementations() {
     use serde_json::Value;
     let doc: Value =
-        serde_json::from_str(include_str!("fixtures/ssim.json")).expect("ssim.json parses");
+        serde_json::from_str(include_str!("../fixtures/ssim.json")).expect("ssim.json parses");
     let f64s = |v: &Value| -> Vec<f64> {
         v.as_array()
             .unwrap()
@@ -750,7 +750,7 @@ fn reference_implementations() {
                 println!(
                     "{what}: gpu loss {:.1e}, grad worst relative {:.1e}",
                     (gpu.value.unwrap() as f64 - value).abs() / value.abs(),
-                    common::worst_relative(gpu.grad.as_ref().unwrap(), &reference)
+                    crate::common::worst_relative(gpu.grad.as_ref().unwrap(), &reference)
                 );
             } else {
                 println!(

@@ -6,9 +6,7 @@
 //! the f32 tolerance plus half an ulp of the dtype (`eps / 2` relative; plus half the smallest
 //! f16 subnormal, 2^-25, absolute).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs, LossOutput, NllDesc,
     Plan, PointwiseDesc, Reduction, Values, bf16, context::ContextOptions, cross_entropy::Targets,
@@ -100,15 +98,23 @@ fn check<D: TensorLoss>(
 /// unaligned in f32); rows chunked over workgroups.
 const SHAPES: [(usize, usize); 6] = [(1, 1), (5, 3), (33, 10), (7, 1003), (6, 9001), (3, 40000)];
 
-#[test]
-fn cross_entropy_in_every_dtype() {
-    every_dtype(ctx(), &SHAPES, 16);
-}
+// One shape of `SHAPES` in the fast suite (class weights, softcap and an f32 gradient beside
+// the dtype's own), the rest in the extended suite.
+fast_and_extended!(
+    cross_entropy_in_every_dtype,
+    cross_entropy_in_every_dtype_extended,
+    |extended| {
+        let shapes: Vec<_> = cases(&SHAPES, &[2], extended);
+        let shapes: Vec<_> = shapes.into_iter().map(|(_, s)| s).collect();
+        every_dtype(ctx(), &shapes, 16 + extended as u64);
+    }
+);
 
 /// Rows longer than a workgroup holds, read once with the gradient (the sweep), in f16 and
 /// bf16: an odd C (2 rows in a partial block of 4, the scalar variant), with class weights,
 /// softcap, and an f32 gradient too.
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn swept_rows_in_every_dtype() {
     every_dtype(&swept(None), &[(2, 40_001)], 17);
 }
@@ -164,112 +170,121 @@ fn every_dtype(ctx: &Context, shapes: &[(usize, usize)], seed: u64) {
     }
 }
 
-#[test]
-fn cross_entropy_in_place_in_half_precision() {
-    let ctx = ctx();
-    let mut rng = Rng::new(17);
-    for &(n, c) in &[(33, 10), (7, 1003), (6, 9001)] {
-        let logits = rng.vec(n * c, -6.0, 6.0);
-        let targets = rng.classes(n, c);
-        for dtype in HALVES {
-            let x = Data::new(&logits, dtype);
-            let desc = CrossEntropyDesc::new(n, c).dtype(dtype).in_place(true);
-            let inputs = Inputs::classes(x.values(), &targets);
-            let what = format!("ce in place {dtype} [{n}, {c}]");
-            let out = check(ctx, &what, &desc, &inputs, dtype);
-            // The same bits as the out-of-place plan.
-            let apart = ctx.loss(&desc.clone().in_place(false), &inputs).unwrap();
-            assert_eq!(
-                bits(&out.grad.unwrap()),
-                bits(&apart.grad.unwrap()),
-                "{what}"
-            );
-        }
-    }
-    // In place, the gradient takes the logits' dtype.
-    let desc = CrossEntropyDesc::new(2, 3)
-        .dtype(DType::F16)
-        .grad_dtype(DType::F32)
-        .in_place(true);
-    let err = Plan::new(ctx, &desc).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidOption {
-                option: "grad_dtype",
-                ..
-            }
-        ),
-        "{err}"
-    );
-}
-
-#[test]
-fn nll_and_pointwise_in_every_dtype() {
-    let ctx = ctx();
-    let mut rng = Rng::new(18);
-    for dtype in HALVES {
-        for grad_dtype in [dtype, DType::F32] {
-            for &(n, c) in &[(1, 1), (7, 1003), (40, 9)] {
-                let log_probs = rng.vec(n * c, -9.0, 0.0);
-                let targets = rng.classes(n, c);
-                let x = Data::new(&log_probs, dtype);
-                let desc = NllDesc::new(n, c).dtype(dtype).grad_dtype(grad_dtype);
+// One shape in the fast suite, two more in the extended one.
+fast_and_extended!(
+    cross_entropy_in_place_in_half_precision,
+    cross_entropy_in_place_in_half_precision_extended,
+    |extended| {
+        let ctx = ctx();
+        let mut rng = Rng::new(17 + extended as u64);
+        for (_, (n, c)) in cases(&[(33, 10), (7, 1003), (6, 9001)], &[0], extended) {
+            let logits = rng.vec(n * c, -6.0, 6.0);
+            let targets = rng.classes(n, c);
+            for dtype in HALVES {
+                let x = Data::new(&logits, dtype);
+                let desc = CrossEntropyDesc::new(n, c).dtype(dtype).in_place(true);
                 let inputs = Inputs::classes(x.values(), &targets);
-                let what = format!("nll {dtype}->{grad_dtype} [{n}, {c}]");
-                check(ctx, &what, &desc, &inputs, grad_dtype);
+                let what = format!("ce in place {dtype} [{n}, {c}]");
+                let out = check(ctx, &what, &desc, &inputs, dtype);
+                // The same bits as the out-of-place plan.
+                let apart = ctx.loss(&desc.clone().in_place(false), &inputs).unwrap();
+                assert_eq!(
+                    bits(&out.grad.unwrap()),
+                    bits(&apart.grad.unwrap()),
+                    "{what}"
+                );
             }
-            let losses = [
-                Pointwise::Mse,
-                Pointwise::L1,
-                Pointwise::Huber { delta: 0.7 },
-                Pointwise::SmoothL1 { beta: 0.5 },
-                Pointwise::Bce,
-                Pointwise::BceWithLogits,
-                Pointwise::KlDiv { log_target: false },
-            ];
-            for (i, loss) in losses.into_iter().enumerate() {
-                // An f32 gradient for two of them (each variant compiles its own pipelines).
-                if grad_dtype == DType::F32 && i % 3 != 0 {
-                    continue;
+        }
+        // In place, the gradient takes the logits' dtype.
+        let desc = CrossEntropyDesc::new(2, 3)
+            .dtype(DType::F16)
+            .grad_dtype(DType::F32)
+            .in_place(true);
+        let err = Plan::new(ctx, &desc).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidOption {
+                    option: "grad_dtype",
+                    ..
                 }
-                // One workgroup; several with a tail that is not a whole vec4; many.
-                for len in [1, 1001, 70_001] {
-                    let (pred, target) = match loss {
-                        Pointwise::Bce => (rng.vec(len, 0.02, 0.98), rng.vec(len, 0.0, 1.0)),
-                        Pointwise::KlDiv { .. } => {
-                            (rng.vec(len, -5.0, 0.0), rng.vec(len, 0.0, 1.0))
-                        }
-                        _ => (rng.vec(len, -3.0, 3.0), rng.vec(len, -3.0, 3.0)),
-                    };
-                    let (p, t) = (Data::new(&pred, dtype), Data::new(&target, dtype));
-                    let reduction = [Reduction::Mean, Reduction::None, Reduction::Sum][i % 3];
-                    let desc = PointwiseDesc::new(loss, len)
+            ),
+            "{err}"
+        );
+    }
+);
+
+// Every loss in both dtypes; the fast suite at one length a loss (several workgroups with a
+// tail that is not a whole vec4), the extended suite at one workgroup and at many.
+fast_and_extended!(
+    nll_and_pointwise_in_every_dtype,
+    nll_and_pointwise_in_every_dtype_extended,
+    |extended| {
+        let ctx = ctx();
+        let mut rng = Rng::new(18 + extended as u64);
+        for dtype in HALVES {
+            for grad_dtype in [dtype, DType::F32] {
+                for &(n, c) in &[(1, 1), (7, 1003), (40, 9)] {
+                    let log_probs = rng.vec(n * c, -9.0, 0.0);
+                    let targets = rng.classes(n, c);
+                    let x = Data::new(&log_probs, dtype);
+                    let desc = NllDesc::new(n, c).dtype(dtype).grad_dtype(grad_dtype);
+                    let inputs = Inputs::classes(x.values(), &targets);
+                    let what = format!("nll {dtype}->{grad_dtype} [{n}, {c}]");
+                    check(ctx, &what, &desc, &inputs, grad_dtype);
+                }
+                let losses = [
+                    Pointwise::Mse,
+                    Pointwise::L1,
+                    Pointwise::Huber { delta: 0.7 },
+                    Pointwise::SmoothL1 { beta: 0.5 },
+                    Pointwise::Bce,
+                    Pointwise::BceWithLogits,
+                    Pointwise::KlDiv { log_target: false },
+                ];
+                for (i, loss) in losses.into_iter().enumerate() {
+                    // An f32 gradient for two of them (each variant compiles its own pipelines).
+                    if grad_dtype == DType::F32 && i % 3 != 0 {
+                        continue;
+                    }
+                    // One workgroup; several with a tail that is not a whole vec4; many.
+                    for (_, len) in cases(&[1, 1001, 70_001], &[1], extended) {
+                        let (pred, target) = match loss {
+                            Pointwise::Bce => (rng.vec(len, 0.02, 0.98), rng.vec(len, 0.0, 1.0)),
+                            Pointwise::KlDiv { .. } => {
+                                (rng.vec(len, -5.0, 0.0), rng.vec(len, 0.0, 1.0))
+                            }
+                            _ => (rng.vec(len, -3.0, 3.0), rng.vec(len, -3.0, 3.0)),
+                        };
+                        let (p, t) = (Data::new(&pred, dtype), Data::new(&target, dtype));
+                        let reduction = [Reduction::Mean, Reduction::None, Reduction::Sum][i % 3];
+                        let desc = PointwiseDesc::new(loss, len)
+                            .dtype(dtype)
+                            .grad_dtype(grad_dtype)
+                            .reduction(reduction);
+                        let inputs = Inputs::new(p.values(), t.values());
+                        let what = format!("{loss:?} {dtype}->{grad_dtype} {len} {reduction}");
+                        check(ctx, &what, &desc, &inputs, grad_dtype);
+                    }
+                }
+                // The classic form: per-row losses over rows of an odd length (the gradient then
+                // has an element pass of its own), and a mean over even rows.
+                for (n, c, reduction) in [(7, 1003, Reduction::None), (5, 8, Reduction::Mean)] {
+                    let probs = rng.distributions(n, c);
+                    let onehot = rng.distributions(n, c);
+                    let (p, t) = (Data::new(&probs, dtype), Data::new(&onehot, dtype));
+                    let desc = ClassicCrossEntropyDesc::new(n, c)
                         .dtype(dtype)
                         .grad_dtype(grad_dtype)
                         .reduction(reduction);
                     let inputs = Inputs::new(p.values(), t.values());
-                    let what = format!("{loss:?} {dtype}->{grad_dtype} {len} {reduction}");
+                    let what = format!("classic {dtype}->{grad_dtype} [{n}, {c}] {reduction}");
                     check(ctx, &what, &desc, &inputs, grad_dtype);
                 }
             }
-            // The classic form: per-row losses over rows of an odd length (the gradient then
-            // has an element pass of its own), and a mean over even rows.
-            for (n, c, reduction) in [(7, 1003, Reduction::None), (5, 8, Reduction::Mean)] {
-                let probs = rng.distributions(n, c);
-                let onehot = rng.distributions(n, c);
-                let (p, t) = (Data::new(&probs, dtype), Data::new(&onehot, dtype));
-                let desc = ClassicCrossEntropyDesc::new(n, c)
-                    .dtype(dtype)
-                    .grad_dtype(grad_dtype)
-                    .reduction(reduction);
-                let inputs = Inputs::new(p.values(), t.values());
-                let what = format!("classic {dtype}->{grad_dtype} [{n}, {c}] {reduction}");
-                check(ctx, &what, &desc, &inputs, grad_dtype);
-            }
         }
     }
-}
+);
 
 #[test]
 fn half_precision_extremes() {

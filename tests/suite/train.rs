@@ -3,9 +3,7 @@
 //! epochs' losses and accuracies and the final parameters; the same bits on every run; labels
 //! outside [0, C) refused.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     Error, cpu,
     optim::Optimizer,

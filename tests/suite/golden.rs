@@ -6,14 +6,12 @@
 //! The bits depend on the driver (its `exp` and `log`) and the tuning, so the fixture keys them
 //! by backend and adapter name; an adapter with no entry is reported on stderr and only checked
 //! for determinism (two runs, the same bits). To record the current bits for this adapter:
-//! `WGPU_LOSS_GOLDEN_RECORD=1 cargo test --release --test golden` (the variable is read by this
+//! `WGPU_LOSS_GOLDEN_RECORD=1 cargo test --release --test suite golden::` (the variable is read by this
 //! test alone, never by the library).
-
-mod common;
 
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     ClassicCrossEntropyDesc, Context, CrossEntropyDesc, CustomLossDesc, DType, ImageDesc, Inputs,
     LinearCrossEntropyDesc, MixDesc, NllDesc, Outputs, PointwiseDesc, Reduction,

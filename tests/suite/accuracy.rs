@@ -1,12 +1,10 @@
 //! The worst relative error of every kernel against its f64 CPU twin, on random data of a
-//! million elements or so (`cargo test --release --test accuracy -- --nocapture` prints the
+//! million elements or so (`cargo test --release --test suite accuracy:: -- --nocapture` prints the
 //! table). Relative error is taken against the larger of the element's magnitude and 1e-3 of
 //! the largest (elements that are zero up to rounding have no meaningful relative error).
 //! The bound asserted is the loosest tolerance the kernel's own test file justifies.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{Outputs, Reduction, cpu, pointwise::Pointwise};
 
 struct Row {
@@ -52,6 +50,7 @@ fn measure(
 }
 
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn worst_relative_errors() {
     let ctx = ctx();
     let mut rows = Vec::new();

@@ -4,9 +4,7 @@
 //! those of a device that binds everything at once; and on the default device, inputs of three
 //! times lavapipe's 128 MiB binding against the f64 twin.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs,
     LinearCrossEntropyDesc, NllDesc, Outputs, PointwiseDesc, Reduction, bf16,
@@ -66,24 +64,29 @@ fn same_bits<D: TensorLoss>(what: &str, whole: &Context, windowed: &Context, des
     }
 }
 
-#[test]
-fn windows_give_the_bits_of_one_binding() {
-    let mut rng = Rng::new(51);
-    // (N, C, binding limit): fused blocks of 4 rows; rows chunked over workgroups (with the
-    // gradient, and forward only, 32 rows a workgroup with subgroups of 8); odd rows read
-    // unaligned one a block.
-    for (n, c, limit) in [
-        (1001, 1003, 1 << 20),
-        (120, 40_000, 8 << 20),
-        (500, 10_001, 8 << 20),
-    ] {
-        ce_in_windows(ctx(), &lowered(limit), (n, c), limit, true, &mut rng);
+// (N, C, binding limit): fused blocks of 4 rows; rows chunked over workgroups (with the
+// gradient, and forward only, 32 rows a workgroup with subgroups of 8); odd rows read unaligned
+// one a block. The fast suite takes the first.
+fast_and_extended!(
+    windows_give_the_bits_of_one_binding,
+    windows_give_the_bits_of_one_binding_extended,
+    |extended| {
+        let mut rng = Rng::new(51 + extended as u64);
+        let shapes = [
+            (1001, 1003, 1 << 20),
+            (120, 40_000, 8 << 20),
+            (500, 10_001, 8 << 20),
+        ];
+        for (_, (n, c, limit)) in cases(&shapes, &[0], extended) {
+            ce_in_windows(ctx(), &lowered(limit), (n, c), limit, true, &mut rng);
+        }
     }
-}
+);
 
 /// Rows longer than a workgroup holds, read once with the gradient (the sweep: a workgroup a
 /// block), bound a window at a time: the bits of one binding.
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn swept_rows_in_windows_give_the_bits_of_one_binding() {
     let limit = 2 << 20;
     let (whole, windowed) = (swept(None), swept(Some(limit as u64)));
@@ -165,6 +168,7 @@ fn a_row_larger_than_a_window_is_an_error() {
 }
 
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn three_times_one_binding() {
     // 3 x 128 MiB of logits on lavapipe (and its gradient): three windows there. Other
     // adapters may bind it whole; the result is held to the twin either way.
@@ -236,68 +240,76 @@ fn pointwise_windows_give_the_bits_of_one_binding() {
     }
 }
 
-#[test]
-fn classic_cross_entropy_windows_give_the_bits_of_one_binding() {
-    let whole = ctx();
-    let windowed = lowered(1 << 20);
-    let mut rng = Rng::new(54);
-    // Rows in one chunk (several a workgroup), odd rows read as scalars, and rows of several
-    // chunks; reduction none takes the row kernel, mean the element stream.
-    for (n, c) in [(1001, 1003), (700, 1000), (37, 40_001)] {
-        let probs = rng.distributions(n, c);
-        let targets = rng.distributions(n, c);
-        for reduction in [Reduction::None, Reduction::Mean] {
-            let desc = ClassicCrossEntropyDesc::new(n, c).reduction(reduction);
-            let what = format!("classic [{n}, {c}] {reduction} in 1 MiB bindings");
+// Rows in one chunk (several a workgroup), odd rows read as scalars, and rows of several
+// chunks; reduction none takes the row kernel, mean the element stream. The fast suite takes the
+// first.
+fast_and_extended!(
+    classic_cross_entropy_windows_give_the_bits_of_one_binding,
+    classic_cross_entropy_windows_give_the_bits_of_one_binding_extended,
+    |extended| {
+        let whole = ctx();
+        let windowed = lowered(1 << 20);
+        let mut rng = Rng::new(54 + extended as u64);
+        for (_, (n, c)) in cases(&[(1001, 1003), (700, 1000), (37, 40_001)], &[0], extended) {
+            let probs = rng.distributions(n, c);
+            let targets = rng.distributions(n, c);
+            for reduction in [Reduction::None, Reduction::Mean] {
+                let desc = ClassicCrossEntropyDesc::new(n, c).reduction(reduction);
+                let what = format!("classic [{n}, {c}] {reduction} in 1 MiB bindings");
+                same_bits(
+                    &what,
+                    whole,
+                    &windowed,
+                    &desc,
+                    &Inputs::new(&probs, &targets),
+                );
+            }
+            // bf16 probabilities with a bf16 gradient: odd rows take the element pass for it.
+            let (half, half_t) = (
+                narrow(&probs, bf16::from_f32),
+                narrow(&targets, bf16::from_f32),
+            );
+            let desc = ClassicCrossEntropyDesc::new(n, c)
+                .dtype(DType::BF16)
+                .reduction(Reduction::None);
+            let what = format!("classic [{n}, {c}] bf16 in 1 MiB bindings");
+            same_bits(&what, whole, &windowed, &desc, &Inputs::new(&half, &half_t));
+        }
+    }
+);
+
+// Rows in one workgroup, and rows split over many; the fast suite takes the first.
+fast_and_extended!(
+    nll_windows_give_the_bits_of_one_binding,
+    nll_windows_give_the_bits_of_one_binding_extended,
+    |extended| {
+        let whole = ctx();
+        let windowed = lowered(1 << 20);
+        let mut rng = Rng::new(55 + extended as u64);
+        for (_, (n, c)) in cases(&[(3001, 1001), (20, 70_001)], &[0], extended) {
+            let x = rng.vec(n * c, -9.0, 0.0);
+            let mut targets = rng.classes(n, c);
+            targets[1] = -100;
+            let weight = rng.vec(c, 0.5, 2.0);
+            for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+                let desc = NllDesc::new(n, c).reduction(reduction).weight(c);
+                let inputs = Inputs::classes(&x, &targets).weight(&weight);
+                let what = format!("nll [{n}, {c}] {reduction} in 1 MiB bindings");
+                same_bits(&what, whole, &windowed, &desc, &inputs);
+            }
+            let half = narrow(&x, f16::from_f32);
+            let desc = NllDesc::new(n, c).dtype(DType::F16);
+            let what = format!("nll [{n}, {c}] f16 in 1 MiB bindings");
             same_bits(
                 &what,
                 whole,
                 &windowed,
                 &desc,
-                &Inputs::new(&probs, &targets),
+                &Inputs::classes(&half, &targets),
             );
         }
-        // bf16 probabilities with a bf16 gradient: odd rows take the element pass for it.
-        let (half, half_t) = (
-            narrow(&probs, bf16::from_f32),
-            narrow(&targets, bf16::from_f32),
-        );
-        let desc = ClassicCrossEntropyDesc::new(n, c)
-            .dtype(DType::BF16)
-            .reduction(Reduction::None);
-        let what = format!("classic [{n}, {c}] bf16 in 1 MiB bindings");
-        same_bits(&what, whole, &windowed, &desc, &Inputs::new(&half, &half_t));
     }
-}
-
-#[test]
-fn nll_windows_give_the_bits_of_one_binding() {
-    let whole = ctx();
-    let windowed = lowered(1 << 20);
-    let mut rng = Rng::new(55);
-    for (n, c) in [(3001, 1001), (20, 70_001)] {
-        let x = rng.vec(n * c, -9.0, 0.0);
-        let mut targets = rng.classes(n, c);
-        targets[1] = -100;
-        let weight = rng.vec(c, 0.5, 2.0);
-        for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
-            let desc = NllDesc::new(n, c).reduction(reduction).weight(c);
-            let inputs = Inputs::classes(&x, &targets).weight(&weight);
-            let what = format!("nll [{n}, {c}] {reduction} in 1 MiB bindings");
-            same_bits(&what, whole, &windowed, &desc, &inputs);
-        }
-        let half = narrow(&x, f16::from_f32);
-        let desc = NllDesc::new(n, c).dtype(DType::F16);
-        let what = format!("nll [{n}, {c}] f16 in 1 MiB bindings");
-        same_bits(
-            &what,
-            whole,
-            &windowed,
-            &desc,
-            &Inputs::classes(&half, &targets),
-        );
-    }
-}
+);
 
 #[test]
 fn the_binding_limit_is_an_option() {
@@ -313,7 +325,7 @@ fn the_binding_limit_is_an_option() {
     let desc = PointwiseDesc::new(Pointwise::Mse, m);
     same_bits(
         "mse",
-        crate::ctx(),
+        crate::common::ctx(),
         &ctx,
         &desc,
         &Inputs::new(&pred, &target),
@@ -321,6 +333,7 @@ fn the_binding_limit_is_an_option() {
 }
 
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn mse_three_times_one_binding() {
     // 3 x 128 MiB of predictions (and targets, gradient and element losses) against the twin.
     let ctx = ctx();
@@ -385,6 +398,7 @@ fn linear_cross_entropy_windows_give_the_bits_of_one_binding() {
 }
 
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn a_layer_larger_than_one_binding() {
     // A layer of 20,000 x 2,048 f32 (164 MB): in two windows on lavapipe, against the twin.
     let ctx = ctx();

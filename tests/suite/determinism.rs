@@ -8,9 +8,7 @@
 //! driver loads: 128 bits gives subgroups of 4, 256 of 8. A process has one of them, so the
 //! comparison runs this file's `forced_tuning_against_twins` in two child processes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     Context, Outputs, Reduction,
     context::{ContextOptions, Tuning},
@@ -146,9 +144,11 @@ const FORCED: Tuning = Tuning {
     sweep_long_rows: false,
 };
 
-/// Run as a child by `same_bits_whatever_the_subgroup_size` (and on its own as a test of the
-/// forced tuning): writes the bits and the adapter's subgroup size where BITS_OUT says.
+/// Run as a child by `same_bits_whatever_the_subgroup_size` (and on its own, in the extended
+/// suite, as a test of the forced tuning): writes the bits and the adapter's subgroup size
+/// where BITS_OUT says.
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn forced_tuning_against_twins() {
     let ctx = context(FORCED, true);
     let bits = run_all(&ctx);
@@ -169,6 +169,7 @@ fn forced_tuning_against_twins() {
 }
 
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn same_bits_whatever_the_subgroup_size() {
     let dir = std::env::temp_dir().join(format!("wgpu-loss-bits-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -179,7 +180,8 @@ fn same_bits_whatever_the_subgroup_size() {
             let status = std::process::Command::new(std::env::current_exe().unwrap())
                 .args([
                     "--exact",
-                    "forced_tuning_against_twins",
+                    "determinism::forced_tuning_against_twins",
+                    "--include-ignored",
                     "--test-threads",
                     "1",
                 ])
@@ -212,6 +214,7 @@ fn same_bits_whatever_the_subgroup_size() {
 }
 
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn other_tunings_and_no_subgroups_against_twins() {
     // The GPU tuning that Tuning::for_adapter picks for discrete GPUs, a narrow one, and one
     // with the fewest registers (both ways of reading wide rows with the gradient, and long rows

@@ -9,9 +9,7 @@
 //! on the sum of magnitudes: 4e-6 of sum |l_i| (a fixed-order tree over at most 2^25 terms stays
 //! within (32 + 25) eps of it, about 3.4e-6), over the mean's denominator.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     ClassicCrossEntropyDesc, Context, Error, Outputs, Plan, PointwiseDesc, Reduction,
     context::{ContextOptions, Tuning},

@@ -3,9 +3,7 @@
 //! (tests/fixtures/optim.json, made once by tests/fixtures/optim_fixtures.py), through the
 //! recording API with several steps in one encoder, and bad hyperparameters.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     cpu,
     optim::{Optim, Optimizer},

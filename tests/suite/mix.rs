@@ -3,9 +3,7 @@
 //! reductions, two gradient outputs, windows beyond one binding bit for bit, the recording
 //! level over poisoned outputs (twice, the same bits), and the errors of bad mixes and buffers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     Context, CrossEntropyDesc, DType, Error, Inputs, MixDesc, NllDesc, Outputs, Plan,
     PointwiseDesc, Reduction, context::ContextOptions, cpu, mix::MixBuffers, pointwise::Pointwise,

@@ -3,9 +3,7 @@
 //! (Context::check_gradient), and expressions that must be refused, each a typed error that
 //! quotes it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{CustomLossDesc, Error, Inputs, Reduction, cpu};
 
 /// Log-cosh, pinball (quantile 0.9), and focal loss (gamma 2) on probabilities: docs/custom-losses.md's

@@ -3,9 +3,7 @@
 //! count of rows whose argmax is their target; and an upstream gradient folded into the
 //! gradient. Against the f64 twin (argmax against the first largest f32 logit, exactly).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     Context, CrossEntropyDesc, Error, Inputs, LossOutput, Outputs, Plan, Reduction,
     context::ContextOptions, cpu, cross_entropy::CrossEntropyBuffers, cross_entropy::Targets,
@@ -131,14 +129,20 @@ const SHAPES: [(usize, usize); 7] = [
     (3, 40_000),
 ];
 
-#[test]
-fn class_targets_with_every_side_output() {
-    every_side_output(ctx(), &SHAPES, 31);
-}
+fast_and_extended!(
+    class_targets_with_every_side_output,
+    class_targets_with_every_side_output_extended,
+    |extended| {
+        let shapes: Vec<_> = cases(&SHAPES, &[2], extended);
+        let shapes: Vec<_> = shapes.into_iter().map(|(_, s)| s).collect();
+        every_side_output(ctx(), &shapes, 31 + extended as u64);
+    }
+);
 
-/// Rows longer than a workgroup holds, read once with the gradient (the sweep): 2 rows of an
-/// odd length (a partial block, the scalar variant), with class weights.
+/// Rows longer than a workgroup holds, read once with the gradient (the sweep, a tuning of
+/// GPUs): 2 rows of an odd length (a partial block, the scalar variant), with class weights.
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn swept_rows_with_every_side_output() {
     every_side_output(&swept(None), &[(2, 50_001)], 32);
 }
@@ -194,49 +198,51 @@ fn every_side_output(ctx: &Context, shapes: &[(usize, usize)], seed: u64) {
     }
 }
 
-#[test]
-fn probability_targets_and_half_precision() {
-    let ctx = ctx();
-    let mut rng = Rng::new(32);
-    for &(n, c) in &[(5, 3), (7, 1003), (3, 40_000)] {
-        let logits = hard_logits(&mut rng, n, c);
-        let probs = rng.distributions(n, c);
-        let upstream: Vec<f32> = rng.vec(n, 0.5, 1.5);
-        let desc = CrossEntropyDesc::new(n, c)
-            .targets(Targets::Probabilities)
-            .reduction(Reduction::None)
-            .lse(true)
-            .argmax(true)
-            .grad_output(true);
-        let inputs = Inputs::new(&logits, &probs).grad_output(&upstream);
-        check(ctx, &format!("soft [{n}, {c}]"), &desc, &inputs);
-        // bf16 logits: the side outputs of the widened values.
-        let half: Vec<wgpu_loss::bf16> = logits
-            .iter()
-            .map(|&x| wgpu_loss::bf16::from_f32(x))
-            .collect();
-        let targets = rng.classes(n, c);
-        let desc = CrossEntropyDesc::new(n, c)
-            .dtype(wgpu_loss::DType::BF16)
-            .grad_dtype(wgpu_loss::DType::F32)
-            .lse(true)
-            .row_losses(true)
-            .argmax(true);
-        check(
-            ctx,
-            &format!("bf16 [{n}, {c}]"),
-            &desc,
-            &Inputs::classes(&half, &targets),
-        );
+fast_and_extended!(
+    probability_targets_and_half_precision,
+    probability_targets_and_half_precision_extended,
+    |extended| {
+        let ctx = ctx();
+        let mut rng = Rng::new(32 + extended as u64);
+        for (_, (n, c)) in cases(&[(5, 3), (7, 1003), (3, 40_000)], &[1], extended) {
+            let logits = hard_logits(&mut rng, n, c);
+            let probs = rng.distributions(n, c);
+            let upstream: Vec<f32> = rng.vec(n, 0.5, 1.5);
+            let desc = CrossEntropyDesc::new(n, c)
+                .targets(Targets::Probabilities)
+                .reduction(Reduction::None)
+                .lse(true)
+                .argmax(true)
+                .grad_output(true);
+            let inputs = Inputs::new(&logits, &probs).grad_output(&upstream);
+            check(ctx, &format!("soft [{n}, {c}]"), &desc, &inputs);
+            // bf16 logits: the side outputs of the widened values.
+            let half: Vec<wgpu_loss::bf16> = logits
+                .iter()
+                .map(|&x| wgpu_loss::bf16::from_f32(x))
+                .collect();
+            let targets = rng.classes(n, c);
+            let desc = CrossEntropyDesc::new(n, c)
+                .dtype(wgpu_loss::DType::BF16)
+                .grad_dtype(wgpu_loss::DType::F32)
+                .lse(true)
+                .row_losses(true)
+                .argmax(true);
+            check(
+                ctx,
+                &format!("bf16 [{n}, {c}]"),
+                &desc,
+                &Inputs::classes(&half, &targets),
+            );
+        }
     }
-}
+);
 
-#[test]
-fn without_subgroups() {
+fast_and_extended!(without_subgroups, without_subgroups_extended, |extended| {
     // The workgroup-memory merge has its own argmax (a min-index tree).
     let ctx = Context::with_options(ContextOptions::default().subgroups(false)).unwrap();
-    let mut rng = Rng::new(33);
-    for &(n, c) in &[(33, 10), (7, 1003), (3, 40_000)] {
+    let mut rng = Rng::new(33 + extended as u64);
+    for (_, (n, c)) in cases(&[(33, 10), (7, 1003), (3, 40_000)], &[1], extended) {
         let logits = hard_logits(&mut rng, n, c);
         let targets = rng.classes(n, c);
         let desc = CrossEntropyDesc::new(n, c)
@@ -250,7 +256,7 @@ fn without_subgroups() {
             &Inputs::classes(&logits, &targets),
         );
     }
-}
+});
 
 #[test]
 fn recorded_into_the_callers_buffers() {

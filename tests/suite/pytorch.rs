@@ -7,11 +7,9 @@
 //! plus 1e-6 of the case's largest magnitude absolute (f32 rounding of terms that cancel).
 //! Run with `--nocapture` to see the worst relative error per loss.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use wgpu_loss::{LossOutput, Outputs, Reduction, cpu, pointwise::Pointwise};
 
@@ -278,64 +276,72 @@ fn compare(what: &str, got: &[f64], want: &[f64], rel: f64, abs_of_max: f64) -> 
     worst
 }
 
-#[test]
-fn every_loss_matches_pytorch() {
-    let (generator, cases) = fixtures();
-    assert!(cases.len() > 100, "{} cases", cases.len());
-    let mut worst: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
-    for f in &cases {
-        let want_value = &f.value;
-        // The CPU twin: the same formulas in f64.
-        let reference = f.cpu();
-        let cpu_value = match (&reference.value, &reference.per_element) {
-            (Some(v), _) => vec![*v],
-            (None, Some(p)) => p.clone(),
-            _ => panic!("{}: no value", f.name),
-        };
-        compare(
-            &format!("{} cpu loss", f.name),
-            &cpu_value,
-            want_value,
-            1e-9,
-            1e-12,
-        );
-        compare(
-            &format!("{} cpu grad", f.name),
-            &reference.grad,
-            &f.grad,
-            1e-9,
-            1e-12,
-        );
+// The twins on every case in both suites; the GPU on every ninth case in the fast suite (every
+// loss appears among them), on the others in the extended suite.
+fast_and_extended!(
+    every_loss_matches_pytorch,
+    every_loss_matches_pytorch_extended,
+    |extended| {
+        let (generator, cases) = fixtures();
+        assert!(cases.len() > 100, "{} cases", cases.len());
+        let mut worst: BTreeMap<String, (f64, f64, usize)> = BTreeMap::new();
+        for (i, f) in cases.iter().enumerate() {
+            let want_value = &f.value;
+            // The CPU twin: the same formulas in f64.
+            let reference = f.cpu();
+            let cpu_value = match (&reference.value, &reference.per_element) {
+                (Some(v), _) => vec![*v],
+                (None, Some(p)) => p.clone(),
+                _ => panic!("{}: no value", f.name),
+            };
+            compare(
+                &format!("{} cpu loss", f.name),
+                &cpu_value,
+                want_value,
+                1e-9,
+                1e-12,
+            );
+            compare(
+                &format!("{} cpu grad", f.name),
+                &reference.grad,
+                &f.grad,
+                1e-9,
+                1e-12,
+            );
 
-        // The GPU.
-        let out = f.gpu();
-        let gpu_value: Vec<f64> = match (out.value, &out.per_element) {
-            (Some(v), _) => vec![v as f64],
-            (None, Some(p)) => p.iter().map(|&x| x as f64).collect(),
-            _ => panic!("{}: no value", f.name),
-        };
-        let gpu_grad: Vec<f64> = out.grad.unwrap().iter().map(|&x| x as f64).collect();
-        let e_loss = compare(
-            &format!("{} gpu loss", f.name),
-            &gpu_value,
-            want_value,
-            2e-5,
-            1e-6,
-        );
-        let e_grad = compare(
-            &format!("{} gpu grad", f.name),
-            &gpu_grad,
-            &f.grad,
-            2e-5,
-            1e-6,
-        );
-        let entry = worst.entry(f.loss.clone()).or_default();
-        entry.0 = entry.0.max(e_loss);
-        entry.1 = entry.1.max(e_grad);
-        entry.2 += 1;
+            // The GPU.
+            if (i % 9 == 0) == extended {
+                continue;
+            }
+            let out = f.gpu();
+            let gpu_value: Vec<f64> = match (out.value, &out.per_element) {
+                (Some(v), _) => vec![v as f64],
+                (None, Some(p)) => p.iter().map(|&x| x as f64).collect(),
+                _ => panic!("{}: no value", f.name),
+            };
+            let gpu_grad: Vec<f64> = out.grad.unwrap().iter().map(|&x| x as f64).collect();
+            let e_loss = compare(
+                &format!("{} gpu loss", f.name),
+                &gpu_value,
+                want_value,
+                2e-5,
+                1e-6,
+            );
+            let e_grad = compare(
+                &format!("{} gpu grad", f.name),
+                &gpu_grad,
+                &f.grad,
+                2e-5,
+                1e-6,
+            );
+            let entry = worst.entry(f.loss.clone()).or_default();
+            entry.0 = entry.0.max(e_loss);
+            entry.1 = entry.1.max(e_grad);
+            entry.2 += 1;
+        }
+        println!("against {generator}: worst relative error of the GPU, per loss");
+        for (loss, (l, g, n)) in &worst {
+            println!("  {loss:<22} {n:>3} cases  loss {l:.2e}  gradient {g:.2e}");
+        }
     }
-    println!("against {generator}: worst relative error of the GPU, per loss");
-    for (loss, (l, g, n)) in &worst {
-        println!("  {loss:<22} {n:>3} cases  loss {l:.2e}  gradient {g:.2e}");
-    }
-}
+);

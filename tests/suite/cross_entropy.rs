@@ -1,6 +1,6 @@
 //! Cross-entropy from logits with class targets on the GPU against the f64 reference, through
 //! the recording API with poisoned outputs. (The classic form on probabilities is a streaming
-//! loss: tests/pointwise.rs.)
+//! loss: tests/suite/pointwise.rs.)
 //!
 //! Tolerances, with eps = 2^-24: Vulkan lets exp err by (3 + 2|x|) ulp and log by 3 ulp
 //! (2^-21 absolute near 1). With logits in [-8, 8], |x - m| <= 16, so each exp(x - m) is within
@@ -10,9 +10,7 @@
 //! Gradients `p - onehot`: p inherits exp's and lse's errors, ~4e-6 relative; we allow 2e-5
 //! relative plus 1e-6 of the largest gradient magnitude absolute.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     Context, CrossEntropyDesc, Outputs, Plan, Reduction,
     context::{ContextOptions, Tuning},
@@ -174,109 +172,113 @@ impl Case {
     }
 }
 
-#[test]
-fn small_shapes() {
-    for (i, (n, c)) in [
-        (1, 1),
-        (1, 2),
-        (1, 7),
-        (7, 1),
-        (2, 2),
-        (5, 2),
-        (3, 3),
-        (37, 10),
-        (32, 10),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+fast_and_extended!(small_shapes, small_shapes_extended, |extended| {
+    for (i, (n, c)) in cases(
+        &[
+            (1, 1),
+            (1, 2),
+            (1, 7),
+            (7, 1),
+            (2, 2),
+            (5, 2),
+            (3, 3),
+            (37, 10),
+            (32, 10),
+        ],
+        &[0, 4, 7],
+        extended,
+    ) {
         Case::random(n, c, i as u64).check("small");
     }
-}
+});
 
-/// Rows per block of 1, 2 and 4 (C mod 4), one workgroup and many, with a partial last block.
-#[test]
-fn fused_layouts() {
-    for (i, (n, c)) in [
-        (1000, 10),
-        (1001, 11),
-        (2049, 13),
-        (333, 1000),
-        (257, 1002),
-        (129, 4095),
-        (65, 4097),
-        (17, 16384),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+// Rows per block of 1, 2 and 4 (C mod 4), one workgroup and many, with a partial last block.
+fast_and_extended!(fused_layouts, fused_layouts_extended, |extended| {
+    for (i, (n, c)) in cases(
+        &[
+            (1000, 10),
+            (1001, 11),
+            (2049, 13),
+            (333, 1000),
+            (257, 1002),
+            (129, 4095),
+            (65, 4097),
+            (17, 16384),
+        ],
+        &[0, 3],
+        extended,
+    ) {
         Case::random(n, c, 100 + i as u64).check("fused");
     }
-}
+});
 
-/// C not a multiple of 4 whose blocks of 2 or 4 rows would not fit a workgroup: one row a
-/// block, unaligned, still read once by the fused kernel (the same dispatches as the next
-/// multiple of 4, whose rows span as many vec4s), under a tuning that reads wide rows once with
-/// the gradient (`chunk_wide_rows: false`, the GPU's; on the GL backend, without subgroups,
-/// every tuning does). Lavapipe's own tuning reads them in aligned chunks: checked too.
-#[test]
-fn unaligned_rows_are_read_once() {
-    let fused = Context::with_options(ContextOptions::default().tuning(Tuning {
-        chunk_wide_rows: false,
-        wide_vecs: ctx().tuning().register_vecs,
-        ..ctx().tuning()
-    }))
-    .unwrap();
-    for (i, (n, c)) in [
-        (5, 10_001),
-        (3, 16_386),
-        (2, 32_767),
-        (4, 8_193),
-        (9, 8_199),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let case = Case::random(n, c, 150 + i as u64);
-        case.check("unaligned, default tuning");
-        case.check_on(&fused, "unaligned");
-        case.check_mean_on(&fused, "unaligned in place", true);
-        for reduction in [Reduction::Mean, Reduction::None] {
-            let options = CeOptions {
-                reduction,
-                ..Default::default()
-            };
-            let count = |c| {
-                Plan::new(&fused, &(options).desc(n, c))
-                    .unwrap()
-                    .dispatch_count()
-            };
-            assert_eq!(
-                count(c),
-                count(c.next_multiple_of(4)),
-                "C = {c}, {reduction}"
-            );
+// C not a multiple of 4 whose blocks of 2 or 4 rows would not fit a workgroup: one row a
+// block, unaligned, still read once by the fused kernel (the same dispatches as the next
+// multiple of 4, whose rows span as many vec4s), under a tuning that reads wide rows once with
+// the gradient (`chunk_wide_rows: false`, the GPU's; on the GL backend, without subgroups,
+// every tuning does). Lavapipe's own tuning reads them in aligned chunks: checked too.
+fast_and_extended!(
+    unaligned_rows_are_read_once,
+    unaligned_rows_are_read_once_extended,
+    |extended| {
+        let fused = Context::with_options(ContextOptions::default().tuning(Tuning {
+            chunk_wide_rows: false,
+            wide_vecs: ctx().tuning().register_vecs,
+            ..ctx().tuning()
+        }))
+        .unwrap();
+        for (i, (n, c)) in cases(
+            &[
+                (5, 10_001),
+                (3, 16_386),
+                (2, 32_767),
+                (4, 8_193),
+                (9, 8_199),
+            ],
+            &[0],
+            extended,
+        ) {
+            let case = Case::random(n, c, 150 + i as u64);
+            case.check("unaligned, default tuning");
+            case.check_on(&fused, "unaligned");
+            case.check_mean_on(&fused, "unaligned in place", true);
+            for reduction in [Reduction::Mean, Reduction::None] {
+                let options = CeOptions {
+                    reduction,
+                    ..Default::default()
+                };
+                let count = |c| {
+                    Plan::new(&fused, &(options).desc(n, c))
+                        .unwrap()
+                        .dispatch_count()
+                };
+                assert_eq!(
+                    count(c),
+                    count(c.next_multiple_of(4)),
+                    "C = {c}, {reduction}"
+                );
+            }
         }
     }
-}
+);
 
-/// Rows longer than a workgroup holds: statistics per chunk, merged in a second pass.
-#[test]
-fn split_rows() {
-    for (i, (n, c)) in [
-        (3, 32_771),
-        (3, 16385),
-        (5, 32000),
-        (64, 50_257),
-        (2, 130_001),
-        (1, 262_147),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+// Rows longer than a workgroup holds: statistics per chunk, merged in a second pass.
+fast_and_extended!(split_rows, split_rows_extended, |extended| {
+    for (i, (n, c)) in cases(
+        &[
+            (3, 32_771),
+            (3, 16385),
+            (5, 32000),
+            (64, 50_257),
+            (2, 130_001),
+            (1, 262_147),
+        ],
+        &[0],
+        extended,
+    ) {
         Case::random(n, c, 200 + i as u64).check("split");
     }
-}
+});
 
 /// Rows longer than a workgroup holds, with the gradient, under a tuning that reads them once
 /// (`sweep_long_rows: true`, the GPU's): one workgroup a block sweeps it twice, chunk by chunk
@@ -287,6 +289,7 @@ fn split_rows() {
 /// fewer dispatches than the chunked layout of the same rows: the sweep is what ran, whichever
 /// way rows within a workgroup are read (`chunk_wide_rows`).
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn long_rows_swept_once() {
     let tuning = Tuning {
         register_vecs: 4,
@@ -345,6 +348,7 @@ fn long_rows_swept_once() {
 /// register tile of 1 vec4 a chunk is 1,024 classes: a row of 4,194,304 is swept (4,096
 /// chunks), one of 4,194,308 (4,097) is chunked, and is right.
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn the_sweep_stays_below_the_loop_cap() {
     let tuning = Tuning {
         register_vecs: 1,
@@ -378,6 +382,7 @@ fn the_sweep_stays_below_the_loop_cap() {
 /// row's last 12,288 classes was wrong. At 16,000 chunks of a 2-vec4 tile it passed: the
 /// tile's own loops, unrolled, do not count. The bound leaves a margin of eight.)
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn the_sweep_at_its_bound() {
     let swept = Context::with_options(ContextOptions::default().tuning(Tuning {
         register_vecs: 4,
@@ -416,6 +421,7 @@ fn the_sweep_at_its_bound() {
 /// gradient's plan is the fused one, with fewer dispatches than the chunked passes that rows as
 /// long take when `wide_vecs` is no larger than `register_vecs`.
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn wide_tiles_read_rows_once() {
     let with = |register_vecs, wide_vecs| {
         let t = Tuning {
@@ -456,6 +462,7 @@ fn wide_tiles_read_rows_once() {
 }
 
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn a_million_classes() {
     Case::random(2, 1_000_000, 300).check("C = 1e6");
     // Odd C: the two rows form one partial block, handled by the scalar variant.
@@ -463,64 +470,69 @@ fn a_million_classes() {
 }
 
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn millions_of_rows() {
     Case::random(2_000_003, 3, 400).check("N = 2e6");
 }
 
 /// 16,385 x 1,025 = 16.8 M logits.
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn sixteen_million_logits() {
     Case::random(16_385, 1_025, 500).check("16.8 M");
 }
 
-/// A forward pass alone, where rows are longer than a lane group holds, reads them in chunks of
-/// one lane group each, then merges their statistics (no barrier in the pass that reads the
-/// logits): chunks that end inside a row, blocks of 2 and 4 rows, a partial last block, many
-/// chunks a row, class weights (a weighted mean), ignored rows, label smoothing, z-loss and
-/// softcap.
-#[test]
-fn forward_only_layouts() {
-    let shapes = [
-        (37, 1030),
-        (7, 2050),
-        (65, 4097),
-        (17, 16384),
-        (3, 32_771),
-        (2, 130_001),
-    ];
-    for (i, (n, c)) in shapes.into_iter().enumerate() {
-        let mut case = Case::random(n, c, 900 + i as u64);
-        if i % 2 == 0 {
-            case.check_forward("forward only");
-            continue;
+// A forward pass alone, where rows are longer than a lane group holds, reads them in chunks of
+// one lane group each, then merges their statistics (no barrier in the pass that reads the
+// logits): chunks that end inside a row, blocks of 2 and 4 rows, a partial last block, many
+// chunks a row, class weights (a weighted mean), ignored rows, label smoothing, z-loss and
+// softcap.
+fast_and_extended!(
+    forward_only_layouts,
+    forward_only_layouts_extended,
+    |extended| {
+        let shapes = [
+            (37, 1030),
+            (7, 2050),
+            (65, 4097),
+            (17, 16384),
+            (3, 32_771),
+            (2, 130_001),
+        ];
+        for (i, (n, c)) in cases(&shapes, &[1], extended) {
+            let mut case = Case::random(n, c, 900 + i as u64);
+            if i % 2 == 0 {
+                case.check_forward("forward only");
+                continue;
+            }
+            case.weight = Some(Rng::new(i as u64).vec(c, 0.1, 3.0));
+            case.options.label_smoothing = 0.1;
+            case.options.z_loss = 1e-3;
+            case.options.softcap = (i % 2 == 0).then_some(5.0);
+            case.check_forward("forward only, weighted, smoothed, z-loss, softcap");
         }
-        case.weight = Some(Rng::new(i as u64).vec(c, 0.1, 3.0));
-        case.options.label_smoothing = 0.1;
-        case.options.z_loss = 1e-3;
-        case.options.softcap = (i % 2 == 0).then_some(5.0);
-        case.check_forward("forward only, weighted, smoothed, z-loss, softcap");
     }
-}
+);
 
-#[test]
-fn class_weights() {
-    for (i, (n, c)) in [(1, 1), (37, 10), (300, 1000), (7, 20_000)]
-        .into_iter()
-        .enumerate()
-    {
+fast_and_extended!(class_weights, class_weights_extended, |extended| {
+    for (i, (n, c)) in cases(
+        &[(1, 1), (37, 10), (300, 1000), (7, 20_000)],
+        &[1],
+        extended,
+    ) {
         let mut case = Case::random(n, c, 600 + i as u64);
         case.weight = Some(Rng::new(i as u64).vec(c, 0.1, 3.0));
         case.check("weighted");
     }
-}
+});
 
-/// Logits of +-1e4 stay finite and correct.
-#[test]
-fn huge_logits() {
-    for (i, (n, c)) in [(1, 2), (37, 10), (100, 1000), (4, 20_000)]
-        .into_iter()
-        .enumerate()
-    {
+// Logits of +-1e4 stay finite and correct.
+fast_and_extended!(huge_logits, huge_logits_extended, |extended| {
+    for (i, (n, c)) in cases(
+        &[(1, 2), (37, 10), (100, 1000), (4, 20_000)],
+        &[1, 3],
+        extended,
+    ) {
         let mut case = Case::random(n, c, 700 + i as u64);
         let mut rng = Rng::new(i as u64);
         for x in &mut case.logits {
@@ -537,35 +549,38 @@ fn huge_logits() {
         }
         case.check("+-1e4");
     }
-}
+});
 
-/// A -inf logit among finite ones: zero probability, finite loss unless it is the target.
-#[test]
-fn minus_infinity_logits() {
-    for (i, (n, c)) in [(5, 4), (37, 10), (20, 1000), (3, 20_000)]
-        .into_iter()
-        .enumerate()
-    {
-        let mut case = Case::random(n, c, 800 + i as u64);
-        for r in 0..n {
-            let t = case.targets[r];
-            // A -inf that is not the target in every row...
-            let k = if t == 0 { 1 } else { 0 };
-            case.logits[r * c + k] = f32::NEG_INFINITY;
+// A -inf logit among finite ones: zero probability, finite loss unless it is the target.
+fast_and_extended!(
+    minus_infinity_logits,
+    minus_infinity_logits_extended,
+    |extended| {
+        for (i, (n, c)) in cases(
+            &[(5, 4), (37, 10), (20, 1000), (3, 20_000)],
+            &[0, 3],
+            extended,
+        ) {
+            let mut case = Case::random(n, c, 800 + i as u64);
+            for r in 0..n {
+                let t = case.targets[r];
+                // A -inf that is not the target in every row...
+                let k = if t == 0 { 1 } else { 0 };
+                case.logits[r * c + k] = f32::NEG_INFINITY;
+            }
+            case.check("-inf");
+            // ...and one row whose target is -inf: an infinite loss, as in PyTorch.
+            case.targets[1] = 0;
+            case.logits[c] = f32::NEG_INFINITY;
+            let reference = case.reference(Reduction::None);
+            assert_eq!(reference.per_element.as_ref().unwrap()[1], f64::INFINITY);
+            case.check("-inf target");
         }
-        case.check("-inf");
-        // ...and one row whose target is -inf: an infinite loss, as in PyTorch.
-        case.targets[1] = 0;
-        case.logits[c] = f32::NEG_INFINITY;
-        let reference = case.reference(Reduction::None);
-        assert_eq!(reference.per_element.as_ref().unwrap()[1], f64::INFINITY);
-        case.check("-inf target");
     }
-}
+);
 
-#[test]
-fn every_row_ignored() {
-    for c in [3, 1000, 20_000] {
+fast_and_extended!(every_row_ignored, every_row_ignored_extended, |extended| {
+    for (_, c) in cases(&[3, 1000, 20_000], &[1], extended) {
         let mut case = Case::random(9, c, 900);
         case.targets = vec![-100; 9];
         let (mean, grad) = case.record(Reduction::Mean);
@@ -577,7 +592,7 @@ fn every_row_ignored() {
         let (sum, _) = case.record(Reduction::Sum);
         assert_eq!(sum[0], 0.0);
     }
-}
+});
 
 #[test]
 fn nan_logit_propagates() {
@@ -591,16 +606,16 @@ fn nan_logit_propagates() {
     assert!(mean[0].is_nan());
 }
 
-#[test]
-fn gradient_in_place() {
+fast_and_extended!(gradient_in_place, gradient_in_place_extended, |extended| {
     // Fused blocks of 4, 1 and 2 rows, and split rows (the second read overwrites what it read).
-    for (i, (n, c)) in [(37, 10), (300, 1000), (5, 32_000), (7, 1001), (3, 70_002)]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (n, c)) in cases(
+        &[(37, 10), (300, 1000), (5, 32_000), (7, 1001), (3, 70_002)],
+        &[0, 2],
+        extended,
+    ) {
         Case::random(n, c, 1000 + i as u64).check_mean_on(ctx(), "in place", true);
     }
-}
+});
 
 #[test]
 fn repeated_runs_are_bitwise_equal() {

@@ -6,9 +6,7 @@
 //! the (f32) denominator: 1e-6 relative. Reduced values add non-negative terms in a fixed-order
 //! tree: 1e-5 relative.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{Context, NllDesc, Outputs, Plan, Reduction, cpu};
 
 const ROW: Tol = Tol::new(1e-6, 0.0);

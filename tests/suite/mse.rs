@@ -9,9 +9,7 @@
 //!   < 3.7e-6 for M = 2^25;
 //!   we allow 1e-5 relative.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{Outputs, Plan, PointwiseDesc, Reduction, cpu, pointwise::Pointwise};
 
 const ELEM: Tol = Tol::new(1e-6, 0.0);

@@ -3,11 +3,9 @@
 //! wgpu-hal gives up waiting for after a few seconds: the context's device lock serialises it),
 //! and results bitwise equal to a serial run.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use wgpu_loss::{Context, CrossEntropyDesc, Outputs, Plan, Reduction, pointwise::Pointwise};
 
 /// One job: a loss on fixed inputs, returning the bits of everything it computed.
@@ -130,7 +128,7 @@ fn jobs() -> Vec<Job> {
     }));
 
     // The recording API with a plan reused across runs and the caller's own buffers, created,
-    // read and freed under the device lock (see common::Buf).
+    // read and freed under the device lock (see crate::common::Buf).
     let (n, c) = (513, 999);
     let logits = rng.vec(n * c, -5.0, 5.0);
     let targets: Vec<i32> = rng.classes(n, c).iter().map(|&t| t as i32).collect();

@@ -3,9 +3,7 @@
 //! statistics against its twin, the combined loss, log-sum-exp and gradient against the
 //! unsharded ones.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{
     Context, CrossEntropyDesc, Error, Inputs, Plan, Reduction, cpu,
     cross_entropy::{Shard, combine_shards},
@@ -39,6 +37,17 @@ fn with_options(desc: CrossEntropyDesc, case: usize) -> CrossEntropyDesc {
 /// Splits `[n, v]` logits at `cuts` over one context each, and checks the sharded loss against
 /// the unsharded one.
 fn check_split(contexts: &[Context], n: usize, v: usize, cuts: &[usize], seed: u64) {
+    check_cases(contexts, (n, v), cuts, seed, &[0, 1, 2]);
+}
+
+/// [`check_split`] with the options of `cases` only (see [`with_options`]).
+fn check_cases(
+    contexts: &[Context],
+    (n, v): (usize, usize),
+    cuts: &[usize],
+    seed: u64,
+    cases: &[usize],
+) {
     let mut rng = Rng::new(seed);
     let logits = rng.vec(n * v, -8.0, 8.0);
     let mut targets = rng.classes(n, v);
@@ -49,7 +58,7 @@ fn check_split(contexts: &[Context], n: usize, v: usize, cuts: &[usize], seed: u
         .zip(cuts.iter().copied().chain(std::iter::once(v)))
         .collect();
     assert_eq!(bounds.len(), contexts.len());
-    for case in 0..3 {
+    for &case in cases {
         let weighted = case == 1;
         let mut full = with_options(CrossEntropyDesc::new(n, v), case);
         let mut inputs = Inputs::classes(&logits, &targets);
@@ -128,23 +137,37 @@ fn check_split(contexts: &[Context], n: usize, v: usize, cuts: &[usize], seed: u
     }
 }
 
+// The fast suite splits with every option at once (case 1); the extended suite with none and
+// with per-row losses.
+fast_and_extended!(
+    two_devices_each_with_half_the_vocabulary,
+    two_devices_each_with_half_the_vocabulary_extended,
+    |extended| {
+        let contexts = [Context::new().unwrap(), Context::new().unwrap()];
+        let cases: &[usize] = if extended { &[0, 2] } else { &[1] };
+        check_cases(&contexts, (37, 1001), &[500], 41, cases);
+    }
+);
+
+/// Rows chunked over workgroups in each shard.
 #[test]
-fn two_devices_each_with_half_the_vocabulary() {
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
+fn two_devices_each_with_half_of_long_rows() {
     let contexts = [Context::new().unwrap(), Context::new().unwrap()];
-    check_split(&contexts, 37, 1001, &[500], 41);
-    // Rows chunked over workgroups in each shard.
     check_split(&contexts, 3, 80_001, &[40_000], 42);
 }
 
 /// Shards whose rows are longer than a workgroup holds, under a tuning that reads them once
 /// with the gradient (the sweep, its gradient step over the whole vocabulary's statistics).
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn shards_of_rows_swept_once() {
     let contexts = [swept(None), swept(None)];
     check_split(&contexts, 3, 80_001, &[40_000], 44);
 }
 
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn three_uneven_shards() {
     let contexts = [
         Context::new().unwrap(),

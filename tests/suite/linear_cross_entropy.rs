@@ -2,9 +2,7 @@
 //! then the cross-entropy twin, then the chain rule): the loss, the log-sum-exp and the three
 //! gradients, with every option, on shapes that are multiples of no tile.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use wgpu_loss::{Inputs, LinearCrossEntropyDesc, Outputs, Reduction, cpu};
 
 /// One problem's host data.
@@ -182,6 +180,7 @@ fn hard_cases() {
 }
 
 #[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
 fn many_chunks_and_large_vocabularies() {
     // D = 4097: three class tiles a dispatch, so many chunks and row-tile chunks; odd D.
     Case::new(30, 70, 4097, 300).check("D = 4097");

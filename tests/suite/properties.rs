@@ -3,10 +3,8 @@
 //! API; a new class count compiles new pipelines (C is a pipeline constant), so class counts
 //! come from a fixed set and the case count is modest.
 
-mod common;
-
-use common::Rng;
-use common::*;
+use crate::common::Rng;
+use crate::common::*;
 use proptest::prelude::*;
 use wgpu_loss::{LossOutput, Outputs, Reduction, cpu, pointwise::Pointwise};
 
@@ -14,7 +12,7 @@ const LOSS: Tol = Tol::new(2e-5, 1e-5);
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 24,
+        cases: 8,
         failure_persistence: None,
         ..ProptestConfig::default()
     }
@@ -38,10 +36,10 @@ fn agree(what: &str, out: &LossOutput, twin: &cpu::Reference, outputs: Outputs) 
 }
 
 /// Class counts: C is a pipeline constant, so each new one compiles pipelines (0.3-0.8 s on
-/// lavapipe); a fixed set of awkward values keeps the run short: 1, 2 and 4 rows per block,
-/// odd, prime, and past one lane group's register tile.
+/// lavapipe); a fixed set of five awkward values keeps the run short: C mod 4 of 0, 1, 2 and 3
+/// (blocks of 4, 1 and 2 rows), odd, prime, and past one lane group's register tile.
 fn classes() -> impl Strategy<Value = usize> {
-    prop::sample::select(vec![1usize, 2, 3, 5, 6, 7, 10, 33, 257, 514, 999])
+    prop::sample::select(vec![1usize, 3, 7, 36, 514])
 }
 
 fn reduction() -> impl Strategy<Value = Reduction> {
@@ -176,7 +174,7 @@ proptest! {
     #[test]
     fn nll_agrees(
         n in 1usize..5_000,
-        c in 1usize..50,
+        c in classes(),
         weighted in any::<bool>(),
         reduction in reduction(),
         seed in any::<u64>(),
