@@ -828,14 +828,13 @@ impl Program {
     fn check(&self, user: &UserBindings<'_>) -> Result<()> {
         let alignment = (self.ctx.limits().min_storage_buffer_offset_alignment as u64).max(1);
         for (i, slot) in self.slots.iter().enumerate() {
-            match (slot.bytes, user.get(i).map(|(_, b)| b)) {
+            match (slot.bytes, user.get(i)) {
                 (0, None) => {}
-                (0, Some(_)) => {
-                    let role = user.get(i).expect("given").0;
+                (0, Some((role, _))) => {
                     return Err(Error::Binding(role.name(), "not used by this plan"));
                 }
                 (_, None) => return Err(Error::Binding(slot.name, "needed by this plan")),
-                (bytes, Some(b)) => {
+                (bytes, Some((_, b))) => {
                     let usage = b.buffer.usage();
                     // Side slots are copied, not bound: copy usage, 4-byte offsets.
                     let (needed, alignment) = match (slot.copy, slot.access) {

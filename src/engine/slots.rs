@@ -99,10 +99,9 @@ pub struct HostData<'a> {
 }
 
 impl<'a> HostData<'a> {
-    /// Adds the bytes of `slot`, when there are any.
+    /// Adds the bytes of `slot` (each slot once), when there are any.
     pub fn with(mut self, slot: Slot, bytes: Option<Cow<'a, [u8]>>) -> Self {
         if let Some(b) = bytes {
-            self.data.retain(|(s, _)| s.index != slot.index);
             self.data.push((slot, b));
         }
         self

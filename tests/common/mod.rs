@@ -355,9 +355,16 @@ pub trait Roles<'a>: Sized {
     ) -> Self;
 }
 
-/// The shared roles of a family whose buffers have no positive-class weight.
+/// [`Roles`] for the families' buffers structs: `pos_weight` for those that take one, `none` for
+/// those that must not be given one.
 macro_rules! roles {
-    ($($ty:ident),*) => {$(
+    (@pos_weight pos_weight, $b:ident, $given:ident) => {
+        $b.pos_weight = $given.map(wgpu::Buffer::as_entire_buffer_binding)
+    };
+    (@pos_weight none, $b:ident, $given:ident) => {
+        assert!($given.is_none(), "{:?} has no pos_weight", $b)
+    };
+    ($($ty:ident: $pos_weight:ident),*) => {$(
         impl<'a> Roles<'a> for $ty<'a> {
             fn roles(
                 input: &'a wgpu::Buffer,
@@ -367,37 +374,20 @@ macro_rules! roles {
                 loss: Option<&'a wgpu::Buffer>,
                 grad: Option<&'a wgpu::Buffer>,
             ) -> Self {
-                assert!(pos_weight.is_none(), "{} has no pos_weight", stringify!($ty));
-                $ty {
+                #[allow(unused_mut)] // assigned for the families with a pos_weight only
+                let mut b = $ty {
                     weight: weight.map(wgpu::Buffer::as_entire_buffer_binding),
                     loss: loss.map(wgpu::Buffer::as_entire_buffer_binding),
                     grad: grad.map(wgpu::Buffer::as_entire_buffer_binding),
                     ..$ty::new(input, target)
-                }
+                };
+                roles!(@pos_weight $pos_weight, b, pos_weight);
+                b
             }
         }
     )*};
 }
-roles!(CrossEntropyBuffers, NllBuffers);
-
-impl<'a> Roles<'a> for PointwiseBuffers<'a> {
-    fn roles(
-        input: &'a wgpu::Buffer,
-        target: &'a wgpu::Buffer,
-        weight: Option<&'a wgpu::Buffer>,
-        pos_weight: Option<&'a wgpu::Buffer>,
-        loss: Option<&'a wgpu::Buffer>,
-        grad: Option<&'a wgpu::Buffer>,
-    ) -> Self {
-        PointwiseBuffers {
-            weight: weight.map(wgpu::Buffer::as_entire_buffer_binding),
-            pos_weight: pos_weight.map(wgpu::Buffer::as_entire_buffer_binding),
-            loss: loss.map(wgpu::Buffer::as_entire_buffer_binding),
-            grad: grad.map(wgpu::Buffer::as_entire_buffer_binding),
-            ..PointwiseBuffers::new(input, target)
-        }
-    }
-}
+roles!(PointwiseBuffers: pos_weight, CrossEntropyBuffers: none, NllBuffers: none);
 
 /// The buffers of one run by role, as the family of the plan they go to takes them.
 #[allow(dead_code)]
