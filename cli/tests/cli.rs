@@ -1631,22 +1631,15 @@ fn image_losses() {
     // PNG files (8-bit RGB, scaled to [0, 1]) give the twin's value on the quantised images.
     let q = |v: &[f32]| -> Vec<u8> { v.iter().map(|x| (x * 255.0).round() as u8).collect() };
     let (pq, tq) = (q(&pred), q(&target));
-    image::save_buffer(
-        d.join("p.png"),
-        &pq,
-        w as u32,
-        h as u32,
-        image::ColorType::Rgb8,
-    )
-    .unwrap();
-    image::save_buffer(
-        d.join("t.png"),
-        &tq,
-        w as u32,
-        h as u32,
-        image::ColorType::Rgb8,
-    )
-    .unwrap();
+    for (name, bytes) in [("p.png", &pq), ("t.png", &tq)] {
+        let file = std::fs::File::create(d.join(name)).unwrap();
+        let mut png = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
+        png.set_color(png::ColorType::Rgb);
+        png.set_depth(png::BitDepth::Eight);
+        let mut writer = png.write_header().unwrap();
+        writer.write_image_data(bytes).unwrap();
+        writer.finish().unwrap();
+    }
     let out = run(&[
         "eval",
         "ssim",

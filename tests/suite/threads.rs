@@ -226,9 +226,10 @@ fn many_threads_one_context_same_bits_as_serial() {
                             (k, jobs[k](ctx))
                         })
                         .collect();
-                    // And compiles pipelines of its own (C is a pipeline constant) while the
-                    // long submission runs.
-                    let c = 1000 + t;
+                    // And compiles pipelines (C is a pipeline constant) while the long
+                    // submission runs: two new class counts, each asked for by four threads
+                    // at once, so that the plan cache also meets concurrent misses.
+                    let c = 1000 + t % 2;
                     let logits = Rng::new(t as u64).vec(3 * c, -1.0, 1.0);
                     let options = Default::default();
                     let out =

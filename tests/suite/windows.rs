@@ -77,8 +77,25 @@ fast_and_extended!(
             (120, 40_000, 8 << 20),
             (500, 10_001, 8 << 20),
         ];
+        // The fast suite: per-row losses with the gradient (the reduced loss and the forward
+        // pass alone differ only after the windows); the extended suite's shapes: reduced and
+        // per row, with the gradient and without.
+        let reductions: &[Reduction] = if extended {
+            &[Reduction::Mean, Reduction::None]
+        } else {
+            &[Reduction::None]
+        };
         for (_, (n, c, limit)) in cases(&shapes, &[0], extended) {
-            ce_in_windows(ctx(), &lowered(limit), (n, c), limit, true, &mut rng);
+            let windowed = lowered(limit);
+            ce_in_windows(
+                ctx(),
+                &windowed,
+                (n, c),
+                limit,
+                reductions,
+                extended,
+                &mut rng,
+            );
         }
     }
 );
@@ -98,6 +115,7 @@ fn swept_rows_in_windows_give_the_bits_of_one_binding() {
         &windowed,
         (29, 40_001),
         limit,
+        &[Reduction::Mean, Reduction::None],
         false,
         &mut Rng::new(53),
     );
@@ -105,13 +123,14 @@ fn swept_rows_in_windows_give_the_bits_of_one_binding() {
 
 /// Cross-entropy of `[n, c]` random logits on `whole` and on `windowed` (which binds at most
 /// `limit` bytes at a time), bit for bit: class targets with ignored rows, label smoothing,
-/// class weights and the log-sum-exp, reduced and per row, with the gradient (and with
+/// class weights and the log-sum-exp, in each of `reductions`, with the gradient (and with
 /// `forward`, without); probability targets; bf16 logits with an f32 gradient.
 fn ce_in_windows(
     whole: &Context,
     windowed: &Context,
     (n, c): (usize, usize),
     limit: u32,
+    reductions: &[Reduction],
     forward: bool,
     rng: &mut Rng,
 ) {
@@ -120,7 +139,7 @@ fn ce_in_windows(
     let mut targets = rng.classes(n, c);
     targets[3] = -100;
     let weight = rng.vec(c, 0.5, 2.0);
-    for reduction in [Reduction::Mean, Reduction::None] {
+    for &reduction in reductions {
         let desc = CrossEntropyDesc::new(n, c)
             .reduction(reduction)
             .label_smoothing(0.1)

@@ -57,16 +57,7 @@ fn is_png(path: &Path) -> bool {
 /// Reads a PNG (scaled to [0, 1]) or a float32 .npy image of rank 2 to 4.
 fn read_image(path: &Path) -> Result<Image, String> {
     if is_png(path) {
-        let img = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        let c = img.color().channel_count() as usize;
-        // 16-bit PNGs keep their precision; 8-bit ones are exact in f32 either way.
-        let data: Vec<f32> = match c {
-            1 => img.to_luma32f().into_raw(),
-            2 => img.to_luma_alpha32f().into_raw(),
-            3 => img.into_rgb32f().into_raw(),
-            _ => img.into_rgba32f().into_raw(),
-        };
+        let (data, h, w, c) = read_png(path)?;
         return Ok(Image {
             data,
             nhwc: (1, h, w, c),
@@ -91,6 +82,32 @@ fn read_image(path: &Path) -> Result<Image, String> {
         nhwc,
         shape: a.shape,
     })
+}
+
+/// A PNG's samples scaled to [0, 1], with its height, width and channels: palettes and bit
+/// depths below 8 expanded to 8-bit samples (a transparency chunk to an alpha channel), 16-bit
+/// samples kept at their precision (8-bit ones are exact in f32 either way).
+fn read_png(path: &Path) -> Result<(Vec<f32>, usize, usize, usize), String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| err(&e))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().map_err(|e| err(&e))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| err(&"the image is too large"))?;
+    let mut buf = vec![0; size];
+    let info = reader.next_frame(&mut buf).map_err(|e| err(&e))?;
+    let bytes = &buf[..info.buffer_size()];
+    let data = match info.bit_depth {
+        png::BitDepth::Sixteen => bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as f32 / 65535.0)
+            .collect(),
+        _ => bytes.iter().map(|&b| b as f32 / 255.0).collect(),
+    };
+    let (h, w) = (info.height as usize, info.width as usize);
+    Ok((data, h, w, info.color_type.samples()))
 }
 
 /// The mask as `[N, H, W]` weights, for images of `nhwc`: a PNG's first channel, or an .npy
