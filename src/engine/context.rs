@@ -326,6 +326,8 @@ struct Inner {
     dummy_write: wgpu::Buffer,
     /// Serialises this crate's use of the device where the backend needs it (GL).
     device_lock: Option<DeviceLock>,
+    /// Every storage binding is read-write ([`Context::from_pooled_device`]).
+    pooled: bool,
 }
 
 impl Drop for Inner {
@@ -462,6 +464,7 @@ impl Context {
             options.subgroups,
             options.tuning,
             options.native_f16,
+            false,
         )
     }
 
@@ -500,7 +503,19 @@ impl Context {
     /// buffers can then be given to the recording API directly. Subgroup operations are used
     /// when the device was created with `SUBGROUP`. WebGPU's default limits are enough.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
-        Self::build(device, queue, true, None, None)
+        Self::build(device, queue, true, None, None, false)
+    }
+
+    /// [`Context::from_device`] for a device whose tensors share buffers: a framework's memory
+    /// pool (Burn's, any cubecl runtime's) keeps many tensors at ranges of one buffer, so a
+    /// loss's inputs and outputs can be ranges of the same buffer. wgpu tracks usage per
+    /// buffer, and refuses one buffer bound both read-only and writable in a dispatch; so here
+    /// every storage binding of every kernel is read-write (as cubecl's own kernels are), and
+    /// [`Plan::bind`](crate::Plan::bind) lets inputs and outputs share a buffer at ranges that
+    /// do not overlap. The same results; kernels may read inputs a little slower on GPUs that
+    /// cache read-only storage.
+    pub fn from_pooled_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
+        Self::build(device, queue, true, None, None, true)
     }
 
     /// [`Context::from_device`] with a tuning of the caller's.
@@ -509,7 +524,7 @@ impl Context {
         queue: wgpu::Queue,
         tuning: Tuning,
     ) -> Result<Self> {
-        Self::build(device, queue, true, Some(tuning), None)
+        Self::build(device, queue, true, Some(tuning), None, false)
     }
 
     fn build(
@@ -518,6 +533,7 @@ impl Context {
         subgroups: bool,
         tuning: Option<Tuning>,
         native_f16: Option<bool>,
+        pooled: bool,
     ) -> Result<Self> {
         let limits = device.limits();
         for (limit, get, least) in NEEDED_LIMITS {
@@ -567,6 +583,7 @@ impl Context {
                 dummy_read,
                 dummy_write,
                 device_lock,
+                pooled,
             }),
         })
     }
@@ -601,6 +618,11 @@ impl Context {
             Some(l) => l.acquire(),
             None => DeviceGuard { lock: None },
         }
+    }
+
+    /// Whether every storage binding is read-write ([`Context::from_pooled_device`]).
+    pub fn is_pooled(&self) -> bool {
+        self.inner.pooled
     }
 
     /// The adapter's name, backend, driver and subgroup sizes.
@@ -687,7 +709,11 @@ impl Context {
                     Some(m) => m.clone(),
                     None => {
                         let names: Vec<&str> = defines.iter().map(String::as_str).collect();
-                        let source = wgsl::preprocess(key.kernel, &names)?;
+                        let mut source = wgsl::preprocess(key.kernel, &names)?;
+                        if self.inner.pooled {
+                            source =
+                                source.replace("var<storage, read>", "var<storage, read_write>");
+                        }
                         let m = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                             label: Some(key.kernel.file),
                             source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -703,7 +729,7 @@ impl Context {
                 .map(|(i, b)| wgpu::BindGroupLayoutEntry {
                     binding: i as u32,
                     visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: binding_type(*b),
+                    ty: binding_type(*b, self.inner.pooled),
                     count: None,
                 })
                 .collect();
@@ -797,7 +823,8 @@ impl Context {
 }
 
 /// The bind group layout entry's type of a kernel's binding.
-fn binding_type(b: Binding) -> wgpu::BindingType {
+/// The layout entry of a binding; `pooled`: storage is read-write ([`Context::from_pooled_device`]).
+fn binding_type(b: Binding, pooled: bool) -> wgpu::BindingType {
     let buffer = |ty| wgpu::BindingType::Buffer {
         ty,
         has_dynamic_offset: false,
@@ -805,7 +832,7 @@ fn binding_type(b: Binding) -> wgpu::BindingType {
     };
     match b {
         Binding::Uniform => buffer(wgpu::BufferBindingType::Uniform),
-        Binding::Read => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
+        Binding::Read => buffer(wgpu::BufferBindingType::Storage { read_only: !pooled }),
         Binding::ReadWrite => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
         Binding::Texture => wgpu::BindingType::Texture {
             sample_type: wgpu::TextureSampleType::Float { filterable: false },

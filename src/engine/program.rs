@@ -879,8 +879,9 @@ impl Program {
         // A written range may overlap no other range (the kernels would read what they are
         // writing: a wrong result), and a buffer the plan writes may hold no range it reads:
         // wgpu tracks usage per buffer, not per range, and rejects a buffer bound both
-        // read-only and writable in one dispatch (a panic at the caller's submit). Outputs may
-        // share a buffer at disjoint ranges, inputs may share one freely.
+        // read-only and writable in one dispatch (a panic at the caller's submit), unless every
+        // binding is read-write (a pooled context). Outputs may share a buffer at disjoint
+        // ranges, inputs may share one freely.
         let used: Vec<(&SlotUse, &wgpu::BufferBinding<'_>)> = self
             .slots
             .iter()
@@ -893,7 +894,8 @@ impl Program {
                 let same = ra.buffer == rb.buffer;
                 let overlap =
                     same && ra.offset < rb.offset + b.bytes && rb.offset < ra.offset + a.bytes;
-                if (written && overlap) || (same && a.access != b.access) {
+                let mixed = same && a.access != b.access && !self.ctx.is_pooled();
+                if (written && overlap) || mixed {
                     return Err(Error::Aliased {
                         a: a.name,
                         b: b.name,

@@ -145,6 +145,57 @@ fn shared_buffers() {
     assert!(e.to_string().contains("an input beside an output"), "{e}");
 }
 
+/// A pooled context (every storage binding read-write, for a framework's memory pool) takes a
+/// loss's inputs and outputs as disjoint ranges of one buffer, which a plain context refuses,
+/// and gives the plain context's bits; overlapping outputs stay refused.
+#[test]
+fn pooled_contexts_take_inputs_and_outputs_in_one_buffer() {
+    let ctx = ctx();
+    let pooled =
+        wgpu_loss::Context::from_pooled_device(ctx.device().clone(), ctx.queue().clone()).unwrap();
+    assert!(pooled.is_pooled() && !ctx.is_pooled());
+    let a = alignment();
+    let (n, c) = (29, 301);
+    let mut rng = Rng::new(3101);
+    let logits = rng.vec(n * c, -8.0, 8.0);
+    let targets = rng.classes(n, c);
+    let bytes = (4 * n * c) as u64;
+    let (logits_at, targets_at) = (a, (a + bytes).next_multiple_of(a));
+    let grad_at = (targets_at + 4 * n as u64).next_multiple_of(a);
+    let loss_at = (grad_at + bytes).next_multiple_of(a);
+    let words = (loss_at / 4 + 2) as usize;
+    let y: Vec<u32> = targets.iter().map(|&t| t as i32 as u32).collect();
+    let x: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+    let pool = arena(words, &[(logits_at, &x), (targets_at, &y)]);
+    let buffers = CrossEntropyBuffers::new(
+        range(&pool, logits_at, bytes),
+        range(&pool, targets_at, 4 * n as u64),
+    )
+    .grad(range(&pool, grad_at, bytes))
+    .loss(range(&pool, loss_at, 4));
+    let desc = CrossEntropyDesc::new(n, c);
+    let e = Plan::new(ctx, &desc).unwrap().bind(&buffers).unwrap_err();
+    assert!(matches!(e, Error::Aliased { .. }), "{e:?}");
+    let plan = Plan::new(&pooled, &desc).unwrap();
+    plan.run(&plan.bind(&buffers).unwrap()).unwrap();
+    let all = read(ctx, &pool, words);
+    let word = |at: u64| (at / 4) as usize;
+    let plain = ctx
+        .loss(&desc, &Inputs::classes(&logits, &targets))
+        .unwrap();
+    assert_eq!(
+        all[word(loss_at)].to_bits(),
+        plain.value.unwrap().to_bits(),
+        "loss"
+    );
+    let grad = &all[word(grad_at)..word(grad_at) + n * c];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(grad), bits(plain.grad.as_deref().unwrap()), "gradient");
+    let over = buffers.clone().loss(range(&pool, grad_at, 4));
+    let e = plan.bind(&over).unwrap_err();
+    assert!(matches!(e, Error::Aliased { .. }), "{e:?}");
+}
+
 /// Every way a range can be wrong is a typed error at `bind`, before anything is recorded.
 #[test]
 fn bad_ranges_are_typed_errors() {

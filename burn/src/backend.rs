@@ -1,0 +1,444 @@
+//! The losses as a backend extension of Burn's cubecl backend: what runs on the wgpu tensors
+//! (their buffers bound to a wgpu-loss plan, its passes submitted on the shared queue), the lazy
+//! custom operations fusion makes of them (generated), and the autodiff rule (the gradient the
+//! forward pass stored, scaled by the upstream gradient).
+//!
+//! The public functions of the loss modules check everything (the device, shapes, dtypes, the
+//! plan itself, made and cached before anything is recorded), so what reaches this module is
+//! valid: a failure here is the device's (lost, out of memory) and panics, as Burn's own kernels
+//! do.
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::wgpu::{CubeBackend, CubeTensor};
+use burn::backend::{AutodiffBackend, Backend, FloatDType, TensorMetadata, backend_extension};
+use burn::tensor::{DType, Shape};
+use burn_cubecl::cubecl::wgpu::{AutoCompiler, WgpuServer};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use wgpu::util::DeviceExt;
+use wgpu_loss::{
+    CrossEntropyDesc, Outputs, PointwiseDesc, Reduction,
+    cross_entropy::CrossEntropyBuffers,
+    pointwise::{Pointwise, PointwiseBuffers},
+};
+
+use crate::device::{Shared, shared};
+
+/// Cross-entropy's options, as the operation carries them (the shape and dtype come from the
+/// tensors).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CeOp {
+    pub(crate) reduction: Reduction,
+    pub(crate) ignore_index: i64,
+    pub(crate) label_smoothing: f32,
+    pub(crate) z_loss: f32,
+    pub(crate) softcap: Option<f32>,
+    pub(crate) weight: Option<Arc<Vec<f32>>>,
+}
+
+impl CeOp {
+    /// The description of `[rows, classes]` logits in `dtype`, with the gradient or without.
+    pub(crate) fn desc(
+        &self,
+        rows: usize,
+        classes: usize,
+        dtype: wgpu_loss::DType,
+        grad: bool,
+    ) -> CrossEntropyDesc {
+        let mut desc = CrossEntropyDesc::new(rows, classes)
+            .reduction(self.reduction)
+            .ignore_index(self.ignore_index)
+            .label_smoothing(self.label_smoothing)
+            .z_loss(self.z_loss)
+            .dtype(dtype)
+            .lse(true)
+            .outputs(if grad { Outputs::BOTH } else { Outputs::LOSS });
+        if let Some(cap) = self.softcap {
+            desc = desc.softcap(cap);
+        }
+        if self.weight.is_some() {
+            desc = desc.weight(classes);
+        }
+        desc
+    }
+}
+
+/// A pointwise loss and its reduction, as the operation carries them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PwOp {
+    pub(crate) loss: Pointwise,
+    pub(crate) reduction: Reduction,
+}
+
+impl PwOp {
+    /// The description of `n` elements in `dtype`, with the gradient or without.
+    pub(crate) fn desc(&self, n: usize, dtype: wgpu_loss::DType, grad: bool) -> PointwiseDesc {
+        PointwiseDesc::new(self.loss, n)
+            .reduction(self.reduction)
+            .dtype(dtype)
+            .outputs(if grad { Outputs::BOTH } else { Outputs::LOSS })
+    }
+}
+
+/// The kernels' dtype of a Burn float dtype, if they read it.
+pub(crate) fn loss_dtype(dtype: DType) -> Option<wgpu_loss::DType> {
+    match dtype {
+        DType::F32 => Some(wgpu_loss::DType::F32),
+        DType::F16 => Some(wgpu_loss::DType::F16),
+        DType::BF16 => Some(wgpu_loss::DType::BF16),
+        _ => None,
+    }
+}
+
+/// The loss's shape: one value when reduced, else one per row (or element).
+fn loss_shape(reduction: Reduction, rows: usize) -> Shape {
+    match reduction {
+        Reduction::None => Shape::new([rows]),
+        _ => Shape::new([1]),
+    }
+}
+
+fn ce_meta(logits: &TensorSpec, _targets: &TensorSpec, op: &CeOp) -> (TensorSpec, TensorSpec) {
+    let rows = logits.shape[0];
+    (
+        TensorSpec::new(loss_shape(op.reduction, rows), DType::F32),
+        TensorSpec::new(Shape::new([rows]), DType::F32),
+    )
+}
+
+fn ce_grad_meta(
+    logits: &TensorSpec,
+    targets: &TensorSpec,
+    op: &CeOp,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    let (loss, lse) = ce_meta(logits, targets, op);
+    (loss, lse, logits.clone())
+}
+
+fn pw_meta(pred: &TensorSpec, _target: &TensorSpec, op: &PwOp) -> TensorSpec {
+    TensorSpec::new(loss_shape(op.reduction, pred.shape[0]), DType::F32)
+}
+
+fn pw_grad_meta(pred: &TensorSpec, target: &TensorSpec, op: &PwOp) -> (TensorSpec, TensorSpec) {
+    (pw_meta(pred, target, op), pred.clone())
+}
+
+/// The losses as operations of Burn's backends: implemented for the cubecl backend (run) and
+/// for autodiff (the gradient rule); the macro makes the fusion backend's lazy operations and
+/// the dispatch through Burn's `Tensor`.
+#[backend_extension(Cube, Autodiff, Fusion)]
+pub trait LossBackend: Backend {
+    /// Cross-entropy of logits `[N, C]` and class targets `[N]` (i32): the loss (`[1]`, or
+    /// `[N]` unreduced) and the per-row log-sum-exp `[N]`, both f32.
+    #[fusion(meta = ce_meta)]
+    fn wgpu_loss_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        op: CeOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`LossBackend::wgpu_loss_cross_entropy`] and the gradient with respect to the logits
+    /// (`[N, C]`, in their dtype), from the same pass.
+    #[fusion(meta = ce_grad_meta)]
+    fn wgpu_loss_cross_entropy_grad(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        op: CeOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// A pointwise loss of predictions and targets `[n]`: `[1]` reduced, `[n]` unreduced, f32.
+    #[fusion(meta = pw_meta)]
+    fn wgpu_loss_pointwise(
+        pred: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        op: PwOp,
+    ) -> FloatTensor<Self>;
+
+    /// [`LossBackend::wgpu_loss_pointwise`] and the gradient with respect to the predictions
+    /// (`[n]`, in their dtype), from the same pass.
+    #[fusion(meta = pw_grad_meta)]
+    fn wgpu_loss_pointwise_grad(
+        pred: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        op: PwOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// A wgpu tensor's buffer range, its size rounded up to whole 4-byte words (16-bit tensors of
+/// odd length) where the buffer has them.
+fn range(r: &burn_cubecl::cubecl::wgpu::WgpuResource) -> wgpu::BufferBinding<'_> {
+    let size = r.size.next_multiple_of(4).min(r.buffer.size() - r.offset);
+    wgpu::BufferBinding {
+        buffer: &r.buffer,
+        offset: r.offset,
+        size: NonZeroU64::new(size),
+    }
+}
+
+/// The context shared with `t`'s device; the public functions made sure there is one.
+fn shared_of(t: &CubeTensor) -> Arc<Shared> {
+    shared(&t.device).expect("wgpu-loss-burn: the tensor's device was registered")
+}
+
+fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, dtype)
+}
+
+/// Submits one wgpu-loss run on the shared queue: Burn's work on these tensors is submitted
+/// first (fetching a tensor's resource flushes its stream), the resources are held until our
+/// submission is made, and Burn's later work follows it in queue order.
+fn submit(
+    shared: &Shared,
+    tensors: &[&CubeTensor],
+    record: impl FnOnce(
+        &[&burn_cubecl::cubecl::wgpu::WgpuResource],
+        &mut wgpu::CommandEncoder,
+    ) -> wgpu_loss::Result<()>,
+) {
+    let client = &tensors[0].client;
+    let held: Vec<_> = tensors
+        .iter()
+        .map(|t| {
+            client
+                .get_resource::<WgpuServer<AutoCompiler>>(t.handle.clone())
+                .expect("wgpu-loss-burn: a wgpu tensor's buffer")
+        })
+        .collect();
+    client.flush().expect("wgpu-loss-burn: Burn's pending work");
+    let resources: Vec<_> = held.iter().map(|r| r.resource()).collect();
+    let ctx = &shared.ctx;
+    let _guard = ctx.lock();
+    let mut encoder = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("wgpu-loss-burn"),
+        });
+    record(&resources, &mut encoder).expect("wgpu-loss-burn: recording a checked plan");
+    ctx.queue().submit([encoder.finish()]);
+    drop(held);
+}
+
+/// Runs cross-entropy on wgpu tensors: `(loss, lse, grad)`, the gradient when asked for.
+fn cross_entropy(
+    logits: CubeTensor,
+    targets: CubeTensor,
+    op: &CeOp,
+    grad: bool,
+) -> (CubeTensor, CubeTensor, Option<CubeTensor>) {
+    let logits = into_contiguous(logits);
+    let targets = into_contiguous(targets);
+    let shape = logits.shape();
+    let (rows, classes) = (shape[0], shape[1]);
+    let shared = shared_of(&logits);
+    let dtype = loss_dtype(logits.dtype).expect("wgpu-loss-burn: a checked dtype");
+    let plan = shared
+        .plan(&op.desc(rows, classes, dtype, grad))
+        .expect("wgpu-loss-burn: a checked plan");
+    let loss = empty(&logits, loss_shape(op.reduction, rows), DType::F32);
+    let lse = empty(&logits, Shape::new([rows]), DType::F32);
+    let gradient = grad.then(|| empty(&logits, shape.clone(), logits.dtype));
+    let weight = op.weight.as_ref().map(|w| {
+        shared
+            .ctx
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("wgpu-loss-burn class weight"),
+                contents: bytemuck::cast_slice(w.as_slice()),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+    });
+    let mut tensors = vec![&logits, &targets, &loss, &lse];
+    tensors.extend(gradient.as_ref());
+    submit(&shared, &tensors, |r, encoder| {
+        let mut buffers = CrossEntropyBuffers::new(range(r[0]), range(r[1]))
+            .loss(range(r[2]))
+            .lse(range(r[3]));
+        if grad {
+            buffers = buffers.grad(range(r[4]));
+        }
+        if let Some(w) = &weight {
+            buffers = buffers.weight(w);
+        }
+        let bindings = plan.bind(&buffers)?;
+        plan.record(encoder, &bindings)
+    });
+    (loss, lse, gradient)
+}
+
+/// Runs a pointwise loss on flat wgpu tensors: `(loss, grad)`, the gradient when asked for.
+fn pointwise(
+    pred: CubeTensor,
+    target: CubeTensor,
+    op: &PwOp,
+    grad: bool,
+) -> (CubeTensor, Option<CubeTensor>) {
+    let pred = into_contiguous(pred);
+    let target = into_contiguous(target);
+    let shape = pred.shape();
+    let n = shape.num_elements();
+    let shared = shared_of(&pred);
+    let dtype = loss_dtype(pred.dtype).expect("wgpu-loss-burn: a checked dtype");
+    let plan = shared
+        .plan(&op.desc(n, dtype, grad))
+        .expect("wgpu-loss-burn: a checked plan");
+    let loss = empty(&pred, loss_shape(op.reduction, n), DType::F32);
+    let gradient = grad.then(|| empty(&pred, shape.clone(), pred.dtype));
+    let mut tensors = vec![&pred, &target, &loss];
+    tensors.extend(gradient.as_ref());
+    submit(&shared, &tensors, |r, encoder| {
+        let mut buffers = PointwiseBuffers::new(range(r[0]), range(r[1])).loss(range(r[2]));
+        if grad {
+            buffers = buffers.grad(range(r[3]));
+        }
+        let bindings = plan.bind(&buffers)?;
+        plan.record(encoder, &bindings)
+    });
+    (loss, gradient)
+}
+
+impl LossBackend for CubeBackend {
+    fn wgpu_loss_cross_entropy(
+        logits: CubeTensor,
+        targets: CubeTensor,
+        op: CeOp,
+    ) -> (CubeTensor, CubeTensor) {
+        let (loss, lse, _) = cross_entropy(logits, targets, &op, false);
+        (loss, lse)
+    }
+
+    fn wgpu_loss_cross_entropy_grad(
+        logits: CubeTensor,
+        targets: CubeTensor,
+        op: CeOp,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (loss, lse, grad) = cross_entropy(logits, targets, &op, true);
+        (loss, lse, grad.expect("asked for"))
+    }
+
+    fn wgpu_loss_pointwise(pred: CubeTensor, target: CubeTensor, op: PwOp) -> CubeTensor {
+        pointwise(pred, target, &op, false).0
+    }
+
+    fn wgpu_loss_pointwise_grad(
+        pred: CubeTensor,
+        target: CubeTensor,
+        op: PwOp,
+    ) -> (CubeTensor, CubeTensor) {
+        let (loss, grad) = pointwise(pred, target, &op, true);
+        (loss, grad.expect("asked for"))
+    }
+}
+
+/// The backward pass of a loss whose forward pass stored its gradient: that gradient times the
+/// upstream one (a scalar for a reduced loss; one a row, broadcast over the row, or one an
+/// element for an unreduced one), in the gradient's dtype.
+#[derive(Debug)]
+struct ScaleStoredGrad;
+
+impl<B: Backend> Backward<B, 1> for ScaleStoredGrad {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let upstream = grads.consume::<B>(&ops.node);
+        let Some(node) = parent else { return };
+        let grad = ops.state;
+        let (gshape, ushape) = (grad.shape(), upstream.shape());
+        // The upstream gradient's dims, then ones: [1] -> [1, 1], [N] -> [N, 1].
+        let mut dims = vec![1usize; gshape.num_dims()];
+        if ushape.num_elements() > 1 {
+            for (i, d) in ushape.iter().enumerate() {
+                dims[i] = *d;
+            }
+        }
+        let upstream = B::float_reshape(upstream, Shape::from(dims));
+        let upstream = if upstream.dtype() != grad.dtype() {
+            B::float_cast(upstream, FloatDType::from(grad.dtype()))
+        } else {
+            upstream
+        };
+        grads.register::<B>(node.id, B::float_mul(grad, upstream));
+    }
+}
+
+impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
+    fn wgpu_loss_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        op: CeOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        match ScaleStoredGrad
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, lse, grad) =
+                    B::wgpu_loss_cross_entropy_grad(logits.into_primitive(), targets, op);
+                (prep.finish(grad, loss), Self::from_inner(lse))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (loss, lse) = B::wgpu_loss_cross_entropy(logits.into_primitive(), targets, op);
+                (prep.finish(loss), Self::from_inner(lse))
+            }
+        }
+    }
+
+    fn wgpu_loss_cross_entropy_grad(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        op: CeOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (loss, lse, grad) =
+            B::wgpu_loss_cross_entropy_grad(logits.into_primitive(), targets, op);
+        (
+            Self::from_inner(loss),
+            Self::from_inner(lse),
+            Self::from_inner(grad),
+        )
+    }
+
+    fn wgpu_loss_pointwise(
+        pred: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        op: PwOp,
+    ) -> FloatTensor<Self> {
+        // The target takes no gradient (as in PyTorch's losses with a target of data).
+        match ScaleStoredGrad
+            .prepare::<C>([pred.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, grad) =
+                    B::wgpu_loss_pointwise_grad(pred.into_primitive(), target.into_primitive(), op);
+                prep.finish(grad, loss)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::wgpu_loss_pointwise(
+                pred.into_primitive(),
+                target.into_primitive(),
+                op,
+            )),
+        }
+    }
+
+    fn wgpu_loss_pointwise_grad(
+        pred: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        op: PwOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (loss, grad) =
+            B::wgpu_loss_pointwise_grad(pred.into_primitive(), target.into_primitive(), op);
+        (Self::from_inner(loss), Self::from_inner(grad))
+    }
+}
