@@ -27,8 +27,10 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use wgpu::util::DeviceExt;
 use wgpu_loss::{
-    CrossEntropyDesc, Outputs, PointwiseDesc, Reduction,
-    cross_entropy::CrossEntropyBuffers,
+    CrossEntropyDesc, ImageDesc, LinearCrossEntropyDesc, Outputs, PointwiseDesc, Reduction,
+    cross_entropy::{CrossEntropyBuffers, Targets},
+    image::{ImageBuffers, ImageInput, ImageLoss, ImageMask, Padding},
+    linear_cross_entropy::LinearCrossEntropyBuffers,
     pointwise::{Pointwise, PointwiseBuffers},
 };
 
@@ -44,6 +46,8 @@ pub struct CeOp {
     pub(crate) z_loss: f32,
     pub(crate) softcap: Option<f32>,
     pub(crate) weight: Option<Arc<Vec<f32>>>,
+    /// The targets are probabilities `[N, C]` (in the logits' dtype), not class indices.
+    pub(crate) soft: bool,
 }
 
 impl CeOp {
@@ -63,6 +67,9 @@ impl CeOp {
             .dtype(dtype)
             .lse(true)
             .outputs(if grad { Outputs::BOTH } else { Outputs::LOSS });
+        if self.soft {
+            desc = desc.targets(Targets::Probabilities);
+        }
         if let Some(cap) = self.softcap {
             desc = desc.softcap(cap);
         }
@@ -86,6 +93,70 @@ impl PwOp {
         PointwiseDesc::new(self.loss, n)
             .reduction(self.reduction)
             .dtype(dtype)
+            .outputs(if grad { Outputs::BOTH } else { Outputs::LOSS })
+    }
+}
+
+/// Fused linear + cross-entropy's options, as the operation carries them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LceOp {
+    pub(crate) reduction: Reduction,
+    pub(crate) ignore_index: i64,
+    pub(crate) label_smoothing: f32,
+    pub(crate) z_loss: f32,
+    pub(crate) softcap: Option<f32>,
+}
+
+impl LceOp {
+    /// The description of hidden states `[rows, dim]` and a layer `[vocab, dim]` with a bias.
+    pub(crate) fn desc(
+        &self,
+        rows: usize,
+        dim: usize,
+        vocab: usize,
+        grad: bool,
+    ) -> LinearCrossEntropyDesc {
+        let mut desc = LinearCrossEntropyDesc::new(rows, dim, vocab)
+            .bias(true)
+            .reduction(self.reduction)
+            .ignore_index(self.ignore_index)
+            .label_smoothing(self.label_smoothing)
+            .z_loss(self.z_loss)
+            .lse(true)
+            .outputs(if grad { Outputs::BOTH } else { Outputs::LOSS });
+        if let Some(cap) = self.softcap {
+            desc = desc.softcap(cap);
+        }
+        desc
+    }
+}
+
+/// An image loss's options, as the operation carries them (the shape from the tensors).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImgOp {
+    pub(crate) loss: ImageLoss,
+    pub(crate) padding: Padding,
+    pub(crate) data_range: f32,
+    pub(crate) lambda: f32,
+    pub(crate) reduction: Reduction,
+    /// Whether the mask tensor is the pixels' weights (else a placeholder, unread).
+    pub(crate) masked: bool,
+}
+
+impl ImgOp {
+    /// The description of `[n, h, w, c]` f32 images, with the gradient or without.
+    pub(crate) fn desc(&self, [n, h, w, c]: [usize; 4], grad: bool) -> ImageDesc {
+        ImageDesc::new(self.loss, h, w, c)
+            .batch(n)
+            .padding(self.padding)
+            .data_range(self.data_range)
+            .lambda(self.lambda)
+            .reduction(self.reduction)
+            .mask(if self.masked {
+                ImageMask::Buffer
+            } else {
+                ImageMask::None
+            })
             .outputs(if grad { Outputs::BOTH } else { Outputs::LOSS })
     }
 }
@@ -133,6 +204,58 @@ fn pw_grad_meta(pred: &TensorSpec, target: &TensorSpec, op: &PwOp) -> (TensorSpe
     (pw_meta(pred, target, op), pred.clone())
 }
 
+fn lce_meta(
+    hidden: &TensorSpec,
+    _linear: &TensorSpec,
+    _bias: &TensorSpec,
+    _targets: &TensorSpec,
+    op: &LceOp,
+) -> (TensorSpec, TensorSpec) {
+    let rows = hidden.shape[0];
+    (
+        TensorSpec::new(loss_shape(op.reduction, rows), DType::F32),
+        TensorSpec::new(Shape::new([rows]), DType::F32),
+    )
+}
+
+type LceGradSpecs = (TensorSpec, TensorSpec, TensorSpec, TensorSpec, TensorSpec);
+
+fn lce_grad_meta(
+    hidden: &TensorSpec,
+    linear: &TensorSpec,
+    bias: &TensorSpec,
+    targets: &TensorSpec,
+    op: &LceOp,
+) -> LceGradSpecs {
+    let (loss, lse) = lce_meta(hidden, linear, bias, targets, op);
+    let f32_like = |t: &TensorSpec| TensorSpec::new(t.shape.clone(), DType::F32);
+    (
+        loss,
+        lse,
+        f32_like(hidden),
+        f32_like(linear),
+        f32_like(bias),
+    )
+}
+
+fn img_meta(
+    _pred: &TensorSpec,
+    _target: &TensorSpec,
+    _mask: &TensorSpec,
+    _op: &ImgOp,
+) -> TensorSpec {
+    TensorSpec::new(Shape::new([1]), DType::F32)
+}
+
+fn img_grad_meta(
+    pred: &TensorSpec,
+    target: &TensorSpec,
+    mask: &TensorSpec,
+    op: &ImgOp,
+) -> (TensorSpec, TensorSpec) {
+    (img_meta(pred, target, mask, op), pred.clone())
+}
+
 /// The losses as operations of Burn's backends: implemented for the cubecl backend (run) and
 /// for autodiff (the gradient rule); the macro makes the fusion backend's lazy operations and
 /// the dispatch through Burn's `Tensor`.
@@ -156,6 +279,24 @@ pub trait LossBackend: Backend {
         op: CeOp,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
+    /// Cross-entropy of logits `[N, C]` and probability targets `[N, C]` (the logits' dtype):
+    /// the loss and the per-row log-sum-exp, f32.
+    #[fusion(meta = ce_meta)]
+    fn wgpu_loss_cross_entropy_soft(
+        logits: FloatTensor<Self>,
+        probs: FloatTensor<Self>,
+        op: CeOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`LossBackend::wgpu_loss_cross_entropy_soft`] and the gradient with respect to the
+    /// logits, from the same pass.
+    #[fusion(meta = ce_grad_meta)]
+    fn wgpu_loss_cross_entropy_soft_grad(
+        logits: FloatTensor<Self>,
+        probs: FloatTensor<Self>,
+        op: CeOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
     /// A pointwise loss of predictions and targets `[n]`: `[1]` reduced, `[n]` unreduced, f32.
     #[fusion(meta = pw_meta)]
     fn wgpu_loss_pointwise(
@@ -171,6 +312,56 @@ pub trait LossBackend: Backend {
         pred: FloatTensor<Self>,
         target: FloatTensor<Self>,
         op: PwOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Fused linear + cross-entropy of hidden states `[N, D]`, a layer `[V, D]` with its bias
+    /// `[V]` (all f32) and class targets `[N]`: the loss (`[1]`) and the per-row log-sum-exp
+    /// `[N]`, without the `[N, V]` logits.
+    #[fusion(meta = lce_meta)]
+    fn wgpu_loss_linear_cross_entropy(
+        hidden: FloatTensor<Self>,
+        linear: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        op: LceOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// [`LossBackend::wgpu_loss_linear_cross_entropy`] and the gradients of the hidden
+    /// states, the layer and the bias (f32), from the same pass.
+    #[fusion(meta = lce_grad_meta)]
+    #[allow(clippy::type_complexity)]
+    fn wgpu_loss_linear_cross_entropy_grad(
+        hidden: FloatTensor<Self>,
+        linear: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        op: LceOp,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
+
+    /// An image loss of predictions and targets `[N, H, W, C]` (f32) with pixel weights
+    /// `[N, H, W]` (read when the operation says so): `[1]`, f32.
+    #[fusion(meta = img_meta)]
+    fn wgpu_loss_image(
+        pred: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        op: ImgOp,
+    ) -> FloatTensor<Self>;
+
+    /// [`LossBackend::wgpu_loss_image`] and the gradient with respect to the predictions
+    /// (`[N, H, W, C]`, f32), from the same pass.
+    #[fusion(meta = img_grad_meta)]
+    fn wgpu_loss_image_grad(
+        pred: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        op: ImgOp,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -306,6 +497,92 @@ fn pointwise(
     (loss, gradient)
 }
 
+/// What fused linear + cross-entropy gives: the loss, the log-sum-exp and, when asked for,
+/// the gradients of the hidden states, the layer and the bias.
+type LceOut = (CubeTensor, CubeTensor, Option<[CubeTensor; 3]>);
+
+/// Runs fused linear + cross-entropy on wgpu tensors.
+fn linear_cross_entropy(
+    hidden: CubeTensor,
+    linear: CubeTensor,
+    bias: CubeTensor,
+    targets: CubeTensor,
+    op: &LceOp,
+    grad: bool,
+) -> LceOut {
+    let [hidden, linear, bias, targets] = [hidden, linear, bias, targets].map(into_contiguous);
+    let (hs, ls) = (hidden.shape(), linear.shape());
+    let (rows, dim, vocab) = (hs[0], hs[1], ls[0]);
+    let shared = shared_of(&hidden);
+    let plan = shared
+        .plan(&op.desc(rows, dim, vocab, grad))
+        .expect("wgpu-loss-burn: a checked plan");
+    let loss = empty(&hidden, loss_shape(op.reduction, rows), DType::F32);
+    let lse = empty(&hidden, Shape::new([rows]), DType::F32);
+    let grads = grad.then(|| {
+        [
+            empty(&hidden, hs.clone(), DType::F32),
+            empty(&hidden, ls.clone(), DType::F32),
+            empty(&hidden, Shape::new([vocab]), DType::F32),
+        ]
+    });
+    let mut tensors = vec![&hidden, &linear, &bias, &targets, &loss, &lse];
+    tensors.extend(grads.iter().flatten());
+    submit(&shared, &tensors, |r, encoder| {
+        let mut buffers = LinearCrossEntropyBuffers::new(range(r[0]), range(r[1]), range(r[3]))
+            .bias(range(r[2]))
+            .loss(range(r[4]))
+            .lse(range(r[5]));
+        if grad {
+            buffers = buffers
+                .grad_hidden(range(r[6]))
+                .grad_linear(range(r[7]))
+                .grad_bias(range(r[8]));
+        }
+        let bindings = plan.bind(&buffers)?;
+        plan.record(encoder, &bindings)
+    });
+    (loss, lse, grads)
+}
+
+/// Runs an image loss on `[N, H, W, C]` wgpu tensors: the loss and, when asked for, the
+/// prediction's gradient.
+fn image(
+    pred: CubeTensor,
+    target: CubeTensor,
+    mask: CubeTensor,
+    op: &ImgOp,
+    grad: bool,
+) -> (CubeTensor, Option<CubeTensor>) {
+    let [pred, target, mask] = [pred, target, mask].map(into_contiguous);
+    let shape = pred.shape();
+    let dims = [shape[0], shape[1], shape[2], shape[3]];
+    let shared = shared_of(&pred);
+    let plan = shared
+        .plan(&op.desc(dims, grad))
+        .expect("wgpu-loss-burn: a checked plan");
+    let loss = empty(&pred, Shape::new([1]), DType::F32);
+    let gradient = grad.then(|| empty(&pred, shape.clone(), DType::F32));
+    let mut tensors = vec![&pred, &target, &mask, &loss];
+    tensors.extend(gradient.as_ref());
+    submit(&shared, &tensors, |r, encoder| {
+        let mut buffers = ImageBuffers::new(
+            ImageInput::Buffer(range(r[0])),
+            ImageInput::Buffer(range(r[1])),
+        )
+        .loss(range(r[3]));
+        if op.masked {
+            buffers = buffers.mask(ImageInput::Buffer(range(r[2])));
+        }
+        if grad {
+            buffers = buffers.grad(ImageInput::Buffer(range(r[4])));
+        }
+        let bindings = plan.bind(&buffers)?;
+        plan.record(encoder, &bindings)
+    });
+    (loss, gradient)
+}
+
 impl LossBackend for CubeBackend {
     fn wgpu_loss_cross_entropy(
         logits: CubeTensor,
@@ -325,6 +602,24 @@ impl LossBackend for CubeBackend {
         (loss, lse, grad.expect("asked for"))
     }
 
+    fn wgpu_loss_cross_entropy_soft(
+        logits: CubeTensor,
+        probs: CubeTensor,
+        op: CeOp,
+    ) -> (CubeTensor, CubeTensor) {
+        let (loss, lse, _) = cross_entropy(logits, probs, &op, false);
+        (loss, lse)
+    }
+
+    fn wgpu_loss_cross_entropy_soft_grad(
+        logits: CubeTensor,
+        probs: CubeTensor,
+        op: CeOp,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (loss, lse, grad) = cross_entropy(logits, probs, &op, true);
+        (loss, lse, grad.expect("asked for"))
+    }
+
     fn wgpu_loss_pointwise(pred: CubeTensor, target: CubeTensor, op: PwOp) -> CubeTensor {
         pointwise(pred, target, &op, false).0
     }
@@ -335,6 +630,48 @@ impl LossBackend for CubeBackend {
         op: PwOp,
     ) -> (CubeTensor, CubeTensor) {
         let (loss, grad) = pointwise(pred, target, &op, true);
+        (loss, grad.expect("asked for"))
+    }
+
+    fn wgpu_loss_linear_cross_entropy(
+        hidden: CubeTensor,
+        linear: CubeTensor,
+        bias: CubeTensor,
+        targets: CubeTensor,
+        op: LceOp,
+    ) -> (CubeTensor, CubeTensor) {
+        let (loss, lse, _) = linear_cross_entropy(hidden, linear, bias, targets, &op, false);
+        (loss, lse)
+    }
+
+    fn wgpu_loss_linear_cross_entropy_grad(
+        hidden: CubeTensor,
+        linear: CubeTensor,
+        bias: CubeTensor,
+        targets: CubeTensor,
+        op: LceOp,
+    ) -> (CubeTensor, CubeTensor, CubeTensor, CubeTensor, CubeTensor) {
+        let (loss, lse, grads) = linear_cross_entropy(hidden, linear, bias, targets, &op, true);
+        let [gh, gw, gb] = grads.expect("asked for");
+        (loss, lse, gh, gw, gb)
+    }
+
+    fn wgpu_loss_image(
+        pred: CubeTensor,
+        target: CubeTensor,
+        mask: CubeTensor,
+        op: ImgOp,
+    ) -> CubeTensor {
+        image(pred, target, mask, &op, false).0
+    }
+
+    fn wgpu_loss_image_grad(
+        pred: CubeTensor,
+        target: CubeTensor,
+        mask: CubeTensor,
+        op: ImgOp,
+    ) -> (CubeTensor, CubeTensor) {
+        let (loss, grad) = image(pred, target, mask, &op, true);
         (loss, grad.expect("asked for"))
     }
 }
@@ -368,6 +705,25 @@ impl<B: Backend> Backward<B, 1> for ScaleStoredGrad {
             upstream
         };
         grads.register::<B>(node.id, B::float_mul(grad, upstream));
+    }
+}
+
+/// The backward pass of fused linear + cross-entropy (reduced): each stored gradient (hidden
+/// states, layer, bias) times the upstream scalar, in its parent's dtype.
+#[derive(Debug)]
+struct ScaleStoredGrads3;
+
+impl<B: Backend> Backward<B, 3> for ScaleStoredGrads3 {
+    type State = [FloatTensor<B>; 3];
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let upstream = grads.consume::<B>(&ops.node);
+        for (parent, grad) in ops.parents.into_iter().zip(ops.state) {
+            let Some(node) = parent else { continue };
+            let dims = vec![1usize; grad.shape().num_dims()];
+            let up = B::float_reshape(upstream.clone(), Shape::from(dims));
+            grads.register::<B>(node.id, B::float_mul(grad, up));
+        }
     }
 }
 
@@ -408,6 +764,48 @@ impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
         )
     }
 
+    fn wgpu_loss_cross_entropy_soft(
+        logits: FloatTensor<Self>,
+        probs: FloatTensor<Self>,
+        op: CeOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        // The probabilities take no gradient (they are data, as targets are).
+        let probs = probs.into_primitive();
+        match ScaleStoredGrad
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, lse, grad) =
+                    B::wgpu_loss_cross_entropy_soft_grad(logits.into_primitive(), probs, op);
+                (prep.finish(grad, loss), Self::from_inner(lse))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (loss, lse) =
+                    B::wgpu_loss_cross_entropy_soft(logits.into_primitive(), probs, op);
+                (prep.finish(loss), Self::from_inner(lse))
+            }
+        }
+    }
+
+    fn wgpu_loss_cross_entropy_soft_grad(
+        logits: FloatTensor<Self>,
+        probs: FloatTensor<Self>,
+        op: CeOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (loss, lse, grad) = B::wgpu_loss_cross_entropy_soft_grad(
+            logits.into_primitive(),
+            probs.into_primitive(),
+            op,
+        );
+        (
+            Self::from_inner(loss),
+            Self::from_inner(lse),
+            Self::from_inner(grad),
+        )
+    }
+
     fn wgpu_loss_pointwise(
         pred: FloatTensor<Self>,
         target: FloatTensor<Self>,
@@ -439,6 +837,108 @@ impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (loss, grad) =
             B::wgpu_loss_pointwise_grad(pred.into_primitive(), target.into_primitive(), op);
+        (Self::from_inner(loss), Self::from_inner(grad))
+    }
+
+    fn wgpu_loss_linear_cross_entropy(
+        hidden: FloatTensor<Self>,
+        linear: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        op: LceOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        match ScaleStoredGrads3
+            .prepare::<C>([hidden.node(), linear.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, lse, gh, gw, gb) = B::wgpu_loss_linear_cross_entropy_grad(
+                    hidden.into_primitive(),
+                    linear.into_primitive(),
+                    bias.into_primitive(),
+                    targets,
+                    op,
+                );
+                (prep.finish([gh, gw, gb], loss), Self::from_inner(lse))
+            }
+            OpsKind::UnTracked(prep) => {
+                let (loss, lse) = B::wgpu_loss_linear_cross_entropy(
+                    hidden.into_primitive(),
+                    linear.into_primitive(),
+                    bias.into_primitive(),
+                    targets,
+                    op,
+                );
+                (prep.finish(loss), Self::from_inner(lse))
+            }
+        }
+    }
+
+    fn wgpu_loss_linear_cross_entropy_grad(
+        hidden: FloatTensor<Self>,
+        linear: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        op: LceOp,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let (loss, lse, gh, gw, gb) = B::wgpu_loss_linear_cross_entropy_grad(
+            hidden.into_primitive(),
+            linear.into_primitive(),
+            bias.into_primitive(),
+            targets,
+            op,
+        );
+        (
+            Self::from_inner(loss),
+            Self::from_inner(lse),
+            Self::from_inner(gh),
+            Self::from_inner(gw),
+            Self::from_inner(gb),
+        )
+    }
+
+    fn wgpu_loss_image(
+        pred: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        op: ImgOp,
+    ) -> FloatTensor<Self> {
+        // The target and the mask take no gradient (a renderer's ground truth and weights).
+        let (target, mask) = (target.into_primitive(), mask.into_primitive());
+        match ScaleStoredGrad
+            .prepare::<C>([pred.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (loss, grad) = B::wgpu_loss_image_grad(pred.into_primitive(), target, mask, op);
+                prep.finish(grad, loss)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::wgpu_loss_image(pred.into_primitive(), target, mask, op))
+            }
+        }
+    }
+
+    fn wgpu_loss_image_grad(
+        pred: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        mask: FloatTensor<Self>,
+        op: ImgOp,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (loss, grad) = B::wgpu_loss_image_grad(
+            pred.into_primitive(),
+            target.into_primitive(),
+            mask.into_primitive(),
+            op,
+        );
         (Self::from_inner(loss), Self::from_inner(grad))
     }
 }

@@ -1,7 +1,7 @@
 //! Cross-entropy from logits `[N, C]` and class targets `[N]`, with PyTorch's options
 //! (`torch.nn.functional.cross_entropy`): class weights, `ignore_index`, label smoothing, and
 //! the z-loss and logit softcap of language-model training; every reduction; the per-row
-//! log-sum-exp as a second output.
+//! log-sum-exp as a second output; probability targets ([`cross_entropy_probs`]).
 
 use std::sync::Arc;
 
@@ -37,6 +37,7 @@ impl CrossEntropy {
                 z_loss: 0.0,
                 softcap: None,
                 weight: None,
+                soft: false,
             },
         }
     }
@@ -158,6 +159,59 @@ pub fn cross_entropy_with_lse(
         logits.into_dispatch(),
         targets.into_dispatch(),
         options.op.clone(),
+    );
+    Ok((Tensor::from_dispatch(loss), Tensor::from_dispatch(lse)))
+}
+
+/// Cross-entropy of `logits` `[N, C]` and probability targets `probs` `[N, C]` (a distribution
+/// a row, in the logits' dtype: f32, f16 or bf16), PyTorch's `cross_entropy(x, p)`: `[1]`
+/// reduced, `[N]` for [`Reduction::None`]; f32; and the per-row log-sum-exp `[N]`. Class
+/// weights and label smoothing apply as in PyTorch; `ignore_index` does not. The logits get
+/// their gradient as in [`cross_entropy`]; the probabilities take none.
+///
+/// # Errors
+/// As [`cross_entropy`]; `probs` of another shape or dtype than the logits.
+pub fn cross_entropy_probs(
+    logits: Tensor<2>,
+    probs: Tensor<2>,
+    options: &CrossEntropy,
+) -> Result<(Tensor<1>, Tensor<1>)> {
+    let shared = shared_of(&logits.device()).ok_or(Error::Device("logits"))?;
+    if crate::device::wgpu_device(&probs.device()) != crate::device::wgpu_device(&logits.device()) {
+        return Err(Error::Device("probs (not on the logits' device)"));
+    }
+    let [rows, classes] = logits.dims();
+    if rows == 0 || classes == 0 || probs.dims() != [rows, classes] {
+        return Err(Error::Shape {
+            what: "probs",
+            detail: format!("{:?} for logits [{rows}, {classes}]", probs.dims()),
+        });
+    }
+    let dtype = loss_dtype(logits.dtype()).ok_or(Error::DType {
+        what: "logits",
+        dtype: logits.dtype(),
+    })?;
+    if probs.dtype() != logits.dtype() {
+        return Err(Error::DType {
+            what: "probs (not the logits' dtype)",
+            dtype: probs.dtype(),
+        });
+    }
+    if let Some(w) = options.op.weight.as_ref().filter(|w| w.len() != classes) {
+        return Err(Error::Shape {
+            what: "weight",
+            detail: format!("{} values for {classes} classes", w.len()),
+        });
+    }
+    let op = CeOp {
+        soft: true,
+        ..options.op.clone()
+    };
+    shared.plan(&op.desc(rows, classes, dtype, logits.is_require_grad()))?;
+    let (loss, lse) = <Dispatch as LossBackend>::wgpu_loss_cross_entropy_soft(
+        logits.into_dispatch(),
+        probs.into_dispatch(),
+        op,
     );
     Ok((Tensor::from_dispatch(loss), Tensor::from_dispatch(lse)))
 }

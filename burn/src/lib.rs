@@ -31,6 +31,9 @@
 //!
 //! - [`device`]: a Burn device made for, or adopted from, a wgpu device that wgpu-loss shares.
 //! - [`cross_entropy`](mod@cross_entropy): cross-entropy from logits with class targets.
+//! - [`image`](mod@image): SSIM, D-SSIM, PSNR, the photometric loss, L1 and MSE of images.
+//! - [`linear_cross_entropy`](mod@linear_cross_entropy): fused linear + cross-entropy, without
+//!   the `[N, V]` logits.
 //! - [`pointwise`](mod@pointwise): MSE, L1, Huber, smooth L1, BCE, BCE with logits, KL divergence.
 //! - `backend` (crate-private): the backend extension and its autodiff rule.
 #![warn(missing_docs)]
@@ -39,10 +42,16 @@ mod backend;
 pub mod cross_entropy;
 pub mod device;
 mod error;
+pub mod image;
+pub mod linear_cross_entropy;
 pub mod pointwise;
 
-pub use cross_entropy::{CrossEntropy, cross_entropy, cross_entropy_with_lse};
+pub use cross_entropy::{CrossEntropy, cross_entropy, cross_entropy_probs, cross_entropy_with_lse};
 pub use device::{adopt, context, init};
 pub use error::{Error, Result};
+pub use image::{Image, image_loss};
+pub use linear_cross_entropy::{
+    LinearCrossEntropy, linear_cross_entropy, linear_cross_entropy_with_lse,
+};
 pub use pointwise::{pointwise, pointwise_unreduced};
 pub use wgpu_loss::Reduction;

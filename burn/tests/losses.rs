@@ -287,6 +287,17 @@ fn mse_and_huber_match_burns_modules() {
     });
     close("mse none", &ours, &theirs, 1e-5, 0.0);
     close("mse none grad", &ours_g, &theirs_g, 1e-5, 1e-6);
+    // A weighted sum of losses is Burn arithmetic on them: 0.7 MSE + 0.3 L1.
+    let (ours, ours_g) = with_grad(&a, |x| {
+        pointwise(Pointwise::Mse, x.clone(), b.clone(), Reduction::Mean).unwrap() * 0.7
+            + pointwise(Pointwise::L1, x, b.clone(), Reduction::Mean).unwrap() * 0.3
+    });
+    let (theirs, theirs_g) = with_grad(&a, |x| {
+        let d = x - b.clone();
+        d.clone().powf_scalar(2.0).mean() * 0.7 + d.abs().mean() * 0.3
+    });
+    close("0.7 mse + 0.3 l1", &ours, &theirs, 1e-5, 0.0);
+    close("0.7 mse + 0.3 l1 grad", &ours_g, &theirs_g, 1e-5, 1e-8);
 }
 
 #[test]
@@ -381,5 +392,265 @@ mod training {
         eprintln!("Burn's losses {:?}\nours          {:?}", runs[0], runs[1]);
         assert!(runs[0][4] < runs[0][0], "the model learns");
         close("training losses", &runs[1], &runs[0], 1e-4, 0.0);
+    }
+}
+
+mod fused_linear {
+    use super::*;
+    use wgpu_loss_burn::{LinearCrossEntropy, linear_cross_entropy};
+
+    /// Gradients of the hidden states, the weight and the bias of `f`.
+    fn three_grads(
+        h: &Tensor<2>,
+        w: &Tensor<2>,
+        b: &Tensor<1>,
+        f: impl FnOnce(Tensor<2>, Tensor<2>, Tensor<1>) -> Tensor<1>,
+    ) -> [Vec<f32>; 4] {
+        let (h, w, b) = (
+            h.clone().detach().require_grad(),
+            w.clone().detach().require_grad(),
+            b.clone().detach().require_grad(),
+        );
+        let loss = f(h.clone(), w.clone(), b.clone());
+        let grads = loss.backward();
+        [
+            vec(loss),
+            vec(h.grad(&grads).unwrap()),
+            vec(w.grad(&grads).unwrap()),
+            vec(b.grad(&grads).unwrap()),
+        ]
+    }
+
+    /// Against Burn's `matmul` + bias + `CrossEntropyLoss` (with smoothing, and summed with a
+    /// z-loss and softcap against a composition), the three gradients included.
+    #[test]
+    fn the_fused_loss_matches_burns_matmul_and_cross_entropy() {
+        let dev = device();
+        let (n, d, v) = (45, 67, 1003);
+        let h = Tensor::<2>::random([n, d], Distribution::Uniform(-1.0, 1.0), &dev);
+        let w = Tensor::<2>::random([v, d], Distribution::Uniform(-0.3, 0.3), &dev);
+        let b = Tensor::<1>::random([v], Distribution::Uniform(-0.5, 0.5), &dev);
+        let (_, t) = targets(n, v, 11, &dev);
+        let logits =
+            |h: Tensor<2>, w: Tensor<2>, b: Tensor<1>| h.matmul(w.transpose()) + b.reshape([1, v]);
+        let opts = LinearCrossEntropy::new().label_smoothing(0.1);
+        let ours = three_grads(&h, &w, &b, |h, w, b| {
+            linear_cross_entropy(h, w, Some(b), t.clone(), &opts).unwrap()
+        });
+        let burn = CrossEntropyLossConfig::new()
+            .with_smoothing(Some(0.1))
+            .init(&dev);
+        let theirs = three_grads(&h, &w, &b, |h, w, b| {
+            burn.forward(logits(h, w, b), t.clone())
+        });
+        for (i, what) in ["loss", "grad hidden", "grad weight", "grad bias"]
+            .iter()
+            .enumerate()
+        {
+            close(&format!("fused {what}"), &ours[i], &theirs[i], 1e-4, 1e-6);
+        }
+        let opts = LinearCrossEntropy::new()
+            .reduction(Reduction::Sum)
+            .z_loss(1e-3)
+            .softcap(5.0);
+        let ours = three_grads(&h, &w, &b, |h, w, b| {
+            linear_cross_entropy(h, w, Some(b), t.clone(), &opts).unwrap()
+        });
+        let theirs = three_grads(&h, &w, &b, |h, w, b| {
+            composed(logits(h, w, b), &t, Some(5.0), 1e-3, Reduction::Sum)
+        });
+        for (i, what) in ["loss", "grad hidden", "grad weight", "grad bias"]
+            .iter()
+            .enumerate()
+        {
+            close(
+                &format!("fused sum {what}"),
+                &ours[i],
+                &theirs[i],
+                1e-4,
+                1e-5,
+            );
+        }
+    }
+
+    /// The fused loss and its gradients allocate nothing of the logits' size: Burn's pools
+    /// grow by less than half the `[N, V]` logits would take.
+    #[test]
+    fn no_logits_are_allocated() {
+        let dev = device();
+        let (n, d, v) = (512, 64, 32000);
+        let h = Tensor::<2>::random([n, d], Distribution::Uniform(-1.0, 1.0), &dev).require_grad();
+        let w = Tensor::<2>::random([v, d], Distribution::Uniform(-0.1, 0.1), &dev).require_grad();
+        let (_, t) = targets(n, v, 12, &dev);
+        dev.sync().unwrap();
+        let before = dev.memory_pool_usage().unwrap().bytes_in_use;
+        let loss = linear_cross_entropy(h.clone(), w.clone(), None, t, &LinearCrossEntropy::new())
+            .unwrap();
+        let grads = loss.backward();
+        let (gh, gw) = (h.grad(&grads).unwrap(), w.grad(&grads).unwrap());
+        dev.sync().unwrap();
+        let after = dev.memory_pool_usage().unwrap().bytes_in_use;
+        let logits = (4 * n * v) as u64;
+        let grown = after.saturating_sub(before);
+        eprintln!("pools grew by {grown} bytes; the logits would take {logits}");
+        assert!(grown < logits / 2, "grew by {grown} bytes, logits {logits}");
+        assert!(vec(gh).iter().chain(&vec(gw)).all(|g| g.is_finite()));
+    }
+}
+
+mod soft_and_half {
+    use super::*;
+    use burn::tensor::{DType, FloatDType};
+    use wgpu_loss_burn::cross_entropy_probs;
+
+    /// Probability targets against `-sum(p * log_softmax(x))`, mean and per row, with the
+    /// logits' gradient.
+    #[test]
+    fn probability_targets_match_a_composition() {
+        let dev = device();
+        let (n, c) = (31, 211);
+        let x = Tensor::<2>::random([n, c], Distribution::Uniform(-6.0, 6.0), &dev);
+        let raw = Tensor::<2>::random([n, c], Distribution::Uniform(0.0, 1.0), &dev);
+        let p = raw.clone() / raw.sum_dim(1);
+        let up = Tensor::<1>::random([n], Distribution::Uniform(0.5, 1.5), &dev);
+        for reduction in [Reduction::Mean, Reduction::None] {
+            let reduce = |rows: Tensor<1>| match reduction {
+                Reduction::None => (rows * up.clone()).sum(),
+                _ => rows.mean(),
+            };
+            let opts = CrossEntropy::new().reduction(reduction);
+            let (ours, ours_g) = with_grad(&x, |x| {
+                let (loss, _) = cross_entropy_probs(x, p.clone(), &opts).unwrap();
+                match reduction {
+                    Reduction::None => (loss * up.clone()).sum(),
+                    _ => loss,
+                }
+            });
+            let (theirs, theirs_g) = with_grad(&x, |x| {
+                reduce(
+                    (log_softmax(x, 1) * p.clone())
+                        .sum_dim(1)
+                        .reshape([n])
+                        .neg(),
+                )
+            });
+            close(&format!("soft {reduction:?}"), &ours, &theirs, 1e-5, 0.0);
+            close(
+                &format!("soft {reduction:?} grad"),
+                &ours_g,
+                &theirs_g,
+                1e-5,
+                1e-6,
+            );
+        }
+    }
+
+    /// f16 logits (where the device stores f16): the loss of the f16 values computed in f32,
+    /// as Burn's f32 loss of the same values; the gradient in f16, within half an f16 ulp of
+    /// Burn's f32 gradient (2^-11 relative) beyond f16's subnormals.
+    #[test]
+    fn f16_logits_give_the_f32_loss_of_their_values() {
+        let dev = device();
+        if !dev.supports_dtype(DType::F16) {
+            eprintln!("f16: the device stores no f16 tensors; nothing to check here");
+            return;
+        }
+        let (n, c) = (37, 1003);
+        let x32 = Tensor::<2>::random([n, c], Distribution::Uniform(-8.0, 8.0), &dev)
+            .cast(FloatDType::F16)
+            .cast(FloatDType::F32);
+        let x16 = x32.clone().cast(FloatDType::F16);
+        let (_, t) = targets(n, c, 13, &dev);
+        let (ours, ours_g) = with_grad(&x16, |x| {
+            cross_entropy(x, t.clone(), &CrossEntropy::new()).unwrap()
+        });
+        let burn = CrossEntropyLossConfig::new().init(&dev);
+        let (theirs, theirs_g) = with_grad(&x32, |x| burn.forward(x, t.clone()));
+        close("ce f16", &ours, &theirs, 1e-5, 0.0);
+        close("ce f16 grad", &ours_g, &theirs_g, 1.0 / 2048.0, 6e-8);
+    }
+}
+
+mod images {
+    use super::*;
+    use burn::tensor::module::conv2d;
+    use burn::tensor::ops::ConvOptions;
+    use wgpu_loss_burn::Image;
+    use wgpu_loss_burn::image::{ImageLoss, image_loss};
+
+    /// SSIM's map written with Burn's `conv2d` (11 x 11 Gaussian, sigma 1.5, zero padding 5,
+    /// one group a channel) on `[N, H, W, C]` images, as `[N, C, H, W]`.
+    fn ssim_map(x: Tensor<4>, y: Tensor<4>) -> Tensor<4> {
+        let [_, _, _, c] = x.dims();
+        let dev = x.device();
+        let g: Vec<f32> = (0..11)
+            .map(|i| (-((i as f32 - 5.0).powi(2)) / 4.5).exp())
+            .collect();
+        let sum: f32 = g.iter().sum();
+        let mut k = Vec::with_capacity(121 * c);
+        for _ in 0..c {
+            for a in &g {
+                for b in &g {
+                    k.push(a * b / (sum * sum));
+                }
+            }
+        }
+        let weight = Tensor::<4>::from_data(TensorData::new(k, [c, 1, 11, 11]), &dev);
+        let opts = ConvOptions {
+            stride: [1, 1],
+            padding: [(5, 5), (5, 5)],
+            dilation: [1, 1],
+            groups: c,
+        };
+        let blur = |t: Tensor<4>| conv2d(t, weight.clone(), None, opts.clone());
+        let (x, y) = (x.permute([0, 3, 1, 2]), y.permute([0, 3, 1, 2]));
+        let (mx, my) = (blur(x.clone()), blur(y.clone()));
+        let sxx = blur(x.clone() * x.clone()) - mx.clone() * mx.clone();
+        let syy = blur(y.clone() * y.clone()) - my.clone() * my.clone();
+        let sxy = blur(x * y) - mx.clone() * my.clone();
+        let (c1, c2) = (1e-4, 9e-4);
+        let num = (mx.clone() * my.clone() * 2.0 + c1) * (sxy * 2.0 + c2);
+        let den = (mx.clone() * mx + my.clone() * my + c1) * (sxx + syy + c2);
+        num / den
+    }
+
+    /// SSIM, the photometric loss with a mask, and MSE of a batch against Burn compositions
+    /// (SSIM with Burn's `conv2d`), with the prediction's gradient.
+    #[test]
+    fn image_losses_match_compositions_of_burn_ops() {
+        let dev = device();
+        let dims = [2, 23, 37, 3];
+        let x = Tensor::<4>::random(dims, Distribution::Uniform(0.0, 1.0), &dev);
+        let noise = Tensor::<4>::random(dims, Distribution::Uniform(-0.1, 0.1), &dev);
+        let y = (x.clone() + noise).clamp(0.0, 1.0);
+        let (ours, ours_g) = with_grad(&x, |x| {
+            image_loss(x, y.clone(), None, &Image::new(ImageLoss::Ssim)).unwrap()
+        });
+        let (theirs, theirs_g) = with_grad(&x, |x| ssim_map(x, y.clone()).mean());
+        close("ssim", &ours, &theirs, 1e-5, 0.0);
+        close("ssim grad", &ours_g, &theirs_g, 1e-4, 1e-8);
+        // The photometric loss with a mask: (1 - l) L1 + l (1 - SSIM), each a weighted mean.
+        let m = Tensor::<4>::random([2, 23, 37, 1], Distribution::Uniform(0.0, 1.0), &dev);
+        let opts = Image::new(ImageLoss::Photometric).lambda(0.2);
+        let (ours, ours_g) = with_grad(&x, |x| {
+            image_loss(x, y.clone(), Some(m.clone()), &opts).unwrap()
+        });
+        let (theirs, theirs_g) = with_grad(&x, |x| {
+            let total = m.clone().sum() * 3.0;
+            let l1 = ((x.clone() - y.clone()).abs() * m.clone()).sum() / total.clone();
+            let ssim = (ssim_map(x, y.clone()).permute([0, 2, 3, 1]) * m.clone()).sum() / total;
+            l1 * 0.8 + (ssim.neg() + 1.0) * 0.2
+        });
+        close("photometric masked", &ours, &theirs, 1e-5, 0.0);
+        close("photometric masked grad", &ours_g, &theirs_g, 1e-4, 1e-8);
+        // [H, W, C] images, MSE summed.
+        let first = [0..1, 0..23, 0..37, 0..3];
+        let x3 = x.clone().slice(first.clone()).reshape([23, 37, 3]);
+        let y3 = y.clone().slice(first).reshape([23, 37, 3]);
+        let opts = Image::new(ImageLoss::Mse).reduction(Reduction::Sum);
+        let (ours, ours_g) = with_grad(&x3, |x| image_loss(x, y3.clone(), None, &opts).unwrap());
+        let (theirs, theirs_g) = with_grad(&x3, |x| (x - y3.clone()).powf_scalar(2.0).sum());
+        close("image mse sum", &ours, &theirs, 1e-5, 0.0);
+        close("image mse sum grad", &ours_g, &theirs_g, 1e-5, 1e-7);
     }
 }
