@@ -1,7 +1,7 @@
 //! Burn's own losses against wgpu-loss's inside a Burn autodiff graph, on one device: each
 //! case is the loss's forward and backward (the input a leaf that requires its gradient, the
 //! gradient read out of the graph), finished on the device, the median of several runs after
-//! a warm-up. For the fused linear + cross-entropy, also the most Burn's pools held.
+//! a warm-up. For the fused linear + cross-entropy, also what Burn's pools reserved (their peak).
 //!
 //! `cargo bench -p wgpu-loss-burn --bench versus_burn [-- --quick] [-- --json FILE]`
 //!
@@ -26,12 +26,13 @@ struct Row {
     shape: String,
     burn_ms: f64,
     ours_ms: f64,
-    /// The most Burn's pools held during a run (bytes in use), Burn's and ours.
+    /// Burn's pools' reservation after the runs (their peak), Burn's loss and ours.
     peak: Option<(u64, u64)>,
 }
 
 /// The median seconds of `reps` runs of `f` (each finished on the device), after one warm-up,
-/// and the most bytes Burn's pools held at the end of a run.
+/// and the bytes Burn's pools reserved by then: pools keep what they reserve until a cleanup, so
+/// after `Device::memory_cleanup` this is the case's peak (to the pools' page size).
 fn time(device: &Device, reps: usize, mut f: impl FnMut()) -> (f64, u64) {
     f();
     device.sync().expect("device");
@@ -43,7 +44,7 @@ fn time(device: &Device, reps: usize, mut f: impl FnMut()) -> (f64, u64) {
         f();
         device.sync().expect("device");
         seconds.push(start.elapsed().as_secs_f64());
-        peak = peak.max(device.memory_pool_usage().map_or(0, |u| u.bytes_in_use));
+        peak = peak.max(device.memory_pool_usage().map_or(0, |u| u.bytes_reserved));
     }
     seconds.sort_by(f64::total_cmp);
     (seconds[reps / 2], peak)
@@ -221,7 +222,7 @@ fn main() -> Result<(), wgpu_loss_burn::Error> {
         info.name, info.backend, info.driver_info
     );
     println!(
-        "\n| loss | shape | Burn (ms) | wgpu-loss (ms) | speedup | Burn's pools, Burn / ours (MiB) |"
+        "\n| loss | shape | Burn (ms) | wgpu-loss (ms) | speedup | Burn's pools reserved, Burn / ours (MiB) |"
     );
     println!("|---|---|---|---|---|---|");
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
