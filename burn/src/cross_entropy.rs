@@ -6,11 +6,11 @@
 use std::sync::Arc;
 
 use burn::backend::Dispatch;
-use burn::tensor::{DType, Int, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 use wgpu_loss::Reduction;
 
 use crate::backend::{CeOp, LossBackend, loss_dtype};
-use crate::device::shared_of;
+use crate::device::{shared_of, wgpu_device};
 use crate::{Error, Result};
 
 /// Cross-entropy's options: by default PyTorch's (mean over the rows that are not ignored,
@@ -83,10 +83,15 @@ impl CrossEntropy {
 
 /// The checks before anything is recorded: the device, the shapes, the dtypes and the plan
 /// (made and cached here, so that an option out of range is an error, not a panic later).
-fn check(logits: &Tensor<2>, targets: &Tensor<1, Int>, options: &CrossEntropy) -> Result<()> {
+/// `targets` checks the targets against `[rows, classes]` logits.
+fn check(
+    logits: &Tensor<2>,
+    targets_device: &Device,
+    targets: impl FnOnce(usize, usize) -> Result<()>,
+    op: &CeOp,
+) -> Result<()> {
     let shared = shared_of(&logits.device()).ok_or(Error::Device("logits"))?;
-    if crate::device::wgpu_device(&targets.device()) != crate::device::wgpu_device(&logits.device())
-    {
+    if wgpu_device(targets_device) != wgpu_device(&logits.device()) {
         return Err(Error::Device("targets (not on the logits' device)"));
     }
     let [rows, classes] = logits.dims();
@@ -96,33 +101,35 @@ fn check(logits: &Tensor<2>, targets: &Tensor<1, Int>, options: &CrossEntropy) -
             detail: format!("[{rows}, {classes}]: empty"),
         });
     }
+    targets(rows, classes)?;
+    let dtype = loss_dtype(logits.dtype()).ok_or(Error::DType {
+        what: "logits",
+        dtype: logits.dtype(),
+    })?;
+    if let Some(w) = op.weight.as_ref().filter(|w| w.len() != classes) {
+        return Err(Error::Shape {
+            what: "weight",
+            detail: format!("{} values for {classes} classes", w.len()),
+        });
+    }
+    shared.plan(&op.desc(rows, classes, dtype, logits.is_require_grad()))?;
+    Ok(())
+}
+
+/// The checks of class targets `[rows]` (i32).
+fn check_classes(targets: &Tensor<1, Int>, rows: usize) -> Result<()> {
     if targets.dims() != [rows] {
         return Err(Error::Shape {
             what: "targets",
             detail: format!("{:?}, the logits have {rows} rows", targets.dims()),
         });
     }
-    let dtype = loss_dtype(logits.dtype()).ok_or(Error::DType {
-        what: "logits",
-        dtype: logits.dtype(),
-    })?;
     if targets.dtype() != DType::I32 {
         return Err(Error::DType {
             what: "targets (i32 class indices)",
             dtype: targets.dtype(),
         });
     }
-    if let Some(w) = options.op.weight.as_ref().filter(|w| w.len() != classes) {
-        return Err(Error::Shape {
-            what: "weight",
-            detail: format!("{} values for {classes} classes", w.len()),
-        });
-    }
-    shared.plan(
-        &options
-            .op
-            .desc(rows, classes, dtype, logits.is_require_grad()),
-    )?;
     Ok(())
 }
 
@@ -154,7 +161,12 @@ pub fn cross_entropy_with_lse(
     targets: Tensor<1, Int>,
     options: &CrossEntropy,
 ) -> Result<(Tensor<1>, Tensor<1>)> {
-    check(&logits, &targets, options)?;
+    check(
+        &logits,
+        &targets.device(),
+        |rows, _| check_classes(&targets, rows),
+        &options.op,
+    )?;
     let (loss, lse) = <Dispatch as LossBackend>::wgpu_loss_cross_entropy(
         logits.into_dispatch(),
         targets.into_dispatch(),
@@ -176,38 +188,26 @@ pub fn cross_entropy_probs(
     probs: Tensor<2>,
     options: &CrossEntropy,
 ) -> Result<(Tensor<1>, Tensor<1>)> {
-    let shared = shared_of(&logits.device()).ok_or(Error::Device("logits"))?;
-    if crate::device::wgpu_device(&probs.device()) != crate::device::wgpu_device(&logits.device()) {
-        return Err(Error::Device("probs (not on the logits' device)"));
-    }
-    let [rows, classes] = logits.dims();
-    if rows == 0 || classes == 0 || probs.dims() != [rows, classes] {
-        return Err(Error::Shape {
-            what: "probs",
-            detail: format!("{:?} for logits [{rows}, {classes}]", probs.dims()),
-        });
-    }
-    let dtype = loss_dtype(logits.dtype()).ok_or(Error::DType {
-        what: "logits",
-        dtype: logits.dtype(),
-    })?;
-    if probs.dtype() != logits.dtype() {
-        return Err(Error::DType {
-            what: "probs (not the logits' dtype)",
-            dtype: probs.dtype(),
-        });
-    }
-    if let Some(w) = options.op.weight.as_ref().filter(|w| w.len() != classes) {
-        return Err(Error::Shape {
-            what: "weight",
-            detail: format!("{} values for {classes} classes", w.len()),
-        });
-    }
     let op = CeOp {
         soft: true,
         ..options.op.clone()
     };
-    shared.plan(&op.desc(rows, classes, dtype, logits.is_require_grad()))?;
+    let probs_fit = |rows, classes| {
+        if probs.dims() != [rows, classes] {
+            return Err(Error::Shape {
+                what: "probs",
+                detail: format!("{:?} for logits [{rows}, {classes}]", probs.dims()),
+            });
+        }
+        if probs.dtype() != logits.dtype() {
+            return Err(Error::DType {
+                what: "probs (not the logits' dtype)",
+                dtype: probs.dtype(),
+            });
+        }
+        Ok(())
+    };
+    check(&logits, &probs.device(), probs_fit, &op)?;
     let (loss, lse) = <Dispatch as LossBackend>::wgpu_loss_cross_entropy_soft(
         logits.into_dispatch(),
         probs.into_dispatch(),
