@@ -28,7 +28,7 @@ use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use wgpu::util::DeviceExt;
 use wgpu_loss::{
     CrossEntropyDesc, ImageDesc, LinearCrossEntropyDesc, Outputs, PointwiseDesc, Reduction,
-    cross_entropy::{CrossEntropyBuffers, Targets},
+    cross_entropy::{CrossEntropyBuffers, Shard, Targets},
     image::{ImageBuffers, ImageInput, ImageLoss, ImageMask, Padding},
     linear_cross_entropy::LinearCrossEntropyBuffers,
     pointwise::{Pointwise, PointwiseBuffers},
@@ -74,6 +74,47 @@ impl CeOp {
             desc = desc.softcap(cap);
         }
         if self.weight.is_some() {
+            desc = desc.weight(classes);
+        }
+        desc
+    }
+}
+
+/// One shard of a vocabulary split over devices, as its steps carry it: cross-entropy's options
+/// (the class weight the shard's slice of it) and the shard's first class and the vocabulary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShardOp {
+    pub(crate) ce: CeOp,
+    pub(crate) offset: usize,
+    pub(crate) vocab: usize,
+}
+
+impl ShardOp {
+    /// The description of the shard's logits `[rows, classes]` in `dtype`: its statistics step,
+    /// or its gradient step when `gradient`.
+    pub(crate) fn desc(
+        &self,
+        rows: usize,
+        classes: usize,
+        dtype: wgpu_loss::DType,
+        gradient: bool,
+    ) -> CrossEntropyDesc {
+        let ce = &self.ce;
+        let mut desc = CrossEntropyDesc::new(rows, classes)
+            .reduction(ce.reduction)
+            .ignore_index(ce.ignore_index)
+            .label_smoothing(ce.label_smoothing)
+            .z_loss(ce.z_loss)
+            .dtype(dtype)
+            .shard(if gradient {
+                Shard::gradient(self.offset, self.vocab)
+            } else {
+                Shard::statistics(self.offset, self.vocab)
+            });
+        if let Some(cap) = ce.softcap {
+            desc = desc.softcap(cap);
+        }
+        if ce.weight.is_some() {
             desc = desc.weight(classes);
         }
         desc
@@ -196,6 +237,29 @@ fn ce_grad_meta(
     (loss, lse, logits.clone())
 }
 
+fn shard_stats_meta(logits: &TensorSpec, _targets: &TensorSpec, _op: &ShardOp) -> TensorSpec {
+    TensorSpec::new(Shape::new([logits.shape[0], 8]), DType::F32)
+}
+
+fn shard_grad_meta(
+    logits: &TensorSpec,
+    _targets: &TensorSpec,
+    _scale: &TensorSpec,
+    _op: &ShardOp,
+) -> TensorSpec {
+    logits.clone()
+}
+
+fn shard_part_meta(
+    _logits: &TensorSpec,
+    _targets: &TensorSpec,
+    _scale: &TensorSpec,
+    value: &TensorSpec,
+    _op: &ShardOp,
+) -> TensorSpec {
+    value.clone()
+}
+
 fn pw_meta(pred: &TensorSpec, _target: &TensorSpec, op: &PwOp) -> TensorSpec {
     TensorSpec::new(loss_shape(op.reduction, pred.shape[0]), DType::F32)
 }
@@ -296,6 +360,39 @@ pub trait LossBackend: Backend {
         probs: FloatTensor<Self>,
         op: CeOp,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// A vocabulary shard's statistics step: each row's statistics over the shard's classes
+    /// (`[N, 8]`, f32), from its logits `[N, C_shard]` and class targets `[N]` (i32, indices
+    /// into the whole vocabulary).
+    #[fusion(meta = shard_stats_meta)]
+    fn wgpu_loss_shard_statistics(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        op: ShardOp,
+    ) -> FloatTensor<Self>;
+
+    /// A vocabulary shard's gradient step: the whole loss's gradient with respect to the
+    /// shard's logits (`[N, C_shard]`, in their dtype), from every shard's combined statistics
+    /// `scale` (`[N, 4]`, f32, `wgpu_loss::cross_entropy::combine_shards`).
+    #[fusion(meta = shard_grad_meta)]
+    fn wgpu_loss_shard_gradient(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        scale: FloatTensor<Self>,
+        op: ShardOp,
+    ) -> FloatTensor<Self>;
+
+    /// A shard's part of the loss: `value` (`[1]` or `[N]`, f32, computed on the host from
+    /// every shard's statistics), whose gradient with respect to the shard's logits is the
+    /// shard's gradient step (on an autodiff device). Without autodiff, `value` itself.
+    #[fusion(meta = shard_part_meta)]
+    fn wgpu_loss_shard_part(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        scale: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        op: ShardOp,
+    ) -> FloatTensor<Self>;
 
     /// A pointwise loss of predictions and targets `[n]`: `[1]` reduced, `[n]` unreduced, f32.
     #[fusion(meta = pw_meta)]
@@ -419,6 +516,20 @@ fn submit(
     drop(held);
 }
 
+/// The class weight's buffer, where the options have one.
+fn class_weight(shared: &Shared, op: &CeOp) -> Option<wgpu::Buffer> {
+    op.weight.as_ref().map(|w| {
+        shared
+            .ctx
+            .device()
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("wgpu-loss-burn class weight"),
+                contents: bytemuck::cast_slice(w.as_slice()),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+    })
+}
+
 /// Runs cross-entropy on wgpu tensors: `(loss, lse, grad)`, the gradient when asked for.
 fn cross_entropy(
     logits: CubeTensor,
@@ -438,16 +549,7 @@ fn cross_entropy(
     let loss = empty(&logits, loss_shape(op.reduction, rows), DType::F32);
     let lse = empty(&logits, Shape::new([rows]), DType::F32);
     let gradient = grad.then(|| empty(&logits, shape.clone(), logits.dtype));
-    let weight = op.weight.as_ref().map(|w| {
-        shared
-            .ctx
-            .device()
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("wgpu-loss-burn class weight"),
-                contents: bytemuck::cast_slice(w.as_slice()),
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-    });
+    let weight = class_weight(&shared, op);
     let mut tensors = vec![&logits, &targets, &loss, &lse];
     tensors.extend(gradient.as_ref());
     submit(&shared, &tensors, |r, encoder| {
@@ -464,6 +566,46 @@ fn cross_entropy(
         plan.record(encoder, &bindings)
     });
     (loss, lse, gradient)
+}
+
+/// Runs one step of a vocabulary shard on wgpu tensors: its statistics `[N, 8]`, or, given the
+/// combined statistics `scale`, its gradient.
+fn shard_step(
+    logits: CubeTensor,
+    targets: CubeTensor,
+    scale: Option<CubeTensor>,
+    op: &ShardOp,
+) -> CubeTensor {
+    let logits = into_contiguous(logits);
+    let targets = into_contiguous(targets);
+    let scale = scale.map(into_contiguous);
+    let shape = logits.shape();
+    let (rows, classes) = (shape[0], shape[1]);
+    let shared = shared_of(&logits);
+    let dtype = loss_dtype(logits.dtype).expect("wgpu-loss-burn: a checked dtype");
+    let plan = shared
+        .plan(&op.desc(rows, classes, dtype, scale.is_some()))
+        .expect("wgpu-loss-burn: a checked plan");
+    let out = match scale {
+        None => empty(&logits, Shape::new([rows, 8]), DType::F32),
+        Some(_) => empty(&logits, shape.clone(), logits.dtype),
+    };
+    let weight = class_weight(&shared, &op.ce);
+    let mut tensors = vec![&logits, &targets, &out];
+    tensors.extend(scale.as_ref());
+    submit(&shared, &tensors, |r, encoder| {
+        let mut buffers = CrossEntropyBuffers::new(range(r[0]), range(r[1]));
+        buffers = match r.get(3) {
+            None => buffers.shard_stats(range(r[2])),
+            Some(scale) => buffers.grad(range(r[2])).shard_scale(range(scale)),
+        };
+        if let Some(w) = &weight {
+            buffers = buffers.weight(w);
+        }
+        let bindings = plan.bind(&buffers)?;
+        plan.record(encoder, &bindings)
+    });
+    out
 }
 
 /// Runs a pointwise loss on flat wgpu tensors: `(loss, grad)`, the gradient when asked for.
@@ -620,6 +762,33 @@ impl LossBackend for CubeBackend {
         (loss, lse, grad.expect("asked for"))
     }
 
+    fn wgpu_loss_shard_statistics(
+        logits: CubeTensor,
+        targets: CubeTensor,
+        op: ShardOp,
+    ) -> CubeTensor {
+        shard_step(logits, targets, None, &op)
+    }
+
+    fn wgpu_loss_shard_gradient(
+        logits: CubeTensor,
+        targets: CubeTensor,
+        scale: CubeTensor,
+        op: ShardOp,
+    ) -> CubeTensor {
+        shard_step(logits, targets, Some(scale), &op)
+    }
+
+    fn wgpu_loss_shard_part(
+        _logits: CubeTensor,
+        _targets: CubeTensor,
+        _scale: CubeTensor,
+        value: CubeTensor,
+        _op: ShardOp,
+    ) -> CubeTensor {
+        value
+    }
+
     fn wgpu_loss_pointwise(pred: CubeTensor, target: CubeTensor, op: PwOp) -> CubeTensor {
         pointwise(pred, target, &op, false).0
     }
@@ -727,27 +896,46 @@ impl<B: Backend> Backward<B, 3> for ScaleStoredGrads3 {
     }
 }
 
+/// An autodiff operation of `x` whose forward pass computes its gradient: `run` is the
+/// operation on `x`'s inner tensor, asked for the gradient with respect to `x` (`true`) when
+/// the graph tracks `x`, and gives the output and that gradient; the backward pass scales the
+/// stored gradient by the upstream one.
+fn with_stored_grad<B: Backend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    run: impl FnOnce(FloatTensor<B>, bool) -> (FloatTensor<B>, Option<FloatTensor<B>>),
+) -> FloatTensor<Autodiff<B, C>> {
+    match ScaleStoredGrad
+        .prepare::<C>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (out, grad) = run(x.into_primitive(), true);
+            prep.finish(grad.expect("wgpu-loss-burn: a gradient asked for"), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(run(x.into_primitive(), false).0),
+    }
+}
+
 impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
     fn wgpu_loss_cross_entropy(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
         op: CeOp,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        match ScaleStoredGrad
-            .prepare::<C>([logits.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (loss, lse, grad) =
-                    B::wgpu_loss_cross_entropy_grad(logits.into_primitive(), targets, op);
-                (prep.finish(grad, loss), Self::from_inner(lse))
-            }
-            OpsKind::UnTracked(prep) => {
-                let (loss, lse) = B::wgpu_loss_cross_entropy(logits.into_primitive(), targets, op);
-                (prep.finish(loss), Self::from_inner(lse))
-            }
-        }
+        let mut lse = None;
+        let loss = with_stored_grad::<B, C>(logits, |x, grad| {
+            let (loss, l, g) = if grad {
+                let (loss, l, g) = B::wgpu_loss_cross_entropy_grad(x, targets, op);
+                (loss, l, Some(g))
+            } else {
+                let (loss, l) = B::wgpu_loss_cross_entropy(x, targets, op);
+                (loss, l, None)
+            };
+            lse = Some(l);
+            (loss, g)
+        });
+        (loss, Self::from_inner(lse.expect("computed")))
     }
 
     fn wgpu_loss_cross_entropy_grad(
@@ -771,22 +959,19 @@ impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         // The probabilities take no gradient (they are data, as targets are).
         let probs = probs.into_primitive();
-        match ScaleStoredGrad
-            .prepare::<C>([logits.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (loss, lse, grad) =
-                    B::wgpu_loss_cross_entropy_soft_grad(logits.into_primitive(), probs, op);
-                (prep.finish(grad, loss), Self::from_inner(lse))
-            }
-            OpsKind::UnTracked(prep) => {
-                let (loss, lse) =
-                    B::wgpu_loss_cross_entropy_soft(logits.into_primitive(), probs, op);
-                (prep.finish(loss), Self::from_inner(lse))
-            }
-        }
+        let mut lse = None;
+        let loss = with_stored_grad::<B, C>(logits, |x, grad| {
+            let (loss, l, g) = if grad {
+                let (loss, l, g) = B::wgpu_loss_cross_entropy_soft_grad(x, probs, op);
+                (loss, l, Some(g))
+            } else {
+                let (loss, l) = B::wgpu_loss_cross_entropy_soft(x, probs, op);
+                (loss, l, None)
+            };
+            lse = Some(l);
+            (loss, g)
+        });
+        (loss, Self::from_inner(lse.expect("computed")))
     }
 
     fn wgpu_loss_cross_entropy_soft_grad(
@@ -806,28 +991,62 @@ impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
         )
     }
 
+    fn wgpu_loss_shard_statistics(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        op: ShardOp,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::wgpu_loss_shard_statistics(
+            logits.into_primitive(),
+            targets,
+            op,
+        ))
+    }
+
+    fn wgpu_loss_shard_gradient(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        scale: FloatTensor<Self>,
+        op: ShardOp,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::wgpu_loss_shard_gradient(
+            logits.into_primitive(),
+            targets,
+            scale.into_primitive(),
+            op,
+        ))
+    }
+
+    fn wgpu_loss_shard_part(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        scale: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        op: ShardOp,
+    ) -> FloatTensor<Self> {
+        // The targets, the combined statistics and the value take no gradient.
+        let (scale, value) = (scale.into_primitive(), value.into_primitive());
+        with_stored_grad::<B, C>(logits, |x, grad| {
+            let g = grad.then(|| B::wgpu_loss_shard_gradient(x, targets, scale, op));
+            (value, g)
+        })
+    }
+
     fn wgpu_loss_pointwise(
         pred: FloatTensor<Self>,
         target: FloatTensor<Self>,
         op: PwOp,
     ) -> FloatTensor<Self> {
         // The target takes no gradient (as in PyTorch's losses with a target of data).
-        match ScaleStoredGrad
-            .prepare::<C>([pred.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (loss, grad) =
-                    B::wgpu_loss_pointwise_grad(pred.into_primitive(), target.into_primitive(), op);
-                prep.finish(grad, loss)
+        let target = target.into_primitive();
+        with_stored_grad::<B, C>(pred, |x, grad| {
+            if grad {
+                let (loss, g) = B::wgpu_loss_pointwise_grad(x, target, op);
+                (loss, Some(g))
+            } else {
+                (B::wgpu_loss_pointwise(x, target, op), None)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::wgpu_loss_pointwise(
-                pred.into_primitive(),
-                target.into_primitive(),
-                op,
-            )),
-        }
+        })
     }
 
     fn wgpu_loss_pointwise_grad(
@@ -912,19 +1131,14 @@ impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         // The target and the mask take no gradient (a renderer's ground truth and weights).
         let (target, mask) = (target.into_primitive(), mask.into_primitive());
-        match ScaleStoredGrad
-            .prepare::<C>([pred.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (loss, grad) = B::wgpu_loss_image_grad(pred.into_primitive(), target, mask, op);
-                prep.finish(grad, loss)
+        with_stored_grad::<B, C>(pred, |x, grad| {
+            if grad {
+                let (loss, g) = B::wgpu_loss_image_grad(x, target, mask, op);
+                (loss, Some(g))
+            } else {
+                (B::wgpu_loss_image(x, target, mask, op), None)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::wgpu_loss_image(pred.into_primitive(), target, mask, op))
-            }
-        }
+        })
     }
 
     fn wgpu_loss_image_grad(

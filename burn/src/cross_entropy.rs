@@ -79,6 +79,11 @@ impl CrossEntropy {
         self.op.weight = Some(Arc::new(weight));
         self
     }
+
+    /// The options as the operations carry them.
+    pub(crate) fn op(&self) -> &CeOp {
+        &self.op
+    }
 }
 
 /// The checks before anything is recorded: the device, the shapes, the dtypes and the plan
@@ -117,7 +122,7 @@ fn check(
 }
 
 /// The checks of class targets `[rows]` (i32).
-fn check_classes(targets: &Tensor<1, Int>, rows: usize) -> Result<()> {
+pub(crate) fn check_classes(targets: &Tensor<1, Int>, rows: usize) -> Result<()> {
     if targets.dims() != [rows] {
         return Err(Error::Shape {
             what: "targets",

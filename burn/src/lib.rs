@@ -35,6 +35,7 @@
 //! - [`linear_cross_entropy`](mod@linear_cross_entropy): fused linear + cross-entropy, without
 //!   the `[N, V]` logits.
 //! - [`pointwise`](mod@pointwise): MSE, L1, Huber, smooth L1, BCE, BCE with logits, KL divergence.
+//! - [`shards`]: cross-entropy over a vocabulary split by classes over several devices.
 //! - `backend` (crate-private): the backend extension and its autodiff rule.
 #![warn(missing_docs)]
 
@@ -45,6 +46,7 @@ mod error;
 pub mod image;
 pub mod linear_cross_entropy;
 pub mod pointwise;
+pub mod shards;
 
 pub use cross_entropy::{CrossEntropy, cross_entropy, cross_entropy_probs, cross_entropy_with_lse};
 pub use device::{adopt, context, init};
@@ -54,4 +56,5 @@ pub use linear_cross_entropy::{
     LinearCrossEntropy, linear_cross_entropy, linear_cross_entropy_with_lse,
 };
 pub use pointwise::{pointwise, pointwise_unreduced};
+pub use shards::cross_entropy_sharded;
 pub use wgpu_loss::Reduction;

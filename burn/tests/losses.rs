@@ -654,3 +654,134 @@ mod images {
         close("image mse sum grad", &ours_g, &theirs_g, 1e-5, 1e-7);
     }
 }
+
+/// A vocabulary split over two Burn devices, each adopted from a wgpu device of its own on one
+/// adapter, against the whole vocabulary on one device.
+mod shards {
+    use super::*;
+    use burn::backend::wgpu::WgpuSetup;
+    use wgpu_loss_burn::cross_entropy_sharded;
+
+    /// Two Burn devices of one adapter (the backend `WGPU_BACKEND` names), each made of a wgpu
+    /// device of the test's own: the adopting side of the device sharing.
+    fn two_devices() -> [Device; 2] {
+        static DEVICES: OnceLock<[Device; 2]> = OnceLock::new();
+        DEVICES
+            .get_or_init(|| {
+                let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+                let instance = wgpu::Instance::new(desc);
+                let adapter = pollster::block_on(instance.request_adapter(&Default::default()))
+                    .expect("a wgpu adapter");
+                let make = || {
+                    let desc = wgpu_loss_burn::device::device_descriptor(&adapter);
+                    let (device, queue) =
+                        pollster::block_on(adapter.request_device(&desc)).expect("a wgpu device");
+                    let setup = WgpuSetup {
+                        instance: instance.clone(),
+                        adapter: adapter.clone(),
+                        device,
+                        queue,
+                        backend: adapter.get_info().backend,
+                    };
+                    wgpu_loss_burn::adopt(setup)
+                        .expect("Burn adopts the device")
+                        .autodiff()
+                };
+                [make(), make()]
+            })
+            .clone()
+    }
+
+    /// The loss, log-sum-exp and gradients of `[n, v]` logits cut at `cuts` over the devices
+    /// `on` (a shard each), against the unsharded loss on the first device. A per-row loss is
+    /// weighted by a random upstream gradient.
+    fn check(what: &str, cuts: &[usize], on: &[&Device], options: &CrossEntropy) {
+        let (n, v) = (37, 1001);
+        let dev = on[0];
+        let x = Tensor::<2>::random([n, v], Distribution::Uniform(-8.0, 8.0), dev);
+        let (mut tv, _) = targets(n, v, 21, dev);
+        tv[5] = 3; // an ignored row where the options ignore class 3
+        tv[6] = 999; // a target in the last shard
+        let t = Tensor::<1, Int>::from_data(TensorData::new(tv, [n]), dev);
+        let up = Tensor::<1>::random([n], Distribution::Uniform(0.5, 1.5), dev);
+        let weigh = |loss: Tensor<1>| match loss.dims() {
+            [1] => loss,
+            _ => {
+                let up = up.clone().to_device(&loss.device());
+                (loss * up).sum()
+            }
+        };
+
+        let leaf = x.clone().detach().require_grad();
+        let (loss, lse) = cross_entropy_with_lse(leaf.clone(), t.clone(), options).unwrap();
+        let want = vec(loss.clone());
+        let want_g = vec(leaf.grad(&weigh(loss).backward()).unwrap());
+
+        let bounds: Vec<(usize, usize)> = std::iter::once(0)
+            .chain(cuts.iter().copied())
+            .zip(cuts.iter().copied().chain(std::iter::once(v)))
+            .collect();
+        let leaves: Vec<Tensor<2>> = bounds
+            .iter()
+            .zip(on.iter().cycle())
+            .map(|(&(a, b), d)| x.clone().slice([0..n, a..b]).to_device(d).require_grad())
+            .collect();
+        let (sloss, slse) = cross_entropy_sharded(leaves.clone(), t.clone(), options).unwrap();
+        close(
+            &format!("{what}: loss"),
+            &vec(sloss.clone()),
+            &want,
+            1e-5,
+            1e-6,
+        );
+        close(&format!("{what}: lse"), &vec(slse), &vec(lse), 1e-6, 1e-5);
+        let grads = weigh(sloss).backward();
+        let mut got_g = vec![0.0f32; n * v];
+        for (leaf, &(a, b)) in leaves.iter().zip(&bounds) {
+            let g = vec(leaf
+                .grad(&grads)
+                .expect("every shard takes part in the loss"));
+            for (row, part) in g.chunks(b - a).enumerate() {
+                got_g[row * v + a..row * v + b].copy_from_slice(part);
+            }
+        }
+        close(&format!("{what}: grad"), &got_g, &want_g, 0.0, 1e-6);
+    }
+
+    #[test]
+    fn a_vocabulary_over_two_devices_gives_one_devices_loss() {
+        let [a, b] = two_devices();
+        let mut rng = Rng(22);
+        let w: Vec<f32> = (0..1001)
+            .map(|_| 0.5 + rng.below(1000) as f32 / 1000.0)
+            .collect();
+        let every = CrossEntropy::new()
+            .weight(w)
+            .ignore_index(3)
+            .label_smoothing(0.1)
+            .z_loss(1e-3)
+            .softcap(20.0);
+        // The crate's own suite checks every option and reduction of the shards' kernels;
+        // here, what Burn adds: two devices, autodiff across them, views, per-row upstreams.
+        check("every option, 2 shards", &[420], &[&a, &b], &every);
+        let per_row = every.clone().reduction(Reduction::None);
+        check("per row, 3 uneven shards", &[1, 990], &[&b, &a], &per_row);
+    }
+
+    #[test]
+    fn bad_shards_are_typed_errors() {
+        let [a, b] = two_devices();
+        let (_, t) = targets(4, 10, 23, &a);
+        let e = cross_entropy_sharded(vec![], t.clone(), &CrossEntropy::new()).unwrap_err();
+        assert!(matches!(e, Error::Shape { what: "shards", .. }), "{e}");
+        let xa = Tensor::<2>::random([4, 6], Distribution::Default, &a);
+        let xb = Tensor::<2>::random([5, 4], Distribution::Default, &b);
+        let e = cross_entropy_sharded(vec![xa.clone(), xb], t.clone(), &CrossEntropy::new())
+            .unwrap_err();
+        assert!(matches!(e, Error::Shape { what: "shards", .. }), "{e}");
+        let xb = Tensor::<2>::random([4, 4], Distribution::Default, &b);
+        let opts = CrossEntropy::new().weight(vec![1.0; 6]);
+        let e = cross_entropy_sharded(vec![xa, xb], t, &opts).unwrap_err();
+        assert!(matches!(e, Error::Shape { what: "weight", .. }), "{e}");
+    }
+}
