@@ -3,7 +3,9 @@
 //! gradient read out of the graph), finished on the device, the median of several runs after
 //! a warm-up. For the fused linear + cross-entropy, also what Burn's pools reserved (their peak).
 //!
-//! `cargo bench -p wgpu-loss-burn --bench versus_burn [-- --quick] [-- --json FILE]`
+//! `cargo bench -p wgpu-loss-burn --bench versus_burn [-- --quick] [--reps N] [--json FILE]`
+//!
+//! Each case's progress goes to stderr as it finishes.
 //!
 //! Prints a Markdown table (with the adapter and the date) and writes the figures as JSON.
 
@@ -58,6 +60,16 @@ fn fwd_bwd<const D: usize>(x: &Tensor<D>, loss: impl Fn(Tensor<D>) -> Tensor<1>)
     drop(g);
 }
 
+/// The last case's figures, on stderr as it finishes.
+fn progress(rows: &[Row]) {
+    if let Some(r) = rows.last() {
+        eprintln!(
+            "{} {}: Burn {:.2} ms, wgpu-loss {:.2} ms",
+            r.case, r.shape, r.burn_ms, r.ours_ms
+        );
+    }
+}
+
 fn classes(n: usize, c: usize, device: &Device) -> Tensor<1, Int> {
     let t: Vec<i32> = (0..n).map(|i| ((i * 7919) % c) as i32).collect();
     Tensor::from_data(TensorData::new(t, [n]), device)
@@ -104,7 +116,13 @@ fn main() -> Result<(), wgpu_loss_burn::Error> {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "target/versus_burn.json".into());
-    let reps = if quick { 3 } else { 5 };
+    let reps = args
+        .iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|r| r.parse::<usize>().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(if quick { 3 } else { 5 });
     let device = wgpu_loss_burn::init()?.autodiff();
     let info = wgpu_loss_burn::context(&device)
         .expect("made by init")
@@ -135,6 +153,7 @@ fn main() -> Result<(), wgpu_loss_burn::Error> {
             ours_ms: o * 1e3,
             peak: None,
         });
+        progress(&rows);
     }
 
     let len = if quick { 1 << 20 } else { 1 << 24 };
@@ -157,6 +176,7 @@ fn main() -> Result<(), wgpu_loss_burn::Error> {
         ours_ms: o * 1e3,
         peak: None,
     });
+    progress(&rows);
 
     let (n, d, v) = if quick {
         (128, 128, 8000)
@@ -191,6 +211,7 @@ fn main() -> Result<(), wgpu_loss_burn::Error> {
         ours_ms: o * 1e3,
         peak: Some((bp, op)),
     });
+    progress(&rows);
 
     let (ih, iw) = if quick { (270, 480) } else { (1080, 1920) };
     let x = Tensor::<4>::random([1, ih, iw, 3], Distribution::Uniform(0.0, 1.0), &device);
@@ -211,7 +232,18 @@ fn main() -> Result<(), wgpu_loss_burn::Error> {
         ours_ms: o * 1e3,
         peak: None,
     });
+    progress(&rows);
 
+    // The command that gave these figures (cargo passes `--bench` to the binary).
+    let given: Vec<&str> = args[1..]
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--bench")
+        .collect();
+    let mut command = "cargo bench -p wgpu-loss-burn --bench versus_burn".to_string();
+    if !given.is_empty() {
+        command = format!("{command} -- {}", given.join(" "));
+    }
     let date = std::process::Command::new("date")
         .arg("+%Y-%m-%d")
         .output()
@@ -254,7 +286,7 @@ fn main() -> Result<(), wgpu_loss_burn::Error> {
         "driver": info.driver_info,
         "date": date,
         "reps": reps,
-        "command": "cargo bench -p wgpu-loss-burn --bench versus_burn",
+        "command": command,
         "rows": out,
     }))
     .expect("plain values");

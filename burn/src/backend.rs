@@ -149,15 +149,18 @@ pub struct LceOp {
 }
 
 impl LceOp {
-    /// The description of hidden states `[rows, dim]` and a layer `[vocab, dim]` with a bias.
+    /// The description of hidden states `[rows, dim]` and a layer `[vocab, dim]` in `dtype`,
+    /// with an f32 bias.
     pub(crate) fn desc(
         &self,
         rows: usize,
         dim: usize,
         vocab: usize,
+        dtype: wgpu_loss::DType,
         grad: bool,
     ) -> LinearCrossEntropyDesc {
         let mut desc = LinearCrossEntropyDesc::new(rows, dim, vocab)
+            .dtype(dtype)
             .bias(true)
             .reduction(self.reduction)
             .ignore_index(self.ignore_index)
@@ -411,8 +414,8 @@ pub trait LossBackend: Backend {
         op: PwOp,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
-    /// Fused linear + cross-entropy of hidden states `[N, D]`, a layer `[V, D]` with its bias
-    /// `[V]` (all f32) and class targets `[N]`: the loss (`[1]`) and the per-row log-sum-exp
+    /// Fused linear + cross-entropy of hidden states `[N, D]` and a layer `[V, D]` (one dtype:
+    /// f32, f16 or bf16) with its bias `[V]` (f32) and class targets `[N]`: the loss (`[1]`) and the per-row log-sum-exp
     /// `[N]`, without the `[N, V]` logits.
     #[fusion(meta = lce_meta)]
     fn wgpu_loss_linear_cross_entropy(
@@ -656,8 +659,9 @@ fn linear_cross_entropy(
     let (hs, ls) = (hidden.shape(), linear.shape());
     let (rows, dim, vocab) = (hs[0], hs[1], ls[0]);
     let shared = shared_of(&hidden);
+    let dtype = loss_dtype(hidden.dtype).expect("wgpu-loss-burn: a checked dtype");
     let plan = shared
-        .plan(&op.desc(rows, dim, vocab, grad))
+        .plan(&op.desc(rows, dim, vocab, dtype, grad))
         .expect("wgpu-loss-burn: a checked plan");
     let loss = empty(&hidden, loss_shape(op.reduction, rows), DType::F32);
     let lse = empty(&hidden, Shape::new([rows]), DType::F32);
@@ -878,20 +882,28 @@ impl<B: Backend> Backward<B, 1> for ScaleStoredGrad {
 }
 
 /// The backward pass of fused linear + cross-entropy (reduced): each stored gradient (hidden
-/// states, layer, bias) times the upstream scalar, in its parent's dtype.
+/// states, layer, bias; f32) times the upstream scalar, cast to its parent's dtype (the state's
+/// second half).
 #[derive(Debug)]
 struct ScaleStoredGrads3;
 
 impl<B: Backend> Backward<B, 3> for ScaleStoredGrads3 {
-    type State = [FloatTensor<B>; 3];
+    type State = ([FloatTensor<B>; 3], [DType; 3]);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let upstream = grads.consume::<B>(&ops.node);
-        for (parent, grad) in ops.parents.into_iter().zip(ops.state) {
+        let (stored, dtypes) = ops.state;
+        for ((parent, grad), dtype) in ops.parents.into_iter().zip(stored).zip(dtypes) {
             let Some(node) = parent else { continue };
             let dims = vec![1usize; grad.shape().num_dims()];
             let up = B::float_reshape(upstream.clone(), Shape::from(dims));
-            grads.register::<B>(node.id, B::float_mul(grad, up));
+            let grad = B::float_mul(grad, up);
+            let grad = if grad.dtype() != dtype {
+                B::float_cast(grad, FloatDType::from(dtype))
+            } else {
+                grad
+            };
+            grads.register::<B>(node.id, grad);
         }
     }
 }
@@ -1072,6 +1084,7 @@ impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
+                let dtypes = [hidden.dtype(), linear.dtype(), bias.dtype()];
                 let (loss, lse, gh, gw, gb) = B::wgpu_loss_linear_cross_entropy_grad(
                     hidden.into_primitive(),
                     linear.into_primitive(),
@@ -1079,7 +1092,7 @@ impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
                     targets,
                     op,
                 );
-                (prep.finish([gh, gw, gb], loss), Self::from_inner(lse))
+                (prep.finish(([gh, gw, gb], dtypes), loss), Self::from_inner(lse))
             }
             OpsKind::UnTracked(prep) => {
                 let (loss, lse) = B::wgpu_loss_linear_cross_entropy(

@@ -4,10 +4,10 @@
 //! each row's running log-sum-exp. Gradients for the hidden states, the weight and the bias.
 
 use burn::backend::Dispatch;
-use burn::tensor::{DType, Int, Tensor};
+use burn::tensor::{DType, FloatDType, Int, Tensor};
 use wgpu_loss::Reduction;
 
-use crate::backend::{LceOp, LossBackend};
+use crate::backend::{LceOp, LossBackend, loss_dtype};
 use crate::device::{shared_of, wgpu_device};
 use crate::{Error, Result};
 
@@ -122,13 +122,21 @@ fn check(
     {
         return Err(Error::Device("bias (not on the hidden states' device)"));
     }
-    for (what, dtype) in [("hidden", hidden.dtype()), ("weight", weight.dtype())]
-        .into_iter()
-        .chain(bias.as_ref().map(|b| ("bias", b.dtype())))
-    {
-        if dtype != DType::F32 {
-            return Err(Error::DType { what, dtype });
-        }
+    let dtype = loss_dtype(hidden.dtype()).ok_or(Error::DType {
+        what: "hidden",
+        dtype: hidden.dtype(),
+    })?;
+    if weight.dtype() != hidden.dtype() {
+        return Err(Error::DType {
+            what: "weight (not the hidden states' dtype)",
+            dtype: weight.dtype(),
+        });
+    }
+    if let Some(b) = bias.as_ref().filter(|b| loss_dtype(b.dtype()).is_none()) {
+        return Err(Error::DType {
+            what: "bias",
+            dtype: b.dtype(),
+        });
     }
     if targets.dtype() != DType::I32 {
         return Err(Error::DType {
@@ -143,20 +151,28 @@ fn check(
         )));
     }
     let grad = hidden.is_require_grad() || weight.is_require_grad();
-    shared.plan(&options.op.desc(rows, dim, vocab, grad))?;
-    Ok(bias.unwrap_or_else(|| Tensor::zeros([vocab], &device)))
+    shared.plan(&options.op.desc(rows, dim, vocab, dtype, grad))?;
+    // The kernels read the bias in f32: a 16-bit one is cast (a differentiable Burn operation
+    // on `[V]` values, its gradient cast back).
+    Ok(match bias {
+        Some(b) if b.dtype() != DType::F32 => b.cast(FloatDType::F32),
+        Some(b) => b,
+        None => Tensor::zeros([vocab], &device),
+    })
 }
 
 /// Cross-entropy of the logits `hidden @ weight^T + bias` and class `targets`, without the
 /// logits: `hidden` `[N, D]`, `weight` `[V, D]` (PyTorch's layout: a row a class), `bias`
-/// `[V]` or none, all f32; `targets` `[N]` (i32). The loss is `[1]`, f32. On an autodiff
-/// device, whichever of the hidden states, the weight and the bias require a gradient get it,
-/// computed in the forward pass (f32, the shapes of their tensors) and scaled by the upstream
-/// gradient in the backward pass.
+/// `[V]` or none; `targets` `[N]` (i32). The hidden states and the weight share one dtype,
+/// f32, f16 or bf16 (read as such: no f32 copy is made); the bias is any of the three. The
+/// loss is `[1]`, f32. On an autodiff device, whichever of the hidden states, the weight and
+/// the bias require a gradient get it, computed in the forward pass in f32 and, in the backward
+/// pass, scaled by the upstream gradient and cast to its tensor's dtype.
 ///
 /// # Errors
 /// Tensors not on one device of [`crate::init`] or [`crate::adopt`]; shapes that do not fit;
-/// a dtype other than f32 (i32 for the targets); [`Reduction::None`]; options wgpu-loss
+/// a dtype the kernels do not read, or a weight of another dtype than the hidden states (the
+/// targets i32); [`Reduction::None`]; options wgpu-loss
 /// refuses (a dimension `D` past its largest, smoothing outside [0, 1], a softcap <= 0).
 pub fn linear_cross_entropy(
     hidden: Tensor<2>,

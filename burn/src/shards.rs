@@ -11,7 +11,7 @@
 //!    computed in the forward pass and scaled by the upstream gradient in the backward pass).
 //!
 //! Step 2 reads the statistics back to the host, a wait between the two halves: Burn 0.22's
-//! collective operations (`burn-collective`) sum tensors across devices, and the merge needs a
+//! collective operations (`burn-collective`) sum or average tensors across devices, and the merge needs a
 //! maximum and a log-sum-exp as well, so the host combines. A trainer whose shards live on
 //! several machines all-gathers the `[N, 8]` statistics of each shard with its own collective
 //! library, combines them on every machine with `combine_shards`, and runs each shard's

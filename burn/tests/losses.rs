@@ -473,6 +473,54 @@ mod fused_linear {
         }
     }
 
+    /// 16-bit hidden states, weight and bias (f16 and bf16, where the device stores them): the
+    /// f32 loss of their values, read as they are (no f32 copy), and their gradients in their
+    /// dtype, within a rounding to it (2^-11 relative for f16, 2^-8 for bf16) of the f32 loss's
+    /// gradients of the same values.
+    #[test]
+    fn half_hidden_states_and_weight_give_the_f32_loss_of_their_values() {
+        use burn::tensor::{DType, FloatDType};
+        let dev = device();
+        for (dtype, fdtype, half) in [
+            (DType::F16, FloatDType::F16, 1.0 / 2048.0),
+            (DType::BF16, FloatDType::BF16, 1.0 / 256.0),
+        ] {
+            if !dev.supports_dtype(dtype) {
+                eprintln!("{dtype:?}: the device stores no such tensors; nothing to check");
+                continue;
+            }
+            let (n, d, v) = (45, 67, 1003);
+            let rounded = |t: Tensor<2>| t.cast(fdtype).cast(FloatDType::F32);
+            let h = rounded(Tensor::random([n, d], Distribution::Uniform(-1.0, 1.0), &dev));
+            let w = rounded(Tensor::random([v, d], Distribution::Uniform(-0.3, 0.3), &dev));
+            let b = rounded(Tensor::random([1, v], Distribution::Uniform(-0.5, 0.5), &dev))
+                .reshape([v]);
+            let (_, t) = targets(n, v, 12, &dev);
+            let opts = LinearCrossEntropy::new().label_smoothing(0.1).z_loss(1e-3);
+            let f = |h, w, b| linear_cross_entropy(h, w, Some(b), t.clone(), &opts).unwrap();
+            let want = three_grads(&h, &w, &b, f);
+            let (h16, w16, b16) = (
+                h.cast(fdtype).require_grad(),
+                w.cast(fdtype).require_grad(),
+                b.cast(fdtype).require_grad(),
+            );
+            let loss = f(h16.clone(), w16.clone(), b16.clone());
+            let grads = loss.backward();
+            let (gh, gw) = (h16.grad(&grads).unwrap(), w16.grad(&grads).unwrap());
+            let gb = b16.grad(&grads).unwrap();
+            assert_eq!(
+                [gh.dtype(), gw.dtype(), gb.dtype()],
+                [dtype; 3],
+                "the gradients in their tensors' dtype"
+            );
+            close(&format!("fused {dtype:?} loss"), &vec(loss), &want[0], 1e-5, 0.0);
+            for (what, got, want) in [("hidden", gh, &want[1]), ("weight", gw, &want[2])] {
+                close(&format!("fused {dtype:?} grad {what}"), &vec(got), want, half, 1e-6);
+            }
+            close(&format!("fused {dtype:?} grad bias"), &vec(gb), &want[3], half, 1e-6);
+        }
+    }
+
     /// The fused loss and its gradients allocate nothing of the logits' size: Burn's pools
     /// grow by less than half the `[N, V]` logits would take.
     #[test]
