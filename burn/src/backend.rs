@@ -1092,7 +1092,10 @@ impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
                     targets,
                     op,
                 );
-                (prep.finish(([gh, gw, gb], dtypes), loss), Self::from_inner(lse))
+                (
+                    prep.finish(([gh, gw, gb], dtypes), loss),
+                    Self::from_inner(lse),
+                )
             }
             OpsKind::UnTracked(prep) => {
                 let (loss, lse) = B::wgpu_loss_linear_cross_entropy(

@@ -491,10 +491,22 @@ mod fused_linear {
             }
             let (n, d, v) = (45, 67, 1003);
             let rounded = |t: Tensor<2>| t.cast(fdtype).cast(FloatDType::F32);
-            let h = rounded(Tensor::random([n, d], Distribution::Uniform(-1.0, 1.0), &dev));
-            let w = rounded(Tensor::random([v, d], Distribution::Uniform(-0.3, 0.3), &dev));
-            let b = rounded(Tensor::random([1, v], Distribution::Uniform(-0.5, 0.5), &dev))
-                .reshape([v]);
+            let h = rounded(Tensor::random(
+                [n, d],
+                Distribution::Uniform(-1.0, 1.0),
+                &dev,
+            ));
+            let w = rounded(Tensor::random(
+                [v, d],
+                Distribution::Uniform(-0.3, 0.3),
+                &dev,
+            ));
+            let b = rounded(Tensor::random(
+                [1, v],
+                Distribution::Uniform(-0.5, 0.5),
+                &dev,
+            ))
+            .reshape([v]);
             let (_, t) = targets(n, v, 12, &dev);
             let opts = LinearCrossEntropy::new().label_smoothing(0.1).z_loss(1e-3);
             let f = |h, w, b| linear_cross_entropy(h, w, Some(b), t.clone(), &opts).unwrap();
@@ -513,11 +525,29 @@ mod fused_linear {
                 [dtype; 3],
                 "the gradients in their tensors' dtype"
             );
-            close(&format!("fused {dtype:?} loss"), &vec(loss), &want[0], 1e-5, 0.0);
+            close(
+                &format!("fused {dtype:?} loss"),
+                &vec(loss),
+                &want[0],
+                1e-5,
+                0.0,
+            );
             for (what, got, want) in [("hidden", gh, &want[1]), ("weight", gw, &want[2])] {
-                close(&format!("fused {dtype:?} grad {what}"), &vec(got), want, half, 1e-6);
+                close(
+                    &format!("fused {dtype:?} grad {what}"),
+                    &vec(got),
+                    want,
+                    half,
+                    1e-6,
+                );
             }
-            close(&format!("fused {dtype:?} grad bias"), &vec(gb), &want[3], half, 1e-6);
+            close(
+                &format!("fused {dtype:?} grad bias"),
+                &vec(gb),
+                &want[3],
+                half,
+                1e-6,
+            );
         }
     }
 

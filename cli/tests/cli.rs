@@ -651,6 +651,38 @@ fn no_matching_adapter_is_an_error() {
     );
 }
 
+/// The command line opts in to `WGPU_LOSS_SHADER_DIR` (the library reads no environment): its
+/// kernels come from that directory, the repository's own `shaders/` giving the same loss and a
+/// directory without the kernel an error that names the file.
+#[test]
+fn the_shader_dir_variable_swaps_the_kernels() {
+    let d = dir("shader_dir");
+    let mut rng = Rng::new(3);
+    let (pred, target) = (rng.vec(21, -2.0, 2.0), rng.vec(21, -2.0, 2.0));
+    write(&d.join("p.npy"), &[21], &pred);
+    write(&d.join("t.npy"), &[21], &target);
+    let eval = |shaders: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_wgpu-loss"))
+            .args(["eval", "mse", "--pred", s(&d.join("p.npy"))])
+            .args(["--target", s(&d.join("t.npy"))])
+            .env("WGPU_LOSS_SHADER_DIR", shaders)
+            .output()
+            .unwrap()
+    };
+    let own = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shaders"));
+    let reference = cpu::pointwise::mse(&pred, &target, Reduction::Mean).unwrap();
+    let value = stdout_value(&eval(own)) as f32;
+    assert_scalar("mse, own shaders/", value, reference.value.unwrap(), TOL);
+    let empty = d.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = eval(&empty);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("empty") && err.contains(".wgsl"),
+        "{err}"
+    );
+}
+
 /// `bench --end-to-end` times the convenience call, its parts, `eval` (this binary, on .npy
 /// files of the case) and a memcpy, checks each case's loss against the reference, and writes
 /// its summary into the README block.

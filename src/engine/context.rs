@@ -224,6 +224,13 @@ pub struct ContextOptions {
     /// inputs do, or what WebGPU's default limit of 128 MiB would. Rounded down to a multiple
     /// of 256 bytes; at least 1 MiB.
     pub max_binding: Option<u64>,
+    /// Reads every kernel's WGSL from this directory (a checkout's `shaders/`, with its
+    /// `common/`) instead of the copy built into the library: for trying a change to a kernel
+    /// without rebuilding (`docs/experiments/`). Default none. The library reads no environment
+    /// variable for it; the command line sets it from `WGPU_LOSS_SHADER_DIR` (every command,
+    /// `bench` and `tune` included). A file missing from the directory is an error when a plan
+    /// first needs its kernel.
+    pub shader_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ContextOptions {
@@ -234,6 +241,7 @@ impl Default for ContextOptions {
             tuning: None,
             native_f16: None,
             max_binding: None,
+            shader_dir: None,
         }
     }
 }
@@ -260,6 +268,12 @@ impl ContextOptions {
     /// Binds at most `bytes` of a buffer at once (see [`ContextOptions::max_binding`]).
     pub fn max_binding(mut self, bytes: u64) -> Self {
         self.max_binding = Some(bytes);
+        self
+    }
+
+    /// Reads the kernels' WGSL from `dir` (see [`ContextOptions::shader_dir`]).
+    pub fn shader_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.shader_dir = Some(dir.into());
         self
     }
 }
@@ -328,6 +342,8 @@ struct Inner {
     device_lock: Option<DeviceLock>,
     /// Every storage binding is read-write ([`Context::from_pooled_device`]).
     pooled: bool,
+    /// Where the kernels' WGSL is read from, if not built in ([`ContextOptions::shader_dir`]).
+    shader_dir: Option<std::path::PathBuf>,
 }
 
 impl Drop for Inner {
@@ -465,6 +481,7 @@ impl Context {
             options.tuning,
             options.native_f16,
             false,
+            options.shader_dir,
         )
     }
 
@@ -503,7 +520,7 @@ impl Context {
     /// buffers can then be given to the recording API directly. Subgroup operations are used
     /// when the device was created with `SUBGROUP`. WebGPU's default limits are enough.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
-        Self::build(device, queue, true, None, None, false)
+        Self::build(device, queue, true, None, None, false, None)
     }
 
     /// [`Context::from_device`] for a device whose tensors share buffers: a framework's memory
@@ -515,7 +532,7 @@ impl Context {
     /// do not overlap. The same results; kernels may read inputs a little slower on GPUs that
     /// cache read-only storage.
     pub fn from_pooled_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
-        Self::build(device, queue, true, None, None, true)
+        Self::build(device, queue, true, None, None, true, None)
     }
 
     /// [`Context::from_device`] with a tuning of the caller's.
@@ -524,7 +541,7 @@ impl Context {
         queue: wgpu::Queue,
         tuning: Tuning,
     ) -> Result<Self> {
-        Self::build(device, queue, true, Some(tuning), None, false)
+        Self::build(device, queue, true, Some(tuning), None, false, None)
     }
 
     fn build(
@@ -534,6 +551,7 @@ impl Context {
         tuning: Option<Tuning>,
         native_f16: Option<bool>,
         pooled: bool,
+        shader_dir: Option<std::path::PathBuf>,
     ) -> Result<Self> {
         let limits = device.limits();
         for (limit, get, least) in NEEDED_LIMITS {
@@ -584,6 +602,7 @@ impl Context {
                 dummy_write,
                 device_lock,
                 pooled,
+                shader_dir,
             }),
         })
     }
@@ -709,7 +728,8 @@ impl Context {
                     Some(m) => m.clone(),
                     None => {
                         let names: Vec<&str> = defines.iter().map(String::as_str).collect();
-                        let mut source = wgsl::preprocess(key.kernel, &names)?;
+                        let dir = self.inner.shader_dir.as_deref();
+                        let mut source = wgsl::preprocess(key.kernel, &names, dir)?;
                         if self.inner.pooled {
                             source =
                                 source.replace("var<storage, read>", "var<storage, read_write>");

@@ -105,7 +105,7 @@ pub fn check(kernel: &Kernel) -> Result<usize, String> {
             names.extend(dtypes);
             names.extend(values.iter().map(String::as_str));
             let what = format!("shaders/{} {names:?}", kernel.file);
-            let source = preprocess(kernel, &names).map_err(|e| format!("{what}: {e}"))?;
+            let source = preprocess(kernel, &names, None).map_err(|e| format!("{what}: {e}"))?;
             let module = naga::front::wgsl::parse_str(&source)
                 .map_err(|e| format!("{what} does not parse:\n{}", e.emit_to_string(&source)))?;
             // Without SUBGROUPS (NATIVE_F16) a variant must validate on a device without

@@ -26,17 +26,17 @@ fn common(name: &str) -> Option<&'static str> {
     }
 }
 
-/// Kernel developers can point this variable at a checkout's `shaders/` directory to load the
-/// WGSL from there at run time instead of the copy built into the binary (to try a change to a
-/// kernel without rebuilding).
-pub const SHADER_DIR_VAR: &str = "WGPU_LOSS_SHADER_DIR";
-
-/// The text of `file` (relative to `shaders/`): from [`SHADER_DIR_VAR`]'s directory when it is
-/// set, else `built_in`.
-fn text(file: &str, built_in: &'static str) -> Result<std::borrow::Cow<'static, str>> {
-    match std::env::var_os(SHADER_DIR_VAR) {
+/// The text of `file` (relative to `shaders/`): from `dir` when the context was given one
+/// (`ContextOptions::shader_dir`, for experiments with kernels), else `built_in`. The library
+/// reads no environment variable for it.
+fn text(
+    file: &str,
+    built_in: &'static str,
+    dir: Option<&std::path::Path>,
+) -> Result<std::borrow::Cow<'static, str>> {
+    match dir {
         Some(dir) => {
-            let path = std::path::Path::new(&dir).join(file);
+            let path = dir.join(file);
             std::fs::read_to_string(&path)
                 .map(Into::into)
                 .map_err(|e| Error::Wgpu(format!("{}: {e}", path.display())))
@@ -57,16 +57,24 @@ fn text(file: &str, built_in: &'static str) -> Result<std::borrow::Cow<'static, 
 /// own); `#unroll var NAME` ... `#endunroll` (the body `value` times, each
 /// copy in its own block with `const var: u32 = i;`: drivers keep arrays indexed by `var` in
 /// registers, which a loop would leave in memory on some, lavapipe among them).
-pub fn preprocess(kernel: &Kernel, defines: &[&str]) -> Result<String> {
+///
+/// `dir`: a directory (a checkout's `shaders/`) to read the kernel's file and its `common/`
+/// imports from instead of the built-in copies.
+pub fn preprocess(
+    kernel: &Kernel,
+    defines: &[&str],
+    dir: Option<&std::path::Path>,
+) -> Result<String> {
     let mut out = String::new();
     let mut imported = Vec::new();
-    let source = text(kernel.file, kernel.source)?;
+    let source = text(kernel.file, kernel.source, dir)?;
     let params: String = std::iter::once(kernel.params.wgsl)
         .chain(kernel.consts.iter().copied())
         .collect();
     let file = Source {
         name: kernel.file,
         params: &params,
+        dir,
     };
     expand(&file, &source, defines, &mut imported, &mut out)?;
     // `#enable`s go first, as WGSL wants its enable directives.
@@ -111,6 +119,8 @@ fn value(defines: &[&str], name: &str) -> Option<u32> {
 struct Source<'a> {
     name: &'a str,
     params: &'a str,
+    /// Where the WGSL is read from instead of the built-in copies (see [`preprocess`]).
+    dir: Option<&'a std::path::Path>,
 }
 
 fn expand(
@@ -152,10 +162,11 @@ fn expand(
                     out.push_str(FinalMode::WGSL);
                 }
                 let name = format!("common/{name}.wgsl");
-                let source = text(&name, built_in)?;
+                let source = text(&name, built_in, src.dir)?;
                 let file = Source {
                     name: &name,
                     params: src.params,
+                    dir: src.dir,
                 };
                 expand(&file, &source, defines, imported, out)?;
             }
@@ -182,10 +193,12 @@ fn expand(
                     vector,
                     access == "read_write",
                 ));
-                let template = text("common/tensor.wgsl", common("tensor").expect("built in"))?;
+                let built_in = common("tensor").expect("built in");
+                let template = text("common/tensor.wgsl", built_in, src.dir)?;
                 let file = Source {
                     name: "common/tensor.wgsl",
                     params: src.params,
+                    dir: src.dir,
                 };
                 let mut body = String::new();
                 expand(&file, &template, &names, imported, &mut body)?;
@@ -272,6 +285,7 @@ mod tests {
     const T: Source<'static> = Source {
         name: "t.wgsl",
         params: "struct Params {}\n",
+        dir: None,
     };
 
     #[test]

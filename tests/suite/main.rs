@@ -26,6 +26,7 @@ mod optim;
 mod pointwise;
 mod properties;
 mod pytorch;
+mod shader_dir;
 mod shards;
 mod side_outputs;
 mod subnormals;

@@ -208,7 +208,7 @@ pub fn run(a: &BenchArgs) -> Result<(), String> {
         options = options.native_f16(on);
     }
     options = super::with_tuning(options, &a.tuning)?;
-    let ctx = wgpu_loss::Context::with_options(options).map_err(|e| e.to_string())?;
+    let ctx = super::context_with(options)?;
     if a.loss.iter().any(|l| l == "linear-cross-entropy") {
         linear::run(&ctx, a)?;
     }

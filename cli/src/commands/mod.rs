@@ -195,10 +195,18 @@ pub fn context() -> Result<wgpu_loss::Context, String> {
     context_with(wgpu_loss::context::ContextOptions::default())
 }
 
-/// [`context`] with options.
+/// The variable that points the command line at a directory of WGSL (a checkout's `shaders/`)
+/// to run instead of the kernels built in, for experiments (`docs/experiments/`): the command
+/// line opts in to it through `ContextOptions::shader_dir`; the library reads no environment.
+pub const SHADER_DIR_VAR: &str = "WGPU_LOSS_SHADER_DIR";
+
+/// [`context`] with options, and the kernels of [`SHADER_DIR_VAR`]'s directory where it is set.
 pub fn context_with(
-    options: wgpu_loss::context::ContextOptions,
+    mut options: wgpu_loss::context::ContextOptions,
 ) -> Result<wgpu_loss::Context, String> {
+    if let Some(dir) = std::env::var_os(SHADER_DIR_VAR) {
+        options = options.shader_dir(dir);
+    }
     wgpu_loss::Context::with_options(options).map_err(|e| e.to_string())
 }
 
