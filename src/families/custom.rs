@@ -135,9 +135,19 @@ impl CustomLossDesc {
         }
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks the two expressions as a plan does before anything else, with no device: their
+    /// characters, their identifiers (`x`, `y` and WGSL's built-in functions) and their
+    /// parentheses. A plan then compiles each alone on its device, which this does not.
+    ///
+    /// # Errors
+    /// [`Error::CustomLoss`] naming the expression and what is wrong with it.
+    pub fn check_expressions(&self) -> Result<()> {
         check_expression("loss", &self.loss)?;
-        check_expression("grad", &self.grad)?;
+        check_expression("grad", &self.grad)
+    }
+
+    fn check(&self) -> Result<()> {
+        self.check_expressions()?;
         self.outputs.check()?;
         if self.len == 0 {
             return Err(Error::Empty("pred"));

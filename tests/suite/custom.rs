@@ -147,7 +147,19 @@ fn expressions_that_must_be_refused() {
             other => panic!("{loss:?}: {other}"),
         }
         assert!(err.to_string().contains(why), "{loss:?}: {err}");
+        // What the checker refuses without a device (all but the compiler's own messages).
+        let checked = desc.check_expressions();
+        assert_eq!(
+            checked.is_err(),
+            !why.starts_with("expected") && !why.starts_with("wrong"),
+            "{loss:?}: {checked:?}"
+        );
     }
+    assert!(
+        CustomLossDesc::new("x * log(y + 1.0)", "2.0 * x", 2)
+            .check_expressions()
+            .is_ok()
+    );
     // The gradient's expression is checked too, and named.
     let desc = CustomLossDesc::new("x * x", "2.0 * z", 2);
     let err = ctx.loss(&desc, &Inputs::new(&pred, &target)).unwrap_err();
