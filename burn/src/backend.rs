@@ -929,25 +929,41 @@ fn with_stored_grad<B: Backend, C: CheckpointStrategy>(
     }
 }
 
+/// [`with_stored_grad`] for an operation with a second output that takes no gradient (the
+/// per-row log-sum-exp): `run` gives the output, that second output and the gradient.
+#[allow(clippy::type_complexity)]
+fn with_stored_grad_and_lse<B: Backend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    run: impl FnOnce(FloatTensor<B>, bool) -> (FloatTensor<B>, FloatTensor<B>, Option<FloatTensor<B>>),
+) -> (FloatTensor<Autodiff<B, C>>, FloatTensor<Autodiff<B, C>>) {
+    let mut lse = None;
+    let loss = with_stored_grad::<B, C>(x, |x, grad| {
+        let (loss, l, g) = run(x, grad);
+        lse = Some(l);
+        (loss, g)
+    });
+    (
+        loss,
+        Autodiff::<B, C>::from_inner(lse.expect("run gives it")),
+    )
+}
+
 impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
     fn wgpu_loss_cross_entropy(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
         op: CeOp,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let mut lse = None;
-        let loss = with_stored_grad::<B, C>(logits, |x, grad| {
-            let (loss, l, g) = if grad {
-                let (loss, l, g) = B::wgpu_loss_cross_entropy_grad(x, targets, op);
-                (loss, l, Some(g))
-            } else {
-                let (loss, l) = B::wgpu_loss_cross_entropy(x, targets, op);
-                (loss, l, None)
-            };
-            lse = Some(l);
-            (loss, g)
-        });
-        (loss, Self::from_inner(lse.expect("computed")))
+        with_stored_grad_and_lse::<B, C>(logits, |x, grad| match grad {
+            true => {
+                let (loss, lse, g) = B::wgpu_loss_cross_entropy_grad(x, targets, op);
+                (loss, lse, Some(g))
+            }
+            false => {
+                let (loss, lse) = B::wgpu_loss_cross_entropy(x, targets, op);
+                (loss, lse, None)
+            }
+        })
     }
 
     fn wgpu_loss_cross_entropy_grad(
@@ -971,19 +987,16 @@ impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         // The probabilities take no gradient (they are data, as targets are).
         let probs = probs.into_primitive();
-        let mut lse = None;
-        let loss = with_stored_grad::<B, C>(logits, |x, grad| {
-            let (loss, l, g) = if grad {
-                let (loss, l, g) = B::wgpu_loss_cross_entropy_soft_grad(x, probs, op);
-                (loss, l, Some(g))
-            } else {
-                let (loss, l) = B::wgpu_loss_cross_entropy_soft(x, probs, op);
-                (loss, l, None)
-            };
-            lse = Some(l);
-            (loss, g)
-        });
-        (loss, Self::from_inner(lse.expect("computed")))
+        with_stored_grad_and_lse::<B, C>(logits, |x, grad| match grad {
+            true => {
+                let (loss, lse, g) = B::wgpu_loss_cross_entropy_soft_grad(x, probs, op);
+                (loss, lse, Some(g))
+            }
+            false => {
+                let (loss, lse) = B::wgpu_loss_cross_entropy_soft(x, probs, op);
+                (loss, lse, None)
+            }
+        })
     }
 
     fn wgpu_loss_cross_entropy_soft_grad(
