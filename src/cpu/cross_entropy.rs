@@ -213,10 +213,16 @@ pub fn cross_entropy_soft(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<R
     Ok(reduce(o.reduction, losses, grad, rows as f64))
 }
 
-/// Each row's log-sum-exp of the (softcapped) logits, in f64.
-pub fn row_lse(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Vec<f64> {
-    let logits: Vec<f64> = inputs.input.to_f32().iter().map(|&x| x as f64).collect();
-    lse_of(o, &logits)
+/// Each row's log-sum-exp of the (softcapped) logits `[N, C]`, in f64.
+///
+/// # Errors
+/// [`Error::Empty`] when `o.classes` is 0; [`Error::LengthMismatch`] when the logits are not
+/// whole rows of `o.classes`.
+pub fn row_lse(o: &CrossEntropyDesc, inputs: &Inputs<'_>) -> Result<Vec<f64>> {
+    let logits = inputs.input.to_f32();
+    check_rows("logits (N * C)", logits.len(), None, o.classes, None)?;
+    let logits: Vec<f64> = logits.iter().map(|&x| x as f64).collect();
+    Ok(lse_of(o, &logits))
 }
 
 /// [`row_lse`] of logits given in f64.
@@ -236,15 +242,24 @@ pub(crate) fn lse_of(o: &CrossEntropyDesc, logits: &[f64]) -> Vec<f64> {
 
 /// Scales a reference's gradient by an upstream gradient: one value for every row, or one a
 /// row (`classes` elements each).
-pub fn scale_by_upstream(r: &mut Reference, grad_output: &[f32], classes: usize) {
-    for (n, row) in r.grad.chunks_mut(classes.max(1)).enumerate() {
-        let g = if grad_output.len() == 1 {
-            grad_output[0]
-        } else {
-            grad_output[n]
-        } as f64;
+///
+/// # Errors
+/// [`Error::Empty`] when `classes` is 0; [`Error::LengthMismatch`] when the gradient is not
+/// whole rows, or `grad_output` has neither 1 value nor one a row. `r` is unchanged on error.
+pub fn scale_by_upstream(r: &mut Reference, grad_output: &[f32], classes: usize) -> Result<()> {
+    let rows = check_rows("gradient (N * C)", r.grad.len(), None, classes, None)?;
+    if grad_output.len() != 1 && grad_output.len() != rows {
+        return Err(Error::LengthMismatch {
+            what: "grad_output (1 or N)",
+            expected: rows,
+            actual: grad_output.len(),
+        });
+    }
+    for (n, row) in r.grad.chunks_mut(classes).enumerate() {
+        let g = grad_output[if grad_output.len() == 1 { 0 } else { n }] as f64;
         row.iter_mut().for_each(|x| *x *= g);
     }
+    Ok(())
 }
 
 /// A shard's logits (as f32), class targets, and first class.
@@ -374,7 +389,7 @@ impl Twin for CrossEntropyDesc {
                 0
             };
             check_count("grad_output", len as u64, go.len())?;
-            scale_by_upstream(&mut r, go, self.classes);
+            scale_by_upstream(&mut r, go, self.classes)?;
         }
         Ok(r)
     }

@@ -1,5 +1,6 @@
 //! CPU twin of `shaders/optim.wgsl`: the same update in f64, state kept by the caller.
 
+use crate::error::{Error, Result};
 use crate::families::optim::Optimizer;
 
 /// An optimizer's state on the host: momentum or first moment, second moment, steps taken.
@@ -15,12 +16,37 @@ pub struct State {
 
 /// One step of `optimizer` on `params` from `grad`, in f64 (PyTorch's formulas; `state` empty
 /// before the first step).
-pub fn step(optimizer: Optimizer, params: &mut [f64], grad: &[f64], state: &mut State) {
+///
+/// # Errors
+/// [`Error::InvalidOption`] for an optimizer [`crate::Optim::new`] refuses;
+/// [`Error::LengthMismatch`] when `grad` or a non-empty `state` does not have one entry per
+/// parameter. Nothing is changed on error.
+pub fn step(
+    optimizer: Optimizer,
+    params: &mut [f64],
+    grad: &[f64],
+    state: &mut State,
+) -> Result<()> {
+    optimizer.check()?;
     let n = params.len();
-    if state.m.len() != n {
+    let check = |what, len: usize| {
+        if len == n {
+            Ok(())
+        } else {
+            Err(Error::LengthMismatch {
+                what,
+                expected: n,
+                actual: len,
+            })
+        }
+    };
+    check("grad (one per parameter)", grad.len())?;
+    if state.steps == 0 && state.m.is_empty() && state.v.is_empty() {
         state.m = vec![0.0; n];
         state.v = vec![0.0; n];
     }
+    check("state.m (one per parameter)", state.m.len())?;
+    check("state.v (one per parameter)", state.v.len())?;
     state.steps += 1;
     let t = state.steps;
     match optimizer {
@@ -82,4 +108,5 @@ pub fn step(optimizer: Optimizer, params: &mut [f64], grad: &[f64], state: &mut 
             }
         }
     }
+    Ok(())
 }

@@ -62,8 +62,8 @@ pub fn softmax_regression(
             if k == 0 {
                 figures.push((loss / rows as f64, correct as f64 / rows as f64));
             }
-            crate::cpu::optim::step(desc.optimizer, &mut weight, &grad_w, &mut state_w);
-            crate::cpu::optim::step(desc.optimizer, &mut bias, &grad_b, &mut state_b);
+            crate::cpu::optim::step(desc.optimizer, &mut weight, &grad_w, &mut state_w)?;
+            crate::cpu::optim::step(desc.optimizer, &mut bias, &grad_b, &mut state_b)?;
         }
     }
     Ok(Trained {

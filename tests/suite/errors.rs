@@ -648,6 +648,78 @@ fn cpu_references_validate() {
     ));
 }
 
+/// The twins that take loose slices (an optimizer's step, the upstream gradient's scaling, the
+/// rows' log-sum-exp) refuse what does not fit, and change nothing when they do.
+#[test]
+fn cpu_twins_refuse_short_slices() {
+    use wgpu_loss::cpu::{Reference, cross_entropy, optim};
+    use wgpu_loss::optim::Optimizer;
+    let mut params = vec![0.5f64; 4];
+    let mut state = optim::State::default();
+    let sgd = Optimizer::sgd(0.1);
+    assert!(matches!(
+        optim::step(sgd, &mut params, &[1.0; 3], &mut state),
+        Err(Error::LengthMismatch {
+            expected: 4,
+            actual: 3,
+            ..
+        })
+    ));
+    assert_eq!((params.as_slice(), state.steps), (&[0.5; 4][..], 0));
+    optim::step(Optimizer::adam(0.1), &mut params, &[1.0; 4], &mut state).unwrap();
+    let after_one = (params.clone(), state.clone());
+    // A state of other parameters.
+    assert!(matches!(
+        optim::step(
+            Optimizer::adam(0.1),
+            &mut params[..2],
+            &[1.0; 2],
+            &mut state
+        ),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        optim::step(
+            Optimizer::adam(f32::NAN),
+            &mut params,
+            &[1.0; 4],
+            &mut state
+        ),
+        Err(Error::InvalidOption { .. })
+    ));
+    assert_eq!((params, state), after_one);
+
+    let mut r = Reference {
+        grad: vec![1.0; 6],
+        ..Reference::default()
+    };
+    for (go, classes) in [
+        (&[][..], 3),
+        (&[1.0; 3][..], 3),
+        (&[1.0; 2][..], 4),
+        (&[1.0][..], 0),
+    ] {
+        assert!(
+            cross_entropy::scale_by_upstream(&mut r, go, classes).is_err(),
+            "{go:?} {classes}"
+        );
+    }
+    assert_eq!(r.grad, vec![1.0; 6]);
+    cross_entropy::scale_by_upstream(&mut r, &[2.0, 3.0], 3).unwrap();
+    assert_eq!(r.grad, vec![2.0, 2.0, 2.0, 3.0, 3.0, 3.0]);
+
+    let x = [0.0f32; 5];
+    let inputs = wgpu_loss::Inputs::classes(&x[..], &[]);
+    assert!(matches!(
+        cross_entropy::row_lse(&CrossEntropyDesc::new(1, 3), &inputs),
+        Err(Error::LengthMismatch { .. })
+    ));
+    assert!(matches!(
+        cross_entropy::row_lse(&CrossEntropyDesc::new(1, 0), &inputs),
+        Err(Error::Empty(_))
+    ));
+}
+
 /// Probabilities outside [0, 1] for the classic cross-entropy: refused on the host, counted on
 /// the GPU (they used to give NaN silently).
 #[test]

@@ -55,7 +55,7 @@ fn against_the_twin_over_several_steps() {
             let grad = rng.vec(n, -1.0, 1.0);
             optim.step(&mut params, &grad).unwrap();
             let grad64: Vec<f64> = grad.iter().map(|&g| g as f64).collect();
-            cpu::optim::step(optimizer, &mut twin, &grad64, &mut state);
+            cpu::optim::step(optimizer, &mut twin, &grad64, &mut state).unwrap();
             assert_close(
                 &format!("{name} step {step}"),
                 &params,
