@@ -886,6 +886,12 @@ impl<T> Locked<T> {
     }
 }
 
+impl<T: std::fmt::Debug> std::fmt::Debug for Locked<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (*self.value).fmt(f)
+    }
+}
+
 impl<T> std::ops::Deref for Locked<T> {
     type Target = T;
 

@@ -748,8 +748,8 @@ struct SideCopy {
 /// copies.
 #[derive(Debug)]
 pub struct Bound {
-    groups: Vec<wgpu::BindGroup>,
-    copies: Vec<SideCopy>,
+    groups: Locked<Vec<wgpu::BindGroup>>,
+    copies: Locked<Vec<SideCopy>>,
 }
 
 /// A planned loss, ready to bind and record.
@@ -998,7 +998,10 @@ impl Program {
                 })
             })
             .collect();
-        Ok(Bound { groups, copies })
+        Ok(Bound {
+            groups: Locked::new(&self.ctx, groups),
+            copies: Locked::new(&self.ctx, copies),
+        })
     }
 
     /// Records the program into `encoder` with the bind groups of [`Program::bind`]: one clear
@@ -1019,7 +1022,7 @@ impl Program {
             label: Some("wgpu-loss"),
             timestamp_writes: timestamps,
         });
-        for (d, g) in self.dispatches.iter().zip(&bound.groups) {
+        for (d, g) in self.dispatches.iter().zip(bound.groups.iter()) {
             pass.set_pipeline(&d.pipeline.pipeline);
             pass.set_bind_group(0, g, &[]);
             pass.dispatch_workgroups(d.workgroups.0, d.workgroups.1, 1);

@@ -336,7 +336,7 @@ impl<'a, B: Slotted<'a>> From<B> for TermBuffers<'a> {
 pub struct MixBound {
     terms: Vec<Bound>,
     /// The bind group of each term's steps.
-    steps: Vec<Vec<wgpu::BindGroup>>,
+    steps: Locked<Vec<Vec<wgpu::BindGroup>>>,
 }
 
 /// What [`Context::loss`] on a [`MixDesc`] returns: the weighted sum of the losses (reduced, or per element) and
@@ -705,7 +705,7 @@ impl MixPasses {
             .collect();
         Ok(MixBound {
             terms: bound,
-            steps,
+            steps: Locked::new(&self.ctx, steps),
         })
     }
 
@@ -723,7 +723,7 @@ impl MixPasses {
             .terms
             .iter()
             .zip(&bindings.terms)
-            .zip(&bindings.steps)
+            .zip(bindings.steps.iter())
             .enumerate()
         {
             let start =

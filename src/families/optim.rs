@@ -198,9 +198,9 @@ pub struct Optim {
 #[derive(Debug)]
 pub struct OptimBindings {
     optim: u64,
-    params: wgpu::Buffer,
+    params: Locked<wgpu::Buffer>,
     params_at: u64,
-    grad: wgpu::Buffer,
+    grad: Locked<wgpu::Buffer>,
     grad_at: u64,
 }
 
@@ -370,9 +370,9 @@ impl Optim {
         }
         Ok(OptimBindings {
             optim: self.id,
-            params: p.buffer.clone(),
+            params: Locked::new(&self.ctx, p.buffer.clone()),
             params_at: p.offset,
-            grad: g.buffer.clone(),
+            grad: Locked::new(&self.ctx, g.buffer.clone()),
             grad_at: g.offset,
         })
     }

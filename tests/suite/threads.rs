@@ -1,4 +1,6 @@
-//! One `Context` shared by many threads, each with several plans of different losses and shapes:
+//! One `Context` shared by many threads, each with several plans of every family (cross-entropy,
+//! NLL, pointwise, custom, mix, fused linear + cross-entropy, image losses, the optimizer and
+//! training) and different shapes:
 //! no panic on any backend (on GL every thread's wgpu work goes through one GL context, which
 //! wgpu-hal gives up waiting for after a few seconds: the context's device lock serialises it),
 //! and results bitwise equal to a serial run.
@@ -6,7 +8,13 @@
 use std::sync::Arc;
 
 use crate::common::*;
-use wgpu_loss::{Context, CrossEntropyDesc, Outputs, Plan, Reduction, pointwise::Pointwise};
+use wgpu_loss::{
+    Context, CrossEntropyDesc, CustomLossDesc, Inputs, LinearCrossEntropyDesc, MixDesc, Outputs,
+    Plan, PointwiseDesc, Reduction,
+    optim::{Optim, Optimizer},
+    pointwise::Pointwise,
+    train::{SoftmaxRegression, TrainDesc, blobs},
+};
 
 /// One job: a loss on fixed inputs, returning the bits of everything it computed.
 type Job = Arc<dyn Fn(&Context) -> Vec<u32> + Send + Sync>;
@@ -156,6 +164,102 @@ fn jobs() -> Vec<Job> {
     jobs.push(Arc::new(move |ctx: &Context| {
         let desc = wgpu_loss::ImageDesc::new(wgpu_loss::image::ImageLoss::Photometric, h, w, c);
         bits(ctx.image_loss(&desc, &x, &y, None).unwrap())
+    }));
+
+    // The fused linear + cross-entropy, with a bias: the loss and the three gradients.
+    let (n, d, v) = (67, 45, 1003);
+    let hidden = rng.vec(n * d, -1.0, 1.0);
+    let weight = rng.vec(v * d, -0.5, 0.5);
+    let bias = rng.vec(v, -0.5, 0.5);
+    let targets = rng.classes(n, v);
+    jobs.push(Arc::new(move |ctx: &Context| {
+        let desc = LinearCrossEntropyDesc::new(n, d, v).bias(true);
+        let inputs = Inputs::classes(&hidden[..], &targets)
+            .linear(&weight[..])
+            .bias(&bias[..]);
+        let out = ctx.loss(&desc, &inputs).unwrap();
+        let mut b = bits(out.clone());
+        for g in [out.grad_linear, out.grad_bias].into_iter().flatten() {
+            b.extend(g.iter().map(|x| x.to_bits()));
+        }
+        b
+    }));
+
+    // A weighted sum of two families over one prediction, and a custom loss.
+    let m = 30_011;
+    let (pred, target) = (rng.vec(m, -3.0, 3.0), rng.vec(m, -3.0, 3.0));
+    jobs.push(Arc::new(move |ctx: &Context| {
+        let inputs = Inputs::new(&pred[..], &target[..]);
+        let mix = MixDesc::new()
+            .term(0.7, PointwiseDesc::new(Pointwise::L1, m))
+            .term(
+                0.3,
+                CustomLossDesc::new("log(cosh(x - y))", "tanh(x - y)", m),
+            );
+        let out = ctx.mix(&mix, &[inputs, inputs]).unwrap();
+        let mut b: Vec<u32> = out.value.into_iter().map(f32::to_bits).collect();
+        for g in out.grads.into_iter().flatten() {
+            b.extend(g.iter().map(|x| x.to_bits()));
+        }
+        let custom = CustomLossDesc::new(
+            "max(0.9 * (y - x), -0.1 * (y - x))",
+            "select(0.1, -0.9, y > x)",
+            m,
+        )
+        .reduction(Reduction::Sum);
+        b.extend(bits(ctx.loss(&custom, &inputs).unwrap()));
+        b
+    }));
+
+    // The optimizer: host steps (Adam), then steps recorded on the caller's buffers (SGD with
+    // momentum), its bindings dropped before the buffers they hold.
+    let len = 5_003;
+    let params = rng.vec(len, -2.0, 2.0);
+    let grads: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(len, -1.0, 1.0)).collect();
+    jobs.push(Arc::new(move |ctx: &Context| {
+        let mut p = params.clone();
+        let mut adam = Optim::new(ctx, Optimizer::adam(0.01), len).unwrap();
+        for g in &grads {
+            adam.step(&mut p, g).unwrap();
+        }
+        let mut out: Vec<u32> = p.iter().map(|x| x.to_bits()).collect();
+        let mut sgd = Optim::new(
+            ctx,
+            Optimizer::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: true,
+                weight_decay: 0.01,
+            },
+            len,
+        )
+        .unwrap();
+        let on_gpu = upload(ctx, &params);
+        for g in &grads {
+            let grad = upload(ctx, g);
+            let bindings = sgd.bind(&*on_gpu, &*grad).unwrap();
+            submit(ctx, |encoder| sgd.record(encoder, &bindings).unwrap());
+            drop(grad);
+            drop(bindings);
+        }
+        out.extend(read(ctx, &on_gpu, len).iter().map(|x| x.to_bits()));
+        out
+    }));
+
+    // Training: a few epochs of mini-batches, the epochs' losses and the parameters.
+    jobs.push(Arc::new(move |ctx: &Context| {
+        let desc = TrainDesc::new(300, 7, 5)
+            .batch_size(64)
+            .optimizer(Optimizer::adam(0.05));
+        let (x, y) = blobs(desc.rows, desc.features, desc.classes, 9);
+        let mut model = SoftmaxRegression::new(ctx, desc, &x, &y).unwrap();
+        let mut out: Vec<u32> = (0..3)
+            .map(|_| model.epoch().unwrap().loss.to_bits())
+            .collect();
+        let (w, b) = model.read_parameters().unwrap();
+        out.extend(w.iter().chain(&b).map(|x| x.to_bits()));
+        out
     }));
     jobs
 }
