@@ -2,11 +2,11 @@
 //! a window of whole workgroups' rows (or elements) at a time, in every loss family. On a
 //! device whose binding limit is lowered (many windows, cheaply) the results are bit for bit
 //! those of a device that binds everything at once; and on the default device, inputs of three
-//! times lavapipe's 128 MiB binding against the f64 twin.
+//! times lavapipe's 128 MiB binding against the f64 twin. Custom losses too.
 
 use crate::common::*;
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs,
+    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, CustomLossDesc, DType, Error, Inputs,
     LinearCrossEntropyDesc, NllDesc, Outputs, PointwiseDesc, Reduction, bf16,
     context::ContextOptions, f16, plan::TensorLoss, pointwise::Pointwise,
 };
@@ -257,6 +257,40 @@ fn pointwise_windows_give_the_bits_of_one_binding() {
         let what = format!("f16 mse, {grad_dtype:?} grad");
         same_bits(&what, whole, &windowed, &desc, &Inputs::new(&half, &half_t));
     }
+}
+
+/// A custom loss (its own kernel, the caller's expressions) at a 1 MiB binding limit: a tail in
+/// the last window, a broadcast weight indexed by the element's place in the problem, every
+/// reduction, and f16 inputs with an f32 gradient.
+#[test]
+fn custom_windows_give_the_bits_of_one_binding() {
+    let whole = ctx();
+    let windowed = lowered(1 << 20);
+    let mut rng = Rng::new(57);
+    let m = 1_000_003;
+    let (pred, target) = (rng.vec(m, -3.0, 3.0), rng.vec(m, -3.0, 3.0));
+    let (loss, grad) = ("log(cosh(x - y))", "tanh(x - y)");
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let desc = CustomLossDesc::new(loss, grad, m).reduction(reduction);
+        let what = format!("custom {reduction}, {m} elements in 1 MiB bindings");
+        same_bits(&what, whole, &windowed, &desc, &Inputs::new(&pred, &target));
+    }
+    let weight = rng.vec(1001, 0.5, 2.0);
+    let n = m / 1001 * 1001;
+    let desc = CustomLossDesc::new(loss, grad, n).weight(1001);
+    let inputs = Inputs::new(&pred[..n], &target[..n]).weight(&weight);
+    same_bits("custom, weighted", whole, &windowed, &desc, &inputs);
+    let (half, half_t) = (narrow(&pred, f16::from_f32), narrow(&target, f16::from_f32));
+    let desc = CustomLossDesc::new(loss, grad, m)
+        .dtype(DType::F16)
+        .grad_dtype(DType::F32);
+    same_bits(
+        "custom f16, f32 grad",
+        whole,
+        &windowed,
+        &desc,
+        &Inputs::new(&half, &half_t),
+    );
 }
 
 // Rows in one chunk (several a workgroup), odd rows read as scalars, and rows of several
