@@ -40,6 +40,12 @@
 //             k_ssim (G*A + 2 x G*B + y G*C) + k_pix m d(pixel term)/dx.
 // No invocation's loops grow with the image: at most 4 channels x (3 loads + 2 horizontal
 // entries x 11 taps + 11 taps). Every sum has a fixed order: the same bits on every run.
+// Windows: a batch whose buffers exceed one binding is bound a window of whole images at a time
+// (the host's Windowing): each pass runs once a window, its images numbered from 0 in the window,
+// x, y and the gradient x_off elements past their binding's start, the mask m_off, the
+// per-element losses o_off, its partials numbered from tile0 (the same places as in one
+// binding: the same bits). The maps then hold one window's images: a pass of forward writes a
+// window's maps (partials and losses off) just before that window's backward.
 // Bindings: 0 params, 1 x, 2 y, 3 mask, 4 dst (the loss, or the gradient buffer in backward),
 // 5 scratch, 6-8 maps A, B, C, 9 the gradient texture (GRAD_TEX).
 
@@ -101,8 +107,15 @@ fn inside(py: i32, px: i32) -> bool {
     return py >= 0 && px >= 0 && py < i32(params.h) && px < i32(params.w);
 }
 
+// An element's index in a window's images (n: the image in the window), as the maps hold them.
 fn elem(n: u32, py: u32, px: u32, c: u32) -> u32 {
     return ((n * params.h + py) * params.w + px) * params.c + c;
+}
+
+// Its index in the bound range of x, y and the gradient: the window's first image is x_off
+// elements past the binding's start.
+fn xelem(n: u32, py: u32, px: u32, c: u32) -> u32 {
+    return params.x_off + elem(n, py, px, c);
 }
 
 // x (`of_y` false) or y at a pixel and channel, zero outside the image.
@@ -110,7 +123,7 @@ fn load(of_y: bool, n: u32, py: i32, px: i32, c: u32) -> f32 {
     if (!inside(py, px)) {
         return 0.0;
     }
-    let e = elem(n, u32(py), u32(px), c);
+    let e = xelem(n, u32(py), u32(px), c);
     if (of_y) {
 #ifdef TARGET_TEX
         return stored(textureLoad(y_tex, vec2<i32>(px, py), 0)[c], 2u);
@@ -154,7 +167,7 @@ fn load_m(n: u32, py: u32, px: u32) -> f32 {
 #ifdef MASK_TEX
             return textureLoad(m_tex, vec2<u32>(px, py), 0).r;
 #else
-            return m_buf[(n * params.h + py) * params.w + px];
+            return m_buf[params.m_off + (n * params.h + py) * params.w + px];
 #endif
         }
         case MASK_TARGET_ALPHA: {
@@ -328,7 +341,7 @@ fn forward(inv: Invocation) {
             }
             let oy = s.py - params.valid * R;
             let ox = s.px - params.valid * R;
-            dst[((s.n * params.out_h + oy) * params.out_w + ox) * params.c + c] = m * e;
+            dst[params.o_off + ((s.n * params.out_h + oy) * params.out_w + ox) * params.c + c] = m * e;
         }
     }
     if (params.partials != 0u) {
@@ -336,7 +349,8 @@ fn forward(inv: Invocation) {
         // subgroups span it), both sums in one tree.
         let counted_m = select(0.0, m, is_counted);
         let t = tree_reduce(vec4<f32>(ssim_acc, counted_m, pix_acc, m), false, lid, 1u, PG);
-        let w = wg_index(inv, params.wg_x);
+        // Numbered over the whole batch: the window's first tile is tile0.
+        let w = params.tile0 + wg_index(inv, params.wg_x);
         store_group_partial(params.ssim_base, w, lid, PG, t.xy);
         store_group_partial(params.pix_base, w, lid, PG, t.zw);
     }
@@ -456,7 +470,7 @@ fn backward(inv: Invocation) {
         g[c] = gc;
 #ifndef GRAD_TEX
         if (s.live) {
-            dst[elem(s.n, s.py, s.px, c)] = gc;
+            dst[xelem(s.n, s.py, s.px, c)] = gc;
         }
 #endif
     }

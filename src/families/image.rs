@@ -12,7 +12,7 @@ use std::str::FromStr;
 use crate::engine::context::Context;
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{Binding, Kernel, modes, params};
-use crate::engine::program::{Access, Bound, Builder, Program, Res, View};
+use crate::engine::program::{Access, Bound, Builder, Program, Res, View, Windowing, elem_align};
 use crate::engine::slots::{HostData, MAX_SLOTS, Slot, UserBindings};
 use crate::error::{Error, Result, display_by_name};
 use crate::plan::roles::{GRAD, LOSS, TARGET};
@@ -603,6 +603,10 @@ params! {
         c2: f32,
         lambda: f32,
         range2: f32,
+        tile0: u32,
+        x_off: u32,
+        m_off: u32,
+        o_off: u32,
         _pad0: u32,
         _pad1: u32,
         _pad2: u32,
@@ -907,8 +911,57 @@ fn check_texture(
     Ok(())
 }
 
+/// A window of whole images bound at once (one over the batch when its buffers fit one binding):
+/// its first image and image count, and for each kind of tensor (x, y, the gradient and the maps;
+/// the mask; the per-element losses) the element its binding starts at (at or before the
+/// window's first image, where the device's offset alignment allows) and the elements bound.
+#[derive(Clone, Copy, Debug)]
+struct ImageWindow {
+    first: u64,
+    images: u64,
+    x: (u64, u64),
+    m: (u64, u64),
+    o: (u64, u64),
+}
+
+/// The windows of whole images the passes bind one at a time: one over the batch when every
+/// f32 tensor of it fits one binding, else as many images a window as fit one.
+fn image_windows(ctx: &Context, d: &ImageDesc) -> Result<Vec<ImageWindow>> {
+    let (n, h, w, c) = (d.n as u64, d.h as u64, d.w as u64, d.c as u64);
+    let (oh, ow) = d.out_dims();
+    let spans = Windowing {
+        units: n,
+        unit_elems: h * w * c,
+        per_wg: 1,
+        tail_elems: 0,
+        sizes: &[4],
+        what: "an image (as f32)",
+    }
+    .spans(ctx)?;
+    let align = elem_align(ctx, &[4]);
+    Ok(spans
+        .into_iter()
+        .map(|s| {
+            // From the aligned element at or before the window's first image to its last.
+            let cut = |per_image: u64| {
+                let base = s.first * per_image / align * align;
+                (base, (s.first + s.units) * per_image - base)
+            };
+            ImageWindow {
+                first: s.first,
+                images: s.units,
+                x: cut(h * w * c),
+                m: cut(h * w),
+                o: cut(oh as u64 * ow as u64 * c),
+            }
+        })
+        .collect())
+}
+
 /// The program of `desc`: forward; with a reduced loss, the two fixed-order reductions of its
-/// partials; finish; with a gradient, backward.
+/// partials; finish; with a gradient, backward. A batch beyond one binding runs forward and
+/// backward once a window of whole images ([`image_windows`]); its maps then hold one window,
+/// written by a pass of forward just before each window's backward.
 async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     let d = desc;
     let mut b = Builder::new(ctx);
@@ -919,24 +972,27 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     let want_loss = d.outputs.loss;
     let want_grad = d.outputs.grad;
     let ssim = d.loss.uses_ssim();
-    b.slot(PRED, "pred", input_bytes(d.pred, len), Access::Read)?;
-    b.slot(TARGET, "target", input_bytes(d.target, len), Access::Read)?;
+    let windows = image_windows(ctx, d)?;
+    let windowed = windows.len() > 1;
+    b.windowed_slot(PRED, "pred", input_bytes(d.pred, len), Access::Read)?;
+    b.windowed_slot(TARGET, "target", input_bytes(d.target, len), Access::Read)?;
     if d.mask == ImageMask::Buffer {
-        b.slot(MASK, "mask", 4 * n * h * w, Access::Read)?;
+        b.windowed_slot(MASK, "mask", 4 * n * h * w, Access::Read)?;
     }
     let loss_bytes = match (want_loss, reduced) {
         (false, _) => 0,
         (true, true) => 4,
         (true, false) => 4 * n * (oh * ow) as u64 * c,
     };
-    b.slot(LOSS, "loss", loss_bytes, Access::Write)?;
+    b.windowed_slot(LOSS, "loss", loss_bytes, Access::Write)?;
     if want_grad && d.grad_to == GradTarget::Buffer {
-        b.slot(GRAD, "grad", 4 * len, Access::Write)?;
+        b.windowed_slot(GRAD, "grad", 4 * len, Access::Write)?;
     }
     let maps = if want_grad && ssim {
+        let images = windows.iter().map(|win| win.images).max().unwrap_or(n);
         let mut m = [0; 3];
         for slot in &mut m {
-            *slot = b.owned("SSIM gradient map", 4 * len)?;
+            *slot = b.owned("SSIM gradient map", 4 * images * h * w * c)?;
         }
         Some(m)
     } else {
@@ -944,8 +1000,8 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     };
     let tiles_x = d.w.div_ceil(TILE_X) as u64;
     let tiles_y = d.h.div_ceil(TILE_Y) as u64;
-    let tiles = n * tiles_x * tiles_y;
-    let (wg_x, wg_y) = b.fold(tiles)?;
+    let per_image = tiles_x * tiles_y;
+    let tiles = n * per_image;
     let partials = reduced && (want_loss || want_grad);
     // Partial sums: one a lane group of each workgroup.
     let pg = ctx.tuning().lanes.clamp(1, IMAGE_WG);
@@ -966,8 +1022,6 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         c: d.c as u32,
         tiles_x: tiles_x as u32,
         tiles_y: tiles_y as u32,
-        tiles: tiles as u32,
-        wg_x,
         valid: (ssim && d.padding == Padding::Valid) as u32,
         out_h: oh as u32,
         out_w: ow as u32,
@@ -979,7 +1033,6 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         },
         pix: d.loss.pix(),
         ssim: ssim as u32,
-        grad: want_grad as u32,
         out_kind: ElementKind::NONE,
         partials: partials as u32,
         ssim_base,
@@ -1019,20 +1072,23 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         Some([a, bb, cc]) => (Res::Owned(a), Res::Owned(bb), Res::Owned(cc)),
         None => (Res::Dummy(true), Res::Dummy(true), Res::Dummy(true)),
     };
-    let input = |slot: Slot, source: ImageSource| match source {
-        ImageSource::Buffer => Res::User(slot, View::Scalar(4 * len)),
-        ImageSource::Texture(_) => Res::Texture(slot),
+    let window = |slot: Slot, (base, elems): (u64, u64)| {
+        Res::Window(slot, 4 * base, View::Scalar(4 * elems))
     };
-    let mask_res = match d.mask {
-        ImageMask::Buffer => Res::User(MASK, View::Scalar(4 * n * h * w)),
-        ImageMask::Texture(_) => Res::Texture(MASK),
-        _ => Res::Dummy(false),
-    };
-    let entries = |dst: Res| {
+    // A window's bindings, with `dst` at binding 4.
+    let entries = |win: &ImageWindow, dst: Res| {
+        let input = |slot: Slot, source: ImageSource| match source {
+            ImageSource::Buffer => window(slot, win.x),
+            ImageSource::Texture(_) => Res::Texture(slot),
+        };
         let mut e = vec![
             input(PRED, d.pred),
             input(TARGET, d.target),
-            mask_res,
+            match d.mask {
+                ImageMask::Buffer => window(MASK, win.m),
+                ImageMask::Texture(_) => Res::Texture(MASK),
+                _ => Res::Dummy(false),
+            },
             dst,
             Res::Scratch,
             a,
@@ -1044,17 +1100,43 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         }
         e
     };
-    // Forward: per-element losses into the loss buffer, or nothing there.
-    if want_loss && !reduced {
-        params.out_kind = d.loss.element();
-    }
-    let loss_dst = if want_loss && !reduced {
-        Res::User(LOSS, View::Scalar(loss_bytes))
-    } else {
-        Res::Dummy(true)
+    // A window's workgroups, and its place in the batch.
+    let at =
+        |b: &Builder<'_>, win: &ImageWindow, p: ImageParams| -> Result<(ImageParams, (u32, u32))> {
+            let tiles = win.images * per_image;
+            let (wg_x, wg_y) = b.fold(tiles)?;
+            let p = ImageParams {
+                tiles: tiles as u32,
+                wg_x,
+                tile0: (win.first * per_image) as u32,
+                x_off: (win.first * h * w * c - win.x.0) as u32,
+                m_off: (win.first * h * w - win.m.0) as u32,
+                o_off: (win.first * oh as u64 * ow as u64 * c - win.o.0) as u32,
+                ..p
+            };
+            Ok((p, (wg_x, wg_y)))
+        };
+    // Forward: per-element losses into the loss buffer, or nothing there; the maps when one
+    // window holds the batch.
+    let per_element = want_loss && !reduced;
+    let forward = ImageParams {
+        out_kind: if per_element {
+            d.loss.element()
+        } else {
+            ElementKind::NONE
+        },
+        grad: (want_grad && !windowed) as u32,
+        ..params
     };
-    b.dispatch(&key("forward"), &params, entries(loss_dst), (wg_x, wg_y));
-    params.out_kind = ElementKind::NONE;
+    for win in &windows {
+        let dst = if per_element {
+            window(LOSS, win.o)
+        } else {
+            Res::Dummy(true)
+        };
+        let (p, groups) = at(&b, win, forward)?;
+        b.dispatch(&key("forward"), &p, entries(win, dst), groups);
+    }
     if partials {
         params.ssim_total = b.reduce_keep(count, ssim_base)?;
         params.pix_total = b.reduce_keep(count, pix_base)?;
@@ -1065,14 +1147,28 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     } else {
         Res::Dummy(true)
     };
-    b.dispatch(&key("finish"), &params, entries(scalar_dst), (1, 1));
+    let (p, _) = at(&b, &windows[0], params)?;
+    b.dispatch(&key("finish"), &p, entries(&windows[0], scalar_dst), (1, 1));
     params.write_loss = 0;
     if want_grad {
-        let dst = match d.grad_to {
-            GradTarget::Buffer => Res::User(GRAD, View::Scalar(4 * len)),
-            GradTarget::Texture(_) => Res::Dummy(true),
-        };
-        b.dispatch(&key("backward"), &params, entries(dst), (wg_x, wg_y));
+        for win in &windows {
+            if windowed && ssim {
+                // This window's maps (its losses and partials are written).
+                let maps_only = ImageParams {
+                    grad: 1,
+                    partials: 0,
+                    ..params
+                };
+                let (p, groups) = at(&b, win, maps_only)?;
+                b.dispatch(&key("forward"), &p, entries(win, Res::Dummy(true)), groups);
+            }
+            let dst = match d.grad_to {
+                GradTarget::Buffer => window(GRAD, win.x),
+                GradTarget::Texture(_) => Res::Dummy(true),
+            };
+            let (p, groups) = at(&b, win, params)?;
+            b.dispatch(&key("backward"), &p, entries(win, dst), groups);
+        }
     }
     b.finish().await
 }

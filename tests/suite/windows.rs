@@ -6,9 +6,13 @@
 
 use crate::common::*;
 use wgpu_loss::{
-    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, CustomLossDesc, DType, Error, Inputs,
-    LinearCrossEntropyDesc, NllDesc, Outputs, PointwiseDesc, Reduction, bf16,
-    context::ContextOptions, f16, plan::TensorLoss, pointwise::Pointwise,
+    ClassicCrossEntropyDesc, Context, CrossEntropyDesc, CustomLossDesc, DType, Error, ImageDesc,
+    Inputs, LinearCrossEntropyDesc, NllDesc, Outputs, PointwiseDesc, Reduction, bf16,
+    context::ContextOptions,
+    f16,
+    image::{ImageInputs, ImageLoss, ImageMask, Padding},
+    plan::TensorLoss,
+    pointwise::Pointwise,
 };
 
 /// A device on the default adapter, with its binding limit lowered to `bytes`.
@@ -490,5 +494,131 @@ fn a_layer_larger_than_one_binding() {
         &gl,
         &r.grad_linear,
         gtol(&r.grad_linear),
+    );
+}
+
+/// Image losses on `whole` and on `windowed`, bit for bit: the loss (or the per-element map)
+/// and the gradient.
+#[track_caller]
+fn same_image_bits(
+    what: &str,
+    whole: &Context,
+    windowed: &Context,
+    desc: &ImageDesc,
+    i: &ImageInputs,
+) {
+    let a = whole.loss(desc, i).unwrap();
+    let b = windowed.loss(desc, i).unwrap();
+    assert_eq!(
+        a.value.map(f32::to_bits),
+        b.value.map(f32::to_bits),
+        "{what} loss"
+    );
+    assert_eq!(
+        a.per_element.as_deref().map(bits),
+        b.per_element.as_deref().map(bits),
+        "{what} map"
+    );
+    assert_eq!(
+        a.grad.as_deref().map(bits),
+        b.grad.as_deref().map(bits),
+        "{what} grad"
+    );
+}
+
+/// A batch of images beyond one binding, bound a window of whole images at a time at a 1 MiB
+/// limit (9 images of 150 x 130 x 3 f32, 4 a window: 3 windows, the last short): every loss, a
+/// mask, both paddings, every reduction, the bits of one binding.
+#[test]
+fn image_windows_give_the_bits_of_one_binding() {
+    let whole = ctx();
+    let windowed = lowered(1 << 20);
+    let mut rng = Rng::new(58);
+    let (n, h, w, c) = (9, 150, 130, 3);
+    let x = rng.vec(n * h * w * c, 0.0, 1.0);
+    let y = rng.vec(n * h * w * c, 0.0, 1.0);
+    let mask = rng.vec(n * h * w, 0.0, 1.0);
+    let cases = [
+        (ImageLoss::Photometric, Padding::Same, Reduction::Mean, true),
+        (
+            ImageLoss::Photometric,
+            Padding::Same,
+            Reduction::None,
+            false,
+        ),
+        (ImageLoss::Ssim, Padding::Valid, Reduction::None, true),
+        (ImageLoss::Dssim, Padding::Valid, Reduction::Sum, false),
+        (ImageLoss::L1, Padding::Same, Reduction::Sum, true),
+        (ImageLoss::Psnr, Padding::Same, Reduction::Mean, false),
+    ];
+    for (loss, padding, reduction, masked) in cases {
+        let mut desc = ImageDesc::new(loss, h, w, c)
+            .batch(n)
+            .padding(padding)
+            .reduction(reduction);
+        let mut inputs = ImageInputs::new(&x, &y);
+        if masked {
+            desc = desc.mask(ImageMask::Buffer);
+            inputs = inputs.mask(&mask);
+        }
+        let what = format!(
+            "{loss:?} {padding:?} {reduction} (mask {masked}), [{n}, {h}, {w}, {c}] in 1 MiB bindings"
+        );
+        same_image_bits(&what, whole, &windowed, &desc, &inputs);
+        // Three windows: forward three times, not once.
+        let dispatches = |ctx: &Context| wgpu_loss::Plan::new(ctx, &desc).unwrap().dispatch_count();
+        assert!(
+            dispatches(&windowed) >= dispatches(whole) + 2,
+            "{what}: not windowed"
+        );
+        // The forward pass alone.
+        let desc = desc.outputs(Outputs::LOSS);
+        same_image_bits(
+            &format!("{what}, forward"),
+            whole,
+            &windowed,
+            &desc,
+            &inputs,
+        );
+    }
+}
+
+#[test]
+fn an_image_larger_than_a_window_is_an_error() {
+    let windowed = lowered(1 << 20);
+    let (h, w, c) = (400, 300, 3);
+    let x = vec![0.5f32; h * w * c];
+    let desc = ImageDesc::new(ImageLoss::Photometric, h, w, c);
+    let err = windowed.image_loss(&desc, &x, &x, None).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+}
+
+#[test]
+#[ignore = "extended suite: cargo test --release -- --include-ignored"]
+fn images_beyond_one_binding() {
+    // 3 images of 2560 x 1440 x 3 f32 (133 MB): in two windows on lavapipe, against the twin.
+    let ctx = ctx();
+    let (n, h, w, c) = (3, 1440, 2560, 3);
+    let mut rng = Rng::new(60);
+    let x = rng.vec(n * h * w * c, 0.0, 1.0);
+    let y: Vec<f32> = x
+        .iter()
+        .map(|&v| (v + rng.uniform(-0.1, 0.1)).clamp(0.0, 1.0))
+        .collect();
+    let desc = ImageDesc::new(ImageLoss::Photometric, h, w, c).batch(n);
+    let out = ctx.image_loss(&desc, &x, &y, None).unwrap();
+    let r = wgpu_loss::cpu::image::image_loss(&desc, &x, &y, None).unwrap();
+    assert_scalar(
+        "133 MB photometric loss",
+        out.value.unwrap(),
+        r.value.unwrap(),
+        Tol::new(1e-4, 1e-6),
+    );
+    let g = out.grad.unwrap();
+    assert_close(
+        "133 MB photometric grad",
+        &g,
+        &r.grad,
+        Tol::new(1e-3, 1e-4 * largest(&r.grad)),
     );
 }
