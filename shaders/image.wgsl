@@ -4,8 +4,9 @@
 //
 // CPU twin: src/cpu/image.rs. Host side: src/families/image.rs.
 //
-// Images are [N, H, W, C] f32 buffers (channels last, C <= 4) or 2-D textures (N = 1), read with
-// textureLoad (PRED_TEX, TARGET_TEX; an sRGB texture arrives linear, and is encoded back to its
+// Images are [N, H, W, C] buffers (f32, f16 or bf16, channels last, C <= 4; f32 math) or 2-D
+// textures (N = 1), read with textureLoad
+// (PRED_TEX, TARGET_TEX; an sRGB texture arrives linear, and is encoded back to its
 // stored values when params.encode asks). An optional mask m (a [N, H, W] buffer, the red channel
 // of a texture with MASK_TEX, or the target's alpha) weights each pixel: reduced losses are
 // sum(m v) / (C sum(m)), per-element ones m v, and the gradient is that of the weighted loss.
@@ -54,17 +55,49 @@
 
 #params
 
+// x and y buffers in their dtype (DTYPE_x, DTYPE_y: f32, f16 or bf16; common/tensor.wgsl), read
+// in f32.
 #ifdef PRED_TEX
 @group(0) @binding(1) var x_tex: texture_2d<f32>;
 #else
-@group(0) @binding(1) var<storage, read> x_buf: array<f32>;
+#tensor x 1 read scalar
 #endif
 #ifdef TARGET_TEX
 @group(0) @binding(2) var y_tex: texture_2d<f32>;
 #else
-@group(0) @binding(2) var<storage, read> y_buf: array<f32>;
+#tensor y 2 read scalar
 #endif
+// dst: f32 (the per-element losses, the reduced loss, an f32 gradient), or, in the backward pass
+// of a 16-bit gradient (DTYPE_grad: 1 f16, 2 bf16), words of two 16-bit elements. Neighbouring
+// pixels' channels share words (C = 3), and so do neighbouring tiles: each element's half is
+// cleared and set with integer atomics on disjoint bits (the same bits in any order; the other
+// half, and a pad half past the end, are left as they are).
+#ifdef DTYPE_grad
+#import half
+#const DTYPE_grad
+@group(0) @binding(4) var<storage, read_write> dst: array<atomic<u32>>;
+
+fn dst_set(i: u32, v: f32) {
+    atomicStore(&dst[i], bitcast<u32>(v));
+}
+
+fn grad_set(e: u32, g: f32) {
+    let h = select(bf16_bits(g), f16_bits(g), DTYPE_grad == 1u);
+    let shift = (e & 1u) * 16u;
+    atomicAnd(&dst[e / 2u], ~(0xffffu << shift));
+    atomicOr(&dst[e / 2u], h << shift);
+}
+#else
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+
+fn dst_set(i: u32, v: f32) {
+    dst[i] = v;
+}
+
+fn grad_set(e: u32, g: f32) {
+    dst[e] = g;
+}
+#endif
 @group(0) @binding(5) var<storage, read_write> scratch: Scratch;
 @group(0) @binding(6) var<storage, read_write> map_a: array<f32>;
 @group(0) @binding(7) var<storage, read_write> map_b: array<f32>;
@@ -128,13 +161,13 @@ fn load(of_y: bool, n: u32, py: i32, px: i32, c: u32) -> f32 {
 #ifdef TARGET_TEX
         return stored(textureLoad(y_tex, vec2<i32>(px, py), 0)[c], 2u);
 #else
-        return y_buf[e];
+        return y_get(e);
 #endif
     }
 #ifdef PRED_TEX
     return stored(textureLoad(x_tex, vec2<i32>(px, py), 0)[c], 1u);
 #else
-    return x_buf[e];
+    return x_get(e);
 #endif
 }
 
@@ -341,7 +374,7 @@ fn forward(inv: Invocation) {
             }
             let oy = s.py - params.valid * R;
             let ox = s.px - params.valid * R;
-            dst[params.o_off + ((s.n * params.out_h + oy) * params.out_w + ox) * params.c + c] = m * e;
+            dst_set(params.o_off + ((s.n * params.out_h + oy) * params.out_w + ox) * params.c + c, m * e);
         }
     }
     if (params.partials != 0u) {
@@ -408,7 +441,7 @@ fn finish(inv: Invocation) {
         }
     }
     if (params.write_loss != 0u) {
-        dst[0] = loss;
+        dst_set(0u, loss);
     }
     scratch.data[params.k_base] = k_pix;
     scratch.data[params.k_base + 1u] = k_ssim;
@@ -470,7 +503,7 @@ fn backward(inv: Invocation) {
         g[c] = gc;
 #ifndef GRAD_TEX
         if (s.live) {
-            dst[xelem(s.n, s.py, s.px, c)] = gc;
+            grad_set(xelem(s.n, s.py, s.px, c), gc);
         }
 #endif
     }

@@ -235,8 +235,10 @@ fn expand(
             }
         } else if let Some(name) = trimmed.strip_prefix("#const ") {
             let name = name.trim();
-            let v = value(defines, name).ok_or_else(|| bad(n, "#const of a name with no value"))?;
+            // Only where taken: a branch may name a value only its own variants have.
             if live {
+                let v =
+                    value(defines, name).ok_or_else(|| bad(n, "#const of a name with no value"))?;
                 out.push_str(&format!("const {name}: u32 = {v}u;\n"));
             }
         } else if let Some(args) = trimmed.strip_prefix("#unroll ") {

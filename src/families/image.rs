@@ -9,6 +9,7 @@
 
 use std::str::FromStr;
 
+use crate::dtype::{DType, Values};
 use crate::engine::context::Context;
 use crate::engine::context::PipelineKey;
 use crate::engine::kernel::{Binding, Kernel, modes, params};
@@ -345,6 +346,11 @@ pub struct ImageDesc {
     /// Read `rgba8unorm-srgb` textures as their stored, encoded values (`true`), or linear as
     /// `textureLoad` decodes them (`false`, the default).
     pub srgb_encoded: bool,
+    /// The dtype of the prediction and target buffers (default f32; textures have their
+    /// format): f32, f16 or bf16, read into f32 math.
+    pub dtype: DType,
+    /// The dtype of a gradient buffer (default: `dtype`); f32 with a gradient texture.
+    pub grad_dtype: Option<DType>,
 }
 
 setters! {
@@ -369,6 +375,12 @@ setters! {
         grad_to: GradTarget,
         /// Sets whether sRGB textures are read encoded.
         srgb_encoded: bool,
+        /// Sets the dtype of the prediction and target buffers.
+        dtype: DType,
+    }
+    optional {
+        /// Sets the gradient buffer's dtype.
+        grad_dtype: DType,
     }
 }
 
@@ -392,7 +404,14 @@ impl ImageDesc {
             mask: ImageMask::None,
             grad_to: GradTarget::Buffer,
             srgb_encoded: false,
+            dtype: DType::F32,
+            grad_dtype: None,
         }
+    }
+
+    /// The gradient's dtype: `grad_dtype`, else `dtype`.
+    fn gradient_dtype(&self) -> DType {
+        self.grad_dtype.unwrap_or(self.dtype)
     }
 
     /// Sets the image count N (buffers only).
@@ -504,6 +523,21 @@ impl ImageDesc {
                 return Err(Error::option("reduction", "image losses have no batchmean"));
             }
             _ => {}
+        }
+        let buffers = [self.pred, self.target].contains(&ImageSource::Buffer);
+        if self.dtype != DType::F32 && !buffers {
+            return Err(Error::option(
+                "dtype",
+                "the prediction and target are textures, which have their format",
+            ));
+        }
+        if self.grad_dtype.is_some_and(|g| g != DType::F32)
+            && matches!(self.grad_to, GradTarget::Texture(_))
+        {
+            return Err(Error::option(
+                "grad_dtype",
+                "a gradient texture has its format: leave grad_dtype unset or f32",
+            ));
         }
         let textures = [self.pred, self.target]
             .iter()
@@ -647,7 +681,8 @@ const MASK: Slot = Slot::new(2, "mask");
 /// `min_storage_buffer_offset_alignment`; textures are checked by [`Plan::bind`].
 #[derive(Clone, Debug)]
 pub struct ImageBuffers<'a> {
-    /// The prediction: a buffer `[N, H, W, C]` (f32) or a texture of the plan's format.
+    /// The prediction: a buffer `[N, H, W, C]` (of the plan's dtype, whole 4-byte words) or a
+    /// texture of the plan's format.
     pub pred: ImageInput<'a>,
     /// The target, like the prediction.
     pub target: ImageInput<'a>,
@@ -655,8 +690,9 @@ pub struct ImageBuffers<'a> {
     pub mask: Option<ImageInput<'a>>,
     /// Where the loss goes (f32): one value when reduced, else the per-element map.
     pub loss: Option<wgpu::BufferBinding<'a>>,
-    /// Where the gradient with respect to the prediction goes: a buffer (f32, shaped like the
-    /// prediction) or a storage texture, as the plan says.
+    /// Where the gradient with respect to the prediction goes: a buffer (of the plan's gradient
+    /// dtype, shaped like the prediction; a 16-bit gradient's pad half past an odd count is left
+    /// as it was) or a storage texture, as the plan says.
     pub grad: Option<ImageInput<'a>>,
 }
 
@@ -698,20 +734,20 @@ impl<'a> From<&'a wgpu::Buffer> for ImageInput<'a> {
 /// (`[N, H, W, C]` f32) and, when the description has a buffer mask, the mask (`[N, H, W]`).
 #[derive(Clone, Copy, Debug)]
 pub struct ImageInputs<'a> {
-    /// The prediction.
-    pub pred: &'a [f32],
-    /// The target.
-    pub target: &'a [f32],
+    /// The prediction, in the description's dtype.
+    pub pred: Values<'a>,
+    /// The target, in the description's dtype.
+    pub target: Values<'a>,
     /// The mask, when the description has a buffer mask.
     pub mask: Option<&'a [f32]>,
 }
 
 impl<'a> ImageInputs<'a> {
-    /// A prediction and a target, no mask.
-    pub fn new(pred: &'a [f32], target: &'a [f32]) -> Self {
+    /// A prediction and a target (slices of f32, f16 or bf16), no mask.
+    pub fn new(pred: impl Into<Values<'a>>, target: impl Into<Values<'a>>) -> Self {
         ImageInputs {
-            pred,
-            target,
+            pred: pred.into(),
+            target: target.into(),
             mask: None,
         }
     }
@@ -845,6 +881,8 @@ impl Family for ImageDesc {
                 "takes host data in buffers: plan textures with Plan::new",
             ));
         }
+        inputs.pred.expect("predictions", desc.dtype)?;
+        inputs.target.expect("targets", desc.dtype)?;
         desc.check_host(
             inputs.pred.len(),
             inputs.target.len(),
@@ -856,8 +894,11 @@ impl Family for ImageDesc {
         self.check_inputs(inputs)?;
         let bytes = |v: &[f32]| std::borrow::Cow::Owned(bytemuck::cast_slice(v).to_vec());
         let host = HostData::default()
-            .with(PRED, Some(bytes(inputs.pred)))
-            .with(TARGET, Some(bytes(inputs.target)))
+            .with(PRED, Some(std::borrow::Cow::Borrowed(inputs.pred.bytes())))
+            .with(
+                TARGET,
+                Some(std::borrow::Cow::Borrowed(inputs.target.bytes())),
+            )
             .with(MASK, inputs.mask.map(bytes));
         crate::engine::transfer::run_host(program, &host, self.reduction, "image")
     }
@@ -929,16 +970,19 @@ struct ImageWindow {
 fn image_windows(ctx: &Context, d: &ImageDesc) -> Result<Vec<ImageWindow>> {
     let (n, h, w, c) = (d.n as u64, d.h as u64, d.w as u64, d.c as u64);
     let (oh, ow) = d.out_dims();
+    // Every tensor windowed: x and y in their dtype, the gradient in its own, and f32 (the
+    // maps, the mask, the per-element losses).
+    let sizes = [d.dtype.size(), d.gradient_dtype().size(), 4];
     let spans = Windowing {
         units: n,
         unit_elems: h * w * c,
         per_wg: 1,
         tail_elems: 0,
-        sizes: &[4],
+        sizes: &sizes,
         what: "an image (as f32)",
     }
     .spans(ctx)?;
-    let align = elem_align(ctx, &[4]);
+    let align = elem_align(ctx, &sizes);
     Ok(spans
         .into_iter()
         .map(|s| {
@@ -974,8 +1018,14 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     let ssim = d.loss.uses_ssim();
     let windows = image_windows(ctx, d)?;
     let windowed = windows.len() > 1;
-    b.windowed_slot(PRED, "pred", input_bytes(d.pred, len), Access::Read)?;
-    b.windowed_slot(TARGET, "target", input_bytes(d.target, len), Access::Read)?;
+    let (dtype, grad_dtype) = (d.dtype, d.gradient_dtype());
+    b.windowed_slot(PRED, "pred", input_bytes(d.pred, dtype, len), Access::Read)?;
+    b.windowed_slot(
+        TARGET,
+        "target",
+        input_bytes(d.target, dtype, len),
+        Access::Read,
+    )?;
     if d.mask == ImageMask::Buffer {
         b.windowed_slot(MASK, "mask", 4 * n * h * w, Access::Read)?;
     }
@@ -985,8 +1035,10 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         (true, false) => 4 * n * (oh * ow) as u64 * c,
     };
     b.windowed_slot(LOSS, "loss", loss_bytes, Access::Write)?;
-    if want_grad && d.grad_to == GradTarget::Buffer {
-        b.windowed_slot(GRAD, "grad", 4 * len, Access::Write)?;
+    let grad_buffer = want_grad && d.grad_to == GradTarget::Buffer;
+    if grad_buffer {
+        b.windowed_slot(GRAD, "grad", grad_dtype.bytes(len), Access::Write)?;
+        b.grad_dtype(grad_dtype, len);
     }
     let maps = if want_grad && ssim {
         let images = windows.iter().map(|win| win.images).max().unwrap_or(n);
@@ -1054,7 +1106,13 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         _ => None,
     };
     let key = |entry: &'static str| {
+        let code = |s: ImageSource| match s {
+            ImageSource::Buffer => dtype.code(),
+            ImageSource::Texture(_) => 0,
+        };
         let mut k = PipelineKey::new(&IMAGE, entry)
+            .value("DTYPE_x", code(d.pred))
+            .value("DTYPE_y", code(d.target))
             .constant("WG", IMAGE_WG)
             .constant("SEG", IMAGE_WG)
             .constant("PG", pg)
@@ -1066,26 +1124,30 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
         if let Some(f) = grad_format {
             k = k.define("GRAD_TEX", true).text("GRAD_FORMAT", f);
         }
+        // A 16-bit gradient buffer: the backward pass's dst in words (shaders/image.wgsl).
+        if entry == "backward" && grad_buffer && grad_dtype != DType::F32 {
+            k = k.value("DTYPE_grad", grad_dtype.code());
+        }
         k
     };
     let (a, bm, cm) = match maps {
         Some([a, bb, cc]) => (Res::Owned(a), Res::Owned(bb), Res::Owned(cc)),
         None => (Res::Dummy(true), Res::Dummy(true), Res::Dummy(true)),
     };
-    let window = |slot: Slot, (base, elems): (u64, u64)| {
-        Res::Window(slot, 4 * base, View::Scalar(4 * elems))
+    let window = |slot: Slot, (base, elems): (u64, u64), dtype: DType| {
+        Res::Window(slot, dtype.size() * base, View::Scalar(dtype.bytes(elems)))
     };
     // A window's bindings, with `dst` at binding 4.
     let entries = |win: &ImageWindow, dst: Res| {
         let input = |slot: Slot, source: ImageSource| match source {
-            ImageSource::Buffer => window(slot, win.x),
+            ImageSource::Buffer => window(slot, win.x, dtype),
             ImageSource::Texture(_) => Res::Texture(slot),
         };
         let mut e = vec![
             input(PRED, d.pred),
             input(TARGET, d.target),
             match d.mask {
-                ImageMask::Buffer => window(MASK, win.m),
+                ImageMask::Buffer => window(MASK, win.m, DType::F32),
                 ImageMask::Texture(_) => Res::Texture(MASK),
                 _ => Res::Dummy(false),
             },
@@ -1130,7 +1192,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
     };
     for win in &windows {
         let dst = if per_element {
-            window(LOSS, win.o)
+            window(LOSS, win.o, DType::F32)
         } else {
             Res::Dummy(true)
         };
@@ -1163,7 +1225,7 @@ async fn plan(ctx: &Context, desc: &ImageDesc) -> Result<Program> {
                 b.dispatch(&key("forward"), &p, entries(win, Res::Dummy(true)), groups);
             }
             let dst = match d.grad_to {
-                GradTarget::Buffer => window(GRAD, win.x),
+                GradTarget::Buffer => window(GRAD, win.x, grad_dtype),
                 GradTarget::Texture(_) => Res::Dummy(true),
             };
             let (p, groups) = at(&b, win, params)?;
@@ -1184,9 +1246,9 @@ pub fn gaussian_wgsl() -> String {
 }
 
 /// The bytes an input slot declares: its tensor's, or none for a texture (bound as a view).
-fn input_bytes(source: ImageSource, len: u64) -> u64 {
+fn input_bytes(source: ImageSource, dtype: DType, len: u64) -> u64 {
     match source {
-        ImageSource::Buffer => 4 * len,
+        ImageSource::Buffer => dtype.bytes(len),
         ImageSource::Texture(_) => 0,
     }
 }
@@ -1202,6 +1264,7 @@ impl Context {
         target: &[f32],
         mask: Option<&[f32]>,
     ) -> Result<LossOutput> {
+        let (pred, target) = (pred.into(), target.into());
         self.loss(desc, &ImageInputs { pred, target, mask })
     }
 }

@@ -587,3 +587,142 @@ fn gradients_round_to_nearest_even() {
         }
     }
 }
+
+/// Image losses on f16 and bf16 buffers (f32 math), the gradient in the input's dtype or in f32,
+/// against the twin on the same (rounded) values: an odd element count (C = 3: neighbouring
+/// pixels and tiles share words of the gradient), a batch of two, a mask, both paddings.
+#[test]
+fn image_losses_in_every_dtype() {
+    use wgpu_loss::ImageDesc;
+    use wgpu_loss::image::{ImageInputs, ImageLoss, ImageMask, Padding};
+    let ctx = ctx();
+    let mut rng = Rng::new(23);
+    let cases = [
+        (
+            ImageLoss::Photometric,
+            Padding::Same,
+            Reduction::Mean,
+            1,
+            true,
+        ),
+        (ImageLoss::Ssim, Padding::Valid, Reduction::None, 2, false),
+        (ImageLoss::L1, Padding::Same, Reduction::Sum, 2, true),
+        (ImageLoss::Psnr, Padding::Same, Reduction::Mean, 1, false),
+    ];
+    let (h, w, c) = (37, 23, 3);
+    for dtype in [DType::F16, DType::BF16] {
+        for grad_dtype in [dtype, DType::F32] {
+            for (loss, padding, reduction, n, masked) in cases {
+                let len = n * h * w * c;
+                let x = Data::new(&rng.vec(len, 0.0, 1.0), dtype);
+                let y = Data::new(&rng.vec(len, 0.0, 1.0), dtype);
+                let mask = rng.vec(n * h * w, 0.0, 1.0);
+                let mut desc = ImageDesc::new(loss, h, w, c)
+                    .batch(n)
+                    .padding(padding)
+                    .reduction(reduction)
+                    .dtype(dtype)
+                    .grad_dtype(grad_dtype);
+                let mut inputs = ImageInputs::new(x.values(), y.values());
+                if masked {
+                    desc = desc.mask(ImageMask::Buffer);
+                    inputs = inputs.mask(&mask);
+                }
+                let what = format!(
+                    "{loss:?} {padding:?} {reduction} [{n}, {h}, {w}, {c}] {dtype}, {grad_dtype} grad"
+                );
+                let out = ctx
+                    .loss(&desc, &inputs)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let (xs, ys) = (x.values().to_f32(), y.values().to_f32());
+                let r =
+                    wgpu_loss::cpu::image::image_loss(&desc, &xs, &ys, masked.then_some(&mask[..]))
+                        .unwrap();
+                match reduction {
+                    Reduction::None => assert_close(
+                        &what,
+                        out.per_element.as_ref().unwrap(),
+                        r.per_element.as_ref().unwrap(),
+                        Tol::new(1e-4, 1e-5),
+                    ),
+                    _ => assert_scalar(&what, out.value.unwrap(), r.value.unwrap(), VALUE),
+                }
+                let grad = out.grad.unwrap();
+                let half_ulp = if grad_dtype == DType::F32 {
+                    0.0
+                } else {
+                    grad_dtype.epsilon() / 2.0
+                };
+                let tol = Tol::new(2e-3 + half_ulp, 2e-4 * largest(&r.grad));
+                assert_close(&format!("{what} grad"), &grad, &r.grad, tol);
+                assert!(
+                    grad.iter().all(|&g| grad_dtype.round(g) == g),
+                    "{what}: not {grad_dtype} values"
+                );
+                eprintln!(
+                    "worst relative error {what}: grad {:.2e}",
+                    worst_relative(&grad, &r.grad)
+                );
+            }
+        }
+    }
+    // The dtype is the description's.
+    let x = Data::new(&rng.vec(h * w * c, 0.0, 1.0), DType::F16);
+    let desc = ImageDesc::new(ImageLoss::L1, h, w, c);
+    let err = ctx
+        .loss(&desc, &ImageInputs::new(x.values(), x.values()))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidOption { .. }), "{err}");
+}
+
+/// A plan over the caller's f16 buffers of an odd element count: the gradient's pad half is
+/// left as it was, and the recorded gradient is the convenience call's, bit for bit.
+#[test]
+fn image_gradient_into_the_callers_half_buffer() {
+    use wgpu_loss::ImageDesc;
+    use wgpu_loss::image::{ImageBuffers, ImageInputs, ImageLoss};
+    let ctx = ctx();
+    let mut rng = Rng::new(24);
+    let (h, w, c) = (19, 29, 3);
+    let len = h * w * c;
+    let half = |v: Vec<f32>| -> Vec<f16> { v.iter().map(|&x| f16::from_f32(x)).collect() };
+    let (x, y) = (half(rng.vec(len, 0.0, 1.0)), half(rng.vec(len, 0.0, 1.0)));
+    let desc = ImageDesc::new(ImageLoss::Photometric, h, w, c).dtype(DType::F16);
+    let plan = Plan::new(ctx, &desc).unwrap();
+    let pad = |v: &[f16]| {
+        let mut p = v.to_vec();
+        p.push(f16::from_f32(0.5));
+        upload(ctx, &p)
+    };
+    let (xb, yb) = (pad(&x), pad(&y));
+    let loss = poisoned(ctx, 1);
+    let grad = poisoned(ctx, len.div_ceil(2));
+    plan.run_buffers(&ImageBuffers::new(&*xb, &*yb).loss(&*loss).grad(&*grad))
+        .unwrap();
+    let words: Vec<u32> = read(ctx, &grad, len.div_ceil(2))
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    assert_eq!(
+        words.last().unwrap() >> 16,
+        POISON >> 16,
+        "the pad is untouched"
+    );
+    let got: Vec<u32> = words
+        .iter()
+        .flat_map(|w| [w & 0xffff, w >> 16])
+        .take(len)
+        .collect();
+    let host = ctx.loss(&desc, &ImageInputs::new(&x[..], &y[..])).unwrap();
+    let want: Vec<u32> = host
+        .grad
+        .unwrap()
+        .iter()
+        .map(|&g| f16::from_f32(g).to_bits() as u32)
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        read(ctx, &loss, 1)[0].to_bits(),
+        host.value.unwrap().to_bits()
+    );
+}

@@ -583,6 +583,44 @@ fn image_windows_give_the_bits_of_one_binding() {
     }
 }
 
+/// f16 and bf16 images in windows (2-byte elements: windows aligned for them and for an f32
+/// gradient; a 16-bit gradient's words shared across a window's edge).
+#[test]
+fn half_image_windows_give_the_bits_of_one_binding() {
+    let whole = ctx();
+    let windowed = lowered(1 << 20);
+    let mut rng = Rng::new(61);
+    // 5 images of 211 x 173 x 3 (219 KB each in f16; 2 or 4 a window with an f32 or a 16-bit
+    // gradient; an odd element count an image). Few enough tiles that their partial sums fit
+    // the 1 MiB scratch binding with GL's lane groups of 4.
+    let (n, h, w, c) = (5, 211, 173, 3);
+    let (x, y) = (
+        rng.vec(n * h * w * c, 0.0, 1.0),
+        rng.vec(n * h * w * c, 0.0, 1.0),
+    );
+    let (xh, yh) = (narrow(&x, f16::from_f32), narrow(&y, f16::from_f32));
+    let (xb, yb) = (narrow(&x, bf16::from_f32), narrow(&y, bf16::from_f32));
+    for (dtype, inputs) in [
+        (DType::F16, ImageInputs::new(&xh[..], &yh[..])),
+        (DType::BF16, ImageInputs::new(&xb[..], &yb[..])),
+    ] {
+        for grad_dtype in [dtype, DType::F32] {
+            let desc = ImageDesc::new(ImageLoss::Photometric, h, w, c)
+                .batch(n)
+                .dtype(dtype)
+                .grad_dtype(grad_dtype);
+            let what = format!("photometric {dtype}, {grad_dtype} grad, in 1 MiB bindings");
+            same_image_bits(&what, whole, &windowed, &desc, &inputs);
+            let dispatches =
+                |ctx: &Context| wgpu_loss::Plan::new(ctx, &desc).unwrap().dispatch_count();
+            assert!(
+                dispatches(&windowed) > dispatches(whole),
+                "{what}: not windowed"
+            );
+        }
+    }
+}
+
 #[test]
 fn an_image_larger_than_a_window_is_an_error() {
     let windowed = lowered(1 << 20);
