@@ -40,6 +40,9 @@
 // The bias is read from scratch (params.bias_base: the host copies it there), and the bias's
 // gradient written there (params.gbias_base, copied out after the pass): seven storage
 // bindings, within WebGPU's default limit of eight a stage.
+//   narrow         with a 16-bit gradient: a window of gh or gw summed in f32 (the plan's
+//                  accumulator), rounded into the caller's buffer, after the window's last
+//                  dispatch of grad_hidden or grad_weight (the host runs them a window at a time).
 // Bindings: 0 params, 1 h, 2 W, 3 y, 4 class weight, 5 gh, 6 gw, 7 scratch.
 // Dispatch folded: workgroup w = wid.x + wid.y * params.wg_x.
 
@@ -67,8 +70,10 @@ override WANT_LSE: bool = false;
 #tensor lw 2 read scalar
 @group(0) @binding(3) var<storage, read> y: array<i32>;
 @group(0) @binding(4) var<storage, read> w: array<f32>;
-@group(0) @binding(5) var<storage, read_write> gh: array<f32>;
-@group(0) @binding(6) var<storage, read_write> gw: array<f32>;
+// The gradients gh and gw (f32: the caller's, or with a 16-bit gradient the plan's accumulators;
+// in the `narrow` pass gh is an accumulator and gw the caller's window in DTYPE_gw).
+#tensor gh 5 read_write scalar
+#tensor gw 6 read_write scalar
 @group(0) @binding(7) var<storage, read_write> scratch: Scratch;
 
 // The logits' h operand, k-major, rows in pairs: hs[k * TR / 2 + r / 2][r % 2]. (The other
@@ -346,15 +351,15 @@ fn add4(of_w: bool, row: u32, e0: u32, val: vec4<f32>, fresh: bool) {
         if (of_w) {
             let at = row * d + e - params.w_base;
             if (!fresh) {
-                old = gw[at];
+                old = gw_get(at);
             }
-            gw[at] = old + val[i];
+            gw_set(at, old + val[i]);
         } else {
             let at = row * d + e - params.h_base;
             if (!fresh) {
-                old = gh[at];
+                old = gh_get(at);
             }
-            gh[at] = old + val[i];
+            gh_set(at, old + val[i]);
         }
     }
 }
@@ -452,4 +457,18 @@ fn grad_hidden(inv: Invocation) {
 @compute @workgroup_size(256)
 fn grad_weight(inv: Invocation) {
     grad_pass(inv, true);
+}
+
+// A 16-bit gradient (the host's grad_dtype): the passes above sum a window of it in f32 in the
+// plan's accumulator (gh here), then this pass writes its elements [narrow_from, narrow_to) to
+// the caller's window (gw, in DTYPE_gw), rounded to nearest even: an invocation a 32-bit word,
+// both its halves, so that no two invocations write one word.
+@compute @workgroup_size(256)
+fn narrow(inv: Invocation) {
+    let word = params.narrow_from / 2u + wg_index(inv, params.wg_x) * 256u + inv.lid;
+    for (var e = 2u * word; e < 2u * word + 2u; e++) {
+        if (e >= params.narrow_from && e < params.narrow_to) {
+            gw_set(e, gh_get(e));
+        }
+    }
 }

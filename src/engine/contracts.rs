@@ -48,7 +48,8 @@ fn value_sets(values: &[&str]) -> Vec<Vec<String>> {
 
 /// The dtypes of the caller's tensors the host asks for (`DTYPE_*`, see
 /// shaders/common/tensor.wgsl): all f32, all f16 (packed, and through WGSL's f16), all bf16,
-/// and mixtures (16-bit inputs with an f32 gradient, f16 inputs with a bf16 one).
+/// and mixtures (16-bit inputs with an f32 gradient, f16 inputs with a bf16 one). `DTYPE_gw`
+/// follows the gradient's (the fused loss's narrowing pass writes it).
 const DTYPES: [&[&str]; 6] = [
     &[],
     &[
@@ -57,6 +58,7 @@ const DTYPES: [&[&str]; 6] = [
         "DTYPE_t=1",
         "DTYPE_y=1",
         "DTYPE_grad=1",
+        "DTYPE_gw=1",
     ],
     &[
         "DTYPE_x=1",
@@ -64,6 +66,7 @@ const DTYPES: [&[&str]; 6] = [
         "DTYPE_t=1",
         "DTYPE_y=1",
         "DTYPE_grad=1",
+        "DTYPE_gw=1",
         "NATIVE_F16",
     ],
     &[
@@ -72,6 +75,7 @@ const DTYPES: [&[&str]; 6] = [
         "DTYPE_t=2",
         "DTYPE_y=2",
         "DTYPE_grad=2",
+        "DTYPE_gw=2",
     ],
     &[
         "DTYPE_x=2",
@@ -86,6 +90,7 @@ const DTYPES: [&[&str]; 6] = [
         "DTYPE_t=1",
         "DTYPE_y=1",
         "DTYPE_grad=2",
+        "DTYPE_gw=2",
         "NATIVE_F16",
     ],
 ];

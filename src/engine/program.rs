@@ -382,6 +382,7 @@ pub struct Builder<'a> {
     /// The slot the gradient lands in when it is over the input (in place).
     in_place: Option<Slot>,
     grad_dtype: (DType, u64),
+    grad_linear_dtype: (DType, u64),
     dispatches: Vec<Dispatch<PipelineKey>>,
     uniforms: Vec<u8>,
     scratch_words: u64,
@@ -401,6 +402,7 @@ impl<'a> Builder<'a> {
             slots: [UNUSED; MAX_SLOTS],
             in_place: None,
             grad_dtype: (DType::F32, 0),
+            grad_linear_dtype: (DType::F32, 0),
             dispatches: Vec::new(),
             uniforms: Vec::new(),
             scratch_words: RESERVED_WORDS,
@@ -508,6 +510,11 @@ impl<'a> Builder<'a> {
     /// read-back (a 16-bit gradient's slot is padded to whole words).
     pub fn grad_dtype(&mut self, dtype: DType, elements: u64) {
         self.grad_dtype = (dtype, elements);
+    }
+
+    /// [`Builder::grad_dtype`] for the layer's gradient (`Field::GradLinear`).
+    pub fn grad_linear_dtype(&mut self, dtype: DType, elements: u64) {
+        self.grad_linear_dtype = (dtype, elements);
     }
 
     /// Allocates `words` f32 of scratch; returns their index in `scratch.data`.
@@ -720,6 +727,7 @@ impl<'a> Builder<'a> {
             slots: self.slots,
             in_place: self.in_place,
             grad_dtype: self.grad_dtype,
+            grad_linear_dtype: self.grad_linear_dtype,
             dispatches,
             uniforms: Locked::new(self.ctx, uniforms),
             scratch: Locked::new(self.ctx, scratch),
@@ -759,6 +767,7 @@ pub struct Program {
     /// The slot the gradient lands in when it is over the input (in place).
     in_place: Option<Slot>,
     grad_dtype: (DType, u64),
+    grad_linear_dtype: (DType, u64),
     dispatches: Vec<Dispatch<Pipeline>>,
     /// Dropped under the device lock (see `Drop`).
     uniforms: Locked<wgpu::Buffer>,
@@ -821,6 +830,11 @@ impl Program {
     /// The gradient's dtype and, when it is not f32, its element count.
     pub fn grad_dtype(&self) -> (DType, u64) {
         self.grad_dtype
+    }
+
+    /// The layer's gradient's dtype and, when it is not f32, its element count.
+    pub fn grad_linear_dtype(&self) -> (DType, u64) {
+        self.grad_linear_dtype
     }
 
     /// Checks the user ranges against the slots: present exactly where used, `STORAGE`,

@@ -128,11 +128,20 @@ pub(crate) fn run_host(
         let mut out = LossOutput::from_parts(reduction, None, None);
         for (&(slot, field), &offset) in reads.iter().zip(&offsets) {
             let bytes = &data[offset as usize..(offset + program.slot_bytes(slot)) as usize];
-            match (field, program.grad_dtype()) {
-                (Field::Grad, (dtype, elements)) if dtype != DType::F32 => {
+            // A 16-bit gradient, widened (its slot is padded to whole words).
+            let narrow = match field {
+                Field::Grad => Some(program.grad_dtype()),
+                Field::GradLinear => Some(program.grad_linear_dtype()),
+                _ => None,
+            };
+            match narrow {
+                Some((dtype, elements)) if dtype != DType::F32 => {
                     let mut g = dtype.widen(bytes);
                     g.truncate(elements as usize);
-                    out.grad = Some(g);
+                    match field {
+                        Field::Grad => out.grad = Some(g),
+                        _ => out.grad_linear = Some(g),
+                    }
                 }
                 _ => out.fill(field, reduction, bytes),
             }

@@ -136,8 +136,12 @@ pub struct LinearCrossEntropyDesc {
     /// their target (`Buffers::correct`, one u32; [`crate::LossOutput::correct`]).
     pub correct: bool,
     /// The dtype of the hidden states and the layer's weight (default f32); products and sums
-    /// are f32 whatever it is, and the gradients are written in f32.
+    /// are f32 whatever it is.
     pub dtype: DType,
+    /// The dtype of the hidden states' and the weight's gradients (default f32, whatever
+    /// `dtype` is): a 16-bit gradient is summed in f32 in a buffer of the plan's, a window at a
+    /// time, and rounded once into the caller's.
+    pub grad_dtype: DType,
 }
 
 setters! {
@@ -160,6 +164,8 @@ setters! {
         correct: bool,
         /// Sets the dtype of the hidden states and the layer's weight.
         dtype: DType,
+        /// Sets the dtype of the hidden states' and the weight's gradients.
+        grad_dtype: DType,
     }
     optional {
         /// Declares a class weight of this many entries (must be V).
@@ -188,6 +194,7 @@ impl LinearCrossEntropyDesc {
             lse: false,
             correct: false,
             dtype: DType::F32,
+            grad_dtype: DType::F32,
         }
     }
 
@@ -270,7 +277,12 @@ params! {
         label_smoothing: f32,
         z_loss: f32,
         softcap: f32,
+        /// The `narrow` pass's elements of the window, `[narrow_from, narrow_to)`.
+        narrow_from: u32,
+        narrow_to: u32,
         _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
     }
 }
 
@@ -339,14 +351,17 @@ impl Tensors for LinearCrossEntropyDesc {
             0
         };
         let mut gbias_base = 0;
+        let grad_dtype = self.grad_dtype;
         if want_grad {
-            b.windowed_slot(GRAD_HIDDEN, "grad_hidden", 4 * n * d, Access::Write)?;
-            b.windowed_slot(GRAD_LINEAR, "grad_linear", 4 * v * d, Access::Write)?;
+            let (gh, gw) = (grad_dtype.bytes(n * d), grad_dtype.bytes(v * d));
+            b.windowed_slot(GRAD_HIDDEN, "grad_hidden", gh, Access::Write)?;
+            b.windowed_slot(GRAD_LINEAR, "grad_linear", gw, Access::Write)?;
             if self.bias {
                 gbias_base = b.side(GRAD_BIAS, "grad_bias", 4 * v, Access::Write)?;
             }
         }
-        b.grad_dtype(DType::F32, n * d);
+        b.grad_dtype(grad_dtype, n * d);
+        b.grad_linear_dtype(grad_dtype, v * d);
         if self.correct {
             b.status_output(CORRECT, "correct", 3);
         }
@@ -390,9 +405,39 @@ impl Tensors for LinearCrossEntropyDesc {
             softcap: self.softcap.unwrap_or(1.0),
             ..Default::default()
         };
+        // The windowed tensors' element sizes: the inputs', the gradients', and f32 (a 16-bit
+        // gradient's accumulators).
+        let sizes = [dtype.size(), grad_dtype.size(), 4];
+        // Windows of whole tiles of `per_wg` rows of D elements (of hidden states or weight).
+        let windows = |units, per_wg, what| {
+            Windowing {
+                units,
+                unit_elems: d,
+                per_wg,
+                tail_elems: 0,
+                sizes: &sizes,
+                what,
+            }
+            .spans(ctx)
+        };
+        // The window of a span of whole tiles: its first element and element count.
+        let window_of = |span: &Span| (span.base, (span.first + span.units) * d - span.base);
+        let row_spans = windows(n, TR, "a tile of hidden states")?;
+        let class_spans = windows(v, TV, "a tile of the layer's weight")?;
+        // A 16-bit gradient: the passes sum a window in f32 in accumulators of the plan's (gh's
+        // and gw's), which the `narrow` pass rounds into the caller's window.
+        let accumulators = if want_grad && grad_dtype != DType::F32 {
+            let largest = |spans: &[Span]| spans.iter().map(|s| window_of(s).1).max().unwrap_or(0);
+            Some((
+                b.owned("grad_hidden's f32 sums", 4 * largest(&row_spans))?,
+                b.owned("grad_linear's f32 sums", 4 * largest(&class_spans))?,
+            ))
+        } else {
+            None
+        };
         // Bindings 1..=7: h and W windows (each its first element and element count, or none),
-        // targets, class weight, gh and gw (f32, over the same windows, where `writes` says the
-        // pass writes them), scratch.
+        // targets, class weight, gh and gw (the caller's f32, over the same windows, or the
+        // accumulators, where `writes` says the pass writes them), scratch.
         let entries = |windows: Option<((u64, u64), (u64, u64))>, writes: (bool, bool)| {
             let window = |slot, w: Option<(u64, u64)>, dtype: DType, writable| match w {
                 Some((at, elems)) => {
@@ -406,15 +451,40 @@ impl Tensors for LinearCrossEntropyDesc {
                 window(LINEAR, ww, dtype, false),
                 Res::User(TARGET, View::Scalar(4 * n)),
                 Res::user_if(shape.weighted, WEIGHT, View::Scalar(4 * v), false),
-                window(GRAD_HIDDEN, hw.filter(|_| writes.0), DType::F32, true),
-                window(GRAD_LINEAR, ww.filter(|_| writes.1), DType::F32, true),
+                match accumulators {
+                    Some((h, _)) if writes.0 => Res::Owned(h),
+                    _ => window(GRAD_HIDDEN, hw.filter(|_| writes.0), DType::F32, true),
+                },
+                match accumulators {
+                    Some((_, w)) if writes.1 => Res::Owned(w),
+                    _ => window(GRAD_LINEAR, ww.filter(|_| writes.1), DType::F32, true),
+                },
                 Res::Scratch,
             ]
         };
-        // The windowed tensors' element sizes: the inputs', and the gradients' (f32).
-        let sizes = [dtype.size(), 4];
-        // The window of a span of whole tiles: its first element and element count.
-        let window_of = |span: &Span| (span.base, (span.first + span.units) * d - span.base);
+        // The `narrow` pass of a window `span` of a 16-bit gradient: accumulator `acc` into the
+        // caller's `slot`, the span's own elements (its window may start in the span before).
+        let narrow = |b: &mut Builder<'_>, acc: usize, slot: Slot, span: &Span| {
+            let (at, elems) = window_of(span);
+            let from = span.first * d - at;
+            let (x, y) = b.fold((elems.div_ceil(2) - from / 2).div_ceil(256))?;
+            let p = LinearParams {
+                wg_x: x,
+                narrow_from: from as u32,
+                narrow_to: elems as u32,
+                ..base
+            };
+            let mut e = entries(None, (false, false));
+            e[4] = Res::Owned(acc);
+            e[5] = Res::Window(
+                slot,
+                at * grad_dtype.size(),
+                View::Scalar(grad_dtype.bytes(elems)),
+            );
+            let key = key("narrow").value("DTYPE_gw", grad_dtype.code());
+            b.dispatch(&key, &p, e, (x, y));
+            Ok::<(), Error>(())
+        };
         // One dispatch of a tile pass over row tiles [r0, r1) and class tiles [t0, t1) with h
         // and W bound to the windows `hw`, `ww`, one workgroup a tile of `along` (rows or
         // classes); `first` starts the pass's accumulation.
@@ -446,19 +516,6 @@ impl Tensors for LinearCrossEntropyDesc {
         let vocab_tiles = v.div_ceil(TV);
         let row_tiles = n.div_ceil(TR);
         let chunk = tiles_per_dispatch(ctx, d, 4 * TV * d, "a tile of the layer's weight")?;
-        // Windows of whole tiles of `per_wg` rows of D elements (of hidden states or weight).
-        let windows = |units, per_wg, what| {
-            Windowing {
-                units,
-                unit_elems: d,
-                per_wg,
-                tail_elems: 0,
-                sizes: &sizes,
-                what,
-            }
-            .spans(ctx)
-        };
-        let row_spans = windows(n, TR, "a tile of hidden states")?;
         let by_classes = |b: &mut Builder<'_>, entry: &'static str| {
             for (j, t0) in (0..vocab_tiles).step_by(chunk as usize).enumerate() {
                 let t1 = (t0 + chunk).min(vocab_tiles);
@@ -492,25 +549,42 @@ impl Tensors for LinearCrossEntropyDesc {
         if !want_grad {
             return Ok(());
         }
-        by_classes(b, "grad_hidden")?;
-
-        // The weight's (and bias's) gradient: chunks of row tiles in order, each over windows of
-        // whole class tiles.
-        let chunk = tiles_per_dispatch(ctx, d, 4 * TR * d, "a tile of hidden states")?;
-        let class_spans = windows(v, TV, "a tile of the layer's weight")?;
-        for (i, r0) in (0..row_tiles).step_by(chunk as usize).enumerate() {
-            let r1 = (r0 + chunk).min(row_tiles);
-            let hw = rows_window(ctx, &sizes, r0 * TR, (r1 * TR).min(n), d);
-            for span in &class_spans {
-                let classes = (span.first / TV, (span.first + span.units).div_ceil(TV));
-                let ww = window_of(span);
+        // The hidden states' gradient: a window of whole row tiles at a time, each over the
+        // chunks of class tiles in order (each row sums the chunks in the order of the classes,
+        // whatever the windows).
+        for span in &row_spans {
+            let rows = (span.first / TR, (span.first + span.units).div_ceil(TR));
+            for (j, t0) in (0..vocab_tiles).step_by(chunk as usize).enumerate() {
+                let t1 = (t0 + chunk).min(vocab_tiles);
+                let ww = rows_window(ctx, &sizes, t0 * TV, (t1 * TV).min(v), d);
+                let classes = (t0, t1, ww);
                 tiles(
                     b,
-                    "grad_weight",
-                    (r0, r1, hw),
-                    (classes.0, classes.1, ww),
-                    i == 0,
+                    "grad_hidden",
+                    (rows.0, rows.1, window_of(span)),
+                    classes,
+                    j == 0,
                 )?;
+            }
+            if let Some((acc, _)) = accumulators {
+                narrow(b, acc, GRAD_HIDDEN, span)?;
+            }
+        }
+
+        // The weight's (and bias's) gradient: a window of whole class tiles at a time, each over
+        // the chunks of row tiles in order.
+        let chunk = tiles_per_dispatch(ctx, d, 4 * TR * d, "a tile of hidden states")?;
+        for span in &class_spans {
+            let classes = (span.first / TV, (span.first + span.units).div_ceil(TV));
+            let ww = window_of(span);
+            for (i, r0) in (0..row_tiles).step_by(chunk as usize).enumerate() {
+                let r1 = (r0 + chunk).min(row_tiles);
+                let hw = rows_window(ctx, &sizes, r0 * TR, (r1 * TR).min(n), d);
+                let rows = (r0, r1, hw);
+                tiles(b, "grad_weight", rows, (classes.0, classes.1, ww), i == 0)?;
+            }
+            if let Some((_, acc)) = accumulators {
+                narrow(b, acc, GRAD_LINEAR, span)?;
             }
         }
         Ok(())

@@ -277,7 +277,8 @@ fn recorded_into_the_callers_encoder_with_its_buffers() {
 #[test]
 fn half_precision_hidden_states_and_layer() {
     // f16 and bf16 inputs, f32 products, sums and gradients: against the twin of the upcast
-    // inputs, with the tolerance of f32 arithmetic (the inputs are exact in both).
+    // inputs, with the tolerance of f32 arithmetic (the inputs are exact in both); and the
+    // gradients in the inputs' dtype.
     use wgpu_loss::{DType, bf16, f16};
     let mut case = Case::new(60, 45, 37, 301);
     case.desc = case.desc.bias(true).label_smoothing(0.05).lse(true);
@@ -305,7 +306,7 @@ fn half_precision_hidden_states_and_layer() {
             ),
         };
         let desc = case.desc.clone().dtype(dtype);
-        let (out, r) = match dtype {
+        let run = |desc: &wgpu_loss::LinearCrossEntropyDesc| match dtype {
             DType::F16 => {
                 let h: Vec<f16> = h16.iter().map(|&b| f16::from_bits(b)).collect();
                 let w: Vec<f16> = w16.iter().map(|&b| f16::from_bits(b)).collect();
@@ -313,8 +314,8 @@ fn half_precision_hidden_states_and_layer() {
                     .linear(&w)
                     .bias(&case.bias);
                 (
-                    ctx().loss(&desc, &i).unwrap(),
-                    cpu::reference(&desc, &i).unwrap(),
+                    ctx().loss(desc, &i).unwrap(),
+                    cpu::reference(desc, &i).unwrap(),
                 )
             }
             _ => {
@@ -324,11 +325,36 @@ fn half_precision_hidden_states_and_layer() {
                     .linear(&w)
                     .bias(&case.bias);
                 (
-                    ctx().loss(&desc, &i).unwrap(),
-                    cpu::reference(&desc, &i).unwrap(),
+                    ctx().loss(desc, &i).unwrap(),
+                    cpu::reference(desc, &i).unwrap(),
                 )
             }
         };
+        let (out, r) = run(&desc);
+        // Gradients in the inputs' dtype: summed in f32 as above, rounded once (to nearest
+        // even): the f32 gradients' rounding, bit for bit.
+        let (narrow, _) = run(&desc.clone().grad_dtype(dtype));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let rounded = |v: &[f32]| bits(&v.iter().map(|&x| dtype.round(x)).collect::<Vec<_>>());
+        assert_eq!(narrow.value.map(f32::to_bits), out.value.map(f32::to_bits));
+        let (g, gl) = (
+            out.grad.as_ref().unwrap(),
+            out.grad_linear.as_ref().unwrap(),
+        );
+        assert_eq!(
+            bits(narrow.grad.as_ref().unwrap()),
+            rounded(g),
+            "{dtype:?} grad_hidden"
+        );
+        assert_eq!(
+            bits(narrow.grad_linear.as_ref().unwrap()),
+            rounded(gl),
+            "{dtype:?} grad_linear"
+        );
+        assert_eq!(
+            narrow.grad_bias, out.grad_bias,
+            "the bias's gradient stays f32"
+        );
         let what = format!("{dtype:?}");
         let tol = Tol::new(2e-4, 2e-6);
         assert_scalar(&what, out.value.unwrap(), r.value.unwrap(), tol);

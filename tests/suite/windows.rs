@@ -452,6 +452,24 @@ fn linear_cross_entropy_windows_give_the_bits_of_one_binding() {
         let what = format!("linear [{n}, {d}] x [{v}, {d}] {reduction} in 1 MiB bindings");
         same_bits(&what, whole, &windowed, &desc, &inputs);
     }
+    // bf16 inputs and gradients: the f32 sums a window at a time (d odd: a window's first row
+    // shares a word with the one before), rounded into the caller's windows.
+    let (hb, lb) = (
+        narrow(&hidden, bf16::from_f32),
+        narrow(&linear, bf16::from_f32),
+    );
+    let desc = LinearCrossEntropyDesc::new(n, d, v)
+        .bias(true)
+        .dtype(DType::BF16)
+        .grad_dtype(DType::BF16);
+    let inputs = Inputs::classes(&hb, &targets).linear(&lb).bias(&bias);
+    same_bits(
+        "linear bf16, bf16 gradients",
+        whole,
+        &windowed,
+        &desc,
+        &inputs,
+    );
 }
 
 #[test]
