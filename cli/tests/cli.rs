@@ -1800,3 +1800,208 @@ fn bench_image() {
         "--image-sizes",
     );
 }
+
+/// A .npy file of `dtype` values (bfloat16 as uint16 bits), widened.
+fn read_in(path: &Path, dtype: wgpu_loss::DType) -> (Vec<u64>, Vec<f32>) {
+    use wgpu_loss::{DType, bf16, f16};
+    let npy =
+        npyz::NpyFile::new(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    let shape = npy.shape().to_vec();
+    let values = match dtype {
+        DType::F16 => (npy.into_vec::<f16>().unwrap().iter())
+            .map(|v| v.to_f32())
+            .collect(),
+        DType::BF16 => (npy.into_vec::<u16>().unwrap().iter())
+            .map(|&v| bf16::from_bits(v).to_f32())
+            .collect(),
+        DType::F32 => npy.into_vec::<f32>().unwrap(),
+    };
+    (shape, values)
+}
+
+/// `eval photometric` and `eval linear-cross-entropy` on float16 files and (with --bf16)
+/// bfloat16 ones: the loss, and the gradients in the inputs' dtype or in --grad-dtype, against
+/// the twin of the files' values; inputs of two dtypes are a one-line error.
+#[test]
+fn half_precision_images_and_linear_files() {
+    use wgpu_loss::{
+        DType, ImageDesc, Inputs, LinearCrossEntropyDesc, bf16, f16, image::ImageLoss,
+    };
+    let d = dir("half-image-linear");
+    let mut rng = Rng::new(32);
+    let file = |name: &str| d.join(name).to_str().unwrap().to_string();
+    // Writes `v` in `dtype` as `name` and returns the values it holds.
+    let save = |name: &str, shape: &[u64], v: &[f32], dtype: DType| -> Vec<f32> {
+        match dtype {
+            DType::F16 => write(
+                &d.join(name),
+                shape,
+                &v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>(),
+            ),
+            DType::BF16 => write(
+                &d.join(name),
+                shape,
+                &v.iter()
+                    .map(|&x| bf16::from_f32(x).to_bits())
+                    .collect::<Vec<_>>(),
+            ),
+            DType::F32 => write(&d.join(name), shape, v),
+        }
+        v.iter().map(|&x| dtype.round(x)).collect()
+    };
+    let (h, w, c) = (21, 26, 3);
+    let img = [h as u64, w as u64, c as u64];
+    let (p, t) = (rng.vec(h * w * c, 0.0, 1.0), rng.vec(h * w * c, 0.0, 1.0));
+    let (n, k, v) = (19, 7, 33);
+    let (hidden, weight) = (rng.vec(n * k, -1.0, 1.0), rng.vec(v * k, -0.5, 0.5));
+    let targets = rng.classes(n, v);
+    write(&d.join("y.npy"), &[n as u64], &targets);
+    for (dtype, flag) in [(DType::F16, None), (DType::BF16, Some("--bf16"))] {
+        for grad_dtype in [dtype, DType::F32] {
+            let tag = format!("{dtype}-{grad_dtype}");
+            // The photometric loss.
+            let (pv, tv) = (
+                save(&format!("p-{tag}.npy"), &img, &p, dtype),
+                save(&format!("t-{tag}.npy"), &img, &t, dtype),
+            );
+            let g = file(&format!("g-{tag}.npy"));
+            let (pf, tf) = (file(&format!("p-{tag}.npy")), file(&format!("t-{tag}.npy")));
+            let mut args = vec![
+                "eval",
+                "photometric",
+                "--json",
+                "--pred",
+                &pf,
+                "--target",
+                &tf,
+                "--grad-out",
+                &g,
+                "--grad-dtype",
+                grad_dtype.name(),
+            ];
+            args.extend(flag);
+            let out = run(&args);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let r = cpu::image::image_loss(
+                &ImageDesc::new(ImageLoss::Photometric, h, w, c),
+                &pv,
+                &tv,
+                None,
+            )
+            .unwrap();
+            assert_scalar(
+                &tag,
+                json["value"].as_f64().unwrap() as f32,
+                r.value.unwrap(),
+                Tol::new(1e-4, 1e-6),
+            );
+            let (shape, grad) = read_in(Path::new(&g), grad_dtype);
+            assert_eq!(shape, img);
+            let half_ulp = if grad_dtype == DType::F32 {
+                0.0
+            } else {
+                grad_dtype.epsilon() / 2.0
+            };
+            assert_close(
+                &format!("photometric {tag} grad"),
+                &grad,
+                &r.grad,
+                Tol::new(2e-3 + half_ulp, 2e-4 * largest(&r.grad)),
+            );
+            // The fused linear + cross-entropy.
+            let hv = save(
+                &format!("h-{tag}.npy"),
+                &[n as u64, k as u64],
+                &hidden,
+                dtype,
+            );
+            let wv = save(
+                &format!("w-{tag}.npy"),
+                &[v as u64, k as u64],
+                &weight,
+                dtype,
+            );
+            let (hf, wf, yf) = (
+                file(&format!("h-{tag}.npy")),
+                file(&format!("w-{tag}.npy")),
+                file("y.npy"),
+            );
+            let (gh, gw) = (
+                file(&format!("gh-{tag}.npy")),
+                file(&format!("gw-{tag}.npy")),
+            );
+            let mut args = vec![
+                "eval",
+                "linear-cross-entropy",
+                "--hidden",
+                &hf,
+                "--weight",
+                &wf,
+                "--targets",
+                &yf,
+                "--grad-hidden-out",
+                &gh,
+                "--grad-weight-out",
+                &gw,
+                "--grad-dtype",
+                grad_dtype.name(),
+            ];
+            args.extend(flag);
+            let out = run(&args);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let desc = LinearCrossEntropyDesc::new(n, k, v);
+            let r = cpu::reference(&desc, &Inputs::classes(&hv, &targets).linear(&wv)).unwrap();
+            assert_scalar(
+                &format!("linear {tag}"),
+                stdout_value(&out) as f32,
+                r.value.unwrap(),
+                Tol::new(2e-4, 2e-6),
+            );
+            for (path, want, shape) in [
+                (&gh, &r.grad, [n as u64, k as u64]),
+                (&gw, &r.grad_linear, [v as u64, k as u64]),
+            ] {
+                let (got_shape, got) = read_in(Path::new(path), grad_dtype);
+                assert_eq!(got_shape, shape);
+                let tol = Tol::new(2e-4 + half_ulp, 1e-5 * largest(want));
+                assert_close(&format!("linear {tag} {path}"), &got, want, tol);
+            }
+        }
+    }
+    // Inputs of two dtypes.
+    save("t32.npy", &img, &t, DType::F32);
+    fails_with(
+        &[
+            "eval",
+            "photometric",
+            "--pred",
+            &file("p-f16-f16.npy"),
+            "--target",
+            &file("t32.npy"),
+        ],
+        "f32",
+    );
+    save("w32.npy", &[v as u64, k as u64], &weight, DType::F32);
+    fails_with(
+        &[
+            "eval",
+            "linear-cross-entropy",
+            "--hidden",
+            &file("h-f16-f16.npy"),
+            "--weight",
+            &file("w32.npy"),
+            "--targets",
+            &file("y.npy"),
+        ],
+        "f32",
+    );
+}

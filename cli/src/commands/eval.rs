@@ -114,10 +114,10 @@ pub struct CustomArgs {
 
 #[derive(Args)]
 pub struct LinearArgs {
-    /// Hidden states [N, D], float32 .npy.
+    /// Hidden states [N, D]: float32, float16 or (with --bf16) bfloat16 .npy.
     #[arg(long)]
     hidden: PathBuf,
-    /// The layer's weight [V, D] (PyTorch's nn.Linear layout), float32 .npy.
+    /// The layer's weight [V, D] (PyTorch's nn.Linear layout), in the hidden states' dtype.
     #[arg(long)]
     weight: PathBuf,
     /// The layer's bias [V], float32 .npy.
@@ -131,10 +131,11 @@ pub struct LinearArgs {
     class_weight: Option<PathBuf>,
     #[command(flatten)]
     ce: ClassOptions,
-    /// Write the hidden states' gradient to this .npy file (float32 [N, D]).
+    /// Write the hidden states' gradient to this .npy file ([N, D], in --grad-dtype, else the
+    /// inputs' dtype).
     #[arg(long)]
     grad_hidden_out: Option<PathBuf>,
-    /// Write the layer weight's gradient to this .npy file (float32 [V, D]).
+    /// Write the layer weight's gradient to this .npy file ([V, D], as the hidden states').
     #[arg(long)]
     grad_weight_out: Option<PathBuf>,
     /// Write the bias's gradient to this .npy file (float32 [V]; needs --bias).
@@ -772,16 +773,21 @@ fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, Stri
                 .into(),
         );
     }
-    if a.common.bf16 || a.common.grad_dtype.is_some_and(|d| d != DType::F32) {
-        return Err("linear-cross-entropy takes and writes float32 only".into());
-    }
     if a.grad_bias_out.is_some() && a.bias.is_none() {
         return Err("--grad-bias-out needs --bias".into());
     }
-    let hidden = npy::read_f32(&a.hidden)?;
+    let hidden = npy::read_floats(&a.hidden, a.common.bf16)?;
     let (n, d) = rank2(&hidden.shape, &a.hidden)?;
-    let weight = npy::read_f32(&a.weight)?;
+    let weight = npy::read_floats(&a.weight, a.common.bf16)?;
     let (v, dw) = rank2(&weight.shape, &a.weight)?;
+    let (dtype, grad_dtype) = dtypes(&hidden.data, &a.common);
+    if weight.data.values().dtype() != dtype {
+        return Err(format!(
+            "{}: {} values, the hidden states are {dtype}",
+            a.weight.display(),
+            weight.data.values().dtype()
+        ));
+    }
     if dw != d {
         return Err(format!(
             "{}: shape {:?}, [V, {d}] is needed (the hidden states' width is {d})",
@@ -803,9 +809,11 @@ fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, Stri
         .ignore_index(a.ce.ignore_index)
         .label_smoothing(a.ce.label_smoothing)
         .z_loss(a.ce.z_loss)
-        .lse(a.ce.lse_out.is_some());
+        .lse(a.ce.lse_out.is_some())
+        .dtype(dtype)
+        .grad_dtype(grad_dtype);
     desc.softcap = a.ce.softcap;
-    let mut inputs = Inputs::classes(&hidden.data, &targets).linear(&weight.data);
+    let mut inputs = Inputs::classes(hidden.data.values(), &targets).linear(weight.data.values());
     if let Some(b) = &bias {
         inputs = inputs.bias(b);
     }
@@ -814,15 +822,17 @@ fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, Stri
         inputs = inputs.weight(w);
     }
     let (out, seconds) = timed(|| ctx.loss(&desc, &inputs))?;
+    // The gradients of the hidden states and the weight in their dtype; the log-sum-exps and
+    // the bias's gradient in f32.
     let writes = [
-        (&a.ce.lse_out, vec![n], &out.lse),
-        (&a.grad_hidden_out, vec![n, d], &out.grad),
-        (&a.grad_weight_out, vec![v, d], &out.grad_linear),
-        (&a.grad_bias_out, vec![v], &out.grad_bias),
+        (&a.ce.lse_out, vec![n], &out.lse, DType::F32),
+        (&a.grad_hidden_out, vec![n, d], &out.grad, grad_dtype),
+        (&a.grad_weight_out, vec![v, d], &out.grad_linear, grad_dtype),
+        (&a.grad_bias_out, vec![v], &out.grad_bias, DType::F32),
     ];
-    for (path, shape, data) in writes {
+    for (path, shape, data, dtype) in writes {
         if let (Some(path), Some(data)) = (path, data) {
-            npy::write(path, &shape, data)?;
+            npy::write_in(path, &shape, data, dtype)?;
         }
     }
     Ok(Evaluated::new(
@@ -830,7 +840,7 @@ fn linear_cross_entropy(ctx: &Context, a: &LinearArgs) -> Result<Evaluated, Stri
         out,
         vec![n],
         vec![n, d],
-        DType::F32,
+        grad_dtype,
         seconds,
     ))
 }

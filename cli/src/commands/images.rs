@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use wgpu_loss::{
     Context, DType, ImageDesc, LossOutput, Outputs,
-    image::{ImageLoss, ImageMask, Padding},
+    image::{ImageInputs, ImageLoss, ImageMask, Padding},
 };
 
 use super::Common;
@@ -13,11 +13,12 @@ use super::npy;
 
 #[derive(Args)]
 pub struct ImageArgs {
-    /// The prediction (the rendered image): a float32 .npy array [H, W], [H, W, C] or
-    /// [N, H, W, C] (C <= 4), or a PNG file (8 or 16 bits, scaled to [0, 1]).
+    /// The prediction (the rendered image): a float32, float16 (or with --bf16 bfloat16) .npy
+    /// array [H, W], [H, W, C] or [N, H, W, C] (C <= 4), or a PNG file (8 or 16 bits, scaled to
+    /// [0, 1], read as float32).
     #[arg(long)]
     pred: PathBuf,
-    /// The target image, the same shape.
+    /// The target image, the same shape and dtype.
     #[arg(long)]
     target: PathBuf,
     /// SSIM's windows: same (every pixel, zero padding: the 3DGS reference) or valid (only
@@ -42,9 +43,10 @@ fn parse_padding(s: &str) -> Result<Padding, String> {
     s.parse().map_err(|e: wgpu_loss::Error| e.to_string())
 }
 
-/// An image read from a file: `[N, H, W, C]` values and the shape as the file had it.
+/// An image read from a file: `[N, H, W, C]` values in the file's dtype and the shape as the
+/// file had it.
 struct Image {
-    data: Vec<f32>,
+    data: npy::Floats,
     nhwc: (usize, usize, usize, usize),
     shape: Vec<usize>,
 }
@@ -54,17 +56,18 @@ fn is_png(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("png"))
 }
 
-/// Reads a PNG (scaled to [0, 1]) or a float32 .npy image of rank 2 to 4.
-fn read_image(path: &Path) -> Result<Image, String> {
+/// Reads a PNG (scaled to [0, 1], f32) or a .npy image of rank 2 to 4 in its dtype (`bf16`:
+/// uint16 arrays hold bfloat16 bits).
+fn read_image(path: &Path, bf16: bool) -> Result<Image, String> {
     if is_png(path) {
         let (data, h, w, c) = read_png(path)?;
         return Ok(Image {
-            data,
+            data: npy::Floats::F32(data),
             nhwc: (1, h, w, c),
             shape: vec![h, w, c],
         });
     }
-    let a = npy::read_f32(path)?;
+    let a = npy::read_floats(path, bf16)?;
     let nhwc = match a.shape[..] {
         [h, w] => (1, h, w, 1),
         [h, w, c] => (1, h, w, c),
@@ -113,7 +116,7 @@ fn read_png(path: &Path) -> Result<(Vec<f32>, usize, usize, usize), String> {
 /// The mask as `[N, H, W]` weights, for images of `nhwc`: a PNG's first channel, or an .npy
 /// array `[H, W]` (one image) or `[N, H, W]`.
 fn read_mask(path: &Path, (n, h, w, _): (usize, usize, usize, usize)) -> Result<Vec<f32>, String> {
-    let m = read_image(path)?;
+    let m = read_image(path, false)?;
     let (fits, stride) = if is_png(path) {
         (n == 1 && m.shape[..2] == [h, w], m.nhwc.3)
     } else {
@@ -126,7 +129,8 @@ fn read_mask(path: &Path, (n, h, w, _): (usize, usize, usize, usize)) -> Result<
             m.shape
         ));
     }
-    Ok(m.data.iter().step_by(stride).copied().collect())
+    let values = m.data.values().to_f32();
+    Ok(values.iter().step_by(stride).copied().collect())
 }
 
 /// The evaluation of `loss` on the files of `a`.
@@ -141,8 +145,18 @@ pub struct Evaluation {
 
 /// Evaluates `loss` on the files of `a`.
 pub fn evaluate(ctx: &Context, loss: ImageLoss, a: &ImageArgs) -> Result<Evaluation, String> {
-    let pred = read_image(&a.pred)?;
-    let target = read_image(&a.target)?;
+    let common = &a.common;
+    let pred = read_image(&a.pred, common.bf16)?;
+    let target = read_image(&a.target, common.bf16)?;
+    let dtype = pred.data.values().dtype();
+    if target.data.values().dtype() != dtype {
+        return Err(format!(
+            "{}: {} values, the prediction's are {dtype}",
+            a.target.display(),
+            target.data.values().dtype()
+        ));
+    }
+    let grad_dtype = common.grad_dtype.unwrap_or(dtype);
     if pred.nhwc != target.nhwc {
         return Err(format!(
             "{}: shape {:?} does not match {:?}",
@@ -157,7 +171,6 @@ pub fn evaluate(ctx: &Context, loss: ImageLoss, a: &ImageArgs) -> Result<Evaluat
         .as_deref()
         .map(|m| read_mask(m, pred.nhwc))
         .transpose()?;
-    let common = &a.common;
     let desc = ImageDesc::new(loss, h, w, c)
         .batch(n)
         .padding(a.padding)
@@ -172,9 +185,14 @@ pub fn evaluate(ctx: &Context, loss: ImageLoss, a: &ImageArgs) -> Result<Evaluat
             ImageMask::Buffer
         } else {
             ImageMask::None
-        });
-    let (out, seconds) =
-        super::timed(|| ctx.image_loss(&desc, &pred.data, &target.data, mask.as_deref()))?;
+        })
+        .dtype(dtype)
+        .grad_dtype(grad_dtype);
+    let mut inputs = ImageInputs::new(pred.data.values(), target.data.values());
+    if let Some(m) = &mask {
+        inputs = inputs.mask(m);
+    }
+    let (out, seconds) = super::timed(|| ctx.loss(&desc, &inputs))?;
     // The per-element map: the prediction's shape with H and W of the counted windows.
     let (oh, ow) = desc.out_dims();
     let mut loss_shape = pred.shape.clone();
@@ -185,7 +203,7 @@ pub fn evaluate(ctx: &Context, loss: ImageLoss, a: &ImageArgs) -> Result<Evaluat
         out,
         loss_shape,
         grad_shape: pred.shape,
-        grad_dtype: common.grad_dtype.unwrap_or(DType::F32),
+        grad_dtype,
         seconds,
     })
 }
