@@ -681,7 +681,7 @@ mod tests {
         for len in 100..100 + PLAN_CACHE {
             ctx.cached_plan(&desc(len)).unwrap();
         }
-        assert_eq!(ctx.cached_count(), PLAN_CACHE);
+        assert_eq!(ctx.cached_plans(), PLAN_CACHE);
         assert!(!Arc::ptr_eq(&first, &ctx.cached_plan(&desc(10)).unwrap()));
         // Cached plans hold the device, not the cache: no cycle keeps the device alive.
         let device = ctx.weak();

@@ -796,10 +796,16 @@ impl Context {
         }
     }
 
-    /// How many plans the convenience calls' cache holds.
-    #[cfg(test)]
-    pub(crate) fn cached_count(&self) -> usize {
+    /// How many plans the convenience calls' cache holds (at most 8, the most recently used;
+    /// 0 for a context without the cache).
+    pub fn cached_plans(&self) -> usize {
         self.plans.as_ref().map_or(0, |c| lock(c).len())
+    }
+
+    /// How many compiled pipelines the context holds (shared by its clones and plans): one for
+    /// each kernel variant used so far, kept for the context's life.
+    pub fn cached_pipelines(&self) -> usize {
+        lock(&self.inner.pipelines).len()
     }
 
     /// A weak handle on what every clone of this context shares (the device, the pipelines):

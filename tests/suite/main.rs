@@ -29,6 +29,7 @@ mod pytorch;
 mod shader_dir;
 mod shards;
 mod side_outputs;
+mod soak;
 mod subnormals;
 mod threads;
 mod train;
