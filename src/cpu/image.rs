@@ -92,6 +92,8 @@ pub fn image_loss(
     y: &[f32],
     mask: Option<&[f32]>,
 ) -> Result<Reference> {
+    // The description first, then the data, as the GPU API checks them.
+    desc.check()?;
     desc.check_host(x.len(), y.len(), mask.map(<[f32]>::len))?;
     let (n, h, w, c) = desc.shape();
     let len = n * h * w * c;

@@ -18,7 +18,12 @@ pub use crate::reduction::Reference;
 
 /// The CPU twin of `desc` on `inputs`: what [`crate::Context::loss`] computes on the GPU, in
 /// f64.
+///
+/// # Errors
+/// Inputs the GPU refuses, with the same error: the description and the inputs' shapes are
+/// checked as [`crate::Context::loss`] checks them, before the twin's own checks.
 pub fn reference<D: TensorLoss>(desc: &D, inputs: &Inputs<'_>) -> crate::error::Result<Reference> {
+    desc.check_inputs(inputs)?;
     desc.reference(inputs)
 }
 

@@ -579,8 +579,19 @@ fn cpu_references_validate() {
         cpu_ce(&x, &[0, 1], 3, Some(&[]), &o),
         Err(Error::LengthMismatch { .. })
     ));
-    // Out-of-range targets are NaN rows, as on the GPU, not an index panic.
-    let r = cpu_ce(&x, &[7, i64::MIN], 3, Some(&[1.0; 3]), &o).unwrap();
+    // Out-of-range targets: `cpu::reference` refuses them as `Context::loss` does; the twin's
+    // own function gives NaN rows, as the GPU does with them in the caller's buffers, not an
+    // index panic.
+    assert!(matches!(
+        cpu_ce(&x, &[7, i64::MIN], 3, Some(&[1.0; 3]), &o),
+        Err(Error::TargetOutOfRange {
+            row: 0,
+            value: 7,
+            classes: 3
+        })
+    ));
+    let (desc, inputs) = ce_case(&x, &[7, i64::MIN], 3, Some(&[1.0; 3]), &o, Outputs::BOTH);
+    let r = cpu::cross_entropy::cross_entropy(&desc, &inputs).unwrap();
     assert!(r.value.unwrap().is_nan());
     assert!(matches!(
         cpu_ce_soft(&x, &x[..5], 3, None, &o),

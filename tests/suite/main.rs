@@ -25,6 +25,7 @@ mod nll;
 mod optim;
 mod pointwise;
 mod properties;
+mod properties_families;
 mod pytorch;
 mod shader_dir;
 mod shards;
