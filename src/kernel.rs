@@ -15,6 +15,6 @@ pub use crate::engine::context::{Pipeline, PipelineKey};
 pub use crate::engine::contracts::check;
 pub use crate::engine::kernel::{Binding, Kernel, ParamsInfo, WG};
 pub use crate::engine::program::{fold, partial_group};
-pub use crate::engine::transfer::{map_read, read_back, upload};
+pub use crate::engine::transfer::{map_read, read_back, upload, upload_reused};
 pub use crate::engine::wgsl::preprocess;
 pub use crate::{__fixed_layout as fixed_layout, __modes as modes, __params as params};

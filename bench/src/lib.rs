@@ -599,7 +599,8 @@ impl Bench {
     }
 
     /// Times what a caller of the convenience API waits for, `reps` times after `warmup`
-    /// untimed calls, by the wall clock: the whole call, and its upload and read-back alone;
+    /// untimed calls, by the wall clock: the whole call, and its upload (as the call makes it,
+    /// [`wgpu_loss::kernel::upload_reused`]) and read-back alone;
     /// and a host memcpy of the case's bytes, to hold them against.
     pub fn end_to_end(&self, warmup: usize, reps: usize) -> Result<EndToEnd> {
         check_reps(reps)?;
@@ -611,14 +612,9 @@ impl Bench {
             self.host.first().bytes(),
             self.host.second_bytes(&self.case),
         );
+        // The call's own upload: into the context's reused buffers through its staging buffer.
         let upload = wall_clock(warmup, reps, || {
-            let _guard = self.ctx.lock();
-            let upload = |data| wgpu_loss::kernel::upload(&self.ctx, "wgpu-loss.bench", data);
-            let buffers = [upload(a), upload(&b)];
-            self.ctx.queue().submit([]);
-            wait(&self.ctx)?;
-            drop(buffers);
-            Ok(())
+            wgpu_loss::kernel::upload_reused(&self.ctx, &[a, &b])
         })?;
         let set = &self.sets[0];
         let read_back = wall_clock(warmup, reps, || {

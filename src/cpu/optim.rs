@@ -18,7 +18,7 @@ pub struct State {
 /// before the first step).
 ///
 /// # Errors
-/// [`Error::InvalidOption`] for an optimizer [`crate::Optim::new`] refuses;
+/// [`Error::InvalidOption`] for an optimizer [`crate::optim::Optim::new`] refuses;
 /// [`Error::LengthMismatch`] when `grad` or a non-empty `state` does not have one entry per
 /// parameter. Nothing is changed on error.
 pub fn step(

@@ -344,6 +344,8 @@ struct Inner {
     pooled: bool,
     /// Where the kernels' WGSL is read from, if not built in ([`ContextOptions::shader_dir`]).
     shader_dir: Option<std::path::PathBuf>,
+    /// The buffers the convenience calls reuse ([`super::transfer::HostBuffers`]).
+    host: Mutex<super::transfer::HostBuffers>,
 }
 
 impl Drop for Inner {
@@ -352,6 +354,7 @@ impl Drop for Inner {
         let _guard = self.device_lock.as_ref().map(DeviceLock::acquire);
         std::mem::take(self.modules.get_mut().unwrap_or_else(|e| e.into_inner()));
         std::mem::take(self.pipelines.get_mut().unwrap_or_else(|e| e.into_inner()));
+        std::mem::take(self.host.get_mut().unwrap_or_else(|e| e.into_inner()));
     }
 }
 
@@ -603,6 +606,7 @@ impl Context {
                 device_lock,
                 pooled,
                 shader_dir,
+                host: Mutex::default(),
             }),
         })
     }
@@ -800,6 +804,30 @@ impl Context {
     /// 0 for a context without the cache).
     pub fn cached_plans(&self) -> usize {
         self.plans.as_ref().map_or(0, |c| lock(c).len())
+    }
+
+    /// The bytes of the device and staging buffers the convenience calls keep for the next call
+    /// ([`Context::loss`] reuses them, growing them when a call needs more).
+    pub fn host_buffer_bytes(&self) -> u64 {
+        lock(&self.inner.host).bytes()
+    }
+
+    /// Frees the buffers the convenience calls keep ([`Context::host_buffer_bytes`]); the next
+    /// call makes new ones.
+    pub fn release_host_buffers(&self) {
+        let _guard = self.lock();
+        std::mem::take(&mut *lock(&self.inner.host));
+    }
+
+    /// The reused buffers, when no other call holds them.
+    pub(crate) fn try_host_buffers(
+        &self,
+    ) -> Option<std::sync::MutexGuard<'_, super::transfer::HostBuffers>> {
+        match self.inner.host.try_lock() {
+            Ok(g) => Some(g),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     /// How many compiled pipelines the context holds (shared by its clones and plans): one for

@@ -3,7 +3,7 @@
 use wgpu::util::DeviceExt;
 
 use super::program::{Bound, Program, Status};
-use super::slots::{HostData, Slot, UserBindings};
+use super::slots::{HostData, MAX_SLOTS, Slot, UserBindings};
 use crate::dtype::DType;
 use crate::engine::context::Context;
 use crate::error::{Error, Result};
@@ -55,10 +55,62 @@ pub(crate) fn scoped<T>(ctx: &Context, f: impl FnOnce() -> Result<T>) -> Result<
     }
 }
 
-/// Runs `program` once on buffers created from `host` (inside error scopes, so that running out
-/// of memory is an error, not a panic): uploads the inputs, creates the outputs the program
-/// writes, reads back its loss and gradient (`grad` may land in the input: in place), and turns
-/// invalid inputs the kernels counted into [`Error::InvalidOnGpu`] (`what` names them).
+/// The buffers the convenience calls reuse, kept by the context: a device buffer a slot, a
+/// staging buffer for uploads (kept mapped between calls) and one for read-backs, each grown to
+/// the largest call so far, never made anew for a call that fits. Uploading through a staging
+/// buffer that stays mapped costs a `memcpy` into it and a copy on the device; a buffer made for
+/// each call (`create_buffer_init`) or `Queue::write_buffer` each allocate and fill staging
+/// memory of their own every time, and a new output buffer is zero-filled before the kernel
+/// overwrites it (docs/performance.md has the figures).
+#[derive(Default)]
+pub(crate) struct HostBuffers {
+    slots: [Option<wgpu::Buffer>; MAX_SLOTS],
+    upload: Option<wgpu::Buffer>,
+    /// Whether `upload` is mapped (it is between calls, once a call has finished).
+    mapped: bool,
+    readback: Option<wgpu::Buffer>,
+}
+
+impl HostBuffers {
+    /// The bytes held.
+    pub(crate) fn bytes(&self) -> u64 {
+        (self.slots.iter().chain([&self.upload, &self.readback]))
+            .flatten()
+            .map(wgpu::Buffer::size)
+            .sum()
+    }
+}
+
+/// `buffer`, or a new one of at least `bytes` when it is smaller (its size rounded up to a
+/// 64 KiB multiple, so that calls of nearby sizes share it).
+fn grown<'b>(
+    ctx: &Context,
+    buffer: &'b mut Option<wgpu::Buffer>,
+    bytes: u64,
+    label: &str,
+    usage: wgpu::BufferUsages,
+    mapped: bool,
+) -> (&'b wgpu::Buffer, bool) {
+    let fits = buffer.as_ref().is_some_and(|b| b.size() >= bytes);
+    if !fits {
+        *buffer = None;
+        *buffer = Some(ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).next_multiple_of(1 << 16),
+            usage,
+            mapped_at_creation: mapped,
+        }));
+    }
+    (buffer.as_ref().expect("made above"), !fits)
+}
+
+/// Runs `program` once on `host`'s data (inside error scopes, so that running out of memory is
+/// an error, not a panic), in one submission: the inputs copied into the context's reused
+/// staging buffer and from there into its reused device buffers, the kernels, and the outputs
+/// asked for (the loss, the gradient, which may land in the input: in place, and the side
+/// outputs) copied to the reused read-back buffer and read from its mapping. Invalid inputs the
+/// kernels counted become [`Error::InvalidOnGpu`] (`what` names them). A call while another
+/// holds the reused buffers (another thread's) makes buffers of its own.
 pub(crate) fn run_host(
     program: &Program,
     host: &HostData<'_>,
@@ -66,7 +118,6 @@ pub(crate) fn run_host(
     what: &'static str,
 ) -> Result<LossOutput> {
     let ctx = program.ctx();
-    let device = ctx.device();
     if let Some(s) = host.slots().find(|&s| program.slot_bytes(s) == 0) {
         return Err(Error::Binding(s.name(), "not used by this plan"));
     }
@@ -81,49 +132,127 @@ pub(crate) fn run_host(
         })
         .collect();
     let (out, status) = scoped(ctx, || {
-        // The host's bytes uploaded, and a buffer for every output (an input the host lacks is
-        // left out: binding names it).
-        let buffers: Vec<(Slot, wgpu::Buffer)> = program
-            .used_slots()
-            .filter_map(|(slot, bytes)| {
-                let buffer = match host.get(slot.index()) {
-                    Some(data) => upload(ctx, &slot.label(), data),
-                    None if program.writes(slot) => output(ctx, &slot.label(), bytes),
-                    None => return None,
-                };
-                Some((slot, buffer))
+        let mut own = HostBuffers::default();
+        let mut shared = ctx.try_host_buffers();
+        let pool: &mut HostBuffers = match shared.as_deref_mut() {
+            Some(p) => p,
+            None => &mut own,
+        };
+        let result = run_pooled(program, host, &reads, reduction, pool);
+        if result.is_err() {
+            // A failed call may leave the staging buffer in any state: start afresh.
+            *pool = HostBuffers::default();
+        }
+        result
+    })?;
+    status.check(what)?;
+    Ok(out)
+}
+
+/// [`run_host`] with `pool`'s buffers (under the device lock).
+fn run_pooled(
+    program: &Program,
+    host: &HostData<'_>,
+    reads: &[(Slot, Field)],
+    reduction: Reduction,
+    pool: &mut HostBuffers,
+) -> Result<(LossOutput, Status)> {
+    let ctx = program.ctx();
+    let device = ctx.device();
+    let mut inputs: Vec<(usize, &[u8])> = Vec::new();
+    for (slot, bytes) in program.used_slots() {
+        if let Some(data) = host.get(slot.index()) {
+            inputs.push((slot.index(), data));
+        } else if !program.writes(slot) {
+            // An input the host lacks is left out: binding names it.
+            continue;
+        }
+        let bytes = bytes.max(4).next_multiple_of(4);
+        let label = slot.label();
+        grown(
+            ctx,
+            &mut pool.slots[slot.index()],
+            bytes,
+            &label,
+            storage(),
+            false,
+        );
+    }
+    let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        label: Some("wgpu-loss"),
+    });
+    stage(ctx, pool, &inputs, &mut encoder)?;
+    // The program bound to the slots' buffers, each its slot's bytes.
+    let user = (pool.slots.iter().enumerate())
+        .filter_map(|(i, b)| b.as_ref().map(|b| (i, b)))
+        .filter_map(|(i, b)| {
+            let (slot, bytes) = program.used_slots().find(|(s, _)| s.index() == i)?;
+            let taken = program.writes(slot) || host.get(i).is_some();
+            taken.then(|| {
+                let size = std::num::NonZeroU64::new(bytes.max(4).next_multiple_of(4));
+                (
+                    slot,
+                    wgpu::BufferBinding {
+                        buffer: b,
+                        offset: 0,
+                        size,
+                    },
+                )
             })
-            .collect();
-        let buffer = |slot: Slot| &buffers.iter().find(|b| b.0 == slot).expect("created").1;
-        let mut offsets = Vec::with_capacity(reads.len());
-        let mut total = 16u64;
-        for &(slot, _) in &reads {
-            offsets.push(total);
-            total += program.slot_bytes(slot).next_multiple_of(4);
-        }
-        let staging = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgpu-loss.readback"),
-            size: total,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        })
+        .fold(UserBindings::default(), |u, (slot, b)| {
+            u.with(slot, Some(b))
         });
-        let user = buffers
-            .iter()
-            .fold(UserBindings::default(), |u, (slot, b)| {
-                u.with(*slot, Some(b.as_entire_buffer_binding()))
-            });
-        let bound = program.bind(&user)?;
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("wgpu-loss"),
+    let bound = program.bind(&user)?;
+    program.record(&mut encoder, &bound, None);
+    // The status words, then each output read.
+    let mut offsets = Vec::with_capacity(reads.len());
+    let mut total = 16u64;
+    for &(slot, _) in reads {
+        offsets.push(total);
+        total += program.slot_bytes(slot).next_multiple_of(4);
+    }
+    let usage = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+    let (readback, _) = grown(
+        ctx,
+        &mut pool.readback,
+        total,
+        "wgpu-loss.readback",
+        usage,
+        false,
+    );
+    encoder.copy_buffer_to_buffer(program.scratch(), 0, readback, 0, 16);
+    for (&(slot, _), &offset) in reads.iter().zip(&offsets) {
+        let from = pool.slots[slot.index()].as_ref().expect("grown above");
+        let bytes = program.slot_bytes(slot).next_multiple_of(4);
+        encoder.copy_buffer_to_buffer(from, 0, readback, offset, bytes);
+    }
+    ctx.queue().submit([encoder.finish()]);
+    // Both mappings resolve in one wait: the read-back's, and the upload staging buffer's for
+    // the next call.
+    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+    readback.map_async(wgpu::MapMode::Read, ..total, move |r| {
+        let _ = tx.send(r);
+    });
+    let remap = pool.upload.as_ref().map(|staging| {
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        staging.map_async(wgpu::MapMode::Write, .., move |r| {
+            let _ = tx.send(r);
         });
-        program.record(&mut encoder, &bound, None);
-        encoder.copy_buffer_to_buffer(program.scratch(), 0, &staging, 0, 16);
-        for (&(slot, _), &offset) in reads.iter().zip(&offsets) {
-            let bytes = program.slot_bytes(slot).next_multiple_of(4);
-            encoder.copy_buffer_to_buffer(buffer(slot), 0, &staging, offset, bytes);
-        }
-        ctx.queue().submit([encoder.finish()]);
-        let data = map_read(ctx, &staging)?;
+        rx
+    });
+    device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Readback(e.to_string()))?;
+    received(pollster::block_on(rx.receive()))?;
+    if let Some(rx) = remap {
+        received(pollster::block_on(rx.receive()))?;
+        pool.mapped = true;
+    }
+    let result = {
+        let data = readback
+            .get_mapped_range(..total)
+            .map_err(|e| Error::Readback(e.to_string()))?;
         let status = Status::from_words(&bytemuck::pod_collect_to_vec(&data[..16]));
         let mut out = LossOutput::from_parts(reduction, None, None);
         for (&(slot, field), &offset) in reads.iter().zip(&offsets) {
@@ -146,10 +275,128 @@ pub(crate) fn run_host(
                 _ => out.fill(field, reduction, bytes),
             }
         }
-        Ok((out, status))
-    })?;
-    status.check(what)?;
-    Ok(out)
+        (out, status)
+    };
+    readback.unmap();
+    Ok(result)
+}
+
+/// The usage of the reused device buffers.
+fn storage() -> wgpu::BufferUsages {
+    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+}
+
+/// Writes `inputs` (slot index, bytes) into `pool`'s upload staging buffer (grown if needed,
+/// mapped since the last call) at 4-byte aligned offsets, and records their copies into the
+/// slots' device buffers (grown already). The caller submits, then remaps the staging buffer.
+fn stage(
+    ctx: &Context,
+    pool: &mut HostBuffers,
+    inputs: &[(usize, &[u8])],
+    encoder: &mut wgpu::CommandEncoder,
+) -> Result<()> {
+    let padded = |data: &[u8]| (data.len() as u64).max(4).next_multiple_of(4);
+    let total: u64 = inputs.iter().map(|(_, d)| padded(d)).sum();
+    if total == 0 {
+        return Ok(());
+    }
+    let usage = wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC;
+    let (staging, new) = grown(
+        ctx,
+        &mut pool.upload,
+        total,
+        "wgpu-loss.upload",
+        usage,
+        true,
+    );
+    if !new && !pool.mapped {
+        map(ctx, staging, wgpu::MapMode::Write)?;
+    }
+    pool.mapped = false;
+    {
+        let mut view = staging
+            .get_mapped_range_mut(..total)
+            .map_err(|e| Error::Wgpu(e.to_string()))?;
+        let mut at = 0;
+        for &(_, data) in inputs {
+            view.slice(at..at + data.len()).copy_from_slice(data);
+            let end = at + padded(data) as usize;
+            view.slice(at + data.len()..end).fill(0);
+            at = end;
+        }
+    }
+    staging.unmap();
+    let mut at = 0;
+    for &(slot, data) in inputs {
+        let to = pool.slots[slot].as_ref().expect("grown by the caller");
+        encoder.copy_buffer_to_buffer(staging, at, to, 0, padded(data));
+        at += padded(data);
+    }
+    Ok(())
+}
+
+/// Maps `pool`'s upload staging buffer for the next call and waits (after a submission).
+fn remap(ctx: &Context, pool: &mut HostBuffers) -> Result<()> {
+    if let Some(staging) = &pool.upload {
+        map(ctx, staging, wgpu::MapMode::Write)?;
+        pool.mapped = true;
+    }
+    Ok(())
+}
+
+/// Uploads `inputs` the way [`crate::Context::loss`] does, into the context's reused buffers
+/// (the first `inputs.len()` of them; inputs larger than they are grow them), and waits: what a
+/// convenience call's upload costs, for benchmarks. Nothing else uses these buffers meanwhile
+/// (the call holds them); an error of the device is returned.
+pub fn upload_reused(ctx: &Context, inputs: &[&[u8]]) -> Result<()> {
+    if inputs.len() > MAX_SLOTS {
+        return Err(Error::Binding("inputs", "more than a plan's slots"));
+    }
+    scoped(ctx, || {
+        let mut own = HostBuffers::default();
+        let mut shared = ctx.try_host_buffers();
+        let pool: &mut HostBuffers = match shared.as_deref_mut() {
+            Some(p) => p,
+            None => &mut own,
+        };
+        let inputs: Vec<(usize, &[u8])> = inputs.iter().copied().enumerate().collect();
+        for &(i, data) in &inputs {
+            let bytes = (data.len() as u64).max(4).next_multiple_of(4);
+            grown(
+                ctx,
+                &mut pool.slots[i],
+                bytes,
+                "wgpu-loss.input",
+                storage(),
+                false,
+            );
+        }
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        stage(ctx, pool, &inputs, &mut encoder)?;
+        ctx.queue().submit([encoder.finish()]);
+        remap(ctx, pool)
+    })
+}
+
+/// What a map callback sent: its error as [`Error::Readback`].
+fn received(r: Option<std::result::Result<(), wgpu::BufferAsyncError>>) -> Result<()> {
+    match r {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(Error::Readback(e.to_string())),
+        None => Err(Error::Readback("the map callback never ran".into())),
+    }
+}
+
+/// Maps `buffer` for `mode` and waits for it (under the device lock).
+fn map(ctx: &Context, buffer: &wgpu::Buffer, mode: wgpu::MapMode) -> Result<()> {
+    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+    buffer.map_async(mode, .., move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.device()
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Readback(e.to_string()))?;
+    received(pollster::block_on(rx.receive()))
 }
 
 /// Maps a `MAP_READ` buffer, waits for it, and copies its contents out (blocking). A buffer

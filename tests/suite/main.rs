@@ -17,6 +17,7 @@ mod determinism;
 mod errors;
 mod golden;
 mod half;
+mod host_buffers;
 mod image;
 mod linear_cross_entropy;
 mod mix;

@@ -1,0 +1,102 @@
+//! The convenience calls reuse a context's device and staging buffers: calls of different
+//! families and sizes in any order give the bits of a fresh context (no stale data from a
+//! larger call before them), the buffers grow only when a call needs more, and
+//! `release_host_buffers` frees them.
+
+use crate::common::*;
+use wgpu_loss::{
+    Context, CrossEntropyDesc, ImageDesc, Inputs, LossOutput, PointwiseDesc, Reduction,
+    image::{ImageInputs, ImageLoss},
+    pointwise::Pointwise,
+};
+
+fn bits(out: &LossOutput) -> Vec<u32> {
+    let mut b: Vec<u32> = out.value.into_iter().map(f32::to_bits).collect();
+    for part in [&out.per_element, &out.grad, &out.lse] {
+        b.extend(
+            part.as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|x| x.to_bits()),
+        );
+    }
+    b
+}
+
+#[test]
+fn calls_of_every_size_reuse_the_buffers_and_give_a_fresh_contexts_bits() {
+    let mut rng = Rng::new(95);
+    let (small, large) = (1_003, 300_007);
+    let (xs, ys) = (rng.vec(small, -3.0, 3.0), rng.vec(small, -3.0, 3.0));
+    let (xl, yl) = (rng.vec(large, -3.0, 3.0), rng.vec(large, -3.0, 3.0));
+    let (n, c) = (37, 1000);
+    let logits = rng.vec(n * c, -6.0, 6.0);
+    let targets = rng.classes(n, c);
+    let (h, w) = (41, 29);
+    let (a, b) = (rng.vec(h * w * 3, 0.0, 1.0), rng.vec(h * w * 3, 0.0, 1.0));
+    let mse = |len| PointwiseDesc::new(Pointwise::Mse, len).reduction(Reduction::None);
+    let ce = CrossEntropyDesc::new(n, c).lse(true);
+    let image = ImageDesc::new(ImageLoss::Photometric, h, w, 3);
+    type Call<'a> = Box<dyn Fn(&Context) -> LossOutput + 'a>;
+    let calls: Vec<(&str, Call)> = vec![
+        (
+            "small mse",
+            Box::new(|ctx| ctx.loss(&mse(small), &Inputs::new(&xs, &ys)).unwrap()),
+        ),
+        (
+            "large mse",
+            Box::new(|ctx| ctx.loss(&mse(large), &Inputs::new(&xl, &yl)).unwrap()),
+        ),
+        (
+            "cross-entropy",
+            Box::new(|ctx| ctx.loss(&ce, &Inputs::classes(&logits, &targets)).unwrap()),
+        ),
+        (
+            "image",
+            Box::new(|ctx| ctx.loss(&image, &ImageInputs::new(&a[..], &b[..])).unwrap()),
+        ),
+    ];
+    // Each call on a context of its own: what every later call must give.
+    let fresh: Vec<Vec<u32>> = calls
+        .iter()
+        .map(|(_, f)| bits(&f(&Context::new().unwrap())))
+        .collect();
+    let ctx = Context::new().unwrap();
+    assert_eq!(ctx.host_buffer_bytes(), 0);
+    // Large before small, small before large, families interleaved.
+    let order = [1, 0, 2, 3, 0, 1, 3, 2, 0];
+    let mut sizes = Vec::new();
+    for &k in &order {
+        let (what, f) = &calls[k];
+        assert!(
+            bits(&f(&ctx)) == fresh[k],
+            "{what} after the calls before it: other bits"
+        );
+        sizes.push(ctx.host_buffer_bytes());
+    }
+    // The buffers grew while calls needed more, then stayed.
+    assert!(sizes.windows(2).all(|s| s[0] <= s[1]), "{sizes:?}");
+    let grown = sizes[3];
+    assert!(
+        grown > 0 && sizes[4..].iter().all(|&s| s == grown),
+        "{sizes:?}"
+    );
+    // A large call's buffers hold the large case's bytes at least (inputs, output, staging).
+    assert!(grown >= 3 * 4 * large as u64, "{grown} bytes");
+    ctx.release_host_buffers();
+    assert_eq!(ctx.host_buffer_bytes(), 0);
+    assert!(bits(&calls[0].1(&ctx)) == fresh[0], "after release");
+}
+
+/// The benchmark's upload helper uploads through the same buffers.
+#[test]
+fn the_reused_upload_grows_the_same_buffers() {
+    let ctx = Context::new().unwrap();
+    wgpu_loss::kernel::upload_reused(&ctx, &[&[1u8; 1000], &[2u8; 3]]).unwrap();
+    let bytes = ctx.host_buffer_bytes();
+    assert!(bytes >= 1004, "{bytes}");
+    wgpu_loss::kernel::upload_reused(&ctx, &[&[1u8; 10]]).unwrap();
+    assert_eq!(ctx.host_buffer_bytes(), bytes);
+    let too_many = vec![&[0u8; 4][..]; 64];
+    assert!(wgpu_loss::kernel::upload_reused(&ctx, &too_many).is_err());
+}
