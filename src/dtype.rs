@@ -197,3 +197,66 @@ macro_rules! values_from {
     )*};
 }
 values_from!(f32 => F32, f16 => F16, bf16 => BF16);
+
+/// A caller's slice of one of the dtypes, for a result written into it
+/// ([`crate::Context::loss_into`]). `From` takes mutable slices (and vectors) of `f32`,
+/// [`struct@f16`] and [`bf16`].
+#[derive(Debug)]
+pub enum ValuesMut<'a> {
+    /// f32 values.
+    F32(&'a mut [f32]),
+    /// f16 values.
+    F16(&'a mut [f16]),
+    /// bf16 values.
+    BF16(&'a mut [bf16]),
+}
+
+impl ValuesMut<'_> {
+    /// The dtype.
+    pub fn dtype(&self) -> DType {
+        match self {
+            ValuesMut::F32(_) => DType::F32,
+            ValuesMut::F16(_) => DType::F16,
+            ValuesMut::BF16(_) => DType::BF16,
+        }
+    }
+
+    /// How many elements.
+    pub fn len(&self) -> usize {
+        match self {
+            ValuesMut::F32(v) => v.len(),
+            ValuesMut::F16(v) => v.len(),
+            ValuesMut::BF16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The slice's bytes, as the GPU writes them.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            ValuesMut::F32(v) => bytemuck::cast_slice_mut(v),
+            ValuesMut::F16(v) => bytemuck::cast_slice_mut(v),
+            ValuesMut::BF16(v) => bytemuck::cast_slice_mut(v),
+        }
+    }
+}
+
+macro_rules! values_mut_from {
+    ($($t:ty => $v:ident),*) => {$(
+        impl<'a> From<&'a mut [$t]> for ValuesMut<'a> {
+            fn from(v: &'a mut [$t]) -> Self {
+                ValuesMut::$v(v)
+            }
+        }
+        impl<'a> From<&'a mut Vec<$t>> for ValuesMut<'a> {
+            fn from(v: &'a mut Vec<$t>) -> Self {
+                ValuesMut::$v(v)
+            }
+        }
+    )*};
+}
+values_mut_from!(f32 => F32, f16 => F16, bf16 => BF16);

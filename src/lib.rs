@@ -76,7 +76,7 @@ pub mod plan;
 mod reduction;
 pub mod train;
 
-pub use dtype::{DType, Values, bf16, f16};
+pub use dtype::{DType, Values, ValuesMut, bf16, f16};
 pub use engine::context::Context;
 pub use error::{Error, Result};
 pub use families::cross_entropy::CrossEntropyDesc;

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::dtype::{DType, Values};
+use crate::dtype::{DType, Values, ValuesMut};
 use crate::engine::context::Context;
 use crate::engine::program::{Bound, Builder, Program, Status};
 pub(crate) use crate::engine::slots::HostData;
@@ -46,11 +46,13 @@ pub(crate) mod sealed {
         fn invalid(&self) -> &'static str;
         /// Checks `inputs` against the description (before anything is planned).
         fn check_inputs(&self, inputs: &Self::Inputs<'_>) -> Result<()>;
-        /// Uploads `inputs`, runs the passes and reads the results back.
+        /// Uploads `inputs`, runs the passes and reads the results back; the gradient into
+        /// `grad` when given (a family whose output holds several gradients refuses it).
         fn run_host(
             &self,
             passes: &Self::Passes,
             inputs: &Self::Inputs<'_>,
+            grad: Option<&mut ValuesMut<'_>>,
         ) -> Result<Self::Output>;
     }
 
@@ -141,10 +143,15 @@ pub(crate) mod sealed {
             self.host_data(inputs).map(drop)
         }
 
-        fn run_host(&self, passes: &Program, inputs: &Inputs<'_>) -> Result<LossOutput> {
+        fn run_host(
+            &self,
+            passes: &Program,
+            inputs: &Inputs<'_>,
+            grad: Option<&mut ValuesMut<'_>>,
+        ) -> Result<LossOutput> {
             let host = self.host_data(inputs)?;
             let (reduction, invalid) = self.results();
-            transfer::run_host(passes, &host, reduction, invalid)
+            transfer::run_host(passes, &host, reduction, invalid, grad)
         }
     }
 
@@ -585,7 +592,29 @@ impl Context {
     ) -> Result<<D as sealed::Family>::Output> {
         desc.check_inputs(inputs)?;
         let plan = self.cached_plan(desc)?;
-        desc.run_host(&plan.passes, inputs)
+        desc.run_host(&plan.passes, inputs, None)
+    }
+
+    /// [`Context::loss`] with the gradient written into `grad`, the caller's slice, straight
+    /// from the read-back (no `Vec` of it is made; the output's `grad` is `None`). `grad` holds
+    /// the gradient's elements in its dtype (the description's gradient dtype); for losses
+    /// over tensors and image losses.
+    ///
+    /// # Errors
+    /// What [`Context::loss`] returns; [`Error::LengthMismatch`] when `grad` is shorter or
+    /// longer than the gradient, [`Error::InvalidOption`] when it is of another dtype, and
+    /// [`Error::Binding`] when the description computes no gradient (or several: a weighted
+    /// sum's). Nothing is computed then, and `grad` is left as it was.
+    pub fn loss_into<'g, D: LossDesc>(
+        &self,
+        desc: &D,
+        inputs: &<D as sealed::Family>::Inputs<'_>,
+        grad: impl Into<ValuesMut<'g>>,
+    ) -> Result<<D as sealed::Family>::Output> {
+        let mut grad = grad.into();
+        desc.check_inputs(inputs)?;
+        let plan = self.cached_plan(desc)?;
+        desc.run_host(&plan.passes, inputs, Some(&mut grad))
     }
 
     /// The plan for `desc` from the convenience calls' cache, planned on a miss. The cache

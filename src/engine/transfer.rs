@@ -4,7 +4,7 @@ use wgpu::util::DeviceExt;
 
 use super::program::{Bound, Program, Status};
 use super::slots::{HostData, MAX_SLOTS, Slot, UserBindings};
-use crate::dtype::DType;
+use crate::dtype::{DType, ValuesMut};
 use crate::engine::context::Context;
 use crate::error::{Error, Result};
 use crate::reduction::{Field, LossOutput, Reduction};
@@ -110,12 +110,15 @@ fn grown<'b>(
 /// asked for (the loss, the gradient, which may land in the input: in place, and the side
 /// outputs) copied to the reused read-back buffer and read from its mapping. Invalid inputs the
 /// kernels counted become [`Error::InvalidOnGpu`] (`what` names them). A call while another
-/// holds the reused buffers (another thread's) makes buffers of its own.
+/// holds the reused buffers (another thread's) makes buffers of its own. With `grad`, the
+/// gradient is copied from the read-back's mapping into it (checked first: its dtype and
+/// length those of the gradient) and the output has none.
 pub(crate) fn run_host(
     program: &Program,
     host: &HostData<'_>,
     reduction: Reduction,
     what: &'static str,
+    grad_into: Option<&mut ValuesMut<'_>>,
 ) -> Result<LossOutput> {
     let ctx = program.ctx();
     if let Some(s) = host.slots().find(|&s| program.slot_bytes(s) == 0) {
@@ -131,6 +134,25 @@ pub(crate) fn run_host(
             None => (Some(s) == grad).then_some((s, Field::Grad)),
         })
         .collect();
+    if let Some(into) = grad_into.as_deref() {
+        let Some(&(slot, _)) = reads.iter().find(|(_, f)| *f == Field::Grad) else {
+            return Err(Error::Binding("grad", "this plan computes no gradient"));
+        };
+        let (dtype, elements) = gradient_shape(program, slot);
+        if into.dtype() != dtype {
+            return Err(Error::option(
+                "grad",
+                format!("a slice of {}, the gradient is {dtype}", into.dtype()),
+            ));
+        }
+        if into.len() as u64 != elements {
+            return Err(Error::LengthMismatch {
+                what: "grad (the gradient's elements)",
+                expected: elements as usize,
+                actual: into.len(),
+            });
+        }
+    }
     let (out, status) = scoped(ctx, || {
         let mut own = HostBuffers::default();
         let mut shared = ctx.try_host_buffers();
@@ -138,7 +160,7 @@ pub(crate) fn run_host(
             Some(p) => p,
             None => &mut own,
         };
-        let result = run_pooled(program, host, &reads, reduction, pool);
+        let result = run_pooled(program, host, &reads, reduction, pool, grad_into);
         if result.is_err() {
             // A failed call may leave the staging buffer in any state: start afresh.
             *pool = HostBuffers::default();
@@ -156,6 +178,7 @@ fn run_pooled(
     reads: &[(Slot, Field)],
     reduction: Reduction,
     pool: &mut HostBuffers,
+    mut grad_into: Option<&mut ValuesMut<'_>>,
 ) -> Result<(LossOutput, Status)> {
     let ctx = program.ctx();
     let device = ctx.device();
@@ -257,6 +280,14 @@ fn run_pooled(
         let mut out = LossOutput::from_parts(reduction, None, None);
         for (&(slot, field), &offset) in reads.iter().zip(&offsets) {
             let bytes = &data[offset as usize..(offset + program.slot_bytes(slot)) as usize];
+            if field == Field::Grad
+                && let Some(into) = grad_into.as_deref_mut()
+            {
+                // Straight into the caller's slice (its length checked by run_host).
+                let into = into.bytes_mut();
+                into.copy_from_slice(&bytes[..into.len()]);
+                continue;
+            }
             // A 16-bit gradient, widened (its slot is padded to whole words).
             let narrow = match field {
                 Field::Grad => Some(program.grad_dtype()),
@@ -376,6 +407,14 @@ pub fn upload_reused(ctx: &Context, inputs: &[&[u8]]) -> Result<()> {
         ctx.queue().submit([encoder.finish()]);
         remap(ctx, pool)
     })
+}
+
+/// The gradient's dtype and element count, its slot being `slot`.
+fn gradient_shape(program: &Program, slot: Slot) -> (DType, u64) {
+    match program.grad_dtype() {
+        (DType::F32, _) => (DType::F32, program.slot_bytes(slot) / 4),
+        other => other,
+    }
 }
 
 /// What a map callback sent: its error as [`Error::Readback`].

@@ -890,7 +890,12 @@ impl Family for ImageDesc {
         )
     }
 
-    fn run_host(&self, program: &Program, inputs: &ImageInputs<'_>) -> Result<LossOutput> {
+    fn run_host(
+        &self,
+        program: &Program,
+        inputs: &ImageInputs<'_>,
+        grad: Option<&mut crate::dtype::ValuesMut<'_>>,
+    ) -> Result<LossOutput> {
         self.check_inputs(inputs)?;
         let bytes = |v: &[f32]| std::borrow::Cow::Owned(bytemuck::cast_slice(v).to_vec());
         let host = HostData::default()
@@ -900,7 +905,7 @@ impl Family for ImageDesc {
                 Some(std::borrow::Cow::Borrowed(inputs.target.bytes())),
             )
             .with(MASK, inputs.mask.map(bytes));
-        crate::engine::transfer::run_host(program, &host, self.reduction, "image")
+        crate::engine::transfer::run_host(program, &host, self.reduction, "image", grad)
     }
 }
 

@@ -871,7 +871,18 @@ impl Family for MixDesc {
 
     /// Uploads the terms' inputs, runs the mix in one submission, and reads the sum and the
     /// gradients back.
-    fn run_host(&self, mix: &MixPasses, inputs: &[Inputs<'_>]) -> Result<MixOutput> {
+    fn run_host(
+        &self,
+        mix: &MixPasses,
+        inputs: &[Inputs<'_>],
+        grad: Option<&mut crate::dtype::ValuesMut<'_>>,
+    ) -> Result<MixOutput> {
+        if grad.is_some() {
+            return Err(Error::Binding(
+                "grad",
+                "a weighted sum returns each of its gradient outputs in its MixOutput",
+            ));
+        }
         let host = self.host(inputs)?;
         let ctx = &mix.ctx;
         let made = transfer::scoped(ctx, || {

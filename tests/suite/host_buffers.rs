@@ -100,3 +100,65 @@ fn the_reused_upload_grows_the_same_buffers() {
     let too_many = vec![&[0u8; 4][..]; 64];
     assert!(wgpu_loss::kernel::upload_reused(&ctx, &too_many).is_err());
 }
+
+/// `loss_into` writes the gradient into the caller's slice: the bits `loss` returns, in the
+/// gradient's dtype; slices of another length or dtype, and plans without one gradient, are
+/// refused before anything runs, the slice untouched.
+#[test]
+fn the_gradient_into_the_callers_slice() {
+    use wgpu_loss::{DType, Error, MixDesc, Outputs, f16};
+    let ctx = ctx();
+    let mut rng = Rng::new(96);
+    let len = 10_007;
+    let (x, y) = (rng.vec(len, -3.0, 3.0), rng.vec(len, -3.0, 3.0));
+    let inputs = Inputs::new(&x, &y);
+    let desc = PointwiseDesc::new(Pointwise::Huber { delta: 0.5 }, len);
+    let want = ctx.loss(&desc, &inputs).unwrap();
+    let mut grad = vec![f32::NAN; len];
+    let out = ctx.loss_into(&desc, &inputs, &mut grad).unwrap();
+    assert_eq!(out.grad, None);
+    assert_eq!(out.value.map(f32::to_bits), want.value.map(f32::to_bits));
+    let bits = |v: &[f32]| v.iter().map(|g| g.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&grad), bits(want.grad.as_deref().unwrap()));
+    // Short, long, another dtype, no gradient, a weighted sum: refused, the slice untouched.
+    for n in [len - 1, len + 1, 0] {
+        let mut other = vec![7.0f32; n];
+        let e = ctx.loss_into(&desc, &inputs, &mut other).unwrap_err();
+        assert!(
+            matches!(e, Error::LengthMismatch { expected, actual, .. } if expected == len && actual == n),
+            "{e}"
+        );
+        assert!(other.iter().all(|&g| g == 7.0));
+    }
+    let mut halves = vec![f16::from_f32(7.0); len];
+    let e = ctx.loss_into(&desc, &inputs, &mut halves).unwrap_err();
+    assert!(matches!(e, Error::InvalidOption { .. }), "{e}");
+    let e = ctx
+        .loss_into(&desc.clone().outputs(Outputs::LOSS), &inputs, &mut grad)
+        .unwrap_err();
+    assert!(matches!(e, Error::Binding("grad", _)), "{e}");
+    let mix = MixDesc::new().term(1.0, desc.clone());
+    let e = ctx.loss_into(&mix, &[inputs], &mut grad).unwrap_err();
+    assert!(matches!(e, Error::Binding("grad", _)), "{e}");
+    // An f16 gradient into an f16 slice.
+    let (xh, yh): (Vec<f16>, Vec<f16>) = (
+        x.iter().map(|&v| f16::from_f32(v)).collect(),
+        y.iter().map(|&v| f16::from_f32(v)).collect(),
+    );
+    let desc = PointwiseDesc::new(Pointwise::Mse, len).dtype(DType::F16);
+    let inputs = Inputs::new(&xh, &yh);
+    let want = ctx.loss(&desc, &inputs).unwrap();
+    let out = ctx.loss_into(&desc, &inputs, &mut halves).unwrap();
+    assert_eq!(out.value.map(f32::to_bits), want.value.map(f32::to_bits));
+    let got: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+    assert_eq!(bits(&got), bits(want.grad.as_deref().unwrap()));
+    // An image loss.
+    let (h, w) = (23, 31);
+    let (a, b) = (rng.vec(h * w * 3, 0.0, 1.0), rng.vec(h * w * 3, 0.0, 1.0));
+    let desc = ImageDesc::new(ImageLoss::Photometric, h, w, 3);
+    let inputs = ImageInputs::new(&a[..], &b[..]);
+    let want = ctx.loss(&desc, &inputs).unwrap();
+    let mut grad = vec![0.0f32; h * w * 3];
+    ctx.loss_into(&desc, &inputs, &mut grad).unwrap();
+    assert_eq!(bits(&grad), bits(want.grad.as_deref().unwrap()));
+}
