@@ -308,6 +308,20 @@ impl Runner {
             Runner::Classic(p) => ctx.loss(p.desc(), inputs),
         }
     }
+
+    /// [`Runner::call`] with the gradient written into `grad`.
+    fn call_into(
+        &self,
+        ctx: &Context,
+        inputs: &Inputs<'_>,
+        grad: wgpu_loss::ValuesMut<'_>,
+    ) -> Result<LossOutput> {
+        match self {
+            Runner::Pointwise(p) => ctx.loss_into(p.desc(), inputs, grad),
+            Runner::CrossEntropy(p) => ctx.loss_into(p.desc(), inputs, grad),
+            Runner::Classic(p) => ctx.loss_into(p.desc(), inputs, grad),
+        }
+    }
 }
 
 /// What a caller of the convenience API waits for on a case, in parts, by the wall clock.
@@ -316,7 +330,10 @@ pub struct EndToEnd {
     /// [`Context::loss`] on host slices: upload, record, submit, wait, read back (the plan is
     /// cached by then, as a caller's repeated calls find it).
     pub call: Timing,
-    /// Creating GPU buffers holding the case's inputs, until the device is idle.
+    /// [`Context::loss_into`]: the call with the gradient written into a slice the caller
+    /// keeps (cases with a gradient).
+    pub call_into: Option<Timing>,
+    /// Uploading the case's inputs as the call does, until the device is idle.
     pub upload: Timing,
     /// Reading the case's outputs (the loss; the gradient with it) back to the host.
     pub read_back: Timing,
@@ -608,6 +625,30 @@ impl Bench {
         let call = wall_clock(warmup, reps, || {
             self.runner.call(&self.ctx, &inputs).map(drop)
         })?;
+        let call_into = if self.case.grad {
+            let n = self.case.elements();
+            let (mut g32, mut g16, mut gb16) = (Vec::new(), Vec::new(), Vec::new());
+            let timing = wall_clock(warmup, reps, || {
+                let grad = match self.case.dtype {
+                    DType::F32 => {
+                        g32.resize(n, 0.0f32);
+                        wgpu_loss::ValuesMut::from(&mut g32)
+                    }
+                    DType::F16 => {
+                        g16.resize(n, wgpu_loss::f16::ZERO);
+                        wgpu_loss::ValuesMut::from(&mut g16)
+                    }
+                    DType::BF16 => {
+                        gb16.resize(n, wgpu_loss::bf16::ZERO);
+                        wgpu_loss::ValuesMut::from(&mut gb16)
+                    }
+                };
+                self.runner.call_into(&self.ctx, &inputs, grad).map(drop)
+            })?;
+            Some(timing)
+        } else {
+            None
+        };
         let (a, b) = (
             self.host.first().bytes(),
             self.host.second_bytes(&self.case),
@@ -634,6 +675,7 @@ impl Bench {
         })?;
         Ok(EndToEnd {
             call,
+            call_into,
             upload,
             read_back,
             memcpy,

@@ -737,6 +737,9 @@ fn bench_end_to_end() {
             assert!(t["median_s"].as_f64().unwrap() > 0.0, "{part}: {c}");
             assert_eq!(t["method"], "wall clock");
         }
+        // Both cases have a gradient: the call into a kept slice is timed too.
+        let into = &c["end_to_end"]["call_into"];
+        assert!(into["median_s"].as_f64().unwrap() > 0.0, "call_into: {c}");
         // The call includes its upload and its read-back.
         let e = &c["end_to_end"];
         assert!(

@@ -419,12 +419,13 @@ fn print_waits(rows: &[Row], a: &BenchArgs) {
         a.reps, a.eval_reps
     );
     println!(
-        "{:<34} {:>15} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "{:<34} {:>15} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
         "kernel",
         "shape",
         "MB",
         "kernel ms",
         "call ms",
+        "into ms",
         "upload",
         "read-back",
         "eval ms",
@@ -436,12 +437,13 @@ fn print_waits(rows: &[Row], a: &BenchArgs) {
         let Some(w) = &r.waits else { continue };
         let call = w.parts.call.median();
         println!(
-            "{:<34} {:>15} {:>8.2} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.1} {:>10} {:>10.3} {:>9}",
+            "{:<34} {:>15} {:>8.2} {:>10.3} {:>10.3} {:>10} {:>10.3} {:>10.3} {:>10.1} {:>10} {:>10.3} {:>9}",
             r.case.kernel(),
             r.case.shape(),
             r.case.bytes() as f64 / 1e6,
             r.kernel.median() * 1e3,
             call * 1e3,
+            (w.parts.call_into.as_ref()).map_or("-".into(), |t| format!("{:.3}", t.median() * 1e3)),
             w.parts.upload.median() * 1e3,
             w.parts.read_back.median() * 1e3,
             w.eval.median() * 1e3,
@@ -655,6 +657,7 @@ fn json(ctx: &Context, rows: &[Row], a: &BenchArgs) -> serde_json::Value {
                 "loss_cpu": r.loss_cpu,
                 "end_to_end": r.waits.as_ref().map(|w| serde_json::json!({
                     "call": timing_json(&w.parts.call, bytes),
+                    "call_into": w.parts.call_into.as_ref().map(|t| timing_json(t, bytes)),
                     "upload": timing_json(&w.parts.upload, bytes),
                     "read_back": timing_json(&w.parts.read_back, bytes),
                     "eval": timing_json(&w.eval, bytes),
