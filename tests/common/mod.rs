@@ -715,3 +715,33 @@ impl Weighted for CrossEntropyDesc {
         if on { self.weight(classes) } else { self }
     }
 }
+
+/// Host data in one dtype: `v` rounded to it.
+#[allow(dead_code)]
+pub enum Data {
+    F32(Vec<f32>),
+    F16(Vec<wgpu_loss::f16>),
+    BF16(Vec<wgpu_loss::bf16>),
+}
+
+#[allow(dead_code)]
+impl Data {
+    /// `v` rounded to `dtype`.
+    pub fn new(v: &[f32], dtype: wgpu_loss::DType) -> Self {
+        use wgpu_loss::{DType, bf16, f16};
+        match dtype {
+            DType::F32 => Data::F32(v.to_vec()),
+            DType::F16 => Data::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            DType::BF16 => Data::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
+        }
+    }
+
+    /// The values, as the GPU reads them.
+    pub fn values(&self) -> wgpu_loss::Values<'_> {
+        match self {
+            Data::F32(v) => v.into(),
+            Data::F16(v) => v.into(),
+            Data::BF16(v) => v.into(),
+        }
+    }
+}

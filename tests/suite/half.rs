@@ -9,39 +9,13 @@
 use crate::common::*;
 use wgpu_loss::{
     ClassicCrossEntropyDesc, Context, CrossEntropyDesc, DType, Error, Inputs, LossOutput, NllDesc,
-    Plan, PointwiseDesc, Reduction, Values, bf16, context::ContextOptions, cross_entropy::Targets,
-    f16, plan::TensorLoss, pointwise::Pointwise,
+    Plan, PointwiseDesc, Reduction, bf16, context::ContextOptions, cross_entropy::Targets, f16,
+    plan::TensorLoss, pointwise::Pointwise,
 };
 
 const ROW: Tol = Tol::new(1e-5, 1e-5);
 const VALUE: Tol = Tol::new(2e-5, 1e-5);
 const HALVES: [DType; 2] = [DType::F16, DType::BF16];
-
-/// Host data in one dtype.
-enum Data {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-}
-
-impl Data {
-    /// `v` rounded to `dtype`.
-    fn new(v: &[f32], dtype: DType) -> Self {
-        match dtype {
-            DType::F32 => Data::F32(v.to_vec()),
-            DType::F16 => Data::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-            DType::BF16 => Data::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
-        }
-    }
-
-    fn values(&self) -> Values<'_> {
-        match self {
-            Data::F32(v) => v.into(),
-            Data::F16(v) => v.into(),
-            Data::BF16(v) => v.into(),
-        }
-    }
-}
 
 /// The tolerance of a gradient written in `dtype`, around the f32 one.
 fn grad_tol(reference: &[f64], dtype: DType) -> Tol {

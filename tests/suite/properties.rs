@@ -42,7 +42,7 @@ fn classes() -> impl Strategy<Value = usize> {
     prop::sample::select(vec![1usize, 3, 7, 36, 514])
 }
 
-fn reduction() -> impl Strategy<Value = Reduction> {
+pub(crate) fn reduction() -> impl Strategy<Value = Reduction> {
     prop_oneof![
         Just(Reduction::None),
         Just(Reduction::Sum),
@@ -50,7 +50,7 @@ fn reduction() -> impl Strategy<Value = Reduction> {
     ]
 }
 
-fn outputs() -> impl Strategy<Value = Outputs> {
+pub(crate) fn outputs() -> impl Strategy<Value = Outputs> {
     prop_oneof![
         Just(Outputs::LOSS),
         Just(Outputs::GRAD),

@@ -8,12 +8,12 @@
 
 use crate::common::Rng;
 use crate::common::*;
+use crate::properties::{outputs, reduction};
 use proptest::prelude::*;
 use wgpu_loss::{
     CrossEntropyDesc, CustomLossDesc, DType, Error, ImageDesc, Inputs, LinearCrossEntropyDesc,
-    LossOutput, MixDesc, NllDesc, Outputs, PointwiseDesc, Reduction, Values, bf16, cpu,
+    LossOutput, MixDesc, NllDesc, Outputs, PointwiseDesc, Reduction, cpu,
     cross_entropy::{Shard, combine_shards},
-    f16,
     image::{ImageInputs, ImageLoss, ImageMask, Padding},
     optim::{Optim, Optimizer},
     pointwise::Pointwise,
@@ -27,49 +27,8 @@ fn config() -> ProptestConfig {
     }
 }
 
-fn reduction() -> impl Strategy<Value = Reduction> {
-    prop_oneof![
-        Just(Reduction::None),
-        Just(Reduction::Sum),
-        Just(Reduction::Mean)
-    ]
-}
-
-fn outputs() -> impl Strategy<Value = Outputs> {
-    prop_oneof![
-        Just(Outputs::LOSS),
-        Just(Outputs::GRAD),
-        Just(Outputs::BOTH)
-    ]
-}
-
 fn dtype() -> impl Strategy<Value = DType> {
     prop_oneof![Just(DType::F32), Just(DType::F16), Just(DType::BF16)]
-}
-
-/// `v` rounded to `dtype`, as the values the GPU reads (owned in that dtype).
-enum Data {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-    BF16(Vec<bf16>),
-}
-
-impl Data {
-    fn new(v: &[f32], dtype: DType) -> Self {
-        match dtype {
-            DType::F32 => Data::F32(v.to_vec()),
-            DType::F16 => Data::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-            DType::BF16 => Data::BF16(v.iter().map(|&x| bf16::from_f32(x)).collect()),
-        }
-    }
-
-    fn values(&self) -> Values<'_> {
-        match self {
-            Data::F32(v) => v.into(),
-            Data::F16(v) => v.into(),
-            Data::BF16(v) => v.into(),
-        }
-    }
 }
 
 /// The loss (reduced, or per element) and the gradient against the twin's, a gradient in a
