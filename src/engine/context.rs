@@ -344,8 +344,8 @@ struct Inner {
     pooled: bool,
     /// Where the kernels' WGSL is read from, if not built in ([`ContextOptions::shader_dir`]).
     shader_dir: Option<std::path::PathBuf>,
-    /// The buffers the convenience calls reuse ([`super::transfer::HostBuffers`]).
-    host: Mutex<super::transfer::HostBuffers>,
+    /// The buffers the convenience calls reuse ([`super::host_buffers::HostBuffers`]).
+    host: Mutex<super::host_buffers::HostBuffers>,
 }
 
 impl Drop for Inner {
@@ -822,7 +822,7 @@ impl Context {
     /// The reused buffers, when no other call holds them.
     pub(crate) fn try_host_buffers(
         &self,
-    ) -> Option<std::sync::MutexGuard<'_, super::transfer::HostBuffers>> {
+    ) -> Option<std::sync::MutexGuard<'_, super::host_buffers::HostBuffers>> {
         match self.inner.host.try_lock() {
             Ok(g) => Some(g),
             Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),

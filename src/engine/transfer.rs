@@ -2,6 +2,7 @@
 
 use wgpu::util::DeviceExt;
 
+use super::host_buffers::HostBuffers;
 use super::program::{Bound, Program, Status};
 use super::slots::{HostData, MAX_SLOTS, Slot, UserBindings};
 use crate::dtype::{DType, ValuesMut};
@@ -52,32 +53,6 @@ pub(crate) fn scoped<T>(ctx: &Context, f: impl FnOnce() -> Result<T>) -> Result<
     match oom.or(validation) {
         Some(e) => Err(Error::from_wgpu(e)),
         None => result,
-    }
-}
-
-/// The buffers the convenience calls reuse, kept by the context: a device buffer a slot, a
-/// staging buffer for uploads (kept mapped between calls) and one for read-backs, each grown to
-/// the largest call so far, never made anew for a call that fits. Uploading through a staging
-/// buffer that stays mapped costs a `memcpy` into it and a copy on the device; a buffer made for
-/// each call (`create_buffer_init`) or `Queue::write_buffer` each allocate and fill staging
-/// memory of their own every time, and a new output buffer is zero-filled before the kernel
-/// overwrites it (docs/performance.md has the figures).
-#[derive(Default)]
-pub(crate) struct HostBuffers {
-    slots: [Option<wgpu::Buffer>; MAX_SLOTS],
-    upload: Option<wgpu::Buffer>,
-    /// Whether `upload` is mapped (it is between calls, once a call has finished).
-    mapped: bool,
-    readback: Option<wgpu::Buffer>,
-}
-
-impl HostBuffers {
-    /// The bytes held.
-    pub(crate) fn bytes(&self) -> u64 {
-        (self.slots.iter().chain([&self.upload, &self.readback]))
-            .flatten()
-            .map(wgpu::Buffer::size)
-            .sum()
     }
 }
 
