@@ -604,7 +604,8 @@ impl Context {
     /// What [`Context::loss`] returns; [`Error::LengthMismatch`] when `grad` is shorter or
     /// longer than the gradient, [`Error::InvalidOption`] when it is of another dtype, and
     /// [`Error::Binding`] when the description computes no gradient (or several: a weighted
-    /// sum's). Nothing is computed then, and `grad` is left as it was.
+    /// sum's): nothing is computed then, and `grad` is left as it was. After an error of the
+    /// kernels' ([`Error::InvalidOnGpu`]) `grad` holds what they computed.
     pub fn loss_into<'g, D: LossDesc>(
         &self,
         desc: &D,

@@ -68,10 +68,14 @@ fn grown<'b>(
 ) -> (&'b wgpu::Buffer, bool) {
     let fits = buffer.as_ref().is_some_and(|b| b.size() >= bytes);
     if !fits {
+        // Never past the device's largest buffer (`bytes` itself is within it).
+        let size = (bytes.max(4).next_multiple_of(1 << 16))
+            .min(ctx.limits().max_buffer_size / 4 * 4)
+            .max(bytes);
         *buffer = None;
         *buffer = Some(ctx.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4).next_multiple_of(1 << 16),
+            size,
             usage,
             mapped_at_creation: mapped,
         }));
@@ -128,22 +132,28 @@ pub(crate) fn run_host(
             });
         }
     }
-    let (out, status) = scoped(ctx, || {
+    let result = scoped(ctx, || {
         let mut own = HostBuffers::default();
         let mut shared = ctx.try_host_buffers();
         let pool: &mut HostBuffers = match shared.as_deref_mut() {
             Some(p) => p,
             None => &mut own,
         };
-        let result = run_pooled(program, host, &reads, reduction, pool, grad_into);
-        if result.is_err() {
-            // A failed call may leave the staging buffer in any state: start afresh.
-            *pool = HostBuffers::default();
-        }
-        result
-    })?;
+        run_pooled(program, host, &reads, reduction, pool, grad_into)
+    });
+    let (out, status) = result.inspect_err(|_| forget_host_buffers(ctx))?;
     status.check(what)?;
     Ok(out)
+}
+
+/// After a call the device refused (or that failed before its end): the reused buffers may
+/// hold a buffer the device never made (out of memory) or a mapping in any state, so the next
+/// call makes them anew.
+fn forget_host_buffers(ctx: &Context) {
+    let _guard = ctx.lock();
+    if let Some(mut pool) = ctx.try_host_buffers() {
+        *pool = HostBuffers::default();
+    }
 }
 
 /// [`run_host`] with `pool`'s buffers (under the device lock).
@@ -232,13 +242,17 @@ fn run_pooled(
     readback.map_async(wgpu::MapMode::Read, ..total, move |r| {
         let _ = tx.send(r);
     });
-    let remap = pool.upload.as_ref().map(|staging| {
-        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
-        staging.map_async(wgpu::MapMode::Write, .., move |r| {
-            let _ = tx.send(r);
+    let remap = pool
+        .upload
+        .as_ref()
+        .filter(|_| !pool.mapped)
+        .map(|staging| {
+            let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+            staging.map_async(wgpu::MapMode::Write, .., move |r| {
+                let _ = tx.send(r);
+            });
+            rx
         });
-        rx
-    });
     device
         .poll(wgpu::PollType::wait_indefinitely())
         .map_err(|e| Error::Readback(e.to_string()))?;
@@ -294,7 +308,9 @@ fn storage() -> wgpu::BufferUsages {
 
 /// Writes `inputs` (slot index, bytes) into `pool`'s upload staging buffer (grown if needed,
 /// mapped since the last call) at 4-byte aligned offsets, and records their copies into the
-/// slots' device buffers (grown already). The caller submits, then remaps the staging buffer.
+/// slots' device buffers (grown already) into `encoder`; the caller submits, then remaps the
+/// staging buffer. Inputs that together exceed the device's largest buffer go in groups that
+/// fit it, each group but the last copied by a submission of its own.
 fn stage(
     ctx: &Context,
     pool: &mut HostBuffers,
@@ -302,47 +318,64 @@ fn stage(
     encoder: &mut wgpu::CommandEncoder,
 ) -> Result<()> {
     let padded = |data: &[u8]| (data.len() as u64).max(4).next_multiple_of(4);
-    let total: u64 = inputs.iter().map(|(_, d)| padded(d)).sum();
-    if total == 0 {
-        return Ok(());
-    }
-    let usage = wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC;
-    let (staging, new) = grown(
-        ctx,
-        &mut pool.upload,
-        total,
-        "wgpu-loss.upload",
-        usage,
-        true,
-    );
-    if !new && !pool.mapped {
-        map(ctx, staging, wgpu::MapMode::Write)?;
-    }
-    pool.mapped = false;
-    {
-        let mut view = staging
-            .get_mapped_range_mut(..total)
-            .map_err(|e| Error::Wgpu(e.to_string()))?;
-        let mut at = 0;
-        for &(_, data) in inputs {
-            view.slice(at..at + data.len()).copy_from_slice(data);
-            let end = at + padded(data) as usize;
-            view.slice(at + data.len()..end).fill(0);
-            at = end;
+    let limit = ctx.limits().max_buffer_size / 4 * 4;
+    let mut groups: Vec<&[(usize, &[u8])]> = Vec::new();
+    let (mut first, mut bytes) = (0, 0);
+    for (k, &(_, data)) in inputs.iter().enumerate() {
+        if k > first && bytes + padded(data) > limit {
+            groups.push(&inputs[first..k]);
+            (first, bytes) = (k, 0);
         }
+        bytes += padded(data);
     }
-    staging.unmap();
-    let mut at = 0;
-    for &(slot, data) in inputs {
-        let to = pool.slots[slot].as_ref().expect("grown by the caller");
-        encoder.copy_buffer_to_buffer(staging, at, to, 0, padded(data));
-        at += padded(data);
+    if first < inputs.len() {
+        groups.push(&inputs[first..]);
+    }
+    for (k, group) in groups.iter().enumerate() {
+        let total: u64 = group.iter().map(|(_, d)| padded(d)).sum();
+        let usage = wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC;
+        let label = "wgpu-loss.upload";
+        let (staging, new) = grown(ctx, &mut pool.upload, total, label, usage, true);
+        if !new && !pool.mapped {
+            map(ctx, staging, wgpu::MapMode::Write)?;
+        }
+        pool.mapped = false;
+        {
+            let mut view = staging
+                .get_mapped_range_mut(..total)
+                .map_err(|e| Error::Wgpu(e.to_string()))?;
+            let mut at = 0;
+            for &(_, data) in group.iter() {
+                view.slice(at..at + data.len()).copy_from_slice(data);
+                let end = at + padded(data) as usize;
+                view.slice(at + data.len()..end).fill(0);
+                at = end;
+            }
+        }
+        staging.unmap();
+        let last = k + 1 == groups.len();
+        let mut own = (!last).then(|| ctx.device().create_command_encoder(&Default::default()));
+        let record = own.as_mut().unwrap_or(&mut *encoder);
+        let mut at = 0;
+        for &(slot, data) in group.iter() {
+            let to = pool.slots[slot].as_ref().expect("grown by the caller");
+            record.copy_buffer_to_buffer(staging, at, to, 0, padded(data));
+            at += padded(data);
+        }
+        if let Some(e) = own {
+            ctx.queue().submit([e.finish()]);
+            remap(ctx, pool)?;
+        }
     }
     Ok(())
 }
 
-/// Maps `pool`'s upload staging buffer for the next call and waits (after a submission).
+/// Maps `pool`'s upload staging buffer for the next call and waits (after a submission); a
+/// mapped one (a call that uploaded nothing) stays as it is.
 fn remap(ctx: &Context, pool: &mut HostBuffers) -> Result<()> {
+    if pool.mapped {
+        return Ok(());
+    }
     if let Some(staging) = &pool.upload {
         map(ctx, staging, wgpu::MapMode::Write)?;
         pool.mapped = true;
@@ -358,7 +391,7 @@ pub fn upload_reused(ctx: &Context, inputs: &[&[u8]]) -> Result<()> {
     if inputs.len() > MAX_SLOTS {
         return Err(Error::Binding("inputs", "more than a plan's slots"));
     }
-    scoped(ctx, || {
+    let result = scoped(ctx, || {
         let mut own = HostBuffers::default();
         let mut shared = ctx.try_host_buffers();
         let pool: &mut HostBuffers = match shared.as_deref_mut() {
@@ -381,7 +414,8 @@ pub fn upload_reused(ctx: &Context, inputs: &[&[u8]]) -> Result<()> {
         stage(ctx, pool, &inputs, &mut encoder)?;
         ctx.queue().submit([encoder.finish()]);
         remap(ctx, pool)
-    })
+    });
+    result.inspect_err(|_| forget_host_buffers(ctx))
 }
 
 /// The gradient's dtype and element count, its slot being `slot`.

@@ -162,3 +162,34 @@ fn the_gradient_into_the_callers_slice() {
     ctx.loss_into(&desc, &inputs, &mut grad).unwrap();
     assert_eq!(bits(&grad), bits(want.grad.as_deref().unwrap()));
 }
+
+/// Inputs that together exceed the device's largest buffer are staged in groups that fit it
+/// (here two 800 KB inputs on a device whose buffers hold at most 1 MiB): the bits of a device
+/// that stages them at once. And an upload of nothing leaves the staging buffer usable.
+#[test]
+fn inputs_larger_together_than_a_buffer_are_staged_in_groups() {
+    let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    let instance = wgpu::Instance::new(desc);
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).unwrap();
+    let mut limits = adapter.limits();
+    limits.max_buffer_size = 1 << 20;
+    limits.max_storage_buffer_binding_size = 1 << 20;
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        required_limits: limits,
+        ..Default::default()
+    }))
+    .unwrap();
+    let small = Context::from_device(device, queue).unwrap();
+    let mut rng = Rng::new(97);
+    let len = 200_003;
+    let (x, y) = (rng.vec(len, -3.0, 3.0), rng.vec(len, -3.0, 3.0));
+    let desc = PointwiseDesc::new(Pointwise::Mse, len);
+    let want = ctx().loss(&desc, &Inputs::new(&x, &y)).unwrap();
+    for _ in 0..2 {
+        let got = small.loss(&desc, &Inputs::new(&x, &y)).unwrap();
+        assert!(bits(&got) == bits(&want), "staged in groups: other bits");
+    }
+    wgpu_loss::kernel::upload_reused(&small, &[]).unwrap();
+    let got = small.loss(&desc, &Inputs::new(&x, &y)).unwrap();
+    assert!(bits(&got) == bits(&want), "after an empty upload");
+}
