@@ -132,28 +132,31 @@ pub(crate) fn run_host(
             });
         }
     }
-    let result = scoped(ctx, || {
-        let mut own = HostBuffers::default();
-        let mut shared = ctx.try_host_buffers();
-        let pool: &mut HostBuffers = match shared.as_deref_mut() {
-            Some(p) => p,
-            None => &mut own,
-        };
+    let (out, status) = with_host_buffers(ctx, |pool| {
         run_pooled(program, host, &reads, reduction, pool, grad_into)
-    });
-    let (out, status) = result.inspect_err(|_| forget_host_buffers(ctx))?;
+    })?;
     status.check(what)?;
     Ok(out)
 }
 
-/// After a call the device refused (or that failed before its end): the reused buffers may
-/// hold a buffer the device never made (out of memory) or a mapping in any state, so the next
-/// call makes them anew.
-fn forget_host_buffers(ctx: &Context) {
-    let _guard = ctx.lock();
-    if let Some(mut pool) = ctx.try_host_buffers() {
-        *pool = HostBuffers::default();
+/// Runs `f` under the device lock inside error scopes ([`scoped`]) with the context's reused
+/// buffers, or buffers of its own when another call holds them. After a call the device refused
+/// (or that failed before its end) the reused buffers may hold a buffer the device never made
+/// (out of memory) or a mapping in any state, so they are forgotten: the next call makes them
+/// anew.
+fn with_host_buffers<T>(ctx: &Context, f: impl FnOnce(&mut HostBuffers) -> Result<T>) -> Result<T> {
+    let result = scoped(ctx, || {
+        let mut own = HostBuffers::default();
+        let mut shared = ctx.try_host_buffers();
+        f(shared.as_deref_mut().unwrap_or(&mut own))
+    });
+    if result.is_err() {
+        let _guard = ctx.lock();
+        if let Some(mut pool) = ctx.try_host_buffers() {
+            *pool = HostBuffers::default();
+        }
     }
+    result
 }
 
 /// [`run_host`] with `pool`'s buffers (under the device lock).
@@ -190,26 +193,22 @@ fn run_pooled(
         label: Some("wgpu-loss"),
     });
     stage(ctx, pool, &inputs, &mut encoder)?;
-    // The program bound to the slots' buffers, each its slot's bytes.
-    let user = (pool.slots.iter().enumerate())
-        .filter_map(|(i, b)| b.as_ref().map(|b| (i, b)))
-        .filter_map(|(i, b)| {
-            let (slot, bytes) = program.used_slots().find(|(s, _)| s.index() == i)?;
-            let taken = program.writes(slot) || host.get(i).is_some();
-            taken.then(|| {
-                let size = std::num::NonZeroU64::new(bytes.max(4).next_multiple_of(4));
-                (
-                    slot,
-                    wgpu::BufferBinding {
-                        buffer: b,
-                        offset: 0,
-                        size,
-                    },
-                )
-            })
-        })
-        .fold(UserBindings::default(), |u, (slot, b)| {
-            u.with(slot, Some(b))
+    // The program bound to the slots' buffers (the inputs given and the outputs), each its
+    // slot's bytes.
+    let user = program
+        .used_slots()
+        .filter(|&(slot, _)| program.writes(slot) || host.get(slot.index()).is_some())
+        .fold(UserBindings::default(), |u, (slot, bytes)| {
+            let buffer = pool.slots[slot.index()].as_ref().expect("grown above");
+            let size = std::num::NonZeroU64::new(bytes.max(4).next_multiple_of(4));
+            u.with(
+                slot,
+                Some(wgpu::BufferBinding {
+                    buffer,
+                    offset: 0,
+                    size,
+                }),
+            )
         });
     let bound = program.bind(&user)?;
     program.record(&mut encoder, &bound, None);
@@ -391,13 +390,7 @@ pub fn upload_reused(ctx: &Context, inputs: &[&[u8]]) -> Result<()> {
     if inputs.len() > MAX_SLOTS {
         return Err(Error::Binding("inputs", "more than a plan's slots"));
     }
-    let result = scoped(ctx, || {
-        let mut own = HostBuffers::default();
-        let mut shared = ctx.try_host_buffers();
-        let pool: &mut HostBuffers = match shared.as_deref_mut() {
-            Some(p) => p,
-            None => &mut own,
-        };
+    with_host_buffers(ctx, |pool| {
         let inputs: Vec<(usize, &[u8])> = inputs.iter().copied().enumerate().collect();
         for &(i, data) in &inputs {
             let bytes = (data.len() as u64).max(4).next_multiple_of(4);
@@ -414,8 +407,7 @@ pub fn upload_reused(ctx: &Context, inputs: &[&[u8]]) -> Result<()> {
         stage(ctx, pool, &inputs, &mut encoder)?;
         ctx.queue().submit([encoder.finish()]);
         remap(ctx, pool)
-    });
-    result.inspect_err(|_| forget_host_buffers(ctx))
+    })
 }
 
 /// The gradient's dtype and element count, its slot being `slot`.
